@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, Alembic migrations, the database and its repositories."""

@@ -1,0 +1,147 @@
+"""The database: engine set-up per backend, migrations, and the transaction every change runs in.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` (a committed transition survives a
+power cut) and foreign keys on; a writing transaction starts with ``BEGIN IMMEDIATE`` so writers queue instead
+of failing half-way. PostgreSQL is reached through psycopg 3. Database errors are translated here, at the
+boundary, into the project's own exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from workflows.errors import Conflict, MpoxflowError
+
+DEFAULT_URL = "sqlite:///mpoxflow.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: How long a SQLite writer waits for another writer before giving up with a conflict.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+class StorageError(MpoxflowError):
+    """The database cannot be reached or used (not a rule, not a conflict)."""
+
+    exit_code = 1
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URL forms people type; PostgreSQL always goes through psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if "://" not in url:  # a bare path means a SQLite file
+        return f"sqlite:///{url}"
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    in_memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred and late).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("mpoxflow_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One database, by URL: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/dbname``."""
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = normalise_url(url)
+        self.engine = create_engine(self.url, **engine_options)
+        self.backend = self.engine.dialect.name
+        if self.backend == "sqlite":
+            _configure_sqlite(self.engine)
+        self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._write = sessionmaker(bind=self.engine.execution_options(mpoxflow_write=True), expire_on_commit=False)
+
+    # ---- migrations ----------------------------------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return config
+
+    def schema_revision(self) -> str | None:
+        with translate_errors(), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def upgrade(self) -> bool:
+        """Bring the schema to the newest migration; True when anything was applied."""
+        if self.schema_revision() == self.head_revision():
+            return False
+        config = self._alembic_config()
+        with translate_errors(), self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        return True
+
+    # ---- sessions ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A writing unit of work: everything inside commits together or not at all."""
+        with translate_errors(), self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session (never commits)."""
+        with translate_errors(), self._read() as session:
+            yield session
+            session.rollback()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn database errors into the project's exceptions (``raise ... from``), at the persistence boundary."""
+    try:
+        yield
+    except StaleDataError as error:
+        raise Conflict(
+            "The object was changed by someone else while this change was being made; nothing was written. "
+            "Show it again and retry."
+        ) from error
+    except OperationalError as error:
+        text = str(error.orig).lower()
+        if "database is locked" in text or "could not serialize" in text or "deadlock" in text:
+            raise Conflict(
+                "The database is busy with another change to the same data; nothing was written. Try again."
+            ) from error
+        raise StorageError(f"The database could not be used: {error.orig}. Check --db and that it is running.") \
+            from error
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
+            raise Conflict("A concurrent change conflicted with this one; nothing was written. Try again.") \
+                from error
+        raise

@@ -1,0 +1,159 @@
+"""SQLAlchemy 2.x typed models. The schema itself is made by the Alembic migrations in ``migrations/``;
+these classes map it (``create_all`` is never used on a production path).
+
+Instants are stored in UTC (``UTCDateTime``) and always come back timezone-aware. Workflow objects carry a
+``version`` column that SQLAlchemy checks on every UPDATE, so a change made meanwhile by someone else is a
+conflict, never a lost update.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware instant stored as UTC on every backend (SQLite has no timezone type)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: instants must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, date: Date, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Person(Base):
+    __tablename__ = "persons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The external reference (e.g. a CPR number): personal data, shown to staff, never logged or audited.
+    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    born: Mapped[date | None]
+    immunocompromised: Mapped[bool] = mapped_column(Boolean, default=False)
+    pregnant: Mapped[bool] = mapped_column(Boolean, default=False)
+    previous_mpox: Mapped[bool] = mapped_column(Boolean, default=False)
+    smallpox_vaccinated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class WorkflowObject:
+    """Columns every workflow object has."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    #: The definition the object started under (``case@SST-mpox-7.1``).
+    workflow: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+class Case(WorkflowObject, Base):
+    __tablename__ = "cases"
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    onset: Mapped[date]
+    symptoms: Mapped[list[Any]]
+    criteria: Mapped[list[Any]]
+    pcr_on: Mapped[date | None]
+    clade: Mapped[str | None] = mapped_column(String(8))
+    confirmed_at: Mapped[datetime | None]
+    isolation_mode: Mapped[str | None] = mapped_column(String(16))
+    healed_on: Mapped[date | None]
+    died_on: Mapped[date | None]
+    phone_notified_at: Mapped[datetime | None]
+    written_notified_at: Mapped[datetime | None]
+
+
+class Timer(Base):
+    """A timer is data: armed and cancelled in the transaction of the transition that causes it."""
+
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_status_due", "status", "due_at"),
+        Index("ix_timers_object", "object_kind", "object_id"),
+        # At most one pending timer of a name per object: re-arming cancels the old one first.
+        Index(
+            "uq_timers_pending_name", "object_kind", "object_id", "name", unique=True,
+            sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    #: The timer's name is also the trigger it fires (``condom_advice_ends``).
+    name: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    rule: Mapped[str] = mapped_column(String(64))
+    #: Staff task behind a deadline timer, shown in the worklist until satisfied; None for automatic timers.
+    task: Mapped[str | None] = mapped_column(String(128))
+    #: pending, fired, cancelled, skipped.
+    status: Mapped[str] = mapped_column(String(16))
+    armed_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    satisfied_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One entry per change, written in the change's own transaction. Append-only: database triggers refuse
+    UPDATE and DELETE on this table (see the first migration)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_object", "object_kind", "object_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    workflow: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: The clock's instant (simulated or real) of the change.
+    at: Mapped[datetime] = mapped_column(index=True)
+    #: The wall-clock instant it was recorded (differs from ``at`` on a simulated clock).
+    recorded_at: Mapped[datetime]
+    rule: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    timers_armed: Mapped[list[Any]]
+    timers_cancelled: Mapped[list[Any]]
+
+
+class ClockSetting(Base):
+    """One row: whether this database runs on a simulated clock, and its "now" if so."""
+
+    __tablename__ = "clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    simulated: Mapped[bool] = mapped_column(Boolean)
+    now: Mapped[datetime | None]
+
+
+#: Workflow object models by kind.
+OBJECT_MODELS: dict[str, type[Case]] = {"case": Case}

@@ -1,0 +1,1 @@
+"""The guideline's workflows and rules: pure Python (standard library and `transitions` only, no database)."""

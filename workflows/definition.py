@@ -1,0 +1,252 @@
+"""The shape every workflow shares: a table of transitions that cite the guideline, run by one `transitions`
+Machine per workflow definition (never one per object: binding an object to the shared machine costs
+microseconds, building a machine per object costs milliseconds and memory).
+
+A workflow object is seen by the machine as a :class:`Subject`: its state, its facts (a plain dataclass of
+the workflow), the instant of the change and the data given. Guards are pure: they return the reason they
+refuse, or ``None``. Effects change the facts and say which timers to arm, cancel or mark satisfied; the
+engine turns those into rows in the same transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+
+from transitions import Machine, MachineError
+
+from workflows.errors import GuardRefused, TriggerNotAllowed
+
+#: The state of an object before it exists; creation triggers leave it. Never stored.
+NEW = "new"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment choices the guideline leaves open (each a **Decision** in RULES.md)."""
+
+    #: §3.1 "within the working day": the local hour the working day ends for the phone notification.
+    working_day_ends: time = time(17, 0)
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """A timer a transition arms. When due, the engine fires the trigger of the same name.
+
+    ``task`` marks a deadline for staff: it shows in the worklist until satisfied, overdue once due.
+    """
+
+    name: str
+    due_at: datetime
+    rule: str
+    task: str | None = None
+
+
+@dataclass
+class Subject:
+    """What the shared machine is bound to while one trigger runs."""
+
+    object_id: str
+    state: str
+    facts: Any
+    now: datetime
+    settings: Settings
+    data: Mapping[str, Any] = field(default_factory=dict)
+    armed: list[TimerSpec] = field(default_factory=list)
+    cancelled: set[str] = field(default_factory=set)
+    satisfied: set[str] = field(default_factory=set)
+
+    def arm_timer(self, timer: TimerSpec) -> None:
+        """Arm ``timer``; a pending timer of the same name is replaced (cancelled, then armed anew)."""
+        self.armed = [t for t in self.armed if t.name != timer.name] + [timer]
+
+    def cancel_timer(self, name: str) -> None:
+        self.cancelled.add(name)
+        self.armed = [t for t in self.armed if t.name != name]
+
+    def satisfy_timer(self, name: str) -> None:
+        """The task behind a deadline timer is done: it leaves the worklist and will not fire."""
+        self.satisfied.add(name)
+
+
+#: A guard returns why it refuses, or None when the transition may go ahead.
+GuardCheck = Callable[[Subject, Mapping[str, Any]], "str | None"]
+Effect = Callable[[Subject, Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Guard:
+    rule: str
+    check: GuardCheck
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """One row of a workflow's table. ``dest=None`` is an internal transition: the state stays."""
+
+    trigger: str
+    source: tuple[str, ...]
+    dest: str | None
+    rule: str
+    summary: str
+    guards: tuple[Guard, ...] = ()
+    effect: Effect | None = None
+    #: Fired by a timer of the same name rather than by a person.
+    timed: bool = False
+
+
+def _run_guard(guard: Guard) -> Callable[[Any], bool]:
+    def condition(event: Any) -> bool:
+        subject: Subject = event.model
+        refusal = guard.check(subject, subject.data)
+        if refusal is not None:
+            raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule)
+        return True
+
+    return condition
+
+
+def _run_effect(effect: Effect) -> Callable[[Any], None]:
+    def callback(event: Any) -> None:
+        subject: Subject = event.model
+        effect(subject, subject.data)
+
+    return callback
+
+
+class WorkflowDefinition:
+    """A versioned workflow (``case@SST-mpox-7.1``) and the one machine that runs all its objects."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        version: str,
+        facts: type,
+        states: Iterable[str],
+        final: Iterable[str],
+        transitions: Iterable[TransitionSpec],
+    ) -> None:
+        self.kind = kind
+        self.version = version
+        self.facts = facts
+        self.states = tuple(states)
+        self.final = frozenset(final)
+        self.transitions = tuple(transitions)
+        self._by_trigger: dict[str, list[TransitionSpec]] = {}
+        for spec in self.transitions:
+            self._by_trigger.setdefault(spec.trigger, []).append(spec)
+        self._lock = threading.Lock()
+        self.machine = Machine(
+            model=None,
+            states=[NEW, *self.states],
+            transitions=[self._machine_row(spec) for spec in self.transitions],
+            initial=NEW,
+            auto_transitions=False,
+            send_event=True,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}@{self.version}"
+
+    @staticmethod
+    def _machine_row(spec: TransitionSpec) -> dict[str, Any]:
+        return {
+            "trigger": spec.trigger,
+            "source": list(spec.source),
+            "dest": spec.dest,
+            "conditions": [_run_guard(g) for g in spec.guards],
+            "after": [_run_effect(spec.effect)] if spec.effect else [],
+        }
+
+    def rule_of(self, trigger: str, state: str) -> str:
+        """The section the transition for ``trigger`` from ``state`` cites."""
+        for spec in self._by_trigger.get(trigger, []):
+            if state in spec.source:
+                return spec.rule
+        raise KeyError((trigger, state))
+
+    def triggers_from(self, state: str, *, include_timed: bool = False) -> list[str]:
+        return sorted(
+            {s.trigger for s in self.transitions if state in s.source and (include_timed or not s.timed)}
+        )
+
+    def has_trigger(self, trigger: str) -> bool:
+        return trigger in self._by_trigger
+
+    def fire(self, subject: Subject, trigger: str) -> None:
+        """Run ``trigger`` on ``subject`` through the shared machine: guards, state change, effects.
+
+        Raises TriggerNotAllowed when the trigger does not exist in the subject's state, GuardRefused when a
+        guard refuses. On either, the subject's state is unchanged.
+        """
+        if trigger not in self._by_trigger or not any(subject.state in s.source for s in self._by_trigger[trigger]):
+            raise TriggerNotAllowed(subject.object_id, trigger, subject.state, self.triggers_from(subject.state))
+        with self._lock:
+            self.machine.add_model(subject, initial=subject.state)
+            try:
+                self.machine.events[trigger].trigger(subject)
+            except MachineError as error:  # pragma: no cover - pre-checked above; kept as a safety net
+                raise TriggerNotAllowed(
+                    subject.object_id, trigger, subject.state, self.triggers_from(subject.state)
+                ) from error
+            finally:
+                self.machine.remove_model(subject)
+
+    def problems(self) -> list[str]:
+        """Shape checks (empty when sound): every transition cites the guideline, nothing leaves a final
+        state, every state is reachable from creation, and every timed trigger has a timer of its name."""
+        found: list[str] = []
+        known = {NEW, *self.states}
+        for spec in self.transitions:
+            if not spec.rule.startswith("SST-mpox-7.1 §"):
+                found.append(f"{spec.trigger}: cites no section ({spec.rule!r})")
+            for source in spec.source:
+                if source not in known:
+                    found.append(f"{spec.trigger}: unknown source state {source}")
+                if source in self.final and spec.dest not in (None, source):
+                    found.append(f"{spec.trigger}: leaves final state {source}")
+            if spec.dest is not None and spec.dest not in known:
+                found.append(f"{spec.trigger}: unknown destination {spec.dest}")
+            for guard in spec.guards:
+                if not guard.rule.startswith("SST-mpox-7.1 §"):
+                    found.append(f"{spec.trigger}: a guard cites no section ({guard.rule!r})")
+        reached = {NEW}
+        grew = True
+        while grew:
+            grew = False
+            for spec in self.transitions:
+                if spec.dest and spec.dest not in reached and reached.intersection(spec.source):
+                    reached.add(spec.dest)
+                    grew = True
+        found.extend(f"state {s} is unreachable" for s in self.states if s not in reached)
+        return found
+
+    def mermaid(self) -> str:
+        """The workflow as a Mermaid state diagram, drawn by `transitions` from this same table."""
+        from transitions.extensions import GraphMachine
+
+        class _Drawing:
+            pass
+
+        drawing = _Drawing()
+        GraphMachine(
+            model=drawing,
+            states=[NEW, *self.states],
+            transitions=[
+                {"trigger": f"{s.trigger} ({s.rule.removeprefix('SST-mpox-7.1 ')})", "source": list(s.source),
+                 "dest": s.dest}
+                for s in self.transitions
+                if s.dest is not None
+            ],
+            initial=NEW,
+            auto_transitions=False,
+            graph_engine="mermaid",
+            title=f"{self.name}",
+        )
+        graph = drawing.get_graph()  # type: ignore[attr-defined]
+        return str(graph.draw(None))
