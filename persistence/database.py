@@ -113,10 +113,9 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A read-only session (never commits)."""
+        """A read-only session (never commits; closing it ends its transaction). Objects stay readable after."""
         with translate_errors(), self._read() as session:
             yield session
-            session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,62 @@
+"""Wires the real parts together: the database (migrated), its clock (real or simulated), the settings."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, time
+
+from engine.clock import SimulatedClock, SystemClock
+from engine.core import Engine
+from persistence.database import DEFAULT_URL, Database
+from persistence.repository import Repository
+from workflows.definition import Settings
+from workflows.errors import UsageError
+
+
+def database_url(explicit: str | None = None) -> str:
+    """``--db``, else ``$MPOXFLOW_DATABASE_URL``, else ``./mpoxflow.db``."""
+    return explicit or os.environ.get("MPOXFLOW_DATABASE_URL") or DEFAULT_URL
+
+
+def settings_from_env() -> Settings:
+    """Deployment settings: ``MPOXFLOW_WORKING_DAY_ENDS`` (HH:MM, default 17:00, §3.1)."""
+    raw = os.environ.get("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
+    try:
+        ends = time.fromisoformat(raw)
+    except ValueError as error:
+        raise UsageError(f"MPOXFLOW_WORKING_DAY_ENDS={raw!r} is not a time of day: use HH:MM, e.g. 17:00") from error
+    return Settings(working_day_ends=ends)
+
+
+def init_database(db: Database, simulated_start: datetime | None = None) -> None:
+    """Create or upgrade the schema and fix the database's clock: real time, or simulated from an instant.
+    A database's clock is chosen once; asking to change it is refused."""
+    db.upgrade()
+    if simulated_start is None:
+        with db.reading() as session:
+            if Repository(session).clock() is not None:
+                return
+    with db.transaction() as session:
+        repo = Repository(session)
+        clock = repo.clock()
+        if clock is None:
+            repo.save_clock(simulated=simulated_start is not None, now=simulated_start)
+        elif simulated_start is not None and not clock.simulated:
+            raise UsageError("this database already runs on real time; a simulated clock needs a new database")
+        elif simulated_start is not None and clock.now is not None and simulated_start != clock.now:
+            raise UsageError(
+                f"this database's simulated clock is already at {clock.now.isoformat()}: "
+                "move it with `mpoxflow clock advance`"
+            )
+
+
+def open_engine(url: str | None = None, *, settings: Settings | None = None) -> Engine:
+    """An engine over the database at ``url``: migrated to the newest schema, on the database's own clock."""
+    db = Database(database_url(url))
+    init_database(db)
+    with db.reading() as session:
+        clock_row = Repository(session).clock()
+    assert clock_row is not None
+    if clock_row.simulated and clock_row.now is not None:
+        return Engine(db, SimulatedClock(clock_row.now), settings or settings_from_env(), persist_clock=True)
+    return Engine(db, SystemClock(), settings or settings_from_env())

@@ -1,0 +1,46 @@
+"""The clock is injected wherever time is read. ``SystemClock`` is the only place real time is asked for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+from workflows.errors import UsageError
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware (UTC)."""
+        ...
+
+
+class SystemClock:
+    """Real time."""
+
+    simulated = False
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class SimulatedClock:
+    """A clock that moves only when told to: for training, demos and tests."""
+
+    simulated = True
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise UsageError(f"the simulated clock needs an instant with a timezone offset, not {start.isoformat()}")
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        """Move to ``instant``; the clock never goes backwards."""
+        if instant < self._now:
+            raise UsageError(
+                f"the simulated clock only moves forward: it is {self._now.isoformat()}, "
+                f"and {instant.isoformat()} is earlier"
+            )
+        self._now = instant.astimezone(UTC)

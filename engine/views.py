@@ -1,0 +1,107 @@
+"""The JSON shapes of ``../shared/CLI.md``: what the CLI (and later the HTTP API) print for each object.
+Instants are printed in Europe/Copenhagen with their offset; dates as ``YYYY-MM-DD``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, datetime
+from typing import Any
+
+from persistence.models import AuditEntry, Person, Timer
+from persistence.repository import format_id
+from workflows.calendar import to_local
+from workflows.registry import BY_NAME
+
+
+def instant(value: datetime | None) -> str | None:
+    return None if value is None else to_local(value).isoformat()
+
+
+def jsonable(value: Any) -> Any:
+    """Dates, instants and tuples made JSON-safe (instants in UTC, so stored data is unambiguous)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _field(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return instant(value)
+    return jsonable(value)
+
+
+def timer_view(timer: Timer) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": format_id("timer", timer.id),
+        "name": timer.name,
+        "due_at": instant(timer.due_at),
+        "status": timer.status,
+        "rule": timer.rule,
+        "object": format_id(timer.object_kind, timer.object_id),
+    }
+    if timer.task:
+        view["task"] = timer.task
+        view["satisfied_at"] = instant(timer.satisfied_at)
+    if timer.note:
+        view["note"] = timer.note
+    return view
+
+
+def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
+    definition = BY_NAME[row.workflow]
+    view: dict[str, Any] = {
+        "id": format_id(kind, row.id),
+        "kind": kind,
+        "state": row.state,
+        "workflow": row.workflow,
+        "person": format_id("person", row.person_id),
+        "version": row.version,
+    }
+    for f in dataclasses.fields(definition.facts):
+        view[f.name] = _field(getattr(row, f.name))
+    view["created_at"] = instant(row.created_at)
+    view["updated_at"] = instant(row.updated_at)
+    view["timers"] = [timer_view(t) for t in timers]
+    return view
+
+
+def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": format_id("person", person.id),
+        "kind": "person",
+        "ref": person.ref,
+        "born": _field(person.born),
+        "immunocompromised": person.immunocompromised,
+        "pregnant": person.pregnant,
+        "previous_mpox": person.previous_mpox,
+        "smallpox_vaccinated": person.smallpox_vaccinated,
+        "created_at": instant(person.created_at),
+    }
+    if cases is not None:
+        view["cases"] = cases
+    return view
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "object": format_id(entry.object_kind, entry.object_id),
+        "workflow": entry.workflow,
+        "trigger": entry.trigger,
+        "from": entry.from_state,
+        "to": entry.to_state,
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "at": instant(entry.at),
+        "recorded_at": instant(entry.recorded_at),
+        "rule": entry.rule,
+        "data": entry.data,
+        "timers_armed": entry.timers_armed,
+        "timers_cancelled": entry.timers_cancelled,
+    }

@@ -1,0 +1,1 @@
+"""Entry points: the command line (and, later, HTTP). They parse, call the engine, and print."""

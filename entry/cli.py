@@ -1,0 +1,521 @@
+"""The ``mpoxflow`` command line: the contract in ``../shared/CLI.md``.
+
+Exit status: 0 done; 2 wrong usage; 3 refused by a rule; 4 no such object; 5 conflict. With ``--json`` a
+command prints exactly one JSON document on stdout (on failure: ``{"error": ..., "exit_code": ...}``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from engine.bootstrap import database_url, init_database, open_engine
+from engine.core import Engine, Fired
+from engine.views import instant
+from entry.logs import configure_logging
+from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
+from persistence.database import Database, StorageError
+from scheduler.firing import advance_simulated_clock
+from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
+from workflows.errors import MpoxflowError, UsageError
+from workflows.registry import WORKFLOWS
+
+app = typer.Typer(
+    name="mpoxflow",
+    help="Mpox case and contact management by SST's guideline (Retningslinjer for håndtering af mpox, v7.1).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+clock_app = typer.Typer(help="The simulated clock of a training database.", no_args_is_help=True)
+person_app = typer.Typer(help="Persons: the people cases, contacts and courses are about.", no_args_is_help=True)
+case_app = typer.Typer(help="Cases: suspected → confirmed → isolated → healed → closed (§1–§4).",
+                       no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(clock_app, name="clock")
+app.add_typer(person_app, name="person")
+app.add_typer(case_app, name="case")
+
+Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+Actor = Annotated[
+    str | None, typer.Option("--actor", help="Who makes the change (default $MPOXFLOW_ACTOR, else your user name).")
+]
+Reason = Annotated[str | None, typer.Option("--reason", help="Why: goes into the audit entry.")]
+IfVersion = Annotated[
+    int | None,
+    typer.Option("--if-version", help="Refuse with exit 5 unless the object is still at this version."),
+]
+
+
+@dataclass
+class Options:
+    db: str | None
+
+
+def _options(ctx: typer.Context) -> Options:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Database URL (default $MPOXFLOW_DATABASE_URL, else ./mpoxflow.db).",
+                     show_default=False),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="json or console (default: json unless on a terminal).")
+    ] = None,
+) -> None:
+    configure_logging(log_format)
+    ctx.obj = Options(db=db)
+
+
+# ---- running a command ---------------------------------------------------------------------------------------
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    if os.environ.get("MPOXFLOW_ACTOR"):
+        return os.environ["MPOXFLOW_ACTOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str]) -> None:
+    """Run ``action``; print its result as JSON or as text; turn errors into a message and an exit status."""
+    try:
+        result = action()
+    except MpoxflowError as error:
+        typer.echo(f"mpoxflow: {error.message}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": error.message, "exit_code": error.exit_code, "rule": error.rule}))
+        raise typer.Exit(error.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        text = render(result)
+        if text:
+            typer.echo(text)
+
+
+def _engine(ctx: typer.Context) -> Engine:
+    return open_engine(_options(ctx).db)
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+
+
+def render_object(view: dict[str, Any]) -> str:
+    head = f"{view['id']}  {view.get('state', view['kind'])}"
+    if "workflow" in view:
+        head += f"  ({view['workflow']}, version {view['version']})"
+    lines = [head]
+    for key, value in view.items():
+        if key in ("id", "kind", "state", "workflow", "version", "timers") or value in (None, [], False):
+            continue
+        shown = ", ".join(value) if isinstance(value, list) else value
+        lines.append(f"  {key:<20} {shown}")
+    if view.get("timers"):
+        lines.append("  timers:")
+        for t in view["timers"]:
+            extra = "  done " + t["satisfied_at"] if t.get("satisfied_at") else ""
+            lines.append(f"    {t['id']:<10} {t['name']:<26} {t['due_at']}  {t['status']}{extra}  ({t['rule']})")
+    return "\n".join(lines)
+
+
+def render_rows(rows: list[dict[str, Any]], columns: list[str], empty: str) -> str:
+    if not rows:
+        return empty
+    table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def render_audit(entries: list[dict[str, Any]]) -> str:
+    return render_rows(
+        [{**e, "change": f"{e['from'] or '∅'} → {e['to'] or '∅'}"} for e in entries],
+        ["seq", "at", "object", "trigger", "change", "actor", "rule", "reason"],
+        "no audit entries",
+    )
+
+
+def render_fired(result: dict[str, Any]) -> str:
+    lines = [f"clock at {result['now']}"]
+    for f in result["fired"]:
+        lines.append(f"  {f['fired_at']}  {f['timer']} {f['name']} on {f['object']}: "
+                     f"{f['from']} → {f['to']} ({f['status']})")
+    return "\n".join(lines)
+
+
+def fired_view(f: Fired) -> dict[str, Any]:
+    return {
+        "timer": f.timer, "name": f.name, "object": f.object, "due_at": instant(f.due_at),
+        "fired_at": instant(f.fired_at), "status": f.status, "from": f.from_state, "to": f.to_state,
+        "audit_seq": f.audit_seq, "note": f.note,
+    }
+
+
+# ---- init, db, clock -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    simulated_clock: Annotated[
+        str | None, typer.Option("--simulated-clock", help="Start a training database on a simulated clock at "
+                                                           "this instant (ISO 8601; local time if no offset).")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Create or upgrade the database; with --simulated-clock it keeps its own "now"."""
+
+    def action() -> dict[str, Any]:
+        start = parse_instant(simulated_clock, "--simulated-clock") if simulated_clock else None
+        db = Database(database_url(_options(ctx).db))
+        init_database(db, start)
+        engine = open_engine(_options(ctx).db)
+        return {"database": db.engine.url.render_as_string(hide_password=True), "revision": db.schema_revision(),
+                "simulated": engine.clock.simulated, "now": instant(engine.clock.now())}
+
+    _run(as_json, action, lambda r: f"database ready at revision {r['revision']}"
+         + (f", simulated clock at {r['now']}" if r["simulated"] else ", real time"))
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, as_json: Json = False) -> None:
+    """Apply every migration not applied yet."""
+
+    def action() -> dict[str, Any]:
+        db = Database(database_url(_options(ctx).db))
+        applied = db.upgrade()
+        return {"revision": db.schema_revision(), "upgraded": applied}
+
+    _run(as_json, action, lambda r: f"schema at revision {r['revision']}" + (" (upgraded)" if r["upgraded"] else ""))
+
+
+@clock_app.command("show")
+def clock_show(ctx: typer.Context, as_json: Json = False) -> None:
+    """Print the simulated clock's now."""
+
+    def action() -> dict[str, Any]:
+        clock = _engine(ctx).simulated_clock
+        return {"now": instant(clock.now()), "simulated": True}
+
+    _run(as_json, action, lambda r: r["now"])
+
+
+@clock_app.command("advance")
+def clock_advance(
+    ctx: typer.Context,
+    to: Annotated[str | None, typer.Option("--to", help="Move to this instant.")] = None,
+    days: Annotated[int | None, typer.Option("--days", help="Move forward this many days.")] = None,
+    hours: Annotated[int | None, typer.Option("--hours", help="Move forward this many hours.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Move the simulated clock forward, firing every timer that falls due on the way, each at its own due
+    instant, in due order."""
+
+    def action() -> dict[str, Any]:
+        given = [x for x in (to, days, hours) if x is not None]
+        if len(given) != 1:
+            raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
+        engine = _engine(ctx)
+        now = engine.simulated_clock.now()
+        if to is not None:
+            target = parse_instant(to, "--to")
+        else:
+            step = timedelta(days=days) if days is not None else timedelta(hours=hours or 0)
+            if step < timedelta(0):
+                raise UsageError("the simulated clock only moves forward: give a positive number")
+            target = now + step
+        fired = advance_simulated_clock(engine, target)
+        return {"now": instant(engine.clock.now()), "fired": [fired_view(f) for f in fired]}
+
+    _run(as_json, action, render_fired)
+
+
+# ---- persons -------------------------------------------------------------------------------------------------
+
+
+@person_app.command("add")
+def person_add(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Option("--ref", help="External reference (e.g. CPR); shown to staff, never logged.")],
+    born: Annotated[str | None, typer.Option("--born", help="Birth date, YYYY-MM-DD.")] = None,
+    immunocompromised: Annotated[bool, typer.Option("--immunocompromised")] = False,
+    pregnant: Annotated[bool, typer.Option("--pregnant")] = False,
+    previous_mpox: Annotated[bool, typer.Option("--previous-mpox")] = False,
+    smallpox_vaccinated: Annotated[bool, typer.Option("--smallpox-vaccinated")] = False,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Register a person."""
+
+    def action() -> dict[str, Any]:
+        return _engine(ctx).add_person(
+            ref=ref, born=parse_date(born, "--born") if born else None, immunocompromised=immunocompromised,
+            pregnant=pregnant, previous_mpox=previous_mpox, smallpox_vaccinated=smallpox_vaccinated,
+            actor=_actor(actor), reason=reason,
+        )
+
+    _run(as_json, action, render_object)
+
+
+# ---- cases ---------------------------------------------------------------------------------------------------
+
+
+@case_app.command("open")
+def case_open(
+    ctx: typer.Context,
+    person: Annotated[str, typer.Option("--person", help="The person's id (person-N).")],
+    onset: Annotated[str, typer.Option("--onset", help="Symptom onset, YYYY-MM-DD.")],
+    symptoms: Annotated[str | None, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))] = None,
+    criteria: Annotated[str | None, typer.Option("--criteria", help="Comma-separated: " + ",".join(CRITERIA))] = None,
+    confirmed: Annotated[bool, typer.Option("--confirmed", help="Register a case already confirmed by PCR.")] = False,
+    pcr_on: Annotated[str | None, typer.Option("--pcr-on", help="With --confirmed: the positive PCR's date.")] = None,
+    clade: Annotated[str | None, typer.Option("--clade", help="With --confirmed: " + "|".join(CLADES))] = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Open a suspected case (refused unless the case definition holds, §1.1), or with --confirmed --pcr-on a
+    case confirmed by PCR."""
+
+    def action() -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "onset": parse_date(onset, "--onset"),
+            "symptoms": parse_list(symptoms, SYMPTOMS, "symptom"),
+            "criteria": parse_list(criteria, CRITERIA, "criterion"),
+        }
+        if confirmed:
+            if pcr_on is None:
+                raise UsageError("--confirmed needs --pcr-on DATE, the date of the positive PCR")
+            data["pcr_on"] = parse_date(pcr_on, "--pcr-on")
+            data["clade"] = parse_choice(clade, CLADES, "clade") if clade else None
+            trigger = "open_confirmed"
+        else:
+            if pcr_on is not None or clade is not None:
+                raise UsageError("--pcr-on and --clade go with --confirmed (or use `case confirm` later)")
+            trigger = "open"
+        return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_object)
+
+
+def _case_transition(
+    ctx: typer.Context, case_id: str, trigger: str, data: Callable[[], dict[str, Any]],
+    actor: str | None, reason: str | None, if_version: int | None, as_json: bool,
+) -> None:
+    def action() -> dict[str, Any]:
+        given = data()
+        return _engine(ctx).apply(case_id, trigger, data=given, actor=_actor(actor), reason=reason,
+                                  expected_version=if_version)
+
+    _run(as_json, action, render_object)
+
+
+CaseId = Annotated[str, typer.Argument(metavar="ID", help="The case's id (case-N).")]
+
+
+@case_app.command("confirm")
+def case_confirm(
+    ctx: typer.Context, case_id: CaseId,
+    pcr_on: Annotated[str, typer.Option("--pcr-on", help="The positive PCR's date, YYYY-MM-DD.")],
+    clade: Annotated[str | None, typer.Option("--clade", help="|".join(CLADES))] = None,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Confirm by PCR (§1.1); arms the phone and written notification deadlines (§3.1)."""
+    _case_transition(ctx, case_id, "confirm", lambda: {
+        "pcr_on": parse_date(pcr_on, "--pcr-on"),
+        "clade": parse_choice(clade, CLADES, "clade") if clade else None,
+    }, actor, reason, if_version, as_json)
+
+
+@case_app.command("discard")
+def case_discard(
+    ctx: typer.Context, case_id: CaseId,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Discard a suspected case after a negative test (§2.2.1)."""
+    _case_transition(ctx, case_id, "discard", dict, actor, reason, if_version, as_json)
+
+
+@case_app.command("isolate")
+def case_isolate(
+    ctx: typer.Context, case_id: CaseId,
+    mode: Annotated[str, typer.Option("--mode", help="|".join(ISOLATION_MODES))],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the isolation while infectious (§4.1; hospital: admitted, §3.2)."""
+    _case_transition(ctx, case_id, "isolate", lambda: {"mode": parse_choice(mode, ISOLATION_MODES, "mode")},
+                     actor, reason, if_version, as_json)
+
+
+@case_app.command("heal")
+def case_heal(
+    ctx: typer.Context, case_id: CaseId,
+    on: Annotated[str, typer.Option("--on", help="The date lesions had healed and scabs fallen off.")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record healing (§4.1); arms the end of the 12-week condom advice, which closes the case."""
+    _case_transition(ctx, case_id, "heal", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
+                     as_json)
+
+
+@case_app.command("die")
+def case_die(
+    ctx: typer.Context, case_id: CaseId,
+    on: Annotated[str, typer.Option("--on", help="Date of death, YYYY-MM-DD.")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the person's death (the case ends as deceased)."""
+    _case_transition(ctx, case_id, "die", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
+                     as_json)
+
+
+@case_app.command("notify")
+def case_notify(
+    ctx: typer.Context, case_id: CaseId,
+    channel: Annotated[str, typer.Option("--channel", help="phone (STPS) | written (SSI and STPS)")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the notification of a confirmed case (§3.1): satisfies its deadline."""
+    _case_transition(ctx, case_id, "notify", lambda: {"channel": parse_choice(channel, CHANNELS, "channel")},
+                     actor, reason, if_version, as_json)
+
+
+# ---- reading -------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="Any id: case-N, person-N, timer-N.")],
+    as_json: Json = False,
+) -> None:
+    """Show one object, with its timers."""
+    _run(as_json, lambda: _engine(ctx).show(object_id), render_object)
+
+
+LISTABLE = {"persons": "person", **{f"{kind}s": kind for kind in WORKFLOWS}}
+
+
+@app.command("list")
+def list_objects(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(metavar="|".join(LISTABLE), help="What to list.")],
+    state: Annotated[str | None, typer.Option("--state", help="Only objects in this state.")] = None,
+    as_json: Json = False,
+) -> None:
+    """List persons or workflow objects."""
+
+    def action() -> list[dict[str, Any]]:
+        kind = LISTABLE.get(parse_choice(what, LISTABLE, "listing"))
+        assert kind is not None
+        if kind == "person" and state is not None:
+            raise UsageError("persons have no state: drop --state")
+        return _engine(ctx).list(kind, state)
+
+    def render(rows: list[dict[str, Any]]) -> str:
+        if what == "persons":
+            return render_rows(rows, ["id", "ref", "born"], "no persons")
+        return render_rows(rows, ["id", "state", "person", "onset", "pcr_on", "healed_on", "updated_at"],
+                           f"no {what}")
+
+    _run(as_json, action, render)
+
+
+@app.command()
+def due(
+    ctx: typer.Context,
+    within: Annotated[int | None, typer.Option("--within", help="Only tasks due within this many days.")] = None,
+    as_json: Json = False,
+) -> None:
+    """The staff worklist: what needs doing, soonest first, overdue marked."""
+
+    def action() -> list[dict[str, Any]]:
+        if within is not None and within < 0:
+            raise UsageError("--within takes a number of days, 0 or more")
+        return _engine(ctx).worklist(timedelta(days=within) if within is not None else None)
+
+    def render(rows: list[dict[str, Any]]) -> str:
+        return render_rows(
+            [{**r, "mark": "OVERDUE" if r["overdue"] else ""} for r in rows],
+            ["mark", "due_at", "object", "task", "rule"], "nothing due",
+        )
+
+    _run(as_json, action, render)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this object's entries.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Entries at or after this instant.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Entries at or before this instant.")] = None,
+    as_json: Json = False,
+) -> None:
+    """The transition log: who changed what, when, why, under which rule."""
+
+    def action() -> list[dict[str, Any]]:
+        return _engine(ctx).audit(
+            entity=entity,
+            since=parse_instant(since, "--since") if since else None,
+            until=parse_instant(until, "--until") if until else None,
+        )
+
+    _run(as_json, action, render_audit)
+
+
+@app.command()
+def diagram(
+    kind: Annotated[str, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")],
+    as_json: Json = False,
+) -> None:
+    """Print a workflow as a Mermaid state diagram, drawn from its definition."""
+
+    def action() -> dict[str, Any]:
+        definition = WORKFLOWS[parse_choice(kind, WORKFLOWS, "workflow")]
+        return {"workflow": definition.name, "mermaid": definition.mermaid()}
+
+    _run(as_json, action, lambda r: r["mermaid"])
+
+
+@app.command()
+def demo(as_json: Json = False) -> None:
+    """Run a realistic outbreak on a throwaway simulated-clock database and print its timeline."""
+    from entry.demo import run_demo
+
+    _run(as_json, run_demo, lambda r: r["text"])
+
+
+def main() -> None:
+    """The console script."""
+    try:
+        app()
+    except StorageError as error:  # pragma: no cover - raised outside _run only while opening the database
+        print(f"mpoxflow: {error.message}", file=sys.stderr)
+        sys.exit(error.exit_code)

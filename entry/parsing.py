@@ -1,0 +1,55 @@
+"""Turning what people type into typed values, with messages that say what to type instead.
+Shared by every entry point so the CLI and HTTP accept the same things."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, time
+
+from workflows.calendar import DANISH
+from workflows.errors import UsageError
+
+
+def parse_date(text: str, what: str) -> date:
+    """A Danish calendar date, ``YYYY-MM-DD``."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError as error:
+        raise UsageError(f"{what} '{text}' is not a real date: use YYYY-MM-DD, e.g. 2025-03-14") from error
+
+
+def parse_instant(text: str, what: str) -> datetime:
+    """An ISO 8601 instant; without an offset it is read as Danish local time, and a bare date as 00:00."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            return datetime.combine(date.fromisoformat(raw), time(0, 0), tzinfo=DANISH)
+        value = datetime.fromisoformat(raw)
+    except ValueError as error:
+        raise UsageError(
+            f"{what} '{text}' is not an instant: use ISO 8601, e.g. 2025-03-14T09:00:00+01:00"
+        ) from error
+    return value if value.tzinfo is not None else value.replace(tzinfo=DANISH)
+
+
+def parse_list(text: str | None, allowed: Iterable[str], what: str) -> list[str]:
+    """A comma-separated list whose items must each be one of ``allowed``; order kept, duplicates dropped."""
+    if text is None:
+        return []
+    allowed = tuple(allowed)
+    items: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item not in allowed:
+            raise UsageError(f"unknown {what} '{item}': use a comma-separated list of {', '.join(allowed)}")
+        if item not in items:
+            items.append(item)
+    return items
+
+
+def parse_choice(text: str, allowed: Iterable[str], what: str) -> str:
+    allowed = tuple(allowed)
+    if text not in allowed:
+        raise UsageError(f"unknown {what} '{text}': use one of {', '.join(allowed)}")
+    return text

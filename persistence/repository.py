@@ -1,0 +1,172 @@
+"""Repositories: every query the engine and the entry layer need, in one place, over one session."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
+from workflows.errors import NotFound, UsageError
+
+ID_KINDS = ("person", "timer", *OBJECT_MODELS)
+
+
+def format_id(kind: str, pk: int) -> str:
+    """The id users see: ``case-12``. The kind is part of it, so ``show ID`` needs nothing else."""
+    return f"{kind}-{pk}"
+
+
+def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
+    """``"case-12"`` -> ``("case", 12)``. Raises NotFound for anything that cannot be an id (of ``kind``)."""
+    prefix, _, number = text.strip().partition("-")
+    if prefix not in ID_KINDS or not number.isdigit() or (kind is not None and prefix != kind):
+        expected = f"{kind}-N" if kind else "KIND-N (" + ", ".join(f"{k}-N" for k in ID_KINDS) + ")"
+        raise NotFound(text, kind) from UsageError(f"ids look like {expected}")
+    return prefix, int(number)
+
+
+def facts_from_row(row: Any, facts_type: type) -> Any:
+    """The workflow's facts dataclass, read from the columns of the same names."""
+    return facts_type(**{f.name: _copy(getattr(row, f.name)) for f in dataclasses.fields(facts_type)})
+
+
+def write_facts(row: Any, facts: Any) -> None:
+    for f in dataclasses.fields(facts):
+        setattr(row, f.name, _copy(getattr(facts, f.name)))
+
+
+def _copy(value: Any) -> Any:
+    # Lists are copied so that a JSON column sees a new object and is written.
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+class Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # ---- objects -------------------------------------------------------------------------------------------
+
+    def person(self, pk: int) -> Person:
+        person = self.session.get(Person, pk)
+        if person is None:
+            raise NotFound(format_id("person", pk), "person")
+        return person
+
+    def person_by_ref(self, ref: str) -> Person | None:
+        return self.session.scalars(select(Person).where(Person.ref == ref)).one_or_none()
+
+    def workflow_object(self, kind: str, pk: int) -> Any:
+        row = self.session.get(OBJECT_MODELS[kind], pk)
+        if row is None:
+            raise NotFound(format_id(kind, pk), kind)
+        return row
+
+    def objects(self, kind: str, state: str | None = None) -> Sequence[Any]:
+        model = OBJECT_MODELS[kind]
+        query = select(model).order_by(model.id)
+        if state is not None:
+            query = query.where(model.state == state)
+        return self.session.scalars(query).all()
+
+    def persons(self) -> Sequence[Person]:
+        return self.session.scalars(select(Person).order_by(Person.id)).all()
+
+    def cases_of(self, person_id: int) -> Sequence[Case]:
+        return self.session.scalars(select(Case).where(Case.person_id == person_id).order_by(Case.id)).all()
+
+    # ---- timers --------------------------------------------------------------------------------------------
+
+    def timers_of(self, kind: str, pk: int) -> Sequence[Timer]:
+        return self.session.scalars(
+            select(Timer).where(Timer.object_kind == kind, Timer.object_id == pk).order_by(Timer.due_at, Timer.id)
+        ).all()
+
+    def timers_of_many(self, kind: str, pks: Sequence[int]) -> dict[int, list[Timer]]:
+        found: dict[int, list[Timer]] = {pk: [] for pk in pks}
+        if pks:
+            for timer in self.session.scalars(
+                select(Timer)
+                .where(Timer.object_kind == kind, Timer.object_id.in_(pks))
+                .order_by(Timer.due_at, Timer.id)
+            ):
+                found[timer.object_id].append(timer)
+        return found
+
+    def pending_timers(self, kind: str, pk: int) -> Sequence[Timer]:
+        return self.session.scalars(
+            select(Timer).where(Timer.object_kind == kind, Timer.object_id == pk, Timer.status == "pending")
+        ).all()
+
+    def unsatisfied_timers(self, kind: str, pk: int, names: set[str]) -> Sequence[Timer]:
+        return self.session.scalars(
+            select(Timer).where(
+                Timer.object_kind == kind, Timer.object_id == pk, Timer.name.in_(names),
+                Timer.status.in_(("pending", "fired")), Timer.satisfied_at.is_(None),
+            )
+        ).all()
+
+    def next_due(self, until: datetime) -> Timer | None:
+        """The earliest pending timer due at or before ``until`` (ties by id, so the order is total)."""
+        return self.session.scalars(
+            select(Timer).where(Timer.status == "pending", Timer.due_at <= until)
+            .order_by(Timer.due_at, Timer.id).limit(1)
+        ).first()
+
+    def claim_timer(self, timer_id: int, now: datetime) -> Timer | None:
+        """Mark a pending timer fired, only if it is still pending: the conditional UPDATE is the claim, so a
+        timer is fired once even when two firers race (the loser updates no row and gets None)."""
+        claimed = self.session.execute(
+            update(Timer).where(Timer.id == timer_id, Timer.status == "pending")
+            .values(status="fired", closed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        timer = self.session.get(Timer, timer_id, populate_existing=True)
+        return timer
+
+    def open_tasks(self, until: datetime) -> Sequence[Timer]:
+        """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""
+        return self.session.scalars(
+            select(Timer).where(
+                Timer.task.is_not(None), Timer.satisfied_at.is_(None),
+                Timer.status.in_(("pending", "fired")), Timer.due_at <= until,
+            ).order_by(Timer.due_at, Timer.id)
+        ).all()
+
+    # ---- audit ---------------------------------------------------------------------------------------------
+
+    def audit_entries(
+        self, *, kind: str | None = None, pk: int | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> Sequence[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.seq)
+        if kind is not None:
+            query = query.where(AuditEntry.object_kind == kind)
+        if pk is not None:
+            query = query.where(AuditEntry.object_id == pk)
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        if until is not None:
+            query = query.where(AuditEntry.at <= until)
+        return self.session.scalars(query).all()
+
+    def count(self, model: type) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(model)) or 0)
+
+    # ---- clock ---------------------------------------------------------------------------------------------
+
+    def clock(self) -> ClockSetting | None:
+        return self.session.get(ClockSetting, 1)
+
+    def save_clock(self, *, simulated: bool, now: datetime | None) -> None:
+        row = self.clock()
+        if row is None:
+            self.session.add(ClockSetting(id=1, simulated=simulated, now=now))
+        else:
+            row.simulated, row.now = simulated, now
