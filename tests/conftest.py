@@ -1,0 +1,113 @@
+"""Fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is required, never skipped: if it cannot be reached the storage tests fail and say how to start it.
+Each test gets a fresh database made from a template migrated once per session (a file copy on SQLite,
+``CREATE DATABASE ... TEMPLATE`` on PostgreSQL): the audit log is append-only, so nothing is cleaned by deleting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from engine.bootstrap import init_database
+from engine.clock import SimulatedClock
+from engine.core import Engine
+from persistence.database import Database
+
+PG_URL = os.environ.get("MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")  # a Monday morning in Copenhagen
+_numbers = itertools.count()
+
+
+def _pg_admin():
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head, to copy per test."""
+    admin = _pg_admin()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001 - any failure to connect means the same thing here
+        pytest.fail(
+            f"PostgreSQL is required for the storage tests and could not be reached at {PG_URL}: {error}. "
+            "Start it (see README) or set MPOXFLOW_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
+    name = f"mpoxflow_tmpl_{os.getpid()}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    template_db = Database(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+    template_db.upgrade()
+    template_db.dispose()
+    yield name
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    template_db = Database(f"sqlite:///{path}")
+    template_db.upgrade()
+    template_db.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated, empty database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "mpoxflow.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"mpoxflow_t_{os.getpid()}_{next(_numbers)}"
+    admin = _pg_admin()
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(START)
+
+
+@pytest.fixture
+def engine(db: Database, clock: SimulatedClock) -> Engine:
+    """An engine on a simulated clock that the test moves by hand (``clock.set``)."""
+    return Engine(db, clock)
+
+
+@pytest.fixture
+def cli_db(database_url: str) -> str:
+    """A database initialised for the CLI with a simulated clock at START."""
+    database = Database(database_url)
+    init_database(database, START)
+    database.dispose()
+    return database_url

@@ -1,0 +1,38 @@
+"""Test helpers: the whole database's contents, for "nothing changed" assertions; common stories."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from engine.core import Engine
+from persistence.database import Database
+from persistence.models import Base
+
+
+def contents(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with db.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            found[table.name] = [
+                tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+    return found
+
+
+def person(engine: Engine, ref: str = "REF-1", **flags: Any) -> str:
+    return engine.add_person(ref=ref, actor="staff:test", **flags)["id"]
+
+
+def suspected(engine: Engine, person_id: str, onset: str = "2025-03-01") -> str:
+    return engine.open("case", "open", person=person_id, actor="staff:test", data={
+        "onset": date.fromisoformat(onset), "symptoms": ["rash"], "criteria": ["msm"]})["id"]
+
+
+def confirmed(engine: Engine, person_id: str, onset: str = "2025-03-01", pcr_on: str = "2025-03-03") -> str:
+    case_id = suspected(engine, person_id, onset)
+    engine.apply(case_id, "confirm", data={"pcr_on": date.fromisoformat(pcr_on)}, actor="staff:test")
+    return case_id
