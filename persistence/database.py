@@ -120,6 +120,12 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
 
 @contextmanager
 def translate_errors() -> Iterator[None]:

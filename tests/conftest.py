@@ -75,7 +75,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
-    template = request.getfixturevalue("pg_template")
+    yield from _fresh_pg(request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated, empty PostgreSQL database, for behaviour only PostgreSQL has."""
+    yield from _fresh_pg(pg_template)
+
+
+def _fresh_pg(template: str) -> Iterator[str]:
     name = f"mpoxflow_t_{os.getpid()}_{next(_numbers)}"
     admin = _pg_admin()
     with admin.connect() as connection:
@@ -107,7 +116,6 @@ def engine(db: Database, clock: SimulatedClock) -> Engine:
 @pytest.fixture
 def cli_db(database_url: str) -> str:
     """A database initialised for the CLI with a simulated clock at START."""
-    database = Database(database_url)
-    init_database(database, START)
-    database.dispose()
+    with Database(database_url) as database:
+        init_database(database, START)
     return database_url
