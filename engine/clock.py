@@ -9,6 +9,9 @@ from workflows.errors import UsageError
 
 
 class Clock(Protocol):
+    #: True for a clock that moves only when told to.
+    simulated: bool
+
     def now(self) -> datetime:
         """The current instant, timezone-aware (UTC)."""
         ...

@@ -7,6 +7,7 @@ injected clock is asked for the time.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -233,7 +234,9 @@ class Engine:
         )
         return row, entry
 
-    def _close_timers(self, repo: Repository, kind: str, pk: int, subject: Subject, now: datetime) -> list[dict[str, Any]]:
+    def _close_timers(
+        self, repo: Repository, kind: str, pk: int, subject: Subject, now: datetime
+    ) -> list[dict[str, Any]]:
         """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes."""
         closed: list[dict[str, Any]] = []
         rearmed = {t.name for t in subject.armed}
@@ -371,7 +374,7 @@ class Engine:
             timers = repo.timers_of_many(kind, [r.id for r in rows])
             return [object_view(kind, r, timers[r.id]) for r in rows]
 
-    def worklist(self, within: timedelta | None = None) -> list[dict[str, Any]]:
+    def worklist(self, within: timedelta | None = None) -> builtins.list[dict[str, Any]]:
         """Staff tasks not done yet, soonest first; ``overdue`` once their deadline has passed.
         Without ``within``, every open task; with it, those due within that time from now."""
         now = self.clock.now()
@@ -391,7 +394,7 @@ class Engine:
 
     def audit(
         self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         kind = pk = None
         if entity is not None:
             kind, pk = parse_id(entity)
