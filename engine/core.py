@@ -21,7 +21,7 @@ from engine.views import audit_view, jsonable, object_view, person_view, timer_v
 from persistence.database import Database
 from persistence.models import OBJECT_MODELS, AuditEntry, Person, Timer
 from persistence.repository import Repository, facts_from_row, format_id, parse_id, write_facts
-from workflows.calendar import local_date
+from workflows.calendar import local_date, to_local
 from workflows.definition import NEW, Settings, Subject
 from workflows.errors import Conflict, GuardRefused, NotFound, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
@@ -300,7 +300,7 @@ class Engine:
                 with session.begin_nested():
                     _, entry = self._run(
                         session, definition=definition, kind=timer.object_kind, row=row, trigger=timer.name,
-                        data=data, actor=actor, reason=f"due {timer.due_at.isoformat()}", now=now,
+                        data=data, actor=actor, reason=f"due {to_local(timer.due_at).isoformat()}", now=now,
                     )
             except (TriggerNotAllowed, GuardRefused) as refused:
                 status, note = "skipped", str(refused)

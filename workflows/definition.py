@@ -184,8 +184,12 @@ class WorkflowDefinition:
         Raises TriggerNotAllowed when the trigger does not exist in the subject's state, GuardRefused when a
         guard refuses. On either, the subject's state is unchanged.
         """
-        if trigger not in self._by_trigger or not any(subject.state in s.source for s in self._by_trigger[trigger]):
-            raise TriggerNotAllowed(subject.object_id, trigger, subject.state, self.triggers_from(subject.state))
+        specs = self._by_trigger.get(trigger, [])
+        if not any(subject.state in s.source for s in specs):
+            raise TriggerNotAllowed(
+                subject.object_id, trigger, subject.state, self.triggers_from(subject.state),
+                rule=specs[0].rule if specs else None,
+            )
         with self._lock:
             self.machine.add_model(subject, initial=subject.state)
             try:

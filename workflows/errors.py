@@ -43,8 +43,9 @@ class TriggerNotAllowed(RuleRefused):
 
     def __init__(self, object_id: str, trigger: str, state: str, allowed: list[str], *, rule: str | None = None):
         allowed_text = ", ".join(sorted(allowed)) if allowed else "nothing: the state is final"
+        cited = f" ({rule})" if rule else ""
         super().__init__(
-            f"{object_id} is {state}: '{trigger}' is not allowed in that state. Allowed now: {allowed_text}.",
+            f"{object_id} is {state}: '{trigger}' is not allowed in that state{cited}. Allowed now: {allowed_text}.",
             rule=rule,
         )
         self.object_id = object_id
