@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
+from workflows.calendar import to_local
 from workflows.errors import UsageError
 
 
@@ -43,7 +44,7 @@ class SimulatedClock:
         """Move to ``instant``; the clock never goes backwards."""
         if instant < self._now:
             raise UsageError(
-                f"the simulated clock only moves forward: it is {self._now.isoformat()}, "
-                f"and {instant.isoformat()} is earlier"
+                f"the simulated clock only moves forward: it is {to_local(self._now).isoformat()}, "
+                f"and {to_local(instant).isoformat()} is earlier"
             )
         self._now = instant.astimezone(UTC)

@@ -20,10 +20,10 @@ from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.views import audit_view, jsonable, object_view, person_view, timer_view
 from persistence.database import Database
 from persistence.models import OBJECT_MODELS, AuditEntry, Person, Timer
-from persistence.repository import Repository, facts_from_row, format_id, parse_id, write_facts
+from persistence.repository import Repository, facts_from_row, format_id, not_found, parse_id, write_facts
 from workflows.calendar import local_date, to_local
 from workflows.definition import NEW, Settings, Subject
-from workflows.errors import Conflict, GuardRefused, NotFound, RuleRefused, TriggerNotAllowed, UsageError
+from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
 
 log = structlog.get_logger("mpoxflow.engine")
@@ -222,7 +222,7 @@ class Engine:
             session, kind=kind, pk=row.id, workflow=row.workflow, trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
             reason=reason, now=now, rule=rule, data=jsonable(dict(data)),
-            armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": t.due_at.isoformat(),
+            armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
                     "rule": t.rule} for t in armed],
             cancelled=cancelled,
         )
@@ -356,7 +356,7 @@ class Engine:
             if kind == "timer":
                 timer = session.get(Timer, pk)
                 if timer is None:
-                    raise NotFound(object_id, "timer")
+                    raise not_found(object_id, "timer")
                 return timer_view(timer)
             row = repo.workflow_object(kind, pk)
             return object_view(kind, row, list(repo.timers_of(kind, pk)))

@@ -18,9 +18,10 @@ def instant(value: datetime | None) -> str | None:
 
 
 def jsonable(value: Any) -> Any:
-    """Dates, instants and tuples made JSON-safe (instants in UTC, so stored data is unambiguous)."""
+    """Dates, instants and tuples made JSON-safe. Instants are written in Danish local time with their offset:
+    unambiguous, and exactly what is printed."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return instant(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):

@@ -16,19 +16,39 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from engine.bootstrap import database_url, init_database, open_engine
 from engine.core import Engine, Fired
 from engine.views import instant
-from entry.logs import configure_logging
+from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
 from persistence.database import Database, StorageError
 from scheduler.firing import advance_simulated_clock
+from workflows.calendar import to_local
 from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
 from workflows.errors import MpoxflowError, UsageError
 from workflows.registry import WORKFLOWS
 
+
+class _JsonUsageErrors(TyperGroup):
+    """With ``--json``, a usage error the parser finds (a missing or malformed option) is also printed as one
+    JSON document on stdout, like every other error; the usual message still goes to stderr, exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        wants_json = "--json" in [*ctx._protected_args, *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except TyperException as error:
+            code = getattr(error, "exit_code", 1)
+            if wants_json and code == UsageError.exit_code and hasattr(error, "format_message"):
+                typer.echo(json.dumps({"error": error.format_message(), "exit_code": code, "rule": None}))
+            raise
+
+
 app = typer.Typer(
+    cls=_JsonUsageErrors,
     name="mpoxflow",
     help="Mpox case and contact management by SST's guideline (Retningslinjer for håndtering af mpox, v7.1).",
     no_args_is_help=True,
@@ -77,6 +97,8 @@ def main_options(
         str | None, typer.Option("--log-format", help="json or console (default: json unless on a terminal).")
     ] = None,
 ) -> None:
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"{log_format!r}: use json or console", param_hint="--log-format")
     configure_logging(log_format)
     ctx.obj = Options(db=db)
 
@@ -113,7 +135,10 @@ def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str])
 
 
 def _engine(ctx: typer.Context) -> Engine:
-    return open_engine(_options(ctx).db)
+    """The engine for this command; its database connections are closed when the command ends."""
+    engine = open_engine(_options(ctx).db)
+    ctx.find_root().call_on_close(engine.db.dispose)
+    return engine
 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
@@ -193,11 +218,12 @@ def init(
 
     def action() -> dict[str, Any]:
         start = parse_instant(simulated_clock, "--simulated-clock") if simulated_clock else None
-        db = Database(database_url(_options(ctx).db))
-        init_database(db, start)
-        engine = open_engine(_options(ctx).db)
-        return {"database": db.engine.url.render_as_string(hide_password=True), "revision": db.schema_revision(),
-                "simulated": engine.clock.simulated, "now": instant(engine.clock.now())}
+        with Database(database_url(_options(ctx).db)) as db:
+            init_database(db, start)
+            url, revision = db.engine.url.render_as_string(hide_password=True), db.schema_revision()
+        engine = _engine(ctx)
+        return {"database": url, "revision": revision, "simulated": engine.clock.simulated,
+                "now": instant(engine.clock.now())}
 
     _run(as_json, action, lambda r: f"database ready at revision {r['revision']}"
          + (f", simulated clock at {r['now']}" if r["simulated"] else ", real time"))
@@ -208,9 +234,9 @@ def db_upgrade(ctx: typer.Context, as_json: Json = False) -> None:
     """Apply every migration not applied yet."""
 
     def action() -> dict[str, Any]:
-        db = Database(database_url(_options(ctx).db))
-        applied = db.upgrade()
-        return {"revision": db.schema_revision(), "upgraded": applied}
+        with Database(database_url(_options(ctx).db)) as db:
+            applied = db.upgrade()
+            return {"revision": db.schema_revision(), "upgraded": applied}
 
     _run(as_json, action, lambda r: f"schema at revision {r['revision']}" + (" (upgraded)" if r["upgraded"] else ""))
 
@@ -235,7 +261,7 @@ def clock_advance(
     as_json: Json = False,
 ) -> None:
     """Move the simulated clock forward, firing every timer that falls due on the way, each at its own due
-    instant, in due order."""
+    instant, in due order. --days counts Danish calendar days (same local time of day), --hours real hours."""
 
     def action() -> dict[str, Any]:
         given = [x for x in (to, days, hours) if x is not None]
@@ -243,13 +269,15 @@ def clock_advance(
             raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
         engine = _engine(ctx)
         now = engine.simulated_clock.now()
+        if (days or 0) < 0 or (hours or 0) < 0:
+            raise UsageError("the simulated clock only moves forward: give a positive number")
         if to is not None:
             target = parse_instant(to, "--to")
+        elif days is not None:
+            # Calendar days: the same local time of day, N Danish days later (23 or 25 hours across DST).
+            target = to_local(now) + timedelta(days=days)
         else:
-            step = timedelta(days=days) if days is not None else timedelta(hours=hours or 0)
-            if step < timedelta(0):
-                raise UsageError("the simulated clock only moves forward: give a positive number")
-            target = now + step
+            target = now + timedelta(hours=hours or 0)
         fired = advance_simulated_clock(engine, target)
         return {"now": instant(engine.clock.now()), "fired": [fired_view(f) for f in fired]}
 

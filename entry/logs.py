@@ -9,13 +9,15 @@ import sys
 
 import structlog
 
+LOG_FORMATS = ("json", "console")
+
 
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
     """``log_format``: json or console (default: console on a terminal, json otherwise). ``level``: default
     ``$MPOXFLOW_LOG_LEVEL``, else warning, so a command's own output is not drowned in events."""
     chosen = log_format or ("console" if sys.stderr.isatty() else "json")
-    if chosen not in ("json", "console"):
-        raise SystemExit(f"mpoxflow: --log-format {chosen!r}: use json or console")
+    if chosen not in LOG_FORMATS:
+        raise ValueError(f"log format {chosen!r}: use json or console")
     level_name = (level or os.environ.get("MPOXFLOW_LOG_LEVEL") or "warning").upper()
     renderer = structlog.processors.JSONRenderer() if chosen == "json" else structlog.dev.ConsoleRenderer()
     structlog.configure(

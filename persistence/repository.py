@@ -11,9 +11,23 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
-from workflows.errors import NotFound, UsageError
+from workflows.errors import NotFound
 
 ID_KINDS = ("person", "timer", *OBJECT_MODELS)
+#: Kinds a person can list with ``mpoxflow list KINDs``.
+LISTED_KINDS = ("person", *OBJECT_MODELS)
+
+
+def not_found(object_id: str, kind: str | None) -> NotFound:
+    """NotFound with a next step that works for this kind of id."""
+    if kind in LISTED_KINDS:
+        hint = f"List them with `mpoxflow list {kind}s`."
+    elif kind == "timer":
+        hint = "Open tasks and their timers are listed by `mpoxflow due`; an object's timers by `mpoxflow show ID`."
+    else:
+        hint = ("Ids look like " + ", ".join(f"{k}-N" for k in ID_KINDS)
+                + ": find them with `mpoxflow list cases` or `mpoxflow list persons`.")
+    return NotFound(object_id, kind, hint=hint)
 
 
 def format_id(kind: str, pk: int) -> str:
@@ -25,8 +39,7 @@ def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
     """``"case-12"`` -> ``("case", 12)``. Raises NotFound for anything that cannot be an id (of ``kind``)."""
     prefix, _, number = text.strip().partition("-")
     if prefix not in ID_KINDS or not number.isdigit() or (kind is not None and prefix != kind):
-        expected = f"{kind}-N" if kind else "KIND-N (" + ", ".join(f"{k}-N" for k in ID_KINDS) + ")"
-        raise NotFound(text, kind) from UsageError(f"ids look like {expected}")
+        raise not_found(text, kind)
     return prefix, int(number)
 
 
@@ -54,7 +67,7 @@ class Repository:
     def person(self, pk: int) -> Person:
         person = self.session.get(Person, pk)
         if person is None:
-            raise NotFound(format_id("person", pk), "person")
+            raise not_found(format_id("person", pk), "person")
         return person
 
     def person_by_ref(self, ref: str) -> Person | None:
@@ -63,7 +76,7 @@ class Repository:
     def workflow_object(self, kind: str, pk: int) -> Any:
         row = self.session.get(OBJECT_MODELS[kind], pk)
         if row is None:
-            raise NotFound(format_id(kind, pk), kind)
+            raise not_found(format_id(kind, pk), kind)
         return row
 
     def objects(self, kind: str, state: str | None = None) -> Sequence[Any]:

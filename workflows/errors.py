@@ -58,9 +58,9 @@ class NotFound(MpoxflowError):
 
     exit_code = 4
 
-    def __init__(self, object_id: str, kind: str | None = None) -> None:
+    def __init__(self, object_id: str, kind: str | None = None, *, hint: str | None = None) -> None:
         what = kind or "object"
-        super().__init__(f"No {what} by the id of '{object_id}' was found. List them with `mpoxflow list {what}s`.")
+        super().__init__(f"No {what} by the id of '{object_id}' was found. {hint or 'Check the id.'}")
         self.object_id = object_id
 
 
