@@ -11,18 +11,18 @@ import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from sqlalchemy.orm import Session
 
 from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.views import audit_view, jsonable, object_view, person_view, timer_view
 from persistence.database import Database
-from persistence.models import OBJECT_MODELS, AuditEntry, Person, Timer
-from persistence.repository import Repository, facts_from_row, format_id, not_found, parse_id, write_facts
+from persistence.models import OBJECT_MODELS, Person, Timer
+from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, to_local
-from workflows.definition import NEW, Settings, Subject
+from workflows.definition import NEW, Settings, Subject, WorkflowDefinition
 from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
 
@@ -43,6 +43,19 @@ class Fired:
     to_state: str
     audit_seq: int
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class Changed:
+    """An object as one transition left it: its values, all its timers, and the audit entry's number."""
+
+    kind: str
+    obj: Any
+    timers: list[Any]
+    audit_seq: int
+
+    def view(self) -> dict[str, Any]:
+        return object_view(self.kind, self.obj, self.timers)
 
 
 class Engine:
@@ -102,7 +115,7 @@ class Engine:
             session.flush()
             # The audit keeps internal ids and flags only: never the reference or the birth date.
             self._audit(
-                session, kind="person", pk=person.id, workflow=None, trigger="register", from_state=None,
+                repo, kind="person", pk=person.id, workflow=None, trigger="register", from_state=None,
                 to_state=None, actor=actor, reason=reason, now=now, rule=None,
                 data={**flags, "born_given": born is not None}, armed=[], cancelled=[],
             )
@@ -122,19 +135,19 @@ class Engine:
         actor: str,
         reason: str | None = None,
     ) -> dict[str, Any]:
-        """Create a workflow object of ``kind`` for ``person`` through its creation ``trigger``."""
+        """Create a workflow object of ``kind`` for ``person`` through its creation ``trigger``. Raises NotFound
+        for an unknown person, GuardRefused when the creation's guards refuse."""
         definition = WORKFLOWS[kind]
         _, person_pk = parse_id(person, kind="person")
         with self.db.transaction() as session:
             repo = Repository(session)
-            repo.person(person_pk)
-            now = self.clock.now()
-            row, _ = self._run(
-                session, definition=definition, kind=kind, row=None, trigger=trigger, data=data,
-                actor=actor, reason=reason, now=now, person_pk=person_pk,
+            repo.person_exists(person_pk)
+            changed = self._run(
+                repo, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
+                actor=actor, reason=reason, now=self.clock.now(), person_pk=person_pk,
             )
             self._save_clock(repo)
-            return object_view(kind, row, list(repo.timers_of(kind, row.id)))
+            return changed.view()
 
     def apply(
         self,
@@ -153,40 +166,40 @@ class Engine:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case id")
         with self.db.transaction() as session:
             repo = Repository(session)
-            row = repo.workflow_object(kind, pk)
+            row = repo.load_object(kind, pk)
             if expected_version is not None and row.version != expected_version:
                 raise Conflict(
                     f"{object_id} was changed meanwhile (it is at version {row.version}, you expected "
                     f"{expected_version}); nothing was written. Show it again and retry."
                 )
-            definition = BY_NAME[row.workflow]
-            self._run(
-                session, definition=definition, kind=kind, row=row, trigger=trigger, data=data or {},
-                actor=actor, reason=reason, now=self.clock.now(),
+            # The clock is read after the object is loaded: a concurrent change committed in between is caught
+            # by the version check of the UPDATE.
+            changed = self._run(
+                repo, definition=BY_NAME[row.workflow], kind=kind, row=row, timers=repo.object_timers(kind, pk),
+                trigger=trigger, data=data or {}, actor=actor, reason=reason, now=self.clock.now(),
             )
             self._save_clock(repo)
-            return object_view(kind, row, list(repo.timers_of(kind, pk)))
+            return changed.view()
 
     def _run(
         self,
-        session: Session,
+        repo: Repository,
         *,
-        definition: Any,
+        definition: WorkflowDefinition,
         kind: str,
         row: Any,
+        timers: list[Any],
         trigger: str,
         data: Mapping[str, Any],
         actor: str,
         reason: str | None,
         now: datetime,
         person_pk: int | None = None,
-    ) -> tuple[Any, AuditEntry]:
-        """The one transition path, inside the caller's transaction: the (new or changed) row and its entry."""
-        repo = Repository(session)
-        object_id = format_id(kind, row.id) if row is not None else f"new {kind}"
+    ) -> Changed:
+        """The one transition path, inside the caller's transaction (``row`` None creates the object)."""
         from_state = row.state if row is not None else NEW
         subject = Subject(
-            object_id=object_id,
+            object_id=format_id(kind, row.id) if row is not None else f"new {kind}",
             state=from_state,
             facts=facts_from_row(row, definition.facts) if row is not None else None,
             now=now,
@@ -196,30 +209,29 @@ class Engine:
         definition.fire(subject, trigger)
         rule = definition.rule_of(trigger, from_state)
 
+        values = {**facts_values(subject.facts), "state": subject.state, "updated_at": now}
         if row is None:
-            row = OBJECT_MODELS[kind](
-                person_id=person_pk, workflow=definition.name, created_at=now, state=subject.state, updated_at=now
-            )
-            write_facts(row, subject.facts)
-            session.add(row)
+            values.update(person_id=person_pk, workflow=definition.name, created_at=now, version=1)
+            obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
         else:
-            write_facts(row, subject.facts)
-            row.state = subject.state
-            row.updated_at = now
-        session.flush()  # the version check runs here: a concurrent change makes this a Conflict
+            if not repo.update_object(kind, row.id, row.version, values):
+                raise Conflict(
+                    f"{format_id(kind, row.id)} was changed by someone else while this change was being made; "
+                    "nothing was written. Show it again and retry."
+                )
+            obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
 
-        cancelled = self._close_timers(repo, kind, row.id, subject, now)
-        armed = []
-        for spec in subject.armed:
-            timer = Timer(
-                object_kind=kind, object_id=row.id, name=spec.name, due_at=spec.due_at, rule=spec.rule,
-                task=spec.task, status="pending", armed_at=now,
-            )
-            session.add(timer)
-            armed.append(timer)
-        session.flush()
-        entry = self._audit(
-            session, kind=kind, pk=row.id, workflow=row.workflow, trigger=trigger,
+        current = [SimpleNamespace(**t._mapping) for t in timers]
+        cancelled = self._close_timers(repo, current, subject, now)
+        new_rows = [
+            {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
+             "task": spec.task, "status": "pending", "armed_at": now, "closed_at": None, "satisfied_at": None,
+             "note": None}
+            for spec in subject.armed
+        ]
+        armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
+        seq = self._audit(
+            repo, kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
             reason=reason, now=now, rule=rule, data=jsonable(dict(data)),
             armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
@@ -227,46 +239,54 @@ class Engine:
             cancelled=cancelled,
         )
         log.info(
-            "transition", object=format_id(kind, row.id), trigger=trigger,
+            "transition", object=format_id(kind, obj.id), trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, rule=rule,
-            actor=actor, audit_seq=entry.seq, timers_armed=[t.name for t in armed],
+            actor=actor, audit_seq=seq, timers_armed=[t.name for t in armed],
             timers_cancelled=[c["name"] for c in cancelled],
         )
-        return row, entry
+        return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
 
-    def _close_timers(
-        self, repo: Repository, kind: str, pk: int, subject: Subject, now: datetime
-    ) -> list[dict[str, Any]]:
-        """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes."""
-        closed: list[dict[str, Any]] = []
+    @staticmethod
+    def _close_timers(repo: Repository, timers: list[Any], subject: Subject, now: datetime) -> list[dict[str, Any]]:
+        """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes. ``timers`` (the
+        object's, as loaded) are updated in place to match what is written."""
         rearmed = {t.name for t in subject.armed}
-        for timer in repo.pending_timers(kind, pk):
-            if timer.name in subject.cancelled or timer.name in rearmed:
-                timer.status, timer.closed_at = "cancelled", now
-                timer.note = "re-armed" if timer.name in rearmed else "cancelled by the transition"
-                closed.append({"timer": format_id("timer", timer.id), "name": timer.name, "why": timer.note})
-        if subject.satisfied:
-            for timer in repo.unsatisfied_timers(kind, pk, subject.satisfied):
-                timer.satisfied_at = now
-                if timer.status == "pending":
-                    timer.status, timer.closed_at, timer.note = "cancelled", now, "task done in time"
-                    closed.append({"timer": format_id("timer", timer.id), "name": timer.name, "why": timer.note})
-        repo.session.flush()  # cancellations first: the pending-name index admits one pending timer per name
+        groups: dict[str, list[Any]] = {"re-armed": [], "cancelled by the transition": [], "task done in time": []}
+        satisfied: list[Any] = []
+        for timer in timers:
+            if timer.status == "pending" and timer.name in rearmed:
+                groups["re-armed"].append(timer)
+            elif timer.status == "pending" and timer.name in subject.cancelled:
+                groups["cancelled by the transition"].append(timer)
+            if (timer.name in subject.satisfied and timer.status in ("pending", "fired")
+                    and timer.satisfied_at is None):
+                satisfied.append(timer)
+                if timer.status == "pending" and timer not in groups["re-armed"]:
+                    groups["task done in time"].append(timer)
+        repo.update_timers([t.id for t in satisfied], {"satisfied_at": now})
+        for t in satisfied:
+            t.satisfied_at = now
+        closed: list[dict[str, Any]] = []
+        for note, group in groups.items():
+            # Cancellations are written before any new timer: one pending timer per name and object.
+            repo.update_timers([t.id for t in group], {"status": "cancelled", "closed_at": now, "note": note})
+            for t in group:
+                t.status, t.closed_at, t.note = "cancelled", now, note
+                closed.append({"timer": format_id("timer", t.id), "name": t.name, "why": note})
         return closed
 
     def _audit(
-        self, session: Session, *, kind: str, pk: int, workflow: str | None, trigger: str,
+        self, repo: Repository, *, kind: str, pk: int, workflow: str | None, trigger: str,
         from_state: str | None, to_state: str | None, actor: str, reason: str | None, now: datetime,
         rule: str | None, data: dict[str, Any], armed: list[Any], cancelled: list[Any],
-    ) -> AuditEntry:
-        entry = AuditEntry(
-            object_kind=kind, object_id=pk, workflow=workflow, trigger=trigger, from_state=from_state,
-            to_state=to_state, actor=actor, reason=reason, at=now, recorded_at=self.wall_clock.now(), rule=rule,
-            data=data, timers_armed=armed, timers_cancelled=cancelled,
-        )
-        session.add(entry)
-        session.flush()
-        return entry
+    ) -> int:
+        """Append the audit entry of a change; returns its sequence number."""
+        return repo.insert_audit({
+            "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
+            "from_state": from_state, "to_state": to_state, "actor": actor, "reason": reason, "at": now,
+            "recorded_at": self.wall_clock.now(), "rule": rule, "data": data, "timers_armed": armed,
+            "timers_cancelled": cancelled,
+        })
 
     # ---- timers --------------------------------------------------------------------------------------------
 
@@ -288,41 +308,38 @@ class Engine:
             timer = repo.claim_timer(timer_id, now)
             if timer is None:
                 return None
-            row = repo.workflow_object(timer.object_kind, timer.object_id)
-            definition = BY_NAME[row.workflow]
-            from_state = row.state
+            kind, name = timer.object_kind, timer.name
+            row = repo.load_object(kind, timer.object_id)
             data = {"timer": format_id("timer", timer.id), "due_at": timer.due_at,
                     "fired_late_by_seconds": max(0, int((now - timer.due_at).total_seconds()))}
-            actor = f"timer:{timer.name}"
-            status, note = "fired", None
+            actor = f"timer:{name}"
+            status, note, to_state = "fired", None, row.state
             try:
-                # A nested transaction, so that a refused trigger leaves no partial writes behind.
+                # A savepoint, so that a refused trigger leaves no partial writes behind.
                 with session.begin_nested():
-                    _, entry = self._run(
-                        session, definition=definition, kind=timer.object_kind, row=row, trigger=timer.name,
-                        data=data, actor=actor, reason=f"due {to_local(timer.due_at).isoformat()}", now=now,
+                    changed = self._run(
+                        repo, definition=BY_NAME[row.workflow], kind=kind, row=row,
+                        timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
+                        reason=f"due {to_local(timer.due_at).isoformat()}", now=now,
                     )
+                seq, to_state = changed.audit_seq, changed.obj.state
             except (TriggerNotAllowed, GuardRefused) as refused:
                 status, note = "skipped", str(refused)
-                session.expire(row)
-                timer = repo.session.get(Timer, timer_id, populate_existing=True) or timer
-                timer.status, timer.note = "skipped", note
-                entry = self._audit(
-                    session, kind=timer.object_kind, pk=timer.object_id, workflow=row.workflow,
-                    trigger=timer.name, from_state=row.state, to_state=row.state, actor=actor,
-                    reason=f"skipped: {note}", now=now, rule=timer.rule, data=jsonable(data),
-                    armed=[], cancelled=[],
+                repo.update_timers([timer.id], {"status": "skipped", "note": note})
+                seq = self._audit(
+                    repo, kind=kind, pk=row.id, workflow=row.workflow, trigger=name, from_state=row.state,
+                    to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now, rule=timer.rule,
+                    data=jsonable(data), armed=[], cancelled=[],
                 )
             self._save_clock(repo)
             log.info(
-                "timer_fired", timer=format_id("timer", timer.id), object=format_id(timer.object_kind, row.id),
-                name=timer.name, status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(),
+                "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
+                status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(),
                 lateness_seconds=data["fired_late_by_seconds"],
             )
             return Fired(
-                timer=format_id("timer", timer.id), name=timer.name,
-                object=format_id(timer.object_kind, timer.object_id), due_at=timer.due_at, fired_at=now,
-                status=status, from_state=from_state, to_state=row.state, audit_seq=entry.seq, note=note,
+                timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
+                fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
             )
 
     # ---- the simulated clock -------------------------------------------------------------------------------

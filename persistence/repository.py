@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Insert, Row, Select, Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
@@ -43,14 +45,47 @@ def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
     return prefix, int(number)
 
 
+def _table(model: type) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _ObjectStatements:
+    """The write path's statements for one kind, built once: the values travel as parameters, so each is
+    compiled once and found in SQLAlchemy's cache by identity afterwards."""
+
+    load: Select[Any]
+    insert: Insert
+    update: Update
+
+
+@functools.cache
+def _statements(kind: str) -> _ObjectStatements:
+    table = _table(OBJECT_MODELS[kind])
+    return _ObjectStatements(
+        load=select(table).where(table.c.id == bindparam("pk")),
+        insert=insert(table).returning(table.c.id),
+        update=update(table).where(table.c.id == bindparam("pk"), table.c.version == bindparam("seen_version")),
+    )
+
+
+_TIMERS_OF = (
+    select(_table(Timer))
+    .where(_table(Timer).c.object_kind == bindparam("kind"), _table(Timer).c.object_id == bindparam("pk"))
+    .order_by(_table(Timer).c.due_at, _table(Timer).c.id)
+)
+_INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
+_INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
+
+
 def facts_from_row(row: Any, facts_type: type) -> Any:
     """The workflow's facts dataclass, read from the columns of the same names."""
     return facts_type(**{f.name: _copy(getattr(row, f.name)) for f in dataclasses.fields(facts_type)})
 
 
-def write_facts(row: Any, facts: Any) -> None:
-    for f in dataclasses.fields(facts):
-        setattr(row, f.name, _copy(getattr(facts, f.name)))
+def facts_values(facts: Any) -> dict[str, Any]:
+    """The facts dataclass as column values."""
+    return {f.name: _copy(getattr(facts, f.name)) for f in dataclasses.fields(facts)}
 
 
 def _copy(value: Any) -> Any:
@@ -61,6 +96,11 @@ def _copy(value: Any) -> Any:
 class Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    @property
+    def _core(self) -> Connection:
+        """The session's own connection (same transaction), for Core statements without the ORM's overhead."""
+        return self.session.connection()
 
     # ---- objects -------------------------------------------------------------------------------------------
 
@@ -91,6 +131,42 @@ class Repository:
 
     def cases_of(self, person_id: int) -> Sequence[Case]:
         return self.session.scalars(select(Case).where(Case.person_id == person_id).order_by(Case.id)).all()
+
+    # ---- the write path (SQLAlchemy Core: one statement each, no unit-of-work bookkeeping) -------------------
+
+    def load_object(self, kind: str, pk: int) -> Row[Any]:
+        row = self._core.execute(_statements(kind).load, {"pk": pk}).one_or_none()
+        if row is None:
+            raise not_found(format_id(kind, pk), kind)
+        return row
+
+    def person_exists(self, pk: int) -> None:
+        if self._core.execute(select(Person.id).where(Person.id == pk)).one_or_none() is None:
+            raise not_found(format_id("person", pk), "person")
+
+    def object_timers(self, kind: str, pk: int) -> list[Row[Any]]:
+        return list(self._core.execute(_TIMERS_OF, {"kind": kind, "pk": pk}))
+
+    def insert_object(self, kind: str, values: dict[str, Any]) -> int:
+        return int(self._core.execute(_statements(kind).insert, values).scalar_one())
+
+    def update_object(self, kind: str, pk: int, version: int, values: dict[str, Any]) -> bool:
+        """Write ``values`` and the next version, only if the row is still at ``version``: False when someone
+        else changed it meanwhile (the caller turns that into a Conflict; nothing is lost)."""
+        params = {**values, "pk": pk, "seen_version": version, "version": version + 1}
+        return bool(self._core.execute(_statements(kind).update, params).rowcount == 1)
+
+    def update_timers(self, ids: list[int], values: dict[str, Any]) -> None:
+        if ids:
+            self._core.execute(update(_table(Timer)).where(_table(Timer).c.id.in_(ids)), values)
+
+    def insert_timers(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        return [int(i) for i in self._core.execute(_INSERT_TIMERS, rows).scalars()]
+
+    def insert_audit(self, values: dict[str, Any]) -> int:
+        return int(self._core.execute(_INSERT_AUDIT, values).scalar_one())
 
     # ---- timers --------------------------------------------------------------------------------------------
 
@@ -130,18 +206,14 @@ class Repository:
             .order_by(Timer.due_at, Timer.id).limit(1)
         ).first()
 
-    def claim_timer(self, timer_id: int, now: datetime) -> Timer | None:
+    def claim_timer(self, timer_id: int, now: datetime) -> Row[Any] | None:
         """Mark a pending timer fired, only if it is still pending: the conditional UPDATE is the claim, so a
         timer is fired once even when two firers race (the loser updates no row and gets None)."""
-        claimed = self.session.execute(
-            update(Timer).where(Timer.id == timer_id, Timer.status == "pending")
-            .values(status="fired", closed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        timer = self.session.get(Timer, timer_id, populate_existing=True)
-        return timer
+        table = _table(Timer)
+        return self._core.execute(
+            update(table).where(table.c.id == timer_id, table.c.status == "pending")
+            .values(status="fired", closed_at=now).returning(*table.c)
+        ).one_or_none()
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
         """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""

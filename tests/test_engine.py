@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.bootstrap import init_database, open_engine
 from engine.core import Engine
 from persistence.database import Database
-from persistence.models import AuditEntry, Case, Timer
+from persistence.models import AuditEntry, Timer
 from persistence.repository import Repository
 from scheduler.firing import advance_simulated_clock
 from tests.conftest import START
@@ -253,21 +253,6 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
         e.db.dispose()
 
 
-def test_a_change_made_meanwhile_is_a_conflict_not_a_lost_update(pg_url, clock):
-    # PostgreSQL only: on SQLite a writing transaction holds the write lock from its first statement
-    # (BEGIN IMMEDIATE), so no other change can commit while it runs; the concurrency test covers both.
-    db = Database(pg_url)
-    engine = Engine(db, clock)
-    case_id = suspected(engine, person(engine))
-    with pytest.raises(Conflict), db.transaction() as session:
-        stale = session.get(Case, 1)
-        assert stale is not None
-        engine.apply(case_id, "discard", actor="staff:other")  # commits while `stale` is loaded
-        stale.state = "confirmed"
-    assert engine.show(case_id)["state"] == "discarded"
-    db.dispose()
-
-
 # ---- the database and its clock ----------------------------------------------------------------------------
 
 
@@ -322,3 +307,46 @@ def test_every_change_has_exactly_one_audit_entry(engine, db, clock):
             "condom_advice_ends"]
         assert case.state == "closed" and case.isolation_mode == "hospital"
         assert case.version == 1 + len([e for e in entries if e.object_kind == "case"]) - 1
+
+
+class _RendezvousClock:
+    """A clock that holds each reader until both racers have read it: both have loaded the object by then."""
+
+    simulated = True
+
+    def __init__(self, now: datetime) -> None:
+        self._now, self._barrier = now, threading.Barrier(2, timeout=10)
+
+    def now(self) -> datetime:
+        self._barrier.wait()
+        return self._now
+
+
+def test_a_true_race_between_two_writers_is_a_conflict_on_postgresql(pg_url, clock):
+    # Both transactions load version 1 before either writes (the clock is read after the load); the second
+    # UPDATE waits for the first to commit, then finds the version moved on: a Conflict, never a lost update.
+    # (On SQLite writers never overlap: BEGIN IMMEDIATE queues the second before it reads anything.)
+    setup = Engine(Database(pg_url), clock)
+    case_id = suspected(setup, person(setup))
+    racing = _RendezvousClock(T("2025-03-03T09:00:00+01:00"))
+    engines = [Engine(Database(pg_url), racing) for _ in range(2)]
+    outcomes: list[object] = [None, None]
+
+    def discard(i: int) -> None:
+        try:
+            outcomes[i] = engines[i].apply(case_id, "discard", actor=f"staff:{i}", reason="PCR negative")["state"]
+        except Conflict as conflict:
+            outcomes[i] = conflict
+
+    threads = [threading.Thread(target=discard, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
+    conflict = next(o for o in outcomes if isinstance(o, Conflict))
+    assert "changed by someone else" in str(conflict)
+    assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "discard"]
+    assert setup.show(case_id)["version"] == 2
+    for e in (setup, *engines):
+        e.db.dispose()
