@@ -22,7 +22,7 @@ from persistence.database import Database
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, to_local
-from workflows.definition import NEW, Settings, Subject, WorkflowDefinition
+from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
 from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
 
@@ -163,7 +163,7 @@ class Engine:
         (``expected_version`` given and the object has changed since, or a concurrent change won)."""
         kind, pk = parse_id(object_id)
         if kind not in OBJECT_MODELS:
-            raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case id")
+            raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
         with self.db.transaction() as session:
             repo = Repository(session)
             row = repo.load_object(kind, pk)
@@ -198,6 +198,7 @@ class Engine:
     ) -> Changed:
         """The one transition path, inside the caller's transaction (``row`` None creates the object)."""
         from_state = row.state if row is not None else NEW
+        spec = definition.spec(trigger, from_state)
         subject = Subject(
             object_id=format_id(kind, row.id) if row is not None else f"new {kind}",
             state=from_state,
@@ -205,13 +206,24 @@ class Engine:
             now=now,
             settings=self.settings,
             data=data,
+            context=self._related(repo, spec.references, row, data) if spec is not None else {},
         )
         definition.fire(subject, trigger)
         rule = definition.rule_of(trigger, from_state)
+        person = row.person_id if row is not None else person_pk
+
+        for spawn in subject.spawned:
+            born = self._run(
+                repo, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[], trigger=spawn.trigger,
+                data=spawn.data, actor=actor, reason=f"from {subject.object_id}: {trigger}", now=now,
+                person_pk=person,
+            )
+            setattr(subject.facts, spawn.link, format_id(spawn.kind, born.obj.id))
 
         values = {**facts_values(subject.facts), "state": subject.state, "updated_at": now}
         if row is None:
             values.update(person_id=person_pk, workflow=definition.name, created_at=now, version=1)
+            self._refuse_duplicate(repo, definition, values)
             obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
         else:
             if not repo.update_object(kind, row.id, row.version, values):
@@ -247,6 +259,33 @@ class Engine:
         return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
 
     @staticmethod
+    def _related(repo: Repository, kinds: tuple[str, ...], row: Any, data: Mapping[str, Any]) -> dict[str, Related]:
+        """Load the objects a transition's guards read: named in the data, or the object's own ``<kind>_id``."""
+        related = {}
+        for kind in kinds:
+            if data.get(kind) is not None:
+                _, pk = parse_id(str(data[kind]), kind=kind)
+            else:
+                pk = getattr(row, f"{kind}_id")
+            other = repo.load_object(kind, pk)
+            related[kind] = Related(format_id(kind, pk), pk, other.state,
+                                    facts_from_row(other, BY_NAME[other.workflow].facts))
+        return related
+
+    @staticmethod
+    def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: dict[str, Any]) -> None:
+        if not definition.identity:
+            return
+        same = {"person_id": values["person_id"], **{k: values[k] for k in definition.identity}}
+        existing = repo.find_object(definition.kind, same)
+        if existing is not None:
+            described = ", ".join(f"{k.removesuffix('_id')} {v}" for k, v in same.items())
+            raise RuleRefused(
+                f"there is already a {definition.kind} for {described}: {format_id(definition.kind, existing)}; "
+                f"change that one instead"
+            )
+
+    @staticmethod
     def _close_timers(repo: Repository, timers: list[Any], subject: Subject, now: datetime) -> list[dict[str, Any]]:
         """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes. ``timers`` (the
         object's, as loaded) are updated in place to match what is written."""
@@ -254,15 +293,18 @@ class Engine:
         groups: dict[str, list[Any]] = {"re-armed": [], "cancelled by the transition": [], "task done in time": []}
         satisfied: list[Any] = []
         for timer in timers:
-            if timer.status == "pending" and timer.name in rearmed:
-                groups["re-armed"].append(timer)
-            elif timer.status == "pending" and timer.name in subject.cancelled:
-                groups["cancelled by the transition"].append(timer)
-            if (timer.name in subject.satisfied and timer.status in ("pending", "fired")
-                    and timer.satisfied_at is None):
+            done = (timer.name in subject.satisfied and timer.task is not None
+                    and timer.status in ("pending", "fired") and timer.satisfied_at is None)
+            if done:
                 satisfied.append(timer)
-                if timer.status == "pending" and timer not in groups["re-armed"]:
-                    groups["task done in time"].append(timer)
+            if timer.status != "pending":
+                continue
+            if timer.name in rearmed:
+                groups["re-armed"].append(timer)
+            elif timer.name in subject.cancelled:
+                groups["cancelled by the transition"].append(timer)
+            elif done:
+                groups["task done in time"].append(timer)
         repo.update_timers([t.id for t in satisfied], {"satisfied_at": now})
         for t in satisfied:
             t.satisfied_at = now

@@ -65,7 +65,12 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
         "version": row.version,
     }
     for f in dataclasses.fields(definition.facts):
-        view[f.name] = _field(getattr(row, f.name))
+        value = getattr(row, f.name)
+        if f.name.endswith("_id"):  # a link to another object, shown by its id (``case_id`` -> ``case``)
+            kind = f.name.removesuffix("_id")
+            view[kind] = format_id(kind, value)
+        else:
+            view[f.name] = _field(value)
     view["created_at"] = instant(row.created_at)
     view["updated_at"] = instant(row.updated_at)
     view["timers"] = [timer_view(t) for t in timers]

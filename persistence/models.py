@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -86,6 +86,31 @@ class Case(WorkflowObject, Base):
     died_on: Mapped[date | None]
     phone_notified_at: Mapped[datetime | None]
     written_notified_at: Mapped[datetime | None]
+    tracing_consent: Mapped[bool | None]
+    sources: Mapped[list[Any]]
+    source_case: Mapped[str | None] = mapped_column(String(32))
+
+
+class Contact(WorkflowObject, Base):
+    """A close contact: one per (case, person); a new exposure to the same case is recorded on it."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("case_id", "person_id", name="uq_contacts_case_person"),)
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    exposure_kind: Mapped[str] = mapped_column(String(32))
+    risk: Mapped[str] = mapped_column(String(8))
+    risk_assessed: Mapped[bool] = mapped_column(Boolean)
+    exposed_on: Mapped[date]
+    last_exposure_on: Mapped[date]
+    pep_window: Mapped[str] = mapped_column(String(16))
+    exposures: Mapped[list[Any]]
+    anonymous_via_doctor: Mapped[bool] = mapped_column(Boolean)
+    informed_at: Mapped[datetime | None]
+    symptoms_onset: Mapped[date | None]
+    symptoms: Mapped[list[Any]]
+    became_case: Mapped[str | None] = mapped_column(String(32))
 
 
 class Timer(Base):
@@ -156,4 +181,4 @@ class ClockSetting(Base):
 
 
 #: Workflow object models by kind.
-OBJECT_MODELS: dict[str, type[Case]] = {"case": Case}
+OBJECT_MODELS: dict[str, type[Case] | type[Contact]] = {"case": Case, "contact": Contact}

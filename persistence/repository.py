@@ -140,6 +140,14 @@ class Repository:
             raise not_found(format_id(kind, pk), kind)
         return row
 
+    def find_object(self, kind: str, equal: dict[str, Any]) -> int | None:
+        """The id of a ``kind`` object whose columns equal ``equal``, if there is one."""
+        table = _table(OBJECT_MODELS[kind])
+        found = self._core.execute(
+            select(table.c.id).where(*(table.c[k] == v for k, v in equal.items())).limit(1)
+        ).scalar()
+        return None if found is None else int(found)
+
     def person_exists(self, pk: int) -> None:
         if self._core.execute(select(Person.id).where(Person.id == pk)).one_or_none() is None:
             raise not_found(format_id("person", pk), "person")

@@ -29,12 +29,14 @@ AFTER_CONFIRMATION = ("confirmed", "isolated", "healed", "closed", "deceased")
 
 #: §4.1 condom use for 12 weeks after healing: 84 full days after the healed day.
 CONDOM_ADVICE_DAYS = 84
+#: §5.2 STPS asks about exposures up to 21 days before symptom onset to find the source.
+SOURCE_DAYS = 21
 #: §3.1 written notification to SSI and STPS within 24 hours of confirmation.
 WRITTEN_NOTIFICATION_WITHIN = timedelta(hours=24)
 
-S1_1, S1_2, S2_2_1, S3, S3_1, S3_2, S4_1 = (
-    cite(s) for s in ("§1.1", "§1.2", "§2.2.1", "§3", "§3.1", "§3.2", "§4.1")
-)
+S1_1, S2_2_1, S3, S3_1, S4_1, S5_2 = (cite(s) for s in ("§1.1", "§2.2.1", "§3", "§3.1", "§4.1", "§5.2"))
+#: States in which a case is open: not closed, discarded or deceased.
+OPEN_STATES = ("suspected", "confirmed", "isolated", "healed")
 
 
 @dataclass
@@ -52,6 +54,12 @@ class CaseFacts:
     died_on: date | None = None
     phone_notified_at: datetime | None = None
     written_notified_at: datetime | None = None
+    #: §5.2 the case's consent to contact tracing by STPS: None until asked.
+    tracing_consent: bool | None = None
+    #: §5.2 possible sources: ``{"case": "case-N", "on": "YYYY-MM-DD"}`` up to 21 days before onset.
+    sources: list[dict[str, str]] = field(default_factory=list)
+    #: The case this one was exposed to, when it began as a symptomatic close contact (§5.5).
+    source_case: str | None = None
 
 
 # ---- pure rules ---------------------------------------------------------------------------------------------
@@ -140,7 +148,8 @@ def _not_yet_notified(subject: Subject, data: Mapping[str, Any]) -> str | None:
 
 def _open(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts = CaseFacts(
-        onset=data["onset"], symptoms=list(data.get("symptoms") or []), criteria=list(data.get("criteria") or [])
+        onset=data["onset"], symptoms=list(data.get("symptoms") or []), criteria=list(data.get("criteria") or []),
+        source_case=data.get("source_case"),
     )
 
 
@@ -194,6 +203,28 @@ def _notify(subject: Subject, data: Mapping[str, Any]) -> None:
 
 def _deadline_passed(subject: Subject, data: Mapping[str, Any]) -> None:
     """A notification deadline passed unrecorded: nothing changes but the record that it is now overdue."""
+
+
+def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    facts: CaseFacts = subject.facts
+    other = subject.context["case"]
+    if other.id == subject.object_id:
+        return "a case cannot be its own source: give the other case with --case"
+    on: date = data["on"]
+    earliest = facts.onset - timedelta(days=SOURCE_DAYS)
+    if not earliest <= on <= facts.onset:
+        return (f"the exposure date {on} is outside the 21 days before symptom onset ({earliest} to {facts.onset}) "
+                "in which STPS looks for the source")
+    return None
+
+
+def _source(subject: Subject, data: Mapping[str, Any]) -> None:
+    subject.facts.sources = [*subject.facts.sources, {"case": subject.context["case"].id,
+                                                      "on": data["on"].isoformat()}]
+
+
+def _consent(subject: Subject, data: Mapping[str, Any]) -> None:
+    subject.facts.tracing_consent = bool(data["tracing"])
 
 
 PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", "PCR sample"))
@@ -251,6 +282,14 @@ CASE = WorkflowDefinition(
             "written_notification_due", AFTER_CONFIRMATION, None, S3_1,
             "24 hours passed without a written notification to SSI and STPS: overdue", effect=_deadline_passed,
             timed=True,
+        ),
+        TransitionSpec(
+            "consent", OPEN_STATES, None, S5_2, "the case's consent to contact tracing by STPS is recorded",
+            effect=_consent,
+        ),
+        TransitionSpec(
+            "source", OPEN_STATES, None, S5_2, "a possible source: an exposure up to 21 days before onset",
+            guards=(Guard(S5_2, _source_in_range),), effect=_source, references=("case",),
         ),
     ],
 )

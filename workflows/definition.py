@@ -45,6 +45,26 @@ class TimerSpec:
     task: str | None = None
 
 
+@dataclass(frozen=True)
+class Related:
+    """Another object a transition's guards and effects read (loaded by the engine): ``case-3`` and its facts."""
+
+    id: str
+    pk: int
+    state: str
+    facts: Any
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A new object a transition creates in the same transaction; its id is written to the fact ``link``."""
+
+    kind: str
+    trigger: str
+    data: Mapping[str, Any]
+    link: str
+
+
 @dataclass
 class Subject:
     """What the shared machine is bound to while one trigger runs."""
@@ -55,9 +75,16 @@ class Subject:
     now: datetime
     settings: Settings
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: Related objects by the data key that names them (see ``TransitionSpec.references``).
+    context: Mapping[str, Related] = field(default_factory=dict)
     armed: list[TimerSpec] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)
     satisfied: set[str] = field(default_factory=set)
+    spawned: list[Spawn] = field(default_factory=list)
+
+    def spawn(self, *, kind: str, trigger: str, data: Mapping[str, Any], link: str) -> None:
+        """Create a ``kind`` object for the same person through ``trigger``, in this transaction."""
+        self.spawned.append(Spawn(kind, trigger, data, link))
 
     def arm_timer(self, timer: TimerSpec) -> None:
         """Arm ``timer``; a pending timer of the same name is replaced (cancelled, then armed anew)."""
@@ -96,6 +123,9 @@ class TransitionSpec:
     effect: Effect | None = None
     #: Fired by a timer of the same name rather than by a person.
     timed: bool = False
+    #: Other objects the guards read, by kind: the id is the data key of that name, or else the object's own
+    #: ``<kind>_id`` column (a contact's case).
+    references: tuple[str, ...] = ()
 
 
 def _run_guard(guard: Guard) -> Callable[[Any], bool]:
@@ -129,12 +159,15 @@ class WorkflowDefinition:
         states: Iterable[str],
         final: Iterable[str],
         transitions: Iterable[TransitionSpec],
+        identity: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.version = version
         self.facts = facts
         self.states = tuple(states)
         self.final = frozenset(final)
+        #: Facts that, with the person, identify an object: a second one with the same values is refused.
+        self.identity = identity
         self.transitions = tuple(transitions)
         self._by_trigger: dict[str, list[TransitionSpec]] = {}
         for spec in self.transitions:
@@ -163,12 +196,19 @@ class WorkflowDefinition:
             "after": [_run_effect(spec.effect)] if spec.effect else [],
         }
 
-    def rule_of(self, trigger: str, state: str) -> str:
-        """The section the transition for ``trigger`` from ``state`` cites."""
+    def spec(self, trigger: str, state: str) -> TransitionSpec | None:
+        """The transition ``trigger`` takes from ``state``, if any."""
         for spec in self._by_trigger.get(trigger, []):
             if state in spec.source:
-                return spec.rule
-        raise KeyError((trigger, state))
+                return spec
+        return None
+
+    def rule_of(self, trigger: str, state: str) -> str:
+        """The section the transition for ``trigger`` from ``state`` cites."""
+        spec = self.spec(trigger, state)
+        if spec is None:
+            raise KeyError((trigger, state))
+        return spec.rule
 
     def triggers_from(self, state: str, *, include_timed: bool = False) -> list[str]:
         return sorted(

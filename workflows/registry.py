@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from workflows.case import CASE
+from workflows.contact import CONTACT
 from workflows.definition import WorkflowDefinition
 
-WORKFLOWS: dict[str, WorkflowDefinition] = {CASE.kind: CASE}
+WORKFLOWS: dict[str, WorkflowDefinition] = {w.kind: w for w in (CASE, CONTACT)}
 #: Definitions by their versioned name (``case@SST-mpox-7.1``): an object runs under the version it started with.
 BY_NAME: dict[str, WorkflowDefinition] = {w.name: w for w in WORKFLOWS.values()}
