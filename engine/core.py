@@ -279,7 +279,7 @@ class Engine:
         same = {"person_id": values["person_id"], **{k: values[k] for k in definition.identity}}
         existing = repo.find_object(definition.kind, same)
         if existing is not None:
-            described = ", ".join(f"{k.removesuffix('_id')} {v}" for k, v in same.items())
+            described = " and ".join(format_id(k.removesuffix("_id"), v) for k, v in same.items())
             raise RuleRefused(
                 f"there is already a {definition.kind} for {described}: {format_id(definition.kind, existing)}; "
                 f"change that one instead"

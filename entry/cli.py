@@ -28,6 +28,7 @@ from persistence.database import Database, StorageError
 from scheduler.firing import advance_simulated_clock
 from workflows.calendar import to_local
 from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
+from workflows.contact import EXPOSURE_KINDS, RISKS
 from workflows.errors import MpoxflowError, UsageError
 from workflows.registry import WORKFLOWS
 
@@ -63,7 +64,10 @@ case_app = typer.Typer(help="Cases: suspected → confirmed → isolated → hea
 app.add_typer(db_app, name="db")
 app.add_typer(clock_app, name="clock")
 app.add_typer(person_app, name="person")
+contact_app = typer.Typer(help="Close contacts: exposed → monitored → released, or → symptomatic (§5).",
+                          no_args_is_help=True)
 app.add_typer(case_app, name="case")
+app.add_typer(contact_app, name="contact")
 
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 Actor = Annotated[
@@ -152,7 +156,7 @@ def render_object(view: dict[str, Any]) -> str:
     for key, value in view.items():
         if key in ("id", "kind", "state", "workflow", "version", "timers") or value in (None, [], False):
             continue
-        shown = ", ".join(value) if isinstance(value, list) else value
+        shown = ", ".join(_item(v) for v in value) if isinstance(value, list) else value
         lines.append(f"  {key:<20} {shown}")
     if view.get("timers"):
         lines.append("  timers:")
@@ -160,6 +164,12 @@ def render_object(view: dict[str, Any]) -> str:
             extra = "  done " + t["satisfied_at"] if t.get("satisfied_at") else ""
             lines.append(f"    {t['id']:<10} {t['name']:<26} {t['due_at']}  {t['status']}{extra}  ({t['rule']})")
     return "\n".join(lines)
+
+
+def _item(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(str(v) for v in value.values())
+    return str(value)
 
 
 def render_rows(rows: list[dict[str, Any]], columns: list[str], empty: str) -> str:
@@ -353,13 +363,13 @@ def case_open(
     _run(as_json, action, render_object)
 
 
-def _case_transition(
-    ctx: typer.Context, case_id: str, trigger: str, data: Callable[[], dict[str, Any]],
+def _transition(
+    ctx: typer.Context, object_id: str, trigger: str, data: Callable[[], dict[str, Any]],
     actor: str | None, reason: str | None, if_version: int | None, as_json: bool,
 ) -> None:
     def action() -> dict[str, Any]:
         given = data()
-        return _engine(ctx).apply(case_id, trigger, data=given, actor=_actor(actor), reason=reason,
+        return _engine(ctx).apply(object_id, trigger, data=given, actor=_actor(actor), reason=reason,
                                   expected_version=if_version)
 
     _run(as_json, action, render_object)
@@ -376,7 +386,7 @@ def case_confirm(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Confirm by PCR (§1.1); arms the phone and written notification deadlines (§3.1)."""
-    _case_transition(ctx, case_id, "confirm", lambda: {
+    _transition(ctx, case_id, "confirm", lambda: {
         "pcr_on": parse_date(pcr_on, "--pcr-on"),
         "clade": parse_choice(clade, CLADES, "clade") if clade else None,
     }, actor, reason, if_version, as_json)
@@ -388,7 +398,7 @@ def case_discard(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Discard a suspected case after a negative test (§2.2.1)."""
-    _case_transition(ctx, case_id, "discard", dict, actor, reason, if_version, as_json)
+    _transition(ctx, case_id, "discard", dict, actor, reason, if_version, as_json)
 
 
 @case_app.command("isolate")
@@ -398,7 +408,7 @@ def case_isolate(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Record the isolation while infectious (§4.1; hospital: admitted, §3.2)."""
-    _case_transition(ctx, case_id, "isolate", lambda: {"mode": parse_choice(mode, ISOLATION_MODES, "mode")},
+    _transition(ctx, case_id, "isolate", lambda: {"mode": parse_choice(mode, ISOLATION_MODES, "mode")},
                      actor, reason, if_version, as_json)
 
 
@@ -409,7 +419,7 @@ def case_heal(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Record healing (§4.1); arms the end of the 12-week condom advice, which closes the case."""
-    _case_transition(ctx, case_id, "heal", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
+    _transition(ctx, case_id, "heal", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
                      as_json)
 
 
@@ -420,7 +430,7 @@ def case_die(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Record the person's death (the case ends as deceased)."""
-    _case_transition(ctx, case_id, "die", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
+    _transition(ctx, case_id, "die", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
                      as_json)
 
 
@@ -431,8 +441,115 @@ def case_notify(
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
     """Record the notification of a confirmed case (§3.1): satisfies its deadline."""
-    _case_transition(ctx, case_id, "notify", lambda: {"channel": parse_choice(channel, CHANNELS, "channel")},
+    _transition(ctx, case_id, "notify", lambda: {"channel": parse_choice(channel, CHANNELS, "channel")},
                      actor, reason, if_version, as_json)
+
+
+@case_app.command("consent")
+def case_consent(
+    ctx: typer.Context, case_id: CaseId,
+    tracing: Annotated[str, typer.Option("--tracing", help="yes | no: does the case consent to tracing by STPS?")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the case's consent to contact tracing by STPS (§5.2); without it, contacts are traced
+    anonymously by the treating doctor (§5.4)."""
+    _transition(ctx, case_id, "consent", lambda: {"tracing": parse_choice(tracing, ("yes", "no"), "answer") == "yes"},
+                actor, reason, if_version, as_json)
+
+
+@case_app.command("source")
+def case_source(
+    ctx: typer.Context, case_id: CaseId,
+    other: Annotated[str, typer.Option("--case", help="The possible source case (case-N).")],
+    on: Annotated[str, typer.Option("--on", help="Date of the exposure, within 21 days before onset.")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record a possible source of infection: an exposure up to 21 days before symptom onset (§5.2)."""
+    _transition(ctx, case_id, "source", lambda: {"case": other, "on": parse_date(on, "--on")},
+                actor, reason, if_version, as_json)
+
+
+# ---- contacts ------------------------------------------------------------------------------------------------
+
+ContactId = Annotated[str, typer.Argument(metavar="ID", help="The contact's id (contact-N).")]
+Kind = Annotated[str, typer.Option("--kind", help="Exposure kind (§5.1): " + "|".join(EXPOSURE_KINDS))]
+
+
+@contact_app.command("add")
+def contact_add(
+    ctx: typer.Context,
+    case: Annotated[str, typer.Option("--case", help="The confirmed case (case-N).")],
+    person: Annotated[str, typer.Option("--person", help="The contact person (person-N).")],
+    exposed: Annotated[str, typer.Option("--exposed", help="Date of exposure, in the case's infectious period.")],
+    kind: Kind,
+    risk: Annotated[str | None, typer.Option("--risk", help="A clinician's assessment instead of Table 1 "
+                                                           "(high|medium|low); needs --reason.")] = None,
+    anonymous_via_doctor: Annotated[bool, typer.Option(
+        "--anonymous-via-doctor", help="The case declined STPS tracing: the treating doctor traces anonymously "
+                                       "(§5.4).")] = False,
+    actor: Actor = None, reason: Reason = None, as_json: Json = False,
+) -> None:
+    """Register a close contact of a confirmed case (§5.1), with the Table 1 risk of the exposure (§6.2)."""
+
+    def action() -> dict[str, Any]:
+        data = {
+            "case": case, "exposed": parse_date(exposed, "--exposed"),
+            "kind": parse_choice(kind, EXPOSURE_KINDS, "exposure kind"),
+            "risk": parse_choice(risk, RISKS, "risk") if risk else None,
+            "reason": reason, "anonymous_via_doctor": anonymous_via_doctor,
+        }
+        return _engine(ctx).open("contact", "add", person=person, data=data, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_object)
+
+
+@contact_app.command("expose")
+def contact_expose(
+    ctx: typer.Context, contact_id: ContactId,
+    exposed: Annotated[str, typer.Option("--exposed", help="Date of the new exposure.")],
+    kind: Kind,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record a new exposure: monitoring and PEP windows are recomputed from the last exposure (§5.5, §6.2)."""
+    _transition(ctx, contact_id, "expose", lambda: {
+        "exposed": parse_date(exposed, "--exposed"), "kind": parse_choice(kind, EXPOSURE_KINDS, "exposure kind"),
+    }, actor, reason, if_version, as_json)
+
+
+@contact_app.command("correct")
+def contact_correct(
+    ctx: typer.Context, contact_id: ContactId,
+    exposed: Annotated[str, typer.Option("--exposed", help="The corrected exposure date.")],
+    exposure: Annotated[int | None, typer.Option("--exposure", help="Which exposure (1 = first recorded; "
+                                                                    "default the last recorded).")] = None,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Correct an exposure date: every timer of the contact is recomputed (§5.5)."""
+    _transition(ctx, contact_id, "correct", lambda: {
+        "exposed": parse_date(exposed, "--exposed"), "exposure": exposure,
+    }, actor, reason, if_version, as_json)
+
+
+@contact_app.command("inform")
+def contact_inform(
+    ctx: typer.Context, contact_id: ContactId,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """STPS has informed the contact (symptoms, 21 days' passive monitoring, §5.5): exposed → monitored."""
+    _transition(ctx, contact_id, "inform", dict, actor, reason, if_version, as_json)
+
+
+@contact_app.command("symptoms")
+def contact_symptoms(
+    ctx: typer.Context, contact_id: ContactId,
+    onset: Annotated[str, typer.Option("--onset", help="Symptom onset, YYYY-MM-DD.")],
+    symptoms: Annotated[str, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Symptoms: the contact becomes symptomatic and a suspected case is opened for the person (§5.5, §2)."""
+    _transition(ctx, contact_id, "symptoms", lambda: {
+        "onset": parse_date(onset, "--onset"), "symptoms": parse_list(symptoms, SYMPTOMS, "symptom"),
+    }, actor, reason, if_version, as_json)
 
 
 # ---- reading -------------------------------------------------------------------------------------------------
@@ -470,6 +587,9 @@ def list_objects(
     def render(rows: list[dict[str, Any]]) -> str:
         if what == "persons":
             return render_rows(rows, ["id", "ref", "born"], "no persons")
+        if what == "contacts":
+            return render_rows(rows, ["id", "state", "person", "case", "exposure_kind", "risk", "last_exposure_on",
+                                      "pep_window"], "no contacts")
         return render_rows(rows, ["id", "state", "person", "onset", "pcr_on", "healed_on", "updated_at"],
                            f"no {what}")
 

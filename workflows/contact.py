@@ -146,7 +146,7 @@ def _consent_or_anonymous(subject: Subject, data: Mapping[str, Any]) -> str | No
     case = _case(subject)
     if case.facts.tracing_consent is not True and not data.get("anonymous_via_doctor"):
         said = "declined" if case.facts.tracing_consent is False else "not recorded"
-        return (f"{case.id}'s consent to contact tracing by STPS is {said} (§5.2): record it with "
+        return (f"{case.id}'s consent to contact tracing by STPS is {said}: record it with "
                 f"`case consent {case.id} --tracing yes`, or let the treating doctor trace anonymously with "
                 "--anonymous-via-doctor (§5.4)")
     return None
