@@ -28,6 +28,9 @@ def _story(engine: Engine) -> None:
     p1 = engine.add_person(ref="DEMO-0001", born=d("1988-05-02"), actor=anna)["id"]
     p2 = engine.add_person(ref="DEMO-0002", born=d("1995-11-17"), actor=anna)["id"]
     p3 = engine.add_person(ref="DEMO-0003", born=d("1979-01-30"), immunocompromised=True, actor=jonas)["id"]
+    partner = engine.add_person(ref="DEMO-0004", born=d("1990-07-12"), actor=anna)["id"]
+    flatmate = engine.add_person(ref="DEMO-0005", born=d("1985-02-03"), actor=anna)["id"]
+    colleague = engine.add_person(ref="DEMO-0006", born=d("1972-09-21"), actor=anna)["id"]
 
     # Monday: a suspected case and a second suspicion the same morning.
     c1 = engine.open("case", "open", person=p1, actor=anna, reason="seen at dermato-venereology", data={
@@ -40,11 +43,25 @@ def _story(engine: Engine) -> None:
     _at(engine, "2025-03-03T11:00:00+01:00")
     engine.apply(c1, "notify", data={"channel": "phone"}, actor=anna, reason="phoned STPS")
     engine.apply(c1, "isolate", data={"mode": "home"}, actor=anna, reason="general symptoms: home isolation")
+    # Contact tracing by STPS (§5.2): the case consents; three close contacts (§5.1) with their Table 1 risk.
+    engine.apply(c1, "consent", data={"tracing": True}, actor=anna, reason="consents to STPS tracing")
+    k_partner = engine.open("contact", "add", person=partner, actor=anna, reason="named by case-1", data={
+        "case": c1, "exposed": d("2025-03-01"), "kind": "sexual"})["id"]
+    k_flatmate = engine.open("contact", "add", person=flatmate, actor=anna, reason="shares the flat", data={
+        "case": c1, "exposed": d("2025-03-02"), "kind": "household"})["id"]
+    k_colleague = engine.open("contact", "add", person=colleague, actor=anna, reason="same office", data={
+        "case": c1, "exposed": d("2025-02-28"), "kind": "face_to_face"})["id"]
+    engine.apply(k_partner, "inform", actor="stps:maria", reason="phoned")
+    engine.apply(k_colleague, "inform", actor="stps:maria", reason="phoned")
     # Tuesday: c2's PCR is negative; c1's written notification was forgotten and goes overdue at 10:30.
     _at(engine, "2025-03-04T09:00:00+01:00")
     engine.apply(c2, "discard", actor=jonas, reason="PCR negative")
     _at(engine, "2025-03-04T14:00:00+01:00")
     engine.apply(c1, "notify", data={"channel": "written"}, actor=anna, reason="SEI2 sent late")
+    # The flatmate was informed a day late, and slept at the flat again: the monitoring is extended (§5.5).
+    engine.apply(k_flatmate, "inform", actor="stps:maria", reason="reached on the second try")
+    engine.apply(k_flatmate, "expose", data={"exposed": d("2025-03-04"), "kind": "household"}, actor="stps:maria",
+                 reason="stayed another night")
     # Wednesday evening: a case confirmed after working hours elsewhere, registered directly.
     _at(engine, "2025-03-05T18:30:00+01:00")
     c3 = engine.open("case", "open_confirmed", person=p3, actor=jonas, reason="PCR positive, immunocompromised",
@@ -53,9 +70,21 @@ def _story(engine: Engine) -> None:
     engine.apply(c3, "notify", data={"channel": "phone"}, actor=jonas, reason="phoned STPS on-call")
     engine.apply(c3, "isolate", data={"mode": "hospital"}, actor=jonas, reason="admitted, infection medicine")
     engine.apply(c3, "notify", data={"channel": "written"}, actor=jonas, reason="SEI2")
+    # Friday: the partner develops symptoms and becomes a suspected case himself (§5.5, §2).
+    _at(engine, "2025-03-07T10:00:00+01:00")
+    c4 = engine.apply(k_partner, "symptoms", data={"onset": d("2025-03-07"),
+                                                   "symptoms": ["rash", "lymphadenopathy"]},
+                      actor="stps:maria", reason="called the hotline")["became_case"]
+    _at(engine, "2025-03-08T09:00:00+01:00")
+    engine.apply(c4, "confirm", data={"pcr_on": d("2025-03-08"), "clade": "IIb"}, actor=anna, reason="PCR positive")
+    engine.apply(c4, "notify", data={"channel": "phone"}, actor=anna, reason="phoned STPS")
+    engine.apply(c4, "notify", data={"channel": "written"}, actor=anna, reason="SEI2")
+    engine.apply(c4, "isolate", data={"mode": "covered"}, actor=anna, reason="lesions covered, no general symptoms")
     # Healing, then twelve weeks of condom advice (§4.1) close both cases on their own.
     _at(engine, "2025-03-20T12:00:00+01:00")
     engine.apply(c1, "heal", data={"on": d("2025-03-20")}, actor=anna, reason="scabs fallen off")
+    _at(engine, "2025-03-28T12:00:00+01:00")
+    engine.apply(c4, "heal", data={"on": d("2025-03-28")}, actor=anna, reason="scabs fallen off")
     _at(engine, "2025-04-02T12:00:00+02:00")
     engine.apply(c3, "heal", data={"on": d("2025-04-01")}, actor=jonas, reason="discharged healed")
     _at(engine, "2025-07-01T00:00:00+02:00")
@@ -65,11 +94,13 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
     """Run the story; return the timeline (the audit log) and its text."""
     with tempfile.TemporaryDirectory(prefix="mpoxflow-demo-") as scratch:
         url = f"sqlite:///{Path(directory or scratch) / 'demo.db'}"
-        init_database(Database(url), parse_instant(START, "demo"))
+        with Database(url) as fresh:
+            init_database(fresh, parse_instant(START, "demo"))
         engine = open_engine(url)
         _story(engine)
         timeline = engine.audit()
         cases = engine.list("case")
+        contacts = engine.list("contact")
         engine.db.dispose()
     lines = ["mpoxflow demo: a simulated outbreak, every transition with its actor and rule", ""]
     for e in timeline:
@@ -77,8 +108,8 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
         change = (f"{e['from'] or '∅'} → {e['to'] or '∅'}" if e["from"] != e["to"]
                   else f"stays {e['to']}" if e["to"] else "registered")
         lines.append(
-            f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<9} {e['trigger']:<25} {change:<24} "
+            f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<24} "
             f"{e['actor']:<32} {e['rule'] or ''}"
         )
-    lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases)]
-    return {"timeline": timeline, "cases": cases, "text": "\n".join(lines)}
+    lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases + contacts)]
+    return {"timeline": timeline, "cases": cases, "contacts": contacts, "text": "\n".join(lines)}

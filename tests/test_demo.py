@@ -1,0 +1,18 @@
+"""The demo is the main job: its story must run to the ends the guideline gives it."""
+
+from entry.demo import run_demo
+
+
+def test_the_demo_runs_every_case_and_contact_through_its_timers():
+    result = run_demo()
+    assert {c["id"]: c["state"] for c in result["cases"]} == {
+        "case-1": "closed", "case-2": "discarded", "case-3": "closed", "case-4": "closed"}
+    assert {c["id"]: c["state"] for c in result["contacts"]} == {
+        "contact-1": "symptomatic", "contact-2": "released", "contact-3": "released"}
+    released = {e["object"]: e["at"] for e in result["timeline"] if e["trigger"] == "monitoring_ends"}
+    # contact-3: last exposure 2025-02-28; contact-2 re-exposed on 2025-03-04, so its release moved to 03-26.
+    assert released == {"contact-3": "2025-03-22T00:00:00+01:00", "contact-2": "2025-03-26T00:00:00+01:00"}
+    became = next(e for e in result["timeline"] if e["object"] == "case-4" and e["trigger"] == "open")
+    assert became["reason"] == "from contact-1: symptoms"
+    assert all(e["rule"].startswith("SST-mpox-7.1 §") for e in result["timeline"] if not e["object"].startswith("person-"))
+    assert "contact-2  expose" in result["text"]
