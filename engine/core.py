@@ -158,10 +158,12 @@ class Engine:
         actor: str,
         reason: str | None = None,
         expected_version: int | None = None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
-        """Apply ``trigger`` to the object. Raises NotFound, TriggerNotAllowed, GuardRefused, or Conflict
-        (``expected_version`` given and the object has changed since, or a concurrent change won)."""
-        kind, pk = parse_id(object_id)
+        """Apply ``trigger`` to the object (of ``kind``, when given). Raises NotFound, TriggerNotAllowed,
+        GuardRefused, or Conflict (``expected_version`` given and the object has changed since, or a concurrent
+        change won)."""
+        kind, pk = parse_id(object_id, kind=kind)
         if kind not in OBJECT_MODELS:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
         with self.db.transaction() as session:
@@ -282,7 +284,8 @@ class Engine:
             described = " and ".join(format_id(k.removesuffix("_id"), v) for k, v in same.items())
             raise RuleRefused(
                 f"there is already a {definition.kind} for {described}: {format_id(definition.kind, existing)}; "
-                f"change that one instead"
+                f"record the change on that one (`mpoxflow show {format_id(definition.kind, existing)}`)",
+                rule=definition.identity_rule,
             )
 
     @staticmethod

@@ -367,10 +367,12 @@ def _transition(
     ctx: typer.Context, object_id: str, trigger: str, data: Callable[[], dict[str, Any]],
     actor: str | None, reason: str | None, if_version: int | None, as_json: bool,
 ) -> None:
+    kind = ctx.parent.info_name if ctx.parent is not None else None  # `case ...` or `contact ...`
+
     def action() -> dict[str, Any]:
         given = data()
         return _engine(ctx).apply(object_id, trigger, data=given, actor=_actor(actor), reason=reason,
-                                  expected_version=if_version)
+                                  expected_version=if_version, kind=kind)
 
     _run(as_json, action, render_object)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from workflows.calendar import local_date, window_closes
@@ -39,7 +39,8 @@ RISKS = ("high", "medium", "low")
 PEP_WINDOWS = ("optimal", "extended", "closed", "not_indicated")
 
 STATES = ("exposed", "monitored", "released", "symptomatic")
-FINAL = ("released", "symptomatic")
+#: Released is not final: a contact exposed again to a case that is still infectious is monitored anew.
+FINAL = ("symptomatic",)
 OPEN = ("exposed", "monitored")
 #: A case can have contacts once confirmed (§5.1): these are its states from confirmation on.
 CONFIRMED_CASE_STATES = ("confirmed", "isolated", "healed", "closed", "deceased")
@@ -48,6 +49,7 @@ MONITORING_DAYS = 21  # §5.5
 PEP_OPTIMAL_DAYS = 4  # §6.2
 PEP_LATEST_DAYS = 14  # §6.2
 INFORM_WITHIN = timedelta(days=1)  # Decision: STPS informs a new contact within one day (§5.5)
+INFORM_TASK = "STPS informs the contact (symptoms, 21 days' monitoring)"
 
 
 @dataclass
@@ -97,6 +99,24 @@ def pep_optimal_window_closes(exposed_on: date) -> Any:
 def pep_window_closes(exposed_on: date) -> Any:
     """§6.2 PEP in special cases up to 14 days after exposure: 00:00 local on exposure + 15 days."""
     return window_closes(exposed_on, PEP_LATEST_DAYS)
+
+
+def pep_exposure(facts: ContactFacts) -> date | None:
+    """§6.2: the exposure the PEP windows run from: the last one of high or medium risk (Table 1); with a
+    clinician's own risk level, the last exposure if that level indicates PEP. None: PEP not indicated."""
+    if facts.risk_assessed:
+        return facts.last_exposure_on if pep_indicated(facts.risk) else None
+    days = [date.fromisoformat(e["on"]) for e in facts.exposures if pep_indicated(risk_of(e["kind"]))]
+    return max(days) if days else None
+
+
+def pep_window_at(exposed_on: date, now: datetime) -> str:
+    """§6.2 where the PEP window of an exposure stands at ``now``: optimal, extended or closed."""
+    if now < pep_optimal_window_closes(exposed_on):
+        return "optimal"
+    if now < pep_window_closes(exposed_on):
+        return "extended"
+    return "closed"
 
 
 def infectious_period(case_state: str, case: CaseFacts, today: date) -> tuple[date, date]:
@@ -189,20 +209,28 @@ def _effective_risk(facts: ContactFacts) -> str:
 
 
 def _arm_exposure_timers(subject: Subject) -> None:
-    """Every timer that hangs on the last exposure, computed anew (re-arming replaces a pending one)."""
+    """Every timer that hangs on the exposures, computed anew (re-arming replaces a pending one). The monitoring
+    end is armed even when already past, so it fires at the next clock step; the PEP window is set to where the
+    clock stands now, and only its timers still ahead are armed."""
     facts: ContactFacts = subject.facts
-    last = facts.last_exposure_on
-    subject.arm_timer(TimerSpec("monitoring_ends", monitoring_ends(last), S5_5))
-    if pep_indicated(facts.risk):
-        facts.pep_window = "optimal"
-        best_by, latest_by = last + timedelta(days=PEP_OPTIMAL_DAYS), last + timedelta(days=PEP_LATEST_DAYS)
-        subject.arm_timer(TimerSpec("pep_optimal_window_closes", pep_optimal_window_closes(last), S6_2))
-        subject.arm_timer(TimerSpec("pep_window_closes", pep_window_closes(last), S6_2,
-                                    task=f"assess PEP by {latest_by} (best by {best_by})"))
-    else:
+    subject.arm_timer(TimerSpec("monitoring_ends", monitoring_ends(facts.last_exposure_on), S5_5))
+    since = pep_exposure(facts)
+    if since is None:
         facts.pep_window = "not_indicated"
-        subject.cancel_timer("pep_optimal_window_closes")
-        subject.cancel_timer("pep_window_closes")
+    else:
+        facts.pep_window = pep_window_at(since, subject.now)
+        best_by, latest_by = since + timedelta(days=PEP_OPTIMAL_DAYS), since + timedelta(days=PEP_LATEST_DAYS)
+        if pep_optimal_window_closes(since) > subject.now:
+            subject.arm_timer(TimerSpec("pep_optimal_window_closes", pep_optimal_window_closes(since), S6_2))
+        else:
+            subject.cancel_timer("pep_optimal_window_closes")
+        if pep_window_closes(since) > subject.now:
+            subject.arm_timer(TimerSpec("pep_window_closes", pep_window_closes(since), S6_2,
+                                        task=f"assess PEP by {latest_by} (best by {best_by})"))
+            return
+    subject.cancel_timer("pep_optimal_window_closes")
+    subject.cancel_timer("pep_window_closes")
+    subject.satisfy_timer("pep_window_closes")  # no PEP to assess any more
 
 
 def _recompute(facts: ContactFacts) -> None:
@@ -226,8 +254,7 @@ def _add(subject: Subject, data: Mapping[str, Any]) -> None:
         anonymous_via_doctor=bool(data.get("anonymous_via_doctor")),
     )
     _arm_exposure_timers(subject)
-    subject.arm_timer(TimerSpec("inform_due", subject.now + INFORM_WITHIN, S5_5,
-                                task="STPS informs the contact (symptoms, 21 days' monitoring)"))
+    subject.arm_timer(TimerSpec("inform_due", subject.now + INFORM_WITHIN, S5_5, task=INFORM_TASK))
 
 
 def _expose(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -235,6 +262,13 @@ def _expose(subject: Subject, data: Mapping[str, Any]) -> None:
     facts.exposures = [*facts.exposures, {"on": data["exposed"].isoformat(), "kind": data["kind"]}]
     _recompute(facts)
     _arm_exposure_timers(subject)
+
+
+def _expose_again(subject: Subject, data: Mapping[str, Any]) -> None:
+    """A released contact exposed again to a case still infectious: monitoring and information start anew."""
+    _expose(subject, data)
+    subject.facts.informed_at = None
+    subject.arm_timer(TimerSpec("inform_due", subject.now + INFORM_WITHIN, S5_5, task=INFORM_TASK))
 
 
 def _correct(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -299,6 +333,7 @@ CONTACT = WorkflowDefinition(
     states=STATES,
     final=FINAL,
     identity=("case_id",),
+    identity_rule=S5_5,
     transitions=[
         TransitionSpec(
             "add", (NEW,), "exposed", S5_1, "register a close contact of a confirmed case",
@@ -309,6 +344,11 @@ CONTACT = WorkflowDefinition(
         TransitionSpec(
             "expose", OPEN, None, S5_5, "a new exposure: monitoring and PEP windows run from the last one",
             guards=(CLOSE_CONTACT_KIND, WITHIN_PERIOD), effect=_expose, references=("case",),
+        ),
+        TransitionSpec(
+            "expose", ("released",), "exposed", S5_5,
+            "exposed again after release, to a case still infectious: monitored anew",
+            guards=(CLOSE_CONTACT_KIND, WITHIN_PERIOD), effect=_expose_again, references=("case",),
         ),
         TransitionSpec(
             "correct", OPEN, None, S5_5, "an exposure date corrected: every timer recomputed",

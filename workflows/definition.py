@@ -160,6 +160,7 @@ class WorkflowDefinition:
         final: Iterable[str],
         transitions: Iterable[TransitionSpec],
         identity: tuple[str, ...] = (),
+        identity_rule: str | None = None,
     ) -> None:
         self.kind = kind
         self.version = version
@@ -168,6 +169,7 @@ class WorkflowDefinition:
         self.final = frozenset(final)
         #: Facts that, with the person, identify an object: a second one with the same values is refused.
         self.identity = identity
+        self.identity_rule = identity_rule
         self.transitions = tuple(transitions)
         self._by_trigger: dict[str, list[TransitionSpec]] = {}
         for spec in self.transitions:
