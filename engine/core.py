@@ -201,6 +201,9 @@ class Engine:
         """The one transition path, inside the caller's transaction (``row`` None creates the object)."""
         from_state = row.state if row is not None else NEW
         spec = definition.spec(trigger, from_state)
+        person = row.person_id if row is not None else person_pk
+        if person is None:
+            raise ValueError("creating an object needs the person it is about")
         subject = Subject(
             object_id=format_id(kind, row.id) if row is not None else f"new {kind}",
             state=from_state,
@@ -209,11 +212,10 @@ class Engine:
             settings=self.settings,
             data=data,
             context=self._related(repo, spec.references, row, data) if spec is not None else {},
+            person=format_id("person", person),
         )
         definition.fire(subject, trigger)
         rule = definition.rule_of(trigger, from_state)
-        person = row.person_id if row is not None else person_pk
-
         for spawn in subject.spawned:
             born = self._run(
                 repo, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[], trigger=spawn.trigger,
@@ -271,7 +273,8 @@ class Engine:
                 pk = getattr(row, f"{kind}_id")
             other = repo.load_object(kind, pk)
             related[kind] = Related(format_id(kind, pk), pk, other.state,
-                                    facts_from_row(other, BY_NAME[other.workflow].facts))
+                                    facts_from_row(other, BY_NAME[other.workflow].facts),
+                                    format_id("person", other.person_id))
         return related
 
     @staticmethod

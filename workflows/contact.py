@@ -141,6 +141,13 @@ def _source_case_confirmed(subject: Subject, data: Mapping[str, Any]) -> str | N
     return None
 
 
+def _not_the_case_itself(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    case = _case(subject)
+    if case.person == subject.person:
+        return f"{subject.person} is {case.id}'s own person: a case is not a close contact of itself"
+    return None
+
+
 def _kind_is_a_close_contact(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data["kind"] == NOT_A_CONTACT:
         return ("health or lab staff who wore the prescribed protective equipment are not, as a rule, close "
@@ -193,7 +200,7 @@ def _onset_after_exposure(subject: Subject, data: Mapping[str, Any]) -> str | No
 
 def _exposure_number_exists(subject: Subject, data: Mapping[str, Any]) -> str | None:
     count = len(subject.facts.exposures)
-    number = data.get("exposure") or count
+    number = count if data.get("exposure") is None else data["exposure"]
     if not 1 <= number <= count:
         return f"this contact has exposures 1 to {count}: give one of them with --exposure"
     return None
@@ -273,7 +280,7 @@ def _expose_again(subject: Subject, data: Mapping[str, Any]) -> None:
 
 def _correct(subject: Subject, data: Mapping[str, Any]) -> None:
     facts: ContactFacts = subject.facts
-    index = (data.get("exposure") or len(facts.exposures)) - 1
+    index = (len(facts.exposures) if data.get("exposure") is None else data["exposure"]) - 1
     exposures = [dict(e) for e in facts.exposures]
     exposures[index]["on"] = data["exposed"].isoformat()
     facts.exposures = exposures
@@ -337,7 +344,8 @@ CONTACT = WorkflowDefinition(
     transitions=[
         TransitionSpec(
             "add", (NEW,), "exposed", S5_1, "register a close contact of a confirmed case",
-            guards=(Guard(S5_1, _source_case_confirmed), CLOSE_CONTACT_KIND, WITHIN_PERIOD,
+            guards=(Guard(S5_1, _source_case_confirmed), Guard(S5_1, _not_the_case_itself), CLOSE_CONTACT_KIND,
+                    WITHIN_PERIOD,
                     Guard(S5_2, _consent_or_anonymous), Guard(S6_2, _clinician_risk_has_reason)),
             effect=_add, references=("case",),
         ),

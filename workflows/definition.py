@@ -53,6 +53,8 @@ class Related:
     pk: int
     state: str
     facts: Any
+    #: The person the object is about (``person-N``).
+    person: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Subject:
     now: datetime
     settings: Settings
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: The person the object is about (``person-N``).
+    person: str | None = None
     #: Related objects by the data key that names them (see ``TransitionSpec.references``).
     context: Mapping[str, Related] = field(default_factory=dict)
     armed: list[TimerSpec] = field(default_factory=list)
