@@ -211,7 +211,7 @@ class Engine:
             now=now,
             settings=self.settings,
             data=data,
-            context=self._related(repo, spec.references, row, data) if spec is not None else {},
+            context=self._related(repo, spec.references, row, data, person) if spec is not None else {},
             person=format_id("person", person),
         )
         definition.fire(subject, trigger)
@@ -237,12 +237,23 @@ class Engine:
                 )
             obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
 
+        for cascade in subject.cascades:
+            targets = ([cascade.pk] if cascade.pk is not None
+                       else repo.objects_of_person(cascade.kind, person, cascade.states))
+            for pk in targets:
+                target = repo.load_object(cascade.kind, pk)
+                self._run(
+                    repo, definition=BY_NAME[target.workflow], kind=cascade.kind, row=target,
+                    timers=repo.object_timers(cascade.kind, pk), trigger=cascade.trigger, data=cascade.data,
+                    actor=actor, reason=f"from {format_id(kind, obj.id)}: {trigger}", now=now,
+                )
+
         current = [SimpleNamespace(**t._mapping) for t in timers]
         cancelled = self._close_timers(repo, current, subject, now)
         new_rows = [
             {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
-             "task": spec.task, "status": "pending", "armed_at": now, "closed_at": None, "satisfied_at": None,
-             "note": None}
+             "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
+             "closed_at": None, "satisfied_at": None, "note": None}
             for spec in subject.armed
         ]
         armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
@@ -263,14 +274,22 @@ class Engine:
         return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
 
     @staticmethod
-    def _related(repo: Repository, kinds: tuple[str, ...], row: Any, data: Mapping[str, Any]) -> dict[str, Related]:
-        """Load the objects a transition's guards read: named in the data, or the object's own ``<kind>_id``."""
+    def _related(
+        repo: Repository, kinds: tuple[str, ...], row: Any, data: Mapping[str, Any], person_pk: int
+    ) -> dict[str, Related]:
+        """Load what a transition's guards read: the objects named in the data, or the object's own ``<kind>_id``;
+        ``person``, the facts of the object's person."""
         related = {}
         for kind in kinds:
+            if kind == "person":
+                related[kind] = repo.person_facts(person_pk)
+                continue
             if data.get(kind) is not None:
                 _, pk = parse_id(str(data[kind]), kind=kind)
-            else:
+            elif row is not None and getattr(row, f"{kind}_id", None) is not None:
                 pk = getattr(row, f"{kind}_id")
+            else:
+                continue  # none named: the guards say whether one was needed
             other = repo.load_object(kind, pk)
             related[kind] = Related(format_id(kind, pk), pk, other.state,
                                     facts_from_row(other, BY_NAME[other.workflow].facts),
@@ -451,7 +470,7 @@ class Engine:
                     "object": format_id(timer.object_kind, timer.object_id),
                     "task": timer.task,
                     "due_at": timer_view(timer)["due_at"],
-                    "overdue": timer.due_at <= now,
+                    "overdue": (timer.overdue_at or timer.due_at) <= now,
                     "rule": timer.rule,
                     "timer": format_id("timer", timer.id),
                 })

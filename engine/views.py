@@ -68,7 +68,7 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
         value = getattr(row, f.name)
         if f.name.endswith("_id"):  # a link to another object, shown by its id (``case_id`` -> ``case``)
             kind = f.name.removesuffix("_id")
-            view[kind] = format_id(kind, value)
+            view[kind] = None if value is None else format_id(kind, value)
         else:
             view[f.name] = _field(value)
     view["created_at"] = instant(row.created_at)

@@ -11,7 +11,20 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -136,6 +149,8 @@ class Timer(Base):
     rule: Mapped[str] = mapped_column(String(64))
     #: Staff task behind a deadline timer, shown in the worklist until satisfied; None for automatic timers.
     task: Mapped[str | None] = mapped_column(String(128))
+    #: When an unsatisfied task turns overdue (None: at ``due_at``).
+    overdue_at: Mapped[datetime | None]
     #: pending, fired, cancelled, skipped.
     status: Mapped[str] = mapped_column(String(16))
     armed_at: Mapped[datetime]
@@ -181,4 +196,28 @@ class ClockSetting(Base):
 
 
 #: Workflow object models by kind.
-OBJECT_MODELS: dict[str, type[Case] | type[Contact]] = {"case": Case, "contact": Contact}
+class Course(WorkflowObject, Base):
+    """A vaccination course (§6): its dose plan, doses and the records PEP needs."""
+
+    __tablename__ = "courses"
+    __table_args__ = (CheckConstraint("doses_planned IN (1, 2)", name="ck_courses_doses_planned"),)
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    indication: Mapped[str] = mapped_column(String(8))
+    doses_planned: Mapped[int] = mapped_column(Integer)
+    plan_rule: Mapped[str] = mapped_column(String(64))
+    plan_reason: Mapped[str] = mapped_column(Text)
+    criteria: Mapped[list[Any]]
+    assessed_by: Mapped[str | None] = mapped_column(String(128))
+    exposure_on: Mapped[date | None]
+    dose1_on: Mapped[date | None]
+    dose2_on: Mapped[date | None]
+    consent: Mapped[dict[str, Any] | None]
+    dose_assessments: Mapped[list[Any]]
+    ended_because: Mapped[str | None] = mapped_column(Text)
+
+
+OBJECT_MODELS: dict[str, type[Case] | type[Contact] | type[Course]] = {
+    "case": Case, "contact": Contact, "course": Course,
+}

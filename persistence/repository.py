@@ -13,7 +13,9 @@ from sqlalchemy import Connection, Insert, Row, Select, Table, Update, bindparam
 from sqlalchemy.orm import Session
 
 from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
+from workflows.definition import Related
 from workflows.errors import NotFound
+from workflows.person import PersonFacts
 
 ID_KINDS = ("person", "timer", *OBJECT_MODELS)
 #: Kinds a person can list with ``mpoxflow list KINDs``.
@@ -147,6 +149,26 @@ class Repository:
             select(table.c.id).where(*(table.c[k] == v for k, v in equal.items())).limit(1)
         ).scalar()
         return None if found is None else int(found)
+
+    def objects_of_person(self, kind: str, person_pk: int, states: tuple[str, ...]) -> list[int]:
+        """Ids of the person's ``kind`` objects in one of ``states``, oldest first."""
+        table = _table(OBJECT_MODELS[kind])
+        return [int(i) for i in self._core.execute(
+            select(table.c.id).where(table.c.person_id == person_pk, table.c.state.in_(states)).order_by(table.c.id)
+        ).scalars()]
+
+    def person_facts(self, pk: int) -> Related:
+        """What the rules read about a person (never the reference), with the states of their courses."""
+        person = self._core.execute(select(_table(Person)).where(_table(Person).c.id == pk)).one_or_none()
+        if person is None:
+            raise not_found(format_id("person", pk), "person")
+        courses = _table(OBJECT_MODELS["course"])
+        states = tuple(self._core.execute(
+            select(courses.c.state).where(courses.c.person_id == pk).order_by(courses.c.id)).scalars())
+        facts = PersonFacts(born=person.born, immunocompromised=person.immunocompromised, pregnant=person.pregnant,
+                            previous_mpox=person.previous_mpox, smallpox_vaccinated=person.smallpox_vaccinated,
+                            courses=states)
+        return Related(format_id("person", pk), pk, "registered", facts, format_id("person", pk))
 
     def person_exists(self, pk: int) -> None:
         if self._core.execute(select(Person.id).where(Person.id == pk)).one_or_none() is None:

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from workflows.calendar import local_date, local_time_on, window_closes
-from workflows.definition import NEW, Guard, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.definition import NEW, Cascade, Guard, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
 from workflows.rules import cite
 
 SYMPTOMS = ("rash", "fever", "headache", "myalgia", "back_pain", "fatigue", "lymphadenopathy", "proctitis")
@@ -157,6 +157,8 @@ def _confirm(subject: Subject, data: Mapping[str, Any]) -> None:
     if subject.facts is None:
         _open(subject, data)
     facts: CaseFacts = subject.facts
+    # §6.3: mpox after dose 1 means no dose 2 (and a person with mpox is not vaccinated): end their course.
+    subject.cascade(Cascade("course", "mpox_confirmed", states=("offered", "dose1_given", "dose2_due")))
     facts.pcr_on = data["pcr_on"]
     facts.clade = data.get("clade")
     facts.confirmed_at = subject.now

@@ -19,7 +19,7 @@ from workflows.case import CaseFacts
 from workflows.definition import NEW, Guard, Related, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
 from workflows.rules import cite
 
-S5_1, S5_2, S5_4, S5_5, S6_2 = (cite(s) for s in ("§5.1", "§5.2", "§5.4", "§5.5", "§6.2"))
+S5_1, S5_2, S5_3, S5_5, S6_2 = (cite(s) for s in ("§5.1", "§5.2", "§5.3", "§5.5", "§6.2"))
 
 #: §5.1 exposure kinds and their §6.2 Table 1 risk; ``healthcare_with_ppe`` is not a close contact.
 EXPOSURE_RISK: dict[str, str] = {
@@ -330,6 +330,11 @@ def _deadline_passed(subject: Subject, data: Mapping[str, Any]) -> None:
     """The contact was not informed within a day: nothing changes but the record that it is overdue."""
 
 
+def _pep_offered(subject: Subject, data: Mapping[str, Any]) -> None:
+    """A PEP course was offered (§5.3): the PEP assessment is done."""
+    subject.satisfy_timer("pep_window_closes")
+
+
 WITHIN_PERIOD = Guard(S5_1, _within_infectious_period)
 CLOSE_CONTACT_KIND = Guard(S5_1, _kind_is_a_close_contact)
 
@@ -374,6 +379,8 @@ CONTACT = WorkflowDefinition(
                        "4 days after exposure: PEP now only in special cases", effect=_pep_optimal_over, timed=True),
         TransitionSpec("pep_window_closes", OPEN, None, S6_2,
                        "14 days after exposure: PEP no longer offered", effect=_pep_over, timed=True),
+        TransitionSpec("pep_offered", OPEN, None, S5_3, "PEP offered after assessment: the assessment is done",
+                       effect=_pep_offered),
         TransitionSpec("inform_due", OPEN, None, S5_5, "a day passed without informing the contact: overdue",
                        effect=_deadline_passed, timed=True),
     ],

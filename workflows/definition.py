@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from transitions import Machine, MachineError
@@ -30,6 +30,8 @@ class Settings:
 
     #: §3.1 "within the working day": the local hour the working day ends for the phone notification.
     working_day_ends: time = time(17, 0)
+    #: §6.4 sets no upper limit for dose 2: after how long a due dose 2 shows as overdue in the worklist.
+    dose2_overdue_after: timedelta = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class TimerSpec:
     due_at: datetime
     rule: str
     task: str | None = None
+    #: When the task turns overdue in the worklist (default: at ``due_at``).
+    overdue_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,18 @@ class Spawn:
     link: str
 
 
+@dataclass(frozen=True)
+class Cascade:
+    """A trigger this transition pulls on other objects in the same transaction: the object ``pk`` of ``kind``,
+    or (``pk`` None) every ``kind`` object of the same person in one of ``states``."""
+
+    kind: str
+    trigger: str
+    states: tuple[str, ...] = ()
+    pk: int | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Subject:
     """What the shared machine is bound to while one trigger runs."""
@@ -85,6 +101,11 @@ class Subject:
     cancelled: set[str] = field(default_factory=set)
     satisfied: set[str] = field(default_factory=set)
     spawned: list[Spawn] = field(default_factory=list)
+    cascades: list[Cascade] = field(default_factory=list)
+
+    def cascade(self, cascade: Cascade) -> None:
+        """Pull a trigger on other objects, in this transaction, after this object is written."""
+        self.cascades.append(cascade)
 
     def spawn(self, *, kind: str, trigger: str, data: Mapping[str, Any], link: str) -> None:
         """Create a ``kind`` object for the same person through ``trigger``, in this transaction."""
@@ -128,8 +149,10 @@ class TransitionSpec:
     #: Fired by a timer of the same name rather than by a person.
     timed: bool = False
     #: Other objects the guards read, by kind: the id is the data key of that name, or else the object's own
-    #: ``<kind>_id`` column (a contact's case).
+    #: ``<kind>_id`` column (a contact's case); ``person`` is always the object's own person.
     references: tuple[str, ...] = ()
+    #: Chooses between transitions of one trigger from one state (pure, no refusal): tried in table order.
+    when: Callable[[Subject], bool] | None = None
 
 
 def _run_guard(guard: Guard) -> Callable[[Any], bool]:
@@ -139,6 +162,13 @@ def _run_guard(guard: Guard) -> Callable[[Any], bool]:
         if refusal is not None:
             raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule)
         return True
+
+    return condition
+
+
+def _choose(when: Callable[[Subject], bool]) -> Callable[[Any], bool]:
+    def condition(event: Any) -> bool:
+        return when(event.model)
 
     return condition
 
@@ -194,18 +224,19 @@ class WorkflowDefinition:
 
     @staticmethod
     def _machine_row(spec: TransitionSpec) -> dict[str, Any]:
+        chooses = [_choose(spec.when)] if spec.when is not None else []
         return {
             "trigger": spec.trigger,
             "source": list(spec.source),
             "dest": spec.dest,
-            "conditions": [_run_guard(g) for g in spec.guards],
+            "conditions": [*chooses, *(_run_guard(g) for g in spec.guards)],
             "after": [_run_effect(spec.effect)] if spec.effect else [],
         }
 
-    def spec(self, trigger: str, state: str) -> TransitionSpec | None:
-        """The transition ``trigger`` takes from ``state``, if any."""
+    def spec(self, trigger: str, state: str, subject: Subject | None = None) -> TransitionSpec | None:
+        """The transition ``trigger`` takes from ``state`` (for ``subject``, where ``when`` chooses), if any."""
         for spec in self._by_trigger.get(trigger, []):
-            if state in spec.source:
+            if state in spec.source and (spec.when is None or subject is None or spec.when(subject)):
                 return spec
         return None
 
@@ -239,13 +270,16 @@ class WorkflowDefinition:
         with self._lock:
             self.machine.add_model(subject, initial=subject.state)
             try:
-                self.machine.events[trigger].trigger(subject)
+                went = self.machine.events[trigger].trigger(subject)
             except MachineError as error:  # pragma: no cover - pre-checked above; kept as a safety net
                 raise TriggerNotAllowed(
                     subject.object_id, trigger, subject.state, self.triggers_from(subject.state)
                 ) from error
             finally:
                 self.machine.remove_model(subject)
+        if not went:  # no `when` chose a transition
+            raise TriggerNotAllowed(subject.object_id, trigger, subject.state, self.triggers_from(subject.state),
+                                    rule=specs[0].rule)
 
     def problems(self) -> list[str]:
         """Shape checks (empty when sound): every transition cites the guideline, nothing leaves a final
