@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
 from engine.clock import SimulatedClock, SystemClock
 from engine.core import Engine
@@ -19,13 +19,17 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def settings_from_env() -> Settings:
-    """Deployment settings: ``MPOXFLOW_WORKING_DAY_ENDS`` (HH:MM, default 17:00, §3.1)."""
+    """Deployment settings: ``MPOXFLOW_WORKING_DAY_ENDS`` (HH:MM, default 17:00, §3.1) and
+    ``MPOXFLOW_DOSE2_OVERDUE_DAYS`` (default 14: when a due dose 2 shows as overdue, §6.4)."""
     raw = os.environ.get("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
     try:
         ends = time.fromisoformat(raw)
     except ValueError as error:
         raise UsageError(f"MPOXFLOW_WORKING_DAY_ENDS={raw!r} is not a time of day: use HH:MM, e.g. 17:00") from error
-    return Settings(working_day_ends=ends)
+    days = os.environ.get("MPOXFLOW_DOSE2_OVERDUE_DAYS", "14")
+    if not days.isdigit():
+        raise UsageError(f"MPOXFLOW_DOSE2_OVERDUE_DAYS={days!r} is not a number of days: use e.g. 14")
+    return Settings(working_day_ends=ends, dose2_overdue_after=timedelta(days=int(days)))
 
 
 def init_database(db: Database, simulated_start: datetime | None = None) -> None:

@@ -29,6 +29,7 @@ from scheduler.firing import advance_simulated_clock
 from workflows.calendar import to_local
 from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS, RISKS
+from workflows.course import INDICATIONS, PREP_CRITERIA
 from workflows.errors import MpoxflowError, UsageError
 from workflows.registry import WORKFLOWS
 
@@ -66,8 +67,11 @@ app.add_typer(clock_app, name="clock")
 app.add_typer(person_app, name="person")
 contact_app = typer.Typer(help="Close contacts: exposed → monitored → released, or → symptomatic (§5).",
                           no_args_is_help=True)
+vaccine_app = typer.Typer(help="Vaccination courses (Imvanex): offered → dose1_given → dose2_due → completed (§6).",
+                          no_args_is_help=True)
 app.add_typer(case_app, name="case")
 app.add_typer(contact_app, name="contact")
+app.add_typer(vaccine_app, name="vaccine")
 
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 Actor = Annotated[
@@ -367,7 +371,8 @@ def _transition(
     ctx: typer.Context, object_id: str, trigger: str, data: Callable[[], dict[str, Any]],
     actor: str | None, reason: str | None, if_version: int | None, as_json: bool,
 ) -> None:
-    kind = ctx.parent.info_name if ctx.parent is not None else None  # `case ...` or `contact ...`
+    group = ctx.parent.info_name if ctx.parent is not None else None  # `case ...`, `contact ...`, `vaccine ...`
+    kind = {"vaccine": "course"}.get(group or "", group)
 
     def action() -> dict[str, Any]:
         given = data()
@@ -554,6 +559,65 @@ def contact_symptoms(
     }, actor, reason, if_version, as_json)
 
 
+# ---- vaccination courses -------------------------------------------------------------------------------------
+
+CourseId = Annotated[str, typer.Argument(metavar="ID", help="The course's id (course-N).")]
+AssessedBy = Annotated[str | None, typer.Option("--assessed-by", help="The doctor whose individual assessment "
+                                                                       "covers this (§6.1, §6.2.1-2).")]
+
+
+@vaccine_app.command("offer")
+def vaccine_offer(
+    ctx: typer.Context,
+    person: Annotated[str, typer.Option("--person", help="The person (person-N).")],
+    indication: Annotated[str, typer.Option("--indication", help="pep (a close contact, §6.2) | prep (§6.1)")],
+    contact: Annotated[str | None, typer.Option("--contact", help="PEP: the person's contact record "
+                                                                 "(contact-N).")] = None,
+    criteria: Annotated[str | None, typer.Option("--criteria", help="PrEP: " + ",".join(PREP_CRITERIA))] = None,
+    assessed_by: AssessedBy = None,
+    actor: Actor = None, reason: Reason = None, as_json: Json = False,
+) -> None:
+    """Offer a vaccination course; its dose plan is decided now (§6.3, §6.4)."""
+
+    def action() -> dict[str, Any]:
+        chosen = parse_choice(indication, INDICATIONS, "indication")
+        if chosen == "pep" and criteria:
+            raise UsageError("--criteria goes with --indication prep; PEP takes --contact")
+        if chosen == "prep" and contact:
+            raise UsageError("--contact goes with --indication pep; PrEP takes --criteria")
+        data = {"indication": chosen, "contact": contact,
+                "criteria": parse_list(criteria, PREP_CRITERIA, "criterion"), "assessed_by": assessed_by}
+        return _engine(ctx).open("course", "offer", person=person, data=data, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_object)
+
+
+@vaccine_app.command("dose")
+def vaccine_dose(
+    ctx: typer.Context, course_id: CourseId,
+    on: Annotated[str, typer.Option("--on", help="The date the dose was given, YYYY-MM-DD.")],
+    consent: Annotated[bool, typer.Option("--consent", help="PEP (off-label): informed consent is recorded.")] = False,
+    indication_note: Annotated[str | None, typer.Option("--indication-note", help="PEP: the indication.")] = None,
+    justification: Annotated[str | None, typer.Option("--justification", help="PEP: the justification.")] = None,
+    assessed_by: AssessedBy = None,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record a dose: dose 1 (PEP needs the consent fields, §6.2), or dose 2 at least 28 days later (§6.4)."""
+    _transition(ctx, course_id, "dose", lambda: {
+        "on": parse_date(on, "--on"), "consent": consent, "indication_note": indication_note,
+        "justification": justification, "assessed_by": assessed_by,
+    }, actor, reason, if_version, as_json)
+
+
+@vaccine_app.command("decline")
+def vaccine_decline(
+    ctx: typer.Context, course_id: CourseId,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record that the person declines the vaccination (§6)."""
+    _transition(ctx, course_id, "decline", dict, actor, reason, if_version, as_json)
+
+
 # ---- reading -------------------------------------------------------------------------------------------------
 
 
@@ -589,6 +653,9 @@ def list_objects(
     def render(rows: list[dict[str, Any]]) -> str:
         if what == "persons":
             return render_rows(rows, ["id", "ref", "born"], "no persons")
+        if what == "courses":
+            return render_rows(rows, ["id", "state", "person", "indication", "doses_planned", "dose1_on",
+                                      "dose2_on", "plan_rule"], "no courses")
         if what == "contacts":
             return render_rows(rows, ["id", "state", "person", "case", "exposure_kind", "risk", "last_exposure_on",
                                       "pep_window"], "no contacts")
