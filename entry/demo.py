@@ -31,6 +31,7 @@ def _story(engine: Engine) -> None:
     partner = engine.add_person(ref="DEMO-0004", born=d("1990-07-12"), actor=anna)["id"]
     flatmate = engine.add_person(ref="DEMO-0005", born=d("1985-02-03"), actor=anna)["id"]
     colleague = engine.add_person(ref="DEMO-0006", born=d("1972-09-21"), actor=anna)["id"]
+    older = engine.add_person(ref="DEMO-0007", born=d("1965-04-18"), actor=jonas)["id"]
 
     # Monday: a suspected case and a second suspicion the same morning.
     c1 = engine.open("case", "open", person=p1, actor=anna, reason="seen at dermato-venereology", data={
@@ -62,6 +63,18 @@ def _story(engine: Engine) -> None:
     engine.apply(k_flatmate, "inform", actor="stps:maria", reason="reached on the second try")
     engine.apply(k_flatmate, "expose", data={"exposed": d("2025-03-04"), "kind": "household"}, actor="stps:maria",
                  reason="stayed another night")
+    # PEP for the flatmate inside the optimal 4 days (§6.2), off-label: consent, indication, justification.
+    pep = engine.open("course", "offer", person=flatmate, actor="doctor:lund", reason="assessed at infection medicine",
+                      data={"indication": "pep", "contact": k_flatmate, "criteria": [], "assessed_by": None})["id"]
+    engine.apply(pep, "dose", actor="nurse:holm", reason="dose 1", data={
+        "on": d("2025-03-04"), "consent": True, "indication_note": "household contact, high risk (Table 1)",
+        "justification": "within 4 days of exposure", "assessed_by": None})
+    # PrEP for a man born 1965 (§6.1): counted as smallpox-vaccinated, so one dose is enough (§6.4).
+    prep = engine.open("course", "offer", person=older, actor="doctor:lund", reason="PrEP consultation", data={
+        "indication": "prep", "contact": None, "criteria": ["msm_two_partners_12w"], "assessed_by": None})["id"]
+    engine.apply(prep, "dose", actor="nurse:holm", reason="the one dose", data={
+        "on": d("2025-03-04"), "consent": False, "indication_note": None, "justification": None,
+        "assessed_by": None})
     # Wednesday evening: a case confirmed after working hours elsewhere, registered directly.
     _at(engine, "2025-03-05T18:30:00+01:00")
     c3 = engine.open("case", "open_confirmed", person=p3, actor=jonas, reason="PCR positive, immunocompromised",
@@ -85,6 +98,11 @@ def _story(engine: Engine) -> None:
     engine.apply(c1, "heal", data={"on": d("2025-03-20")}, actor=anna, reason="scabs fallen off")
     _at(engine, "2025-03-28T12:00:00+01:00")
     engine.apply(c4, "heal", data={"on": d("2025-03-28")}, actor=anna, reason="scabs fallen off")
+    # Dose 2 of the flatmate's PEP, 28 days after dose 1 (§6.4).
+    _at(engine, "2025-04-01T10:00:00+02:00")
+    engine.apply(pep, "dose", actor="nurse:holm", reason="dose 2", data={
+        "on": d("2025-04-01"), "consent": False, "indication_note": None, "justification": None,
+        "assessed_by": None})
     _at(engine, "2025-04-02T12:00:00+02:00")
     engine.apply(c3, "heal", data={"on": d("2025-04-01")}, actor=jonas, reason="discharged healed")
     _at(engine, "2025-07-01T00:00:00+02:00")
@@ -101,6 +119,7 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
         timeline = engine.audit()
         cases = engine.list("case")
         contacts = engine.list("contact")
+        courses = engine.list("course")
         engine.db.dispose()
     lines = ["mpoxflow demo: a simulated outbreak, every transition with its actor and rule", ""]
     for e in timeline:
@@ -111,5 +130,5 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
             f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<24} "
             f"{e['actor']:<32} {e['rule'] or ''}"
         )
-    lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases + contacts)]
-    return {"timeline": timeline, "cases": cases, "contacts": contacts, "text": "\n".join(lines)}
+    lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases + contacts + courses)]
+    return {"timeline": timeline, "cases": cases, "contacts": contacts, "courses": courses, "text": "\n".join(lines)}

@@ -9,6 +9,10 @@ def test_the_demo_runs_every_case_and_contact_through_its_timers():
         "case-1": "closed", "case-2": "discarded", "case-3": "closed", "case-4": "closed"}
     assert {c["id"]: c["state"] for c in result["contacts"]} == {
         "contact-1": "symptomatic", "contact-2": "released", "contact-3": "released"}
+    assert {c["id"]: (c["state"], c["doses_planned"], c["dose1_on"], c["dose2_on"]) for c in result["courses"]} == {
+        "course-1": ("completed", 2, "2025-03-04", "2025-04-01"),  # PEP inside 4 days, dose 2 28 days later
+        "course-2": ("completed", 1, "2025-03-04", None),  # born 1965: one dose (§6.4)
+    }
     released = {e["object"]: e["at"] for e in result["timeline"] if e["trigger"] == "monitoring_ends"}
     # contact-3: last exposure 2025-02-28; contact-2 re-exposed on 2025-03-04, so its release moved to 03-26.
     assert released == {"contact-3": "2025-03-22T00:00:00+01:00", "contact-2": "2025-03-26T00:00:00+01:00"}
