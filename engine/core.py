@@ -21,7 +21,7 @@ from engine.views import audit_view, jsonable, object_view, person_view, timer_v
 from persistence.database import Database
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
-from workflows.calendar import local_date, to_local
+from workflows.calendar import local_date, local_midnight, to_local
 from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
 from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
@@ -475,6 +475,23 @@ class Engine:
                     "timer": format_id("timer", timer.id),
                 })
             return items
+
+    def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
+        """§6.4 doses 2 falling due, per Danish calendar day from today (the clock's local date) for ``weeks``
+        weeks, days without any included: ``[{"date": "2025-03-03", "doses_due": 4}, ...]``. Counts the pending
+        ``dose2_due`` timers of courses, from one grouped query; each falls due at a local midnight, so each due
+        instant is one day (the days around a daylight-saving change are 23 or 25 hours long)."""
+        if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+            raise UsageError(f"the forecast needs a whole number of weeks, 1 or more, not {weeks!r}")
+        today = local_date(self.clock.now())
+        days = [today + timedelta(days=i) for i in range(7 * weeks)]
+        since, until = local_midnight(days[0]), local_midnight(days[-1] + timedelta(days=1))
+        with self.db.reading() as session:
+            due = Repository(session).dose_forecast(since, until)
+        counts = dict.fromkeys(days, 0)
+        for instant, n in due:
+            counts[local_date(instant)] += n
+        return [{"date": day.isoformat(), "doses_due": n} for day, n in counts.items()]
 
     def audit(
         self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None

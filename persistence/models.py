@@ -133,6 +133,8 @@ class Timer(Base):
     __table_args__ = (
         Index("ix_timers_status_due", "status", "due_at"),
         Index("ix_timers_object", "object_kind", "object_id"),
+        # The dose-2 forecast (``Repository.dose_forecast``): equalities first, then the due instant.
+        Index("ix_timers_forecast", "object_kind", "name", "status", "due_at"),
         # At most one pending timer of a name per object: re-arming cancels the old one first.
         Index(
             "uq_timers_pending_name", "object_kind", "object_id", "name", unique=True,

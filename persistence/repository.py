@@ -76,6 +76,18 @@ _TIMERS_OF = (
     .where(_table(Timer).c.object_kind == bindparam("kind"), _table(Timer).c.object_id == bindparam("pk"))
     .order_by(_table(Timer).c.due_at, _table(Timer).c.id)
 )
+#: §6.4 dose 2 due, per due instant: pending ``dose2_due`` timers of courses in ``[since, until)``. Every such
+#: timer falls due at a local midnight, so each instant is one Danish calendar day. Served by ``ix_timers_forecast``.
+_DOSE_FORECAST = (
+    select(_table(Timer).c.due_at, func.count().label("doses_due"))
+    .where(
+        _table(Timer).c.object_kind == "course", _table(Timer).c.name == "dose2_due",
+        _table(Timer).c.status == "pending",
+        _table(Timer).c.due_at >= bindparam("since"), _table(Timer).c.due_at < bindparam("until"),
+    )
+    .group_by(_table(Timer).c.due_at)
+    .order_by(_table(Timer).c.due_at)
+)
 _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
 
@@ -244,6 +256,12 @@ class Repository:
             update(table).where(table.c.id == timer_id, table.c.status == "pending")
             .values(status="fired", closed_at=now).returning(*table.c)
         ).one_or_none()
+
+    def dose_forecast(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
+        """(due instant, count) of the pending ``dose2_due`` timers of courses due in ``[since, until)``, by
+        instant: one query, grouped in the database."""
+        return [(row.due_at, int(row.doses_due))
+                for row in self._core.execute(_DOSE_FORECAST, {"since": since, "until": until})]
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
         """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""
