@@ -56,11 +56,16 @@ def init_database(db: Database, simulated_start: datetime | None = None) -> None
 
 def open_engine(url: str | None = None, *, settings: Settings | None = None) -> Engine:
     """An engine over the database at ``url``: migrated to the newest schema, on the database's own clock."""
+    settings = settings or settings_from_env()  # a bad setting is refused before the database is opened
     db = Database(database_url(url))
-    init_database(db)
-    with db.reading() as session:
-        clock_row = Repository(session).clock()
+    try:
+        init_database(db)
+        with db.reading() as session:
+            clock_row = Repository(session).clock()
+    except BaseException:
+        db.dispose()
+        raise
     assert clock_row is not None
     if clock_row.simulated and clock_row.now is not None:
-        return Engine(db, SimulatedClock(clock_row.now), settings or settings_from_env(), persist_clock=True)
-    return Engine(db, SystemClock(), settings or settings_from_env())
+        return Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
+    return Engine(db, SystemClock(), settings)

@@ -8,7 +8,7 @@ injected clock is asked for the time.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from types import SimpleNamespace
@@ -43,6 +43,17 @@ class Fired:
     to_state: str
     audit_seq: int
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a timer whose firing raises is retried: exponential backoff, then parked as ``failed``."""
+
+    max_attempts: int = 5
+    first_backoff: timedelta = timedelta(seconds=30)
+
+    def backoff(self, attempts: int) -> timedelta:
+        return timedelta(seconds=self.first_backoff.total_seconds() * 2 ** (attempts - 1))
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,7 @@ class Engine:
         reason: str | None,
         now: datetime,
         person_pk: int | None = None,
+        timer_pk: int | None = None,
     ) -> Changed:
         """The one transition path, inside the caller's transaction (``row`` None creates the object)."""
         from_state = row.state if row is not None else NEW
@@ -263,7 +275,7 @@ class Engine:
             reason=reason, now=now, rule=rule, data=jsonable(dict(data)),
             armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
                     "rule": t.rule} for t in armed],
-            cancelled=cancelled,
+            cancelled=cancelled, timer_pk=timer_pk,
         )
         log.info(
             "transition", object=format_id(kind, obj.id), trigger=trigger,
@@ -345,10 +357,12 @@ class Engine:
     def _audit(
         self, repo: Repository, *, kind: str, pk: int, workflow: str | None, trigger: str,
         from_state: str | None, to_state: str | None, actor: str, reason: str | None, now: datetime,
-        rule: str | None, data: dict[str, Any], armed: list[Any], cancelled: list[Any],
+        rule: str | None, data: dict[str, Any], armed: list[Any], cancelled: list[Any], timer_pk: int | None = None,
     ) -> int:
-        """Append the audit entry of a change; returns its sequence number."""
+        """Append the audit entry of a change; returns its sequence number. ``timer_pk``: the timer whose firing
+        this is (unique in the log: a timer's firing can be recorded only once)."""
         return repo.insert_audit({
+            "timer_id": timer_pk,
             "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
             "from_state": from_state, "to_state": to_state, "actor": actor, "reason": reason, "at": now,
             "recorded_at": self.wall_clock.now(), "rule": rule, "data": data, "timers_armed": armed,
@@ -357,11 +371,10 @@ class Engine:
 
     # ---- timers --------------------------------------------------------------------------------------------
 
-    def next_due(self, until: datetime) -> tuple[int, datetime] | None:
-        """The id and due instant of the earliest pending timer due by ``until``."""
+    def next_due(self, until: datetime | None = None) -> datetime | None:
+        """When the next pending timer is ready to fire (due, or due for a retry), if by ``until``."""
         with self.db.reading() as session:
-            timer = Repository(session).next_due(until)
-            return None if timer is None else (timer.id, timer.due_at)
+            return Repository(session).next_due(until)
 
     def fire_timer(self, timer_id: int) -> Fired | None:
         """Fire one timer at the clock's now, in one transaction with its transition and audit entry.
@@ -371,43 +384,101 @@ class Engine:
         """
         with self.db.transaction() as session:
             repo = Repository(session)
-            now = self.clock.now()
-            timer = repo.claim_timer(timer_id, now)
-            if timer is None:
-                return None
-            kind, name = timer.object_kind, timer.name
-            row = repo.load_object(kind, timer.object_id)
-            data = {"timer": format_id("timer", timer.id), "due_at": timer.due_at,
-                    "fired_late_by_seconds": max(0, int((now - timer.due_at).total_seconds()))}
-            actor = f"timer:{name}"
-            status, note, to_state = "fired", None, row.state
-            try:
-                # A savepoint, so that a refused trigger leaves no partial writes behind.
-                with session.begin_nested():
-                    changed = self._run(
-                        repo, definition=BY_NAME[row.workflow], kind=kind, row=row,
-                        timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
-                        reason=f"due {to_local(timer.due_at).isoformat()}", now=now,
-                    )
-                seq, to_state = changed.audit_seq, changed.obj.state
-            except (TriggerNotAllowed, GuardRefused) as refused:
-                status, note = "skipped", str(refused)
-                repo.update_timers([timer.id], {"status": "skipped", "note": note})
-                seq = self._audit(
-                    repo, kind=kind, pk=row.id, workflow=row.workflow, trigger=name, from_state=row.state,
-                    to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now, rule=timer.rule,
-                    data=jsonable(data), armed=[], cancelled=[],
-                )
+            fired = self._fire(repo, timer_id, self.clock.now())
             self._save_clock(repo)
-            log.info(
-                "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
-                status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(),
-                lateness_seconds=data["fired_late_by_seconds"],
+            return fired
+
+    def fire_due(self, *, limit: int = 100, policy: RetryPolicy | None = None,
+                 stop: Callable[[], bool] | None = None) -> list[Fired]:
+        """Fire up to ``limit`` timers due now, earliest first, in ONE transaction: claim, transition and audit
+        entry of each commit together, so a process killed mid-batch leaves every timer pending for the next.
+
+        Claims lock the timer rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers share the load;
+        on SQLite the writing transaction holds the database). Each timer fires in a savepoint: a timer whose
+        firing raises (a poison timer) is rolled back alone, retried with backoff, and parked as ``failed`` after
+        ``policy.max_attempts``; a concurrent change to its object leaves it pending for the next pass.
+        ``stop`` is asked between timers: the timer in hand is finished, the rest wait for the next worker.
+        """
+        policy = policy or RetryPolicy()
+        fired: list[Fired] = []
+        with self.db.transaction() as session:
+            repo = Repository(session)
+            now = self.clock.now()
+            for timer_id in repo.lock_due_timers(now, limit, skip_locked=self.db.backend == "postgresql"):
+                if stop is not None and stop():
+                    break
+                try:
+                    with session.begin_nested():
+                        outcome = self._fire(repo, timer_id, now)
+                except Conflict:
+                    continue  # its object changed meanwhile: still pending, fired on the next pass
+                except Exception as error:  # noqa: BLE001 - any other failure is this timer's, not the batch's
+                    self._timer_failed(repo, timer_id, now, error, policy)
+                    continue
+                if outcome is not None:
+                    fired.append(outcome)
+            self._save_clock(repo)
+        return fired
+
+    def _fire(self, repo: Repository, timer_id: int, now: datetime) -> Fired | None:
+        """Claim and fire one timer inside the caller's transaction."""
+        timer = repo.claim_timer(timer_id, now)
+        if timer is None:
+            return None
+        kind, name = timer.object_kind, timer.name
+        row = repo.load_object(kind, timer.object_id)
+        late = max(0, int((now - timer.due_at).total_seconds()))
+        data = {"timer": format_id("timer", timer.id), "due_at": timer.due_at, "fired_late_by_seconds": late}
+        actor = f"timer:{name}"
+        status, note, to_state = "fired", None, row.state
+        try:
+            # A savepoint, so that a refused trigger leaves no partial writes behind.
+            with repo.session.begin_nested():
+                changed = self._run(
+                    repo, definition=BY_NAME[row.workflow], kind=kind, row=row,
+                    timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
+                    reason=f"due {to_local(timer.due_at).isoformat()}", now=now, timer_pk=timer.id,
+                )
+            seq, to_state = changed.audit_seq, changed.obj.state
+        except (TriggerNotAllowed, GuardRefused) as refused:
+            status, note = "skipped", str(refused)
+            repo.update_timers([timer.id], {"status": "skipped", "note": note})
+            seq = self._audit(
+                repo, kind=kind, pk=row.id, workflow=row.workflow, trigger=name, from_state=row.state,
+                to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now, rule=timer.rule,
+                data=jsonable(data), armed=[], cancelled=[], timer_pk=timer.id,
             )
-            return Fired(
-                timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
-                fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
+        log.info(
+            "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
+            status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(), lateness_seconds=late,
+        )
+        return Fired(
+            timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
+            fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
+        )
+
+    def _timer_failed(self, repo: Repository, timer_id: int, now: datetime, error: Exception,
+                      policy: RetryPolicy) -> None:
+        """Count a failed firing; retry later with backoff, or park the timer as ``failed`` (audited)."""
+        timer = repo.timer_row(timer_id)
+        attempts = timer.attempts + 1
+        what = f"{type(error).__name__}: {error}"[:500]
+        if attempts >= policy.max_attempts:
+            repo.update_timers([timer_id], {"status": "failed", "attempts": attempts, "last_error": what,
+                                            "closed_at": now, "next_attempt_at": None})
+            self._audit(
+                repo, kind=timer.object_kind, pk=timer.object_id, workflow=None, trigger=timer.name,
+                from_state=None, to_state=None, actor=f"timer:{timer.name}",
+                reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
+                data={"timer": format_id("timer", timer_id), "attempts": attempts}, armed=[], cancelled=[],
             )
+            log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
+                      error=type(error).__name__)
+            return
+        retry_at = now + policy.backoff(attempts)
+        repo.update_timers([timer_id], {"attempts": attempts, "last_error": what, "next_attempt_at": retry_at})
+        log.warning("timer_retry", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
+                    retry_at=retry_at.isoformat(), error=type(error).__name__)
 
     # ---- the simulated clock -------------------------------------------------------------------------------
 

@@ -153,8 +153,12 @@ class Timer(Base):
     task: Mapped[str | None] = mapped_column(String(128))
     #: When an unsatisfied task turns overdue (None: at ``due_at``).
     overdue_at: Mapped[datetime | None]
-    #: pending, fired, cancelled, skipped.
+    #: pending, fired, cancelled, skipped, failed.
     status: Mapped[str] = mapped_column(String(16))
+    #: Failed firings so far; a pending timer with attempts is retried at ``next_attempt_at``.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
     armed_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
     satisfied_at: Mapped[datetime | None]
@@ -166,9 +170,15 @@ class AuditEntry(Base):
     UPDATE and DELETE on this table (see the first migration)."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_object", "object_kind", "object_id", "seq"),)
+    __table_args__ = (
+        Index("ix_audit_object", "object_kind", "object_id", "seq"),
+        # A timer's firing is recorded once: a second fire of one timer cannot be written.
+        Index("uq_audit_timer", "timer_id", unique=True),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The timer whose firing (or skip, or parking) this entry records; None for a person's change.
+    timer_id: Mapped[int | None] = mapped_column(Integer)
     object_kind: Mapped[str] = mapped_column(String(16))
     object_id: Mapped[int] = mapped_column(Integer)
     workflow: Mapped[str | None] = mapped_column(String(64))

@@ -6,10 +6,24 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Insert, Row, Select, Table, Update, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
@@ -45,6 +59,15 @@ def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
     if prefix not in ID_KINDS or not number.isdigit() or (kind is not None and prefix != kind):
         raise not_found(text, kind)
     return prefix, int(number)
+
+
+def _utc(value: Any) -> Any:
+    """An instant from an aggregate (which skips the column type's conversion) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
 
 
 def _table(model: type) -> Table:
@@ -177,9 +200,13 @@ class Repository:
         courses = _table(OBJECT_MODELS["course"])
         states = tuple(self._core.execute(
             select(courses.c.state).where(courses.c.person_id == pk).order_by(courses.c.id)).scalars())
+        cases = _table(OBJECT_MODELS["case"])
+        confirmed = self._core.execute(
+            select(cases.c.id).where(cases.c.person_id == pk, cases.c.confirmed_at.is_not(None)).limit(1)
+        ).first() is not None
         facts = PersonFacts(born=person.born, immunocompromised=person.immunocompromised, pregnant=person.pregnant,
                             previous_mpox=person.previous_mpox, smallpox_vaccinated=person.smallpox_vaccinated,
-                            courses=states)
+                            courses=states, confirmed_mpox=confirmed)
         return Related(format_id("person", pk), pk, "registered", facts, format_id("person", pk))
 
     def person_exists(self, pk: int) -> None:
@@ -241,12 +268,58 @@ class Repository:
             )
         ).all()
 
-    def next_due(self, until: datetime) -> Timer | None:
-        """The earliest pending timer due at or before ``until`` (ties by id, so the order is total)."""
-        return self.session.scalars(
-            select(Timer).where(Timer.status == "pending", Timer.due_at <= until)
-            .order_by(Timer.due_at, Timer.id).limit(1)
-        ).first()
+    def next_due(self, until: datetime | None = None) -> datetime | None:
+        """When the next pending timer is ready to fire (its due instant, or its retry), if by ``until``."""
+        table = _table(Timer)
+        first = self._core.execute(
+            select(table.c.due_at).where(table.c.status == "pending", table.c.next_attempt_at.is_(None))
+            .order_by(table.c.due_at).limit(1)
+        ).scalar()
+        retry = self._core.execute(
+            select(func.min(table.c.next_attempt_at)).where(table.c.status == "pending")
+        ).scalar()
+        retry = _utc(retry)
+        ready = min((t for t in (_utc(first), retry) if t is not None), default=None)
+        return ready if ready is not None and (until is None or ready <= until) else None
+
+    def lock_due_timers(self, now: datetime, limit: int, *, skip_locked: bool) -> list[int]:
+        """Ids of up to ``limit`` timers ready to fire at ``now``, earliest first, locked for this transaction.
+        The query reads the timers table alone; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers
+        take disjoint batches (on SQLite the caller's BEGIN IMMEDIATE already holds the database)."""
+        table = _table(Timer)
+        query = (
+            select(table.c.id)
+            .where(table.c.status == "pending", table.c.due_at <= now,
+                   or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
+            .order_by(table.c.due_at, table.c.id).limit(limit)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return [int(i) for i in self._core.execute(query).scalars()]
+
+    def timer_row(self, timer_id: int) -> Row[Any]:
+        return self._core.execute(select(_table(Timer)).where(_table(Timer).c.id == timer_id)).one()
+
+    def timers(self, status: str | None = None, limit: int | None = None) -> Sequence[Timer]:
+        query = select(Timer).order_by(Timer.due_at, Timer.id)
+        if status is not None:
+            query = query.where(Timer.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        return self.session.scalars(query).all()
+
+    def timer_counts(self, now: datetime) -> dict[str, Any]:
+        """What an operator checks first: pending, overdue (pending and ready before now), failed, and the
+        oldest overdue due instant."""
+        table = _table(Timer)
+        ready = and_(table.c.status == "pending", table.c.due_at <= now)
+        row = self._core.execute(select(
+            func.count().filter(table.c.status == "pending"),
+            func.count().filter(ready),
+            func.count().filter(table.c.status == "failed"),
+            func.min(table.c.due_at).filter(ready),
+        )).one()
+        return {"pending": int(row[0]), "overdue": int(row[1]), "failed": int(row[2]), "oldest_due": _utc(row[3])}
 
     def claim_timer(self, timer_id: int, now: datetime) -> Row[Any] | None:
         """Mark a pending timer fired, only if it is still pending: the conditional UPDATE is the claim, so a

@@ -91,8 +91,10 @@ def _person(subject: Subject) -> PersonFacts:
 
 
 def _never_had_mpox(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    if _person(subject).previous_mpox:
-        return f"{subject.person} has had mpox and is not vaccinated"
+    person = _person(subject)
+    if person.previous_mpox or person.confirmed_mpox:
+        how = "has a confirmed mpox case" if person.confirmed_mpox else "has had mpox"
+        return f"{subject.person} {how} and is not vaccinated"
     return None
 
 
@@ -170,18 +172,23 @@ def _pep_consent(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _assessed_if_child_or_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    person = _person(subject)
-    on: date = data["on"]
-    if data.get("assessed_by"):
-        return None
-    if person.pregnant:
-        return ("pregnant or breastfeeding: off-label, needs an individual medical assessment (§6.2.1); "
+def _assessed_if_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if _person(subject).pregnant and not data.get("assessed_by"):
+        return ("pregnant or breastfeeding: off-label, needs an individual medical assessment; "
                 "give the doctor with --assessed-by")
-    if person.born is not None and age_on(person.born, on) < CHILD_UNDER:
-        return (f"a child of {age_on(person.born, on)} on {on}: under 12 is off-label and needs an individual "
-                "medical assessment (§6.2.2); give the doctor with --assessed-by")
     return None
+
+
+def _assessed_if_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    born, on = _person(subject).born, data["on"]
+    if born is not None and age_on(born, on) < CHILD_UNDER and not data.get("assessed_by"):
+        return (f"a child of {age_on(born, on)} on {on}: under 12 is off-label and needs an individual medical "
+                "assessment; give the doctor with --assessed-by")
+    return None
+
+
+def _course_ended(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    return f"{subject.object_id} is {subject.state} ({subject.facts.ended_because}): no further dose"
 
 
 def _dose2_interval(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -229,9 +236,11 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
         subject.cancel_timer("pep_window_closes")
         if facts.doses_planned == 2:
             due = dose2_due(facts.dose1_on)
+            from_day = facts.dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)
             subject.arm_timer(TimerSpec(
-                "dose2_due", due, S6_4, task=f"give dose 2 (from {facts.dose1_on + timedelta(days=28)})",
-                overdue_at=due + subject.settings.dose2_overdue_after,
+                "dose2_due", due, S6_4, task=f"give dose 2 (from {from_day})",
+                # Calendar days: overdue at local midnight, also across a daylight-saving change.
+                overdue_at=local_midnight(from_day + timedelta(days=subject.settings.dose2_overdue_after.days)),
             ))
     else:
         facts.dose2_on = data["on"]
@@ -261,8 +270,8 @@ def _plan_has_doses(n: int) -> Any:
 
 
 DOSE_DATE = Guard(S6, _dose_date)
-ASSESSED = Guard(S6_2_1, _assessed_if_child_or_pregnant)
-DOSE1_GUARDS = (DOSE_DATE, Guard(S6_2, _pep_within_window), Guard(S6_2, _pep_consent), ASSESSED)
+ASSESSED = (Guard(S6_2_1, _assessed_if_pregnant), Guard(S6_2_2, _assessed_if_child))
+DOSE1_GUARDS = (DOSE_DATE, Guard(S6_2, _pep_within_window), Guard(S6_2, _pep_consent), *ASSESSED)
 
 COURSE = WorkflowDefinition(
     kind="course",
@@ -282,9 +291,11 @@ COURSE = WorkflowDefinition(
         TransitionSpec("dose", ("offered",), "completed", S6_4, "the one dose of a one-dose plan given",
                        guards=DOSE1_GUARDS, effect=_dose, when=_plan_has_doses(1), references=("person",)),
         TransitionSpec("dose", ("dose1_given", "dose2_due"), "completed", S6_4, "dose 2 given, 28 days or more later",
-                       guards=(DOSE_DATE, Guard(S6_4, _dose2_interval), ASSESSED), effect=_dose,
+                       guards=(DOSE_DATE, Guard(S6_4, _dose2_interval), *ASSESSED), effect=_dose,
                        references=("person",)),
         TransitionSpec("dose", ("completed",), None, S6_3, "no third dose", guards=(Guard(S6_3, _no_third_dose),)),
+        TransitionSpec("dose", ("cancelled", "declined"), None, S6_3, "no dose on an ended course",
+                       guards=(Guard(S6_3, _course_ended),)),
         TransitionSpec("dose2_due", ("dose1_given",), "dose2_due", S6_4, "28 days after dose 1: dose 2 is due",
                        effect=_dose2_falls_due, timed=True),
         TransitionSpec("decline", OPEN, "declined", S6, "the person declines the vaccination",

@@ -16,6 +16,8 @@ class PersonFacts:
     smallpox_vaccinated: bool = False
     #: The states of the person's vaccination courses so far.
     courses: tuple[str, ...] = ()
+    #: A case of the person has been confirmed by PCR (§6.3: not vaccinated after mpox).
+    confirmed_mpox: bool = False
 
 
 def age_on(born: date, day: date) -> int:
