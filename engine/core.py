@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from engine.clock import Clock, SimulatedClock, SystemClock
-from engine.views import audit_view, jsonable, object_view, person_view, timer_view
+from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view
 from persistence.database import Database
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
@@ -27,6 +27,8 @@ from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllo
 from workflows.registry import BY_NAME, WORKFLOWS
 
 log = structlog.get_logger("mpoxflow.engine")
+
+TIMER_STATUSES = ("pending", "fired", "cancelled", "skipped", "failed")
 
 
 @dataclass(frozen=True)
@@ -529,6 +531,23 @@ class Engine:
             timers = repo.timers_of_many(kind, [r.id for r in rows])
             return [object_view(kind, r, timers[r.id]) for r in rows]
 
+    def timers(self, status: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """Timers, soonest first (``status``: pending, fired, cancelled, skipped, failed)."""
+        if status is not None and status not in TIMER_STATUSES:
+            raise UsageError(f"'{status}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
+        with self.db.reading() as session:
+            return [timer_view(t) for t in Repository(session).timers(status, limit)]
+
+    def timer_status(self) -> dict[str, Any]:
+        """What an operator checks first: pending, overdue and failed counts, and how late the oldest is."""
+        now = self.clock.now()
+        with self.db.reading() as session:
+            counts = Repository(session).timer_counts(now)
+        oldest = counts.pop("oldest_due")
+        return {**counts, "oldest_overdue_due_at": instant(oldest),
+                "oldest_lateness_seconds": int((now - oldest).total_seconds()) if oldest else 0,
+                "now": instant(now)}
+
     def worklist(self, within: timedelta | None = None) -> builtins.list[dict[str, Any]]:
         """Staff tasks not done yet, soonest first; ``overdue`` once their deadline has passed.
         Without ``within``, every open task; with it, those due within that time from now."""
@@ -536,7 +555,16 @@ class Engine:
         until = now + within if within is not None else datetime.max.replace(tzinfo=now.tzinfo)
         with self.db.reading() as session:
             items = []
-            for timer in Repository(session).open_tasks(until):
+            repo = Repository(session)
+            for timer in repo.timers("failed"):  # an operator's task: a timer that could not fire
+                items.append({
+                    "object": format_id(timer.object_kind, timer.object_id),
+                    "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
+                            "--status failed`",
+                    "due_at": timer_view(timer)["due_at"], "overdue": True, "rule": timer.rule,
+                    "timer": format_id("timer", timer.id),
+                })
+            for timer in repo.open_tasks(until):
                 items.append({
                     "object": format_id(timer.object_kind, timer.object_id),
                     "task": timer.task,
@@ -545,7 +573,7 @@ class Engine:
                     "rule": timer.rule,
                     "timer": format_id("timer", timer.id),
                 })
-            return items
+            return sorted(items, key=lambda i: (datetime.fromisoformat(i["due_at"]), i["timer"]))
 
     def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
         """§6.4 doses 2 falling due, per Danish calendar day from today (the clock's local date) for ``weeks``
@@ -560,8 +588,8 @@ class Engine:
         with self.db.reading() as session:
             due = Repository(session).dose_forecast(since, until)
         counts = dict.fromkeys(days, 0)
-        for instant, n in due:
-            counts[local_date(instant)] += n
+        for due_at, n in due:
+            counts[local_date(due_at)] += n
         return [{"date": day.isoformat(), "doses_due": n} for day, n in counts.items()]
 
     def audit(

@@ -51,6 +51,10 @@ def timer_view(timer: Timer) -> dict[str, Any]:
         view["satisfied_at"] = instant(timer.satisfied_at)
     if timer.note:
         view["note"] = timer.note
+    if getattr(timer, "attempts", 0):
+        view["attempts"] = timer.attempts
+        view["next_attempt_at"] = instant(timer.next_attempt_at)
+        view["last_error"] = timer.last_error
     return view
 
 

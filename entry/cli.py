@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from engine.bootstrap import database_url, init_database, open_engine
-from engine.core import Engine, Fired
+from engine.core import Engine, Fired, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
@@ -719,6 +719,67 @@ def diagram(
         return {"workflow": definition.name, "mermaid": definition.mermaid()}
 
     _run(as_json, action, lambda r: r["mermaid"])
+
+
+timers_app = typer.Typer(help="The timers: what an operator checks.", invoke_without_command=True)
+app.add_typer(timers_app, name="timers")
+
+
+@timers_app.callback()
+def timers_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="pending|fired|cancelled|skipped|failed")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, soonest first.")] = 1000,
+    as_json: Json = False,
+) -> None:
+    """List timers, soonest first; `mpoxflow timers status` for the counts."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def render(rows: list[dict[str, Any]]) -> str:
+        return render_rows(rows, ["id", "object", "name", "due_at", "status", "attempts", "last_error"], "no timers")
+
+    _run(as_json, lambda: _engine(ctx).timers(status, limit), render)
+
+
+@timers_app.command("status")
+def timers_status(ctx: typer.Context, as_json: Json = False) -> None:
+    """Pending, overdue and failed counts, and the oldest lateness: what an operator checks first."""
+
+    def render(r: dict[str, Any]) -> str:
+        return (f"pending {r['pending']}  overdue {r['overdue']}  failed {r['failed']}  "
+                f"oldest lateness {r['oldest_lateness_seconds']} s  (now {r['now']})")
+
+    _run(as_json, lambda: _engine(ctx).timer_status(), render)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    poll: Annotated[float, typer.Option("--poll", help="Safety poll for timers armed elsewhere, seconds.")] = 30.0,
+    batch: Annotated[int, typer.Option("--batch", help="Timers fired per transaction.")] = 100,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries of a failing timer before it is "
+                                                                     "parked as failed.")] = 5,
+    backoff: Annotated[float, typer.Option("--backoff", help="First retry after this many seconds; "
+                                                             "doubling.")] = 30.0,
+    exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", help="Stop once nothing is due (for cron "
+                                                                          "and catch-up runs).")] = False,
+) -> None:
+    """Run the scheduler in the foreground: fire timers as they fall due, until SIGINT/SIGTERM."""
+    from scheduler.worker import Worker
+
+    if not os.environ.get("MPOXFLOW_LOG_LEVEL"):
+        root = ctx.find_root().params
+        configure_logging(root.get("log_format"), "info")
+
+    def action() -> dict[str, Any]:
+        if poll <= 0 or batch <= 0 or max_attempts <= 0 or backoff < 0:
+            raise UsageError("--poll, --batch and --max-attempts must be positive, --backoff 0 or more")
+        policy = RetryPolicy(max_attempts=max_attempts, first_backoff=timedelta(seconds=backoff))
+        runner = Worker(_engine(ctx), poll_seconds=poll, batch=batch, policy=policy, exit_when_idle=exit_when_idle)
+        return {"fired": runner.run()}
+
+    _run(False, action, lambda r: "")
 
 
 @app.command()
