@@ -36,3 +36,18 @@ def confirmed(engine: Engine, person_id: str, onset: str = "2025-03-01", pcr_on:
     case_id = suspected(engine, person_id, onset)
     engine.apply(case_id, "confirm", data={"pcr_on": date.fromisoformat(pcr_on)}, actor="staff:test")
     return case_id
+
+
+def tasks_of(engine: Engine, object_id: str) -> list[tuple[str, str, bool]]:
+    """The object's open tasks in the worklist: (task, due_at, overdue)."""
+    return [(i["task"], i["due_at"], i["overdue"]) for i in engine.worklist() if i["object"] == object_id]
+
+
+def last_entry(engine: Engine, object_id: str) -> dict[str, Any]:
+    """The object's newest audit entry."""
+    return engine.audit(entity=object_id)[-1]
+
+
+def pk(object_id: str) -> int:
+    """``"case-12"`` -> 12."""
+    return int(object_id.rsplit("-", 1)[1])

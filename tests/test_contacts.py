@@ -22,7 +22,7 @@ from engine.core import Engine
 from persistence.database import Database
 from persistence.models import Case, Contact, Timer
 from scheduler.firing import advance_simulated_clock
-from tests.helpers import confirmed, contents, person, suspected
+from tests.helpers import confirmed, contents, last_entry, person, pk, suspected, tasks_of
 from workflows.errors import GuardRefused, NotFound, RuleRefused, TriggerNotAllowed
 
 D = date.fromisoformat
@@ -88,18 +88,6 @@ def timer_rows(db: Database, contact_pk: int) -> list[tuple[str, datetime, str]]
     with db.reading() as session:
         return [(t.name, t.due_at, t.status) for t in session.scalars(
             select(Timer).where(Timer.object_kind == "contact", Timer.object_id == contact_pk).order_by(Timer.id))]
-
-
-def tasks_of(engine: Engine, object_id: str) -> list[tuple[str, str, bool]]:
-    return [(i["task"], i["due_at"], i["overdue"]) for i in engine.worklist() if i["object"] == object_id]
-
-
-def last_entry(engine: Engine, object_id: str) -> dict[str, Any]:
-    return engine.audit(entity=object_id)[-1]
-
-
-def pk(object_id: str) -> int:
-    return int(object_id.rsplit("-", 1)[1])
 
 
 # ---- 1. every window's exact instant, across the daylight-saving changes --------------------------------------

@@ -20,7 +20,7 @@ from engine.core import Engine
 from persistence.database import Database
 from persistence.models import Course, Timer
 from scheduler.firing import advance_simulated_clock
-from tests.helpers import confirmed, contents, person, suspected
+from tests.helpers import confirmed, contents, last_entry, person, pk, suspected, tasks_of
 from workflows.definition import Settings
 from workflows.errors import GuardRefused, NotFound, RuleRefused, TriggerNotAllowed
 
@@ -97,18 +97,6 @@ def pending(engine: Engine, object_id: str) -> dict[str, str]:
 def timer_of(engine: Engine, object_id: str, name: str) -> dict[str, Any]:
     [found] = [t for t in engine.show(object_id)["timers"] if t["name"] == name]
     return found
-
-
-def tasks_of(engine: Engine, object_id: str) -> list[tuple[str, str, bool]]:
-    return [(i["task"], i["due_at"], i["overdue"]) for i in engine.worklist() if i["object"] == object_id]
-
-
-def last_entry(engine: Engine, object_id: str) -> dict[str, Any]:
-    return engine.audit(entity=object_id)[-1]
-
-
-def pk(object_id: str) -> int:
-    return int(object_id.rsplit("-", 1)[1])
 
 
 def course_row(db: Database, course_id: str) -> Any:
