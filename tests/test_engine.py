@@ -4,6 +4,7 @@ conflicts, timer firing on the simulated clock."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date, datetime
 
 import pytest
@@ -23,6 +24,24 @@ from workflows.errors import Conflict, GuardRefused, NotFound, TriggerNotAllowed
 
 D = date.fromisoformat
 T = datetime.fromisoformat
+
+
+def race(attempt: Callable[[int], str], racers: int = 2) -> list[object]:
+    """Run ``attempt(i)`` for each racer in its own thread; each outcome is its result or its Conflict."""
+    outcomes: list[object] = [None] * racers
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = attempt(i)
+        except Conflict as conflict:
+            outcomes[i] = conflict
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
 
 
 def timers(engine: Engine, case_id: str) -> dict[str, tuple[str, str]]:
@@ -230,21 +249,13 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
     seen_version = setup.show(case_id)["version"]  # both staff looked at the case at this version
     engines = [Engine(Database(database_url), clock) for _ in range(2)]
     barrier = threading.Barrier(2)
-    outcomes: list[object] = [None, None]
 
-    def confirm(i: int) -> None:
+    def confirm(i: int) -> str:
         barrier.wait()
-        try:
-            outcomes[i] = engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")},
-                                           actor=f"staff:{i}", expected_version=seen_version)["state"]
-        except Conflict as conflict:
-            outcomes[i] = conflict
+        return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=f"staff:{i}",
+                                expected_version=seen_version)["state"]
 
-    threads = [threading.Thread(target=confirm, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(confirm)
     assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
     assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
     assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
@@ -330,19 +341,11 @@ def test_a_true_race_between_two_writers_is_a_conflict_on_postgresql(pg_url, clo
     case_id = suspected(setup, person(setup))
     racing = _RendezvousClock(T("2025-03-03T09:00:00+01:00"))
     engines = [Engine(Database(pg_url), racing) for _ in range(2)]
-    outcomes: list[object] = [None, None]
 
-    def discard(i: int) -> None:
-        try:
-            outcomes[i] = engines[i].apply(case_id, "discard", actor=f"staff:{i}", reason="PCR negative")["state"]
-        except Conflict as conflict:
-            outcomes[i] = conflict
+    def discard(i: int) -> str:
+        return engines[i].apply(case_id, "discard", actor=f"staff:{i}", reason="PCR negative")["state"]
 
-    threads = [threading.Thread(target=discard, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(discard)
     assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
     conflict = next(o for o in outcomes if isinstance(o, Conflict))
     assert "changed by someone else" in str(conflict)
