@@ -18,7 +18,7 @@ import structlog
 
 from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view
-from persistence.database import Database
+from persistence.database import Database, translate_errors
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
@@ -410,7 +410,8 @@ class Engine:
                 if stop is not None and stop():
                     break
                 try:
-                    with session.begin_nested():
+                    # Deadlocks and serialization failures between workers become a Conflict here.
+                    with translate_errors(), session.begin_nested():
                         outcome = self._fire(repo, timer_id, now)
                 except Conflict:
                     continue  # its object changed meanwhile: still pending, fired on the next pass
@@ -473,6 +474,7 @@ class Engine:
                 from_state=None, to_state=None, actor=f"timer:{timer.name}",
                 reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
                 data={"timer": format_id("timer", timer_id), "attempts": attempts}, armed=[], cancelled=[],
+                timer_pk=timer_id,
             )
             log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
                       error=type(error).__name__)

@@ -75,9 +75,9 @@ class Worker:
             while not self._stop.is_set():
                 fired = self.engine.fire_due(limit=self.batch, policy=self.policy, stop=self._stop.is_set)
                 count += len(fired)
+                self.fired += len(fired)  # committed: counted even if a later batch fails
                 if len(fired) < self.batch:
                     break
-            self.fired += count
             next_due = self.engine.next_due()
             if self.exit_when_idle and (next_due is None or next_due > self.engine.clock.now()):
                 self._idle.set()
