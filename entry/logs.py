@@ -20,6 +20,9 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         raise ValueError(f"log format {chosen!r}: use json or console")
     level_name = (level or os.environ.get("MPOXFLOW_LOG_LEVEL") or "warning").upper()
     renderer = structlog.processors.JSONRenderer() if chosen == "json" else structlog.dev.ConsoleRenderer()
+    # APScheduler logs through the standard library; its routine notes (a poll skipped while a pass still runs)
+    # are not an operator's business, its errors are.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

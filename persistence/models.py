@@ -136,6 +136,12 @@ class Timer(Base):
         # The dose-2 forecast (``Repository.dose_forecast``): equalities first, then the due instant.
         Index("ix_timers_forecast", "object_kind", "name", "status", "due_at"),
         # At most one pending timer of a name per object: re-arming cancels the old one first.
+        # Retries waiting: the worker asks for the earliest after every pass.
+        Index(
+            "ix_timers_retry", "next_attempt_at",
+            sqlite_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
         Index(
             "uq_timers_pending_name", "object_kind", "object_id", "name", unique=True,
             sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),

@@ -276,7 +276,9 @@ class Repository:
             .order_by(table.c.due_at).limit(1)
         ).scalar()
         retry = self._core.execute(
-            select(func.min(table.c.next_attempt_at)).where(table.c.status == "pending")
+            select(table.c.next_attempt_at)
+            .where(table.c.status == "pending", table.c.next_attempt_at.is_not(None))
+            .order_by(table.c.next_attempt_at).limit(1)
         ).scalar()
         retry = _utc(retry)
         ready = min((t for t in (_utc(first), retry) if t is not None), default=None)
