@@ -32,14 +32,11 @@ import argparse
 import os
 import platform
 import random
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -54,9 +51,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DEFAULT_PG_URL = os.environ.get(
-    "MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from bench.common import DEFAULT_PG_URL, BenchFailure, exit_cleanly_on_sigterm, say, scratch_url  # noqa: E402
+
 #: A Monday morning in Copenhagen: "today" for the forecast. Its 8 weeks take in the change to summer time.
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")
 WEEKS = 8
@@ -72,10 +68,6 @@ RAW_SQL = (
     "AND due_at >= :since AND due_at < :until "
     "GROUP BY due_at ORDER BY due_at"
 )
-
-
-class BenchFailure(Exception):
-    """The database or a result is not what it should be."""
 
 
 @dataclass
@@ -106,41 +98,6 @@ class Result:
         )
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-# ---- databases --------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def scratch_url(backend: str, pg_url: str) -> Iterator[str]:
-    """The URL of a fresh, empty database of ``backend``; removed afterwards, whatever happens."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="mpoxflow_bench_") as directory:
-            yield f"sqlite:///{Path(directory) / 'bench.db'}"
-        return
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from persistence.database import normalise_url
-
-    base = make_url(normalise_url(pg_url))
-    name = f"mpoxflow_bench_{os.getpid()}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
 
 # ---- the rows the engine writes for a course after dose 1 ------------------------------------------------------
 
@@ -151,7 +108,7 @@ def course_rows(
     """The ``persons``, ``courses`` and ``timers`` rows (without ids and links) of a person registered and offered
     PrEP at ``offered_at`` and given dose 1 on ``dose1_on``, recorded at ``dosed_at``: what ``Engine.add_person``,
     ``open("course", "offer")`` and ``apply(course, "dose")`` leave, by the workflow's own pure rules."""
-    from workflows.course import COURSE, DOSE_INTERVAL_DAYS, S6_4, dose2_due, dose_plan
+    from workflows.course import COURSE, DOSE_INTERVAL_DAYS, S6_4, dose2_due, dose2_overdue_at, dose_plan
     from workflows.person import PersonFacts
 
     doses, plan_rule, plan_reason = dose_plan(PersonFacts())
@@ -170,7 +127,8 @@ def course_rows(
     timer = {
         "object_kind": "course", "name": "dose2_due", "due_at": due, "rule": S6_4,
         "task": f"give dose 2 (from {dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)})",
-        "overdue_at": due + settings.dose2_overdue_after, "status": "pending", "armed_at": dosed_at,
+        "overdue_at": dose2_overdue_at(dose1_on, settings.dose2_overdue_after), "status": "pending",
+        "attempts": 0, "next_attempt_at": None, "last_error": None, "armed_at": dosed_at,
         "closed_at": None, "satisfied_at": None, "note": None,
     }
     return person, course, timer
@@ -445,13 +403,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM ends the run through the finally blocks, so the scratch database is dropped (a second SIGTERM
-    # is ignored so that it cannot interrupt that clean-up).
-    def terminate(*_: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, terminate)
+    exit_cleanly_on_sigterm()
 
     import sqlalchemy
 

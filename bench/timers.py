@@ -50,7 +50,6 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -72,9 +71,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DEFAULT_PG_URL = os.environ.get(
-    "MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from bench.common import DEFAULT_PG_URL, BenchFailure, exit_cleanly_on_sigterm, say  # noqa: E402
+
 TRIGGER = "condom_advice_ends"
 #: Due timers per throughput run. 100,000 was asked for, but on 2 CPUs the four throughput runs at 100,000 alone
 #: took 597 s (the engine fires some 900 timers/s on SQLite, 380 on PostgreSQL with 1 process, 840 with 3), so the
@@ -89,13 +87,6 @@ SPREAD_DAYS = 10
 #: The healed day of case 0 is this many days before today: its timer fell due 15 days ago.
 HEALED_DAYS_AGO = 100
 
-
-class BenchFailure(Exception):
-    """The database, a worker or a figure is not what it should be."""
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 @dataclass
@@ -901,13 +892,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM ends the run through the finally blocks, so the workers are stopped and the scratch databases
-    # dropped (a second SIGTERM is ignored so that it cannot interrupt that clean-up).
-    def terminate(*_: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, terminate)
+    exit_cleanly_on_sigterm()
 
     import sqlalchemy
 

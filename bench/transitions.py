@@ -24,12 +24,9 @@ import io
 import os
 import platform
 import pstats
-import signal
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -43,19 +40,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DEFAULT_PG_URL = os.environ.get(
-    "MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from bench.common import DEFAULT_PG_URL, BenchFailure, exit_cleanly_on_sigterm, say, scratch_url  # noqa: E402
+
 #: A Monday morning in Copenhagen: the cases are opened then, and confirmed an hour later.
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")
 CONFIRM_AT = START + timedelta(hours=1)
 ONSET = date(2025, 3, 1)
 PCR_ON = date(2025, 3, 3)
 TARGET_RATIO = 0.5
-
-
-class BenchFailure(Exception):
-    """The database does not hold what the timed phase should have written."""
 
 
 @dataclass
@@ -83,41 +75,6 @@ class Result:
             f"ratio {self.ratio:4.2f}  (N={self.n})"
         )
 
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-# ---- databases --------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def scratch_url(backend: str, pg_url: str) -> Iterator[str]:
-    """The URL of a fresh, empty database of ``backend``; removed afterwards, whatever happens."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="mpoxflow_bench_") as directory:
-            yield f"sqlite:///{Path(directory) / 'bench.db'}"
-        return
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from persistence.database import normalise_url
-
-    base = make_url(normalise_url(pg_url))
-    name = f"mpoxflow_bench_{os.getpid()}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 # ---- set-up (not timed) -------------------------------------------------------------------------------------------
@@ -390,13 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM ends the run through the finally blocks, so the scratch database is dropped (a second SIGTERM
-    # is ignored so that it cannot interrupt that clean-up).
-    def terminate(*_: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, terminate)
+    exit_cleanly_on_sigterm()
 
     import sqlalchemy
 

@@ -82,6 +82,12 @@ def dose2_due(dose1_on: date) -> Any:
     return local_midnight(dose1_on + timedelta(days=DOSE_INTERVAL_DAYS))
 
 
+def dose2_overdue_at(dose1_on: date, overdue_after: timedelta) -> Any:
+    """When a due dose 2 turns overdue in the worklist: 00:00 local, ``overdue_after`` calendar days after the
+    day dose 2 falls due (a deployment's choice: §6.4 sets no upper limit)."""
+    return local_midnight(dose1_on + timedelta(days=DOSE_INTERVAL_DAYS + overdue_after.days))
+
+
 # ---- guards ---------------------------------------------------------------------------------------------------
 
 
@@ -239,8 +245,7 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
             from_day = facts.dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)
             subject.arm_timer(TimerSpec(
                 "dose2_due", due, S6_4, task=f"give dose 2 (from {from_day})",
-                # Calendar days: overdue at local midnight, also across a daylight-saving change.
-                overdue_at=local_midnight(from_day + timedelta(days=subject.settings.dose2_overdue_after.days)),
+                overdue_at=dose2_overdue_at(facts.dose1_on, subject.settings.dose2_overdue_after),
             ))
     else:
         facts.dose2_on = data["on"]
