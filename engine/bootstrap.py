@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 from datetime import datetime, time, timedelta
 
@@ -16,6 +17,17 @@ from workflows.errors import UsageError
 def database_url(explicit: str | None = None) -> str:
     """``--db``, else ``$MPOXFLOW_DATABASE_URL``, else ``./mpoxflow.db``."""
     return explicit or os.environ.get("MPOXFLOW_DATABASE_URL") or DEFAULT_URL
+
+
+def default_actor() -> str:
+    """Who acts when no ``--actor`` is given: ``$MPOXFLOW_ACTOR``, else the operating-system user name. The one
+    who creates a database becomes its first admin."""
+    if os.environ.get("MPOXFLOW_ACTOR"):
+        return os.environ["MPOXFLOW_ACTOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def settings_from_env() -> Settings:
@@ -54,8 +66,9 @@ def init_database(db: Database, simulated_start: datetime | None = None) -> None
             )
 
 
-def open_engine(url: str | None = None, *, settings: Settings | None = None) -> Engine:
-    """An engine over the database at ``url``: migrated to the newest schema, on the database's own clock."""
+def open_engine(url: str | None = None, *, settings: Settings | None = None, first_admin: str | None = None) -> Engine:
+    """An engine over the database at ``url``: migrated to the newest schema, on the database's own clock. A
+    database without users gets its first admin: ``first_admin``, else ``default_actor()``."""
     settings = settings or settings_from_env()  # a bad setting is refused before the database is opened
     db = Database(database_url(url))
     try:
@@ -67,5 +80,12 @@ def open_engine(url: str | None = None, *, settings: Settings | None = None) -> 
         raise
     assert clock_row is not None
     if clock_row.simulated and clock_row.now is not None:
-        return Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
-    return Engine(db, SystemClock(), settings)
+        engine = Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
+    else:
+        engine = Engine(db, SystemClock(), settings)
+    try:
+        engine.bootstrap_users(first_admin or default_actor())
+    except BaseException:
+        db.dispose()
+        raise
+    return engine

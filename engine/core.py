@@ -8,27 +8,44 @@ injected clock is asked for the time.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import structlog
 
+from engine import auditing
 from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view
+from persistence.audit import GENESIS, Head
 from persistence.database import Database, translate_errors
-from persistence.models import OBJECT_MODELS, Person, Timer
+from persistence.models import OBJECT_MODELS, ROLES, Person, Timer, User
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
 from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
-from workflows.errors import Conflict, GuardRefused, RuleRefused, TriggerNotAllowed, UsageError
+from workflows.errors import Conflict, GuardRefused, NotPermitted, RuleRefused, TriggerNotAllowed, UsageError
 from workflows.registry import BY_NAME, WORKFLOWS
 
 log = structlog.get_logger("mpoxflow.engine")
 
 TIMER_STATUSES = ("pending", "fired", "cancelled", "skipped", "failed")
+#: Who may change workflow objects and persons; only admins manage users; auditors change nothing.
+ACTING_ROLES = ("staff", "admin")
+ADMIN_ROLES = ("admin",)
+#: Roles ``add_user`` may give: ``timer`` belongs to the scheduler alone.
+USER_ROLES = ("staff", "auditor", "admin")
+#: The scheduler's user: the actor of every firing is ``timer:<timer name>`` with this role.
+TIMER_USER = "timer"
+
+
+class Actor(NamedTuple):
+    """Who makes a change, as the audit entry records it."""
+
+    name: str
+    role: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,113 @@ class Engine:
         #: Write the simulated clock's "now" to the database with every change (a simulated-clock database).
         self.persist_clock = persist_clock
 
+    # ---- users and what their roles allow ------------------------------------------------------------------
+
+    def _authorize(self, repo: Repository, actor: str, command: str, target: str | None,
+                   roles: tuple[str, ...]) -> Actor:
+        """The actor as a user with a role that may run ``command``; NotPermitted (exit 3) otherwise."""
+        user = repo.user_by_name(actor)
+        if user is None:
+            raise NotPermitted(
+                f"'{actor}' is not a user of this database, so '{command}' was refused: give --actor (or "
+                "$MPOXFLOW_ACTOR) a registered name, or ask an admin to add it (`mpoxflow user add NAME --role "
+                "staff`; `mpoxflow user list` shows who there is)",
+                actor=actor, role=None, user=None, command=command, target=target,
+            )
+        if user.role in roles:
+            return Actor(user.name, user.role)
+        if user.role == "auditor":
+            why = ("auditors read, verify and export the log but change nothing: ask a member of staff to do it. "
+                   "This refusal is recorded in the audit log")
+        elif user.role == TIMER_USER:
+            why = "the timer user is the scheduler's own: act under your own user name"
+        else:
+            why = f"only {' or '.join(roles)} users may do that; ask an admin. This refusal is recorded in the audit log"
+        raise NotPermitted(f"'{command}' refused for {actor} ({user.role}): {why}", actor=actor, role=user.role,
+                           user=user.id, command=command, target=target)
+
+    @contextmanager
+    def _refusals_logged(self) -> Iterator[None]:
+        """Around a change's transaction: a change refused for the actor's role is rolled back, then the
+        refusal itself is appended to the audit log (on the user's own chain) in a transaction of its own."""
+        try:
+            yield
+        except NotPermitted as refused:
+            if refused.user is None:
+                log.warning("change_refused", command=refused.command, reason="not a user")
+            else:
+                self._log_refusal(refused)
+            raise
+
+    def _log_refusal(self, refused: NotPermitted) -> None:
+        assert refused.user is not None and refused.role is not None
+        with self.db.transaction() as session:
+            repo = Repository(session)
+            seq = self._audit(
+                repo, Head.of(repo.head_row("user", refused.user)), kind="user", pk=refused.user, workflow=None,
+                trigger="refused", from_state=None, to_state=None, actor=Actor(refused.actor, refused.role),
+                reason=refused.message, now=self.clock.now(), rule=None,
+                data={"command": refused.command, "object": refused.target}, changes=None,
+            )
+        log.warning("change_refused", user=format_id("user", refused.user), role=refused.role,
+                    command=refused.command, object=refused.target, audit_seq=seq)
+
+    def authorize(self, actor: str, command: str) -> Actor:
+        """Check that ``actor`` may change things (for commands that change the database outside the workflows,
+        like moving a simulated clock). A refusal is audited like any other."""
+        with self._refusals_logged(), self.db.reading() as session:
+            return self._authorize(Repository(session), actor, command, None, ACTING_ROLES)
+
+    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Register a user with a role (staff, auditor, admin). Only an admin may. Raises UsageError for a bad
+        name or role, RuleRefused when the name is taken."""
+        name = name.strip()
+        if not name or len(name) > 128 or name.startswith("timer:"):
+            raise UsageError(f"'{name}' cannot be a user name: give 1 to 128 characters, not starting with 'timer:' "
+                             "(the scheduler's actors)")
+        if role not in USER_ROLES:
+            raise UsageError(f"'{role}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+        with self._refusals_logged(), self.db.transaction() as session:
+            repo = Repository(session)
+            who = self._authorize(repo, actor, "user add", None, ADMIN_ROLES)
+            return self._insert_user(repo, name, role, who, reason)
+
+    def _insert_user(self, repo: Repository, name: str, role: str, who: Actor, reason: str | None) -> dict[str, Any]:
+        existing = repo.user_by_name(name)
+        if existing is not None:
+            raise RuleRefused(f"there is already a user named so: {format_id('user', existing.id)} "
+                              f"({existing.role}); see `mpoxflow user list`")
+        now = self.clock.now()
+        pk = repo.insert_user({"name": name, "role": role, "created_at": now, "audit_pos": None,
+                               "audit_seq": None, "audit_hash": None})
+        self._audit(repo, Head.of(None), kind="user", pk=pk, workflow=None, trigger="add", from_state=None,
+                    to_state=None, actor=who, reason=reason, now=now, rule=None, data={"role": role},
+                    changes={"name": name, "role": role})
+        log.info("user_added", user=format_id("user", pk), role=role)
+        return {"id": format_id("user", pk), "kind": "user", "name": name, "role": role, "created_at": instant(now)}
+
+    def bootstrap_users(self, first_admin: str) -> list[dict[str, Any]]:
+        """On a database without users: the scheduler's ``timer`` user and ``first_admin`` as its first admin
+        (the one who created the database), both audited. Does nothing when there are users."""
+        with self.db.reading() as session:
+            if Repository(session).has_users():
+                return []
+        with self.db.transaction() as session:
+            repo = Repository(session)
+            if repo.has_users():
+                return []
+            admin = Actor(first_admin, "admin")
+            made = [self._insert_user(repo, first_admin, "admin", admin, "first admin: created the database")]
+            if first_admin != TIMER_USER:
+                made.append(self._insert_user(repo, TIMER_USER, TIMER_USER, admin,
+                                              "the scheduler: actor of every timer's firing"))
+            return made
+
+    def users(self) -> builtins.list[dict[str, Any]]:
+        with self.db.reading() as session:
+            return [{"id": format_id("user", u.id), "kind": "user", "name": u.name, "role": u.role,
+                     "created_at": instant(u.created_at)} for u in Repository(session).users()]
+
     # ---- people --------------------------------------------------------------------------------------------
 
     def add_person(
@@ -108,11 +232,12 @@ class Engine:
         ref = ref.strip()
         if not ref:
             raise UsageError("--ref is empty: give the person's external reference")
-        with self.db.transaction() as session:
+        with self._refusals_logged(), self.db.transaction() as session:
             now = self.clock.now()
+            repo = Repository(session)
+            who = self._authorize(repo, actor, "person add", None, ACTING_ROLES)
             if born is not None and born > local_date(now):
                 raise UsageError(f"birth date {born} is after today ({local_date(now)}): correct the date")
-            repo = Repository(session)
             existing = repo.person_by_ref(ref)
             if existing is not None:
                 raise RuleRefused(
@@ -128,12 +253,12 @@ class Engine:
             session.flush()
             # The audit keeps internal ids and flags only: never the reference or the birth date.
             self._audit(
-                repo, kind="person", pk=person.id, workflow=None, trigger="register", from_state=None,
-                to_state=None, actor=actor, reason=reason, now=now, rule=None,
-                data={**flags, "born_given": born is not None}, armed=[], cancelled=[],
+                repo, Head.of(None), kind="person", pk=person.id, workflow=None, trigger="register",
+                from_state=None, to_state=None, actor=who, reason=reason, now=now, rule=None,
+                data={**flags, "born_given": born is not None}, changes=flags,
             )
             self._save_clock(repo)
-            log.info("person_registered", person=format_id("person", person.id), actor=actor)
+            log.info("person_registered", person=format_id("person", person.id))
             return person_view(person)
 
     # ---- transitions ---------------------------------------------------------------------------------------
@@ -152,12 +277,13 @@ class Engine:
         for an unknown person, GuardRefused when the creation's guards refuse."""
         definition = WORKFLOWS[kind]
         _, person_pk = parse_id(person, kind="person")
-        with self.db.transaction() as session:
+        with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
+            who = self._authorize(repo, actor, f"{kind} {trigger}", person, ACTING_ROLES)
             repo.person_exists(person_pk)
             changed = self._run(
                 repo, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
-                actor=actor, reason=reason, now=self.clock.now(), person_pk=person_pk,
+                actor=who, reason=reason, now=self.clock.now(), person_pk=person_pk,
             )
             self._save_clock(repo)
             return changed.view()
@@ -179,8 +305,9 @@ class Engine:
         kind, pk = parse_id(object_id, kind=kind)
         if kind not in OBJECT_MODELS:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
-        with self.db.transaction() as session:
+        with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
+            who = self._authorize(repo, actor, f"{kind} {trigger}", format_id(kind, pk), ACTING_ROLES)
             row = repo.load_object(kind, pk)
             if expected_version is not None and row.version != expected_version:
                 raise Conflict(
@@ -191,7 +318,7 @@ class Engine:
             # by the version check of the UPDATE.
             changed = self._run(
                 repo, definition=BY_NAME[row.workflow], kind=kind, row=row, timers=repo.object_timers(kind, pk),
-                trigger=trigger, data=data or {}, actor=actor, reason=reason, now=self.clock.now(),
+                trigger=trigger, data=data or {}, actor=who, reason=reason, now=self.clock.now(),
             )
             self._save_clock(repo)
             return changed.view()
@@ -206,7 +333,7 @@ class Engine:
         timers: list[Any],
         trigger: str,
         data: Mapping[str, Any],
-        actor: str,
+        actor: Actor,
         reason: str | None,
         now: datetime,
         person_pk: int | None = None,
@@ -238,12 +365,17 @@ class Engine:
             )
             setattr(subject.facts, spawn.link, format_id(spawn.kind, born.obj.id))
 
-        values = {**facts_values(subject.facts), "state": subject.state, "updated_at": now}
+        written = {**facts_values(subject.facts), "state": subject.state}
+        values = {**written, "updated_at": now}
         if row is None:
             values.update(person_id=person_pk, workflow=definition.name, created_at=now, version=1)
+            # audit_* start empty: the head is set once the entry is written, below
+            values.update(audit_pos=None, audit_seq=None, audit_hash=None)
             self._refuse_duplicate(repo, definition, values)
             obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
+            changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name})
         else:
+            changes = {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)}
             if not repo.update_object(kind, row.id, row.version, values):
                 raise Conflict(
                     f"{format_id(kind, row.id)} was changed by someone else while this change was being made; "
@@ -263,7 +395,7 @@ class Engine:
                 )
 
         current = [SimpleNamespace(**t._mapping) for t in timers]
-        cancelled = self._close_timers(repo, current, subject, now)
+        cancelled, done = self._close_timers(repo, current, subject, now)
         new_rows = [
             {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
              "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
@@ -272,17 +404,17 @@ class Engine:
         ]
         armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
         seq = self._audit(
-            repo, kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
+            repo, Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
-            reason=reason, now=now, rule=rule, data=jsonable(dict(data)),
+            reason=reason, now=now, rule=rule, data=jsonable(dict(data)), changes=changes,
             armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
-                    "rule": t.rule} for t in armed],
-            cancelled=cancelled, timer_pk=timer_pk,
+                    "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
+            cancelled=cancelled, done=done, timer_pk=timer_pk,
         )
         log.info(
             "transition", object=format_id(kind, obj.id), trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, rule=rule,
-            actor=actor, audit_seq=seq, timers_armed=[t.name for t in armed],
+            role=actor.role, audit_seq=seq, timers_armed=[t.name for t in armed],
             timers_cancelled=[c["name"] for c in cancelled],
         )
         return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
@@ -325,9 +457,12 @@ class Engine:
             )
 
     @staticmethod
-    def _close_timers(repo: Repository, timers: list[Any], subject: Subject, now: datetime) -> list[dict[str, Any]]:
+    def _close_timers(
+        repo: Repository, timers: list[Any], subject: Subject, now: datetime
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes. ``timers`` (the
-        object's, as loaded) are updated in place to match what is written."""
+        object's, as loaded) are updated in place to match what is written. Returns (cancelled, done) as the
+        audit entry records them."""
         rearmed = {t.name for t in subject.armed}
         groups: dict[str, list[Any]] = {"re-armed": [], "cancelled by the transition": [], "task done in time": []}
         satisfied: list[Any] = []
@@ -354,22 +489,29 @@ class Engine:
             for t in group:
                 t.status, t.closed_at, t.note = "cancelled", now, note
                 closed.append({"timer": format_id("timer", t.id), "name": t.name, "why": note})
-        return closed
+        return closed, [{"timer": format_id("timer", t.id), "name": t.name} for t in satisfied]
 
     def _audit(
-        self, repo: Repository, *, kind: str, pk: int, workflow: str | None, trigger: str,
-        from_state: str | None, to_state: str | None, actor: str, reason: str | None, now: datetime,
-        rule: str | None, data: dict[str, Any], armed: list[Any], cancelled: list[Any], timer_pk: int | None = None,
+        self, repo: Repository, head: Head, *, kind: str, pk: int, workflow: str | None, trigger: str,
+        from_state: str | None, to_state: str | None, actor: Actor, reason: str | None, now: datetime,
+        rule: str | None, data: dict[str, Any], changes: dict[str, Any] | None, armed: list[Any] | None = None,
+        cancelled: list[Any] | None = None, done: list[Any] | None = None, timer_pk: int | None = None,
     ) -> int:
-        """Append the audit entry of a change; returns its sequence number. ``timer_pk``: the timer whose firing
-        this is (unique in the log: a timer's firing can be recorded only once)."""
-        return repo.insert_audit({
+        """Append the audit entry of a change, chained after ``head`` (the object's last entry, as its row holds
+        it), and move the row's head to it; returns the entry's sequence number. ``changes``: the columns the
+        change wrote (None: the object was not written). ``timer_pk``: the timer whose firing this is (unique in
+        the log: a timer's firing can be recorded only once)."""
+        entry = head.link({
             "timer_id": timer_pk,
             "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
-            "from_state": from_state, "to_state": to_state, "actor": actor, "reason": reason, "at": now,
-            "recorded_at": self.wall_clock.now(), "rule": rule, "data": data, "timers_armed": armed,
-            "timers_cancelled": cancelled,
+            "from_state": from_state, "to_state": to_state, "actor": actor.name, "role": actor.role,
+            "reason": reason or None, "at": now, "recorded_at": self.wall_clock.now(), "rule": rule, "data": data,
+            "changes": changes, "timers_armed": armed or [], "timers_cancelled": cancelled or [],
+            "timers_done": done or [],
         })
+        seq = repo.insert_audit(entry)
+        repo.set_head(kind, pk, Head(entry["pos"], seq, entry["hash"]))
+        return seq
 
     # ---- timers --------------------------------------------------------------------------------------------
 
@@ -432,7 +574,7 @@ class Engine:
         row = repo.load_object(kind, timer.object_id)
         late = max(0, int((now - timer.due_at).total_seconds()))
         data = {"timer": format_id("timer", timer.id), "due_at": timer.due_at, "fired_late_by_seconds": late}
-        actor = f"timer:{name}"
+        actor = Actor(f"timer:{name}", TIMER_USER)
         status, note, to_state = "fired", None, row.state
         try:
             # A savepoint, so that a refused trigger leaves no partial writes behind.
@@ -447,9 +589,10 @@ class Engine:
             status, note = "skipped", str(refused)
             repo.update_timers([timer.id], {"status": "skipped", "note": note})
             seq = self._audit(
-                repo, kind=kind, pk=row.id, workflow=row.workflow, trigger=name, from_state=row.state,
-                to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now, rule=timer.rule,
-                data=jsonable(data), armed=[], cancelled=[], timer_pk=timer.id,
+                repo, Head.of(row), kind=kind, pk=row.id, workflow=row.workflow, trigger=name,
+                from_state=row.state, to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now,
+                rule=timer.rule, data=jsonable({**data, "outcome": "skipped", "note": note}), changes=None,
+                timer_pk=timer.id,
             )
         log.info(
             "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
@@ -469,12 +612,14 @@ class Engine:
         if attempts >= policy.max_attempts:
             repo.update_timers([timer_id], {"status": "failed", "attempts": attempts, "last_error": what,
                                             "closed_at": now, "next_attempt_at": None})
+            row = repo.load_object(timer.object_kind, timer.object_id)
             self._audit(
-                repo, kind=timer.object_kind, pk=timer.object_id, workflow=None, trigger=timer.name,
-                from_state=None, to_state=None, actor=f"timer:{timer.name}",
+                repo, Head.of(row), kind=timer.object_kind, pk=timer.object_id, workflow=None, trigger=timer.name,
+                from_state=None, to_state=None, actor=Actor(f"timer:{timer.name}", TIMER_USER),
                 reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
-                data={"timer": format_id("timer", timer_id), "attempts": attempts}, armed=[], cancelled=[],
-                timer_pk=timer_id,
+                data={"timer": format_id("timer", timer_id), "attempts": attempts, "outcome": "failed",
+                      "error": what},
+                changes=None, timer_pk=timer_id,
             )
             log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
                       error=type(error).__name__)
@@ -505,10 +650,21 @@ class Engine:
 
     # ---- reading -------------------------------------------------------------------------------------------
 
-    def show(self, object_id: str) -> dict[str, Any]:
+    def show(self, object_id: str, *, as_of: datetime | None = None) -> dict[str, Any]:
+        """One object with its timers; with ``as_of``, a case, contact or course as its audit entries up to
+        that instant describe it (the log alone, not the tables)."""
         kind, pk = parse_id(object_id)
         with self.db.reading() as session:
             repo = Repository(session)
+            if as_of is not None:
+                if kind not in OBJECT_MODELS:
+                    raise UsageError(f"--as-of shows cases, contacts and courses as they were, not a {kind}: "
+                                     f"`mpoxflow audit timeline {object_id}` prints its history")
+                return auditing.as_of(repo, kind, pk, as_of)
+            if kind == "user":
+                user = repo.head_row("user", pk)
+                return {"id": format_id("user", pk), "kind": "user", "name": user.name, "role": user.role,
+                        "created_at": instant(user.created_at)}
             if kind == "person":
                 person = repo.person(pk)
                 return person_view(person, [format_id("case", c.id) for c in repo.cases_of(pk)])
@@ -595,12 +751,48 @@ class Engine:
         return [{"date": day.isoformat(), "doses_due": n} for day, n in counts.items()]
 
     def audit(
-        self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None
+        self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        actor: str | None = None, trigger: str | None = None, limit: int | None = None,
     ) -> builtins.list[dict[str, Any]]:
+        """Audit entries by sequence number, filtered (all filters together); ``limit``: the newest so many."""
         kind = pk = None
         if entity is not None:
             kind, pk = parse_id(entity)
+        if since is not None and until is not None and until < since:
+            raise UsageError(f"--until ({instant(until)}) is before --since ({instant(since)}): swap them")
+        if limit is not None and limit < 1:
+            raise UsageError("--limit must be 1 or more")
         with self.db.reading() as session:
-            return [audit_view(e) for e in Repository(session).audit_entries(kind=kind, pk=pk, since=since,
-                                                                               until=until)]
+            return [audit_view(e) for e in Repository(session).audit_entries(
+                kind=kind, pk=pk, since=since, until=until, actor=actor, trigger=trigger, limit=limit)]
+
+    def audit_timeline(self, object_id: str) -> builtins.list[dict[str, Any]]:
+        """One object's life: its entries in chain order. NotFound when it has none."""
+        kind, pk = parse_id(object_id)
+        with self.db.reading() as session:
+            history = Repository(session).object_history(kind, pk)
+        if not history:
+            raise not_found(object_id, kind)
+        return [audit_view(e) for e in history]
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Check every object's hash chain and head: ``{"intact", "first_bad_seq", "problems", ...}``."""
+        with self.db.reading() as session:
+            report = auditing.verify(Repository(session))
+        view = report.view()
+        log.info("audit_verified", intact=report.intact, entries=report.entries, problems=report.problem_count,
+                 first_bad_seq=view["first_bad_seq"])
+        return view
+
+    def audit_replay(self) -> dict[str, Any]:
+        """Rebuild every case, contact and course from the log alone and compare with the tables."""
+        with self.db.reading() as session:
+            count, differences = auditing.replay(Repository(session))
+        log.info("audit_replayed", objects=count, differences=len(differences))
+        return {"matches": not differences, "objects": count, "differences": differences}
+
+    def audit_export(self, fmt: str, out: IO[str]) -> int:
+        """Stream the whole log to ``out`` (``jsonl`` or ``csv``, with a header); returns the entries written."""
+        with self.db.reading() as session:
+            return auditing.export(Repository(session), fmt, out, exported_at=self.wall_clock.now())
 

@@ -99,19 +99,28 @@ def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any
 
 
 def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as printed: ``at`` is the clock's instant (simulated or real), ``recorded_at`` the wall
+    clock's; ``pos``/``prev_seq``/``hash`` place it in its object's hash chain."""
     return {
         "seq": entry.seq,
         "object": format_id(entry.object_kind, entry.object_id),
+        "pos": entry.pos,
         "workflow": entry.workflow,
         "trigger": entry.trigger,
         "from": entry.from_state,
         "to": entry.to_state,
         "actor": entry.actor,
+        "role": entry.role,
         "reason": entry.reason,
         "at": instant(entry.at),
         "recorded_at": instant(entry.recorded_at),
         "rule": entry.rule,
+        "timer": None if entry.timer_id is None else format_id("timer", entry.timer_id),
         "data": entry.data,
+        "changes": entry.changes,
         "timers_armed": entry.timers_armed,
         "timers_cancelled": entry.timers_cancelled,
+        "timers_done": entry.timers_done,
+        "prev_seq": entry.prev_seq,
+        "hash": entry.hash,
     }

@@ -6,7 +6,6 @@ command prints exactly one JSON document on stdout (on failure: ``{"error": ...,
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from engine.bootstrap import database_url, init_database, open_engine
+from engine.bootstrap import database_url, default_actor, init_database, open_engine
 from engine.core import Engine, Fired, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
@@ -115,14 +114,7 @@ def main_options(
 
 
 def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    if os.environ.get("MPOXFLOW_ACTOR"):
-        return os.environ["MPOXFLOW_ACTOR"]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return actor or default_actor()
 
 
 def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str]) -> None:
@@ -142,9 +134,9 @@ def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str])
             typer.echo(text)
 
 
-def _engine(ctx: typer.Context) -> Engine:
+def _engine(ctx: typer.Context, first_admin: str | None = None) -> Engine:
     """The engine for this command; its database connections are closed when the command ends."""
-    engine = open_engine(_options(ctx).db)
+    engine = open_engine(_options(ctx).db, first_admin=first_admin)
     ctx.find_root().call_on_close(engine.db.dispose)
     return engine
 
@@ -156,9 +148,11 @@ def render_object(view: dict[str, Any]) -> str:
     head = f"{view['id']}  {view.get('state', view['kind'])}"
     if "workflow" in view:
         head += f"  ({view['workflow']}, version {view['version']})"
+    if view.get("as_of"):
+        head += f"  as of {view['as_of']} (rebuilt from the audit log up to seq {view['audit_seq']})"
     lines = [head]
     for key, value in view.items():
-        if key in ("id", "kind", "state", "workflow", "version", "timers") or value in (None, [], False):
+        if key in ("id", "kind", "state", "workflow", "version", "timers", "as_of", "audit_seq") or value in (None, [], False):
             continue
         shown = ", ".join(_item(v) for v in value) if isinstance(value, list) else value
         lines.append(f"  {key:<20} {shown}")
@@ -194,10 +188,50 @@ def _cell(value: Any) -> str:
 
 def render_audit(entries: list[dict[str, Any]]) -> str:
     return render_rows(
-        [{**e, "change": f"{e['from'] or '∅'} → {e['to'] or '∅'}"} for e in entries],
-        ["seq", "at", "object", "trigger", "change", "actor", "rule", "reason"],
+        [{**e, "change": f"{e['from'] or '∅'} → {e['to'] or '∅'}", "by": f"{e['actor']} ({e['role']})"}
+         for e in entries],
+        ["seq", "at", "object", "trigger", "change", "by", "rule", "reason"],
         "no audit entries",
     )
+
+
+def render_timeline(entries: list[dict[str, Any]]) -> str:
+    """One object's life, a paragraph per entry: when, what, who, why, under which rule, what it armed."""
+    lines = [f"{entries[0]['object']}: {len(entries)} entries"]
+    for e in entries:
+        change = e["to"] if e["from"] == e["to"] or e["from"] is None else f"{e['from']} → {e['to']}"
+        lines.append(f"#{e['pos']:<3} {e['at']}  {e['trigger']}" + (f"  {change}" if change else "")
+                     + f"  by {e['actor']} ({e['role']})" + (f"  [{e['rule']}]" if e["rule"] else ""))
+        if e["reason"]:
+            lines.append(f"       why: {e['reason']}")
+        if e.get("changes"):
+            lines.append("       set: " + ", ".join(f"{k}={_cell(v)}" for k, v in e["changes"].items()
+                                                   if k != "state"))
+        for t in e["timers_armed"]:
+            lines.append(f"       armed {t['name']} due {t['due_at']} ({t['rule']})")
+        for t in e["timers_cancelled"]:
+            lines.append(f"       cancelled {t['name']}: {t['why']}")
+        for t in e["timers_done"]:
+            lines.append(f"       done: {t['name']}")
+    return "\n".join(lines)
+
+
+def render_verify(r: dict[str, Any]) -> str:
+    if r["intact"]:
+        return f"intact: {r['entries']} entries of {r['objects']} objects, every hash chain whole"
+    lines = [f"NOT intact: {r['problem_count']} problem(s) in {r['entries']} entries; first bad seq "
+             f"{r['first_bad_seq']}"]
+    lines += [f"  seq {p['seq'] if p['seq'] is not None else '-'}  {p['problem']:<9} {p['object']}: {p['detail']}"
+              for p in r["problems"]]
+    return "\n".join(lines)
+
+
+def render_replay(r: dict[str, Any]) -> str:
+    if r["matches"]:
+        return f"the log rebuilds all {r['objects']} objects exactly as the tables hold them"
+    lines = [f"{len(r['differences'])} difference(s) between the log and the tables ({r['objects']} objects):"]
+    lines += [f"  {d['object']}  {d['field']}: log {d['log']!r}, table {d['table']!r}" for d in r["differences"]]
+    return "\n".join(lines)
 
 
 def render_fired(result: dict[str, Any]) -> str:
@@ -226,18 +260,23 @@ def init(
         str | None, typer.Option("--simulated-clock", help="Start a training database on a simulated clock at "
                                                            "this instant (ISO 8601; local time if no offset).")
     ] = None,
+    admin: Annotated[
+        str | None, typer.Option("--admin", help="The first admin of a new database (default $MPOXFLOW_ACTOR, "
+                                                 "else your user name).")
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Create or upgrade the database; with --simulated-clock it keeps its own "now"."""
+    """Create or upgrade the database; with --simulated-clock it keeps its own "now". A new database gets its
+    first admin (--admin) and the scheduler's `timer` user."""
 
     def action() -> dict[str, Any]:
         start = parse_instant(simulated_clock, "--simulated-clock") if simulated_clock else None
         with Database(database_url(_options(ctx).db)) as db:
             init_database(db, start)
             url, revision = db.engine.url.render_as_string(hide_password=True), db.schema_revision()
-        engine = _engine(ctx)
+        engine = _engine(ctx, first_admin=admin)
         return {"database": url, "revision": revision, "simulated": engine.clock.simulated,
-                "now": instant(engine.clock.now())}
+                "now": instant(engine.clock.now()), "users": engine.users()}
 
     _run(as_json, action, lambda r: f"database ready at revision {r['revision']}"
          + (f", simulated clock at {r['now']}" if r["simulated"] else ", real time"))
@@ -272,6 +311,7 @@ def clock_advance(
     to: Annotated[str | None, typer.Option("--to", help="Move to this instant.")] = None,
     days: Annotated[int | None, typer.Option("--days", help="Move forward this many days.")] = None,
     hours: Annotated[int | None, typer.Option("--hours", help="Move forward this many hours.")] = None,
+    actor: Actor = None,
     as_json: Json = False,
 ) -> None:
     """Move the simulated clock forward, firing every timer that falls due on the way, each at its own due
@@ -283,6 +323,7 @@ def clock_advance(
             raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
         engine = _engine(ctx)
         now = engine.simulated_clock.now()
+        engine.authorize(_actor(actor), "clock advance")
         if (days or 0) < 0 or (hours or 0) < 0:
             raise UsageError("the simulated clock only moves forward: give a positive number")
         if to is not None:
@@ -624,11 +665,20 @@ def vaccine_decline(
 @app.command()
 def show(
     ctx: typer.Context,
-    object_id: Annotated[str, typer.Argument(metavar="ID", help="Any id: case-N, person-N, timer-N.")],
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="Any id: case-N, person-N, timer-N, user-N.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="A case, contact or course as it was at this instant, rebuilt "
+                                                 "from the audit log.")
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Show one object, with its timers."""
-    _run(as_json, lambda: _engine(ctx).show(object_id), render_object)
+    """Show one object, with its timers; with --as-of, as it was then."""
+
+    def action() -> dict[str, Any]:
+        when = parse_instant(as_of, "--as-of") if as_of else None
+        return _engine(ctx).show(object_id, as_of=when)
+
+    _run(as_json, action, render_object)
 
 
 LISTABLE = {"persons": "person", **{f"{kind}s": kind for kind in WORKFLOWS}}
@@ -687,24 +737,132 @@ def due(
     _run(as_json, action, render)
 
 
-@app.command()
+audit_app = typer.Typer(
+    help="The transition log: who changed what, when, why, under which rule; verified, replayed, exported.",
+    invoke_without_command=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback()
 def audit(
     ctx: typer.Context,
-    entity: Annotated[str | None, typer.Option("--entity", help="Only this object's entries.")] = None,
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this object's entries (case-3, user-2).")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Only this actor's entries.")] = None,
+    trigger: Annotated[str | None, typer.Option("--trigger", help="Only this trigger (confirm, refused, ...).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Entries at or after this instant.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Entries at or before this instant.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N matching entries.")] = None,
     as_json: Json = False,
 ) -> None:
-    """The transition log: who changed what, when, why, under which rule."""
+    """List audit entries, oldest first (filters combine). Subcommands verify, replay, export, timeline."""
+    if ctx.invoked_subcommand is not None:
+        return
 
     def action() -> list[dict[str, Any]]:
         return _engine(ctx).audit(
-            entity=entity,
+            entity=entity, actor=actor, trigger=trigger, limit=limit,
             since=parse_instant(since, "--since") if since else None,
             until=parse_instant(until, "--until") if until else None,
         )
 
     _run(as_json, action, render_audit)
+
+
+def _exit_3_unless(ok_key: str, as_json: Json, action: Callable[[], dict[str, Any]],
+                   render: Callable[[dict[str, Any]], str]) -> None:
+    """Run a check; print its report; exit 3 when it found something (the report is the output either way)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> dict[str, Any]:
+        outcome.update(action())
+        return outcome
+
+    _run(as_json, run, render)
+    if outcome and not outcome[ok_key]:
+        raise typer.Exit(3)
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, as_json: Json = False) -> None:
+    """Check every object's hash chain: exit 0 when intact, 3 when an entry was modified, deleted, inserted or
+    reordered (the report names the first bad sequence number)."""
+    _exit_3_unless("intact", as_json, lambda: _engine(ctx).audit_verify(), render_verify)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    ctx: typer.Context,
+    check: Annotated[bool, typer.Option("--check", help="Compare with the tables; exit 3 on any difference.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Rebuild every case, contact and course from the log alone; with --check, list where the tables differ."""
+    if not check:
+        raise typer.BadParameter("replay only checks for now: run `mpoxflow audit replay --check`",
+                                 param_hint="--check")
+    _exit_3_unless("matches", as_json, lambda: _engine(ctx).audit_replay(), render_replay)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Stream the whole log, oldest first, with a header (fields: README, "Audit export")."""
+
+    def action() -> dict[str, Any]:
+        if fmt not in ("jsonl", "csv"):
+            raise UsageError(f"'{fmt}' is not an export format: use --format jsonl or --format csv")
+        engine = _engine(ctx)
+        if output is None:
+            return {"entries": engine.audit_export(fmt, sys.stdout)}
+        try:
+            with open(output, "w", encoding="utf-8", newline="") as out:
+                return {"entries": engine.audit_export(fmt, out), "output": output}
+        except OSError as error:
+            raise UsageError(f"cannot write {output}: {error.strerror}; give another --output") from error
+
+    def render(r: dict[str, Any]) -> str:
+        return f"{r['entries']} entries written to {r['output']}" if "output" in r else ""
+
+    _run(False, action, render)
+
+
+@audit_app.command("timeline")
+def audit_timeline(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="case-N, contact-N, course-N, person-N, user-N.")],
+    as_json: Json = False,
+) -> None:
+    """One object's life, entry by entry: what happened, who did it, why, under which rule."""
+    _run(as_json, lambda: _engine(ctx).audit_timeline(object_id), render_timeline)
+
+
+user_app = typer.Typer(help="Users and their roles: staff act, auditors read, admins manage users.",
+                       no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user name actors give with --actor.")],
+    role: Annotated[str, typer.Option("--role", help="staff, auditor or admin.")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Add a user (admins only)."""
+    _run(as_json, lambda: _engine(ctx).add_user(name, role, actor=_actor(actor), reason=reason),
+         lambda u: f"{u['id']}  {u['name']}  {u['role']}")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context, as_json: Json = False) -> None:
+    """List the users and their roles."""
+    _run(as_json, lambda: _engine(ctx).users(),
+         lambda rows: render_rows(rows, ["id", "name", "role", "created_at"], "no users"))
 
 
 @app.command()

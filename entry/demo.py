@@ -13,9 +13,14 @@ from engine.core import Engine
 from entry.parsing import parse_instant
 from persistence.database import Database
 from scheduler.firing import advance_simulated_clock
+from workflows.errors import NotPermitted
 from workflows.calendar import to_local
 
 START = "2025-03-03T08:00:00+01:00"
+ADMIN = "admin:demo"
+#: The demo's users: case workers, STPS tracing staff, a clinic, and an auditor who may only read.
+USERS = {"staff:anna": "staff", "staff:jonas": "staff", "stps:maria": "staff", "nurse:holm": "staff",
+         "doctor:lund": "staff", "auditor:lis": "auditor"}
 
 
 def _at(engine: Engine, instant: str) -> None:
@@ -114,12 +119,20 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
         url = f"sqlite:///{Path(directory or scratch) / 'demo.db'}"
         with Database(url) as fresh:
             init_database(fresh, parse_instant(START, "demo"))
-        engine = open_engine(url)
+        engine = open_engine(url, first_admin=ADMIN)
+        for name, role in USERS.items():
+            engine.add_user(name, role, actor=ADMIN, reason="demo team")
         _story(engine)
+        try:  # an auditor may read, never change: the refusal itself is audited
+            engine.apply("case-1", "discard", actor="auditor:lis", reason="trying to change a case")
+        except NotPermitted:
+            pass
         timeline = engine.audit()
         cases = engine.list("case")
         contacts = engine.list("contact")
         courses = engine.list("course")
+        verified = engine.audit_verify()
+        replayed = engine.audit_replay()
         engine.db.dispose()
     lines = ["mpoxflow demo: a simulated outbreak, every transition with its actor and rule", ""]
     for e in timeline:
@@ -128,7 +141,12 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
                   else f"stays {e['to']}" if e["to"] else "registered")
         lines.append(
             f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<24} "
-            f"{e['actor']:<32} {e['rule'] or ''}"
+            f"{e['actor'] + ' (' + e['role'] + ')':<40} {e['rule'] or ''}"
         )
     lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases + contacts + courses)]
-    return {"timeline": timeline, "cases": cases, "contacts": contacts, "courses": courses, "text": "\n".join(lines)}
+    lines.append(f"audit log: {verified['entries']} entries, hash chains "
+                 + ("intact" if verified["intact"] else f"BROKEN at seq {verified['first_bad_seq']}")
+                 + "; replay " + ("matches the tables" if replayed["matches"]
+                                  else f"differs in {len(replayed['differences'])} places"))
+    return {"timeline": timeline, "cases": cases, "contacts": contacts, "courses": courses, "verify": verified,
+            "replay": replayed, "text": "\n".join(lines)}

@@ -54,7 +54,16 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, date: Date, dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class Person(Base):
+class AuditHead:
+    """The head of the row's audit chain: position, sequence number and hash of its last audit entry, written
+    in the transaction that appends the entry (see ``persistence.audit``)."""
+
+    audit_pos: Mapped[int | None] = mapped_column(Integer)
+    audit_seq: Mapped[int | None] = mapped_column(Integer)
+    audit_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class Person(AuditHead, Base):
     __tablename__ = "persons"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -68,7 +77,7 @@ class Person(Base):
     created_at: Mapped[datetime]
 
 
-class WorkflowObject:
+class WorkflowObject(AuditHead):
     """Columns every workflow object has."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -171,18 +180,44 @@ class Timer(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+#: The roles a user can have; ``timer`` is the scheduler's own (its actors are ``timer:<timer name>``).
+ROLES = ("staff", "auditor", "admin", "timer")
+
+
+class User(AuditHead, Base):
+    """Who may act: every actor of a change is a user here, and the role decides what they may do."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('staff', 'auditor', 'admin', 'timer')", name="ck_users_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
 class AuditEntry(Base):
     """One entry per change, written in the change's own transaction. Append-only: database triggers refuse
-    UPDATE and DELETE on this table (see the first migration)."""
+    UPDATE and DELETE on this table (see the first migration). Each entry is chained to the previous entry of
+    the same object by hash (``persistence.audit``)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (
-        Index("ix_audit_object", "object_kind", "object_id", "seq"),
+        # One entry per place in an object's chain: a fork cannot be written.
+        Index("uq_audit_object_pos", "object_kind", "object_id", "pos", unique=True),
+        Index("ix_audit_actor", "actor", "seq"),
         # A timer's firing is recorded once: a second fire of one timer cannot be written.
         Index("uq_audit_timer", "timer_id", unique=True),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The content format the hash covers (``persistence.audit.FORMAT``; 0: written before the chain existed).
+    format: Mapped[int] = mapped_column(Integer)
+    #: Position in the object's own chain (1, 2, ...), the predecessor's sequence number and hash, this hash.
+    pos: Mapped[int] = mapped_column(Integer)
+    prev_seq: Mapped[int | None] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
     #: The timer whose firing (or skip, or parking) this entry records; None for a person's change.
     timer_id: Mapped[int | None] = mapped_column(Integer)
     object_kind: Mapped[str] = mapped_column(String(16))
@@ -192,6 +227,8 @@ class AuditEntry(Base):
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str | None] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(128))
+    #: The actor's role when it acted (staff, auditor, admin, timer).
+    role: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     #: The clock's instant (simulated or real) of the change.
     at: Mapped[datetime] = mapped_column(index=True)
@@ -199,8 +236,12 @@ class AuditEntry(Base):
     recorded_at: Mapped[datetime]
     rule: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]]
+    #: The columns the change wrote, with their new values (JSON forms); None when the object was not written.
+    changes: Mapped[dict[str, Any] | None]
     timers_armed: Mapped[list[Any]]
     timers_cancelled: Mapped[list[Any]]
+    #: Staff tasks this change completed (their timers' ``satisfied_at`` is the entry's instant).
+    timers_done: Mapped[list[Any]]
 
 
 class ClockSetting(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -26,20 +26,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer
+from persistence.audit import Head
+from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer, User
 from workflows.definition import Related
 from workflows.errors import NotFound
 from workflows.person import PersonFacts
 
-ID_KINDS = ("person", "timer", *OBJECT_MODELS)
+ID_KINDS = ("person", "timer", "user", *OBJECT_MODELS)
 #: Kinds a person can list with ``mpoxflow list KINDs``.
 LISTED_KINDS = ("person", *OBJECT_MODELS)
+#: Kinds whose rows keep the head of their audit chain.
+HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, **OBJECT_MODELS}
+#: How many rows a streamed read fetches at a time (export, verify, replay): memory stays flat.
+STREAM_CHUNK = 2000
 
 
 def not_found(object_id: str, kind: str | None) -> NotFound:
     """NotFound with a next step that works for this kind of id."""
     if kind in LISTED_KINDS:
         hint = f"List them with `mpoxflow list {kind}s`."
+    elif kind == "user":
+        hint = "List them with `mpoxflow user list`."
     elif kind == "timer":
         hint = "Open tasks and their timers are listed by `mpoxflow due`; an object's timers by `mpoxflow show ID`."
     else:
@@ -113,6 +120,13 @@ _DOSE_FORECAST = (
 )
 _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
+
+
+@functools.cache
+def _set_head(kind: str) -> Update:
+    table = _table(HEAD_MODELS[kind])
+    return update(table).where(table.c.id == bindparam("pk")).values(
+        audit_pos=bindparam("head_pos"), audit_seq=bindparam("head_seq"), audit_hash=bindparam("head_hash"))
 
 
 def facts_from_row(row: Any, facts_type: type) -> Any:
@@ -237,6 +251,35 @@ class Repository:
     def insert_audit(self, values: dict[str, Any]) -> int:
         return int(self._core.execute(_INSERT_AUDIT, values).scalar_one())
 
+    def set_head(self, kind: str, pk: int, head: Head) -> None:
+        """Move the object's audit-chain head to its newest entry (same transaction as the entry)."""
+        self._core.execute(_set_head(kind), {"pk": pk, "head_pos": head.pos, "head_seq": head.seq,
+                                             "head_hash": head.hash})
+
+    def head_row(self, kind: str, pk: int) -> Row[Any]:
+        """A row of a kind with an audit head (person, user, case, contact, course)."""
+        table = _table(HEAD_MODELS[kind])
+        row = self._core.execute(select(table).where(table.c.id == pk)).one_or_none()
+        if row is None:
+            raise not_found(format_id(kind, pk), kind)
+        return row
+
+    # ---- users ---------------------------------------------------------------------------------------------
+
+    def user_by_name(self, name: str) -> Row[Any] | None:
+        table = _table(User)
+        return self._core.execute(select(table).where(table.c.name == name)).one_or_none()
+
+    def insert_user(self, values: dict[str, Any]) -> int:
+        table = _table(User)
+        return int(self._core.execute(insert(table).returning(table.c.id), values).scalar_one())
+
+    def has_users(self) -> bool:
+        return self._core.execute(select(_table(User).c.id).limit(1)).first() is not None
+
+    def users(self) -> Sequence[User]:
+        return self.session.scalars(select(User).order_by(User.id)).all()
+
     # ---- timers --------------------------------------------------------------------------------------------
 
     def timers_of(self, kind: str, pk: int) -> Sequence[Timer]:
@@ -352,17 +395,67 @@ class Repository:
     def audit_entries(
         self, *, kind: str | None = None, pk: int | None = None,
         since: datetime | None = None, until: datetime | None = None,
-    ) -> Sequence[AuditEntry]:
-        query = select(AuditEntry).order_by(AuditEntry.seq)
+        actor: str | None = None, trigger: str | None = None, limit: int | None = None,
+    ) -> Sequence[Row[Any]]:
+        """Entries by sequence number, filtered; with ``limit``, the newest ``limit`` of them."""
+        table = _table(AuditEntry)
+        query = select(table)
         if kind is not None:
-            query = query.where(AuditEntry.object_kind == kind)
+            query = query.where(table.c.object_kind == kind)
         if pk is not None:
-            query = query.where(AuditEntry.object_id == pk)
+            query = query.where(table.c.object_id == pk)
         if since is not None:
-            query = query.where(AuditEntry.at >= since)
+            query = query.where(table.c.at >= since)
         if until is not None:
-            query = query.where(AuditEntry.at <= until)
-        return self.session.scalars(query).all()
+            query = query.where(table.c.at <= until)
+        if actor is not None:
+            query = query.where(table.c.actor == actor)
+        if trigger is not None:
+            query = query.where(table.c.trigger == trigger)
+        if limit is not None:
+            newest = list(self._core.execute(query.order_by(table.c.seq.desc()).limit(limit)))
+            return newest[::-1]
+        return list(self._core.execute(query.order_by(table.c.seq)))
+
+    def object_history(self, kind: str, pk: int, until: datetime | None = None) -> list[Row[Any]]:
+        """One object's entries in chain order (position), up to the instant ``until`` when given."""
+        table = _table(AuditEntry)
+        query = select(table).where(table.c.object_kind == kind, table.c.object_id == pk)
+        if until is not None:
+            query = query.where(table.c.at <= until)
+        return list(self._core.execute(query.order_by(table.c.pos, table.c.seq)))
+
+    def _stream(self, query: Select[Any]) -> Iterator[Any]:
+        """Rows as mappings, fetched ``STREAM_CHUNK`` at a time (a server-side cursor on PostgreSQL)."""
+        result = self._core.execution_options(yield_per=STREAM_CHUNK).execute(query)
+        for row in result.mappings():
+            yield row
+
+    def stream_audit(self) -> Iterator[Any]:
+        """The whole log by sequence number, streamed."""
+        table = _table(AuditEntry)
+        return self._stream(select(table).order_by(table.c.seq))
+
+    def stream_chains(self, kind: str) -> Iterator[Any]:
+        """The entries of every ``kind`` object, object by object, each in chain order, streamed."""
+        table = _table(AuditEntry)
+        return self._stream(select(table).where(table.c.object_kind == kind)
+                            .order_by(table.c.object_id, table.c.pos, table.c.seq))
+
+    def stream_foreign_entries(self) -> Iterator[Any]:
+        """Entries of kinds no table has: they belong to no object."""
+        table = _table(AuditEntry)
+        return self._stream(select(table).where(table.c.object_kind.not_in(tuple(HEAD_MODELS)))
+                            .order_by(table.c.object_kind, table.c.object_id, table.c.pos, table.c.seq))
+
+    def stream_rows(self, kind: str) -> Iterator[Any]:
+        table = _table(HEAD_MODELS[kind])
+        return self._stream(select(table).order_by(table.c.id))
+
+    def stream_timers(self, kind: str) -> Iterator[Any]:
+        table = _table(Timer)
+        return self._stream(select(table).where(table.c.object_kind == kind)
+                            .order_by(table.c.object_id, table.c.id))
 
     def count(self, model: type) -> int:
         return int(self.session.scalar(select(func.count()).select_from(model)) or 0)

@@ -11,14 +11,14 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from engine.bootstrap import init_database
+from engine.bootstrap import default_actor, init_database
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from persistence.database import Database
@@ -26,6 +26,24 @@ from persistence.database import Database
 PG_URL = os.environ.get("MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")  # a Monday morning in Copenhagen
 _numbers = itertools.count()
+#: Users every test database has (besides the first admin, ``default_actor()``, and the scheduler's ``timer``).
+ADMIN = "admin:test"
+TEST_USERS = {
+    ADMIN: "admin", "staff:test": "staff", "staff:stps": "staff", "staff:clinic": "staff", "staff:lab": "staff",
+    "staff:jonas": "staff", "staff:anna": "staff", "staff:env": "staff", "stps:maria": "staff",
+    "nurse:holm": "staff", "nurse:ida": "staff", "doctor:lund": "staff", "dr:infection": "staff", "bench": "staff",
+    "auditor:test": "auditor",
+}
+
+
+def seed_users(database: Database) -> None:
+    """The test users, registered the day before START by the first admin (whoever runs the tests)."""
+    engine = Engine(database, SimulatedClock(START - timedelta(days=1)))
+    first = default_actor()
+    engine.bootstrap_users(first)
+    for name, role in TEST_USERS.items():
+        if name != first:
+            engine.add_user(name, role, actor=first)
 
 
 def _pg_admin():
@@ -51,6 +69,7 @@ def pg_template() -> Iterator[str]:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     template_db = Database(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
     template_db.upgrade()
+    seed_users(template_db)
     template_db.dispose()
     yield name
     with admin.connect() as connection:
@@ -63,6 +82,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     template_db = Database(f"sqlite:///{path}")
     template_db.upgrade()
+    seed_users(template_db)
     template_db.dispose()
     return path
 

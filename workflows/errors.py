@@ -68,3 +68,18 @@ class Conflict(MpoxflowError):
     """Someone else changed the object meanwhile; nothing was written. Reload and try again."""
 
     exit_code = 5
+
+
+class NotPermitted(RuleRefused):
+    """The actor's role does not allow the change (an auditor reads; only an admin manages users), or the actor
+    is not a user at all. ``user`` is the user's internal id when there is one (the refusal is audited there)."""
+
+    def __init__(self, message: str, *, actor: str, role: str | None, user: int | None, command: str,
+                 target: str | None) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.role = role
+        self.user = user
+        self.command = command
+        self.target = target
+

@@ -1,0 +1,239 @@
+"""What auditors run over the log: verification of every object's hash chain, replay of every object from its
+entries alone compared with the tables, an object as it was at an instant, and the streamed export.
+
+Every read here streams (``Repository.stream_*``): memory holds one object's history at a time, never the log.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from types import SimpleNamespace
+from typing import IO, Any
+
+from engine.views import instant, jsonable, object_view
+from persistence.audit import BOOKKEEPING, Head, Rebuilt, Verification, fold, grouped, verify_object
+from persistence.models import OBJECT_MODELS
+from persistence.repository import HEAD_MODELS, Repository, format_id
+from workflows.errors import NotFound, UsageError
+from workflows.registry import BY_NAME
+
+#: The export's fields, in order: the audit_log columns, exactly (documented in README, "Audit export").
+EXPORT_FIELDS = (
+    "seq", "format", "object_kind", "object_id", "pos", "prev_seq", "prev_hash", "hash", "timer_id", "workflow",
+    "trigger", "from_state", "to_state", "actor", "role", "reason", "at", "recorded_at", "rule", "data", "changes",
+    "timers_armed", "timers_cancelled", "timers_done",
+)
+#: Fields holding JSON documents (a JSON text in a CSV cell).
+JSON_FIELDS = ("data", "changes", "timers_armed", "timers_cancelled", "timers_done")
+INSTANT_FIELDS = ("at", "recorded_at")
+INTEGER_FIELDS = ("seq", "format", "object_id", "pos", "prev_seq", "timer_id")
+EXPORT_FORMATS = ("jsonl", "csv")
+
+
+# ---- verify --------------------------------------------------------------------------------------------------
+
+
+def _merge(entries: Iterator[Any], rows: Iterator[Any]) -> Iterator[tuple[int, list[Any], Any | None]]:
+    """(object id, its entries, its row) for every id in either stream; both are sorted by id."""
+    row = next(rows, None)
+    for pk, group in grouped(entries, "object_id"):
+        while row is not None and row["id"] < pk:
+            yield row["id"], [], row
+            row = next(rows, None)
+        if row is not None and row["id"] == pk:
+            yield pk, group, row
+            row = next(rows, None)
+        else:
+            yield pk, group, None
+    while row is not None:
+        yield row["id"], [], row
+        row = next(rows, None)
+
+
+def verify(repo: Repository) -> Verification:
+    """Check every object's chain against itself and its head; see ``persistence.audit`` for what is caught."""
+    report = Verification()
+    for kind in sorted(HEAD_MODELS):
+        for pk, entries, row in _merge(repo.stream_chains(kind), repo.stream_rows(kind)):
+            verify_object(format_id(kind, pk), entries, None if row is None else Head.of(row), report)
+    for (kind, pk), entries in grouped(_keyed(repo.stream_foreign_entries()), "key"):
+        verify_object(f"{kind}-{pk}", entries, None, report)
+    return report
+
+
+def _keyed(rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        yield {**row, "key": (row["object_kind"], row["object_id"])}
+
+
+# ---- replay --------------------------------------------------------------------------------------------------
+
+
+def replay(repo: Repository) -> tuple[int, list[dict[str, Any]]]:
+    """Rebuild every case, contact and course from the log alone and compare it with the tables. Returns
+    (objects compared, differences), each difference ``{"object", "field", "log", "table"}``."""
+    differences: list[dict[str, Any]] = []
+    count = 0
+    for kind in OBJECT_MODELS:
+        timers = grouped(repo.stream_timers(kind), "object_id")
+        pending_timers = next(timers, None)
+        for pk, entries, row in _merge(repo.stream_chains(kind), repo.stream_rows(kind)):
+            count += 1
+            own: list[Any] = []
+            while pending_timers is not None and pending_timers[0] <= pk:
+                if pending_timers[0] == pk:
+                    own = pending_timers[1]
+                pending_timers = next(timers, None)
+            differences.extend(compare(kind, pk, fold(kind, pk, entries), row, own))
+    return count, differences
+
+
+def compare(kind: str, pk: int, rebuilt: Rebuilt, row: Any | None, timers: list[Any]) -> list[dict[str, Any]]:
+    """Where the tables differ from what the log says of one object."""
+    label = format_id(kind, pk)
+    if row is None:
+        return [_diff(label, "object", f"{rebuilt.entries} entries", None)]
+    if rebuilt.entries == 0:
+        return [_diff(label, "object", None, "a row with no audit entries")]
+    found = [_diff(label, "state", rebuilt.state, row["state"])] if rebuilt.state != row["state"] else []
+    if not rebuilt.complete:
+        return found  # written before changes were recorded (format 0): the state is all the log knows
+    for column in row.keys():
+        if column in BOOKKEEPING:
+            continue
+        logged, stored = rebuilt.values.get(column), jsonable(row[column])
+        if logged != stored:
+            found.append(_diff(label, column, logged, stored))
+    for name, logged, stored in (("version", rebuilt.version, row["version"]),
+                                 ("created_at", instant(rebuilt.created_at), instant(row["created_at"])),
+                                 ("updated_at", instant(rebuilt.updated_at), instant(row["updated_at"]))):
+        if logged != stored:
+            found.append(_diff(label, name, logged, stored))
+    tables = {t["id"]: t for t in timers}
+    for timer_pk in sorted(set(tables) | set(rebuilt.timers)):
+        tlabel = f"{label} timer-{timer_pk}"
+        logged_timer, table_timer = rebuilt.timers.get(timer_pk), tables.get(timer_pk)
+        if logged_timer is None or table_timer is None:
+            found.append(_diff(tlabel, "timer", None if logged_timer is None else logged_timer["name"],
+                               None if table_timer is None else table_timer["name"]))
+            continue
+        for field in ("name", "status", "rule"):
+            if logged_timer[field] != table_timer[field]:
+                found.append(_diff(tlabel, field, logged_timer[field], table_timer[field]))
+        for field in ("due_at", "satisfied_at"):
+            logged_at = logged_timer[field]
+            logged_text = instant(logged_at) if isinstance(logged_at, datetime) else logged_at
+            if logged_text != instant(table_timer[field]):
+                found.append(_diff(tlabel, field, logged_text, instant(table_timer[field])))
+    return found
+
+
+def _diff(label: str, field: str, logged: Any, stored: Any) -> dict[str, Any]:
+    return {"object": label, "field": field, "log": logged, "table": stored}
+
+
+# ---- as of an instant ----------------------------------------------------------------------------------------
+
+
+def as_of(repo: Repository, kind: str, pk: int, when: datetime) -> dict[str, Any]:
+    """The object's view (``show``'s shape) as its entries up to ``when`` describe it."""
+    label = format_id(kind, pk)
+    history = repo.object_history(kind, pk, until=when)
+    if not history:
+        everything = repo.object_history(kind, pk)
+        if not everything:
+            raise NotFound(label, kind, hint=f"List them with `mpoxflow list {kind}s`.")
+        raise NotFound(label, kind, hint=f"{label} did not exist yet at {instant(when)}: it was created at "
+                                         f"{instant(everything[0].at)}.")
+    rebuilt = fold(kind, pk, (e._mapping for e in history))
+    if not rebuilt.complete:
+        raise UsageError(
+            f"{label}'s history was recorded before audit format 1 (it holds no changes), so only its state "
+            f"({rebuilt.state}) is known at {instant(when)}: see `mpoxflow audit timeline {label}`"
+        )
+    values = rebuilt.values
+    definition = BY_NAME[str(values["workflow"])]
+    facts = {f.name: values.get(f.name) for f in dataclasses.fields(definition.facts)}
+    row = SimpleNamespace(
+        id=pk, state=rebuilt.state, workflow=values["workflow"], person_id=values["person_id"],
+        version=rebuilt.version, created_at=rebuilt.created_at, updated_at=rebuilt.updated_at, **facts,
+    )
+    timers = [
+        SimpleNamespace(
+            id=t["id"], name=t["name"], due_at=datetime.fromisoformat(t["due_at"]), status=t["status"],
+            rule=t["rule"], object_kind=kind, object_id=pk, task=t["task"], satisfied_at=t["satisfied_at"],
+            note=t["note"], attempts=t["attempts"], next_attempt_at=None, last_error=t["last_error"],
+        )
+        for t in rebuilt.timers.values()
+    ]
+    timers.sort(key=lambda t: (t.due_at, t.id))
+    view = object_view(kind, row, timers)  # type: ignore[arg-type]
+    return {**view, "as_of": instant(when), "audit_seq": history[-1].seq}
+
+
+# ---- export --------------------------------------------------------------------------------------------------
+
+
+def export_record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry as exported: every column, instants in Danish local time with their offset."""
+    return {name: instant(entry[name]) if name in INSTANT_FIELDS else entry[name] for name in EXPORT_FIELDS}
+
+
+def export(repo: Repository, fmt: str, out: IO[str], *, exported_at: datetime) -> int:
+    """Write the whole log to ``out`` in sequence order, one entry at a time; returns the number written.
+    JSON Lines: a header object, then one object per entry. CSV: a header row, then one row per entry, JSON
+    documents as JSON text, NULL as an empty cell."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"'{fmt}' is not an export format: use jsonl or csv")
+    count = 0
+    if fmt == "jsonl":
+        out.write(json.dumps({"mpoxflow_audit_export": 1, "exported_at": instant(exported_at),
+                              "fields": list(EXPORT_FIELDS)}) + "\n")
+        for entry in repo.stream_audit():
+            out.write(json.dumps(export_record(entry), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_FIELDS)
+    for entry in repo.stream_audit():
+        record = export_record(entry)
+        writer.writerow(["" if record[n] is None else json.dumps(record[n], ensure_ascii=False)
+                         if n in JSON_FIELDS else record[n] for n in EXPORT_FIELDS])
+        count += 1
+    return count
+
+
+def read_export(lines: Iterable[str], fmt: str) -> Iterator[dict[str, Any]]:
+    """Entries back from an export, typed as the database holds them (instants aware, JSON parsed): what
+    ``persistence.audit.entry_hash`` needs to check them again."""
+    if fmt == "jsonl":
+        it = iter(lines)
+        header = json.loads(next(it))
+        if header.get("mpoxflow_audit_export") != 1:
+            raise UsageError("not an mpoxflow audit export (its first line is not the export header)")
+        for line in it:
+            record = json.loads(line)
+            yield {**record, **{n: datetime.fromisoformat(record[n]) for n in INSTANT_FIELDS}}
+        return
+    reader = csv.DictReader(lines)
+    if tuple(reader.fieldnames or ()) != EXPORT_FIELDS:
+        raise UsageError("not an mpoxflow audit export (its header row is not the documented field list)")
+    for raw in reader:
+        record: dict[str, Any] = {}
+        for name in EXPORT_FIELDS:
+            cell = raw[name]
+            if cell == "":
+                record[name] = None
+            elif name in JSON_FIELDS:
+                record[name] = json.loads(cell)
+            elif name in INSTANT_FIELDS:
+                record[name] = datetime.fromisoformat(cell)
+            elif name in INTEGER_FIELDS:
+                record[name] = int(cell)
+            else:
+                record[name] = cell
+        yield record
