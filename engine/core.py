@@ -26,7 +26,15 @@ from persistence.models import OBJECT_MODELS, ROLES, Person, Timer, User
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
 from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
-from workflows.errors import Conflict, GuardRefused, NotPermitted, RuleRefused, TriggerNotAllowed, UsageError
+from workflows.errors import (
+    Conflict,
+    GuardRefused,
+    NotFound,
+    NotPermitted,
+    RuleRefused,
+    TriggerNotAllowed,
+    UsageError,
+)
 from workflows.registry import BY_NAME, WORKFLOWS
 
 log = structlog.get_logger("mpoxflow.engine")
@@ -612,13 +620,21 @@ class Engine:
         if attempts >= policy.max_attempts:
             repo.update_timers([timer_id], {"status": "failed", "attempts": attempts, "last_error": what,
                                             "closed_at": now, "next_attempt_at": None})
-            row = repo.load_object(timer.object_kind, timer.object_id)
+            # On the object's own chain; a timer whose object is gone is recorded on the scheduler user's.
+            kind, pk = timer.object_kind, timer.object_id
+            try:
+                head = Head.of(repo.head_row(kind, pk))
+            except NotFound:
+                scheduler = repo.user_by_name(TIMER_USER)
+                if scheduler is None:
+                    raise
+                kind, pk, head = "user", scheduler.id, Head.of(scheduler)
             self._audit(
-                repo, Head.of(row), kind=timer.object_kind, pk=timer.object_id, workflow=None, trigger=timer.name,
+                repo, head, kind=kind, pk=pk, workflow=None, trigger=timer.name,
                 from_state=None, to_state=None, actor=Actor(f"timer:{timer.name}", TIMER_USER),
                 reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
-                data={"timer": format_id("timer", timer_id), "attempts": attempts, "outcome": "failed",
-                      "error": what},
+                data={"timer": format_id("timer", timer_id), "object": format_id(timer.object_kind, timer.object_id),
+                      "attempts": attempts, "outcome": "failed", "error": what},
                 changes=None, timer_pk=timer_id,
             )
             log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,

@@ -268,12 +268,17 @@ def test_a_poison_timer_is_retried_with_backoff_then_parked_while_the_others_fir
     assert engine.next_due() is None
     assert engine.fire_due(limit=100, policy=policy) == []  # parked: never tried again
 
-    parking = engine.audit(entity="case-9999")
+    # case-9999 does not exist, so the parking is recorded on the scheduler user's own chain, naming the case.
+    assert engine.audit(entity="case-9999") == []
+    parking = [e for e in engine.audit(actor="timer:phone_notification_due") if e["object"].startswith("user-")]
     assert len(parking) == 1
+    assert (parking[0]["object"], parking[0]["role"]) == (engine.users()[1]["id"], "timer")
     assert parking[0]["trigger"] == "phone_notification_due"
-    assert parking[0]["actor"] == "timer:phone_notification_due"
     assert parking[0]["reason"].startswith("parked as failed after 5 attempts")
-    assert parking[0]["data"] == {"timer": f"timer-{poison}", "attempts": 5}
+    assert {k: parking[0]["data"][k] for k in ("timer", "object", "attempts", "outcome")} == {
+        "timer": f"timer-{poison}", "object": "case-9999", "attempts": 5, "outcome": "failed"}
+    assert "NotFound" in parking[0]["data"]["error"]
+    assert engine.audit_verify()["intact"] is True
 
     [failed] = engine.timers("failed")
     assert (failed["id"], failed["status"], failed["attempts"], failed["object"]) == (
@@ -294,8 +299,9 @@ def test_the_audit_entry_of_a_parked_timer_names_the_timer(engine, db, clock):
     engine.fire_due(limit=10, policy=RetryPolicy(max_attempts=1))
     assert timer_row(db, poison).status == "failed"
     with db.engine.connect() as connection:
-        parked = connection.execute(select(AUDIT.c.timer_id).where(AUDIT.c.object_id == 9999)).scalars().all()
-    assert parked == [poison]
+        parked = connection.execute(select(AUDIT.c.object_kind, AUDIT.c.timer_id)
+                                    .where(AUDIT.c.timer_id.is_not(None))).all()
+    assert [tuple(p) for p in parked] == [("user", poison)]  # case-9999 is gone: the scheduler's chain has it
 
 
 def test_a_timer_whose_trigger_is_no_longer_allowed_is_skipped_not_retried(engine, db, clock):
