@@ -102,7 +102,7 @@ def compare(kind: str, pk: int, rebuilt: Rebuilt, row: Any | None, timers: list[
     found = [_diff(label, "state", rebuilt.state, row["state"])] if rebuilt.state != row["state"] else []
     if not rebuilt.complete:
         return found  # written before changes were recorded (format 0): the state is all the log knows
-    for column in row.keys():
+    for column in row:
         if column in BOOKKEEPING:
             continue
         logged, stored = rebuilt.values.get(column), jsonable(row[column])
@@ -149,7 +149,7 @@ def as_of(repo: Repository, kind: str, pk: int, when: datetime) -> dict[str, Any
             raise NotFound(label, kind, hint=f"List them with `mpoxflow list {kind}s`.")
         raise NotFound(label, kind, hint=f"{label} did not exist yet at {instant(when)}: it was created at "
                                          f"{instant(everything[0].at)}.")
-    rebuilt = fold(kind, pk, (e._mapping for e in history))
+    rebuilt = fold(kind, pk, (dict(e._mapping) for e in history))
     if not rebuilt.complete:
         raise UsageError(
             f"{label}'s history was recorded before audit format 1 (it holds no changes), so only its state "
@@ -223,17 +223,16 @@ def read_export(lines: Iterable[str], fmt: str) -> Iterator[dict[str, Any]]:
     if tuple(reader.fieldnames or ()) != EXPORT_FIELDS:
         raise UsageError("not an mpoxflow audit export (its header row is not the documented field list)")
     for raw in reader:
-        record: dict[str, Any] = {}
-        for name in EXPORT_FIELDS:
-            cell = raw[name]
-            if cell == "":
-                record[name] = None
-            elif name in JSON_FIELDS:
-                record[name] = json.loads(cell)
-            elif name in INSTANT_FIELDS:
-                record[name] = datetime.fromisoformat(cell)
-            elif name in INTEGER_FIELDS:
-                record[name] = int(cell)
-            else:
-                record[name] = cell
-        yield record
+        yield {name: _cell(name, raw[name]) for name in EXPORT_FIELDS}
+
+
+def _cell(name: str, cell: str) -> Any:
+    if cell == "":
+        return None
+    if name in JSON_FIELDS:
+        return json.loads(cell)
+    if name in INSTANT_FIELDS:
+        return datetime.fromisoformat(cell)
+    if name in INTEGER_FIELDS:
+        return int(cell)
+    return cell

@@ -20,9 +20,9 @@ import structlog
 from engine import auditing
 from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view
-from persistence.audit import GENESIS, Head
+from persistence.audit import Head
 from persistence.database import Database, translate_errors
-from persistence.models import OBJECT_MODELS, ROLES, Person, Timer, User
+from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
 from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
@@ -135,7 +135,8 @@ class Engine:
         elif user.role == TIMER_USER:
             why = "the timer user is the scheduler's own: act under your own user name"
         else:
-            why = f"only {' or '.join(roles)} users may do that; ask an admin. This refusal is recorded in the audit log"
+            why = (f"only {' or '.join(roles)} users may do that; ask an admin. "
+                   "This refusal is recorded in the audit log")
         raise NotPermitted(f"'{command}' refused for {actor} ({user.role}): {why}", actor=actor, role=user.role,
                            user=user.id, command=command, target=target)
 

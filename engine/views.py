@@ -98,7 +98,7 @@ def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any
     return view
 
 
-def audit_view(entry: AuditEntry) -> dict[str, Any]:
+def audit_view(entry: AuditEntry | Any) -> dict[str, Any]:
     """An audit entry as printed: ``at`` is the clock's instant (simulated or real), ``recorded_at`` the wall
     clock's; ``pos``/``prev_seq``/``hash`` place it in its object's hash chain."""
     return {

@@ -144,6 +144,9 @@ def _engine(ctx: typer.Context, first_admin: str | None = None) -> Engine:
 # ---- rendering -----------------------------------------------------------------------------------------------
 
 
+_HEADER_KEYS = ("id", "kind", "state", "workflow", "version", "timers", "as_of", "audit_seq")
+
+
 def render_object(view: dict[str, Any]) -> str:
     head = f"{view['id']}  {view.get('state', view['kind'])}"
     if "workflow" in view:
@@ -152,7 +155,7 @@ def render_object(view: dict[str, Any]) -> str:
         head += f"  as of {view['as_of']} (rebuilt from the audit log up to seq {view['audit_seq']})"
     lines = [head]
     for key, value in view.items():
-        if key in ("id", "kind", "state", "workflow", "version", "timers", "as_of", "audit_seq") or value in (None, [], False):
+        if key in _HEADER_KEYS or value in (None, [], False):
             continue
         shown = ", ".join(_item(v) for v in value) if isinstance(value, list) else value
         lines.append(f"  {key:<20} {shown}")
@@ -197,7 +200,7 @@ def render_audit(entries: list[dict[str, Any]]) -> str:
 
 def render_timeline(entries: list[dict[str, Any]]) -> str:
     """One object's life, a paragraph per entry: when, what, who, why, under which rule, what it armed."""
-    lines = [f"{entries[0]['object']}: {len(entries)} entries"]
+    lines = [f"{entries[0]['object']}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"]
     for e in entries:
         change = e["to"] if e["from"] == e["to"] or e["from"] is None else f"{e['from']} → {e['to']}"
         lines.append(f"#{e['pos']:<3} {e['at']}  {e['trigger']}" + (f"  {change}" if change else "")
@@ -205,8 +208,9 @@ def render_timeline(entries: list[dict[str, Any]]) -> str:
         if e["reason"]:
             lines.append(f"       why: {e['reason']}")
         if e.get("changes"):
-            lines.append("       set: " + ", ".join(f"{k}={_cell(v)}" for k, v in e["changes"].items()
-                                                   if k != "state"))
+            changed = [f"{k}={_cell(v)}" for k, v in e["changes"].items() if k != "state" and v not in (None, [])]
+            if changed:
+                lines.append("       set: " + ", ".join(changed))
         for t in e["timers_armed"]:
             lines.append(f"       armed {t['name']} due {t['due_at']} ({t['rule']})")
         for t in e["timers_cancelled"]:

@@ -3,6 +3,7 @@ and printed as a timeline of every transition with its actor and rule."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
@@ -13,8 +14,8 @@ from engine.core import Engine
 from entry.parsing import parse_instant
 from persistence.database import Database
 from scheduler.firing import advance_simulated_clock
-from workflows.errors import NotPermitted
 from workflows.calendar import to_local
+from workflows.errors import NotPermitted
 
 START = "2025-03-03T08:00:00+01:00"
 ADMIN = "admin:demo"
@@ -123,10 +124,8 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
         for name, role in USERS.items():
             engine.add_user(name, role, actor=ADMIN, reason="demo team")
         _story(engine)
-        try:  # an auditor may read, never change: the refusal itself is audited
+        with contextlib.suppress(NotPermitted):  # an auditor reads, never changes: the refusal itself is audited
             engine.apply("case-1", "discard", actor="auditor:lis", reason="trying to change a case")
-        except NotPermitted:
-            pass
         timeline = engine.audit()
         cases = engine.list("case")
         contacts = engine.list("contact")

@@ -428,8 +428,7 @@ class Repository:
     def _stream(self, query: Select[Any]) -> Iterator[Any]:
         """Rows as mappings, fetched ``STREAM_CHUNK`` at a time (a server-side cursor on PostgreSQL)."""
         result = self._core.execution_options(yield_per=STREAM_CHUNK).execute(query)
-        for row in result.mappings():
-            yield row
+        yield from result.mappings()
 
     def stream_audit(self) -> Iterator[Any]:
         """The whole log by sequence number, streamed."""

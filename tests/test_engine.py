@@ -242,6 +242,9 @@ def test_postgresql_refuses_truncating_the_audit_log(engine, db):
 
 # ---- concurrency -------------------------------------------------------------------------------------------
 
+#: Two members of staff (registered users of every test database).
+STAFF = ("staff:test", "staff:anna")
+
 
 def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
     setup = Engine(Database(database_url), clock)
@@ -252,7 +255,7 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
 
     def confirm(i: int) -> str:
         barrier.wait()
-        return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=("staff:test", "staff:anna")[i],
+        return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=STAFF[i],
                                 expected_version=seen_version)["state"]
 
     outcomes = race(confirm)
@@ -343,7 +346,7 @@ def test_a_true_race_between_two_writers_is_a_conflict_on_postgresql(pg_url, clo
     engines = [Engine(Database(pg_url), racing) for _ in range(2)]
 
     def discard(i: int) -> str:
-        return engines[i].apply(case_id, "discard", actor=("staff:test", "staff:anna")[i], reason="PCR negative")["state"]
+        return engines[i].apply(case_id, "discard", actor=STAFF[i], reason="PCR negative")["state"]
 
     outcomes = race(discard)
     assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]

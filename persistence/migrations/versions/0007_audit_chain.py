@@ -9,6 +9,8 @@ Revises: 0006
 Create Date: 2026-11-24
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -52,7 +54,7 @@ def _create_append_only() -> None:
         )
 
 
-def _head_columns() -> list[sa.Column]:
+def _head_columns() -> list[sa.Column[Any]]:
     return [sa.Column("audit_pos", sa.Integer), sa.Column("audit_seq", sa.Integer),
             sa.Column("audit_hash", sa.String(64))]
 
