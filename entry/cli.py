@@ -223,8 +223,8 @@ def render_timeline(entries: list[dict[str, Any]]) -> str:
 def render_verify(r: dict[str, Any]) -> str:
     if r["intact"]:
         return f"intact: {r['entries']} entries of {r['objects']} objects, every hash chain whole"
-    lines = [f"NOT intact: {r['problem_count']} problem(s) in {r['entries']} entries; first bad seq "
-             f"{r['first_bad_seq']}"]
+    first = r["first_bad_seq"] if r["first_bad_seq"] is not None else "- (no entry left to name)"
+    lines = [f"NOT intact: {r['problem_count']} problem(s) in {r['entries']} entries; first bad seq {first}"]
     lines += [f"  seq {p['seq'] if p['seq'] is not None else '-'}  {p['problem']:<9} {p['object']}: {p['detail']}"
               for p in r["problems"]]
     return "\n".join(lines)
