@@ -87,9 +87,19 @@ def replay(repo: Repository) -> tuple[int, list[dict[str, Any]]]:
             while pending_timers is not None and pending_timers[0] <= pk:
                 if pending_timers[0] == pk:
                     own = pending_timers[1]
+                else:
+                    differences.extend(_orphans(kind, *pending_timers))
                 pending_timers = next(timers, None)
             differences.extend(compare(kind, pk, fold(kind, pk, entries), row, own))
+        while pending_timers is not None:
+            differences.extend(_orphans(kind, *pending_timers))
+            pending_timers = next(timers, None)
     return count, differences
+
+
+def _orphans(kind: str, pk: int, timers: list[Any]) -> list[dict[str, Any]]:
+    """Timer rows of an object that neither the log nor the tables have."""
+    return [_diff(f"{format_id(kind, pk)} timer-{t['id']}", "timer", None, t["name"]) for t in timers]
 
 
 def compare(kind: str, pk: int, rebuilt: Rebuilt, row: Any | None, timers: list[Any]) -> list[dict[str, Any]]:
@@ -103,7 +113,7 @@ def compare(kind: str, pk: int, rebuilt: Rebuilt, row: Any | None, timers: list[
     if not rebuilt.complete:
         return found  # written before changes were recorded (format 0): the state is all the log knows
     for column in row:
-        if column in BOOKKEEPING:
+        if column in BOOKKEEPING or column == "state":
             continue
         logged, stored = rebuilt.values.get(column), jsonable(row[column])
         if logged != stored:
