@@ -674,6 +674,8 @@ class Engine:
         with self.db.reading() as session:
             repo = Repository(session)
             if as_of is not None:
+                if as_of.tzinfo is None:
+                    raise UsageError(f"--as-of {as_of.isoformat()} has no offset: give an instant with one")
                 if kind not in OBJECT_MODELS:
                     raise UsageError(f"--as-of shows cases, contacts and courses as they were, not a {kind}: "
                                      f"`mpoxflow audit timeline {object_id}` prints its history")
