@@ -5,10 +5,12 @@ steady load, and the worker's memory with a million pending timers.
                                      [--rate R] [--lateness-seconds S] [--lead S] [--memory-timers M]
                                      [--passes P] [--backlog-seconds S] [--skip throughput lateness memory]
 
-Every database is a scratch one on REAL time (``engine.bootstrap.init_database``: the system clock), made fresh
-for each phase and removed at the end even on error (SQLite: files in a temporary directory; PostgreSQL:
-databases ``mpoxflow_bench_<pid>_<phase>``, dropped ``WITH (FORCE)``). Worker processes started by the bench are
-stopped by the bench (SIGTERM, then SIGKILL) whatever happens.
+Every database is a scratch one on REAL time (``engine.bootstrap.init_database``: the system clock), with the
+users ``mpoxflow init`` makes (``Engine.bootstrap_users``: the first admin ``bench:admin`` and the scheduler's
+``timer``, whose two audit entries the checks below leave aside), made fresh for each phase and removed at the end
+even on error (SQLite: files in a temporary directory; PostgreSQL: databases ``mpoxflow_bench_<pid>_<phase>``,
+dropped ``WITH (FORCE)``). Worker processes started by the bench are stopped by the bench (SIGTERM, then SIGKILL)
+whatever happens.
 
 1. Throughput. N cases in state ``healed`` (``case@SST-mpox-7.1``, version 1, every CaseFacts column valid), one
    person each, each with its pending ``condom_advice_ends`` timer due 15 to 25 days ago, are written once per
@@ -20,9 +22,11 @@ stopped by the bench (SIGTERM, then SIGKILL) whatever happens.
 2. Raw baseline, on a copy of the same data, one process, no engine and no ``transitions``: batches claimed by
    hand with SQLAlchemy Core (``SELECT id ... ORDER BY due_at, id LIMIT 200``, ``FOR UPDATE SKIP LOCKED`` on
    PostgreSQL, the transaction begun with ``BEGIN IMMEDIATE`` on SQLite as the engine's are), then per timer the
-   engine's three writes: the conditional claim ``UPDATE timers SET status='fired' ... WHERE status='pending'``,
-   ``UPDATE cases SET state='closed', version=version+1 ... WHERE state='healed'``, the audit ``INSERT``; one
-   transaction per batch. Timed in-process (no start-up to pay). The ratio engine/raw is of the 1-worker runs.
+   engine's four writes: the conditional claim ``UPDATE timers SET status='fired' ... WHERE status='pending'``,
+   ``UPDATE cases SET state='closed', version=version+1 ... WHERE state='healed' RETURNING`` the case's audit
+   head, the audit ``INSERT`` chained after that head (``persistence.audit.Head.link``: canonical JSON, SHA-256),
+   and the ``UPDATE`` moving the head to it; one transaction per batch. Timed in-process (no start-up to pay).
+   The ratio engine/raw is of the 1-worker runs.
 3. Lateness under steady load (PostgreSQL): one worker (``--poll 1``, no ``--exit-when-idle``) runs while the bench,
    on its own connection, inserts healed cases whose timer falls due ``--lead`` seconds after insertion, at
    ``--rate`` per second for ``--lateness-seconds``; then again with the timers due at once (lead 0), which only
@@ -39,9 +43,10 @@ minutes (about 12); ``--n 100000`` runs them.
 
 Checks, any failure exits with status 1: after each throughput run exactly N audit entries carry a timer id, no
 timer id or case twice, each the ``condom_advice_ends`` firing healed -> closed of its own timer, every timer
-fired, every case closed at version 2; the raw rows equal the engine's (ids and instants aside); every worker
-exits 0; under load every timer fires, none before it is due; the worker stays under 200 MB and fires nothing
-that is not due.
+fired, every case closed at version 2, every case's hash chain and head intact (``persistence.audit.verify_object``:
+the bulk cases have no earlier entries, so each chain is the one firing); the raw rows equal the engine's (ids,
+instants and the hashes that cover them aside); every worker exits 0; under load every timer fires, none before it
+is due; the worker stays under 200 MB and fires nothing that is not due.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ MEMORY_LIMIT_MB = 200.0
 SPREAD_DAYS = 10
 #: The healed day of case 0 is this many days before today: its timer fell due 15 days ago.
 HEALED_DAYS_AGO = 100
+#: The first admin of every scratch database (``Engine.bootstrap_users``, as ``mpoxflow init`` does).
+ADMIN = "bench:admin"
 
 
 
@@ -239,13 +246,17 @@ def scratch(backend: str, pg_url: str) -> Iterator[Scratch]:
 
 @contextmanager
 def real_time_database(url: str) -> Iterator[Any]:
-    """The database at ``url``, migrated and on real time (as ``mpoxflow init`` leaves it), disposed afterwards."""
+    """The database at ``url``, migrated, on real time and with its first users (as ``mpoxflow init`` leaves it:
+    the workers find users there and do not make them), disposed afterwards."""
     from engine.bootstrap import init_database
+    from engine.clock import SystemClock
+    from engine.core import Engine
     from persistence.database import Database
 
     db = Database(url)
     try:
         init_database(db)
+        Engine(db, SystemClock()).bootstrap_users(ADMIN)  # does nothing on a copy that has them
         yield db
     finally:
         db.dispose()
@@ -272,7 +283,8 @@ def healed_rows(ref: str, healed_on: date) -> tuple[dict[str, Any], dict[str, An
     """The ``persons``, ``cases`` and ``timers`` rows (without ids and links) of a person whose case was opened on
     the onset of symptoms, confirmed by PCR 2 days later (both notifications made), isolated at home, and healed
     on ``healed_on``, with the pending §4.1 ``condom_advice_ends`` timer that healing arms. Version 1: the case is
-    written as it stands, not replayed transition by transition."""
+    written as it stands, not replayed transition by transition, and without audit entries, so its audit head is
+    empty (the firing's entry is the first of its chain)."""
     from workflows.calendar import local_time_on
     from workflows.case import CASE, S4_1, condom_advice_ends
 
@@ -291,7 +303,7 @@ def healed_rows(ref: str, healed_on: date) -> tuple[dict[str, Any], dict[str, An
         "confirmed_at": confirmed_at, "isolation_mode": "home", "healed_on": healed_on, "died_on": None,
         "phone_notified_at": confirmed_at + timedelta(minutes=20),
         "written_notified_at": confirmed_at + timedelta(hours=2), "tracing_consent": True, "sources": [],
-        "source_case": None,
+        "source_case": None, "audit_pos": None, "audit_seq": None, "audit_hash": None,
     }
     timer = {
         "object_kind": "case", "name": TRIGGER, "due_at": condom_advice_ends(healed_on), "rule": S4_1, "task": None,
@@ -449,7 +461,9 @@ def raw_fire_all(db: Any, batch: int) -> int:
     returns how many were fired."""
     from sqlalchemy import Table, bindparam, insert, or_, select, update
 
+    from engine.core import TIMER_USER
     from engine.views import jsonable  # the product's JSON form of dates and instants (a pure function)
+    from persistence.audit import Head
     from persistence.models import AuditEntry, Case, Timer
     from workflows.calendar import to_local
     from workflows.case import CASE, S4_1
@@ -468,11 +482,15 @@ def raw_fire_all(db: Any, batch: int) -> int:
         .values(status="fired", closed_at=bindparam("fired_at"))
         .returning(timers.c.object_kind, timers.c.object_id, timers.c.name, timers.c.due_at)
     )
+    # The head columns are not written by this UPDATE: RETURNING gives the case's head before this entry.
     close_case = (
         update(cases).where(cases.c.id == bindparam("pk"), cases.c.state == "healed")
         .values(state="closed", updated_at=bindparam("fired_at"), version=cases.c.version + 1)
+        .returning(cases.c.audit_pos, cases.c.audit_seq, cases.c.audit_hash)
     )
-    insert_audit = insert(audit)
+    insert_audit = insert(audit).returning(audit.c.seq)
+    set_head = update(cases).where(cases.c.id == bindparam("pk")).values(
+        audit_pos=bindparam("head_pos"), audit_seq=bindparam("head_seq"), audit_hash=bindparam("head_hash"))
 
     fired = 0
     # On SQLite the write option makes the transaction begin with BEGIN IMMEDIATE, as the engine's writes do.
@@ -487,18 +505,24 @@ def raw_fire_all(db: Any, batch: int) -> int:
                         raise BenchFailure(f"raw: timer-{timer_pk} was no longer pending")
                     if timer.name != TRIGGER or timer.object_kind != "case":
                         raise BenchFailure(f"raw: timer-{timer_pk} is {timer.object_kind} {timer.name}")
-                    if connection.execute(close_case, {"pk": timer.object_id, "fired_at": now}).rowcount != 1:
+                    head = connection.execute(close_case, {"pk": timer.object_id, "fired_at": now}).one_or_none()
+                    if head is None:
                         raise BenchFailure(f"raw: case-{timer.object_id} is not healed")
                     late = max(0, int((now - timer.due_at).total_seconds()))
-                    connection.execute(insert_audit, {
+                    entry = Head.of(head).link({
                         "timer_id": timer_pk, "object_kind": "case", "object_id": timer.object_id,
                         "workflow": CASE.name, "trigger": TRIGGER, "from_state": "healed", "to_state": "closed",
-                        "actor": f"timer:{TRIGGER}", "reason": f"due {to_local(timer.due_at).isoformat()}",
+                        "actor": f"timer:{TRIGGER}", "role": TIMER_USER,
+                        "reason": f"due {to_local(timer.due_at).isoformat()}",
                         "at": now, "recorded_at": datetime.now(UTC), "rule": S4_1,
                         "data": jsonable({"timer": f"timer-{timer_pk}", "due_at": timer.due_at,
                                           "fired_late_by_seconds": late}),
-                        "timers_armed": [], "timers_cancelled": [],
+                        "changes": {"state": "closed"}, "timers_armed": [], "timers_cancelled": [],
+                        "timers_done": [],
                     })
+                    seq = connection.execute(insert_audit, entry).scalar_one()
+                    connection.execute(set_head, {"pk": timer.object_id, "head_pos": entry["pos"],
+                                                  "head_seq": seq, "head_hash": entry["hash"]})
             fired += len(ids)
             if len(ids) < batch:
                 return fired
@@ -509,7 +533,8 @@ def raw_fire_all(db: Any, batch: int) -> int:
 
 def verify_fired(db: Any, n: int, what: str) -> None:
     """Exactly ``n`` audit entries with a timer id, each its own timer's firing healed -> closed; no timer or case
-    twice; every timer fired; every case closed, at version 2."""
+    twice; no other entry but the users' own; every timer fired; every case closed, at version 2; every case's
+    chain and head intact."""
     from sqlalchemy import text
 
     with db.engine.connect() as connection:
@@ -521,7 +546,7 @@ def verify_fired(db: Any, n: int, what: str) -> None:
             "WHERE a.object_kind = 'case' AND a.object_id = t.object_id AND a.trigger = :trigger "
             "AND t.name = :trigger AND a.from_state = 'healed' AND a.to_state = 'closed' AND t.status = 'fired'"),
             {"trigger": TRIGGER})
-        all_entries = connection.scalar(text("SELECT count(*) FROM audit_log"))
+        all_entries = connection.scalar(text("SELECT count(*) FROM audit_log WHERE object_kind <> 'user'"))
         timers_total, timers_fired = connection.execute(text(
             "SELECT count(*), count(*) FILTER (WHERE status = 'fired') FROM timers")).one() \
             if db.backend == "postgresql" else connection.execute(text(
@@ -539,11 +564,40 @@ def verify_fired(db: Any, n: int, what: str) -> None:
     wrong = [f"{label} {got} (expected {expected})" for label, (got, expected) in found.items() if got != expected]
     if wrong:
         raise BenchFailure(f"after {what}: " + ", ".join(wrong))
+    verify_case_chains(db, what)
+
+
+def verify_case_chains(db: Any, what: str) -> None:
+    """Every case's audit chain against itself and its head, by the product's own check
+    (``persistence.audit.verify_object``, what ``mpoxflow audit verify`` runs per object)."""
+    from itertools import groupby
+
+    from sqlalchemy import Table, select
+
+    from persistence.audit import Head, Verification, verify_object
+    from persistence.models import AuditEntry, Case
+
+    cases, audit = (cast(Table, model.__table__) for model in (Case, AuditEntry))
+    report = Verification()
+    with db.engine.connect() as connection:
+        heads = {row.id: Head.of(row) for row in connection.execute(
+            select(cases.c.id, cases.c.audit_pos, cases.c.audit_seq, cases.c.audit_hash))}
+        entries = connection.execute(select(audit).where(audit.c.object_kind == "case")
+                                     .order_by(audit.c.object_id, audit.c.pos, audit.c.seq)).mappings()
+        for pk, chain in groupby(entries, key=lambda e: e["object_id"]):
+            verify_object(f"case-{pk}", chain, heads.pop(pk, None), report)
+    for pk, head in heads.items():
+        verify_object(f"case-{pk}", [], head, report)
+    if not report.intact or report.objects != report.entries:
+        raise BenchFailure(f"after {what}: {report.problem_count} broken links in the cases' audit chains "
+                           f"({report.entries} entries, {report.objects} cases), the first: "
+                           f"{[p.view() for p in report.problems[:3]]}")
 
 
 def fired_rows(db: Any, case_pk: int) -> dict[str, Any]:
     """The rows of one case after its timer fired, without what differs between two runs (instants of the
-    firing, the audit's sequence number, the whole-second lateness)."""
+    firing, the audit's sequence number, the whole-second lateness, the entry's hash and the head's sequence
+    number and hash)."""
     from sqlalchemy import Table, select
 
     from persistence.models import AuditEntry, Case, Timer
@@ -553,10 +607,12 @@ def fired_rows(db: Any, case_pk: int) -> dict[str, Any]:
         case = dict(connection.execute(select(cases).where(cases.c.id == case_pk)).one()._mapping)
         timer = dict(connection.execute(
             select(timers).where(timers.c.object_kind == "case", timers.c.object_id == case_pk)).one()._mapping)
-        entry = dict(connection.execute(select(audit).where(audit.c.object_id == case_pk)).one()._mapping)
-    case.pop("updated_at")
+        entry = dict(connection.execute(
+            select(audit).where(audit.c.object_kind == "case", audit.c.object_id == case_pk)).one()._mapping)
+    for key in ("updated_at", "audit_seq", "audit_hash"):
+        case.pop(key)
     timer.pop("closed_at")
-    for key in ("seq", "at", "recorded_at"):
+    for key in ("seq", "at", "recorded_at", "hash"):  # the hash covers the instants
         entry.pop(key)
     entry["data"] = {k: v for k, v in entry["data"].items() if k != "fired_late_by_seconds"}
     return {"case": case, "timer": timer, "audit": entry}
@@ -694,7 +750,7 @@ def steady_load(db: Any, url: str, workers: Workers, lead: float, rate: float, s
             select(audit.c.timer_id, audit.c.to_state, audit.c.at, timers.c.due_at, timers.c.status, cases.c.state)
             .join(timers, timers.c.id == audit.c.timer_id).join(cases, cases.c.id == timers.c.object_id)
         ).all()
-        entries = connection.scalar(select(func.count()).select_from(audit))
+        entries = connection.scalar(select(func.count()).select_from(audit).where(audit.c.object_kind != "user"))
         pending = connection.scalar(text("SELECT count(*) FROM timers WHERE status = 'pending'"))
     found = {
         "audit entries": (entries, count), "audit entries of the inserted timers": (len(rows), count),
@@ -745,7 +801,7 @@ def worker_peak(db: Any, url: str, workers: Workers, passes: int) -> float:
     workers.stop(worker)
     workers.wait(worker, 5)
     with db.engine.connect() as connection:
-        fired = connection.scalar(text("SELECT count(*) FROM audit_log"))
+        fired = connection.scalar(text("SELECT count(*) FROM audit_log WHERE object_kind <> 'user'"))
     if fired:
         raise BenchFailure(f"the worker fired {fired} timers, none of which was due")
     return peak

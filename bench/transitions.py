@@ -3,17 +3,25 @@
     .venv/bin/python bench/transitions.py [--n N] [--backend sqlite|postgresql|both] [--pg-url URL]
 
 For each backend a fresh database is made (SQLite: a file in a temporary directory; PostgreSQL: a scratch
-database ``mpoxflow_bench_<pid>``, dropped at the end even on error) and migrated. 2N suspected cases are set
-up through the engine (not timed). Then, timed:
+database ``mpoxflow_bench_<pid>``, dropped at the end even on error) and migrated. It gets its users, as
+``mpoxflow init`` leaves it: ``bench:admin`` (first admin) and the scheduler's ``timer``
+(``Engine.bootstrap_users``), then ``bench`` (staff), the actor of every change below. 2N suspected cases are
+set up through the engine (not timed). Then, timed:
 
-* engine: ``Engine.apply(case, "confirm", ...)`` on N of them, one durable transaction each (state update with
-  its version check, 2 notification timers armed, 1 audit entry);
+* engine: ``Engine.apply(case, "confirm", ...)`` on N of them, one durable transaction each (the actor's user and
+  role looked up, state update with its version check, the person's open courses looked up for the
+  mpox-confirmed cascade, 2 notification timers armed, 1 audit entry chained after the case's head, the head
+  moved);
 * raw: the same SQL by hand with SQLAlchemy Core on the other N (no ORM, no `transitions`, no engine), one
-  transaction each, begun with ``BEGIN IMMEDIATE`` on SQLite exactly like the engine's writes.
+  transaction each, begun with ``BEGIN IMMEDIATE`` on SQLite exactly like the engine's writes: the same user
+  lookup, the same courses lookup, and the audit entry chained with ``persistence.audit.Head.link`` (canonical
+  JSON, SHA-256) after the head read with the case, then the head moved by its own UPDATE, as the engine does.
 
 After each timed phase the database is checked (N confirmed cases, 2N pending timers and N audit entries from
-that phase), and a raw row set is compared with an engine row set; any mismatch exits with status 1, so the
-benchmark cannot silently measure nothing. The product target is ratio = engine/raw >= 0.5.
+that phase), a raw row set is compared with an engine row set, and at the end ``Engine.audit_verify()`` must find
+every chain intact (every entry's hash, link and head, the raw baseline's included) over the expected number of
+entries; any mismatch exits with status 1, so the benchmark cannot silently measure nothing. The product target
+is ratio = engine/raw >= 0.5.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ CONFIRM_AT = START + timedelta(hours=1)
 ONSET = date(2025, 3, 1)
 PCR_ON = date(2025, 3, 3)
 TARGET_RATIO = 0.5
+#: The database's first admin (who registers the actor) and the actor of every change (a staff user).
+ADMIN = "bench:admin"
+ACTOR = "bench"
 
 
 @dataclass
@@ -80,13 +91,19 @@ class Result:
 # ---- set-up (not timed) -------------------------------------------------------------------------------------------
 
 
+def set_up_users(engine: Any) -> None:
+    """The users ``mpoxflow init`` makes (first admin, the scheduler's ``timer``), and the bench's staff actor."""
+    engine.bootstrap_users(ADMIN)
+    engine.add_user(ACTOR, "staff", actor=ADMIN)
+
+
 def set_up_cases(engine: Any, count: int, prefix: str) -> list[str]:
     """``count`` suspected cases, one person each, through the engine."""
     ids = []
     for i in range(count):
-        person = engine.add_person(ref=f"BENCH-{prefix}-{i}", actor="bench")["id"]
+        person = engine.add_person(ref=f"BENCH-{prefix}-{i}", actor=ACTOR)["id"]
         case = engine.open(
-            "case", "open", person=person, actor="bench",
+            "case", "open", person=person, actor=ACTOR,
             data={"onset": ONSET, "symptoms": ["rash"], "criteria": ["msm"]},
         )
         ids.append(case["id"])
@@ -98,7 +115,7 @@ def set_up_cases(engine: Any, count: int, prefix: str) -> list[str]:
 
 def engine_phase(engine: Any, case_ids: list[str]) -> None:
     for case_id in case_ids:
-        engine.apply(case_id, "confirm", data={"pcr_on": PCR_ON}, actor="bench")
+        engine.apply(case_id, "confirm", data={"pcr_on": PCR_ON}, actor=ACTOR)
 
 
 def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -106,14 +123,22 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
 
     Returns ``(confirm(pk), close())``. One connection is held; each confirm is one transaction, which on
     SQLite begins with BEGIN IMMEDIATE (the ``mpoxflow_write`` execution option, as for the engine's writes).
+    The actor's role is read in the transaction (a user's role can change between two transitions), the
+    person's open courses are looked up (confirmation ends them, §6.3: there are none here), and the audit
+    entry is chained after the head read with the case row and the head moved, with the product's own pure
+    functions (``Head.link``: canonical JSON and SHA-256).
     """
     from sqlalchemy import bindparam, insert, select, update
 
+    from engine.core import ACTING_ROLES
     from engine.views import jsonable  # the product's JSON form of dates and instants (a pure function)
-    from persistence.models import AuditEntry, Case, Timer
+    from persistence.audit import Head
+    from persistence.models import AuditEntry, Case, Course, Timer, User
     from workflows.case import S1_1, S3_1, phone_notification_due, written_notification_due
 
-    cases, timers, audit = Case.__table__, Timer.__table__, AuditEntry.__table__
+    cases, timers, audit, users, courses = (
+        Case.__table__, Timer.__table__, AuditEntry.__table__, User.__table__, Course.__table__)
+    select_role = select(users.c.role).where(users.c.name == bindparam("name"))
     select_case = select(cases).where(cases.c.id == bindparam("pk"))
     update_case = (
         update(cases)
@@ -124,6 +149,13 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
             version=cases.c.version + 1,
         )
     )
+    # The mpox-confirmed cascade: the person's courses that confirmation ends.
+    select_courses = (
+        select(courses.c.id)
+        .where(courses.c.person_id == bindparam("person"),
+               courses.c.state.in_(("offered", "dose1_given", "dose2_due")))
+        .order_by(courses.c.id)
+    )
     select_pending = select(timers).where(
         timers.c.object_kind == "case", timers.c.object_id == bindparam("pk"), timers.c.status == "pending"
     )
@@ -132,22 +164,29 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
         .values(status="cancelled", closed_at=bindparam("closed_at"), note="re-armed")
     )
     insert_timers = insert(timers).returning(timers.c.id, sort_by_parameter_order=True)
-    insert_audit = insert(audit)
+    insert_audit = insert(audit).returning(audit.c.seq)
+    set_head = update(cases).where(cases.c.id == bindparam("pk")).values(
+        audit_pos=bindparam("head_pos"), audit_seq=bindparam("head_seq"), audit_hash=bindparam("head_hash"))
 
     connection = db.engine.execution_options(mpoxflow_write=True).connect()
 
     def confirm(pk: int) -> None:
         now = clock.now()
         with connection.begin():
+            role = connection.execute(select_role, {"name": ACTOR}).scalar_one_or_none()
+            if role not in ACTING_ROLES:
+                raise BenchFailure(f"{ACTOR} may not change cases (role {role})")
             row = connection.execute(select_case, {"pk": pk}).one()
             if row.state != "suspected" or not row.onset <= PCR_ON:
                 raise BenchFailure(f"case-{pk} cannot be confirmed (state {row.state})")
+            written = {"pcr_on": PCR_ON, "clade": None, "confirmed_at": now, "state": "confirmed"}
             changed = connection.execute(update_case, {
-                "pk": pk, "expected_version": row.version, "state": "confirmed", "pcr_on": PCR_ON,
-                "clade": None, "confirmed_at": now, "updated_at": now,
+                "pk": pk, "expected_version": row.version, **written, "updated_at": now,
             })
             if changed.rowcount != 1:
                 raise BenchFailure(f"case-{pk} was changed meanwhile (version check)")
+            if connection.execute(select_courses, {"person": row.person_id}).first() is not None:
+                raise BenchFailure(f"person-{row.person_id} has a course to end: the baseline does not end courses")
             armed = [
                 ("phone_notification_due", phone_notification_due(now, settings.working_day_ends),
                  "notify STPS by phone"),
@@ -165,17 +204,22 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
                  "note": None}
                 for name, due_at, task in armed
             ]).scalars().all()
-            connection.execute(insert_audit, {
-                "object_kind": "case", "object_id": pk, "workflow": row.workflow, "trigger": "confirm",
-                "from_state": "suspected", "to_state": "confirmed", "actor": "bench", "reason": None,
-                "at": now, "recorded_at": datetime.now(UTC), "rule": S1_1,
+            entry = Head.of(row).link({
+                "timer_id": None, "object_kind": "case", "object_id": pk, "workflow": row.workflow,
+                "trigger": "confirm", "from_state": "suspected", "to_state": "confirmed", "actor": ACTOR,
+                "role": role, "reason": None, "at": now, "recorded_at": datetime.now(UTC), "rule": S1_1,
                 "data": jsonable({"pcr_on": PCR_ON}),
+                "changes": {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)},
                 "timers_armed": [
-                    {"timer": f"timer-{timer_id}", "name": name, "due_at": jsonable(due_at), "rule": S3_1}
-                    for timer_id, (name, due_at, _) in zip(timer_ids, armed, strict=True)
+                    {"timer": f"timer-{timer_id}", "name": name, "due_at": jsonable(due_at), "rule": S3_1,
+                     "task": task, "overdue_at": None}
+                    for timer_id, (name, due_at, task) in zip(timer_ids, armed, strict=True)
                 ],
-                "timers_cancelled": cancelled,
+                "timers_cancelled": cancelled, "timers_done": [],
             })
+            seq = connection.execute(insert_audit, entry).scalar_one()
+            connection.execute(set_head, {"pk": pk, "head_pos": entry["pos"], "head_seq": seq,
+                                          "head_hash": entry["hash"]})
 
     return confirm, connection.close
 
@@ -212,7 +256,9 @@ def verify_phase(db: Any, phase: str, pks: list[int]) -> None:
 
 
 def verify_equivalent(db: Any, engine_pk: int, raw_pk: int) -> None:
-    """The raw baseline wrote the same rows as the engine (ids and the wall-clock ``recorded_at`` aside)."""
+    """The raw baseline wrote the same rows as the engine (ids, the wall-clock ``recorded_at`` and what depends
+    on them aside: the entry's hash, its predecessor's sequence number and hash, the head's sequence number and
+    hash; ``Engine.audit_verify`` checks those)."""
     from sqlalchemy import select
 
     from persistence.models import AuditEntry, Case, Timer
@@ -229,14 +275,15 @@ def verify_equivalent(db: Any, engine_pk: int, raw_pk: int) -> None:
                 )
             ]
             entry = dict(connection.execute(
-                select(audit).where(audit.c.object_id == pk, audit.c.trigger == "confirm")
+                select(audit).where(audit.c.object_kind == "case", audit.c.object_id == pk,
+                                    audit.c.trigger == "confirm")
             ).one()._mapping)
-        for key in ("id", "person_id"):
+        for key in ("id", "person_id", "audit_seq", "audit_hash"):
             case.pop(key)
         for timer in armed:
             timer.pop("id")
             timer.pop("object_id")
-        for key in ("seq", "object_id", "recorded_at"):
+        for key in ("seq", "object_id", "recorded_at", "hash", "prev_seq", "prev_hash"):
             entry.pop(key)
         entry["timers_armed"] = [{k: v for k, v in t.items() if k != "timer"} for t in entry["timers_armed"]]
         return {"case": case, "timers": armed, "audit": entry}
@@ -248,6 +295,16 @@ def verify_equivalent(db: Any, engine_pk: int, raw_pk: int) -> None:
             for part in by_engine if by_engine[part] != by_hand[part]
         ]
         raise BenchFailure("the raw baseline does not write what the engine writes: " + "; ".join(differences))
+
+
+def verify_chains(engine: Any, entries: int) -> None:
+    """Every object's hash chain and head intact (the raw baseline's entries included), over ``entries``."""
+    report = engine.audit_verify()
+    if not report["intact"] or report["entries"] != entries:
+        raise BenchFailure(
+            f"audit verify: intact {report['intact']}, {report['entries']} entries (expected {entries}), "
+            f"{report['problem_count']} problems, the first: {report['problems'][:3]}"
+        )
 
 
 # ---- one backend ---------------------------------------------------------------------------------------------------
@@ -267,6 +324,7 @@ def run_backend(backend: str, n: int, pg_url: str, profile: int) -> Result:
             engine = Engine(db, clock)
 
             started = time.perf_counter()
+            set_up_users(engine)
             engine_ids = set_up_cases(engine, n, "e")
             raw_ids = set_up_cases(engine, n, "r")
             say(f"{backend}: set up {2 * n} suspected cases in {time.perf_counter() - started:.1f} s (not timed)")
@@ -294,6 +352,8 @@ def run_backend(backend: str, n: int, pg_url: str, profile: int) -> Result:
                 close()
             verify_phase(db, "raw", raw_pks)
             verify_equivalent(db, engine_pks[0], raw_pks[0])
+            # 3 user entries (2 of bootstrap_users, 1 of add_user); per case: its person's, its opening, its confirm
+            verify_chains(engine, 3 + 3 * 2 * n)
 
             if profiler is not None:
                 print_profile(backend, profiler, profile)
