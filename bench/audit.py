@@ -43,8 +43,8 @@ through the engine. Processes the bench starts are stopped by the bench whatever
    * ``no hash``: ``persistence.audit.Head.link`` replaced, in the bench only, by one that writes a constant
      hash and does no canonical-JSON or SHA-256 work (positions still count up, so the unique index
      ``(object_kind, object_id, pos)`` holds and the head still moves): what hashing costs;
-   * ``no hash, no head``: also ``Repository.set_head`` made a no-op: what the whole chain costs a transition
-     (the hash and the UPDATE moving the head), for information.
+   The head needs no variant: a transition writes it with the object's own version-checked UPDATE (three more
+   columns in a statement it runs anyway); only a creation moves it with a statement of its own.
 
    ``Head.link`` alone is timed too, on a confirm entry (20,000 calls), as built and as the stand-in.
 
@@ -63,8 +63,7 @@ the log intact with exactly the entries and objects loaded; each export writes N
 N + 1 lines (header), and its first and last entries read back (``engine.auditing.read_export``) match their
 hashes; every transition phase leaves its cases confirmed at version 2 with one ``confirm`` entry each at
 position 2, the ``no hash`` entries carry the constant hash, and a final ``audit_verify`` finds every chain
-intact except exactly the ``no hash`` entries (modified) and the unmoved heads (inserted) of the variants that
-were made so; every worker exits 0 after doing all its transitions.
+intact except exactly the ``no hash`` entries (modified); every worker exits 0 after doing all its transitions.
 
 Run time: about 8.5 minutes with the defaults on the 2-core development machine (most of it loading, verifying
 and exporting the million entries on each backend); ``--entries 100000`` brings it to about 2 minutes.
@@ -116,7 +115,7 @@ FULL_UNIT = 6
 SUSPECTED_UNIT = 2
 #: What the "no hash" variant writes as every entry's hash.
 CONSTANT_HASH = "f" * 64
-VARIANTS = ("chain", "no hash", "no hash, no head")
+VARIANTS = ("chain", "no hash")
 PROCESS_VARIANTS = ("chain", "no hash")
 ROUNDS = 4
 #: The peak's growth at N may exceed the growth at N/10 by this factor plus this many MB and still be constant.
@@ -632,19 +631,16 @@ def _link_without_hash(self: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def variant(name: str) -> Iterator[None]:
-    """The product as built (``chain``), or with the chain's hashing (and the head's move) taken out."""
+    """The product as built (``chain``), or with the chain's hashing taken out (``no hash``)."""
     from persistence.audit import Head
-    from persistence.repository import Repository
 
-    link, set_head = Head.link, Repository.set_head
+    link = Head.link
     try:
         if name != "chain":
             Head.link = _link_without_hash  # type: ignore[method-assign]
-        if name == "no hash, no head":
-            Repository.set_head = lambda self, kind, pk, head: None  # type: ignore[method-assign]
         yield
     finally:
-        Head.link, Repository.set_head = link, set_head  # type: ignore[method-assign]
+        Head.link = link  # type: ignore[method-assign]
 
 
 def confirm_all(engine: Any, pks: list[int]) -> float:
@@ -892,7 +888,7 @@ def chain_part(backend: str, pg_url: str, n: int, workers: int, per_worker: int,
                         seconds[name] += confirm_all(engine, in_process[name][r * size:(r + 1) * size])
             for name in VARIANTS:
                 check_confirmed(db, f"{name} on {backend}", in_process[name], hashed=name == "chain",
-                                head_moved=name != "no hash, no head")
+                                head_moved=True)
             result = ChainResult(backend, n, seconds, *time_link(engine))
             say(chain_line(result))
 
@@ -907,17 +903,15 @@ def chain_part(backend: str, pg_url: str, n: int, workers: int, per_worker: int,
             # Every chain intact but those the variants broke on purpose, exactly.
             unhashed = {f"case-{pk}" for name, pks in in_process.items() if name != "chain" for pk in pks}
             unhashed |= {f"case-{pk}" for (name, _), pks in in_processes.items() if name != "chain" for pk in pks}
-            unmoved = {f"case-{pk}" for pk in in_process["no hash, no head"]}
             with db.engine.connect() as connection:
                 total = int(connection.scalar(text("SELECT count(*) FROM audit_log")))
             report = engine.audit_verify()
-            expected = len(unhashed) + len(unmoved)
-            strays = [p for p in report["problems"] if p["object"] not in unhashed
-                      or (p["problem"] != "modified" and not (p["problem"] == "inserted" and p["object"] in unmoved))]
+            expected = len(unhashed)
+            strays = [p for p in report["problems"] if p["object"] not in unhashed or p["problem"] != "modified"]
             if report["entries"] != total or report["problem_count"] != expected or strays:
                 raise BenchFailure(f"audit verify on {backend}: {report['entries']} entries (the log has {total}), "
                                    f"{report['problem_count']} problems (expected {expected}: the unhashed "
-                                   f"entries and the unmoved heads), unexpected: {strays[:3]}")
+                                   f"entries), unexpected: {strays[:3]}")
             return result
         finally:
             db.dispose()
@@ -951,12 +945,11 @@ def markdown(logs: list[Measured], chains: list[ChainResult]) -> str:
                          + ("" if m.output_mb is None else f"{m.output_mb:.1f}") + " |")
     if chains:
         lines += ["", "| Backend | N | " + " | ".join(f"{v} (µs/confirm)" for v in VARIANTS)
-                  + " | chain / no hash | chain / no hash, no head | `Head.link` alone (µs) |",
-                  "|---|---:|" + "---:|" * (len(VARIANTS) + 3)]
+                  + " | chain / no hash | `Head.link` alone (µs) |",
+                  "|---|---:|" + "---:|" * (len(VARIANTS) + 2)]
         for r in chains:
             lines.append(f"| {r.backend} | {r.n} | " + " | ".join(f"{r.micros(v):.0f}" for v in VARIANTS)
                          + f" | {r.micros('chain') / r.micros('no hash'):.2f}"
-                         f" | {r.micros('chain') / r.micros('no hash, no head'):.2f}"
                          f" | {r.link_us:.1f} (no hash {r.unhashed_link_us:.1f}) |")
         procs = [(r.backend, p) for r in chains for p in r.processes]
         if procs:

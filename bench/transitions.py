@@ -15,7 +15,8 @@ set up through the engine (not timed). Then, timed:
 * raw: the same SQL by hand with SQLAlchemy Core on the other N (no ORM, no `transitions`, no engine), one
   transaction each, begun with ``BEGIN IMMEDIATE`` on SQLite exactly like the engine's writes: the same user
   lookup, the same courses lookup, and the audit entry chained with ``persistence.audit.Head.link`` (canonical
-  JSON, SHA-256) after the head read with the case, then the head moved by its own UPDATE, as the engine does.
+  JSON, SHA-256) after the head read with the case, then the case's values, version check and head written
+  by one UPDATE, as the engine does.
 
 After each timed phase the database is checked (N confirmed cases, 2N pending timers and N audit entries from
 that phase), a raw row set is compared with an engine row set, and at the end ``Engine.audit_verify()`` must find
@@ -146,7 +147,8 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
         .values(
             state=bindparam("state"), pcr_on=bindparam("pcr_on"), clade=bindparam("clade"),
             confirmed_at=bindparam("confirmed_at"), updated_at=bindparam("updated_at"),
-            version=cases.c.version + 1,
+            version=cases.c.version + 1, audit_pos=bindparam("head_pos"), audit_seq=bindparam("head_seq"),
+            audit_hash=bindparam("head_hash"),
         )
     )
     # The mpox-confirmed cascade: the person's courses that confirmation ends.
@@ -165,8 +167,6 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
     )
     insert_timers = insert(timers).returning(timers.c.id, sort_by_parameter_order=True)
     insert_audit = insert(audit).returning(audit.c.seq)
-    set_head = update(cases).where(cases.c.id == bindparam("pk")).values(
-        audit_pos=bindparam("head_pos"), audit_seq=bindparam("head_seq"), audit_hash=bindparam("head_hash"))
 
     connection = db.engine.execution_options(mpoxflow_write=True).connect()
 
@@ -180,11 +180,6 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
             if row.state != "suspected" or not row.onset <= PCR_ON:
                 raise BenchFailure(f"case-{pk} cannot be confirmed (state {row.state})")
             written = {"pcr_on": PCR_ON, "clade": None, "confirmed_at": now, "state": "confirmed"}
-            changed = connection.execute(update_case, {
-                "pk": pk, "expected_version": row.version, **written, "updated_at": now,
-            })
-            if changed.rowcount != 1:
-                raise BenchFailure(f"case-{pk} was changed meanwhile (version check)")
             if connection.execute(select_courses, {"person": row.person_id}).first() is not None:
                 raise BenchFailure(f"person-{row.person_id} has a course to end: the baseline does not end courses")
             armed = [
@@ -218,8 +213,13 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
                 "timers_cancelled": cancelled, "timers_done": [],
             })
             seq = connection.execute(insert_audit, entry).scalar_one()
-            connection.execute(set_head, {"pk": pk, "head_pos": entry["pos"], "head_seq": seq,
-                                          "head_hash": entry["hash"]})
+            # The new values, the version check and the head in one statement, as the engine writes them.
+            changed = connection.execute(update_case, {
+                "pk": pk, "expected_version": row.version, **written, "updated_at": now,
+                "head_pos": entry["pos"], "head_seq": seq, "head_hash": entry["hash"],
+            })
+            if changed.rowcount != 1:
+                raise BenchFailure(f"case-{pk} was changed meanwhile (version check)")
 
     return confirm, connection.close
 

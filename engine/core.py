@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import IO, Any, NamedTuple
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from engine import auditing
 from engine.clock import Clock, SimulatedClock, SystemClock
@@ -162,7 +163,7 @@ class Engine:
                 trigger="refused", from_state=None, to_state=None, actor=Actor(refused.actor, refused.role),
                 reason=refused.message, now=self.clock.now(), rule=None,
                 data={"command": refused.command, "object": refused.target}, changes=None,
-            )
+            ).seq
         log.warning("change_refused", user=format_id("user", refused.user), role=refused.role,
                     command=refused.command, object=refused.target, audit_seq=seq)
 
@@ -206,16 +207,24 @@ class Engine:
         with self.db.reading() as session:
             if Repository(session).has_users():
                 return []
-        with self.db.transaction() as session:
-            repo = Repository(session)
-            if repo.has_users():
-                return []
-            admin = Actor(first_admin, "admin")
-            made = [self._insert_user(repo, first_admin, "admin", admin, "first admin: created the database")]
-            if first_admin != TIMER_USER:
-                made.append(self._insert_user(repo, TIMER_USER, TIMER_USER, admin,
-                                              "the scheduler: actor of every timer's firing"))
-            return made
+        try:
+            with self.db.transaction() as session:
+                repo = Repository(session)
+                if repo.has_users():
+                    return []
+                admin = Actor(first_admin, "admin")
+                made = [self._insert_user(repo, first_admin, "admin", admin, "first admin: created the database")]
+                if first_admin != TIMER_USER:
+                    made.append(self._insert_user(repo, TIMER_USER, TIMER_USER, admin,
+                                                  "the scheduler: actor of every timer's firing"))
+                return made
+        except IntegrityError:
+            # Several processes started on the new database at once (every one makes the `timer` user): the
+            # first one's users stand, the others' transactions are rolled back.
+            with self.db.reading() as session:
+                if Repository(session).has_users():
+                    return []
+            raise
 
     def users(self) -> builtins.list[dict[str, Any]]:
         with self.db.reading() as session:
@@ -385,13 +394,39 @@ class Engine:
             changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name})
         else:
             changes = {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)}
-            if not repo.update_object(kind, row.id, row.version, values):
+            obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
+
+        current = [SimpleNamespace(**t._mapping) for t in timers]
+        cancelled, done = self._close_timers(repo, current, subject, now)
+        new_rows = [
+            {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
+             "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
+             "closed_at": None, "satisfied_at": None, "note": None}
+            for spec in subject.armed
+        ]
+        armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
+        head = self._audit(
+            repo, Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
+            from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
+            reason=reason, now=now, rule=rule, data=jsonable(dict(data)), changes=changes,
+            armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
+                    "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
+            cancelled=cancelled, done=done, timer_pk=timer_pk, move_head=row is None,
+        )
+        seq = head.seq
+        assert seq is not None
+        if row is not None:
+            # The object's new values, its version check and its audit head in one statement. A concurrent change
+            # fails here (version) or already at the entry (its chain position is taken): all is rolled back.
+            head_values = {"audit_pos": head.pos, "audit_seq": head.seq, "audit_hash": head.hash}
+            if not repo.update_object(kind, row.id, row.version, {**values, **head_values}):
                 raise Conflict(
                     f"{format_id(kind, row.id)} was changed by someone else while this change was being made; "
                     "nothing was written. Show it again and retry."
                 )
-            obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
 
+        # Other objects the change reaches (a confirmed case ends the person's open course), after this one is
+        # written: their guards read it.
         for cascade in subject.cascades:
             targets = ([cascade.pk] if cascade.pk is not None
                        else repo.objects_of_person(cascade.kind, person, cascade.states))
@@ -403,23 +438,6 @@ class Engine:
                     actor=actor, reason=f"from {format_id(kind, obj.id)}: {trigger}", now=now,
                 )
 
-        current = [SimpleNamespace(**t._mapping) for t in timers]
-        cancelled, done = self._close_timers(repo, current, subject, now)
-        new_rows = [
-            {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
-             "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
-             "closed_at": None, "satisfied_at": None, "note": None}
-            for spec in subject.armed
-        ]
-        armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
-        seq = self._audit(
-            repo, Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
-            from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
-            reason=reason, now=now, rule=rule, data=jsonable(dict(data)), changes=changes,
-            armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
-                    "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
-            cancelled=cancelled, done=done, timer_pk=timer_pk,
-        )
         log.info(
             "transition", object=format_id(kind, obj.id), trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, rule=rule,
@@ -505,11 +523,13 @@ class Engine:
         from_state: str | None, to_state: str | None, actor: Actor, reason: str | None, now: datetime,
         rule: str | None, data: dict[str, Any], changes: dict[str, Any] | None, armed: list[Any] | None = None,
         cancelled: list[Any] | None = None, done: list[Any] | None = None, timer_pk: int | None = None,
-    ) -> int:
+        move_head: bool = True,
+    ) -> Head:
         """Append the audit entry of a change, chained after ``head`` (the object's last entry, as its row holds
         it), and move the row's head to it; returns the entry's sequence number. ``changes``: the columns the
         change wrote (None: the object was not written). ``timer_pk``: the timer whose firing this is (unique in
-        the log: a timer's firing can be recorded only once)."""
+        the log: a timer's firing can be recorded only once). ``move_head`` False: the caller writes the returned
+        head with the object's own UPDATE."""
         entry = head.link({
             "timer_id": timer_pk,
             "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
@@ -518,9 +538,10 @@ class Engine:
             "changes": changes, "timers_armed": armed or [], "timers_cancelled": cancelled or [],
             "timers_done": done or [],
         })
-        seq = repo.insert_audit(entry)
-        repo.set_head(kind, pk, Head(entry["pos"], seq, entry["hash"]))
-        return seq
+        head = Head(entry["pos"], repo.insert_audit(entry), entry["hash"])
+        if move_head:
+            repo.set_head(kind, pk, head)
+        return head
 
     # ---- timers --------------------------------------------------------------------------------------------
 
@@ -597,12 +618,14 @@ class Engine:
         except (TriggerNotAllowed, GuardRefused) as refused:
             status, note = "skipped", str(refused)
             repo.update_timers([timer.id], {"status": "skipped", "note": note})
-            seq = self._audit(
+            skip = self._audit(
                 repo, Head.of(row), kind=kind, pk=row.id, workflow=row.workflow, trigger=name,
                 from_state=row.state, to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now,
                 rule=timer.rule, data=jsonable({**data, "outcome": "skipped", "note": note}), changes=None,
                 timer_pk=timer.id,
             )
+            assert skip.seq is not None
+            seq = skip.seq
         log.info(
             "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
             status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(), lateness_seconds=late,
@@ -796,7 +819,7 @@ class Engine:
 
     def audit_verify(self) -> dict[str, Any]:
         """Check every object's hash chain and head: ``{"intact", "first_bad_seq", "problems", ...}``."""
-        with self.db.reading() as session:
+        with self.db.snapshot() as session:
             report = auditing.verify(Repository(session))
         view = report.view()
         log.info("audit_verified", intact=report.intact, entries=report.entries, problems=report.problem_count,
@@ -805,13 +828,13 @@ class Engine:
 
     def audit_replay(self) -> dict[str, Any]:
         """Rebuild every case, contact and course from the log alone and compare with the tables."""
-        with self.db.reading() as session:
+        with self.db.snapshot() as session:
             count, differences = auditing.replay(Repository(session))
         log.info("audit_replayed", objects=count, differences=len(differences))
         return {"matches": not differences, "objects": count, "differences": differences}
 
     def audit_export(self, fmt: str, out: IO[str]) -> int:
         """Stream the whole log to ``out`` (``jsonl`` or ``csv``, with a header); returns the entries written."""
-        with self.db.reading() as session:
+        with self.db.snapshot() as session:
             return auditing.export(Repository(session), fmt, out, exported_at=self.wall_clock.now())
 

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -28,6 +28,13 @@ DEFAULT_URL = "sqlite:///mpoxflow.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: How long a SQLite writer waits for another writer before giving up with a conflict.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+#: Unique constraints two concurrent changes of one object can collide on (PostgreSQL names, then SQLite's).
+RACE_CONSTRAINTS = (
+    "uq_audit_object_pos", "uq_timers_pending_name",
+    "audit_log.object_kind, audit_log.object_id, audit_log.pos", "timers.object_kind, timers.object_id, timers.name",
+)
 
 
 class StorageError(MpoxflowError):
@@ -78,6 +85,9 @@ class Database:
             _configure_sqlite(self.engine)
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self.engine.execution_options(mpoxflow_write=True), expire_on_commit=False)
+        consistent = (self.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                      if self.backend == "postgresql" else self.engine)
+        self._snapshot = sessionmaker(bind=consistent, expire_on_commit=False)
 
     # ---- migrations ----------------------------------------------------------------------------------------
 
@@ -109,6 +119,14 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A writing unit of work: everything inside commits together or not at all."""
         with translate_errors(), self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose every query sees the same moment, however many it runs (REPEATABLE READ on
+        PostgreSQL; on SQLite one read transaction in WAL mode already does): for checks that read a table and
+        then another, like ``audit verify``, while others keep writing."""
+        with translate_errors(), self._snapshot() as session:
             yield session
 
     @contextmanager
@@ -145,6 +163,16 @@ def translate_errors() -> Iterator[None]:
             ) from error
         raise StorageError(f"The database could not be used: {error.orig}. Check --db and that it is running.") \
             from error
+    except IntegrityError as error:
+        text = str(error.orig)
+        if any(mark in text for mark in RACE_CONSTRAINTS):
+            # Two changes to one object raced (for its next place in the audit chain, or for its pending timer of
+            # one name): the later one loses, as it would on the object's version check.
+            raise Conflict(
+                "The object was changed by someone else while this change was being made; nothing was written. "
+                "Show it again and retry."
+            ) from error
+        raise
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
             raise Conflict("A concurrent change conflicted with this one; nothing was written. Try again.") \

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -48,6 +49,15 @@ def seed_users(database: Database) -> None:
 
 def _pg_admin():
     return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_in_process_cli_runs() -> Iterator[None]:
+    """A CLI command run in-process configures structlog for itself (level, and the runner's captured stream,
+    closed afterwards); put back what every other test logs through."""
+    logging_config = structlog.get_config()
+    yield
+    structlog.configure(**logging_config)
 
 
 @pytest.fixture(scope="session")

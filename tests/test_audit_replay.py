@@ -26,7 +26,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import structlog
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
@@ -58,14 +57,6 @@ OWN_TRIGGERS = {
 }
 #: What ``as_of`` adds to ``show``'s view.
 AS_OF_KEYS = ("as_of", "audit_seq")
-
-
-@pytest.fixture(autouse=True)
-def _isolate_in_process_runs() -> Iterator[None]:
-    """CLI commands configure structlog for themselves; put back what the other tests use."""
-    logging_config = structlog.get_config()
-    yield
-    structlog.configure(**logging_config)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------

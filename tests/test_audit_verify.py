@@ -12,7 +12,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -29,14 +28,6 @@ from tests.test_cli import cli, describe, doc
 STAFF = "staff:test"
 AUDIT = AuditEntry.__table__
 HEAD_TABLES = {"person": "persons", "user": "users", "case": "cases", "contact": "contacts", "course": "courses"}
-
-
-@pytest.fixture(autouse=True)
-def _isolate_in_process_runs() -> Iterator[None]:
-    """CLI commands configure structlog for themselves; put back what the other tests use."""
-    logging_config = structlog.get_config()
-    yield
-    structlog.configure(**logging_config)
 
 
 # ---- the history -----------------------------------------------------------------------------------------------

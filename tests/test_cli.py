@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
@@ -31,14 +30,6 @@ ANY_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 runner = CliRunner()
-
-@pytest.fixture(autouse=True)
-def _isolate_in_process_runs() -> Iterator[None]:
-    """Each command configures structlog for itself (level, output stream); put back what the other tests use."""
-    logging_config = structlog.get_config()
-    yield
-    structlog.configure(**logging_config)
-
 
 # ---- driving the CLI ---------------------------------------------------------------------------------------------
 

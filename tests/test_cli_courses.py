@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from entry.cli import app
-from tests.test_cli import (  # noqa: F401 - _isolate_in_process_runs is an autouse fixture
+from tests.test_cli import (
     LOCAL_INSTANT,
-    _isolate_in_process_runs,
     _open_connections,
     add_person,
     cli,
