@@ -122,6 +122,17 @@ _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_par
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
 
 
+_USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("name"))
+
+
+@functools.cache
+def _of_person(kind: str) -> Select[Any]:
+    table = _table(OBJECT_MODELS[kind])
+    return (select(table.c.id)
+            .where(table.c.person_id == bindparam("person"), table.c.state.in_(bindparam("states", expanding=True)))
+            .order_by(table.c.id))
+
+
 @functools.cache
 def _set_head(kind: str) -> Update:
     table = _table(HEAD_MODELS[kind])
@@ -201,10 +212,8 @@ class Repository:
 
     def objects_of_person(self, kind: str, person_pk: int, states: tuple[str, ...]) -> list[int]:
         """Ids of the person's ``kind`` objects in one of ``states``, oldest first."""
-        table = _table(OBJECT_MODELS[kind])
         return [int(i) for i in self._core.execute(
-            select(table.c.id).where(table.c.person_id == person_pk, table.c.state.in_(states)).order_by(table.c.id)
-        ).scalars()]
+            _of_person(kind), {"person": person_pk, "states": list(states)}).scalars()]
 
     def person_facts(self, pk: int) -> Related:
         """What the rules read about a person (never the reference), with the states of their courses."""
@@ -267,8 +276,7 @@ class Repository:
     # ---- users ---------------------------------------------------------------------------------------------
 
     def user_by_name(self, name: str) -> Row[Any] | None:
-        table = _table(User)
-        return self._core.execute(select(table).where(table.c.name == name)).one_or_none()
+        return self._core.execute(_USER_BY_NAME, {"name": name}).one_or_none()
 
     def insert_user(self, values: dict[str, Any]) -> int:
         table = _table(User)
