@@ -137,7 +137,8 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
     for e in timeline:
         when = datetime.fromisoformat(e["at"])
         change = (f"{e['from'] or '∅'} → {e['to'] or '∅'}" if e["from"] != e["to"]
-                  else f"stays {e['to']}" if e["to"] else "registered")
+                  else f"stays {e['to']}" if e["to"] else "registered" if e["trigger"] in ("register", "add")
+                  else "nothing changed")
         lines.append(
             f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<24} "
             f"{e['actor'] + ' (' + e['role'] + ')':<40} {e['rule'] or ''}"
