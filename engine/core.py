@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine import auditing
 from engine.clock import Clock, SimulatedClock, SystemClock
-from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view
+from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view, user_view
 from persistence.audit import Head
 from persistence.database import Database, translate_errors
 from persistence.models import OBJECT_MODELS, Person, Timer
@@ -199,7 +199,7 @@ class Engine:
                     to_state=None, actor=who, reason=reason, now=now, rule=None, data={"role": role},
                     changes={"name": name, "role": role})
         log.info("user_added", user=format_id("user", pk), role=role)
-        return {"id": format_id("user", pk), "kind": "user", "name": name, "role": role, "created_at": instant(now)}
+        return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now))
 
     def bootstrap_users(self, first_admin: str) -> list[dict[str, Any]]:
         """On a database without users: the scheduler's ``timer`` user and ``first_admin`` as its first admin
@@ -228,8 +228,7 @@ class Engine:
 
     def users(self) -> builtins.list[dict[str, Any]]:
         with self.db.reading() as session:
-            return [{"id": format_id("user", u.id), "kind": "user", "name": u.name, "role": u.role,
-                     "created_at": instant(u.created_at)} for u in Repository(session).users()]
+            return [user_view(u) for u in Repository(session).users()]
 
     # ---- people --------------------------------------------------------------------------------------------
 
@@ -704,9 +703,7 @@ class Engine:
                                      f"`mpoxflow audit timeline {object_id}` prints its history")
                 return auditing.as_of(repo, kind, pk, as_of)
             if kind == "user":
-                user = repo.head_row("user", pk)
-                return {"id": format_id("user", pk), "kind": "user", "name": user.name, "role": user.role,
-                        "created_at": instant(user.created_at)}
+                return user_view(repo.head_row("user", pk))
             if kind == "person":
                 person = repo.person(pk)
                 return person_view(person, [format_id("case", c.id) for c in repo.cases_of(pk)])

@@ -81,6 +81,11 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
     return view
 
 
+def user_view(user: Any) -> dict[str, Any]:
+    return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "role": user.role,
+            "created_at": instant(user.created_at)}
+
+
 def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": format_id("person", person.id),

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
 from engine.core import Engine, Fired, RetryPolicy
 from engine.views import instant
@@ -327,7 +328,6 @@ def clock_advance(
             raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
         engine = _engine(ctx)
         now = engine.simulated_clock.now()
-        engine.authorize(_actor(actor), "clock advance")
         if (days or 0) < 0 or (hours or 0) < 0:
             raise UsageError("the simulated clock only moves forward: give a positive number")
         if to is not None:
@@ -337,6 +337,8 @@ def clock_advance(
             target = to_local(now) + timedelta(days=days)
         else:
             target = now + timedelta(hours=hours or 0)
+        # Asked once the input is known good: a malformed command is a usage error, not an audited refusal.
+        engine.authorize(_actor(actor), "clock advance")
         fired = advance_simulated_clock(engine, target)
         return {"now": instant(engine.clock.now()), "fired": [fired_view(f) for f in fired]}
 
@@ -816,7 +818,7 @@ def audit_export(
     """Stream the whole log, oldest first, with a header (fields: README, "Audit export")."""
 
     def action() -> dict[str, Any]:
-        if fmt not in ("jsonl", "csv"):
+        if fmt not in EXPORT_FORMATS:  # before --output is opened (and emptied)
             raise UsageError(f"'{fmt}' is not an export format: use --format jsonl or --format csv")
         engine = _engine(ctx)
         if output is None:
