@@ -173,9 +173,11 @@ class Engine:
         with self._refusals_logged(), self.db.reading() as session:
             return self._authorize(Repository(session), actor, command, None, ACTING_ROLES)
 
-    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
-        """Register a user with a role (staff, auditor, admin). Only an admin may. Raises UsageError for a bad
-        name or role, RuleRefused when the name is taken."""
+    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
+                 password_hash: str | None = None) -> dict[str, Any]:
+        """Register a user with a role (staff, auditor, admin), with a password hash to log in with
+        (``engine.accounts.Accounts.add_user`` makes it) or none (API tokens only). Only an admin may. Raises
+        UsageError for a bad name or role, RuleRefused when the name is taken."""
         name = name.strip()
         if not name or len(name) > 128 or name.startswith("timer:"):
             raise UsageError(f"'{name}' cannot be a user name: give 1 to 128 characters, not starting with 'timer:' "
@@ -185,21 +187,23 @@ class Engine:
         with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
             who = self._authorize(repo, actor, "user add", None, ADMIN_ROLES)
-            return self._insert_user(repo, name, role, who, reason)
+            return self._insert_user(repo, name, role, who, reason, password_hash)
 
-    def _insert_user(self, repo: Repository, name: str, role: str, who: Actor, reason: str | None) -> dict[str, Any]:
+    def _insert_user(self, repo: Repository, name: str, role: str, who: Actor, reason: str | None,
+                     password_hash: str | None = None) -> dict[str, Any]:
         existing = repo.user_by_name(name)
         if existing is not None:
             raise RuleRefused(f"there is already a user named so: {format_id('user', existing.id)} "
                               f"({existing.role}); see `mpoxflow user list`")
         now = self.clock.now()
         pk = repo.insert_user({"name": name, "role": role, "created_at": now, "audit_pos": None,
-                               "audit_seq": None, "audit_hash": None})
+                               "audit_seq": None, "audit_hash": None, "password_hash": password_hash})
+        changes = {"name": name, "role": role} | ({"password": "(set)"} if password_hash else {})
         self._audit(repo, Head.of(None), kind="user", pk=pk, workflow=None, trigger="add", from_state=None,
                     to_state=None, actor=who, reason=reason, now=now, rule=None, data={"role": role},
-                    changes={"name": name, "role": role})
+                    changes=changes)
         log.info("user_added", user=format_id("user", pk), role=role)
-        return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now))
+        return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now, password_hash=password_hash))
 
     def bootstrap_users(self, first_admin: str) -> list[dict[str, Any]]:
         """On a database without users: the scheduler's ``timer`` user and ``first_admin`` as its first admin
@@ -788,6 +792,59 @@ class Engine:
         for due_at, n in due:
             counts[local_date(due_at)] += n
         return [{"date": day.isoformat(), "doses_due": n} for day, n in counts.items()]
+
+    def calendar(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
+        """The next ``weeks`` weeks, Monday to Sunday from this week's Monday (the clock's Danish date), per day:
+        doses 2 falling due (§6.4) and contacts' last day of monitoring (§5.5: the ``monitoring_ends`` timer fires
+        at 00:00 after that day)."""
+        if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+            raise UsageError(f"the calendar needs a whole number of weeks, 1 or more, not {weeks!r}")
+        today = local_date(self.clock.now())
+        monday = today - timedelta(days=today.weekday())
+        days = [monday + timedelta(days=i) for i in range(7 * weeks)]
+        rows: dict[date, dict[str, Any]] = {
+            day: {"date": day.isoformat(), "past": day < today, "today": day == today, "doses_due": 0,
+                  "monitoring_ends": 0}
+            for day in days
+        }
+        with self.db.reading() as session:
+            repo = Repository(session)
+            doses = repo.timer_forecast("course", "dose2_due", local_midnight(days[0]),
+                                        local_midnight(days[-1] + timedelta(days=1)))
+            ends = repo.timer_forecast("contact", "monitoring_ends", local_midnight(days[0] + timedelta(days=1)),
+                                       local_midnight(days[-1] + timedelta(days=2)))
+        for due_at, n in doses:
+            rows[local_date(due_at)]["doses_due"] += n
+        for due_at, n in ends:
+            rows[local_date(due_at - timedelta(microseconds=1))]["monitoring_ends"] += n
+        return builtins.list(rows.values())
+
+    def state_counts(self, kind: str) -> dict[str, int]:
+        """How many objects of a workflow are in each of its states (every state, 0 included)."""
+        if kind not in WORKFLOWS:
+            raise UsageError(f"'{kind}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
+        with self.db.reading() as session:
+            counts = Repository(session).state_counts(kind)
+        return {state: counts.get(state, 0) for state in WORKFLOWS[kind].states}
+
+    def related(self, object_id: str) -> dict[str, builtins.list[dict[str, Any]]]:
+        """The objects a page shows next to one: a case's contacts, a contact's courses, a person's cases,
+        contacts and courses (each with its timers)."""
+        kind, pk = parse_id(object_id)
+        with self.db.reading() as session:
+            repo = Repository(session)
+            found: dict[str, Any] = {}
+            if kind == "case":
+                found["contact"] = repo.contacts_of_case(pk)
+            elif kind == "contact":
+                found["course"] = repo.courses_of_contact(pk)
+            elif kind == "person":
+                found = {k: repo.objects_of_person_rows(k, pk) for k in WORKFLOWS}
+            views: dict[str, builtins.list[dict[str, Any]]] = {}
+            for k, rows in found.items():
+                timers = repo.timers_of_many(k, [r.id for r in rows])
+                views[k] = [object_view(k, r, timers[r.id]) for r in rows]
+            return views
 
     def audit(
         self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None,

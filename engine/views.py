@@ -83,7 +83,7 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
 
 def user_view(user: Any) -> dict[str, Any]:
     return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "role": user.role,
-            "created_at": instant(user.created_at)}
+            "created_at": instant(user.created_at), "password": user.password_hash is not None}
 
 
 def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
 from engine.core import Engine, Fired, RetryPolicy
@@ -850,25 +851,106 @@ user_app = typer.Typer(help="Users and their roles: staff act, auditors read, ad
 app.add_typer(user_app, name="user")
 
 
+def _password(from_stdin: bool) -> str:
+    """The new password: one line of stdin with --password-stdin, else prompted twice without echo."""
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise UsageError("--password-stdin read no password: pipe one line, e.g. from a secrets manager")
+        return line
+    try:
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+    except typer.Abort:
+        raise UsageError("no password given: type it at the prompt, or pipe it with --password-stdin "
+                         "(--no-password for a user that uses API tokens only)") from None
+
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of "
+                                                                      "stdin instead of prompting.")]
+
+
 @user_app.command("add")
 def user_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The user name actors give with --actor.")],
+    name: Annotated[str, typer.Argument(help="The user name actors give with --actor and log in with.")],
     role: Annotated[str, typer.Option("--role", help="staff, auditor or admin.")],
+    password_stdin: PasswordStdin = False,
+    no_password: Annotated[bool, typer.Option("--no-password", help="No password login (a system that uses "
+                                                                    "API tokens: `mpoxflow user token`).")] = False,
     actor: Actor = None,
     reason: Reason = None,
     as_json: Json = False,
 ) -> None:
-    """Add a user (admins only)."""
-    _run(as_json, lambda: _engine(ctx).add_user(name, role, actor=_actor(actor), reason=reason),
-         lambda u: f"{u['id']}  {u['name']}  {u['role']}")
+    """Add a user (admins only); the password is prompted (twice, not echoed) and stored as an argon2 hash."""
+
+    def action() -> dict[str, Any]:
+        if no_password and password_stdin:
+            raise UsageError("--no-password and --password-stdin contradict each other: give one")
+        password = None if no_password else _password(password_stdin)
+        return Accounts(_engine(ctx)).add_user(name, role, password, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, lambda u: f"{u['id']}  {u['name']}  {u['role']}")
+
+
+@user_app.command("password")
+def user_password(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Whose password: your own, or anyone's for an admin.")],
+    password_stdin: PasswordStdin = False,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Set a user's password (prompted twice, not echoed): your own, or anyone's as an admin."""
+
+    def action() -> dict[str, Any]:
+        password = _password(password_stdin)
+        return Accounts(_engine(ctx)).set_password(name, password, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, lambda r: f"password set for {r['id']} ({r['name']})")
 
 
 @user_app.command("list")
 def user_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List the users and their roles."""
     _run(as_json, lambda: _engine(ctx).users(),
-         lambda rows: render_rows(rows, ["id", "name", "role", "created_at"], "no users"))
+         lambda rows: render_rows(rows, ["id", "name", "role", "password", "created_at"], "no users"))
+
+
+@user_app.command("token")
+def user_token(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user the system acts as.")],
+    label: Annotated[str, typer.Option("--label", help="Which system uses it (shown in `user tokens`).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Issue an API token for a system acting as a user (admins only). The secret is printed once; send it as
+    `Authorization: Bearer SECRET`."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).issue_token(name, label, actor=_actor(actor), reason=reason),
+         lambda t: f"{t['id']} for {t['user']} ({t['role']}): {t['secret']}\n"
+                   "keep it secret: it is shown only now")
+
+
+@user_app.command("tokens")
+def user_tokens(ctx: typer.Context, as_json: Json = False) -> None:
+    """List the API tokens (never their secrets)."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).tokens(),
+         lambda rows: render_rows(rows, ["id", "user", "label", "created_at", "revoked_at"], "no tokens"))
+
+
+@user_app.command("revoke")
+def user_revoke(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Argument(metavar="TOKEN", help="The token's id (token-N).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Revoke an API token (admins only): it stops working at once, on every server."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).revoke_token(token, actor=_actor(actor), reason=reason),
+         lambda t: f"{t['id']} revoked at {t['revoked_at']}")
 
 
 @app.command()

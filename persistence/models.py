@@ -194,6 +194,51 @@ class User(AuditHead, Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    #: A modern password hash (argon2, via pwdlib); None: the user cannot log in with a password.
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class LoginSession(Base):
+    """A browser session: the cookie holds a random secret, the table its SHA-256. Deleting the row logs out."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_expires", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: The session's CSRF token: every form and every cookie-authenticated change must carry it.
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A bearer token for a system acting as a user; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    label: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LoginFailure(Base):
+    """A failed login: the rate limit counts these per name and per address over a recent window."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_name", "name", "at"),
+        Index("ix_login_failures_address", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
 
 
 class AuditEntry(Base):

@@ -27,7 +27,20 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from persistence.audit import Head
-from persistence.models import OBJECT_MODELS, AuditEntry, Case, ClockSetting, Person, Timer, User
+from persistence.models import (
+    OBJECT_MODELS,
+    ApiToken,
+    AuditEntry,
+    Case,
+    ClockSetting,
+    Contact,
+    Course,
+    LoginFailure,
+    LoginSession,
+    Person,
+    Timer,
+    User,
+)
 from workflows.definition import Related
 from workflows.errors import NotFound
 from workflows.person import PersonFacts
@@ -108,21 +121,38 @@ _TIMERS_OF = (
 )
 #: §6.4 dose 2 due, per due instant: pending ``dose2_due`` timers of courses in ``[since, until)``. Every such
 #: timer falls due at a local midnight, so each instant is one Danish calendar day. Served by ``ix_timers_forecast``.
-_DOSE_FORECAST = (
-    select(_table(Timer).c.due_at, func.count().label("doses_due"))
-    .where(
-        _table(Timer).c.object_kind == "course", _table(Timer).c.name == "dose2_due",
-        _table(Timer).c.status == "pending",
-        _table(Timer).c.due_at >= bindparam("since"), _table(Timer).c.due_at < bindparam("until"),
+
+
+@functools.cache
+def _forecast(kind: str, name: str) -> Select[Any]:
+    timers = _table(Timer)
+    return (
+        select(timers.c.due_at, func.count().label("due"))
+        .where(
+            timers.c.object_kind == kind, timers.c.name == name, timers.c.status == "pending",
+            timers.c.due_at >= bindparam("since"), timers.c.due_at < bindparam("until"),
+        )
+        .group_by(timers.c.due_at)
+        .order_by(timers.c.due_at)
     )
-    .group_by(_table(Timer).c.due_at)
-    .order_by(_table(Timer).c.due_at)
-)
+
 _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
 
 
 _USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("name"))
+_SESSION_USER = (
+    select(_table(LoginSession).c.id, _table(LoginSession).c.csrf, _table(LoginSession).c.expires_at,
+           _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role)
+    .join(_table(User), _table(User).c.id == _table(LoginSession).c.user_id)
+    .where(_table(LoginSession).c.secret_hash == bindparam("secret_hash"),
+           _table(LoginSession).c.expires_at > bindparam("now"))
+)
+_TOKEN_USER = (
+    select(_table(ApiToken).c.id, _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role)
+    .join(_table(User), _table(User).c.id == _table(ApiToken).c.user_id)
+    .where(_table(ApiToken).c.secret_hash == bindparam("secret_hash"), _table(ApiToken).c.revoked_at.is_(None))
+)
 
 
 @functools.cache
@@ -288,6 +318,61 @@ class Repository:
     def users(self) -> Sequence[User]:
         return self.session.scalars(select(User).order_by(User.id)).all()
 
+    def set_password_hash(self, pk: int, password_hash: str) -> None:
+        self._core.execute(update(_table(User)).where(_table(User).c.id == pk).values(password_hash=password_hash))
+
+    # ---- logins: sessions, API tokens, failed logins ---------------------------------------------------------
+
+    def insert_session(self, values: dict[str, Any]) -> int:
+        table = _table(LoginSession)
+        return int(self._core.execute(insert(table).returning(table.c.id), values).scalar_one())
+
+    def session_user(self, secret_hash: str, now: datetime) -> Any:
+        """The live session of that secret with its user: ``id, csrf, expires_at, user_id, name, role``."""
+        return self._core.execute(_SESSION_USER, {"secret_hash": secret_hash, "now": now}).one_or_none()
+
+    def delete_session(self, secret_hash: str) -> Any:
+        table = _table(LoginSession)
+        return self._core.execute(
+            table.delete().where(table.c.secret_hash == secret_hash).returning(table.c.id, table.c.user_id)
+        ).one_or_none()
+
+    def delete_expired_sessions(self, now: datetime) -> int:
+        table = _table(LoginSession)
+        return self._core.execute(table.delete().where(table.c.expires_at <= now)).rowcount
+
+    def insert_token(self, values: dict[str, Any]) -> int:
+        table = _table(ApiToken)
+        return int(self._core.execute(insert(table).returning(table.c.id), values).scalar_one())
+
+    def token_user(self, secret_hash: str) -> Any:
+        """The unrevoked token of that secret with its user: ``id, user_id, name, role``."""
+        return self._core.execute(_TOKEN_USER, {"secret_hash": secret_hash}).one_or_none()
+
+    def token(self, pk: int) -> ApiToken | None:
+        return self.session.get(ApiToken, pk)
+
+    def tokens(self) -> Sequence[ApiToken]:
+        return self.session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
+
+    def add_login_failure(self, name: str, address: str, at: datetime) -> None:
+        self._core.execute(insert(_table(LoginFailure)), {"name": name, "address": address, "at": at})
+
+    def login_failures(self, name: str, address: str, since: datetime) -> tuple[int, int, datetime | None]:
+        """Failed logins since ``since``: for the name, from the address, and the oldest of either."""
+        table = _table(LoginFailure)
+        recent = table.c.at > since
+        by_name, oldest_name = self._core.execute(
+            select(func.count(), func.min(table.c.at)).where(table.c.name == name, recent)).one()
+        by_address, oldest_address = self._core.execute(
+            select(func.count(), func.min(table.c.at)).where(table.c.address == address, recent)).one()
+        oldest = min((t for t in (oldest_name, oldest_address) if t is not None), default=None)
+        return int(by_name), int(by_address), oldest
+
+    def clear_login_failures(self, name: str) -> None:
+        table = _table(LoginFailure)
+        self._core.execute(table.delete().where(table.c.name == name))
+
     # ---- timers --------------------------------------------------------------------------------------------
 
     def timers_of(self, kind: str, pk: int) -> Sequence[Timer]:
@@ -386,8 +471,27 @@ class Repository:
     def dose_forecast(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
         """(due instant, count) of the pending ``dose2_due`` timers of courses due in ``[since, until)``, by
         instant: one query, grouped in the database."""
-        return [(row.due_at, int(row.doses_due))
-                for row in self._core.execute(_DOSE_FORECAST, {"since": since, "until": until})]
+        return self.timer_forecast("course", "dose2_due", since, until)
+
+    def timer_forecast(self, kind: str, name: str, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
+        """(due instant, count) of a kind's pending timers of one name due in ``[since, until)``."""
+        return [(row.due_at, int(row.due))
+                for row in self._core.execute(_forecast(kind, name), {"since": since, "until": until})]
+
+    def state_counts(self, kind: str) -> dict[str, int]:
+        model = _table(OBJECT_MODELS[kind])
+        return {state: int(n) for state, n in self._core.execute(
+            select(model.c.state, func.count()).group_by(model.c.state))}
+
+    def contacts_of_case(self, case_pk: int) -> Sequence[Any]:
+        return self.session.scalars(select(Contact).where(Contact.case_id == case_pk).order_by(Contact.id)).all()
+
+    def courses_of_contact(self, contact_pk: int) -> Sequence[Any]:
+        return self.session.scalars(select(Course).where(Course.contact_id == contact_pk).order_by(Course.id)).all()
+
+    def objects_of_person_rows(self, kind: str, person_pk: int) -> Sequence[Any]:
+        model = OBJECT_MODELS[kind]
+        return self.session.scalars(select(model).where(model.person_id == person_pk).order_by(model.id)).all()
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
         """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""

@@ -83,3 +83,15 @@ class NotPermitted(RuleRefused):
         self.command = command
         self.target = target
 
+
+
+class NotAuthenticated(RuleRefused):
+    """A login failed (wrong name or password), or a session or API token is unknown, expired or revoked."""
+
+
+class TooManyAttempts(NotAuthenticated):
+    """Too many failed logins for a name or from an address in a short time: wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,252 @@
+"""Who is logged in: passwords, browser sessions, API tokens, and the failed-login rate limit.
+
+Passwords are stored as argon2 hashes (``pwdlib``); a session's or token's secret is a random string the client
+holds, and the database keeps only its SHA-256, so a copy of the database logs nobody in. Sessions, tokens and
+failed logins live in the database, not in a process, so any number of HTTP instances share them.
+
+Setting a password, issuing and revoking a token, logging in, failing to and logging out are appended to the
+user's own audit chain. Times here are the wall clock's (a simulated case clock does not expire a session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from pwdlib import PasswordHash
+
+from engine.core import ADMIN_ROLES, TIMER_USER, Actor, Engine
+from engine.views import instant
+from persistence.audit import Head
+from persistence.repository import Repository, format_id
+from workflows.errors import NotAuthenticated, NotFound, TooManyAttempts, UsageError
+
+log = structlog.get_logger("mpoxflow.accounts")
+
+#: A browser session lasts one long shift, then the user logs in again.
+SESSION_LIFETIME = timedelta(hours=12)
+#: The rate limit: at most this many failed logins per user name, and per address, within the window.
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_NAME = 5
+MAX_FAILURES_PER_ADDRESS = 20
+MIN_PASSWORD_LENGTH = 10
+
+#: argon2id with pwdlib's recommended parameters. Tests swap in cheaper parameters.
+password_hash = PasswordHash.recommended()
+#: Checked when the user name is unknown, so a wrong name costs the same time as a wrong password.
+_DUMMY_HASH: str | None = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = password_hash.hash(secrets.token_urlsafe(16))
+    return _DUMMY_HASH
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters: choose a longer one "
+                         "(a passphrase of a few words is easy to type and hard to guess)")
+
+
+@dataclass(frozen=True)
+class Login:
+    """A logged-in user: through a browser session (with its CSRF token) or an API token."""
+
+    user_id: int
+    name: str
+    role: str
+    session_id: int | None = None
+    csrf: str | None = None
+    token_id: int | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.name, self.role)
+
+
+class Accounts:
+    """Logins over an engine's database; changes are audited through the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _now(self) -> datetime:
+        return self.engine.wall_clock.now()
+
+    def _audit_user(self, repo: Repository, pk: int, trigger: str, actor: Actor, *, reason: str | None = None,
+                    data: dict[str, Any] | None = None, changes: dict[str, Any] | None = None) -> int:
+        """Append an entry to user ``pk``'s own chain (its head moves with it)."""
+        return self.engine._audit(  # noqa: SLF001 - the engine's one way to append to the log
+            repo, Head.of(repo.head_row("user", pk)), kind="user", pk=pk, workflow=None, trigger=trigger,
+            from_state=None, to_state=None, actor=actor, reason=reason, now=self.engine.clock.now(), rule=None,
+            data=data or {}, changes=changes,
+        ).seq or 0
+
+    # ---- passwords -----------------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password: str | None, *, actor: str,
+                 reason: str | None = None) -> dict[str, Any]:
+        """A new user with a password (None: no password login, for a system that uses API tokens)."""
+        if password is not None:
+            check_password_rules(password)
+        hashed = password_hash.hash(password) if password is not None else None
+        return self.engine.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
+
+    def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Set a user's password: an admin for anyone, any user for themselves. The hash never enters the log."""
+        check_password_rules(password)
+        hashed = password_hash.hash(password)
+        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
+            repo = Repository(session)
+            user = repo.user_by_name(name)
+            if user is None:
+                raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
+            if actor == name and user.role != TIMER_USER:
+                who = Actor(user.name, user.role)
+            else:
+                who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
+                                             ADMIN_ROLES)
+            if user.role == TIMER_USER:
+                raise UsageError("the timer user is the scheduler's own and never logs in: it takes no password")
+            repo.set_password_hash(user.id, hashed)
+            self._audit_user(repo, user.id, "password_set", who, reason=reason, changes={"password": "(set)"})
+        log.info("password_set", user=format_id("user", user.id))
+        return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "password": "set"}
+
+    # ---- logging in ----------------------------------------------------------------------------------------
+
+    def login(self, name: str, password: str, address: str) -> tuple[Login, str]:
+        """Check a name and password; returns the login and the session secret for the cookie.
+
+        Refused with TooManyAttempts once ``MAX_FAILURES_PER_NAME`` failures for the name, or
+        ``MAX_FAILURES_PER_ADDRESS`` from the address, fall within ``FAILURE_WINDOW`` (the password is then not
+        even checked); with NotAuthenticated for a wrong name or password (the message does not say which)."""
+        now = self._now()
+        with self.engine.db.transaction() as session:
+            repo = Repository(session)
+            by_name, by_address, oldest = repo.login_failures(name, address, now - FAILURE_WINDOW)
+            if by_name >= MAX_FAILURES_PER_NAME or by_address >= MAX_FAILURES_PER_ADDRESS:
+                wait = int(((oldest or now) + FAILURE_WINDOW - now).total_seconds()) + 1
+                log.warning("login_rate_limited", failures_for_name=by_name, failures_from_address=by_address,
+                            retry_after=wait)
+                raise TooManyAttempts(
+                    f"too many failed logins: wait {max(wait // 60, 1)} minute(s) and try again, or ask an admin "
+                    "to set a new password (`mpoxflow user password NAME`)", retry_after=max(wait, 1))
+            user = repo.user_by_name(name)
+            stored = user.password_hash if user is not None else None
+            ok, rehashed = password_hash.verify_and_update(password, stored or _dummy_hash())
+            if not ok or user is None or stored is None:
+                repo.add_login_failure(name[:128], address[:64], now)
+                if user is not None and user.role != TIMER_USER:
+                    self._audit_user(repo, user.id, "login_failed", Actor(user.name, user.role),
+                                     data={"address": address})
+                log.warning("login_failed", user=format_id("user", user.id) if user is not None else None,
+                            failures_for_name=by_name + 1)
+                failed = True
+            else:
+                failed = False
+                if rehashed is not None:  # hashed with older parameters: stored anew with today's
+                    repo.set_password_hash(user.id, rehashed)
+                repo.clear_login_failures(name)
+                repo.delete_expired_sessions(now)
+                secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+                session_id = repo.insert_session({"secret_hash": _digest(secret), "user_id": user.id, "csrf": csrf,
+                                                  "created_at": now, "expires_at": now + SESSION_LIFETIME})
+                self._audit_user(repo, user.id, "login", Actor(user.name, user.role),
+                                 data={"session": session_id, "address": address})
+        if failed:  # the failure is committed (it counts for the rate limit) before the refusal
+            raise NotAuthenticated("wrong user name or password: check both and try again")
+        assert user is not None
+        log.info("login", user=format_id("user", user.id), role=user.role, session=session_id)
+        return Login(user.id, user.name, user.role, session_id=session_id, csrf=csrf), secret
+
+    def session(self, secret: str) -> Login | None:
+        """The login of a live session cookie, or None (unknown, logged out or expired)."""
+        with self.engine.db.reading() as session:
+            row = Repository(session).session_user(_digest(secret), self._now())
+        if row is None:
+            return None
+        return Login(row.user_id, row.name, row.role, session_id=row.id, csrf=row.csrf)
+
+    def logout(self, secret: str) -> bool:
+        """End the session (its row is deleted: the cookie no longer works anywhere)."""
+        with self.engine.db.transaction() as session:
+            repo = Repository(session)
+            row = repo.delete_session(_digest(secret))
+            if row is None:
+                return False
+            user = repo.head_row("user", row.user_id)
+            self._audit_user(repo, row.user_id, "logout", Actor(user.name, user.role), data={"session": row.id})
+        log.info("logout", user=format_id("user", row.user_id), session=row.id)
+        return True
+
+    # ---- API tokens ----------------------------------------------------------------------------------------
+
+    def issue_token(self, name: str, label: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """A bearer token for a system acting as user ``name`` (admins only). The secret is in the result only:
+        it is shown once and stored as its hash."""
+        label = label.strip()
+        if not label or len(label) > 128:
+            raise UsageError("give the token a label of 1 to 128 characters: which system uses it")
+        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
+            repo = Repository(session)
+            who = self.engine._authorize(repo, actor, "user token", None, ADMIN_ROLES)  # noqa: SLF001
+            user = repo.user_by_name(name)
+            if user is None:
+                raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
+            if user.role == TIMER_USER:
+                raise UsageError("the timer user is the scheduler's own: issue the token to a staff or auditor user")
+            secret = "mpx_" + secrets.token_urlsafe(32)
+            pk = repo.insert_token({"secret_hash": _digest(secret), "user_id": user.id, "label": label,
+                                    "created_at": self._now(), "revoked_at": None})
+            self._audit_user(repo, user.id, "token_issued", who, reason=reason,
+                             data={"token": format_id("token", pk), "label": label})
+        log.info("token_issued", user=format_id("user", user.id), token=format_id("token", pk))
+        return {"id": format_id("token", pk), "kind": "token", "user": user.name, "role": user.role, "label": label,
+                "secret": secret}
+
+    def revoke_token(self, token_id: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        prefix, _, number = token_id.partition("-")
+        if prefix != "token" or not number.isdigit():
+            raise UsageError(f"'{token_id}' is not a token id: they look like token-N (`mpoxflow user tokens`)")
+        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
+            repo = Repository(session)
+            who = self.engine._authorize(repo, actor, "user revoke", token_id, ADMIN_ROLES)  # noqa: SLF001
+            token = repo.token(int(number))
+            if token is None:
+                raise NotFound(token_id, "token", hint="`mpoxflow user tokens` lists them.")
+            if token.revoked_at is None:
+                token.revoked_at = self._now()
+                self._audit_user(repo, token.user_id, "token_revoked", who, reason=reason,
+                                 data={"token": token_id})
+            view = _token_view(token)
+        log.info("token_revoked", token=token_id)
+        return view
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self.engine.db.reading() as session:
+            return [_token_view(t) for t in Repository(session).tokens()]
+
+    def token(self, secret: str) -> Login | None:
+        """The login a bearer token stands for, or None (unknown or revoked)."""
+        with self.engine.db.reading() as session:
+            row = Repository(session).token_user(_digest(secret))
+        if row is None:
+            return None
+        return Login(row.user_id, row.name, row.role, token_id=row.id)
+
+
+def _token_view(token: Any) -> dict[str, Any]:
+    return {"id": format_id("token", token.id), "kind": "token", "user": format_id("user", token.user_id),
+            "label": token.label, "created_at": instant(token.created_at), "revoked_at": instant(token.revoked_at)}
+
