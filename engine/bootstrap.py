@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from engine.clock import SimulatedClock, SystemClock
 from engine.core import Engine
@@ -66,6 +67,22 @@ def init_database(db: Database, simulated_start: datetime | None = None) -> None
             )
 
 
+def engine_on(db: Database, settings: Settings) -> Engine:
+    """An engine over an open, migrated database, on the clock the database holds now: what each HTTP request
+    uses, so that several server processes share one simulated clock (and nothing else) through the database."""
+    with db.reading() as session:
+        clock_row = Repository(session).clock()
+    if clock_row is None:
+        raise UsageError("this database has no clock yet: run `mpoxflow init` first")
+    return _engine_with_clock(db, settings, clock_row)
+
+
+def _engine_with_clock(db: Database, settings: Settings, clock_row: Any) -> Engine:
+    if clock_row.simulated and clock_row.now is not None:
+        return Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
+    return Engine(db, SystemClock(), settings)
+
+
 def open_engine(url: str | None = None, *, settings: Settings | None = None, first_admin: str | None = None) -> Engine:
     """An engine over the database at ``url``: migrated to the newest schema, on the database's own clock. A
     database without users gets its first admin: ``first_admin``, else ``default_actor()``."""
@@ -79,10 +96,7 @@ def open_engine(url: str | None = None, *, settings: Settings | None = None, fir
         db.dispose()
         raise
     assert clock_row is not None
-    if clock_row.simulated and clock_row.now is not None:
-        engine = Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
-    else:
-        engine = Engine(db, SystemClock(), settings)
+    engine = _engine_with_clock(db, settings, clock_row)
     try:
         engine.bootstrap_users(first_admin or default_actor())
     except BaseException:

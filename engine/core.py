@@ -760,6 +760,7 @@ class Engine:
             for timer in repo.timers("failed"):  # an operator's task: a timer that could not fire
                 items.append({
                     "object": format_id(timer.object_kind, timer.object_id),
+                    "name": timer.name,
                     "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
                             "--status failed`",
                     "due_at": timer_view(timer)["due_at"], "overdue": True, "rule": timer.rule,
@@ -768,6 +769,7 @@ class Engine:
             for timer in repo.open_tasks(until):
                 items.append({
                     "object": format_id(timer.object_kind, timer.object_id),
+                    "name": timer.name,
                     "task": timer.task,
                     "due_at": timer_view(timer)["due_at"],
                     "overdue": (timer.overdue_at or timer.due_at) <= now,

@@ -21,13 +21,13 @@ from typer.exceptions import TyperException
 from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
-from engine.core import Engine, Fired, RetryPolicy
+from engine.core import Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
+from entry.web.operations import case_open_request, vaccine_offer_data
 from persistence.database import Database, StorageError
-from scheduler.firing import advance_simulated_clock
-from workflows.calendar import to_local
+from scheduler import firing
 from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS, RISKS
 from workflows.course import INDICATIONS, PREP_CRITERIA
@@ -248,14 +248,6 @@ def render_fired(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def fired_view(f: Fired) -> dict[str, Any]:
-    return {
-        "timer": f.timer, "name": f.name, "object": f.object, "due_at": instant(f.due_at),
-        "fired_at": instant(f.fired_at), "status": f.status, "from": f.from_state, "to": f.to_state,
-        "audit_seq": f.audit_seq, "note": f.note,
-    }
-
-
 # ---- init, db, clock -----------------------------------------------------------------------------------------
 
 
@@ -324,24 +316,8 @@ def clock_advance(
     instant, in due order. --days counts Danish calendar days (same local time of day), --hours real hours."""
 
     def action() -> dict[str, Any]:
-        given = [x for x in (to, days, hours) if x is not None]
-        if len(given) != 1:
-            raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
-        engine = _engine(ctx)
-        now = engine.simulated_clock.now()
-        if (days or 0) < 0 or (hours or 0) < 0:
-            raise UsageError("the simulated clock only moves forward: give a positive number")
-        if to is not None:
-            target = parse_instant(to, "--to")
-        elif days is not None:
-            # Calendar days: the same local time of day, N Danish days later (23 or 25 hours across DST).
-            target = to_local(now) + timedelta(days=days)
-        else:
-            target = now + timedelta(hours=hours or 0)
-        # Asked once the input is known good: a malformed command is a usage error, not an audited refusal.
-        engine.authorize(_actor(actor), "clock advance")
-        fired = advance_simulated_clock(engine, target)
-        return {"now": instant(engine.clock.now()), "fired": [fired_view(f) for f in fired]}
+        target = parse_instant(to, "--to") if to is not None else None
+        return firing.clock_advance(_engine(ctx), _actor(actor), to=target, days=days, hours=hours)
 
     _run(as_json, action, render_fired)
 
@@ -395,21 +371,13 @@ def case_open(
     case confirmed by PCR."""
 
     def action() -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "onset": parse_date(onset, "--onset"),
-            "symptoms": parse_list(symptoms, SYMPTOMS, "symptom"),
-            "criteria": parse_list(criteria, CRITERIA, "criterion"),
-        }
-        if confirmed:
-            if pcr_on is None:
-                raise UsageError("--confirmed needs --pcr-on DATE, the date of the positive PCR")
-            data["pcr_on"] = parse_date(pcr_on, "--pcr-on")
-            data["clade"] = parse_choice(clade, CLADES, "clade") if clade else None
-            trigger = "open_confirmed"
-        else:
-            if pcr_on is not None or clade is not None:
-                raise UsageError("--pcr-on and --clade go with --confirmed (or use `case confirm` later)")
-            trigger = "open"
+        if not confirmed and (pcr_on is not None or clade is not None):
+            raise UsageError("--pcr-on and --clade go with --confirmed (or use `case confirm` later)")
+        trigger, data = case_open_request(
+            onset=parse_date(onset, "--onset"), symptoms=parse_list(symptoms, SYMPTOMS, "symptom"),
+            criteria=parse_list(criteria, CRITERIA, "criterion"), confirmed=confirmed,
+            pcr_on=parse_date(pcr_on, "--pcr-on") if pcr_on else None,
+            clade=parse_choice(clade, CLADES, "clade") if clade else None)
         return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
@@ -628,13 +596,8 @@ def vaccine_offer(
     """Offer a vaccination course; its dose plan is decided now (§6.3, §6.4)."""
 
     def action() -> dict[str, Any]:
-        chosen = parse_choice(indication, INDICATIONS, "indication")
-        if chosen == "pep" and criteria:
-            raise UsageError("--criteria goes with --indication prep; PEP takes --contact")
-        if chosen == "prep" and contact:
-            raise UsageError("--contact goes with --indication pep; PrEP takes --criteria")
-        data = {"indication": chosen, "contact": contact,
-                "criteria": parse_list(criteria, PREP_CRITERIA, "criterion"), "assessed_by": assessed_by}
+        data = vaccine_offer_data(indication=parse_choice(indication, INDICATIONS, "indication"), contact=contact,
+                                  criteria=parse_list(criteria, PREP_CRITERIA, "criterion"), assessed_by=assessed_by)
         return _engine(ctx).open("course", "offer", person=person, data=data, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
@@ -1029,11 +992,49 @@ def worker(
 
 
 @app.command()
-def demo(as_json: Json = False) -> None:
-    """Run a realistic outbreak on a throwaway simulated-clock database and print its timeline."""
-    from entry.demo import run_demo
+def demo(
+    serve_it: Annotated[bool, typer.Option("--serve", help="Open the demo data in the web application instead "
+                                                          "(until Ctrl-C).")] = False,
+    host: Annotated[str, typer.Option("--host", help="With --serve: the address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="With --serve: the port.")] = 8000,
+    as_json: Json = False,
+) -> None:
+    """Run a realistic outbreak on a throwaway simulated-clock database and print its timeline; with --serve,
+    open it in the web application."""
+    from entry.demo import run_demo, serve_demo
 
+    if serve_it:
+        _run(False, lambda: serve_demo(host, port), lambda r: "")
+        return
     _run(as_json, run_demo, lambda r: r["text"])
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port.")] = 8000,
+    with_worker: Annotated[bool, typer.Option("--with-worker", help="Also run the scheduler in this process "
+                                                                    "(a one-machine setup).")] = False,
+    secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Mark cookies Secure (serving "
+                                                                          "behind HTTPS).")] = False,
+) -> None:
+    """Serve the HTTP API (/api, schema at /openapi.json) and the web application with Uvicorn. Stateless:
+    run several against one PostgreSQL database."""
+    import uvicorn
+
+    from entry.web.app import create_app
+
+    if not os.environ.get("MPOXFLOW_LOG_LEVEL"):
+        configure_logging(ctx.find_root().params.get("log_format"), "info")
+
+    def action() -> None:
+        if not 0 < port < 65536:
+            raise UsageError(f"--port {port} is not a port: use 1 to 65535")
+        app = create_app(_options(ctx).db, with_worker=with_worker, secure_cookies=secure_cookies)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    _run(False, action, lambda r: "")
 
 
 def main() -> None:

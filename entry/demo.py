@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.accounts import Accounts, password_hash
 from engine.bootstrap import init_database, open_engine
 from engine.core import Engine
 from entry.parsing import parse_instant
@@ -22,6 +23,8 @@ ADMIN = "admin:demo"
 #: The demo's users: case workers, STPS tracing staff, a clinic, and an auditor who may only read.
 USERS = {"staff:anna": "staff", "staff:jonas": "staff", "stps:maria": "staff", "nurse:holm": "staff",
          "doctor:lund": "staff", "auditor:lis": "auditor"}
+#: The password of every demo user in `mpoxflow demo --serve` (a throwaway training database).
+DEMO_PASSWORD = "mpoxflow-demo"
 
 
 def _at(engine: Engine, instant: str) -> None:
@@ -114,16 +117,62 @@ def _story(engine: Engine) -> None:
     _at(engine, "2025-07-01T00:00:00+02:00")
 
 
+def build_demo(url: str, password: str | None = None) -> Engine:
+    """The demo database at ``url``: its users (with ``password`` for the web application, if given) and the
+    story run through its timers."""
+    with Database(url) as fresh:
+        init_database(fresh, parse_instant(START, "demo"))
+    engine = open_engine(url, first_admin=ADMIN)
+    hashed = password_hash.hash(password) if password else None
+    for name, role in USERS.items():
+        engine.add_user(name, role, actor=ADMIN, reason="demo team", password_hash=hashed)
+    if password:
+        Accounts(engine).set_password(ADMIN, password, actor=ADMIN, reason="demo team")
+    _story(engine)
+    return engine
+
+
+def _open_work(engine: Engine) -> None:
+    """For the web application: a new outbreak on the demo's last day, so the worklist, the case pages and the
+    calendar have work in them (a confirmed case not yet notified, contacts to inform, PEP windows, a dose 2)."""
+    d = date.fromisoformat
+    anna, maria = "staff:anna", "stps:maria"
+    day = to_local(engine.clock.now()).date()
+    case_person = engine.add_person(ref="DEMO-0101", born=d("1991-03-09"), actor=anna)["id"]
+    case = engine.open("case", "open", person=case_person, actor=anna, reason="seen at the clinic", data={
+        "onset": day - timedelta(days=3), "symptoms": ["rash", "fever"], "criteria": ["msm"]})["id"]
+    engine.apply(case, "confirm", data={"pcr_on": day, "clade": "IIb"}, actor=anna, reason="PCR positive")
+    engine.apply(case, "consent", data={"tracing": True}, actor=anna, reason="consents to STPS tracing")
+    for n, (kind, days_ago) in enumerate((("sexual", 2), ("household", 1), ("intact_skin", 3)), start=1):
+        contact_person = engine.add_person(ref=f"DEMO-01{10 + n}", born=d("1990-01-01"), actor=maria)["id"]
+        engine.open("contact", "add", person=contact_person, actor=maria, reason="named by the case", data={
+            "case": case, "exposed": day - timedelta(days=days_ago), "kind": kind})
+    suspected = engine.add_person(ref="DEMO-0120", born=d("1983-08-15"), actor=anna)["id"]
+    engine.open("case", "open", person=suspected, actor=anna, reason="referred by GP", data={
+        "onset": day - timedelta(days=1), "symptoms": ["lymphadenopathy", "fever"], "criteria": ["travel"]})
+
+
+def serve_demo(host: str, port: int, password: str = DEMO_PASSWORD) -> None:
+    """``mpoxflow demo --serve``: the demo's data in the web application, on a throwaway database."""
+    import uvicorn
+
+    from entry.web.app import create_app
+
+    with tempfile.TemporaryDirectory(prefix="mpoxflow-demo-") as scratch:
+        url = f"sqlite:///{Path(scratch) / 'demo.db'}"
+        engine = build_demo(url, password)
+        _open_work(engine)
+        engine.db.dispose()
+        print(f"mpoxflow demo: http://{host}:{port}/  log in as staff:anna (staff), auditor:lis (auditor) or "
+              f"admin:demo (admin), password {password!r}. Ctrl-C stops it and deletes the data.", flush=True)
+        uvicorn.run(create_app(url), host=host, port=port, log_level="warning")
+
+
 def run_demo(directory: str | None = None) -> dict[str, Any]:
     """Run the story; return the timeline (the audit log) and its text."""
     with tempfile.TemporaryDirectory(prefix="mpoxflow-demo-") as scratch:
         url = f"sqlite:///{Path(directory or scratch) / 'demo.db'}"
-        with Database(url) as fresh:
-            init_database(fresh, parse_instant(START, "demo"))
-        engine = open_engine(url, first_admin=ADMIN)
-        for name, role in USERS.items():
-            engine.add_user(name, role, actor=ADMIN, reason="demo team")
-        _story(engine)
+        engine = build_demo(url)
         with contextlib.suppress(NotPermitted):  # an auditor reads, never changes: the refusal itself is audited
             engine.apply("case-1", "discard", actor="auditor:lis", reason="trying to change a case")
         timeline = engine.audit()

@@ -3,9 +3,13 @@ engine's one transition path (actor ``timer:<name>``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from engine.core import Engine, Fired, RetryPolicy
+from engine.views import instant
+from workflows.calendar import to_local
+from workflows.errors import UsageError
 
 
 def fire_ready(engine: Engine, *, batch: int = 100, policy: RetryPolicy | None = None) -> list[Fired]:
@@ -37,3 +41,34 @@ def advance_simulated_clock(engine: Engine, to: datetime, *, policy: RetryPolicy
     clock.set(to)
     engine.save_clock()
     return fired
+
+
+def fired_view(f: Fired) -> dict[str, Any]:
+    return {
+        "timer": f.timer, "name": f.name, "object": f.object, "due_at": instant(f.due_at),
+        "fired_at": instant(f.fired_at), "status": f.status, "from": f.from_state, "to": f.to_state,
+        "audit_seq": f.audit_seq, "note": f.note,
+    }
+
+
+def clock_advance(engine: Engine, actor: str, *, to: datetime | None = None, days: int | None = None,
+                  hours: int | None = None) -> dict[str, Any]:
+    """``clock advance`` as the CLI and the HTTP API run it: exactly one of ``to``, ``days`` (Danish calendar
+    days: the same local time of day, 23 or 25 hours across a daylight-saving change) or ``hours``; the actor
+    must be allowed to change things (a refusal is audited)."""
+    given = [x for x in (to, days, hours) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
+    now = engine.simulated_clock.now()
+    if (days or 0) < 0 or (hours or 0) < 0:
+        raise UsageError("the simulated clock only moves forward: give a positive number")
+    if to is not None:
+        target = to
+    elif days is not None:
+        target = to_local(now) + timedelta(days=days)
+    else:
+        target = now + timedelta(hours=hours or 0)
+    # Asked once the input is known good: a malformed command is a usage error, not an audited refusal.
+    engine.authorize(actor, "clock advance")
+    fired = advance_simulated_clock(engine, target)
+    return {"now": instant(engine.clock.now()), "fired": [fired_view(f) for f in fired]}

@@ -1,0 +1,300 @@
+"""The JSON API under ``/api``: the CLI's operations over HTTP, under the CLI's names (operation ids).
+
+No ``from __future__ import annotations`` here: the operations' endpoints are made in a loop and FastAPI reads
+each one's body model from its annotations.
+"""
+
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from engine.accounts import Accounts, Login
+from engine.auditing import EXPORT_FORMATS
+from engine.core import Engine
+from entry.parsing import parse_instant
+from entry.web.app import (
+    CSRF_HEADER,
+    check_csrf,
+    clear_session_cookie,
+    client_address,
+    current_login,
+    request_engine,
+    require_login,
+    set_session_cookie,
+)
+from entry.web.operations import COLLECTIONS, OPERATIONS, Operation
+from scheduler import firing
+from workflows.errors import UsageError
+from workflows.registry import WORKFLOWS
+
+router = APIRouter(prefix="/api")
+Eng = Annotated[Engine, Depends(request_engine)]
+Reader = Annotated[Login, Depends(require_login)]
+
+
+def acting(request: Request, login: Reader) -> Login:
+    """The logged-in user, for a change: with a session cookie, the CSRF header must match."""
+    check_csrf(request, login, request.headers.get(CSRF_HEADER))
+    return login
+
+
+Actor = Annotated[Login, Depends(acting)]
+LISTABLE = {"persons": "person", **{f"{kind}s": kind for kind in WORKFLOWS}}
+
+
+def _instant(text: str | None, what: str) -> Any:
+    return parse_instant(text, what) if text else None
+
+
+# ---- logging in ----------------------------------------------------------------------------------------------
+
+
+class Credentials(BaseModel):
+    name: str = Field(max_length=128)
+    password: str = Field(max_length=1024)
+
+
+@router.post("/login", operation_id="login", tags=["users"])
+def login(request: Request, credentials: Credentials, engine: Eng) -> JSONResponse:
+    """Log in: sets the session cookie (HttpOnly, SameSite=Strict) and returns the CSRF token that every change
+    made with the cookie must send as the X-CSRF-Token header. Failed logins are rate-limited (429)."""
+    who, secret = Accounts(engine).login(credentials.name, credentials.password, client_address(request))
+    response = JSONResponse({"user": who.name, "role": who.role, "csrf": who.csrf})
+    set_session_cookie(request, response, secret)
+    return response
+
+
+@router.post("/logout", operation_id="logout", tags=["users"])
+def logout(request: Request, who: Actor, engine: Eng) -> JSONResponse:
+    """End this session: the cookie stops working on every server."""
+    from entry.web.app import SESSION_COOKIE
+
+    Accounts(engine).logout(request.cookies.get(SESSION_COOKIE, ""))
+    response = JSONResponse({"logged_out": who.name})
+    clear_session_cookie(request, response)
+    return response
+
+
+@router.get("/me", operation_id="me", tags=["users"])
+def me(who: Reader) -> dict[str, Any]:
+    """Who is asking, with the session's CSRF token (None for an API token)."""
+    return {"user": who.name, "role": who.role, "csrf": who.csrf, "via": "token" if who.token_id else "session"}
+
+
+# ---- the changes: one endpoint per CLI operation -------------------------------------------------------------
+
+
+def _add_operation(op: Operation) -> None:
+    body_model = op.body
+    description = f"`mpoxflow {op.name}`: {op.summary}."
+    if op.creates:
+        def create(body: body_model, who: Actor, engine: Eng) -> dict[str, Any]:  # type: ignore[valid-type]
+            return op.call(engine, who.name, body)
+
+        router.add_api_route(f"/{COLLECTIONS[op.kind]}", create, methods=["POST"], status_code=201,
+                             operation_id=op.operation_id, summary=op.name, description=description,
+                             tags=[op.kind])
+    else:
+        def change(object_id: str, body: body_model, who: Actor, engine: Eng) -> dict[str, Any]:  # type: ignore[valid-type]
+            return op.call(engine, who.name, body, object_id)
+
+        router.add_api_route(f"/{COLLECTIONS[op.kind]}/{{object_id}}/{op.verb}", change, methods=["POST"],
+                             operation_id=op.operation_id, summary=op.name, description=description,
+                             tags=[op.kind])
+
+
+for _op in OPERATIONS:
+    _add_operation(_op)
+
+
+class ClockAdvance(BaseModel):
+    to: str | None = Field(None, description="Move to this instant (ISO 8601; Danish local time without offset).")
+    days: int | None = Field(None, description="Move forward this many Danish calendar days.")
+    hours: int | None = Field(None, description="Move forward this many hours.")
+
+
+@router.get("/clock", operation_id="clock_show", tags=["clock"])
+def clock_show(who: Reader, engine: Eng) -> dict[str, Any]:
+    """The database's clock: simulated (training) or real time."""
+    from engine.views import instant
+
+    return {"now": instant(engine.clock.now()), "simulated": engine.clock.simulated}
+
+
+@router.post("/clock/advance", operation_id="clock_advance", tags=["clock"])
+def clock_advance(body: ClockAdvance, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Move a simulated clock forward, firing every timer that falls due on the way, in due order."""
+    return firing.clock_advance(engine, who.name, to=_instant(body.to, "to"), days=body.days, hours=body.hours)
+
+
+# ---- reading -------------------------------------------------------------------------------------------------
+
+
+@router.get("/show/{object_id}", operation_id="show", tags=["reading"])
+def show(object_id: str, who: Reader, engine: Eng, as_of: str | None = None) -> dict[str, Any]:
+    """One object with its timers; with as_of, a case, contact or course as the audit log had it then."""
+    return engine.show(object_id, as_of=_instant(as_of, "as_of"))
+
+
+@router.get("/list/{what}", operation_id="list", tags=["reading"])
+def list_objects(what: Literal["persons", "cases", "contacts", "courses"], who: Reader, engine: Eng,
+                 state: str | None = None) -> list[dict[str, Any]]:
+    """Persons, or the objects of a workflow (optionally in one state)."""
+    kind = LISTABLE[what]
+    if kind == "person" and state is not None:
+        raise UsageError("persons have no state: drop state")
+    return engine.list(kind, state)
+
+
+@router.get("/due", operation_id="due", tags=["reading"])
+def due(who: Reader, engine: Eng, within: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
+    """The staff worklist: what needs doing, soonest first, overdue marked."""
+    from datetime import timedelta
+
+    return engine.worklist(timedelta(days=within) if within is not None else None)
+
+
+@router.get("/calendar", operation_id="calendar", tags=["reading"])
+def calendar(who: Reader, engine: Eng, weeks: Annotated[int, Query(ge=1, le=52)] = 8) -> list[dict[str, Any]]:
+    """Per Danish day from this week's Monday: doses 2 falling due (§6.4) and last days of monitoring (§5.5)."""
+    return engine.calendar(weeks)
+
+
+@router.get("/diagram/{kind}", operation_id="diagram", tags=["reading"])
+def diagram(kind: Literal["case", "contact", "course"], who: Reader, engine: Eng) -> dict[str, Any]:
+    """A workflow as a Mermaid state diagram drawn from its definition, with the objects in each state."""
+    definition = WORKFLOWS[kind]
+    return {"workflow": definition.name, "mermaid": definition.mermaid(), "counts": engine.state_counts(kind)}
+
+
+@router.get("/timers", operation_id="timers", tags=["reading"])
+def timers(who: Reader, engine: Eng, status: str | None = None,
+           limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> list[dict[str, Any]]:
+    """Timers, soonest first."""
+    return engine.timers(status, limit)
+
+
+@router.get("/timers/status", operation_id="timers_status", tags=["reading"])
+def timers_status(who: Reader, engine: Eng) -> dict[str, Any]:
+    """Pending, overdue and failed counts, and the oldest lateness."""
+    return engine.timer_status()
+
+
+# ---- the audit log -------------------------------------------------------------------------------------------
+
+
+@router.get("/audit", operation_id="audit", tags=["audit"])
+def audit(who: Reader, engine: Eng, entity: str | None = None, actor: str | None = None,
+          trigger: str | None = None, since: str | None = None, until: str | None = None,
+          limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+    """Audit entries, oldest first; the filters combine; limit keeps the newest."""
+    return engine.audit(entity=entity, actor=actor, trigger=trigger, limit=limit,
+                        since=_instant(since, "since"), until=_instant(until, "until"))
+
+
+@router.get("/audit/verify", operation_id="audit_verify", tags=["audit"])
+def audit_verify(who: Reader, engine: Eng) -> dict[str, Any]:
+    """Check every object's hash chain; `intact` false names the first bad sequence number."""
+    return engine.audit_verify()
+
+
+@router.get("/audit/replay", operation_id="audit_replay", tags=["audit"])
+def audit_replay(who: Reader, engine: Eng) -> dict[str, Any]:
+    """Rebuild every case, contact and course from the log and list where the tables differ."""
+    return engine.audit_replay()
+
+
+@router.get("/audit/timeline/{object_id}", operation_id="audit_timeline", tags=["audit"])
+def audit_timeline(object_id: str, who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """One object's life, entry by entry."""
+    return engine.audit_timeline(object_id)
+
+
+@router.get("/audit/export", operation_id="audit_export", tags=["audit"])
+def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
+    """The whole log as a download (fields: README, "Audit export"). Written from one snapshot to a spooled
+    file first (memory stays small; disk past a few MB), then streamed."""
+    assert format in EXPORT_FORMATS
+    spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
+    try:
+        engine.audit_export(format, spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+
+    def chunks() -> Iterator[str]:
+        try:
+            while block := spool.read(64 * 1024):
+                yield block
+        finally:
+            spool.close()
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(chunks(), media_type=f"{media}; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="mpoxflow-audit.{format}"'})
+
+
+# ---- users and tokens ----------------------------------------------------------------------------------------
+
+
+class NewUser(BaseModel):
+    name: str
+    role: Literal["staff", "auditor", "admin"]
+    password: str | None = Field(None, description="None: no password login (API tokens only).")
+    reason: str | None = None
+
+
+class NewPassword(BaseModel):
+    password: str
+    reason: str | None = None
+
+
+class NewToken(BaseModel):
+    label: str = Field(description="Which system uses it.")
+    reason: str | None = None
+
+
+class Revoke(BaseModel):
+    reason: str | None = None
+
+
+@router.get("/users", operation_id="user_list", tags=["users"])
+def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    return engine.users()
+
+
+@router.post("/users", operation_id="user_add", status_code=201, tags=["users"])
+def user_add(body: NewUser, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Add a user (admins only)."""
+    return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason)
+
+
+@router.post("/users/{name}/password", operation_id="user_password", tags=["users"])
+def user_password(name: str, body: NewPassword, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Set a password: your own, or anyone's as an admin."""
+    return Accounts(engine).set_password(name, body.password, actor=who.name, reason=body.reason)
+
+
+@router.post("/users/{name}/tokens", operation_id="user_token", status_code=201, tags=["users"])
+def user_token(name: str, body: NewToken, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Issue an API token for a system acting as the user (admins only); the secret is in this answer only."""
+    return Accounts(engine).issue_token(name, body.label, actor=who.name, reason=body.reason)
+
+
+@router.get("/tokens", operation_id="user_tokens", tags=["users"])
+def user_tokens(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    return Accounts(engine).tokens()
+
+
+@router.post("/tokens/{token_id}/revoke", operation_id="user_revoke", tags=["users"])
+def user_revoke(token_id: str, body: Revoke, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Revoke an API token (admins only)."""
+    return Accounts(engine).revoke_token(token_id, actor=who.name, reason=body.reason)
+
+
+__all__ = ["router", "current_login"]

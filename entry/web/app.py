@@ -1,0 +1,250 @@
+"""``mpoxflow serve``: the HTTP API and the web pages, a FastAPI application over the same engine as the CLI.
+
+Stateless: every request builds its engine on the shared connection pool and reads the clock from the database;
+sessions, tokens and the failed-login counts are rows. Any number of instances can serve one PostgreSQL database.
+
+Who is asking: a bearer token (``Authorization: Bearer mpx_...``, for systems) or the session cookie of a web
+login. A change made with the cookie must carry the session's CSRF token (form field ``csrf_token`` or header
+``X-CSRF-Token``). The engine decides what the user's role allows and audits every change under the user.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from engine.accounts import Accounts, Login
+from engine.bootstrap import database_url, engine_on, open_engine, settings_from_env
+from engine.core import Engine
+from persistence.database import Database, StorageError
+from workflows.definition import Settings
+from workflows.errors import (
+    Conflict,
+    MpoxflowError,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+    TooManyAttempts,
+    UsageError,
+)
+
+log = structlog.get_logger("mpoxflow.http")
+
+SESSION_COOKIE = "mpoxflow_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def http_status(error: MpoxflowError) -> tuple[int, str]:
+    """The HTTP status and error code of an engine error (the CLI's exit status in the body says the same)."""
+    if isinstance(error, TooManyAttempts):
+        return 429, "too_many_attempts"
+    if isinstance(error, NotAuthenticated):
+        return 401, "not_authenticated"
+    if isinstance(error, NotPermitted):
+        return 403, "not_permitted"
+    if isinstance(error, NotFound):
+        return 404, "not_found"
+    if isinstance(error, Conflict):
+        return 409, "conflict"
+    if isinstance(error, UsageError):
+        return 422, "usage"
+    if isinstance(error, StorageError):
+        return 503, "storage"
+    return 409, "refused"  # refused by a rule: a guard, a closed window, a trigger not allowed in this state
+
+
+def error_body(error: MpoxflowError) -> dict[str, Any]:
+    status, code = http_status(error)
+    body: dict[str, Any] = {"error": code, "message": error.message, "rule": error.rule,
+                            "exit_code": error.exit_code, "status": status}
+    if isinstance(error, TooManyAttempts):
+        body["retry_after"] = error.retry_after
+    return body
+
+
+@dataclass
+class Web:
+    """What every request shares: the database's connection pool and the deployment settings."""
+
+    db: Database
+    settings: Settings
+    #: Cookies get the Secure flag (behind HTTPS, which a deployment must have).
+    secure_cookies: bool = False
+
+    def engine(self) -> Engine:
+        return engine_on(self.db, self.settings)
+
+
+def web(request: Request) -> Web:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+def request_engine(request: Request) -> Engine:
+    """One engine per request, on the database's clock as it is now."""
+    engine = getattr(request.state, "engine", None)
+    if engine is None:
+        engine = request.state.engine = web(request).engine()
+    return engine  # type: ignore[no-any-return]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def current_login(request: Request) -> Login | None:
+    """The user a bearer token or the session cookie stands for; NotAuthenticated for a bad token."""
+    if hasattr(request.state, "login"):
+        return request.state.login  # type: ignore[no-any-return]
+    accounts = Accounts(request_engine(request))
+    login: Login | None = None
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise NotAuthenticated("send an API token as 'Authorization: Bearer mpx_...' (an admin issues one with "
+                                   "`mpoxflow user token NAME --label SYSTEM`)")
+        login = accounts.token(secret.strip())
+        if login is None:
+            raise NotAuthenticated("that API token is unknown or revoked: ask an admin for a new one "
+                                   "(`mpoxflow user token NAME --label SYSTEM`)")
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        login = accounts.session(cookie)
+    request.state.login = login
+    return login
+
+
+def require_login(request: Request) -> Login:
+    login = current_login(request)
+    if login is None:
+        raise NotAuthenticated("log in first (POST /api/login, or the login page), or send an API token")
+    return login
+
+
+def check_csrf(request: Request, login: Login, submitted: str | None) -> None:
+    """A change made with a session cookie must carry the session's CSRF token (a bearer token needs none: a
+    browser never sends it on its own)."""
+    if request.method in SAFE_METHODS or login.session_id is None:
+        return
+    expected = login.csrf or ""
+    if not submitted or not secrets.compare_digest(submitted, expected):
+        log.warning("csrf_refused", user=f"user-{login.user_id}", path=request.url.path)
+        raise NotPermitted("the form's CSRF token is missing or stale: reload the page and submit it again",
+                           actor=login.name, role=login.role, user=None, command=request.url.path, target=None)
+
+
+def set_session_cookie(request: Request, response: Response, secret: str) -> None:
+    from engine.accounts import SESSION_LIFETIME
+
+    response.set_cookie(SESSION_COOKIE, secret, max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
+                        samesite="strict", secure=web(request).secure_cookies, path="/")
+
+
+def clear_session_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict", secure=web(request).secure_cookies,
+                           path="/")
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) + ": correct the request and send it again (the schema is at /openapi.json)"
+
+
+def _worker_thread(url: str) -> tuple[threading.Thread, Callable[[], None]]:
+    from scheduler.worker import Worker
+
+    worker = Worker(open_engine(url))
+    thread = threading.Thread(target=lambda: worker.run(install_signals=False), name="mpoxflow-worker",
+                              daemon=True)
+    return thread, worker.stop
+
+
+def create_app(url: str | None = None, *, settings: Settings | None = None, with_worker: bool = False,
+               secure_cookies: bool = False) -> FastAPI:
+    """The application over the database at ``url`` (migrated, with its first admin, as ``open_engine`` does)."""
+    from entry.web import api, pages
+
+    resolved = database_url(url)
+    settings = settings or settings_from_env()
+    open_engine(resolved, settings=settings).db.dispose()  # migrate; first admin and timer users
+    shared = Web(Database(resolved), settings, secure_cookies)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop: Callable[[], None] | None = None
+        if with_worker:
+            thread, stop = _worker_thread(resolved)
+            thread.start()
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop()
+                thread.join(timeout=30)
+            shared.db.dispose()
+
+    app = FastAPI(
+        title="mpoxflow",
+        version="0.1.0",
+        summary="Mpox case and contact management by SST's guideline (Retningslinjer for håndtering af mpox, v7.1)",
+        description="The operations of the `mpoxflow` command line over HTTP, under the same names (operation ids "
+                    "`case_confirm`, `contact_add`, ...). Errors carry `error`, `message` (what is wrong and what "
+                    "to do), `rule` (the guideline section) and `exit_code` (the CLI's): 401 not logged in, 403 "
+                    "the role does not allow it, 404 no such object, 409 refused by a rule or changed meanwhile, "
+                    "422 malformed, 429 too many failed logins.",
+        lifespan=lifespan,
+    )
+    app.state.web = shared
+
+    @app.exception_handler(MpoxflowError)
+    async def engine_error(request: Request, error: MpoxflowError) -> Response:
+        if not request.url.path.startswith("/api/") and request.url.path != "/openapi.json":
+            return pages.error_page(request, error)
+        body = error_body(error)
+        headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
+        return JSONResponse(body, status_code=body["status"], headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        usage = UsageError(_validation_message(error))
+        if not request.url.path.startswith("/api/"):
+            return pages.error_page(request, usage)
+        return JSONResponse({**error_body(usage), "detail": jsonable_errors(error)}, status_code=422)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        login = getattr(request.state, "login", None)
+        route = request.scope.get("route")
+        log.info("http_request", method=request.method, path=getattr(route, "path", request.url.path),
+                 status=response.status_code, user=f"user-{login.user_id}" if login else None,
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+        return response
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/worklist", status_code=303)
+
+    return app
+
+
+def jsonable_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(p.get("loc", ())), "msg": p.get("msg"), "type": p.get("type")} for p in error.errors()]

@@ -1,0 +1,521 @@
+"""The web application: server-rendered pages (Jinja2) over the same engine and the same operations as the API.
+
+Forms are drawn from the operations' request models; what a form posts is validated by the same model and applied
+by the same ``Operation.call``. A refusal re-renders the page with the engine's message and the rule it cites,
+and the values typed. Every form carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import types
+import typing
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+
+from engine.accounts import Accounts, Login
+from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
+from engine.views import instant
+from entry.parsing import parse_instant
+from entry.web import diagram
+from entry.web.app import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    check_csrf,
+    clear_session_cookie,
+    client_address,
+    current_login,
+    http_status,
+    request_engine,
+    set_session_cookie,
+)
+from entry.web.operations import BY_NAME, OPERATIONS, Operation, allowed_now
+from persistence.repository import parse_id
+from scheduler import firing
+from workflows.calendar import DANISH, to_local
+from workflows.errors import MpoxflowError, NotAuthenticated, UsageError
+from workflows.registry import WORKFLOWS
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
+LISTS = {"cases": "case", "contacts": "contact", "courses": "course", "persons": "person"}
+CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
+
+# ---- Danish formats ------------------------------------------------------------------------------------------
+
+
+def _when(value: Any) -> datetime | date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime | date):
+        return value
+    text = str(value)
+    return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+
+
+def dk_date(value: Any) -> str:
+    """``24.11.2026``: the Danish way of writing a date."""
+    when = _when(value)
+    if when is None:
+        return "–"
+    if isinstance(when, datetime):
+        when = to_local(when).date()
+    return when.strftime("%d.%m.%Y")
+
+
+def dk_time(value: Any) -> str:
+    """``24.11.2026 kl. 14.30``: a Danish date and local time."""
+    when = _when(value)
+    if when is None:
+        return "–"
+    if not isinstance(when, datetime):
+        return dk_date(when)
+    return to_local(when).strftime("%d.%m.%Y kl. %H.%M")
+
+
+def left(due_at: Any, now: datetime) -> str:
+    """Time left until a deadline (or how long it is overdue), in days and hours."""
+    when = _when(due_at)
+    assert isinstance(when, datetime)
+    seconds = int((when - now).total_seconds())
+    hours = abs(seconds) // 3600
+    text = f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h {abs(seconds) % 3600 // 60} min"
+    return f"{text} left" if seconds >= 0 else f"overdue by {text}"
+
+
+templates.env.filters["dkdate"] = dk_date
+templates.env.filters["dktime"] = dk_time
+WEEKDAYS = ("man", "tir", "ons", "tor", "fre", "lør", "søn")
+
+# ---- forms drawn from the operations' models -----------------------------------------------------------------
+
+
+@dataclass
+class Field:
+    name: str
+    label: str
+    input: str  # date, select, checkboxes, checkbox, number, text, textarea, hidden
+    required: bool
+    value: Any = None
+    choices: tuple[str, ...] = ()
+    help: str | None = None
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    if typing.get_origin(annotation) is Literal:
+        return tuple(typing.get_args(annotation))
+    return ()
+
+
+def form_fields(model: type[BaseModel], values: dict[str, Any], hidden: tuple[str, ...] = ()) -> list[Field]:
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        inner = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation) if optional \
+            else annotation
+        label = name.replace("_", " ")
+        value = values.get(name)
+        if name in hidden:
+            kind, choices = "hidden", ()
+        elif typing.get_origin(inner) is list:
+            kind, choices = "checkboxes", _choices(typing.get_args(inner)[0])
+            value = value or []
+        elif _choices(inner):
+            kind, choices = "select", _choices(inner)
+        elif inner is bool:
+            kind, choices = "checkbox", ()
+        elif inner is date:
+            kind, choices = "date", ()
+        elif inner is int:
+            kind, choices = "number", ()
+        elif name == "reason":
+            kind, choices = "textarea", ()
+        else:
+            kind, choices = "text", ()
+        fields.append(Field(name, label, kind, info.is_required(), value, choices, info.description))
+    return fields
+
+
+def form_values(model: type[BaseModel], form: FormData) -> dict[str, Any]:
+    """What a form posted, as the model's fields: lists from repeated fields, booleans from checkboxes, empty
+    inputs left out (so the model's defaults and its required-field messages apply)."""
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        inner = info.annotation
+        args = [a for a in typing.get_args(inner) if a is not type(None)]
+        if typing.get_origin(inner) in (typing.Union, types.UnionType) and args:
+            inner = args[0]
+        if typing.get_origin(inner) is list:
+            data[name] = [v for v in form.getlist(name) if isinstance(v, str) and v]
+        elif inner is bool:
+            data[name] = form.get(name) in ("on", "true", "yes", "1")
+        else:
+            raw = form.get(name)
+            if isinstance(raw, str) and raw.strip():
+                data[name] = raw.strip()
+    return data
+
+
+def validation_messages(error: ValidationError) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for problem in error.errors():
+        where = str(problem["loc"][0]) if problem["loc"] else "form"
+        found.setdefault(where, problem["msg"])
+    return found
+
+
+# ---- the login, for every page -------------------------------------------------------------------------------
+
+
+class LoginRequired(Exception):
+    pass
+
+
+def page_login(request: Request) -> Login:
+    login = current_login(request)
+    if login is None:
+        raise NotAuthenticated("log in to continue")
+    return login
+
+
+Who = Annotated[Login, Depends(page_login)]
+Eng = Annotated[Engine, Depends(request_engine)]
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    login: Login | None = getattr(request.state, "login", None)
+    engine: Engine | None = getattr(request.state, "engine", None)
+    now = engine.clock.now() if engine is not None else None
+    base = {
+        "request": request, "login": login, "csrf": login.csrf if login else None,
+        "can_act": login is not None and login.role in ACTING_ROLES,
+        "is_admin": login is not None and login.role in ADMIN_ROLES,
+        "now": instant(now) if now else None, "simulated": engine.clock.simulated if engine else False,
+        "done": request.query_params.get("done"),
+    }
+    return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
+
+
+def error_page(request: Request, error: MpoxflowError) -> Response:
+    """An error outside a form: not logged in goes to the login page; others get a page with the message."""
+    if isinstance(error, NotAuthenticated):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    status, code = http_status(error)
+    return render(request, "error.html", status_code=status, error=error, code=code)
+
+
+async def posted(request: Request, login: Login) -> FormData:
+    """The form, once its CSRF token is checked against the session's."""
+    form = await request.form()
+    token = form.get(CSRF_FIELD)
+    check_csrf(request, login, token if isinstance(token, str) else None)
+    return form
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/worklist"
+
+
+# ---- logging in and out --------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+    response = render(request, "login.html", next=_safe_next(next), login_csrf=token)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    return response
+
+
+@router.post("/login")
+async def login_submit(request: Request, engine: Eng) -> Response:
+    form = await request.form()
+    target = _safe_next(str(form.get("next") or ""))
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
+    sent = form.get(CSRF_FIELD)
+    if not cookie or not isinstance(sent, str) or not secrets.compare_digest(cookie, sent):
+        return render(request, "login.html", status_code=403, next=target, login_csrf=cookie or "",
+                      error="the login form was stale: it has been reloaded, log in again")
+    try:
+        _, secret = Accounts(engine).login(str(form.get("name") or ""), str(form.get("password") or ""),
+                                           client_address(request))
+    except MpoxflowError as error:
+        status, _ = http_status(error)
+        return render(request, "login.html", status_code=status, next=target, login_csrf=cookie,
+                      error=error.message, name=str(form.get("name") or ""))
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(request, response, secret)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, who: Who, engine: Eng) -> Response:
+    await posted(request, who)
+    Accounts(engine).logout(request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(request, response)
+    return response
+
+
+# ---- the worklist --------------------------------------------------------------------------------------------
+
+#: The button or link each task gets: (label, operation, fixed fields) posts at once; (label, anchor) opens the form.
+TASK_ACTIONS: dict[str, tuple[str, str | None, dict[str, str]]] = {
+    "phone_notification_due": ("Phone notification to STPS done", "case notify", {"channel": "phone"}),
+    "written_notification_due": ("Written notification to SSI and STPS sent", "case notify", {"channel": "written"}),
+    "inform_due": ("Contact informed", "contact inform", {}),
+    "pep_window_closes": ("Assess and offer PEP…", None, {"anchor": "vaccine_offer"}),
+    "dose2_due": ("Record dose 2…", None, {"anchor": "vaccine_dose"}),
+}
+
+
+@router.get("/worklist")
+def worklist(request: Request, who: Who, engine: Eng) -> Response:
+    now = engine.clock.now()
+    tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
+    week = tomorrow + timedelta(days=7)
+    sections: dict[str, list[dict[str, Any]]] = {"Overdue": [], "Due today": [], "Next 7 days": []}
+    for item in engine.worklist():
+        due_at = datetime.fromisoformat(item["due_at"])
+        item["left"] = left(due_at, now)
+        item["action"] = TASK_ACTIONS.get(item["name"]) if not item["task"].startswith("timer ") else None
+        if item["overdue"]:
+            sections["Overdue"].append(item)
+        elif due_at < tomorrow:
+            sections["Due today"].append(item)
+        elif due_at < week:
+            sections["Next 7 days"].append(item)
+    return render(request, "worklist.html", sections=sections, operations=BY_NAME)
+
+
+# ---- lists and objects ---------------------------------------------------------------------------------------
+
+
+@router.get("/list/{what}")
+def listing(request: Request, what: Literal["cases", "contacts", "courses", "persons"], who: Who, engine: Eng,
+            state: str | None = None) -> Response:
+    kind = LISTS[what]
+    rows = engine.list(kind, state or None)
+    creating = {"person": "person_add", "case": None, "contact": None, "course": None}[kind]
+    return render(request, "list.html", what=what, kind=kind, rows=rows, state=state,
+                  states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
+                  form=_creation_form(creating, {}) if creating else None)
+
+
+def _creation_form(op_id: str, values: dict[str, Any], errors: dict[str, str] | None = None,
+                   hidden: tuple[str, ...] = ()) -> dict[str, Any]:
+    op = CREATING[op_id]
+    return {"op": op, "action": f"/new/{op.operation_id}", "fields": form_fields(op.body, values, hidden),
+            "errors": errors or {}}
+
+
+def _transition_form(op: Operation, object_id: str, version: int, values: dict[str, Any] | None = None,
+                     errors: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"op": op, "action": f"/objects/{object_id}/{op.verb}",
+            "fields": form_fields(op.body, {"if_version": version, **(values or {})}, hidden=("if_version",)),
+            "errors": errors or {}}
+
+
+def object_page(request: Request, engine: Engine, object_id: str, *, status_code: int = 200,
+                failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None) -> Response:
+    """One object: facts, state, timers, related objects, the actions allowed now (as forms), its timeline."""
+    view = engine.show(object_id)
+    kind = view["kind"]
+    related = engine.related(object_id)
+    timeline = engine.audit_timeline(object_id) if kind != "timer" else []
+    forms: list[dict[str, Any]] = []
+    if kind in WORKFLOWS:
+        for op in allowed_now(kind, view["state"]):
+            values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else ({}, {})
+            forms.append(_transition_form(op, object_id, view["version"], values, errors))
+    creations = []
+    prefill = {
+        "case": [("contact_add", {"case": object_id})] if view.get("state") in ("confirmed", "isolated", "healed")
+        else [],
+        "contact": [("vaccine_offer", {"person": view.get("person"), "contact": object_id, "indication": "pep"})]
+        if view.get("state") in ("exposed", "monitored") else [],
+        "person": [("case_open", {"person": object_id}), ("vaccine_offer", {"person": object_id})],
+    }.get(kind, [])
+    for op_id, values in prefill:
+        errors: dict[str, str] = {}
+        if failed and failed[0] == CREATING[op_id].name:
+            values, errors = {**values, **failed[1]}, failed[2]
+        creations.append(_creation_form(op_id, values, errors))
+    facts = {k: v for k, v in view.items()
+             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
+    return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
+                  related=related, timeline=timeline, forms=forms, creations=creations,
+                  error=failed[3] if failed else None, failed_op=failed[0] if failed else None)
+
+
+@router.get("/objects/{object_id}")
+def show_object(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
+    return object_page(request, engine, object_id)
+
+
+def _refused(error: MpoxflowError) -> tuple[int, dict[str, str]]:
+    return http_status(error)[0], {}
+
+
+@router.post("/objects/{object_id}/{verb}")
+async def change_object(request: Request, object_id: str, verb: str, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    kind, _ = parse_id(object_id)
+    op = BY_NAME.get(f"{'vaccine' if kind == 'course' else kind} {verb}")
+    if op is None or op.creates:
+        raise UsageError(f"there is no '{verb}' for a {kind}: use the actions on its page")
+    values = form_values(op.body, form)
+    try:
+        body = op.body.model_validate(values)
+    except ValidationError as error:
+        refusal = UsageError("some fields need correcting: see the messages at the form")
+        return object_page(request, engine, object_id, status_code=422,
+                           failed=(op.name, values, validation_messages(error), refusal))
+    try:
+        result = op.call(engine, who.name, body, object_id)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        status, _ = _refused(error)
+        return object_page(request, engine, object_id, status_code=status, failed=(op.name, values, {}, error))
+    done = f"{op.name}: {result.get('state', '')}".strip()
+    return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}", status_code=303)
+
+
+@router.get("/new/{op_id}")
+def new_form(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
+    if op_id not in CREATING:
+        raise UsageError(f"nothing is created by '{op_id}': use one of {', '.join(CREATING)}")
+    values = dict(request.query_params)
+    return render(request, "new.html", form=_creation_form(op_id, values))
+
+
+@router.post("/new/{op_id}")
+async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    if op_id not in CREATING:
+        raise UsageError(f"nothing is created by '{op_id}': use one of {', '.join(CREATING)}")
+    op = CREATING[op_id]
+    values = form_values(op.body, form)
+    try:
+        body = op.body.model_validate(values)
+        result = op.call(engine, who.name, body)
+    except ValidationError as error:
+        return render(request, "new.html", status_code=422, form=_creation_form(
+            op_id, values, validation_messages(error)), error=UsageError("some fields need correcting"))
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return render(request, "new.html", status_code=http_status(error)[0],
+                      form=_creation_form(op_id, values), error=error)
+    return RedirectResponse(f"/objects/{result['id']}?{urlencode({'done': op.name})}", status_code=303)
+
+
+# ---- the simulated clock -------------------------------------------------------------------------------------
+
+
+@router.post("/clock/advance")
+async def clock_advance(request: Request, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    target = _safe_next(str(form.get("next") or "/worklist"))
+    amount = str(form.get("amount") or "").strip()
+    unit = str(form.get("unit") or "days")
+    if not amount.isdigit() or unit not in ("days", "hours"):
+        raise UsageError("move the clock by a whole number of days or hours, e.g. 1 day")
+    result = firing.clock_advance(engine, who.name, **{unit: int(amount)})
+    done = f"clock moved to {dk_time(result['now'])}: {len(result['fired'])} timer(s) fired"
+    separator = "&" if "?" in target else "?"
+    return RedirectResponse(f"{target}{separator}{urlencode({'done': done})}", status_code=303)
+
+
+# ---- reading: audit, diagrams, calendar ----------------------------------------------------------------------
+
+
+@router.get("/audit")
+def audit_page(request: Request, who: Who, engine: Eng, entity: str | None = None, actor: str | None = None,
+               trigger: str | None = None, since: str | None = None, until: str | None = None,
+               limit: int = 200, verify: bool = False) -> Response:
+    filters = {"entity": entity or None, "actor": actor or None, "trigger": trigger or None,
+               "since": since or None, "until": until or None}
+    entries = engine.audit(
+        entity=filters["entity"], actor=filters["actor"], trigger=filters["trigger"], limit=max(limit, 1),
+        since=parse_instant(since, "since") if since else None,
+        until=parse_instant(until, "until") if until else None)
+    report = engine.audit_verify() if verify else None
+    return render(request, "audit.html", entries=list(reversed(entries)), filters=filters, limit=limit,
+                  report=report)
+
+
+@router.get("/diagrams/{kind}")
+def diagram_page(request: Request, kind: Literal["case", "contact", "course"], who: Who, engine: Eng) -> Response:
+    definition = WORKFLOWS[kind]
+    counts = engine.state_counts(kind)
+    return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
+                  svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
+                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS))
+
+
+@router.get("/calendar")
+def calendar_page(request: Request, who: Who, engine: Eng) -> Response:
+    days = engine.calendar(8)
+    weeks = [days[i:i + 7] for i in range(0, len(days), 7)]
+    peak = max([d["doses_due"] for d in days] + [d["monitoring_ends"] for d in days] + [1])
+    return render(request, "calendar.html", weeks=weeks, peak=peak, weekdays=WEEKDAYS,
+                  totals={"doses_due": sum(d["doses_due"] for d in days),
+                          "monitoring_ends": sum(d["monitoring_ends"] for d in days)})
+
+
+# ---- users (admins) ------------------------------------------------------------------------------------------
+
+
+@router.get("/users")
+def users_page(request: Request, who: Who, engine: Eng) -> Response:
+    return render(request, "users.html", users=engine.users(), tokens=Accounts(engine).tokens())
+
+
+@router.post("/users")
+async def users_change(request: Request, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    accounts = Accounts(engine)
+    action = str(form.get("action") or "")
+    name = str(form.get("name") or "").strip()
+    reason = str(form.get("reason") or "").strip() or None
+    issued = None
+    try:
+        if action == "add":
+            password = str(form.get("password") or "") or None
+            accounts.add_user(name, str(form.get("role") or ""), password, actor=who.name, reason=reason)
+            done = f"user {name} added"
+        elif action == "password":
+            accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason)
+            done = f"password set for {name}"
+        elif action == "token":
+            issued = accounts.issue_token(name, str(form.get("label") or ""), actor=who.name, reason=reason)
+            done = f"token {issued['id']} issued for {name}"
+        elif action == "revoke":
+            accounts.revoke_token(str(form.get("token") or ""), actor=who.name, reason=reason)
+            done = f"token {form.get('token')} revoked"
+        else:
+            raise UsageError("choose add, password, token or revoke")
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return render(request, "users.html", status_code=http_status(error)[0], users=engine.users(),
+                      tokens=accounts.tokens(), error=error)
+    if issued is not None:  # the secret is shown on this page once, never again
+        return render(request, "users.html", users=engine.users(), tokens=accounts.tokens(), issued=issued,
+                      done_now=done)
+    return RedirectResponse(f"/users?{urlencode({'done': done})}", status_code=303)
