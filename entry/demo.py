@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.accounts import Accounts, password_hash
+from engine import accounts
+from engine.accounts import Accounts
 from engine.bootstrap import init_database, open_engine
 from engine.core import Engine
 from entry.parsing import parse_instant
@@ -123,7 +124,7 @@ def build_demo(url: str, password: str | None = None) -> Engine:
     with Database(url) as fresh:
         init_database(fresh, parse_instant(START, "demo"))
     engine = open_engine(url, first_admin=ADMIN)
-    hashed = password_hash.hash(password) if password else None
+    hashed = accounts.password_hash.hash(password) if password else None
     for name, role in USERS.items():
         engine.add_user(name, role, actor=ADMIN, reason="demo team", password_hash=hashed)
     if password:

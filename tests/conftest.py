@@ -10,15 +10,19 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from engine import accounts
 from engine.bootstrap import default_actor, init_database
 from engine.clock import SimulatedClock
 from engine.core import Engine
@@ -37,14 +41,22 @@ TEST_USERS = {
 }
 
 
+#: Every test user's password (for the web application and the HTTP API).
+PASSWORD = "correct horse battery"
+# Argon2 with the cheapest parameters: the tests check what is hashed and verified, not the cost.
+accounts.password_hash = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+
+
 def seed_users(database: Database) -> None:
-    """The test users, registered the day before START by the first admin (whoever runs the tests)."""
+    """The test users, registered the day before START by the first admin (whoever runs the tests), each with
+    the password ``PASSWORD``."""
     engine = Engine(database, SimulatedClock(START - timedelta(days=1)))
     first = default_actor()
     engine.bootstrap_users(first)
+    hashed = accounts.password_hash.hash(PASSWORD)
     for name, role in TEST_USERS.items():
         if name != first:
-            engine.add_user(name, role, actor=first)
+            engine.add_user(name, role, actor=first, password_hash=hashed)
 
 
 def _pg_admin():
@@ -149,3 +161,36 @@ def cli_db(database_url: str) -> str:
     with Database(database_url) as database:
         init_database(database, START)
     return database_url
+
+
+@pytest.fixture
+def web_app(cli_db: str) -> Iterator[Any]:
+    """The FastAPI application over a simulated-clock database at START (every test user can log in)."""
+    from entry.web.app import create_app
+
+    app = create_app(cli_db)
+    yield app
+    app.state.web.db.dispose()
+
+
+@pytest.fixture
+def client_for(web_app: Any) -> Iterator[Callable[..., Any]]:
+    """``client_for("staff:test")``: a TestClient logged in as that user through POST /api/login (its CSRF
+    token in ``client.csrf``); ``client_for()`` one not logged in."""
+    from fastapi.testclient import TestClient
+
+    made: list[Any] = []
+
+    def make(user: str | None = None, password: str = PASSWORD) -> Any:
+        client = TestClient(web_app, follow_redirects=False)
+        made.append(client)
+        client.csrf = None
+        if user is not None:
+            response = client.post("/api/login", json={"name": user, "password": password})
+            assert response.status_code == 200, response.text
+            client.csrf = response.json()["csrf"]
+        return client
+
+    yield make
+    for client in made:
+        client.close()
