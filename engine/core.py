@@ -167,23 +167,29 @@ class Engine:
         log.warning("change_refused", user=format_id("user", refused.user), role=refused.role,
                     command=refused.command, object=refused.target, audit_seq=seq)
 
-    def authorize(self, actor: str, command: str) -> Actor:
-        """Check that ``actor`` may change things (for commands that change the database outside the workflows,
-        like moving a simulated clock). A refusal is audited like any other."""
+    def authorize(self, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:
+        """Check that ``actor`` may run ``command`` (for commands that change the database outside the workflows,
+        like moving a simulated clock, or before asking for a new user's password). A refusal is audited."""
         with self._refusals_logged(), self.db.reading() as session:
-            return self._authorize(Repository(session), actor, command, None, ACTING_ROLES)
+            return self._authorize(Repository(session), actor, command, None, roles)
 
-    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
-                 password_hash: str | None = None) -> dict[str, Any]:
-        """Register a user with a role (staff, auditor, admin), with a password hash to log in with
-        (``engine.accounts.Accounts.add_user`` makes it) or none (API tokens only). Only an admin may. Raises
-        UsageError for a bad name or role, RuleRefused when the name is taken."""
+    @staticmethod
+    def check_new_user(name: str, role: str) -> str:
+        """The user name to register (stripped); UsageError for a bad name or role."""
         name = name.strip()
         if not name or len(name) > 128 or name.startswith("timer:"):
             raise UsageError(f"'{name}' cannot be a user name: give 1 to 128 characters, not starting with 'timer:' "
                              "(the scheduler's actors)")
         if role not in USER_ROLES:
             raise UsageError(f"'{role}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+        return name
+
+    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
+                 password_hash: str | None = None) -> dict[str, Any]:
+        """Register a user with a role (staff, auditor, admin), with a password hash to log in with
+        (``engine.accounts.Accounts.add_user`` makes it) or none (API tokens only). Only an admin may. Raises
+        UsageError for a bad name or role, RuleRefused when the name is taken."""
+        name = self.check_new_user(name, role)
         with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
             who = self._authorize(repo, actor, "user add", None, ADMIN_ROLES)

@@ -21,7 +21,7 @@ from typer.exceptions import TyperException
 from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
-from engine.core import Engine, RetryPolicy
+from engine.core import ADMIN_ROLES, Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
@@ -849,8 +849,11 @@ def user_add(
     def action() -> dict[str, Any]:
         if no_password and password_stdin:
             raise UsageError("--no-password and --password-stdin contradict each other: give one")
+        engine = _engine(ctx)
+        engine.check_new_user(name, role)  # before the prompt: a bad name, role or actor asks for nothing
+        engine.authorize(_actor(actor), "user add", ADMIN_ROLES)
         password = None if no_password else _password(password_stdin)
-        return Accounts(_engine(ctx)).add_user(name, role, password, actor=_actor(actor), reason=reason)
+        return Accounts(engine).add_user(name, role, password, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, lambda u: f"{u['id']}  {u['name']}  {u['role']}")
 

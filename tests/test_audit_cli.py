@@ -56,7 +56,7 @@ def changed_tables(before: dict[str, list[Any]], after: dict[str, list[Any]]) ->
     ("case", "isolate", "{case}", "--mode", "home"),
     ("contact", "inform", "{contact}"),
     ("vaccine", "offer", "--person", "{partner}", "--indication", "pep", "--contact", "{contact}"),
-    ("user", "add", "someone", "--role", "staff"),
+    ("user", "add", "someone", "--role", "staff", "--no-password"),
     ("clock", "advance", "--hours", "1"),
 ])
 def test_an_auditor_changes_nothing_and_the_refusal_is_audited(cli_db: str, attempt: tuple[str, ...]) -> None:
@@ -95,7 +95,8 @@ def test_an_auditor_reads_verifies_and_exports(cli_db: str, tmp_path: Path) -> N
 
 
 def test_only_an_admin_manages_users_and_staff_are_refused_on_the_record(cli_db: str) -> None:
-    made = doc(cli_db, "user", "add", "nurse:new", "--role", "staff", "--actor", "admin:test", "--reason", "new hire")
+    made = doc(cli_db, "user", "add", "nurse:new", "--role", "staff", "--no-password", "--actor", "admin:test",
+               "--reason", "new hire")
     assert (made["name"], made["role"]) == ("nurse:new", "staff")
     added = doc(cli_db, "audit", "--entity", made["id"])
     assert [(e["trigger"], e["actor"], e["role"], e["changes"]) for e in added] == [
@@ -107,7 +108,8 @@ def test_only_an_admin_manages_users_and_staff_are_refused_on_the_record(cli_db:
     assert (refusal["actor"], refusal["role"], refusal["data"]["command"]) == (STAFF, "staff", "user add")
     assert "x" not in [u["name"] for u in doc(cli_db, "user", "list")]
 
-    refused(cli_db, "user", "add", "nurse:new", "--role", "staff", "--actor", "admin:test", code=3)  # taken
+    refused(cli_db, "user", "add", "nurse:new", "--role", "staff", "--no-password", "--actor", "admin:test",
+            code=3)  # taken
     refused(cli_db, "user", "add", "y", "--role", "timer", "--actor", "admin:test", code=2)  # the scheduler's
     refused(cli_db, "user", "add", "timer:fake", "--role", "staff", "--actor", "admin:test", code=2)
     refused(cli_db, "user", "add", "z", "--role", "boss", "--actor", "admin:test", code=2)
