@@ -96,7 +96,7 @@ def request_engine(request: Request) -> Engine:
     engine = getattr(request.state, "engine", None)
     if engine is None:
         engine = request.state.engine = web(request).engine()
-    return engine  # type: ignore[no-any-return]
+    return engine
 
 
 def client_address(request: Request) -> str:

@@ -126,6 +126,7 @@ def form_fields(model: type[BaseModel], values: dict[str, Any], hidden: tuple[st
             else annotation
         label = name.replace("_", " ")
         value = values.get(name)
+        choices: tuple[str, ...]
         if name in hidden:
             kind, choices = "hidden", ()
         elif typing.get_origin(inner) is list:
@@ -342,18 +343,19 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
             values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else ({}, {})
             forms.append(_transition_form(op, object_id, view["version"], values, errors))
     creations = []
-    prefill = {
+    offered: dict[str, list[tuple[str, dict[str, Any]]]] = {
         "case": [("contact_add", {"case": object_id})] if view.get("state") in ("confirmed", "isolated", "healed")
         else [],
         "contact": [("vaccine_offer", {"person": view.get("person"), "contact": object_id, "indication": "pep"})]
         if view.get("state") in ("exposed", "monitored") else [],
         "person": [("case_open", {"person": object_id}), ("vaccine_offer", {"person": object_id})],
-    }.get(kind, [])
-    for op_id, values in prefill:
-        errors: dict[str, str] = {}
+    }
+    prefill = offered.get(kind, [])
+    for op_id, prefilled in prefill:
+        problems: dict[str, str] = {}
         if failed and failed[0] == CREATING[op_id].name:
-            values, errors = {**values, **failed[1]}, failed[2]
-        creations.append(_creation_form(op_id, values, errors))
+            prefilled, problems = {**prefilled, **failed[1]}, failed[2]
+        creations.append(_creation_form(op_id, prefilled, problems))
     facts = {k: v for k, v in view.items()
              if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
     return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
@@ -435,7 +437,9 @@ async def clock_advance(request: Request, who: Who, engine: Eng) -> Response:
     unit = str(form.get("unit") or "days")
     if not amount.isdigit() or unit not in ("days", "hours"):
         raise UsageError("move the clock by a whole number of days or hours, e.g. 1 day")
-    result = firing.clock_advance(engine, who.name, **{unit: int(amount)})
+    steps = int(amount)
+    result = firing.clock_advance(engine, who.name, days=steps if unit == "days" else None,
+                                  hours=steps if unit == "hours" else None)
     done = f"clock moved to {dk_time(result['now'])}: {len(result['fired'])} timer(s) fired"
     separator = "&" if "?" in target else "?"
     return RedirectResponse(f"{target}{separator}{urlencode({'done': done})}", status_code=303)
