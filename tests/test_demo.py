@@ -29,3 +29,29 @@ def test_the_demo_runs_every_case_and_contact_through_its_timers():
     assert (result["replay"]["matches"], result["replay"]["objects"]) == (True, 9)
     assert "hash chains intact; replay matches the tables" in result["text"]
     assert "contact-2  expose" in result["text"]
+
+
+def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from entry.demo import DEMO_PASSWORD, _open_work, build_demo
+    from entry.web.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = build_demo(url, DEMO_PASSWORD)
+    _open_work(engine)
+    engine.db.dispose()
+    app = create_app(url)
+    with TestClient(app, follow_redirects=False) as staff, TestClient(app, follow_redirects=False) as auditor:
+        assert staff.post("/api/login", json={"name": "staff:anna", "password": DEMO_PASSWORD}).status_code == 200
+        tasks = {(t["object"], t["name"]) for t in staff.get("/api/due").json()}
+        # The new outbreak on the demo's last day: notifications owed, three contacts to inform, PEP to assess.
+        assert {("case-5", "phone_notification_due"), ("case-5", "written_notification_due")} <= tasks
+        assert {name for _, name in tasks} >= {"inform_due", "pep_window_closes"}
+        assert len([1 for _, name in tasks if name == "inform_due"]) == 3
+        page = staff.get("/worklist").text
+        assert "Phone notification to STPS done" in page and "01.07.2025" in page
+        assert auditor.post("/api/login", json={"name": "auditor:lis", "password": DEMO_PASSWORD}).status_code == 200
+        assert 'id="confirm"' in staff.get("/objects/case-6").text  # the suspected case: staff may confirm it
+        assert 'id="confirm"' not in auditor.get("/objects/case-6").text
+    app.state.web.db.dispose()
