@@ -102,8 +102,10 @@ class Accounts:
         hashed = password_hash.hash(password) if password is not None else None
         return self.engine.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
 
-    def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
-        """Set a user's password: an admin for anyone, any user for themselves. The hash never enters the log."""
+    def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None,
+                     keep_session: int | None = None) -> dict[str, Any]:
+        """Set a user's password: an admin for anyone, any user for themselves. Every session of the user ends,
+        except ``keep_session`` when the user changes their own password in it. The hash never enters the log."""
         check_password_rules(password)
         hashed = password_hash.hash(password)
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
@@ -119,7 +121,10 @@ class Accounts:
             if user.role == TIMER_USER:
                 raise UsageError("the timer user is the scheduler's own and never logs in: it takes no password")
             repo.set_password_hash(user.id, hashed)
-            self._audit_user(repo, user.id, "password_set", who, reason=reason, changes={"password": "(set)"})
+            # A new password ends the sessions opened with the old one (a stolen cookie dies with it).
+            ended = repo.delete_sessions_of(user.id, keep=keep_session if actor == name else None)
+            self._audit_user(repo, user.id, "password_set", who, reason=reason, changes={"password": "(set)"},
+                             data={"sessions_ended": ended})
         log.info("password_set", user=format_id("user", user.id))
         return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "password": "set"}
 
@@ -134,9 +139,15 @@ class Accounts:
         now = self._now()
         with self.engine.db.transaction() as session:
             repo = Repository(session)
-            by_name, by_address, oldest = repo.login_failures(name, address, now - FAILURE_WINDOW)
-            if by_name >= MAX_FAILURES_PER_NAME or by_address >= MAX_FAILURES_PER_ADDRESS:
-                wait = int(((oldest or now) + FAILURE_WINDOW - now).total_seconds()) + 1
+            since = now - FAILURE_WINDOW
+            by_name, oldest_for_name = repo.login_failures("name", name, since)
+            by_address, oldest_from_address = repo.login_failures("address", address, since)
+            # Each limit that is hit lifts when its own oldest failure leaves the window: wait for the later.
+            lifts = [oldest + FAILURE_WINDOW for count, limit, oldest in (
+                (by_name, MAX_FAILURES_PER_NAME, oldest_for_name),
+                (by_address, MAX_FAILURES_PER_ADDRESS, oldest_from_address)) if count >= limit and oldest]
+            if lifts:
+                wait = int((max(lifts) - now).total_seconds()) + 1
                 log.warning("login_rate_limited", failures_for_name=by_name, failures_from_address=by_address,
                             retry_after=wait)
                 raise TooManyAttempts(

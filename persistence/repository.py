@@ -358,16 +358,20 @@ class Repository:
     def add_login_failure(self, name: str, address: str, at: datetime) -> None:
         self._core.execute(insert(_table(LoginFailure)), {"name": name, "address": address, "at": at})
 
-    def login_failures(self, name: str, address: str, since: datetime) -> tuple[int, int, datetime | None]:
-        """Failed logins since ``since``: for the name, from the address, and the oldest of either."""
+    def login_failures(self, column: str, value: str, since: datetime) -> tuple[int, datetime | None]:
+        """Failed logins since ``since`` for a name or from an address (``column``), and the oldest of them."""
         table = _table(LoginFailure)
-        recent = table.c.at > since
-        by_name, oldest_name = self._core.execute(
-            select(func.count(), func.min(table.c.at)).where(table.c.name == name, recent)).one()
-        by_address, oldest_address = self._core.execute(
-            select(func.count(), func.min(table.c.at)).where(table.c.address == address, recent)).one()
-        oldest = min((t for t in (oldest_name, oldest_address) if t is not None), default=None)
-        return int(by_name), int(by_address), oldest
+        count, oldest = self._core.execute(
+            select(func.count(), func.min(table.c.at)).where(table.c[column] == value, table.c.at > since)).one()
+        return int(count), oldest
+
+    def delete_sessions_of(self, user_pk: int, keep: int | None = None) -> int:
+        """End a user's sessions, all but ``keep`` (the session a user changes their own password in)."""
+        table = _table(LoginSession)
+        query = table.delete().where(table.c.user_id == user_pk)
+        if keep is not None:
+            query = query.where(table.c.id != keep)
+        return self._core.execute(query).rowcount
 
     def clear_login_failures(self, name: str) -> None:
         table = _table(LoginFailure)

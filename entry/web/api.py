@@ -73,6 +73,8 @@ def logout(request: Request, who: Actor, engine: Eng) -> JSONResponse:
     """End this session: the cookie stops working on every server."""
     from entry.web.app import SESSION_COOKIE
 
+    if who.session_id is None:
+        raise UsageError("an API token has no session to end: an admin revokes it (`mpoxflow user revoke token-N`)")
     Accounts(engine).logout(request.cookies.get(SESSION_COOKIE, ""))
     response = JSONResponse({"logged_out": who.name})
     clear_session_cookie(request, response)
@@ -277,7 +279,8 @@ def user_add(body: NewUser, who: Actor, engine: Eng) -> dict[str, Any]:
 @router.post("/users/{name}/password", operation_id="user_password", tags=["users"])
 def user_password(name: str, body: NewPassword, who: Actor, engine: Eng) -> dict[str, Any]:
     """Set a password: your own, or anyone's as an admin."""
-    return Accounts(engine).set_password(name, body.password, actor=who.name, reason=body.reason)
+    return Accounts(engine).set_password(name, body.password, actor=who.name, reason=body.reason,
+                                         keep_session=who.session_id)
 
 
 @router.post("/users/{name}/tokens", operation_id="user_token", status_code=201, tags=["users"])

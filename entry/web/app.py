@@ -216,6 +216,8 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
             return pages.error_page(request, error)
         body = error_body(error)
         headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
+        if body["status"] == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="mpoxflow"'}
         return JSONResponse(body, status_code=body["status"], headers=headers)
 
     @app.exception_handler(RequestValidationError)

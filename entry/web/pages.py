@@ -90,7 +90,7 @@ def left(due_at: Any, now: datetime) -> str:
     seconds = int((when - now).total_seconds())
     hours = abs(seconds) // 3600
     text = f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h {abs(seconds) % 3600 // 60} min"
-    return f"{text} left" if seconds >= 0 else f"overdue by {text}"
+    return f"{text} left" if seconds > 0 else f"overdue by {text}"
 
 
 templates.env.filters["dkdate"] = dk_date
@@ -334,7 +334,7 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
                 failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None) -> Response:
     """One object: facts, state, timers, related objects, the actions allowed now (as forms), its timeline."""
     view = engine.show(object_id)
-    kind = view["kind"]
+    kind = view.get("kind") or parse_id(object_id)[0]  # a timer's view names no kind
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
     forms: list[dict[str, Any]] = []
@@ -504,7 +504,8 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
             accounts.add_user(name, str(form.get("role") or ""), password, actor=who.name, reason=reason)
             done = f"user {name} added"
         elif action == "password":
-            accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason)
+            accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason,
+                                  keep_session=who.session_id)
             done = f"password set for {name}"
         elif action == "token":
             issued = accounts.issue_token(name, str(form.get("label") or ""), actor=who.name, reason=reason)
