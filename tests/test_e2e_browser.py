@@ -210,7 +210,7 @@ def test_staff_confirm_a_case_add_a_contact_and_watch_the_worklist_as_the_clock_
     consent.locator("input[name=tracing]").check()
     consent.get_by_role("button", name="case consent").click()
     expect(page.locator("[role=status]")).to_contain_text("case consent")
-    expect(page.locator("#facts tr", has_text="tracing consent")).to_contain_text("True")
+    expect(page.locator("#facts tr", has_text="tracing consent")).to_contain_text("yes")
     add = page.locator("form#contact_add")
     expect(add.locator("input[name=case]")).to_have_value(served.case)
     add.locator("input[name=person]").fill(served.contact_person)

@@ -7,6 +7,7 @@ and the values typed. Every form carries the session's CSRF token.
 
 from __future__ import annotations
 
+import re
 import secrets
 import types
 import typing
@@ -93,6 +94,13 @@ def left(due_at: Any, now: datetime) -> str:
     return f"{text} left" if seconds > 0 else f"overdue by {text}"
 
 
+def dk_dates(text: Any) -> str:
+    """Every ISO date in a text (a task, a message) written the Danish way."""
+    return ISO_DATE.sub(lambda m: f"{m[3]}.{m[2]}.{m[1]}", str(text))
+
+
+ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b(?!T)")
+templates.env.filters["dkdates"] = dk_dates
 templates.env.filters["dkdate"] = dk_date
 templates.env.filters["dktime"] = dk_time
 WEEKDAYS = ("man", "tir", "ons", "tor", "fre", "lør", "søn")
