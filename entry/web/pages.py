@@ -317,6 +317,8 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
 def listing(request: Request, what: Literal["cases", "contacts", "courses", "persons"], who: Who, engine: Eng,
             state: str | None = None) -> Response:
     kind = LISTS[what]
+    if kind == "person" and state:
+        raise UsageError("persons have no state: drop the state filter")
     rows = engine.list(kind, state or None)
     creating = {"person": "person_add", "case": None, "contact": None, "course": None}[kind]
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state,
