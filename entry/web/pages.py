@@ -187,10 +187,6 @@ def validation_messages(error: ValidationError) -> dict[str, str]:
 # ---- the login, for every page -------------------------------------------------------------------------------
 
 
-class LoginRequired(Exception):
-    pass
-
-
 def page_login(request: Request) -> Login:
     login = current_login(request)
     if login is None:
@@ -378,10 +374,6 @@ def show_object(request: Request, object_id: str, who: Who, engine: Eng) -> Resp
     return object_page(request, engine, object_id)
 
 
-def _refused(error: MpoxflowError) -> tuple[int, dict[str, str]]:
-    return http_status(error)[0], {}
-
-
 @router.post("/objects/{object_id}/{verb}")
 async def change_object(request: Request, object_id: str, verb: str, who: Who, engine: Eng) -> Response:
     form = await posted(request, who)
@@ -401,7 +393,7 @@ async def change_object(request: Request, object_id: str, verb: str, who: Who, e
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
-        status, _ = _refused(error)
+        status, _ = http_status(error)
         return object_page(request, engine, object_id, status_code=status, failed=(op.name, values, {}, error))
     done = f"{op.name}: {result.get('state', '')}".strip()
     return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}", status_code=303)
