@@ -97,6 +97,25 @@ class Changed:
         return object_view(self.kind, self.obj, self.timers)
 
 
+def _whole_weeks(weeks: int, what: str) -> int:
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise UsageError(f"the {what} needs a whole number of weeks, 1 or more, not {weeks!r}")
+    return weeks
+
+
+def _due_per_day(repo: Repository, kind: str, name: str, days: list[date], *,
+                 day_before: bool = False) -> dict[date, int]:
+    """A kind's pending timers of one name per Danish day of ``days`` (consecutive), from one grouped query. Each
+    such timer falls due at a local midnight, so each due instant is one day; ``day_before``: a timer at 00:00
+    counts for the day that ends there (the last day of a window)."""
+    shift = timedelta(days=1 if day_before else 0)
+    counts = dict.fromkeys(days, 0)
+    for due_at, n in repo.timer_forecast(kind, name, local_midnight(days[0] + shift),
+                                         local_midnight(days[-1] + timedelta(days=1) + shift)):
+        counts[local_date(due_at) - shift] += n
+    return counts
+
+
 class Engine:
     def __init__(
         self,
@@ -716,7 +735,8 @@ class Engine:
                 return user_view(repo.head_row("user", pk))
             if kind == "person":
                 person = repo.person(pk)
-                return person_view(person, [format_id("case", c.id) for c in repo.cases_of(pk)])
+                cases = repo.objects_linked("case", "person_id", pk)
+                return person_view(person, [format_id("case", c.id) for c in cases])
             if kind == "timer":
                 timer = session.get(Timer, pk)
                 if timer is None:
@@ -789,43 +809,25 @@ class Engine:
         weeks, days without any included: ``[{"date": "2025-03-03", "doses_due": 4}, ...]``. Counts the pending
         ``dose2_due`` timers of courses, from one grouped query; each falls due at a local midnight, so each due
         instant is one day (the days around a daylight-saving change are 23 or 25 hours long)."""
-        if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
-            raise UsageError(f"the forecast needs a whole number of weeks, 1 or more, not {weeks!r}")
         today = local_date(self.clock.now())
-        days = [today + timedelta(days=i) for i in range(7 * weeks)]
-        since, until = local_midnight(days[0]), local_midnight(days[-1] + timedelta(days=1))
+        days = [today + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "forecast"))]
         with self.db.reading() as session:
-            due = Repository(session).dose_forecast(since, until)
-        counts = dict.fromkeys(days, 0)
-        for due_at, n in due:
-            counts[local_date(due_at)] += n
-        return [{"date": day.isoformat(), "doses_due": n} for day, n in counts.items()]
+            due = _due_per_day(Repository(session), "course", "dose2_due", days)
+        return [{"date": day.isoformat(), "doses_due": n} for day, n in due.items()]
 
     def calendar(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
         """The next ``weeks`` weeks, Monday to Sunday from this week's Monday (the clock's Danish date), per day:
         doses 2 falling due (§6.4) and contacts' last day of monitoring (§5.5: the ``monitoring_ends`` timer fires
         at 00:00 after that day)."""
-        if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
-            raise UsageError(f"the calendar needs a whole number of weeks, 1 or more, not {weeks!r}")
         today = local_date(self.clock.now())
         monday = today - timedelta(days=today.weekday())
-        days = [monday + timedelta(days=i) for i in range(7 * weeks)]
-        rows: dict[date, dict[str, Any]] = {
-            day: {"date": day.isoformat(), "past": day < today, "today": day == today, "doses_due": 0,
-                  "monitoring_ends": 0}
-            for day in days
-        }
+        days = [monday + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "calendar"))]
         with self.db.reading() as session:
             repo = Repository(session)
-            doses = repo.timer_forecast("course", "dose2_due", local_midnight(days[0]),
-                                        local_midnight(days[-1] + timedelta(days=1)))
-            ends = repo.timer_forecast("contact", "monitoring_ends", local_midnight(days[0] + timedelta(days=1)),
-                                       local_midnight(days[-1] + timedelta(days=2)))
-        for due_at, n in doses:
-            rows[local_date(due_at)]["doses_due"] += n
-        for due_at, n in ends:
-            rows[local_date(due_at - timedelta(microseconds=1))]["monitoring_ends"] += n
-        return builtins.list(rows.values())
+            doses = _due_per_day(repo, "course", "dose2_due", days)
+            ends = _due_per_day(repo, "contact", "monitoring_ends", days, day_before=True)
+        return [{"date": day.isoformat(), "past": day < today, "today": day == today, "doses_due": doses[day],
+                 "monitoring_ends": ends[day]} for day in days]
 
     def state_counts(self, kind: str) -> dict[str, int]:
         """How many objects of a workflow are in each of its states (every state, 0 included)."""
@@ -843,11 +845,11 @@ class Engine:
             repo = Repository(session)
             found: dict[str, Any] = {}
             if kind == "case":
-                found["contact"] = repo.contacts_of_case(pk)
+                found["contact"] = repo.objects_linked("contact", "case_id", pk)
             elif kind == "contact":
-                found["course"] = repo.courses_of_contact(pk)
+                found["course"] = repo.objects_linked("course", "contact_id", pk)
             elif kind == "person":
-                found = {k: repo.objects_of_person_rows(k, pk) for k in WORKFLOWS}
+                found = {k: repo.objects_linked(k, "person_id", pk) for k in WORKFLOWS}
             views: dict[str, builtins.list[dict[str, Any]]] = {}
             for k, rows in found.items():
                 timers = repo.timers_of_many(k, [r.id for r in rows])

@@ -31,10 +31,7 @@ from persistence.models import (
     OBJECT_MODELS,
     ApiToken,
     AuditEntry,
-    Case,
     ClockSetting,
-    Contact,
-    Course,
     LoginFailure,
     LoginSession,
     Person,
@@ -221,8 +218,11 @@ class Repository:
     def persons(self) -> Sequence[Person]:
         return self.session.scalars(select(Person).order_by(Person.id)).all()
 
-    def cases_of(self, person_id: int) -> Sequence[Case]:
-        return self.session.scalars(select(Case).where(Case.person_id == person_id).order_by(Case.id)).all()
+    def objects_linked(self, kind: str, link: str, pk: int) -> Sequence[Any]:
+        """The ``kind`` objects whose link column (``person_id``, ``case_id``, ``contact_id``) is ``pk``, oldest
+        first."""
+        model = OBJECT_MODELS[kind]
+        return self.session.scalars(select(model).where(getattr(model, link) == pk).order_by(model.id)).all()
 
     # ---- the write path (SQLAlchemy Core: one statement each, no unit-of-work bookkeeping) -------------------
 
@@ -486,16 +486,6 @@ class Repository:
         model = _table(OBJECT_MODELS[kind])
         return {state: int(n) for state, n in self._core.execute(
             select(model.c.state, func.count()).group_by(model.c.state))}
-
-    def contacts_of_case(self, case_pk: int) -> Sequence[Any]:
-        return self.session.scalars(select(Contact).where(Contact.case_id == case_pk).order_by(Contact.id)).all()
-
-    def courses_of_contact(self, contact_pk: int) -> Sequence[Any]:
-        return self.session.scalars(select(Course).where(Course.contact_id == contact_pk).order_by(Course.id)).all()
-
-    def objects_of_person_rows(self, kind: str, person_pk: int) -> Sequence[Any]:
-        model = OBJECT_MODELS[kind]
-        return self.session.scalars(select(model).where(model.person_id == person_pk).order_by(model.id)).all()
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
         """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""
