@@ -749,6 +749,8 @@ class Engine:
         with self.db.reading() as session:
             repo = Repository(session)
             if kind == "person":
+                if state is not None:
+                    raise UsageError("persons have no state: drop the state filter (--state)")
                 return [person_view(p) for p in repo.persons()]
             if state is not None and state not in WORKFLOWS[kind].states:
                 raise UsageError(

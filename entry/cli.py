@@ -25,7 +25,7 @@ from engine.core import ADMIN_ROLES, Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
-from entry.web.operations import case_open_request, vaccine_offer_data
+from entry.web.operations import LISTABLE, case_open_request, vaccine_offer_data
 from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
@@ -651,7 +651,6 @@ def show(
     _run(as_json, action, render_object)
 
 
-LISTABLE = {"persons": "person", **{f"{kind}s": kind for kind in WORKFLOWS}}
 
 
 @app.command("list")
@@ -666,8 +665,6 @@ def list_objects(
     def action() -> list[dict[str, Any]]:
         kind = LISTABLE.get(parse_choice(what, LISTABLE, "listing"))
         assert kind is not None
-        if kind == "person" and state is not None:
-            raise UsageError("persons have no state: drop --state")
         return _engine(ctx).list(kind, state)
 
     def render(rows: list[dict[str, Any]]) -> str:

@@ -6,6 +6,7 @@ each one's body model from its annotations.
 
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,9 +16,11 @@ from pydantic import BaseModel, Field
 from engine.accounts import Accounts, Login
 from engine.auditing import EXPORT_FORMATS
 from engine.core import Engine
+from engine.views import instant
 from entry.parsing import parse_instant
 from entry.web.app import (
     CSRF_HEADER,
+    SESSION_COOKIE,
     check_csrf,
     clear_session_cookie,
     client_address,
@@ -26,7 +29,7 @@ from entry.web.app import (
     require_login,
     set_session_cookie,
 )
-from entry.web.operations import COLLECTIONS, OPERATIONS, Operation
+from entry.web.operations import COLLECTIONS, LISTABLE, OPERATIONS, Operation
 from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
@@ -43,7 +46,6 @@ def acting(request: Request, login: Reader) -> Login:
 
 
 Actor = Annotated[Login, Depends(acting)]
-LISTABLE = {"persons": "person", **{f"{kind}s": kind for kind in WORKFLOWS}}
 
 
 def _instant(text: str | None, what: str) -> Any:
@@ -71,8 +73,6 @@ def login(request: Request, credentials: Credentials, engine: Eng) -> JSONRespon
 @router.post("/logout", operation_id="logout", tags=["users"])
 def logout(request: Request, who: Actor, engine: Eng) -> JSONResponse:
     """End this session: the cookie stops working on every server."""
-    from entry.web.app import SESSION_COOKIE
-
     if who.session_id is None:
         raise UsageError("an API token has no session to end: an admin revokes it (`mpoxflow user revoke token-N`)")
     Accounts(engine).logout(request.cookies.get(SESSION_COOKIE, ""))
@@ -122,8 +122,6 @@ class ClockAdvance(BaseModel):
 @router.get("/clock", operation_id="clock_show", tags=["clock"])
 def clock_show(who: Reader, engine: Eng) -> dict[str, Any]:
     """The database's clock: simulated (training) or real time."""
-    from engine.views import instant
-
     return {"now": instant(engine.clock.now()), "simulated": engine.clock.simulated}
 
 
@@ -146,17 +144,12 @@ def show(object_id: str, who: Reader, engine: Eng, as_of: str | None = None) -> 
 def list_objects(what: Literal["persons", "cases", "contacts", "courses"], who: Reader, engine: Eng,
                  state: str | None = None) -> list[dict[str, Any]]:
     """Persons, or the objects of a workflow (optionally in one state)."""
-    kind = LISTABLE[what]
-    if kind == "person" and state is not None:
-        raise UsageError("persons have no state: drop state")
-    return engine.list(kind, state)
+    return engine.list(LISTABLE[what], state)
 
 
 @router.get("/due", operation_id="due", tags=["reading"])
 def due(who: Reader, engine: Eng, within: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
     """The staff worklist: what needs doing, soonest first, overdue marked."""
-    from datetime import timedelta
-
     return engine.worklist(timedelta(days=within) if within is not None else None)
 
 

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from engine.accounts import Accounts, Login
+from engine.accounts import SESSION_LIFETIME, Accounts, Login
 from engine.bootstrap import database_url, engine_on, open_engine, settings_from_env
 from engine.core import Engine
 from persistence.database import Database, StorageError
@@ -145,8 +145,6 @@ def check_csrf(request: Request, login: Login, submitted: str | None) -> None:
 
 
 def set_session_cookie(request: Request, response: Response, secret: str) -> None:
-    from engine.accounts import SESSION_LIFETIME
-
     response.set_cookie(SESSION_COOKIE, secret, max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
                         samesite="strict", secure=web(request).secure_cookies, path="/")
 
@@ -162,6 +160,11 @@ def _validation_message(error: RequestValidationError) -> str:
         where = ".".join(str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{where or 'request'}: {problem.get('msg', 'invalid')}")
     return "; ".join(parts) + ": correct the request and send it again (the schema is at /openapi.json)"
+
+
+def _wants_json(request: Request) -> bool:
+    """The API answers errors in JSON; the pages with a page (or the login page)."""
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
 
 
 def _worker_thread(url: str) -> tuple[threading.Thread, Callable[[], None]]:
@@ -212,7 +215,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
 
     @app.exception_handler(MpoxflowError)
     async def engine_error(request: Request, error: MpoxflowError) -> Response:
-        if not request.url.path.startswith("/api/") and request.url.path != "/openapi.json":
+        if not _wants_json(request):
             return pages.error_page(request, error)
         body = error_body(error)
         headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
@@ -223,7 +226,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         usage = UsageError(_validation_message(error))
-        if not request.url.path.startswith("/api/"):
+        if not _wants_json(request):
             return pages.error_page(request, usage)
         return JSONResponse({**error_body(usage), "detail": jsonable_errors(error)}, status_code=422)
 

@@ -246,6 +246,8 @@ OPERATIONS: tuple[Operation, ...] = (
 BY_NAME = {op.name: op for op in OPERATIONS}
 #: Where the API takes a kind's objects: ``/api/cases``, ``/api/contacts``, ``/api/courses``, ``/api/persons``.
 COLLECTIONS = {"person": "persons", "case": "cases", "contact": "contacts", "course": "courses"}
+#: What ``list`` lists (CLI, API and pages): ``persons`` -> ``person``.
+LISTABLE = {plural: kind for kind, plural in COLLECTIONS.items()}
 
 
 def transitions_of(kind: str) -> list[Operation]:

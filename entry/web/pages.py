@@ -34,12 +34,12 @@ from entry.web.app import (
     check_csrf,
     clear_session_cookie,
     client_address,
-    current_login,
     http_status,
     request_engine,
+    require_login,
     set_session_cookie,
 )
-from entry.web.operations import BY_NAME, OPERATIONS, Operation, allowed_now
+from entry.web.operations import BY_NAME, LISTABLE, OPERATIONS, Operation, allowed_now, transitions_of
 from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
@@ -49,7 +49,6 @@ from workflows.registry import WORKFLOWS
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
-LISTS = {"cases": "case", "contacts": "contact", "courses": "course", "persons": "person"}
 CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
 
 # ---- Danish formats ------------------------------------------------------------------------------------------
@@ -119,6 +118,13 @@ class Field:
     help: str | None = None
 
 
+def _inner(annotation: Any) -> Any:
+    """``X`` of an optional ``X | None``; any other annotation as it is."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    return annotation
+
+
 def _choices(annotation: Any) -> tuple[str, ...]:
     if typing.get_origin(annotation) is Literal:
         return tuple(typing.get_args(annotation))
@@ -128,10 +134,7 @@ def _choices(annotation: Any) -> tuple[str, ...]:
 def form_fields(model: type[BaseModel], values: dict[str, Any], hidden: tuple[str, ...] = ()) -> list[Field]:
     fields = []
     for name, info in model.model_fields.items():
-        annotation = info.annotation
-        optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        inner = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation) if optional \
-            else annotation
+        inner = _inner(info.annotation)
         label = name.replace("_", " ")
         value = values.get(name)
         choices: tuple[str, ...]
@@ -161,10 +164,7 @@ def form_values(model: type[BaseModel], form: FormData) -> dict[str, Any]:
     inputs left out (so the model's defaults and its required-field messages apply)."""
     data: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        inner = info.annotation
-        args = [a for a in typing.get_args(inner) if a is not type(None)]
-        if typing.get_origin(inner) in (typing.Union, types.UnionType) and args:
-            inner = args[0]
+        inner = _inner(info.annotation)
         if typing.get_origin(inner) is list:
             data[name] = [v for v in form.getlist(name) if isinstance(v, str) and v]
         elif inner is bool:
@@ -187,14 +187,7 @@ def validation_messages(error: ValidationError) -> dict[str, str]:
 # ---- the login, for every page -------------------------------------------------------------------------------
 
 
-def page_login(request: Request) -> Login:
-    login = current_login(request)
-    if login is None:
-        raise NotAuthenticated("log in to continue")
-    return login
-
-
-Who = Annotated[Login, Depends(page_login)]
+Who = Annotated[Login, Depends(require_login)]
 Eng = Annotated[Engine, Depends(request_engine)]
 
 
@@ -312,14 +305,11 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
 @router.get("/list/{what}")
 def listing(request: Request, what: Literal["cases", "contacts", "courses", "persons"], who: Who, engine: Eng,
             state: str | None = None) -> Response:
-    kind = LISTS[what]
-    if kind == "person" and state:
-        raise UsageError("persons have no state: drop the state filter")
+    kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
-    creating = {"person": "person_add", "case": None, "contact": None, "course": None}[kind]
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state,
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
-                  form=_creation_form(creating, {}) if creating else None)
+                  form=_creation_form("person_add", {}) if kind == "person" else None)
 
 
 def _creation_form(op_id: str, values: dict[str, Any], errors: dict[str, str] | None = None,
@@ -378,8 +368,8 @@ def show_object(request: Request, object_id: str, who: Who, engine: Eng) -> Resp
 async def change_object(request: Request, object_id: str, verb: str, who: Who, engine: Eng) -> Response:
     form = await posted(request, who)
     kind, _ = parse_id(object_id)
-    op = BY_NAME.get(f"{'vaccine' if kind == 'course' else kind} {verb}")
-    if op is None or op.creates:
+    op = next((op for op in transitions_of(kind) if op.verb == verb), None)
+    if op is None:
         raise UsageError(f"there is no '{verb}' for a {kind}: use the actions on its page")
     values = form_values(op.body, form)
     try:
