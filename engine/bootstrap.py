@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.clock import SimulatedClock, SystemClock
 from engine.core import Engine
+from engine.holidays_dk import danish_holiday
 from persistence.database import DEFAULT_URL, Database
 from persistence.repository import Repository
 from workflows.definition import Settings
@@ -31,18 +32,34 @@ def default_actor() -> str:
         return "unknown"
 
 
-def settings_from_env() -> Settings:
-    """Deployment settings: ``MPOXFLOW_WORKING_DAY_ENDS`` (HH:MM, default 17:00, §3.1) and
-    ``MPOXFLOW_DOSE2_OVERDUE_DAYS`` (default 14: when a due dose 2 shows as overdue, §6.4)."""
-    raw = os.environ.get("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
+def _time_setting(name: str, default: str) -> time:
+    raw = os.environ.get(name, default)
     try:
-        ends = time.fromisoformat(raw)
+        return time.fromisoformat(raw)
     except ValueError as error:
-        raise UsageError(f"MPOXFLOW_WORKING_DAY_ENDS={raw!r} is not a time of day: use HH:MM, e.g. 17:00") from error
-    days = os.environ.get("MPOXFLOW_DOSE2_OVERDUE_DAYS", "14")
+        raise UsageError(f"{name}={raw!r} is not a time of day: use HH:MM, e.g. {default}") from error
+
+
+def _days_setting(name: str, default: str) -> timedelta:
+    days = os.environ.get(name, default)
     if not days.isdigit():
-        raise UsageError(f"MPOXFLOW_DOSE2_OVERDUE_DAYS={days!r} is not a number of days: use e.g. 14")
-    return Settings(working_day_ends=ends, dose2_overdue_after=timedelta(days=int(days)))
+        raise UsageError(f"{name}={days!r} is not a number of days: use e.g. {default}")
+    return timedelta(days=int(days))
+
+
+def settings_from_env() -> Settings:
+    """Deployment settings: the §3.1 daytime window ``MPOXFLOW_DAYTIME_STARTS`` / ``MPOXFLOW_WORKING_DAY_ENDS``
+    (HH:MM, default 08:00-17:00, Monday to Friday less Danish public holidays), ``MPOXFLOW_DOSE2_OVERDUE_DAYS``
+    (default 14: when a due dose 2 shows as overdue, §6.4) and ``MPOXFLOW_PEP_LATE_ENTRY_DAYS`` (default 7: how
+    long after a PEP window closes a dose given inside it may still be recorded, §6.2)."""
+    starts = _time_setting("MPOXFLOW_DAYTIME_STARTS", "08:00")
+    ends = _time_setting("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
+    if not starts < ends:
+        raise UsageError(f"the daytime window {starts:%H:%M}-{ends:%H:%M} is empty: MPOXFLOW_DAYTIME_STARTS must be "
+                         "before MPOXFLOW_WORKING_DAY_ENDS")
+    return Settings(daytime_starts=starts, working_day_ends=ends, is_holiday=danish_holiday,
+                    dose2_overdue_after=_days_setting("MPOXFLOW_DOSE2_OVERDUE_DAYS", "14"),
+                    pep_late_entry_grace=_days_setting("MPOXFLOW_PEP_LATE_ENTRY_DAYS", "7"))
 
 
 def init_database(db: Database, simulated_start: datetime | None = None) -> None:

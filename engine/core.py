@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine import auditing
 from engine.clock import Clock, SimulatedClock, SystemClock
+from engine.holidays_dk import danish_holiday
 from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view, user_view
 from persistence.audit import Head
 from persistence.database import Database, translate_errors
@@ -128,7 +129,7 @@ class Engine:
     ) -> None:
         self.db = db
         self.clock = clock
-        self.settings = settings or Settings()
+        self.settings = settings or Settings(is_holiday=danish_holiday)
         #: Real time, for ``recorded_at`` next to a simulated clock's instant.
         self.wall_clock = wall_clock or SystemClock()
         #: Write the simulated clock's "now" to the database with every change (a simulated-clock database).
@@ -460,6 +461,8 @@ class Engine:
                        else repo.objects_of_person(cascade.kind, person, cascade.states))
             for pk in targets:
                 target = repo.load_object(cascade.kind, pk)
+                if any(getattr(target, column) != value for column, value in cascade.match.items()):
+                    continue
                 self._run(
                     repo, definition=BY_NAME[target.workflow], kind=cascade.kind, row=target,
                     timers=repo.object_timers(cascade.kind, pk), trigger=cascade.trigger, data=cascade.data,

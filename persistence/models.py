@@ -74,6 +74,11 @@ class Person(AuditHead, Base):
     pregnant: Mapped[bool] = mapped_column(Boolean, default=False)
     previous_mpox: Mapped[bool] = mapped_column(Boolean, default=False)
     smallpox_vaccinated: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Breastfeeding (§6.2.1; ``pregnant`` is pregnancy alone since migration 0009).
+    breastfeeding: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Doses of Imvanex given outside mpoxflow (§6.3: no more than 2 over the person), and the last one's date.
+    doses_elsewhere: Mapped[int] = mapped_column(Integer, default=0)
+    last_dose_elsewhere_on: Mapped[date | None]
     created_at: Mapped[datetime]
 
 
@@ -97,7 +102,8 @@ class Case(WorkflowObject, Base):
     __tablename__ = "cases"
 
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
-    onset: Mapped[date]
+    #: None: a case confirmed by PCR without symptoms (§1.1); its infectious period starts at the sample date.
+    onset: Mapped[date | None]
     symptoms: Mapped[list[Any]]
     criteria: Mapped[list[Any]]
     pcr_on: Mapped[date | None]
@@ -111,6 +117,20 @@ class Case(WorkflowObject, Base):
     tracing_consent: Mapped[bool | None]
     sources: Mapped[list[Any]]
     source_case: Mapped[str | None] = mapped_column(String(32))
+    # Since migration 0009 (NULL on objects written before it):
+    symptom_note: Mapped[str | None] = mapped_column(Text)
+    isolation_ended_at: Mapped[datetime | None]
+    sample_sent_on: Mapped[date | None]
+    child: Mapped[bool | None] = mapped_column(Boolean)
+    paediatric_referred_at: Mapped[datetime | None]
+    discharged_on: Mapped[date | None]
+    discharge_decided_by: Mapped[str | None] = mapped_column(String(128))
+    antiviral: Mapped[dict[str, Any] | None]
+    antiviral_consider: Mapped[str | None] = mapped_column(Text)
+    work: Mapped[list[Any] | None]
+    no_work: Mapped[bool | None] = mapped_column(Boolean)
+    #: The contact (its internal id) whose symptoms opened this case (§5.5).
+    from_contact: Mapped[int | None] = mapped_column(Integer)
 
 
 class Contact(WorkflowObject, Base):
@@ -144,6 +164,7 @@ class Timer(Base):
         Index("ix_timers_object", "object_kind", "object_id"),
         # The dose-2 forecast (``Repository.dose_forecast``): equalities first, then the due instant.
         Index("ix_timers_forecast", "object_kind", "name", "status", "due_at"),
+        Index("ix_timers_missed", "status", "resolved_at"),
         # At most one pending timer of a name per object: re-arming cancels the old one first.
         # Retries waiting: the worker asks for the earliest after every pass.
         Index(
@@ -178,6 +199,10 @@ class Timer(Base):
     closed_at: Mapped[datetime | None]
     satisfied_at: Mapped[datetime | None]
     note: Mapped[str | None] = mapped_column(Text)
+    #: A missed task's resolution (``task resolve``): done-late, not-reachable, declined or not-needed, when, why.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(Text)
 
 
 #: The roles a user can have; ``timer`` is the scheduler's own (its actors are ``timer:<timer name>``).
@@ -320,6 +345,13 @@ class Course(WorkflowObject, Base):
     consent: Mapped[dict[str, Any] | None]
     dose_assessments: Mapped[list[Any]]
     ended_because: Mapped[str | None] = mapped_column(Text)
+    # Since migration 0009 (NULL on objects written before it):
+    assessment_note: Mapped[str | None] = mapped_column(Text)
+    criterion_on: Mapped[date | None]
+    prior_doses: Mapped[int | None] = mapped_column(Integer)
+    prior_last_dose_on: Mapped[date | None]
+    lapsed_at: Mapped[datetime | None]
+    special_reason: Mapped[str | None] = mapped_column(Text)
 
 
 OBJECT_MODELS: dict[str, type[Case] | type[Contact] | type[Course]] = {

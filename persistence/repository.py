@@ -251,15 +251,21 @@ class Repository:
         if person is None:
             raise not_found(format_id("person", pk), "person")
         courses = _table(OBJECT_MODELS["course"])
-        states = tuple(self._core.execute(
-            select(courses.c.state).where(courses.c.person_id == pk).order_by(courses.c.id)).scalars())
+        rows = list(self._core.execute(
+            select(courses.c.id, courses.c.state, courses.c.dose1_on, courses.c.dose2_on)
+            .where(courses.c.person_id == pk).order_by(courses.c.id)))
+        states = tuple(r.state for r in rows)
+        doses = tuple(sorted(((r.id, on) for r in rows for on in (r.dose1_on, r.dose2_on) if on is not None),
+                             key=lambda d: (d[1], d[0])))
         cases = _table(OBJECT_MODELS["case"])
         confirmed = self._core.execute(
             select(cases.c.id).where(cases.c.person_id == pk, cases.c.confirmed_at.is_not(None)).limit(1)
         ).first() is not None
         facts = PersonFacts(born=person.born, immunocompromised=person.immunocompromised, pregnant=person.pregnant,
-                            previous_mpox=person.previous_mpox, smallpox_vaccinated=person.smallpox_vaccinated,
-                            courses=states, confirmed_mpox=confirmed)
+                            breastfeeding=bool(person.breastfeeding), previous_mpox=person.previous_mpox,
+                            smallpox_vaccinated=person.smallpox_vaccinated, courses=states, confirmed_mpox=confirmed,
+                            doses_elsewhere=person.doses_elsewhere or 0,
+                            last_dose_elsewhere_on=person.last_dose_elsewhere_on, course_doses=doses)
         return Related(format_id("person", pk), pk, "registered", facts, format_id("person", pk))
 
     def person_exists(self, pk: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from transitions import Machine, MachineError
@@ -24,14 +24,29 @@ from workflows.errors import GuardRefused, TriggerNotAllowed
 NEW = "new"
 
 
+def _no_holidays(day: date) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Deployment choices the guideline leaves open (each a **Decision** in RULES.md)."""
+    """Deployment choices the guideline leaves open (each a **Decision** in README)."""
 
-    #: §3.1 "within the working day": the local hour the working day ends for the phone notification.
+    #: §3.1 "straks, inden for dagstid": the local daytime window (start, end) on working days in which STPS is
+    #: phoned; a case confirmed outside it is due by the end of the next one.
+    daytime_starts: time = time(8, 0)
     working_day_ends: time = time(17, 0)
+    #: Working days: Monday (0) to Friday (4), less ``is_holiday`` (the engine passes Danish public holidays).
+    working_weekdays: frozenset[int] = frozenset(range(5))
+    is_holiday: Callable[[date], bool] = _no_holidays
     #: §6.4 sets no upper limit for dose 2: after how long a due dose 2 shows as overdue in the worklist.
     dose2_overdue_after: timedelta = timedelta(days=14)
+    #: §6.2: after a PEP window closes, how long a dose 1 given inside the window may still be recorded before
+    #: the offered course is cancelled (a dose on day 14 entered the next morning).
+    pep_late_entry_grace: timedelta = timedelta(days=7)
+
+    def is_working_day(self, day: date) -> bool:
+        return day.weekday() in self.working_weekdays and not self.is_holiday(day)
 
 
 @dataclass(frozen=True)
@@ -74,13 +89,15 @@ class Spawn:
 @dataclass(frozen=True)
 class Cascade:
     """A trigger this transition pulls on other objects in the same transaction: the object ``pk`` of ``kind``,
-    or (``pk`` None) every ``kind`` object of the same person in one of ``states``."""
+    or (``pk`` None) every ``kind`` object of the same person in one of ``states`` (and matching ``match``)."""
 
     kind: str
     trigger: str
     states: tuple[str, ...] = ()
     pk: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: With ``pk`` None: only those objects whose columns equal these values (``{"contact_id": 7}``).
+    match: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

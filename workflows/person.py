@@ -10,14 +10,35 @@ from datetime import date
 class PersonFacts:
     born: date | None = None
     immunocompromised: bool = False
-    #: Pregnant or breastfeeding (§6.2.1).
+    #: Pregnant (§6.2.1).
     pregnant: bool = False
+    #: Breastfeeding (§6.2.1 "gravide og ammende").
+    breastfeeding: bool = False
     previous_mpox: bool = False
     smallpox_vaccinated: bool = False
     #: The states of the person's vaccination courses so far.
     courses: tuple[str, ...] = ()
     #: A case of the person has been confirmed by PCR (§6.3: not vaccinated after mpox).
     confirmed_mpox: bool = False
+    #: Doses given outside mpoxflow (``person add/update --doses-elsewhere N --last-dose-on DATE``), §6.3.
+    doses_elsewhere: int = 0
+    last_dose_elsewhere_on: date | None = None
+    #: Every dose recorded on any of the person's courses, whatever became of the course:
+    #: ``(course internal id, date)``, oldest first (§6.3 counts doses over the person, not the course).
+    course_doses: tuple[tuple[int, date], ...] = ()
+
+    @property
+    def pregnant_or_breastfeeding(self) -> bool:
+        return self.pregnant or self.breastfeeding
+
+    def doses_besides(self, course_pk: int | None) -> tuple[int, date | None]:
+        """How many doses the person has had outside the course ``course_pk`` (elsewhere and on every other
+        course), and the date of the last of them (None when unknown or none)."""
+        dates = [on for pk, on in self.course_doses if pk != course_pk]
+        if self.last_dose_elsewhere_on is not None:
+            dates.append(self.last_dose_elsewhere_on)
+        return self.doses_elsewhere + sum(1 for pk, _ in self.course_doses if pk != course_pk), max(
+            dates, default=None)
 
 
 def age_on(born: date, day: date) -> int:
