@@ -131,10 +131,10 @@ def compare(kind: str, pk: int, rebuilt: Rebuilt, row: Any | None, timers: list[
             found.append(_diff(tlabel, "timer", None if logged_timer is None else logged_timer["name"],
                                None if table_timer is None else table_timer["name"]))
             continue
-        for field in ("name", "status", "rule"):
+        for field in ("name", "status", "rule", "outcome", "resolution"):
             if logged_timer[field] != table_timer[field]:
                 found.append(_diff(tlabel, field, logged_timer[field], table_timer[field]))
-        for field in ("due_at", "satisfied_at"):
+        for field in ("due_at", "satisfied_at", "resolved_at"):
             logged_at = logged_timer[field]
             logged_text = instant(logged_at) if isinstance(logged_at, datetime) else logged_at
             if logged_text != instant(table_timer[field]):
@@ -177,12 +177,17 @@ def as_of(repo: Repository, kind: str, pk: int, when: datetime) -> dict[str, Any
             id=t["id"], name=t["name"], due_at=datetime.fromisoformat(t["due_at"]), status=t["status"],
             rule=t["rule"], object_kind=kind, object_id=pk, task=t["task"], satisfied_at=t["satisfied_at"],
             note=t["note"], attempts=t["attempts"], next_attempt_at=None, last_error=t["last_error"],
+            outcome=t["outcome"], resolved_at=_at(t["resolved_at"]), resolution=t["resolution"],
         )
         for t in rebuilt.timers.values()
     ]
     timers.sort(key=lambda t: (t.due_at, t.id))
     view = object_view(kind, row, timers)  # type: ignore[arg-type]
     return {**view, "as_of": instant(when), "audit_seq": history[-1].seq}
+
+
+def _at(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 # ---- export --------------------------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ from workflows.registry import BY_NAME, WORKFLOWS
 
 log = structlog.get_logger("mpoxflow.engine")
 
-TIMER_STATUSES = ("pending", "fired", "cancelled", "skipped", "failed")
+TIMER_STATUSES = ("pending", "fired", "missed", "cancelled", "skipped", "failed")
+#: How staff record what happened to a missed task (``task resolve``); done-late only once it was missed.
+TASK_OUTCOMES = ("done-late", "not-reachable", "declined", "not-needed")
 #: Who may change workflow objects and persons; only admins manage users; auditors change nothing.
 ACTING_ROLES = ("staff", "admin")
 ADMIN_ROLES = ("admin",)
@@ -49,6 +51,34 @@ ADMIN_ROLES = ("admin",)
 USER_ROLES = ("staff", "auditor", "admin")
 #: The scheduler's user: the actor of every firing is ``timer:<timer name>`` with this role.
 TIMER_USER = "timer"
+
+
+#: What ``person update`` may change, by option name, and the column each is.
+PERSON_FIELDS = {
+    "born": "born", "immunocompromised": "immunocompromised", "pregnant": "pregnant",
+    "breastfeeding": "breastfeeding", "previous_mpox": "previous_mpox", "smallpox_vaccinated": "smallpox_vaccinated",
+    "doses_elsewhere": "doses_elsewhere", "last_dose_on": "last_dose_elsewhere_on",
+}
+#: §6.3 no more than 2 doses over the person.
+MAX_DOSES = 2
+
+
+def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
+    """UsageError (saying which option to fix) for a person's facts that cannot be true."""
+    if born is not None and born > today:
+        raise UsageError(f"birth date {born} is after today ({today}): correct the date (--born)")
+    doses, last = flags["doses_elsewhere"], flags["last_dose_elsewhere_on"]
+    if isinstance(doses, bool) or not isinstance(doses, int) or not 0 <= doses <= MAX_DOSES:
+        raise UsageError(f"--doses-elsewhere {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
+    if doses and last is None:
+        raise UsageError("doses given elsewhere need the date of the last one: add --last-dose-on DATE (§6.3: the "
+                         "next dose is at least 28 days after it)")
+    if not doses and last is not None:
+        raise UsageError("--last-dose-on goes with --doses-elsewhere 1 or 2")
+    if last is not None and last > today:
+        raise UsageError(f"--last-dose-on {last} is after today ({today}): record a dose once given")
+    if last is not None and born is not None and last < born:
+        raise UsageError(f"--last-dose-on {last} is before the birth date: correct the date")
 
 
 class Actor(NamedTuple):
@@ -269,13 +299,16 @@ class Engine:
         born: date | None = None,
         immunocompromised: bool = False,
         pregnant: bool = False,
+        breastfeeding: bool = False,
         previous_mpox: bool = False,
         smallpox_vaccinated: bool = False,
+        doses_elsewhere: int = 0,
+        last_dose_on: date | None = None,
         actor: str,
         reason: str | None = None,
     ) -> dict[str, Any]:
-        """Register a person. Raises UsageError for an empty ref or a birth date in the future, RuleRefused
-        when the ref is registered already."""
+        """Register a person. Raises UsageError for an empty ref, a birth date in the future or doses elsewhere
+        without their date, RuleRefused when the ref is registered already."""
         ref = ref.strip()
         if not ref:
             raise UsageError("--ref is empty: give the person's external reference")
@@ -283,18 +316,18 @@ class Engine:
             now = self.clock.now()
             repo = Repository(session)
             who = self._authorize(repo, actor, "person add", None, ACTING_ROLES)
-            if born is not None and born > local_date(now):
-                raise UsageError(f"birth date {born} is after today ({local_date(now)}): correct the date")
+            flags = {
+                "immunocompromised": immunocompromised, "pregnant": pregnant, "breastfeeding": breastfeeding,
+                "previous_mpox": previous_mpox, "smallpox_vaccinated": smallpox_vaccinated,
+                "doses_elsewhere": doses_elsewhere, "last_dose_elsewhere_on": last_dose_on,
+            }
+            _check_person(flags, born, local_date(now))
             existing = repo.person_by_ref(ref)
             if existing is not None:
                 raise RuleRefused(
                     f"a person with that reference is registered already as {format_id('person', existing.id)}: "
                     "use that id"
                 )
-            flags = {
-                "immunocompromised": immunocompromised, "pregnant": pregnant,
-                "previous_mpox": previous_mpox, "smallpox_vaccinated": smallpox_vaccinated,
-            }
             person = Person(ref=ref, born=born, created_at=now, **flags)
             session.add(person)
             session.flush()
@@ -302,10 +335,55 @@ class Engine:
             self._audit(
                 repo, Head.of(None), kind="person", pk=person.id, workflow=None, trigger="register",
                 from_state=None, to_state=None, actor=who, reason=reason, now=now, rule=None,
-                data={**flags, "born_given": born is not None}, changes=flags,
+                data=jsonable({**flags, "born_given": born is not None}), changes=jsonable(flags),
             )
             self._save_clock(repo)
             log.info("person_registered", person=format_id("person", person.id))
+            return person_view(person)
+
+    def update_person(self, person_id: str, *, changes: Mapping[str, Any], actor: str,
+                      reason: str | None = None) -> dict[str, Any]:
+        """Change what the rules read about a person (``person update``): pregnancy and breastfeeding (§6.2.1)
+        come and go, immunodeficiency, a previous infection or smallpox vaccination become known, doses given
+        elsewhere are recorded (§6.3), a birth date is corrected. ``changes`` holds only what is to change, by
+        ``PERSON_FIELDS`` name (``last_dose_on`` for ``last_dose_elsewhere_on``). Audited with internal ids and
+        flags only (a corrected birth date is recorded as ``born_changed``, never its value)."""
+        _, pk = parse_id(person_id, kind="person")
+        unknown = sorted(set(changes) - set(PERSON_FIELDS))
+        if unknown:
+            raise UsageError(f"a person has no field {', '.join(unknown)}: change {', '.join(PERSON_FIELDS)}")
+        if not changes:
+            raise UsageError("nothing to change: give at least one of --born, --pregnant/--not-pregnant, "
+                             "--breastfeeding/--not-breastfeeding, --immunocompromised/--not-immunocompromised, "
+                             "--previous-mpox, --smallpox-vaccinated, --doses-elsewhere with --last-dose-on")
+        with self._refusals_logged(), self.db.transaction() as session:
+            now = self.clock.now()
+            repo = Repository(session)
+            who = self._authorize(repo, actor, "person update", format_id("person", pk), ACTING_ROLES)
+            person = repo.person(pk)
+            values = {PERSON_FIELDS[k]: v for k, v in changes.items()}
+            born = values.pop("born", person.born)
+            flags = {column: getattr(person, column) for column in PERSON_FIELDS.values() if column != "born"}
+            flags.update(values)
+            if flags["doses_elsewhere"] is None:
+                flags["doses_elsewhere"] = 0
+            _check_person(flags, born, local_date(now))
+            written = {k: v for k, v in flags.items() if getattr(person, k) != v}
+            born_changed = born != person.born
+            if not written and not born_changed:
+                raise UsageError(f"{format_id('person', pk)} already has these values: nothing to change")
+            for column, value in written.items():
+                setattr(person, column, value)
+            person.born = born
+            session.flush()
+            self._audit(
+                repo, Head.of(person), kind="person", pk=pk, workflow=None, trigger="update",
+                from_state=None, to_state=None, actor=who, reason=reason, now=now, rule=None,
+                data=jsonable({**written, "born_changed": born_changed}), changes=jsonable(written),
+            )
+            self._save_clock(repo)
+            log.info("person_updated", person=format_id("person", pk), fields=sorted(written)
+                     + (["born"] if born_changed else []))
             return person_view(person)
 
     # ---- transitions ---------------------------------------------------------------------------------------
@@ -524,12 +602,20 @@ class Engine:
         rearmed = {t.name for t in subject.armed}
         groups: dict[str, list[Any]] = {"re-armed": [], "cancelled by the transition": [], "task done in time": []}
         satisfied: list[Any] = []
+        late: list[Any] = []
         for timer in timers:
-            done = (timer.name in subject.satisfied and timer.task is not None
-                    and timer.status in ("pending", "fired") and timer.satisfied_at is None)
-            if done:
-                satisfied.append(timer)
-            if timer.status != "pending":
+            if timer.name in subject.satisfied and timer.task is not None and timer.satisfied_at is None:
+                # A task is done only while its deadline has not passed: a pending task, or one whose timer
+                # fired at the start of its period (dose 2, with a later overdue instant). A missed task is never
+                # done: its late completion resolves it as done late (README, Decisions).
+                if timer.status == "pending" or (timer.status == "fired" and timer.overdue_at is not None):
+                    satisfied.append(timer)
+                elif timer.status == "missed" and timer.resolved_at is None:
+                    late.append(timer)
+            done = timer in satisfied
+            # A fired task still open (dose 2: due, overdue later) that the transition cancels ends undone.
+            still_open = timer.status == "fired" and timer.overdue_at is not None and timer.satisfied_at is None
+            if timer.status != "pending" and not (still_open and not done and timer.name in subject.cancelled):
                 continue
             if timer.name in rearmed:
                 groups["re-armed"].append(timer)
@@ -540,6 +626,11 @@ class Engine:
         repo.update_timers([t.id for t in satisfied], {"satisfied_at": now})
         for t in satisfied:
             t.satisfied_at = now
+        resolution = f"recorded late ({subject.object_id}: {subject.state})"
+        repo.update_timers([t.id for t in late], {"outcome": "done-late", "resolved_at": now,
+                                                  "resolution": resolution})
+        for t in late:
+            t.outcome, t.resolved_at, t.resolution = "done-late", now, resolution
         closed: list[dict[str, Any]] = []
         for note, group in groups.items():
             # Cancellations are written before any new timer: one pending timer per name and object.
@@ -547,7 +638,9 @@ class Engine:
             for t in group:
                 t.status, t.closed_at, t.note = "cancelled", now, note
                 closed.append({"timer": format_id("timer", t.id), "name": t.name, "why": note})
-        return closed, [{"timer": format_id("timer", t.id), "name": t.name} for t in satisfied]
+        return closed, [{"timer": format_id("timer", t.id), "name": t.name} for t in satisfied] + [
+            {"timer": format_id("timer", t.id), "name": t.name, "outcome": "done-late", "resolution": resolution}
+            for t in late]
 
     def _audit(
         self, repo: Repository, head: Head, *, kind: str, pk: int, workflow: str | None, trigger: str,
@@ -634,17 +727,28 @@ class Engine:
         kind, name = timer.object_kind, timer.name
         row = repo.load_object(kind, timer.object_id)
         late = max(0, int((now - timer.due_at).total_seconds()))
-        data = {"timer": format_id("timer", timer.id), "due_at": timer.due_at, "fired_late_by_seconds": late}
+        data: dict[str, Any] = {"timer": format_id("timer", timer.id), "due_at": timer.due_at,
+                                "fired_late_by_seconds": late}
+        # A task whose deadline this is (no later overdue instant) and that nobody did or resolved: missed.
+        missed = (timer.task is not None and timer.overdue_at is None and timer.satisfied_at is None
+                  and timer.resolved_at is None)
+        if missed:
+            data["outcome"] = "missed"
         actor = Actor(f"timer:{name}", TIMER_USER)
-        status, note, to_state = "fired", None, row.state
+        status, note, to_state = ("missed" if missed else "fired"), None, row.state
         try:
             # A savepoint, so that a refused trigger leaves no partial writes behind.
             with repo.session.begin_nested():
                 changed = self._run(
                     repo, definition=BY_NAME[row.workflow], kind=kind, row=row,
                     timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
-                    reason=f"due {to_local(timer.due_at).isoformat()}", now=now, timer_pk=timer.id,
+                    reason=(f"missed: the task '{timer.task}' was not done by its deadline "
+                            f"{to_local(timer.due_at).isoformat()}" if missed
+                            else f"due {to_local(timer.due_at).isoformat()}"),
+                    now=now, timer_pk=timer.id,
                 )
+                if missed:
+                    repo.update_timers([timer.id], {"status": "missed"})
             seq, to_state = changed.audit_seq, changed.obj.state
         except (TriggerNotAllowed, GuardRefused) as refused:
             status, note = "skipped", str(refused)
@@ -699,6 +803,63 @@ class Engine:
         repo.update_timers([timer_id], {"attempts": attempts, "last_error": what, "next_attempt_at": retry_at})
         log.warning("timer_retry", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
                     retry_at=retry_at.isoformat(), error=type(error).__name__)
+
+    # ---- tasks ---------------------------------------------------------------------------------------------
+
+    def resolve_task(self, timer_id: str, outcome: str, *, actor: str, reason: str | None) -> dict[str, Any]:
+        """Record what happened to a task (``task resolve``): a **missed** task (its deadline passed undone) with
+        done-late, not-reachable, declined or not-needed; a task still pending with not-reachable, declined or
+        not-needed (it leaves the worklist and is never missed; its timer still fires). The task's status stays
+        as it is (a missed task is never recorded as done); the resolution is audited on the object's chain.
+        UsageError for a bad outcome or no reason, RuleRefused for a timer that is no task or is closed."""
+        _, pk = parse_id(timer_id, kind="timer")
+        if outcome not in TASK_OUTCOMES:
+            raise UsageError(f"'{outcome}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (--outcome)")
+        if not (reason or "").strip():
+            raise UsageError("say what happened with --reason: it goes into the audit entry and onto the task")
+        assert reason is not None
+        with self._refusals_logged(), self.db.transaction() as session:
+            repo = Repository(session)
+            label = format_id("timer", pk)
+            who = self._authorize(repo, actor, "task resolve", label, ACTING_ROLES)
+            timer = session.get(Timer, pk)
+            if timer is None:
+                raise not_found(label, "timer")
+            if timer.task is None:
+                raise RuleRefused(f"{label} ({timer.name}) is an automatic timer, not a task: nothing to resolve",
+                                  rule=timer.rule)
+            if timer.resolved_at is not None:
+                raise RuleRefused(f"{label} is resolved already ({timer.outcome}, {instant(timer.resolved_at)}): "
+                                  "see `mpoxflow show " + label + "`", rule=timer.rule)
+            if timer.satisfied_at is not None:
+                raise RuleRefused(f"{label} was done in time ({instant(timer.satisfied_at)}): nothing to resolve",
+                                  rule=timer.rule)
+            if timer.status == "missed":
+                pass
+            elif timer.status in ("pending", "fired"):
+                if outcome == "done-late":
+                    raise RuleRefused(f"{label} is not missed (due {instant(timer.due_at)}): record the task itself "
+                                      "(its command), or resolve it as not-reachable, declined or not-needed",
+                                      rule=timer.rule)
+            else:
+                raise RuleRefused(f"{label} is {timer.status}: only an open or missed task can be resolved",
+                                  rule=timer.rule)
+            now = self.clock.now()
+            kind, object_pk = timer.object_kind, timer.object_id
+            row = repo.load_object(kind, object_pk)
+            text = reason.strip()
+            timer.outcome, timer.resolved_at, timer.resolution = outcome, now, text
+            session.flush()
+            seq = self._audit(
+                repo, Head.of(row), kind=kind, pk=object_pk, workflow=row.workflow, trigger="resolve",
+                from_state=row.state, to_state=row.state, actor=who, reason=text, now=now, rule=timer.rule,
+                data={"timer": label, "name": timer.name, "outcome": outcome, "status": timer.status},
+                changes=None,
+            ).seq
+            self._save_clock(repo)
+            log.info("task_resolved", timer=label, object=format_id(kind, object_pk), outcome=outcome,
+                     status=timer.status, audit_seq=seq)
+            return timer_view(timer)
 
     # ---- the simulated clock -------------------------------------------------------------------------------
 
@@ -794,8 +955,8 @@ class Engine:
                     "name": timer.name,
                     "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
                             "--status failed`",
-                    "due_at": timer_view(timer)["due_at"], "overdue": True, "rule": timer.rule,
-                    "timer": format_id("timer", timer.id),
+                    "due_at": timer_view(timer)["due_at"], "overdue": True, "missed": False, "rule": timer.rule,
+                    "timer": format_id("timer", timer.id), "failed": True,
                 })
             for timer in repo.open_tasks(until):
                 items.append({
@@ -803,7 +964,9 @@ class Engine:
                     "name": timer.name,
                     "task": timer.task,
                     "due_at": timer_view(timer)["due_at"],
-                    "overdue": (timer.overdue_at or timer.due_at) <= now,
+                    "overdue": timer.status == "missed" or (timer.overdue_at or timer.due_at) <= now,
+                    # The deadline passed undone: it stays until someone records what happened (task resolve).
+                    "missed": timer.status == "missed",
                     "rule": timer.rule,
                     "timer": format_id("timer", timer.id),
                 })

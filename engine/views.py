@@ -49,6 +49,10 @@ def timer_view(timer: Timer) -> dict[str, Any]:
     if timer.task:
         view["task"] = timer.task
         view["satisfied_at"] = instant(timer.satisfied_at)
+        if getattr(timer, "outcome", None):
+            view["outcome"] = timer.outcome
+            view["resolved_at"] = instant(timer.resolved_at)
+            view["resolution"] = timer.resolution
     if timer.note:
         view["note"] = timer.note
     if getattr(timer, "attempts", 0):
@@ -94,8 +98,11 @@ def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any
         "born": _field(person.born),
         "immunocompromised": person.immunocompromised,
         "pregnant": person.pregnant,
+        "breastfeeding": bool(person.breastfeeding),
         "previous_mpox": person.previous_mpox,
         "smallpox_vaccinated": person.smallpox_vaccinated,
+        "doses_elsewhere": person.doses_elsewhere or 0,
+        "last_dose_elsewhere_on": _field(person.last_dose_elsewhere_on),
         "created_at": instant(person.created_at),
     }
     if cases is not None:

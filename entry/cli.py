@@ -21,14 +21,23 @@ from typer.exceptions import TyperException
 from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
-from engine.core import ADMIN_ROLES, Engine, RetryPolicy
+from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
 from entry.web.operations import LISTABLE, case_open_request, vaccine_offer_data
 from persistence.database import Database, StorageError
 from scheduler import firing
-from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
+from workflows.case import (
+    ANTIVIRAL_DECISIONS,
+    CHANNELS,
+    CLADES,
+    CRITERIA,
+    DISCHARGE_MODES,
+    ISOLATION_MODES,
+    SYMPTOMS,
+    WORK,
+)
 from workflows.contact import EXPOSURE_KINDS, RISKS
 from workflows.course import INDICATIONS, PREP_CRITERIA
 from workflows.errors import MpoxflowError, UsageError
@@ -83,6 +92,12 @@ IfVersion = Annotated[
     int | None,
     typer.Option("--if-version", help="Refuse with exit 5 unless the object is still at this version."),
 ]
+
+
+DosesElsewhere = Annotated[int | None, typer.Option(
+    "--doses-elsewhere", help="Doses of mpox vaccine given outside mpoxflow (0-2; §6.3 no more than 2).")]
+LastDoseOn = Annotated[str | None, typer.Option(
+    "--last-dose-on", help="With --doses-elsewhere: the date of the last of them, YYYY-MM-DD.")]
 
 
 @dataclass
@@ -150,7 +165,7 @@ _HEADER_KEYS = ("id", "kind", "state", "workflow", "version", "timers", "as_of",
 
 
 def render_object(view: dict[str, Any]) -> str:
-    head = f"{view['id']}  {view.get('state', view['kind'])}"
+    head = f"{view['id']}  {view.get('state') or view.get('status') or view.get('kind')}"
     if "workflow" in view:
         head += f"  ({view['workflow']}, version {view['version']})"
     if view.get("as_of"):
@@ -165,6 +180,8 @@ def render_object(view: dict[str, Any]) -> str:
         lines.append("  timers:")
         for t in view["timers"]:
             extra = "  done " + t["satisfied_at"] if t.get("satisfied_at") else ""
+            if t.get("outcome"):
+                extra += f"  resolved {t['outcome']} {t['resolved_at']}"
             lines.append(f"    {t['id']:<10} {t['name']:<26} {t['due_at']}  {t['status']}{extra}  ({t['rule']})")
     return "\n".join(lines)
 
@@ -331,9 +348,12 @@ def person_add(
     ref: Annotated[str, typer.Option("--ref", help="External reference (e.g. CPR); shown to staff, never logged.")],
     born: Annotated[str | None, typer.Option("--born", help="Birth date, YYYY-MM-DD.")] = None,
     immunocompromised: Annotated[bool, typer.Option("--immunocompromised")] = False,
-    pregnant: Annotated[bool, typer.Option("--pregnant")] = False,
+    pregnant: Annotated[bool, typer.Option("--pregnant", help="Pregnant (§6.2.1: PEP only).")] = False,
+    breastfeeding: Annotated[bool, typer.Option("--breastfeeding", help="Breastfeeding (§6.2.1: PEP only).")] = False,
     previous_mpox: Annotated[bool, typer.Option("--previous-mpox")] = False,
     smallpox_vaccinated: Annotated[bool, typer.Option("--smallpox-vaccinated")] = False,
+    doses_elsewhere: DosesElsewhere = None,
+    last_dose_on: LastDoseOn = None,
     actor: Actor = None,
     reason: Reason = None,
     as_json: Json = False,
@@ -343,9 +363,48 @@ def person_add(
     def action() -> dict[str, Any]:
         return _engine(ctx).add_person(
             ref=ref, born=parse_date(born, "--born") if born else None, immunocompromised=immunocompromised,
-            pregnant=pregnant, previous_mpox=previous_mpox, smallpox_vaccinated=smallpox_vaccinated,
+            pregnant=pregnant, breastfeeding=breastfeeding, previous_mpox=previous_mpox,
+            smallpox_vaccinated=smallpox_vaccinated, doses_elsewhere=doses_elsewhere or 0,
+            last_dose_on=parse_date(last_dose_on, "--last-dose-on") if last_dose_on else None,
             actor=_actor(actor), reason=reason,
         )
+
+    _run(as_json, action, render_object)
+
+
+def _flag(name: str, what: str) -> Any:
+    return typer.Option(f"--{name}/--not-{name}", help=f"{what} (or no longer).", show_default=False)
+
+
+@person_app.command("update")
+def person_update(
+    ctx: typer.Context,
+    person_id: Annotated[str, typer.Argument(metavar="ID", help="The person's id (person-N).")],
+    born: Annotated[str | None, typer.Option("--born", help="A corrected birth date, YYYY-MM-DD.")] = None,
+    pregnant: Annotated[bool | None, _flag("pregnant", "Pregnant (§6.2.1)")] = None,
+    breastfeeding: Annotated[bool | None, _flag("breastfeeding", "Breastfeeding (§6.2.1)")] = None,
+    immunocompromised: Annotated[bool | None, _flag("immunocompromised", "Immunocompromised (§6.4)")] = None,
+    previous_mpox: Annotated[bool | None, _flag("previous-mpox", "Has had mpox (§6.3)")] = None,
+    smallpox_vaccinated: Annotated[bool | None, _flag("smallpox-vaccinated", "Smallpox-vaccinated (§6.4)")] = None,
+    doses_elsewhere: DosesElsewhere = None,
+    last_dose_on: LastDoseOn = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Change what the rules read about a person: pregnancy and breastfeeding come and go (§6.2.1), doses given
+    elsewhere count towards the two a person may have (§6.3). Only the options given change."""
+
+    def action() -> dict[str, Any]:
+        given = {"pregnant": pregnant, "breastfeeding": breastfeeding, "immunocompromised": immunocompromised,
+                 "previous_mpox": previous_mpox, "smallpox_vaccinated": smallpox_vaccinated,
+                 "doses_elsewhere": doses_elsewhere}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if born is not None:
+            changes["born"] = parse_date(born, "--born")
+        if last_dose_on is not None:
+            changes["last_dose_on"] = parse_date(last_dose_on, "--last-dose-on")
+        return _engine(ctx).update_person(person_id, changes=changes, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
 
@@ -357,8 +416,11 @@ def person_add(
 def case_open(
     ctx: typer.Context,
     person: Annotated[str, typer.Option("--person", help="The person's id (person-N).")],
-    onset: Annotated[str, typer.Option("--onset", help="Symptom onset, YYYY-MM-DD.")],
+    onset: Annotated[str | None, typer.Option(
+        "--onset", help="Symptom onset, YYYY-MM-DD (required unless --confirmed without symptoms).")] = None,
     symptoms: Annotated[str | None, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))] = None,
+    symptom_note: Annotated[str | None, typer.Option(
+        "--symptom-note", help="What the symptom 'other' is (§1.1: the list is open).")] = None,
     criteria: Annotated[str | None, typer.Option("--criteria", help="Comma-separated: " + ",".join(CRITERIA))] = None,
     confirmed: Annotated[bool, typer.Option("--confirmed", help="Register a case already confirmed by PCR.")] = False,
     pcr_on: Annotated[str | None, typer.Option("--pcr-on", help="With --confirmed: the positive PCR's date.")] = None,
@@ -368,16 +430,18 @@ def case_open(
     as_json: Json = False,
 ) -> None:
     """Open a suspected case (refused unless the case definition holds, §1.1), or with --confirmed --pcr-on a
-    case confirmed by PCR."""
+    case confirmed by PCR (without symptoms, --onset may be left out: its infectious period starts at the sample
+    date)."""
 
     def action() -> dict[str, Any]:
         if not confirmed and (pcr_on is not None or clade is not None):
             raise UsageError("--pcr-on and --clade go with --confirmed (or use `case confirm` later)")
         trigger, data = case_open_request(
-            onset=parse_date(onset, "--onset"), symptoms=parse_list(symptoms, SYMPTOMS, "symptom"),
+            onset=parse_date(onset, "--onset") if onset is not None else None,
+            symptoms=parse_list(symptoms, SYMPTOMS, "symptom"),
             criteria=parse_list(criteria, CRITERIA, "criterion"), confirmed=confirmed,
             pcr_on=parse_date(pcr_on, "--pcr-on") if pcr_on else None,
-            clade=parse_choice(clade, CLADES, "clade") if clade else None)
+            clade=parse_choice(clade, CLADES, "clade") if clade else None, symptom_note=symptom_note)
         return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
@@ -420,7 +484,7 @@ def case_discard(
     ctx: typer.Context, case_id: CaseId,
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Discard a suspected case after a negative test (§2.2.1)."""
+    """Discard a suspected case after a negative test (§2.2.1): its self-isolation ends."""
     _transition(ctx, case_id, "discard", dict, actor, reason, if_version, as_json)
 
 
@@ -430,7 +494,8 @@ def case_isolate(
     mode: Annotated[str, typer.Option("--mode", help="|".join(ISOLATION_MODES))],
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Record the isolation while infectious (§4.1; hospital: admitted, §3.2)."""
+    """Record the isolation while infectious (§4.1; hospital: admitted, §3.2), a suspected case's too (§2.2.1);
+    covered (lesions covered, moving about) only without general symptoms (§4.1)."""
     _transition(ctx, case_id, "isolate", lambda: {"mode": parse_choice(mode, ISOLATION_MODES, "mode")},
                      actor, reason, if_version, as_json)
 
@@ -474,8 +539,8 @@ def case_consent(
     tracing: Annotated[str, typer.Option("--tracing", help="yes | no: does the case consent to tracing by STPS?")],
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Record the case's consent to contact tracing by STPS (§5.2); without it, contacts are traced
-    anonymously by the treating doctor (§5.4)."""
+    """Record the case's consent to contact tracing by STPS (§5.2); `--tracing no` (declined) lets the treating
+    doctor trace known contacts anonymously (§5.4, `contact add --anonymous-via-doctor`)."""
     _transition(ctx, case_id, "consent", lambda: {"tracing": parse_choice(tracing, ("yes", "no"), "answer") == "yes"},
                 actor, reason, if_version, as_json)
 
@@ -492,10 +557,99 @@ def case_source(
                 actor, reason, if_version, as_json)
 
 
+@case_app.command("sample-sent")
+def case_sample_sent(
+    ctx: typer.Context, case_id: CaseId,
+    on: Annotated[str, typer.Option("--on", help="The date the sample was sent to SSI, YYYY-MM-DD.")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record that the positive sample was sent to SSI for genome sequencing (§2.4): satisfies its deadline."""
+    _transition(ctx, case_id, "sample_sent", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
+                as_json)
+
+
+@case_app.command("clade")
+def case_clade(
+    ctx: typer.Context, case_id: CaseId,
+    clade: Annotated[str, typer.Option("--clade", help="|".join(CLADES))],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the clade SSI's genome sequencing found (§2.4), once the case is confirmed."""
+    _transition(ctx, case_id, "clade", lambda: {"clade": parse_choice(clade, CLADES, "clade")}, actor, reason,
+                if_version, as_json)
+
+
+@case_app.command("paediatric")
+def case_paediatric(
+    ctx: typer.Context, case_id: CaseId,
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record that a child case was referred to the highly specialised paediatric level (52), with infection
+    medicine (§3.2): satisfies its deadline."""
+    _transition(ctx, case_id, "paediatric", dict, actor, reason, if_version, as_json)
+
+
+@case_app.command("discharge")
+def case_discharge(
+    ctx: typer.Context, case_id: CaseId,
+    on: Annotated[str, typer.Option("--on", help="The date of discharge, YYYY-MM-DD.")],
+    decided_by: Annotated[str | None, typer.Option(
+        "--decided-by", help="Who in the infection-medicine department decided the discharge (§3.2).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="Isolation after discharge: " + "|".join(DISCHARGE_MODES))]
+    = "home",
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the discharge of an admitted case, as the infection-medicine department decided it (§3.2); the
+    isolation goes on at home (or, without general symptoms, with the lesions covered, §4.1)."""
+    _transition(ctx, case_id, "discharge", lambda: {
+        "on": parse_date(on, "--on"), "decided_by": decided_by,
+        "mode": parse_choice(mode, DISCHARGE_MODES, "mode")}, actor, reason, if_version, as_json)
+
+
+@case_app.command("antiviral")
+def case_antiviral(
+    ctx: typer.Context, case_id: CaseId,
+    decision: Annotated[str, typer.Option("--decision", help="|".join(ANTIVIRAL_DECISIONS))],
+    assessed_by: Annotated[str | None, typer.Option(
+        "--assessed-by", help="The infection-medicine specialist whose individual assessment this is (§3.4).")]
+    = None,
+    actor: Actor = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="The specialist's reasoning (required): recorded "
+                                                                "with the decision and in the audit entry.")] = None,
+    if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the decision on antiviral treatment of a confirmed case (§3.4), made by a specialist in infection
+    medicine; the case shows when it may be considered (immunodeficiency, a child at risk)."""
+    _transition(ctx, case_id, "antiviral", lambda: {
+        "assessed_by": assessed_by, "decision": parse_choice(decision, ANTIVIRAL_DECISIONS, "decision"),
+        "reason": reason}, actor, reason, if_version, as_json)
+
+
+def _work_list(text: str) -> list[str]:
+    work = parse_list(text, WORK, "kind of work")
+    if not work:
+        raise UsageError("--work needs at least one of " + ", ".join(WORK))
+    return work
+
+
+@case_app.command("work")
+def case_work(
+    ctx: typer.Context, case_id: CaseId,
+    work: Annotated[str, typer.Option("--work", help="Comma-separated: " + ",".join(WORK))],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """Record the person's work with close physical contact, children under 12, or pregnant or immunocompromised
+    people (§4.1): no work while infectious, until healed."""
+    _transition(ctx, case_id, "work", lambda: {"work": _work_list(work)}, actor, reason, if_version, as_json)
+
+
 # ---- contacts ------------------------------------------------------------------------------------------------
 
 ContactId = Annotated[str, typer.Argument(metavar="ID", help="The contact's id (contact-N).")]
 Kind = Annotated[str, typer.Option("--kind", help="Exposure kind (§5.1): " + "|".join(EXPOSURE_KINDS))]
+ExposureRisk = Annotated[str | None, typer.Option(
+    "--risk", help="A clinician's individual assessment of this exposure instead of Table 1 (high|medium|low); "
+                   "needs --reason. Required for healthcare_with_ppe (§5.1).")]
 
 
 @contact_app.command("add")
@@ -505,11 +659,10 @@ def contact_add(
     person: Annotated[str, typer.Option("--person", help="The contact person (person-N).")],
     exposed: Annotated[str, typer.Option("--exposed", help="Date of exposure, in the case's infectious period.")],
     kind: Kind,
-    risk: Annotated[str | None, typer.Option("--risk", help="A clinician's assessment instead of Table 1 "
-                                                           "(high|medium|low); needs --reason.")] = None,
+    risk: ExposureRisk = None,
     anonymous_via_doctor: Annotated[bool, typer.Option(
-        "--anonymous-via-doctor", help="The case declined STPS tracing: the treating doctor traces anonymously "
-                                       "(§5.4).")] = False,
+        "--anonymous-via-doctor", help="Only when the case declined STPS tracing (`case consent ID --tracing no`): "
+                                       "the treating doctor contacts the contact anonymously (§5.4).")] = False,
     actor: Actor = None, reason: Reason = None, as_json: Json = False,
 ) -> None:
     """Register a close contact of a confirmed case (§5.1), with the Table 1 risk of the exposure (§6.2)."""
@@ -531,12 +684,27 @@ def contact_expose(
     ctx: typer.Context, contact_id: ContactId,
     exposed: Annotated[str, typer.Option("--exposed", help="Date of the new exposure.")],
     kind: Kind,
+    risk: ExposureRisk = None,
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Record a new exposure: monitoring and PEP windows are recomputed from the last exposure (§5.5, §6.2)."""
+    """Record a new exposure, with its Table 1 risk or a clinician's (--risk, --reason): the contact's risk is the
+    highest over its exposures; monitoring and PEP windows are recomputed from the last exposure (§5.5, §6.2)."""
     _transition(ctx, contact_id, "expose", lambda: {
         "exposed": parse_date(exposed, "--exposed"), "kind": parse_choice(kind, EXPOSURE_KINDS, "exposure kind"),
+        "risk": parse_choice(risk, RISKS, "risk") if risk else None, "reason": reason,
     }, actor, reason, if_version, as_json)
+
+
+@contact_app.command("assess")
+def contact_assess(
+    ctx: typer.Context, contact_id: ContactId,
+    risk: Annotated[str, typer.Option("--risk", help="The clinician's risk level: high|medium|low.")],
+    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
+) -> None:
+    """A clinician's (re-)assessment of the risk of the exposures recorded so far, with its --reason (§6.2 Table
+    1): risk, PEP window and timers recomputed; a later exposure brings its own risk."""
+    _transition(ctx, contact_id, "assess", lambda: {"risk": parse_choice(risk, RISKS, "risk"), "reason": reason},
+                actor, reason, if_version, as_json)
 
 
 @contact_app.command("correct")
@@ -558,7 +726,8 @@ def contact_inform(
     ctx: typer.Context, contact_id: ContactId,
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """STPS has informed the contact (symptoms, 21 days' passive monitoring, §5.5): exposed → monitored."""
+    """The contact has been informed (symptoms, 21 days' passive monitoring, §5.5), by STPS or, when tracing is
+    anonymous, by the treating doctor (§5.4): exposed → monitored."""
     _transition(ctx, contact_id, "inform", dict, actor, reason, if_version, as_json)
 
 
@@ -567,11 +736,15 @@ def contact_symptoms(
     ctx: typer.Context, contact_id: ContactId,
     onset: Annotated[str, typer.Option("--onset", help="Symptom onset, YYYY-MM-DD.")],
     symptoms: Annotated[str, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))],
+    symptom_note: Annotated[str | None, typer.Option(
+        "--symptom-note", help="What the symptom 'other' is (needed with it, §1.1).")] = None,
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Symptoms: the contact becomes symptomatic and a suspected case is opened for the person (§5.5, §2)."""
+    """Symptoms: the contact becomes symptomatic and a suspected case is opened for the person (§5.5, §2); if a
+    negative test discards that case, the contact is monitored again (§2.2.1)."""
     _transition(ctx, contact_id, "symptoms", lambda: {
         "onset": parse_date(onset, "--onset"), "symptoms": parse_list(symptoms, SYMPTOMS, "symptom"),
+        "symptom_note": symptom_note,
     }, actor, reason, if_version, as_json)
 
 
@@ -579,7 +752,8 @@ def contact_symptoms(
 
 CourseId = Annotated[str, typer.Argument(metavar="ID", help="The course's id (course-N).")]
 AssessedBy = Annotated[str | None, typer.Option("--assessed-by", help="The doctor whose individual assessment "
-                                                                       "covers this (§6.1, §6.2.1-2).")]
+                                                                       "covers this dose (§6.2.1-2: under 12, "
+                                                                       "pregnant or breastfeeding).")]
 
 
 @vaccine_app.command("offer")
@@ -590,14 +764,26 @@ def vaccine_offer(
     contact: Annotated[str | None, typer.Option("--contact", help="PEP: the person's contact record "
                                                                  "(contact-N).")] = None,
     criteria: Annotated[str | None, typer.Option("--criteria", help="PrEP: " + ",".join(PREP_CRITERIA))] = None,
-    assessed_by: AssessedBy = None,
+    criterion_on: Annotated[str | None, typer.Option(
+        "--criterion-on", help="PrEP: the date of msm_two_partners_12w (within 12 weeks) or msm_sti_24w (within 24 "
+                               "weeks), YYYY-MM-DD (§6.1).")] = None,
+    assessed_by: Annotated[str | None, typer.Option(
+        "--assessed-by", help="PEP: who assessed it, a doctor or STPS (required, §6.2); PrEP: the doctor an "
+                              "individual_assessment or travel_clade_i rests on (§6.1).")] = None,
+    assessment_note: Annotated[str | None, typer.Option(
+        "--assessment-note", help="The assessor's reasons; PEP for a low-risk contact who is under 12, pregnant or "
+                                  "breastfeeding or immunocompromised needs them (§6.2).")] = None,
     actor: Actor = None, reason: Reason = None, as_json: Json = False,
 ) -> None:
-    """Offer a vaccination course; its dose plan is decided now (§6.3, §6.4)."""
+    """Offer a vaccination course; its dose plan is decided now (§6.3, §6.4). PEP is offered after an assessment
+    (--assessed-by, §6.2); PrEP for a §6.1 target group, never for a child under 12 or a pregnant or breastfeeding
+    person (§6.2.1-2)."""
 
     def action() -> dict[str, Any]:
         data = vaccine_offer_data(indication=parse_choice(indication, INDICATIONS, "indication"), contact=contact,
-                                  criteria=parse_list(criteria, PREP_CRITERIA, "criterion"), assessed_by=assessed_by)
+                                  criteria=parse_list(criteria, PREP_CRITERIA, "criterion"), assessed_by=assessed_by,
+                                  assessment_note=assessment_note,
+                                  criterion_on=parse_date(criterion_on, "--criterion-on") if criterion_on else None)
         return _engine(ctx).open("course", "offer", person=person, data=data, actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
@@ -610,13 +796,16 @@ def vaccine_dose(
     consent: Annotated[bool, typer.Option("--consent", help="PEP (off-label): informed consent is recorded.")] = False,
     indication_note: Annotated[str | None, typer.Option("--indication-note", help="PEP: the indication.")] = None,
     justification: Annotated[str | None, typer.Option("--justification", help="PEP: the justification.")] = None,
+    special_reason: Annotated[str | None, typer.Option(
+        "--special-reason", help="PEP dose 1 on day 5-14 after the exposure: the special case (§6.2).")] = None,
     assessed_by: AssessedBy = None,
     actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
 ) -> None:
-    """Record a dose: dose 1 (PEP needs the consent fields, §6.2), or dose 2 at least 28 days later (§6.4)."""
+    """Record a dose: dose 1 (PEP needs the consent fields, and after day 4 a special reason, §6.2), or dose 2 at
+    least 28 days after the person's previous dose (§6.4); never a third (§6.3)."""
     _transition(ctx, course_id, "dose", lambda: {
         "on": parse_date(on, "--on"), "consent": consent, "indication_note": indication_note,
-        "justification": justification, "assessed_by": assessed_by,
+        "justification": justification, "special_reason": special_reason, "assessed_by": assessed_by,
     }, actor, reason, if_version, as_json)
 
 
@@ -697,11 +886,36 @@ def due(
 
     def render(rows: list[dict[str, Any]]) -> str:
         return render_rows(
-            [{**r, "mark": "OVERDUE" if r["overdue"] else ""} for r in rows],
-            ["mark", "due_at", "object", "task", "rule"], "nothing due",
+            [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
+            ["mark", "due_at", "timer", "object", "task", "rule"], "nothing due",
         )
 
     _run(as_json, action, render)
+
+
+task_app = typer.Typer(help="Staff tasks: record what happened to a missed one.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("resolve")
+def task_resolve(
+    ctx: typer.Context,
+    timer_id: Annotated[str, typer.Argument(metavar="TIMER", help="The task's timer (timer-N, from `due`).")],
+    outcome: Annotated[str, typer.Option("--outcome", help="|".join(TASK_OUTCOMES))],
+    actor: Actor = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="What happened (required): goes onto the task "
+                                                                "and into the audit entry.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Record what happened to a task whose deadline passed undone (it stays MISSED in `due` until then):
+    done-late, not-reachable, declined or not-needed. A task not yet due can be resolved as not-reachable,
+    declined or not-needed. A missed task is never recorded as done."""
+
+    def action() -> dict[str, Any]:
+        return _engine(ctx).resolve_task(timer_id, parse_choice(outcome, TASK_OUTCOMES, "outcome"),
+                                         actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_object)
 
 
 audit_app = typer.Typer(
@@ -937,7 +1151,7 @@ app.add_typer(timers_app, name="timers")
 @timers_app.callback()
 def timers_list(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option("--status", help="pending|fired|cancelled|skipped|failed")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="|".join(TIMER_STATUSES))] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, soonest first.")] = 1000,
     as_json: Json = False,
 ) -> None:

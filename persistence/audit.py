@@ -282,13 +282,21 @@ def apply_entry(obj: Rebuilt, entry: Mapping[str, Any]) -> None:
     for done in entry.get("timers_done") or []:
         pk = timer_id_of(done["timer"])
         if pk in obj.timers:
-            obj.timers[pk]["satisfied_at"] = at
+            if done.get("outcome"):  # a missed task completed late: resolved, never done
+                obj.timers[pk].update(outcome=done["outcome"], resolved_at=at, resolution=done.get("resolution"))
+            else:
+                obj.timers[pk]["satisfied_at"] = at
+    if entry.get("trigger") == "resolve" and timer is None and data.get("timer"):
+        pk = timer_id_of(data["timer"])
+        if pk in obj.timers:
+            obj.timers[pk].update(outcome=data.get("outcome"), resolved_at=at, resolution=entry.get("reason"))
     for armed in entry.get("timers_armed") or []:
         pk = timer_id_of(armed["timer"])
         obj.timers[pk] = {
             "id": pk, "name": armed["name"], "due_at": armed["due_at"], "rule": armed.get("rule"),
             "task": armed.get("task"), "overdue_at": armed.get("overdue_at"), "status": "pending",
             "note": None, "satisfied_at": None, "attempts": 0, "last_error": None,
+            "outcome": None, "resolved_at": None, "resolution": None,
         }
 
 

@@ -108,9 +108,23 @@ class Database:
         if self.schema_revision() == self.head_revision():
             return False
         config = self._alembic_config()
-        with translate_errors(), self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with translate_errors(), self.engine.connect() as connection:
+            sqlite = self.backend == "sqlite"
+            if sqlite:
+                # SQLite's way to change a table (a new one, the rows copied, the old one dropped, the new one
+                # renamed: batch mode) needs foreign keys off while it runs, then checked: sqlite.org/lang_altertable
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                    if sqlite:
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise StorageError(f"the upgrade would break {len(broken)} foreign key(s): rolled back")
+            finally:
+                if sqlite:
+                    connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
         return True
 
     # ---- sessions ------------------------------------------------------------------------------------------

@@ -153,6 +153,9 @@ class Contact(WorkflowObject, Base):
     symptoms_onset: Mapped[date | None]
     symptoms: Mapped[list[Any]]
     became_case: Mapped[str | None] = mapped_column(String(32))
+    # Since migration 0009 (NULL on objects written before it):
+    #: When a PEP course was offered for the contact (§5.3): its PEP assessment is done (§6.2).
+    pep_offered_at: Mapped[datetime | None]
 
 
 class Timer(Base):

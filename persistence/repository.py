@@ -494,11 +494,12 @@ class Repository:
             select(model.c.state, func.count()).group_by(model.c.state))}
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
-        """Deadline timers whose task is not done yet, due by ``until``: the worklist's rows."""
+        """Deadline timers whose task is not done or resolved yet, due by ``until``, and every missed task not
+        resolved yet whatever its due instant: the worklist's rows."""
         return self.session.scalars(
             select(Timer).where(
-                Timer.task.is_not(None), Timer.satisfied_at.is_(None),
-                Timer.status.in_(("pending", "fired")), Timer.due_at <= until,
+                Timer.task.is_not(None), Timer.satisfied_at.is_(None), Timer.resolved_at.is_(None),
+                or_(and_(Timer.status.in_(("pending", "fired")), Timer.due_at <= until), Timer.status == "missed"),
             ).order_by(Timer.due_at, Timer.id)
         ).all()
 

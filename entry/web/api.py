@@ -29,7 +29,7 @@ from entry.web.app import (
     require_login,
     set_session_cookie,
 )
-from entry.web.operations import COLLECTIONS, LISTABLE, OPERATIONS, Operation
+from entry.web.operations import COLLECTIONS, LISTABLE, OPERATIONS, Operation, TaskResolve
 from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
@@ -111,6 +111,14 @@ def _add_operation(op: Operation) -> None:
 
 for _op in OPERATIONS:
     _add_operation(_op)
+
+
+@router.post("/timers/{timer_id}/resolve", operation_id="task_resolve", tags=["tasks"],
+             summary="task resolve")
+def task_resolve(timer_id: str, body: TaskResolve, who: Actor, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow task resolve`: record what happened to a missed task (done-late, not-reachable, declined,
+    not-needed), or close a task not yet due as not-reachable, declined or not-needed."""
+    return engine.resolve_task(timer_id, body.outcome, actor=who.name, reason=body.reason)
 
 
 class ClockAdvance(BaseModel):

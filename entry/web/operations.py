@@ -14,10 +14,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.core import Engine
-from workflows.case import CHANNELS, CLADES, CRITERIA, ISOLATION_MODES, SYMPTOMS
+from engine.core import TASK_OUTCOMES, Engine
+from workflows.case import (
+    ANTIVIRAL_DECISIONS,
+    CHANNELS,
+    CLADES,
+    CRITERIA,
+    DISCHARGE_MODES,
+    ISOLATION_MODES,
+    SYMPTOMS,
+    WORK,
+)
 from workflows.contact import EXPOSURE_KINDS, RISKS
-from workflows.course import INDICATIONS, PREP_CRITERIA
+from workflows.course import INDICATIONS, PREP_CRITERIA, PREP_LOOKBACK_DAYS
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
 
@@ -26,19 +35,32 @@ Criterion = Literal[CRITERIA]  # type: ignore[valid-type]
 Clade = Literal[CLADES]  # type: ignore[valid-type]
 Mode = Literal[ISOLATION_MODES]  # type: ignore[valid-type]
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+DischargeMode = Literal[DISCHARGE_MODES]  # type: ignore[valid-type]
+AntiviralDecision = Literal[ANTIVIRAL_DECISIONS]  # type: ignore[valid-type]
+Work = Literal[WORK]  # type: ignore[valid-type]
 ExposureKind = Literal[EXPOSURE_KINDS]  # type: ignore[valid-type]
 Risk = Literal[RISKS]  # type: ignore[valid-type]
 Indication = Literal[INDICATIONS]  # type: ignore[valid-type]
 PrepCriterion = Literal[PREP_CRITERIA]  # type: ignore[valid-type]
+Outcome = Literal[TASK_OUTCOMES]  # type: ignore[valid-type]
 
 
 # ---- the checks the CLI and the API share --------------------------------------------------------------------
 
 
-def case_open_request(*, onset: date, symptoms: list[str], criteria: list[str], confirmed: bool,
-                      pcr_on: date | None, clade: str | None) -> tuple[str, dict[str, Any]]:
-    """The trigger and data of ``case open``: a suspected case, or with ``confirmed`` one confirmed by PCR."""
-    data: dict[str, Any] = {"onset": onset, "symptoms": symptoms, "criteria": criteria}
+def case_open_request(*, onset: date | None, symptoms: list[str], criteria: list[str], confirmed: bool,
+                      pcr_on: date | None, clade: str | None,
+                      symptom_note: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The trigger and data of ``case open``: a suspected case, or with ``confirmed`` one confirmed by PCR (whose
+    onset may be left out when it has no symptoms, §1.1: its infectious period starts at the sample date)."""
+    note = (symptom_note or "").strip() or None
+    if "other" in symptoms and note is None:
+        raise UsageError("the symptom 'other' needs a description: give symptom_note (--symptom-note TEXT)")
+    data: dict[str, Any] = {"symptoms": symptoms, "criteria": criteria}
+    if onset is not None:
+        data = {"onset": onset, **data}
+    if note is not None:
+        data["symptom_note"] = note
     if confirmed:
         if pcr_on is None:
             raise UsageError("a confirmed case needs pcr_on (--pcr-on DATE), the date of the positive PCR")
@@ -46,17 +68,30 @@ def case_open_request(*, onset: date, symptoms: list[str], criteria: list[str], 
     if pcr_on is not None or clade is not None:
         raise UsageError("pcr_on and clade go with confirmed (--confirmed), or confirm the case later "
                          "(`case confirm`)")
+    if onset is None:
+        raise UsageError("a suspected case needs onset (--onset DATE), the day symptoms began; only a case "
+                         "confirmed by PCR without symptoms (--confirmed) is registered without one")
     return "open", data
 
 
-def vaccine_offer_data(*, indication: str, contact: str | None, criteria: list[str],
-                       assessed_by: str | None) -> dict[str, Any]:
-    """The data of ``vaccine offer``: PEP names the contact record, PrEP its criteria."""
+def vaccine_offer_data(*, indication: str, contact: str | None, criteria: list[str], assessed_by: str | None,
+                       assessment_note: str | None = None, criterion_on: date | None = None) -> dict[str, Any]:
+    """The data of ``vaccine offer``: PEP names the contact record, PrEP its criteria (and the date of a dated
+    one, §6.1)."""
     if indication == "pep" and criteria:
         raise UsageError("criteria (--criteria) go with indication prep; PEP takes the contact (--contact)")
     if indication == "prep" and contact:
         raise UsageError("contact (--contact) goes with indication pep; PrEP takes criteria (--criteria)")
-    return {"indication": indication, "contact": contact, "criteria": criteria, "assessed_by": assessed_by}
+    if criterion_on is not None:
+        dated = [c for c in criteria if c in PREP_LOOKBACK_DAYS]
+        if indication != "prep" or not dated:
+            raise UsageError("criterion_on (--criterion-on) dates a PrEP criterion that looks back: "
+                             + " or ".join(PREP_LOOKBACK_DAYS))
+        if len(dated) > 1:
+            raise UsageError("criterion_on (--criterion-on) dates one criterion: give "
+                             + " or ".join(PREP_LOOKBACK_DAYS) + ", not both (one is enough, §6.1)")
+    return {"indication": indication, "contact": contact, "criteria": criteria, "assessed_by": assessed_by,
+            "assessment_note": assessment_note, "criterion_on": criterion_on}
 
 
 # ---- request bodies ------------------------------------------------------------------------------------------
@@ -77,15 +112,41 @@ class PersonAdd(Body):
                      max_length=64)
     born: date | None = Field(None, description="Birth date.")
     immunocompromised: bool = False
-    pregnant: bool = False
+    pregnant: bool = Field(False, description="Pregnant (§6.2.1: PEP only).")
+    breastfeeding: bool = Field(False, description="Breastfeeding (§6.2.1: PEP only).")
     previous_mpox: bool = False
     smallpox_vaccinated: bool = False
+    doses_elsewhere: int = Field(0, ge=0, le=2, description="Doses of mpox vaccine given elsewhere (§6.3).")
+    last_dose_on: date | None = Field(None, description="With doses elsewhere: the last one's date.")
+
+
+class PersonUpdate(Body):
+    """Only the fields given change (``null`` or absent: unchanged)."""
+
+    born: date | None = Field(None, description="A corrected birth date.")
+    pregnant: bool | None = Field(None, description="Pregnant (§6.2.1).")
+    breastfeeding: bool | None = Field(None, description="Breastfeeding (§6.2.1).")
+    immunocompromised: bool | None = None
+    previous_mpox: bool | None = None
+    smallpox_vaccinated: bool | None = None
+    doses_elsewhere: int | None = Field(None, ge=0, le=2, description="Doses of mpox vaccine given elsewhere "
+                                                                      "(§6.3).")
+    last_dose_on: date | None = Field(None, description="With doses elsewhere: the last one's date.")
+
+
+class TaskResolve(Body):
+    outcome: Outcome = Field(description="What happened: done-late (a missed task done after its deadline), "
+                                         "not-reachable, declined or not-needed.")
+    reason: str = Field(description="What happened, in words: goes onto the task and into the audit entry.",
+                        min_length=1, max_length=2000)
 
 
 class CaseOpen(Body):
     person: str = Field(description="The person (person-N).")
-    onset: date = Field(description="Symptom onset.")
+    onset: date | None = Field(None, description="Symptom onset (required unless confirmed without symptoms).")
     symptoms: list[Symptom] = Field(default_factory=list)
+    symptom_note: str | None = Field(None, description="What the symptom 'other' is (§1.1: the list is open).",
+                                     max_length=500)
     criteria: list[Criterion] = Field(default_factory=list, description="Epidemiological criteria (§1.1).")
     confirmed: bool = Field(False, description="Register a case already confirmed by PCR.")
     pcr_on: date | None = Field(None, description="With confirmed: the positive PCR's date.")
@@ -110,7 +171,8 @@ class CaseNotify(Change):
 
 
 class CaseConsent(Change):
-    tracing: bool = Field(description="Does the case consent to contact tracing by STPS (§5.2)?")
+    tracing: bool = Field(description="Does the case consent to contact tracing by STPS (§5.2)? false: it "
+                                      "declines, and the treating doctor may trace anonymously (§5.4).")
 
 
 class CaseSource(Change):
@@ -118,19 +180,54 @@ class CaseSource(Change):
     on: date = Field(description="Date of the exposure, within 21 days before onset.")
 
 
+class CaseSampleSent(Change):
+    on: date = Field(description="The date the positive sample was sent to SSI for genome sequencing (§2.4).")
+
+
+class CaseClade(Change):
+    clade: Clade = Field(description="The clade SSI's genome sequencing found (§2.4).")
+
+
+class CaseDischarge(Change):
+    on: date = Field(description="The date of discharge from hospital.")
+    decided_by: str | None = Field(None, description="Who in the infection-medicine department decided it (§3.2).",
+                                   max_length=128)
+    mode: DischargeMode = Field("home", description="Isolation after discharge: home, or covered (no general "
+                                                    "symptoms, §4.1).")
+
+
+class CaseAntiviral(Change):
+    assessed_by: str | None = Field(None, description="The infection-medicine specialist who assessed it (§3.4).",
+                                    max_length=128)
+    decision: AntiviralDecision = Field(description="start, or not-indicated.")
+
+
+class CaseWork(Change):
+    work: list[Work] = Field(min_length=1, description="Work with close physical contact, with children under 12, "
+                                                       "or with pregnant or immunocompromised people (§4.1).")
+
+
 class ContactAdd(Body):
     case: str = Field(description="The confirmed case (case-N).")
     person: str = Field(description="The contact person (person-N).")
     exposed: date = Field(description="Date of exposure, in the case's infectious period.")
     kind: ExposureKind = Field(description="Exposure kind (§5.1).")
-    risk: Risk | None = Field(None, description="A clinician's assessment instead of Table 1; needs a reason.")
-    anonymous_via_doctor: bool = Field(False, description="The case declined STPS tracing: the treating doctor "
-                                                          "traces anonymously (§5.4).")
+    risk: Risk | None = Field(None, description="A clinician's individual assessment of the exposure instead of "
+                                                "Table 1; needs a reason; required for healthcare_with_ppe (§5.1).")
+    anonymous_via_doctor: bool = Field(False, description="Only when the case declined STPS tracing: the treating "
+                                                          "doctor contacts the contact anonymously (§5.4).")
 
 
 class ContactExpose(Change):
     exposed: date = Field(description="Date of the new exposure.")
     kind: ExposureKind
+    risk: Risk | None = Field(None, description="A clinician's individual assessment of this exposure instead of "
+                                                "Table 1; needs a reason.")
+
+
+class ContactAssess(Change):
+    risk: Risk = Field(description="The clinician's risk level for the exposures recorded so far (Table 1, §6.2); "
+                                   "needs a reason.")
 
 
 class ContactCorrect(Change):
@@ -141,6 +238,7 @@ class ContactCorrect(Change):
 class ContactSymptoms(Change):
     onset: date
     symptoms: list[Symptom] = Field(min_length=1)
+    symptom_note: str | None = Field(None, max_length=2000, description="What the symptom 'other' is (§1.1).")
 
 
 class VaccineOffer(Body):
@@ -148,7 +246,13 @@ class VaccineOffer(Body):
     indication: Indication = Field(description="pep (a close contact, §6.2) or prep (§6.1).")
     contact: str | None = Field(None, description="PEP: the person's contact record (contact-N).")
     criteria: list[PrepCriterion] = Field(default_factory=list, description="PrEP criteria (§6.1).")
-    assessed_by: str | None = Field(None, description="The doctor whose individual assessment covers this.")
+    assessed_by: str | None = Field(None, description="PEP: who assessed it (a doctor or STPS, §6.2); PrEP: the "
+                                                      "doctor whose assessment a criterion rests on (§6.1).")
+    assessment_note: str | None = Field(None, description="The assessor's reasons; PEP for a low-risk contact at "
+                                                          "risk of severe disease needs them (§6.2).",
+                                        max_length=2000)
+    criterion_on: date | None = Field(None, description="PrEP: the date of msm_two_partners_12w (within 12 weeks) "
+                                                        "or msm_sti_24w (within 24 weeks) (§6.1).")
 
 
 class VaccineDose(Change):
@@ -157,7 +261,9 @@ class VaccineDose(Change):
     indication_note: str | None = Field(None, description="PEP: the indication.")
     justification: str | None = Field(None, description="PEP: the justification.")
     assessed_by: str | None = Field(None, description="The doctor whose individual assessment covers this "
-                                                      "(§6.2.1-2: under 12, pregnant).")
+                                                      "(§6.2.1-2: under 12, pregnant or breastfeeding).")
+    special_reason: str | None = Field(None, description="PEP dose 1 on day 5-14 after the exposure: the special "
+                                                         "case (§6.2).", max_length=2000)
 
 
 # ---- the operations ------------------------------------------------------------------------------------------
@@ -190,11 +296,16 @@ class Operation:
     def call(self, engine: Engine, actor: str, body: Any, object_id: str | None = None) -> dict[str, Any]:
         """Run it as ``actor``: the engine authorizes, applies and audits in one transaction."""
         reason = body.reason or None
-        if self.kind == "person":
+        if self.name == "person add":
             return engine.add_person(**_facts(body), actor=actor, reason=reason)
+        if self.name == "person update":
+            assert object_id is not None
+            changes = {k: v for k, v in _facts(body).items() if v is not None}
+            return engine.update_person(object_id, changes=changes, actor=actor, reason=reason)
         if self.name == "case open":
             trigger, data = case_open_request(onset=body.onset, symptoms=body.symptoms, criteria=body.criteria,
-                                              confirmed=body.confirmed, pcr_on=body.pcr_on, clade=body.clade)
+                                              confirmed=body.confirmed, pcr_on=body.pcr_on, clade=body.clade,
+                                              symptom_note=body.symptom_note)
             return engine.open("case", trigger, person=body.person, data=data, actor=actor, reason=reason)
         if self.creates:
             assert self.trigger is not None
@@ -205,14 +316,28 @@ class Operation:
                             expected_version=body.if_version, kind=self.kind)
 
 
+def _contact_expose(body: ContactExpose) -> dict[str, Any]:
+    return {"exposed": body.exposed, "kind": body.kind, "risk": body.risk, "reason": body.reason}
+
+
+def _contact_assess(body: ContactAssess) -> dict[str, Any]:
+    return {"risk": body.risk, "reason": body.reason}
+
+
 def _contact_add(body: ContactAdd) -> dict[str, Any]:
     return {"case": body.case, "exposed": body.exposed, "kind": body.kind, "risk": body.risk, "reason": body.reason,
             "anonymous_via_doctor": body.anonymous_via_doctor}
 
 
+def _case_antiviral(body: CaseAntiviral) -> dict[str, Any]:
+    # §3.4: the specialist's reasoning is part of the recorded decision (and the audit entry's reason).
+    return {"assessed_by": body.assessed_by, "decision": body.decision, "reason": body.reason}
+
+
 def _vaccine_offer(body: VaccineOffer) -> dict[str, Any]:
     return vaccine_offer_data(indication=body.indication, contact=body.contact, criteria=body.criteria,
-                              assessed_by=body.assessed_by)
+                              assessed_by=body.assessed_by, assessment_note=body.assessment_note,
+                              criterion_on=body.criterion_on)
 
 
 def _summary(kind: str, trigger: str) -> str:
@@ -221,6 +346,8 @@ def _summary(kind: str, trigger: str) -> str:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("person add", "person", None, PersonAdd, "register a person", creates=True),
+    Operation("person update", "person", None, PersonUpdate, "change a person's facts (pregnancy, breastfeeding, "
+              "doses elsewhere, ...)"),
     Operation("case open", "case", "open", CaseOpen, "open a suspected case (§1.1), or register one confirmed by PCR",
               creates=True),
     Operation("case confirm", "case", "confirm", CaseConfirm, _summary("case", "confirm")),
@@ -231,9 +358,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("case notify", "case", "notify", CaseNotify, _summary("case", "notify")),
     Operation("case consent", "case", "consent", CaseConsent, _summary("case", "consent")),
     Operation("case source", "case", "source", CaseSource, _summary("case", "source")),
+    Operation("case sample-sent", "case", "sample_sent", CaseSampleSent, _summary("case", "sample_sent")),
+    Operation("case clade", "case", "clade", CaseClade, _summary("case", "clade")),
+    Operation("case paediatric", "case", "paediatric", Change, _summary("case", "paediatric")),
+    Operation("case discharge", "case", "discharge", CaseDischarge, _summary("case", "discharge")),
+    Operation("case antiviral", "case", "antiviral", CaseAntiviral, _summary("case", "antiviral"),
+              data=_case_antiviral),
+    Operation("case work", "case", "work", CaseWork, _summary("case", "work")),
     Operation("contact add", "contact", "add", ContactAdd, _summary("contact", "add"), creates=True,
               data=_contact_add),
-    Operation("contact expose", "contact", "expose", ContactExpose, _summary("contact", "expose")),
+    Operation("contact expose", "contact", "expose", ContactExpose, _summary("contact", "expose"),
+              data=_contact_expose),
+    Operation("contact assess", "contact", "assess", ContactAssess, _summary("contact", "assess"),
+              data=_contact_assess),
     Operation("contact correct", "contact", "correct", ContactCorrect, _summary("contact", "correct")),
     Operation("contact inform", "contact", "inform", Change, _summary("contact", "inform")),
     Operation("contact symptoms", "contact", "symptoms", ContactSymptoms, _summary("contact", "symptoms")),

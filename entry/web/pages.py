@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from engine.accounts import Accounts, Login
-from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
+from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
 from engine.views import instant
 from entry.parsing import parse_instant
 from entry.web import diagram
@@ -39,7 +39,15 @@ from entry.web.app import (
     require_login,
     set_session_cookie,
 )
-from entry.web.operations import BY_NAME, LISTABLE, OPERATIONS, Operation, allowed_now, transitions_of
+from entry.web.operations import (
+    BY_NAME,
+    LISTABLE,
+    OPERATIONS,
+    Operation,
+    TaskResolve,
+    allowed_now,
+    transitions_of,
+)
 from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
@@ -200,6 +208,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         "can_act": login is not None and login.role in ACTING_ROLES,
         "is_admin": login is not None and login.role in ADMIN_ROLES,
         "now": instant(now) if now else None, "simulated": engine.clock.simulated if engine else False,
+        "outcomes": TASK_OUTCOMES,
         "done": request.query_params.get("done"),
     }
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
@@ -274,8 +283,10 @@ async def logout(request: Request, who: Who, engine: Eng) -> Response:
 TASK_ACTIONS: dict[str, tuple[str, str | None, dict[str, str]]] = {
     "phone_notification_due": ("Phone notification to STPS done", "case notify", {"channel": "phone"}),
     "written_notification_due": ("Written notification to SSI and STPS sent", "case notify", {"channel": "written"}),
+    "sequencing_sample_due": ("Record the sample sent to SSI…", None, {"anchor": "sample-sent"}),
+    "paediatric_referral_due": ("Referred to the paediatric level", "case paediatric", {}),
     "inform_due": ("Contact informed", "contact inform", {}),
-    "pep_window_closes": ("Assess and offer PEP…", None, {"anchor": "vaccine_offer"}),
+    "pep_assessment_due": ("Assess and offer PEP…", None, {"anchor": "vaccine_offer"}),
     "dose2_due": ("Record dose 2…", None, {"anchor": "vaccine_dose"}),
 }
 
@@ -285,12 +296,14 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
     now = engine.clock.now()
     tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
     week = tomorrow + timedelta(days=7)
-    sections: dict[str, list[dict[str, Any]]] = {"Overdue": [], "Due today": [], "Next 7 days": []}
+    sections: dict[str, list[dict[str, Any]]] = {"Missed": [], "Overdue": [], "Due today": [], "Next 7 days": []}
     for item in engine.worklist():
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
-        item["action"] = TASK_ACTIONS.get(item["name"]) if not item["task"].startswith("timer ") else None
-        if item["overdue"]:
+        item["action"] = TASK_ACTIONS.get(item["name"]) if not item.get("failed") else None
+        if item["missed"]:
+            sections["Missed"].append(item)
+        elif item["overdue"]:
             sections["Overdue"].append(item)
         elif due_at < tomorrow:
             sections["Due today"].append(item)
@@ -338,6 +351,12 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
         for op in allowed_now(kind, view["state"]):
             values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else ({}, {})
             forms.append(_transition_form(op, object_id, view["version"], values, errors))
+    elif kind == "person":
+        update = BY_NAME["person update"]
+        current = {k: view.get("last_dose_elsewhere_on" if k == "last_dose_on" else k)
+                   for k in update.body.model_fields if k != "reason"}
+        values, errors = (failed[1], failed[2]) if failed and failed[0] == update.name else (current, {})
+        forms.append(_transition_form(update, object_id, 0, values, errors))
     creations = []
     offered: dict[str, list[tuple[str, dict[str, Any]]]] = {
         "case": [("contact_add", {"case": object_id})] if view.get("state") in ("confirmed", "isolated", "healed")
@@ -387,6 +406,30 @@ async def change_object(request: Request, object_id: str, verb: str, who: Who, e
         return object_page(request, engine, object_id, status_code=status, failed=(op.name, values, {}, error))
     done = f"{op.name}: {result.get('state', '')}".strip()
     return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}", status_code=303)
+
+
+@router.post("/timers/{timer_id}/resolve")
+async def resolve_task(request: Request, timer_id: str, who: Who, engine: Eng) -> Response:
+    """A missed task's resolution from the worklist or the object's page; back to the object's page."""
+    form = await posted(request, who)
+    timer = engine.show(timer_id)
+    try:
+        body = TaskResolve.model_validate(form_values(TaskResolve, form))
+    except ValidationError as error:
+        refusal = UsageError("to record what happened, choose an outcome and give a reason: "
+                             + "; ".join(f"{k}: {v}" for k, v in validation_messages(error).items()))
+        return object_page(request, engine, timer["object"], status_code=422, failed=("task resolve", {}, {},
+                                                                                        refusal))
+    try:
+        engine.resolve_task(timer_id, body.outcome, actor=who.name, reason=body.reason)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        status, _ = http_status(error)
+        return object_page(request, engine, timer["object"], status_code=status,
+                           failed=("task resolve", {}, {}, error))
+    done = f"task resolve: {timer_id} {body.outcome}"
+    return RedirectResponse(f"/objects/{timer['object']}?{urlencode({'done': done})}", status_code=303)
 
 
 @router.get("/new/{op_id}")

@@ -47,6 +47,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("work", sa.JSON, nullable=True))
         batch.add_column(sa.Column("no_work", sa.Boolean, nullable=True))
         batch.add_column(sa.Column("from_contact", sa.Integer, nullable=True))
+    with op.batch_alter_table("contacts") as batch:
+        batch.add_column(sa.Column("pep_offered_at", INSTANT, nullable=True))
     with op.batch_alter_table("courses") as batch:
         batch.add_column(sa.Column("assessment_note", sa.Text, nullable=True))
         batch.add_column(sa.Column("criterion_on", sa.Date, nullable=True))
@@ -71,6 +73,8 @@ def downgrade() -> None:
         for name in ("special_reason", "lapsed_at", "prior_last_dose_on", "prior_doses", "criterion_on",
                      "assessment_note"):
             batch.drop_column(name)
+    with op.batch_alter_table("contacts") as batch:
+        batch.drop_column("pep_offered_at")
     with op.batch_alter_table("cases") as batch:
         for name in ("from_contact", "no_work", "work", "antiviral_consider", "antiviral", "discharge_decided_by",
                      "discharged_on", "paediatric_referred_at", "child", "sample_sent_on", "isolation_ended_at",
