@@ -362,6 +362,8 @@ class Engine:
             who = self._authorize(repo, actor, "person update", format_id("person", pk), ACTING_ROLES)
             person = repo.person(pk)
             values = {PERSON_FIELDS[k]: v for k, v in changes.items()}
+            if values.get("doses_elsewhere") == 0 and "last_dose_elsewhere_on" not in values:
+                values["last_dose_elsewhere_on"] = None  # no doses elsewhere any more: no last one either
             born = values.pop("born", person.born)
             flags = {column: getattr(person, column) for column in PERSON_FIELDS.values() if column != "born"}
             flags.update(values)
