@@ -176,7 +176,7 @@ def unit_history(ref: str, person_pk: int, case_pk: int, at: datetime, steps: in
         changes=jsonable({**facts, "state": "suspected", "person_id": person_pk, "workflow": CASE.name}),
     ))
     confirmed = at + timedelta(hours=1)
-    phone_due = phone_notification_due(confirmed, settings.working_day_ends)
+    phone_due = phone_notification_due(confirmed, settings)
     written_due = written_notification_due(confirmed)
     timers = (f"timer-{2 * case_pk - 1}", f"timer-{2 * case_pk}")
     later: list[tuple[dict[str, Any], dict[str, Any]]] = [

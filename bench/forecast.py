@@ -130,7 +130,8 @@ def course_rows(
         "updated_at": dosed_at, "contact_id": None, "indication": "prep", "doses_planned": doses,
         "plan_rule": plan_rule, "plan_reason": plan_reason, "criteria": ["msm_sti_24w"], "assessed_by": None,
         "exposure_on": None, "dose1_on": dose1_on, "dose2_on": None, "consent": None, "dose_assessments": [],
-        "ended_because": None,
+        "ended_because": None, "assessment_note": None, "criterion_on": dose1_on - timedelta(days=7),
+        "prior_doses": 0, "prior_last_dose_on": None, "lapsed_at": None, "special_reason": None,
     }
     timer = {
         "object_kind": "course", "name": "dose2_due", "due_at": due, "rule": S6_4,
@@ -153,7 +154,8 @@ def reference_course(engine: Any, dose1_on: date) -> int:
     engine.add_user(ACTOR, "staff", actor=ADMIN)
     person = engine.add_person(ref="BENCH-REF", actor=ACTOR)["id"]
     course = engine.open("course", "offer", person=person, actor=ACTOR, data={
-        "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None})["id"]
+        "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None,
+        "criterion_on": dose1_on - timedelta(days=7)})["id"]
     view = engine.apply(course, "dose", actor=ACTOR, data={
         "on": dose1_on, "consent": False, "indication_note": None, "justification": None, "assessed_by": None})
     if view["state"] != "dose1_given":

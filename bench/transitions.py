@@ -183,7 +183,7 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
             if connection.execute(select_courses, {"person": row.person_id}).first() is not None:
                 raise BenchFailure(f"person-{row.person_id} has a course to end: the baseline does not end courses")
             armed = [
-                ("phone_notification_due", phone_notification_due(now, settings.working_day_ends),
+                ("phone_notification_due", phone_notification_due(now, settings),
                  "notify STPS by phone"),
                 ("written_notification_due", written_notification_due(now), "notify SSI and STPS in writing"),
             ]

@@ -75,13 +75,15 @@ def _story(engine: Engine) -> None:
                  reason="stayed another night")
     # PEP for the flatmate inside the optimal 4 days (§6.2), off-label: consent, indication, justification.
     pep = engine.open("course", "offer", person=flatmate, actor="doctor:lund", reason="assessed at infection medicine",
-                      data={"indication": "pep", "contact": k_flatmate, "criteria": [], "assessed_by": None})["id"]
+                      data={"indication": "pep", "contact": k_flatmate, "criteria": [],
+                            "assessed_by": "doctor:lund"})["id"]
     engine.apply(pep, "dose", actor="nurse:holm", reason="dose 1", data={
         "on": d("2025-03-04"), "consent": True, "indication_note": "household contact, high risk (Table 1)",
         "justification": "within 4 days of exposure", "assessed_by": None})
     # PrEP for a man born 1965 (§6.1): counted as smallpox-vaccinated, so one dose is enough (§6.4).
     prep = engine.open("course", "offer", person=older, actor="doctor:lund", reason="PrEP consultation", data={
-        "indication": "prep", "contact": None, "criteria": ["msm_two_partners_12w"], "assessed_by": None})["id"]
+        "indication": "prep", "contact": None, "criteria": ["msm_two_partners_12w"], "assessed_by": None,
+        "criterion_on": d("2025-02-15")})["id"]
     engine.apply(prep, "dose", actor="nurse:holm", reason="the one dose", data={
         "on": d("2025-03-04"), "consent": False, "indication_note": None, "justification": None,
         "assessed_by": None})
@@ -102,10 +104,16 @@ def _story(engine: Engine) -> None:
     engine.apply(c4, "confirm", data={"pcr_on": d("2025-03-08"), "clade": "IIb"}, actor=anna, reason="PCR positive")
     engine.apply(c4, "notify", data={"channel": "phone"}, actor=anna, reason="phoned STPS")
     engine.apply(c4, "notify", data={"channel": "written"}, actor=anna, reason="SEI2")
-    engine.apply(c4, "isolate", data={"mode": "covered"}, actor=anna, reason="lesions covered, no general symptoms")
+    engine.apply(c4, "isolate", data={"mode": "home"}, actor=anna,
+                 reason="swollen lymph nodes, a general symptom: self-isolation at home (§4.1)")
     # Healing, then twelve weeks of condom advice (§4.1) close both cases on their own.
     _at(engine, "2025-03-20T12:00:00+01:00")
     engine.apply(c1, "heal", data={"on": d("2025-03-20")}, actor=anna, reason="scabs fallen off")
+    # The colleague's PEP assessment was never recorded: its deadline (day 14) passed, so it is missed, never
+    # done, until someone records what happened.
+    missed = next(t["id"] for t in engine.show(k_colleague)["timers"] if t["status"] == "missed")
+    engine.resolve_task(missed, "declined", actor="stps:maria",
+                        reason="PEP was offered by phone on 5 March; the colleague declined it")
     _at(engine, "2025-03-28T12:00:00+01:00")
     engine.apply(c4, "heal", data={"on": d("2025-03-28")}, actor=anna, reason="scabs fallen off")
     # Dose 2 of the flatmate's PEP, 28 days after dose 1 (§6.4).

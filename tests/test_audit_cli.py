@@ -164,7 +164,8 @@ def test_every_change_has_one_entry_with_both_instants_and_nothing_personal(cli_
     assert "REF-A" not in text and "REF-B" not in text and "1990-01-01" not in text
     confirm = next(e for e in case_entries if e["trigger"] == "confirm")
     assert confirm["rule"].startswith("SST-mpox-7.1 §")
-    assert {t["name"] for t in confirm["timers_armed"]} == {"phone_notification_due", "written_notification_due"}
+    assert {t["name"] for t in confirm["timers_armed"]} == {"phone_notification_due", "written_notification_due",
+                                                            "sequencing_sample_due"}
     assert confirm["changes"]["state"] == "confirmed" and confirm["changes"]["pcr_on"] == "2025-03-02"
 
 

@@ -337,13 +337,15 @@ class Story:
         if contact is not None and self.draw(st.booleans(), "pep"):
             own = self.draw(st.sampled_from([True] * 5 + [False]), "the contact's own person")
             who = contact["person"] if own else self.some_person()
-            data = {"indication": "pep", "contact": contact["id"], "criteria": [], "assessed_by": None}
+            data = {"indication": "pep", "contact": contact["id"], "criteria": [],
+                    "assessed_by": self.draw(st.sampled_from(("dr:infection", None)), "PEP assessor")}
         else:
             who = self.some_person()
             data = {"indication": "prep",
                     "criteria": self.draw(st.lists(st.sampled_from(PREP_CRITERIA), max_size=2, unique=True),
                                           "prep criteria"),
-                    "contact": None, "assessed_by": self.draw(st.sampled_from((None, "dr:infection")), "assessor")}
+                    "contact": None, "assessed_by": self.draw(st.sampled_from((None, "dr:infection")), "assessor"),
+                    "criterion_on": self.day_from(self.today(), "criterion on", before=90)}
         self.attempt("course offer", lambda: self.engine.open("course", "offer", person=who, actor=self.actor(),
                                                               data=data))
 
@@ -362,7 +364,8 @@ class Story:
             data = {"on": on, "consent": with_consent,
                     "indication_note": "close contact, high risk" if with_consent else None,
                     "justification": "within the window" if with_consent else None,
-                    "assessed_by": self.draw(st.sampled_from((None, "doctor:lund")), "assessed by")}
+                    "assessed_by": self.draw(st.sampled_from((None, "doctor:lund")), "assessed by"),
+                    "special_reason": self.draw(st.sampled_from((None, "reached late")), "special reason")}
         self.attempt(f"course {trigger}", lambda: self.engine.apply(course["id"], trigger, data=data,
                                                                     actor=self.actor()))
         return None
@@ -532,7 +535,8 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
         case = engine.open("case", "open", person=patient, actor=STAFF, data={
             "onset": D("2025-03-08"), "symptoms": ["rash"], "criteria": ["msm"]})["id"]
         course = engine.open("course", "offer", person=partner, actor=STAFF, data={
-            "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None})["id"]
+            "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None,
+            "criterion_on": D("2025-02-20")})["id"]
         ids.extend((case, course))
         at(T1)
         at(T("2025-03-11T12:00:00+01:00"))
@@ -582,22 +586,25 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
             "confirmed", 2, "2025-03-11", "Ib", "2025-03-12T10:00:00+01:00", "2025-03-12T10:00:00+01:00", None)
         assert [(t["name"], t["due_at"], t["status"]) for t in confirmed["timers"]] == [
             ("phone_notification_due", "2025-03-12T17:00:00+01:00", "pending"),
-            ("written_notification_due", "2025-03-13T10:00:00+01:00", "pending")]
+            ("written_notification_due", "2025-03-13T10:00:00+01:00", "pending"),
+            ("sequencing_sample_due", "2025-03-13T17:00:00+01:00", "pending")]  # §2.4: the next working day
         assert case_at("2025-03-12T16:59:59+01:00")["version"] == 2
         phoned = case_at("2025-03-12T17:00:00+01:00")  # the deadline's firing: an overdue record, a new version
         assert (phoned["state"], phoned["version"], timer_status(phoned)) == (
-            "confirmed", 3, {"phone_notification_due": "fired", "written_notification_due": "pending"})
+            "confirmed", 3, {"phone_notification_due": "missed", "written_notification_due": "pending",
+                             "sequencing_sample_due": "pending"})
         assert case_at("2025-03-12T18:00:00+01:00") == {**phoned, "as_of": "2025-03-12T18:00:00+01:00"}
         both = case_at("2025-03-20T12:00:00+01:00")
         assert (both["state"], both["version"], both["updated_at"], timer_status(both)) == (
-            "confirmed", 4, "2025-03-13T10:00:00+01:00",
-            {"phone_notification_due": "fired", "written_notification_due": "fired"})
+            "confirmed", 5, "2025-03-13T17:00:00+01:00",
+            {"phone_notification_due": "missed", "written_notification_due": "missed",
+             "sequencing_sample_due": "missed"})
 
         # Across the change to summer time: the same state on both sides; the instant is printed in local time.
         winter = case_at("2025-03-30T01:59:59+01:00")
         summer = case_at("2025-03-30T03:30:00+02:00")
         assert (summer["state"], summer["version"], summer["isolation_mode"], summer["updated_at"],
-                summer["as_of"]) == ("isolated", 5, "home", "2025-03-28T11:00:00+01:00",
+                summer["as_of"]) == ("isolated", 6, "home", "2025-03-28T11:00:00+01:00",
                                      "2025-03-30T03:30:00+02:00")
         assert without_as_of(winter) == without_as_of(summer)
         assert summer["audit_seq"] == winter["audit_seq"]
@@ -606,17 +613,18 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
 
         healed = case_at("2025-05-01T12:00:00+02:00")
         assert (healed["state"], healed["version"], healed["healed_on"], healed["updated_at"]) == (
-            "healed", 6, "2025-03-31", "2025-04-01T09:00:00+02:00")
+            "healed", 7, "2025-03-31", "2025-04-01T09:00:00+02:00")
         assert [(t["name"], t["due_at"], t["status"]) for t in healed["timers"]][-1] == (
             "condom_advice_ends", "2025-06-24T00:00:00+02:00", "pending")
         assert case_at("2025-06-23T23:59:59+02:00")["state"] == "healed"
         closed = case_at("2025-06-24T00:00:00+02:00")  # at the instant of the firing, inclusive
         assert (closed["state"], closed["version"], closed["updated_at"], timer_status(closed)) == (
-            "closed", 7, "2025-06-24T00:00:00+02:00",
-            {"phone_notification_due": "fired", "written_notification_due": "fired", "condom_advice_ends": "fired"})
+            "closed", 8, "2025-06-24T00:00:00+02:00",
+            {"phone_notification_due": "missed", "written_notification_due": "missed",
+             "sequencing_sample_due": "missed", "condom_advice_ends": "fired"})
         assert without_as_of(case_at("2025-12-24T12:00:00+01:00")) == engine.show(case)
 
-        # The course: dose 2 pending, then cancelled by the decline (its task closed at that instant).
+        # The course: dose 2 pending, then cancelled by the decline (its task ended undone, never "done").
         dosed = as_of(engine, course, T("2025-03-20T12:00:00+01:00"))
         assert (dosed["state"], dosed["version"], dosed["dose1_on"]) == ("dose1_given", 2, "2025-03-12")
         [dose2] = dosed["timers"]
@@ -626,17 +634,17 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
         assert (declined["state"], declined["version"], declined["ended_because"]) == ("declined", 3, "declined")
         [dose2] = declined["timers"]
         assert (dose2["status"], dose2["note"], dose2["satisfied_at"]) == (
-            "cancelled", "cancelled by the transition", "2025-03-28T11:00:00+01:00")
+            "cancelled", "cancelled by the transition", None)
         with pytest.raises(NotFound, match="did not exist yet"):
             engine.show(course, as_of=T1 - timedelta(microseconds=1))
 
         # The CLI: the same views; before creation exit 4; on a person exit 2.
         for instant in ("2025-03-12T12:00:00+01:00", "2025-03-30T03:30:00+02:00", "2025-03-30T01:30:00Z"):
             assert doc(cli_db, "show", case, "--as-of", instant) == engine.show(case, as_of=T(instant))
-        assert doc(cli_db, "show", case, "--as-of", "2025-03-30")["version"] == 5  # a bare date: 00:00 local
+        assert doc(cli_db, "show", case, "--as-of", "2025-03-30")["version"] == 6  # a bare date: 00:00 local
         shown = cli(cli_db, "show", case, "--as-of", "2025-03-30T03:30:00+02:00")
         assert shown.exit_code == 0, describe(shown)
-        assert (f"{case}  isolated  (case@SST-mpox-7.1, version 5)  as of 2025-03-30T03:30:00+02:00 (rebuilt from "
+        assert (f"{case}  isolated  (case@SST-mpox-7.1, version 6)  as of 2025-03-30T03:30:00+02:00 (rebuilt from "
                 f"the audit log up to seq {summer['audit_seq']})") in shown.stdout
         early = cli(cli_db, "show", case, "--as-of", "2025-03-10T08:59:59+01:00", "--json")
         assert early.exit_code == 4, describe(early)
@@ -674,12 +682,13 @@ def tampered_story(url: str) -> dict[str, Any]:
         contact = engine.open("contact", "add", person=person(engine, "REF-CONTACT"), actor=STAFF, data={
             "case": case, "exposed": D("2025-03-02"), "kind": "sexual"})["id"]
         course = engine.open("course", "offer", person=person(engine, "REF-PREP"), actor=STAFF, data={
-            "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None})["id"]
+            "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None,
+            "criterion_on": D("2025-02-20")})["id"]
         assert (case, contact, course) == ("case-1", "contact-1", "course-1")
         view = engine.show(case)
         timers = {t["name"]: int(t["id"].removeprefix("timer-")) for t in view["timers"]}
         assert (view["state"], view["version"], sorted(timers)) == (
-            "isolated", 4, ["phone_notification_due", "written_notification_due"])
+            "isolated", 4, ["phone_notification_due", "sequencing_sample_due", "written_notification_due"])
         assert engine.audit_replay() == {"matches": True, "objects": 3, "differences": []}
         return {"case": case, "contact": contact, "course": course, "phone": timers["phone_notification_due"],
                 "written": timers["written_notification_due"], "contact_view": engine.show(contact)}

@@ -507,15 +507,19 @@ def test_advancing_fires_every_timer_at_its_own_instant_in_due_order(cli_db: str
         (second, "phone_notification_due", "2025-03-03T17:00:00+01:00"),
         (first, "written_notification_due", "2025-03-04T08:00:00+01:00"),
         (second, "written_notification_due", "2025-03-04T16:00:00+01:00"),
+        # §2.4: the sample to SSI by the end of the next working day's daytime window.
+        (first, "sequencing_sample_due", "2025-03-04T17:00:00+01:00"),
+        (second, "sequencing_sample_due", "2025-03-04T17:00:00+01:00"),
     ]
     assert [(f["object"], f["name"], f["fired_at"]) for f in advanced["fired"]] == expected
-    assert all(f["due_at"] == f["fired_at"] and f["status"] == "fired" for f in advanced["fired"])
+    # Every task's deadline passed undone: missed, not "fired" (issue 12, item 14).
+    assert all(f["due_at"] == f["fired_at"] and f["status"] == "missed" for f in advanced["fired"])
 
     by_timers = [e for e in doc(cli_db, "audit") if e["actor"].startswith("timer:")]
     assert [(e["object"], e["trigger"], e["at"]) for e in by_timers] == expected
     assert [e["actor"] for e in by_timers] == [f"timer:{name}" for _, name, _ in expected]
     assert [e["seq"] for e in by_timers] == sorted(e["seq"] for e in by_timers)
-    assert all(e["rule"] == "SST-mpox-7.1 §3.1" for e in by_timers)
+    assert [e["rule"] for e in by_timers] == ["SST-mpox-7.1 §3.1"] * 4 + ["SST-mpox-7.1 §2.4"] * 2
     # An overdue deadline changes no state.
     assert all(e["from"] == e["to"] == "confirmed" for e in by_timers)
 
@@ -553,6 +557,7 @@ def test_healing_arms_the_condom_advice_which_closes_the_case_when_the_clock_pas
 def test_due_lists_the_notification_tasks_marks_them_overdue_and_drops_done_ones(one_case: str) -> None:
     assert doc(one_case, "due") == []
     confirm(one_case, "case-1")
+    ok(one_case, "case", "sample-sent", "case-1", "--on", "2025-03-03")  # §2.4, not this test's subject
 
     def worklist() -> list[tuple[str, str, str, bool]]:
         return [(t["object"], t["task"], t["due_at"], t["overdue"]) for t in doc(one_case, "due")]
@@ -569,7 +574,7 @@ def test_due_lists_the_notification_tasks_marks_them_overdue_and_drops_done_ones
     ]
     ok(one_case, "clock", "advance", "--to", "2025-03-04T09:00:00+01:00")
     assert [overdue for *_, overdue in worklist()] == [True, True]
-    assert "OVERDUE" in ok(one_case, "due").stdout
+    assert "MISSED" in ok(one_case, "due").stdout
 
     notified = doc(one_case, "case", "notify", "case-1", "--channel", "written", "--reason", "SEI2 sent late")
     assert notified["written_notified_at"] == "2025-03-04T09:00:00+01:00"

@@ -25,7 +25,7 @@ from tests.test_cli import (
 )
 
 CONTACT_STATES = ("exposed", "monitored", "released", "symptomatic")
-PEP_TIMERS = ("pep_optimal_window_closes", "pep_window_closes")
+PEP_TIMERS = ("pep_optimal_window_closes", "pep_window_closes", "pep_assessment_due")
 INFORM_TASK = "STPS informs the contact"
 
 #: §5.1 exposure kinds and their §6.2 Table 1 risk (CLI.md).
@@ -38,7 +38,7 @@ TABLE_1 = {
     "intact_skin": "medium",
     "passenger_8h": "medium",
     "healthcare_no_ppe": "medium",
-    "face_to_face": "low",
+    "face_to_face": "medium",  # Table 1 (corrected CLI.md): over 3 hours within 2 m is not "low"
 }
 
 
@@ -83,7 +83,7 @@ def contact_tasks(url: str, contact: str = "contact-1") -> list[tuple[str, str, 
 
 def exposure_timers(due_optimal: str, due_latest: str, due_monitoring: str) -> dict[str, str]:
     return {"pep_optimal_window_closes": due_optimal, "pep_window_closes": due_latest,
-            "monitoring_ends": due_monitoring}
+            "pep_assessment_due": due_latest, "monitoring_ends": due_monitoring}
 
 
 def without_inform(timers_by_name: dict[str, str]) -> dict[str, str]:
@@ -139,15 +139,15 @@ def test_every_exposure_kind_gets_its_table_1_risk_and_pep_window_and_list_conta
         expected.append((view["id"], kind, risk, view["pep_window"]))
 
     # A clinician's different assessment, with its reason: it decides the PEP windows.
-    raised = add_contact(traced, "person-2", "2025-03-01", "face_to_face", "--risk", "medium",
-                         "--reason", "3 hours in a small car, coughing")
-    assert (raised["exposure_kind"], raised["risk"], raised["pep_window"]) == ("face_to_face", "medium", "optimal")
+    raised = add_contact(traced, "person-2", "2025-03-01", "passenger_8h", "--risk", "high",
+                         "--reason", "9 hours beside the case, who was coughing")
+    assert (raised["exposure_kind"], raised["risk"], raised["pep_window"]) == ("passenger_8h", "high", "optimal")
     assert "pep_window_closes" in pending(raised)
     lowered = add_contact(traced, "person-3", "2025-03-01", "household", "--risk", "low",
                           "--reason", "separate flat, shared the hallway only")
     assert (lowered["risk"], lowered["pep_window"]) == ("low", "not_indicated")
     assert "pep_window_closes" not in pending(lowered)
-    expected += [(raised["id"], "face_to_face", "medium", "optimal"),
+    expected += [(raised["id"], "passenger_8h", "high", "optimal"),
                  (lowered["id"], "household", "low", "not_indicated")]
 
     listed = doc(traced, "list", "contacts")
@@ -369,8 +369,8 @@ def test_the_worklist_asks_to_inform_the_contact_and_to_assess_pep_until_the_win
 
     ok(traced, "clock", "advance", "--days", "2")
     tasks = contact_tasks(traced)
-    assert [t[2] for t in tasks if t[0].startswith(INFORM_TASK)] == [True], tasks  # overdue now
-    assert "OVERDUE" in ok(traced, "due").stdout
+    assert [t[2] for t in tasks if t[0].startswith(INFORM_TASK)] == [True], tasks  # missed now (issue 12 item 14)
+    assert "MISSED" in ok(traced, "due").stdout
 
     informed = doc(traced, "contact", "inform", "contact-1", "--actor", "staff:stps")
     assert informed["state"] == "monitored"
@@ -379,8 +379,10 @@ def test_the_worklist_asks_to_inform_the_contact_and_to_assess_pep_until_the_win
 
     ok(traced, "clock", "advance", "--to", "2025-03-16T23:59:59+01:00")
     assert [t[0] for t in contact_tasks(traced)] == [pep[0]]
+    # The window closes: an assessment nobody recorded is missed, not done, and stays on the worklist.
     ok(traced, "clock", "advance", "--to", "2025-03-17T00:00:00+01:00")
-    assert contact_tasks(traced) == []
+    assert contact_tasks(traced) == [(pep[0], pep[1], True)]
+    assert doc(traced, "show", "contact-1")["pep_window"] == "closed"
 
 
 def test_the_clock_moves_the_pep_window_to_extended_then_closed_then_releases_the_contact(traced: str) -> None:
@@ -408,7 +410,10 @@ def test_the_clock_moves_the_pep_window_to_extended_then_closed_then_releases_th
     released = doc(traced, "show", "contact-1")
     assert released["state"] == "released"
     assert "pending" not in {t["status"] for t in released["timers"]}
-    assert contact_tasks(traced) == []
+    # The PEP assessment nobody recorded was missed on 2025-03-17 and stays so until resolved (issue 12 item 14).
+    assert [(t["name"], t["status"]) for t in released["timers"] if t["name"] == "pep_assessment_due"] == [
+        ("pep_assessment_due", "missed")]
+    assert [task for task, _, _ in contact_tasks(traced)] == ["assess PEP by 2025-03-16 (best by 2025-03-06)"]
 
     by_timers = [(e["trigger"], e["actor"], e["at"], e["from"], e["to"], e["rule"])
                  for e in doc(traced, "audit", "--entity", "contact-1") if e["actor"].startswith("timer:")]
@@ -416,6 +421,8 @@ def test_the_clock_moves_the_pep_window_to_extended_then_closed_then_releases_th
         ("pep_optimal_window_closes", "timer:pep_optimal_window_closes", "2025-03-07T00:00:00+01:00",
          "monitored", "monitored", "SST-mpox-7.1 §6.2"),
         ("pep_window_closes", "timer:pep_window_closes", "2025-03-17T00:00:00+01:00",
+         "monitored", "monitored", "SST-mpox-7.1 §6.2"),
+        ("pep_assessment_due", "timer:pep_assessment_due", "2025-03-17T00:00:00+01:00",
          "monitored", "monitored", "SST-mpox-7.1 §6.2"),
         ("monitoring_ends", "timer:monitoring_ends", "2025-03-24T00:00:00+01:00",
          "monitored", "released", "SST-mpox-7.1 §5.5"),
@@ -434,17 +441,24 @@ def test_the_clock_moves_the_pep_window_to_extended_then_closed_then_releases_th
         assert "released" in result.stderr, describe(result)
 
 
-def test_an_uninformed_contact_is_released_too_and_its_inform_deadline_is_recorded_overdue(traced: str) -> None:
-    add_contact(traced, "person-2", "2025-03-02", "face_to_face")  # low risk: no PEP timers
+def test_an_uninformed_contact_is_released_too_and_its_inform_deadline_is_recorded_missed(traced: str) -> None:
+    """Issue 12 item 14: a contact never informed, released at day 21, showed `inform_due` "fired, done": it is
+    missed, and stays on the worklist after the release until someone records what happened."""
+    add_contact(traced, "person-2", "2025-03-02", "face_to_face", "--risk", "low", "--reason",
+                "outdoors, distance kept")  # low (a clinician's): no PEP timers
     fired = doc(traced, "clock", "advance", "--to", "2025-04-01T12:00:00+02:00")["fired"]
-    assert [(f["name"], f["to"], f["fired_at"]) for f in fired if f["object"] == "contact-1"] == [
-        ("inform_due", "exposed", "2025-03-04T08:00:00+01:00"),
-        ("monitoring_ends", "released", "2025-03-24T00:00:00+01:00"),
+    assert [(f["name"], f["status"], f["to"], f["fired_at"]) for f in fired if f["object"] == "contact-1"] == [
+        ("inform_due", "missed", "exposed", "2025-03-04T08:00:00+01:00"),
+        ("monitoring_ends", "fired", "released", "2025-03-24T00:00:00+01:00"),
     ]
-    assert doc(traced, "show", "contact-1")["state"] == "released"
+    view = doc(traced, "show", "contact-1")
+    assert view["state"] == "released"
+    [inform] = [t for t in view["timers"] if t["name"] == "inform_due"]
+    assert (inform["status"], inform.get("satisfied_at")) == ("missed", None)
     actors = [e["actor"] for e in doc(traced, "audit", "--entity", "contact-1")]
     assert actors == ["staff:stps", "timer:inform_due", "timer:monitoring_ends"]
-    assert contact_tasks(traced) == []
+    assert contact_tasks(traced) == [(INFORM_TASK + " (symptoms, 21 days' monitoring)", "2025-03-04T08:00:00+01:00",
+                                      True)]
 
 
 def test_a_released_contact_exposed_again_to_the_same_infectious_case_is_monitored_anew(traced: str) -> None:
@@ -464,6 +478,7 @@ def test_a_released_contact_exposed_again_to_the_same_infectious_case_is_monitor
         "inform_due": "2025-03-26T10:00:00+01:00",
         "pep_optimal_window_closes": "2025-03-30T00:00:00+01:00",
         "pep_window_closes": "2025-04-09T00:00:00+02:00",
+        "pep_assessment_due": "2025-04-09T00:00:00+02:00",
         "monitoring_ends": "2025-04-16T00:00:00+02:00",
     }
     entry = doc(traced, "audit", "--entity", "contact-1")[-1]
@@ -505,7 +520,8 @@ def test_symptoms_turn_the_contact_into_a_suspected_case_whose_source_can_be_rec
     assert view["state"] == "symptomatic"
     new_case = view["became_case"]
     assert re.fullmatch(r"case-\d+", new_case) and new_case != "case-1"
-    assert "pending" not in {t["status"] for t in view["timers"]}
+    # Only the PEP window's own timers keep running (so that it is true if the suspicion is discarded).
+    assert set(pending(view)) == {"pep_optimal_window_closes", "pep_window_closes"}
     assert contact_tasks(traced) == []
 
     case = doc(traced, "show", new_case)
@@ -515,7 +531,7 @@ def test_symptoms_turn_the_contact_into_a_suspected_case_whose_source_can_be_rec
     cases = {c["id"]: c["state"] for c in doc(traced, "list", "cases")}
     assert cases == {"case-1": "confirmed", new_case: "suspected"}
     assert [c["id"] for c in doc(traced, "list", "contacts", "--state", "symptomatic")] == ["contact-1"]
-    # Symptomatic is final.
+    # Symptomatic: nothing to do on the contact until its suspected case is discarded (§2.2.1).
     refused(traced, "contact", "inform", "contact-1", code=3)
 
     # §5.2: a source is an exposure up to 21 days before onset (2025-02-10 to 2025-03-03).

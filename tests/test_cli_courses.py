@@ -4,7 +4,8 @@
 Driven in-process through ``entry.cli.app`` on SQLite and on PostgreSQL (the ``cli_db`` fixture), on a simulated
 clock that starts on Monday 2025-03-03 at 08:00 in Copenhagen. The usual story: person-1 has case-1, confirmed by
 PCR (onset 2025-02-28, PCR 2025-03-02) and consenting to STPS tracing; person-2 is its sexual partner
-(contact-1, exposed 2025-03-02, high risk), person-3 its face-to-face contact (contact-2, low risk).
+(contact-1, exposed 2025-03-02, high risk), person-3 its face-to-face contact (contact-2, low risk by a clinician's
+assessment: low comes only from one). A PEP offer names its assessor (§6.2), a dated PrEP criterion its date (§6.1).
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def traced(cli_db: str) -> str:
     ok(cli_db, "contact", "add", "--case", "case-1", "--person", "person-2", "--exposed", "2025-03-02",
        "--kind", "sexual", "--actor", "staff:stps")
     ok(cli_db, "contact", "add", "--case", "case-1", "--person", "person-3", "--exposed", "2025-03-02",
-       "--kind", "face_to_face", "--actor", "staff:stps")
+       "--kind", "face_to_face", "--risk", "low", "--reason", "no physical contact, droplets unlikely",
+       "--actor", "staff:stps")
     return cli_db
 
 
 def offer_prep(url: str, person: str, criteria: str = "msm_sti_24w", *extra: str) -> dict[str, Any]:
+    dated = ("--criterion-on", "2025-02-24") if "msm_" in criteria else ()
     return dict(doc(url, "vaccine", "offer", "--person", person, "--indication", "prep", "--criteria", criteria,
-                    "--actor", "staff:clinic", *extra))
+                    *dated, "--actor", "staff:clinic", *extra))
 
 
 def pending(view: dict[str, Any]) -> dict[str, str]:
@@ -69,7 +72,7 @@ def course_tasks(url: str, course: str = "course-1") -> list[tuple[str, str, boo
 def test_vaccine_offer_pep_json_has_the_contract_fields(traced: str) -> None:
     assert any(t["task"].startswith("assess PEP") for t in doc(traced, "due") if t["object"] == "contact-1")
     view = doc(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1",
-               "--actor", "dr:infection")
+               "--assessed-by", "dr. Lund", "--actor", "dr:infection")
     assert re.fullmatch(r"course-\d+", view["id"]) and view["id"] == "course-1"
     assert (view["kind"], view["state"], view["workflow"], view["person"]) == (
         "course", "offered", "course@SST-mpox-7.1", "person-2")
@@ -162,7 +165,7 @@ def test_rule_refusals_exit_3_and_cite_the_section(traced: str) -> None:
     offer = ("vaccine", "offer", "--actor", "staff:clinic")
 
     had_mpox = refused(traced, *offer, "--person", "person-4", "--indication", "prep", "--criteria",
-                       "msm_sti_24w", code=3)
+                       "msm_sti_24w", "--criterion-on", "2025-02-24", code=3)
     assert "not vaccinated" in had_mpox.stderr and S6_3 in had_mpox.stderr
     low = refused(traced, *offer, "--person", "person-3", "--indication", "pep", "--contact", "contact-2", code=3)
     assert "not needed" in low.stderr and S6_2 in low.stderr
@@ -178,21 +181,27 @@ def test_rule_refusals_exit_3_and_cite_the_section(traced: str) -> None:
         assert "--assessed-by" in alone.stderr and S6_1 in alone.stderr
 
     # PEP dose 1 without the off-label records, a child without an assessing doctor.
-    ok(traced, *offer, "--person", "person-2", "--indication", "pep", "--contact", "contact-1")  # course-1
+    ok(traced, *offer, "--person", "person-2", "--indication", "pep", "--contact", "contact-1",
+       "--assessed-by", "dr. Lund")  # course-1
     no_consent = refused(traced, "vaccine", "dose", "course-1", "--on", "2025-03-03", code=3)
     assert "--consent" in no_consent.stderr and "--justification" in no_consent.stderr
     assert S6_2 in no_consent.stderr
     partial = refused(traced, "vaccine", "dose", "course-1", "--on", "2025-03-03", "--consent",
                       "--indication-note", "sexual partner", code=3)
     assert "missing --justification" in partial.stderr
-    ok(traced, *offer, "--person", "person-5", "--indication", "prep", "--criteria", "individual_assessment",
+    prep_child = refused(traced, *offer, "--person", "person-5", "--indication", "prep", "--criteria",
+                         "individual_assessment", "--assessed-by", "dr. Berg", code=3)
+    assert "PrEP is not offered" in prep_child.stderr and "§6.2.2" in prep_child.stderr
+    ok(traced, "contact", "add", "--case", "case-1", "--person", "person-5", "--exposed", "2025-03-02",
+       "--kind", "household", "--actor", "staff:stps")  # contact-3
+    ok(traced, *offer, "--person", "person-5", "--indication", "pep", "--contact", "contact-3",
        "--assessed-by", "dr. Berg")  # course-2
-    child = refused(traced, "vaccine", "dose", "course-2", "--on", "2025-03-03", code=3)
+    child = refused(traced, "vaccine", "dose", "course-2", "--on", "2025-03-03", *CONSENT, code=3)
     assert "under 12" in child.stderr and "§6.2.2" in child.stderr and "--assessed-by" in child.stderr
 
     # A second course while one is under way.
     second = refused(traced, *offer, "--person", "person-2", "--indication", "prep", "--criteria", "msm_sti_24w",
-                     code=3)
+                     "--criterion-on", "2025-02-24", code=3)
     assert "under way" in second.stderr and S6_3 in second.stderr
     # Dose 2 too early, a third dose.
     ok(traced, "vaccine", "dose", "course-1", "--on", "2025-03-03", *CONSENT)
@@ -204,7 +213,7 @@ def test_rule_refusals_exit_3_and_cite_the_section(traced: str) -> None:
     third = refused(traced, "vaccine", "dose", "course-1", "--on", "2025-03-31", code=3)
     assert "no boosters" in third.stderr and S6_3 in third.stderr
     after_completed = refused(traced, *offer, "--person", "person-2", "--indication", "prep", "--criteria",
-                              "msm_sti_24w", code=3)
+                              "msm_sti_24w", "--criterion-on", "2025-03-01", code=3)
     assert "completed" in after_completed.stderr and S6_3 in after_completed.stderr
 
 
@@ -212,7 +221,8 @@ def test_rule_refusals_exit_3_and_cite_the_section(traced: str) -> None:
 
 
 def test_vaccine_dose_records_pep_consent_and_the_assessing_doctor(traced: str) -> None:
-    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1")
+    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1",
+       "--assessed-by", "dr. Lund")
     view = doc(traced, "vaccine", "dose", "course-1", "--on", "2025-03-03", *CONSENT, "--assessed-by", "dr. Holm",
                "--actor", "nurse:ida")
     assert (view["state"], view["dose1_on"]) == ("dose1_given", "2025-03-03")
@@ -226,12 +236,15 @@ def test_vaccine_dose_records_pep_consent_and_the_assessing_doctor(traced: str) 
     assert (entry["trigger"], entry["from"], entry["to"], entry["actor"], entry["rule"]) == (
         "dose", "offered", "dose1_given", "nurse:ida", S6_4)
 
-    # A child under 12 with the assessing doctor is accepted (PrEP after an individual assessment).
+    # A child under 12 with the assessing doctor is accepted (PEP only, §6.2.2).
     child = add_person(traced, "REF-CHILD", "--born", "2015-06-01")
-    course = offer_prep(traced, child, "individual_assessment", "--assessed-by", "dr. Berg")
-    dosed = doc(traced, "vaccine", "dose", course["id"], "--on", "2025-03-03", "--assessed-by", "dr. Berg")
-    assert (dosed["state"], dosed["dose_assessments"], dosed["consent"]) == (
-        "dose1_given", [{"on": "2025-03-03", "assessed_by": "dr. Berg"}], None)
+    ok(traced, "contact", "add", "--case", "case-1", "--person", child, "--exposed", "2025-03-02",
+       "--kind", "household", "--actor", "staff:stps")  # contact-3
+    course = doc(traced, "vaccine", "offer", "--person", child, "--indication", "pep", "--contact", "contact-3",
+                 "--assessed-by", "dr. Berg")
+    dosed = doc(traced, "vaccine", "dose", course["id"], "--on", "2025-03-03", *CONSENT, "--assessed-by", "dr. Berg")
+    assert (dosed["state"], dosed["dose_assessments"]) == (
+        "dose1_given", [{"on": "2025-03-03", "assessed_by": "dr. Berg"}])
 
 
 # ---- dose 2 through the clock, the worklist, the overdue setting ------------------------------------------------
@@ -300,22 +313,32 @@ def test_a_bad_overdue_setting_exits_2_and_leaves_no_connection_open(cli_db: str
     assert left_open == 0, f"{left_open} database connection(s) left open by a command refused for its setting"
 
 
-def test_clock_advance_cancels_an_offered_pep_course_when_its_window_closes(traced: str) -> None:
-    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1")
+def test_clock_advance_lapses_an_offered_pep_course_at_its_window_and_cancels_it_after_the_grace(traced: str) -> None:
+    """Issue 12 item 9: the window's close (00:00 after day 14) lapses the offer; 7 days later it is cancelled, and
+    a dose on it is then refused citing §6.2 (not §6.3)."""
+    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1",
+       "--assessed-by", "dr. Lund")
     moved = doc(traced, "clock", "advance", "--to", "2025-03-17T00:00:00+01:00")
     assert [(f["name"], f["fired_at"], f["from"], f["to"]) for f in moved["fired"] if f["object"] == "course-1"] == [
-        ("pep_window_closes", "2025-03-17T00:00:00+01:00", "offered", "cancelled")]
+        ("pep_window_closes", "2025-03-17T00:00:00+01:00", "offered", "offered")]
+    view = doc(traced, "show", "course-1")
+    assert (view["state"], view["lapsed_at"]) == ("offered", "2025-03-17T00:00:00+01:00")
+    assert pending(view) == {"pep_late_entry_ends": "2025-03-24T00:00:00+01:00"}
+    moved = doc(traced, "clock", "advance", "--to", "2025-03-24T00:00:00+01:00")
+    assert [(f["name"], f["from"], f["to"], f["status"]) for f in moved["fired"] if f["object"] == "course-1"] == [
+        ("pep_late_entry_ends", "offered", "cancelled", "missed")]
     view = doc(traced, "show", "course-1")
     assert view["state"] == "cancelled" and S6_2 in view["ended_because"]
     late = refused(traced, "vaccine", "dose", "course-1", "--on", "2025-03-16", *CONSENT, code=3)
-    assert "cancelled" in late.stderr
+    assert "cancelled" in late.stderr and S6_2 in late.stderr and S6_3 not in late.stderr
 
 
 # ---- mpox after dose 1, decline ------------------------------------------------------------------------------
 
 
 def test_a_confirmed_case_for_the_person_cancels_the_course_and_dose_2_is_refused(traced: str) -> None:
-    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1")
+    ok(traced, "vaccine", "offer", "--person", "person-2", "--indication", "pep", "--contact", "contact-1",
+       "--assessed-by", "dr. Lund")
     ok(traced, "vaccine", "dose", "course-1", "--on", "2025-03-03", *CONSENT)
     ok(traced, "clock", "advance", "--days", "5")
     case = doc(traced, "case", "open", "--person", "person-2", "--onset", "2025-03-07", "--confirmed",

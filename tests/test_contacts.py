@@ -22,6 +22,7 @@ from engine.core import Engine
 from persistence.database import Database
 from persistence.models import Case, Contact, Timer
 from scheduler.firing import advance_simulated_clock
+from tests.conftest import START
 from tests.helpers import confirmed, contents, last_entry, person, pk, suspected, tasks_of
 from workflows.errors import GuardRefused, NotFound, RuleRefused, TriggerNotAllowed
 
@@ -31,13 +32,13 @@ DANISH = ZoneInfo("Europe/Copenhagen")
 STAFF = "staff:test"
 SECOND = timedelta(seconds=1)
 S5_1, S5_2, S5_5, S6_2 = (f"SST-mpox-7.1 {s}" for s in ("§5.1", "§5.2", "§5.5", "§6.2"))
-PEP_TIMERS = ("pep_optimal_window_closes", "pep_window_closes")
+PEP_TIMERS = ("pep_optimal_window_closes", "pep_window_closes", "pep_assessment_due")
 EXPOSURE_TIMERS = ("monitoring_ends", *PEP_TIMERS)
 INFORM_TASK = "STPS informs the contact (symptoms, 21 days' monitoring)"
 TABLE_1 = {
     "household": "high", "sexual": "high", "mucosa_or_broken_skin": "high", "sharps": "high", "cleaning": "high",
     "intact_skin": "medium", "passenger_8h": "medium", "healthcare_no_ppe": "medium",
-    "face_to_face": "low",
+    "face_to_face": "medium",
 }
 _refs = itertools.count()
 
@@ -76,6 +77,11 @@ def add(engine: Engine, case_id: str, person_id: str, exposed: date | str, kind:
     return engine.open("contact", "add", person=person_id, actor=STAFF, data={
         "case": case_id, "exposed": exposed, "kind": kind, "risk": risk, "reason": reason,
         "anonymous_via_doctor": anonymous})
+
+
+def ex(on: str, kind: str, risk: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """An exposure as the contact records it (issue 12 item 4: each carries a clinician's risk, or None)."""
+    return {"on": on, "kind": kind, "risk": risk, "reason": reason}
 
 
 def pending(engine: Engine, object_id: str) -> dict[str, str]:
@@ -124,7 +130,7 @@ def test_every_window_closes_at_local_midnight_across_daylight_saving(
     contact = add(engine, case_id, person(engine, "CONTACT"), day)
     inform_due = hours_later(now, 24).isoformat()
     expected = {"monitoring_ends": monitoring_ends, "pep_optimal_window_closes": optimal_closes,
-                "pep_window_closes": pep_closes, "inform_due": inform_due}
+                "pep_window_closes": pep_closes, "pep_assessment_due": pep_closes, "inform_due": inform_due}
     assert pending(engine, contact["id"]) == expected
     assert {t["name"]: t["due_at"] for t in contact["timers"]} == expected  # the view the add returns
     # Stored as the same UTC instants.
@@ -137,16 +143,18 @@ def test_every_window_closes_at_local_midnight_across_daylight_saving(
     end = T(monitoring_ends)
     early = [f for f in advance_simulated_clock(engine, end - SECOND) if f.object == contact["id"]]
     late = [f for f in advance_simulated_clock(engine, end) if f.object == contact["id"]]
-    assert [(f.name, f.fired_at, f.from_state, f.to_state) for f in early] == [
-        ("inform_due", T(inform_due), "exposed", "exposed"),
-        ("pep_optimal_window_closes", T(optimal_closes), "exposed", "exposed"),
-        ("pep_window_closes", T(pep_closes), "exposed", "exposed"),
+    # The two tasks nobody did are missed (issue 12 item 14), the windows' own timers fired.
+    assert [(f.name, f.status, f.fired_at, f.from_state, f.to_state) for f in early] == [
+        ("inform_due", "missed", T(inform_due), "exposed", "exposed"),
+        ("pep_optimal_window_closes", "fired", T(optimal_closes), "exposed", "exposed"),
+        ("pep_window_closes", "fired", T(pep_closes), "exposed", "exposed"),
+        ("pep_assessment_due", "missed", T(pep_closes), "exposed", "exposed"),
     ]
-    assert [(f.name, f.fired_at, f.from_state, f.to_state) for f in late] == [
-        ("monitoring_ends", end, "exposed", "released")]
+    assert [(f.name, f.status, f.fired_at, f.from_state, f.to_state) for f in late] == [
+        ("monitoring_ends", "fired", end, "exposed", "released")]
     assert [(e["trigger"], e["at"]) for e in engine.audit(entity=contact["id"])] == [
         ("add", now.isoformat()), ("inform_due", inform_due), ("pep_optimal_window_closes", optimal_closes),
-        ("pep_window_closes", pep_closes), ("monitoring_ends", monitoring_ends)]
+        ("pep_window_closes", pep_closes), ("pep_assessment_due", pep_closes), ("monitoring_ends", monitoring_ends)]
 
 
 def test_the_windows_are_computed_from_independent_local_midnights(engine, clock):
@@ -161,6 +169,7 @@ def test_the_windows_are_computed_from_independent_local_midnights(engine, clock
         assert pending(engine, contact["id"]) == {
             "pep_optimal_window_closes": midnight(day + timedelta(days=5)).isoformat(),
             "pep_window_closes": midnight(day + timedelta(days=15)).isoformat(),
+            "pep_assessment_due": midnight(day + timedelta(days=15)).isoformat(),
             "monitoring_ends": midnight(day + timedelta(days=22)).isoformat(),
             "inform_due": hours_later(now, 24).isoformat(),
         }
@@ -175,7 +184,7 @@ def test_table_1_gives_each_exposure_kind_its_risk_and_pep_windows(engine, db, k
     contact = add(engine, case_id, person(engine, "CONTACT"), "2025-03-02", kind)
     assert (contact["state"], contact["exposure_kind"], contact["risk"], contact["risk_assessed"]) == (
         "exposed", kind, risk, False)
-    assert contact["exposures"] == [{"on": "2025-03-02", "kind": kind}]
+    assert contact["exposures"] == [{"on": "2025-03-02", "kind": kind, "risk": None, "reason": None}]
     with db.reading() as session:
         row = session.get(Contact, pk(contact["id"]))
         assert (row.risk, row.pep_window, row.exposure_kind) == (risk, contact["pep_window"], kind)
@@ -276,6 +285,13 @@ def test_without_consent_only_the_doctor_traces_anonymously(engine, db, consent,
     assert "--anonymous-via-doctor" in str(refused.value)
     assert contents(db) == before
 
+    if consent is None:
+        # §5.4: anonymous tracing by the treating doctor is for a case that DECLINED STPS tracing, not one not
+        # yet asked (the rules in test_rules_contact.py).
+        with pytest.raises(GuardRefused, match="not recorded: anonymous tracing by the treating doctor is only"):
+            add(engine, case_id, contact, "2025-03-02", anonymous=True)
+        assert contents(db) == before
+        return
     anonymous = add(engine, case_id, contact, "2025-03-02", anonymous=True)
     assert (anonymous["state"], anonymous["anonymous_via_doctor"]) == ("exposed", True)
     entry = last_entry(engine, anonymous["id"])
@@ -348,24 +364,29 @@ def test_the_pep_window_moves_with_its_timers_and_the_worklist_follows(engine, d
     assert entry["data"]["fired_late_by_seconds"] == 0
     assert tasks_of(engine, contact_id) == [(*pep_task, False)]  # PEP still possible in special cases
 
-    # extended -> closed at 00:00 on exposure + 15 days: the task leaves the worklist.
+    # extended -> closed at 00:00 on exposure + 15 days by the window's own timer; the assessment nobody made is
+    # missed at the same instant (issue 12 items 9, 14: it was shown "done" before), and stays in the worklist.
     advance_simulated_clock(engine, T("2025-03-17T00:00:00+01:00") - SECOND)
     assert engine.show(contact_id)["pep_window"] == "extended"
     assert tasks_of(engine, contact_id) == [(*pep_task, False)]
     advance_simulated_clock(engine, T("2025-03-17T00:00:00+01:00"))
     view = engine.show(contact_id)
     assert (view["pep_window"], view["state"]) == ("closed", "monitored")
-    entry = last_entry(engine, contact_id)
-    assert (entry["trigger"], entry["actor"], entry["from"], entry["to"], entry["at"], entry["rule"]) == (
+    closed, missed = engine.audit(entity=contact_id)[-2:]
+    assert (closed["trigger"], closed["actor"], closed["from"], closed["to"], closed["at"], closed["rule"]) == (
         "pep_window_closes", "timer:pep_window_closes", "monitored", "monitored", "2025-03-17T00:00:00+01:00",
         S6_2)
-    assert tasks_of(engine, contact_id) == []
+    assert (missed["trigger"], missed["actor"], missed["at"], missed["rule"], missed["data"]["outcome"]) == (
+        "pep_assessment_due", "timer:pep_assessment_due", "2025-03-17T00:00:00+01:00", S6_2, "missed")
+    assert tasks_of(engine, contact_id) == [(*pep_task, True)]
     assert [e["trigger"] for e in engine.audit(entity=contact_id)] == [
-        "add", "inform_due", "inform", "pep_optimal_window_closes", "pep_window_closes"]
+        "add", "inform_due", "inform", "pep_optimal_window_closes", "pep_window_closes", "pep_assessment_due"]
     with db.reading() as session:
         assert session.get(Contact, pk(contact_id)).pep_window == "closed"
-        [timer] = session.scalars(select(Timer).where(Timer.name == "pep_window_closes")).all()
-        assert (timer.status, timer.satisfied_at) == ("fired", T("2025-03-17T00:00:00+01:00"))
+        [window] = session.scalars(select(Timer).where(Timer.name == "pep_window_closes")).all()
+        assert (window.status, window.task, window.satisfied_at) == ("fired", None, None)
+        [task] = session.scalars(select(Timer).where(Timer.name == "pep_assessment_due")).all()
+        assert (task.status, task.satisfied_at, task.due_at) == ("missed", None, T("2025-03-17T00:00:00+01:00"))
 
 
 # ---- 5. re-exposure and correction re-arm every timer -----------------------------------------------------
@@ -382,9 +403,9 @@ def test_a_new_exposure_rearms_every_window_from_the_last_exposure(engine, db, c
     view = engine.apply(contact_id, "expose", data={"exposed": D("2025-03-05"), "kind": "intact_skin"}, actor=STAFF)
     assert (view["exposed_on"], view["last_exposure_on"], view["exposure_kind"], view["risk"], view["pep_window"]) == (
         "2025-03-01", "2025-03-05", "intact_skin", "high", "optimal")
-    assert view["exposures"] == [{"on": "2025-03-01", "kind": "sexual"}, {"on": "2025-03-05", "kind": "intact_skin"}]
+    assert view["exposures"] == [ex("2025-03-01", "sexual"), ex("2025-03-05", "intact_skin")]
     new = {"monitoring_ends": "2025-03-27T00:00:00+01:00", "pep_optimal_window_closes": "2025-03-10T00:00:00+01:00",
-           "pep_window_closes": "2025-03-20T00:00:00+01:00"}
+           "pep_window_closes": "2025-03-20T00:00:00+01:00", "pep_assessment_due": "2025-03-20T00:00:00+01:00"}
     assert pending(engine, contact_id) == {**new, "inform_due": old["inform_due"]}
     statuses = {t["id"]: t["status"] for t in engine.show(contact_id)["timers"]}
     assert {name: statuses[old_ids[name]] for name in EXPOSURE_TIMERS} == dict.fromkeys(EXPOSURE_TIMERS, "cancelled")
@@ -415,17 +436,19 @@ def test_a_new_exposure_rearms_every_window_from_the_last_exposure(engine, db, c
 def test_an_earlier_high_risk_exposure_found_later_opens_pep_from_that_exposure(engine, clock):
     """§6.2: PEP is for an exposure of high or medium risk (Table 1), best within 4 days of *that* exposure and
     no later than 14 days after it; a low-risk exposure needs no PEP. Monitoring (§5.5) runs from the last
-    exposure of any kind."""
+    exposure of any kind. (No kind is low by Table 1: the low exposure here is a clinician's assessment.)"""
     case_id = traced_case(engine)
-    contact_id = add(engine, case_id, person(engine, "CONTACT"), "2025-03-03", "face_to_face")["id"]
+    contact_id = add(engine, case_id, person(engine, "CONTACT"), "2025-03-03", "passenger_8h", risk="low",
+                     reason="aisle seat, case masked")["id"]
     assert engine.show(contact_id)["pep_window"] == "not_indicated"
     # An earlier, higher-risk exposure found later: the risk rises and PEP windows open from that exposure.
     view = engine.apply(contact_id, "expose", data={"exposed": D("2025-03-01"), "kind": "household"}, actor=STAFF)
     assert (view["exposed_on"], view["last_exposure_on"], view["risk"], view["exposure_kind"], view["pep_window"]) == (
-        "2025-03-01", "2025-03-03", "high", "face_to_face", "optimal")
+        "2025-03-01", "2025-03-03", "high", "passenger_8h", "optimal")
     assert pending(engine, contact_id) == {
         "monitoring_ends": "2025-03-25T00:00:00+01:00", "pep_optimal_window_closes": "2025-03-06T00:00:00+01:00",
-        "pep_window_closes": "2025-03-16T00:00:00+01:00", "inform_due": "2025-03-04T08:00:00+01:00"}
+        "pep_window_closes": "2025-03-16T00:00:00+01:00", "pep_assessment_due": "2025-03-16T00:00:00+01:00",
+        "inform_due": "2025-03-04T08:00:00+01:00"}
     assert [t for t, _, _ in tasks_of(engine, contact_id)] == [
         INFORM_TASK, "assess PEP by 2025-03-15 (best by 2025-03-05)"]
     entry = last_entry(engine, contact_id)
@@ -434,20 +457,25 @@ def test_an_earlier_high_risk_exposure_found_later_opens_pep_from_that_exposure(
 
 def test_a_later_low_risk_exposure_moves_monitoring_but_not_the_pep_window(engine, clock):
     """§6.2: "after day 14, PEP is no longer offered for that exposure", and a low-risk exposure needs none: a
-    face-to-face meeting after a sexual exposure extends monitoring (§5.5), not the PEP window."""
+    meeting a clinician assessed as low after a sexual exposure extends monitoring (§5.5), not the PEP window."""
     case_id = traced_case(engine)
     contact_id = add(engine, case_id, person(engine, "CONTACT"), "2025-03-01", "sexual")["id"]
     engine.apply(contact_id, "inform", data={}, actor=STAFF)
     advance_simulated_clock(engine, local("2025-03-10"))
     assert engine.show(contact_id)["pep_window"] == "extended"
-    view = engine.apply(contact_id, "expose", data={"exposed": D("2025-03-10"), "kind": "face_to_face"}, actor=STAFF)
-    assert (view["risk"], view["last_exposure_on"], view["exposure_kind"], view["pep_window"]) == (
-        "high", "2025-03-10", "face_to_face", "extended")
+    view = engine.apply(contact_id, "expose", data={"exposed": D("2025-03-10"), "kind": "face_to_face",
+                                                    "risk": "low", "reason": "outdoors, 2 m apart"}, actor=STAFF)
+    assert (view["risk"], view["risk_assessed"], view["last_exposure_on"], view["exposure_kind"],
+            view["pep_window"]) == ("high", False, "2025-03-10", "face_to_face", "extended")
     assert pending(engine, contact_id) == {
-        "monitoring_ends": "2025-04-01T00:00:00+02:00", "pep_window_closes": "2025-03-16T00:00:00+01:00"}
-    assert [t for t, _, _ in tasks_of(engine, contact_id)] == ["assess PEP by 2025-03-15 (best by 2025-03-05)"]
+        "monitoring_ends": "2025-04-01T00:00:00+02:00", "pep_window_closes": "2025-03-16T00:00:00+01:00",
+        "pep_assessment_due": "2025-03-16T00:00:00+01:00"}
+    pep_task = "assess PEP by 2025-03-15 (best by 2025-03-05)"
+    assert [t for t, _, _ in tasks_of(engine, contact_id)] == [pep_task]
     advance_simulated_clock(engine, T("2025-03-16T00:00:00+01:00"))
-    assert (engine.show(contact_id)["pep_window"], tasks_of(engine, contact_id)) == ("closed", [])
+    # The window closed; the assessment nobody recorded is missed, not done (issue 12 item 14).
+    assert (engine.show(contact_id)["pep_window"], tasks_of(engine, contact_id)) == (
+        "closed", [(pep_task, "2025-03-16T00:00:00+01:00", True)])
 
 
 def test_a_corrected_date_rearms_every_timer_and_moves_release(engine, db, clock):
@@ -459,12 +487,13 @@ def test_a_corrected_date_rearms_every_timer_and_moves_release(engine, db, clock
 
     # Correct the first exposure to a later date than the second: it becomes the last one.
     view = engine.apply(contact_id, "correct", data={"exposed": D("2025-03-05"), "exposure": 1}, actor=STAFF)
-    assert view["exposures"] == [{"on": "2025-03-05", "kind": "sexual"}, {"on": "2025-03-04", "kind": "household"}]
+    assert view["exposures"] == [ex("2025-03-05", "sexual"), ex("2025-03-04", "household")]
     assert (view["exposed_on"], view["last_exposure_on"], view["exposure_kind"]) == (
         "2025-03-04", "2025-03-05", "sexual")
     assert pending(engine, contact_id) == {
         "monitoring_ends": "2025-03-27T00:00:00+01:00", "pep_optimal_window_closes": "2025-03-10T00:00:00+01:00",
-        "pep_window_closes": "2025-03-20T00:00:00+01:00", "inform_due": "2025-03-04T08:00:00+01:00"}
+        "pep_window_closes": "2025-03-20T00:00:00+01:00", "pep_assessment_due": "2025-03-20T00:00:00+01:00",
+        "inform_due": "2025-03-04T08:00:00+01:00"}
     entry = last_entry(engine, contact_id)
     assert (entry["trigger"], entry["from"], entry["to"], entry["rule"]) == ("correct", "exposed", "exposed", S5_5)
     assert entry["data"] == {"exposed": "2025-03-05", "exposure": 1}
@@ -473,7 +502,7 @@ def test_a_corrected_date_rearms_every_timer_and_moves_release(engine, db, clock
 
     # Without --exposure the last recorded one is corrected.
     view = engine.apply(contact_id, "correct", data={"exposed": D("2025-02-27"), "exposure": None}, actor=STAFF)
-    assert view["exposures"] == [{"on": "2025-03-05", "kind": "sexual"}, {"on": "2025-02-27", "kind": "household"}]
+    assert view["exposures"] == [ex("2025-03-05", "sexual"), ex("2025-02-27", "household")]
     assert pending(engine, contact_id)["monitoring_ends"] == "2025-03-27T00:00:00+01:00"
 
     # Refusals write nothing.
@@ -527,7 +556,8 @@ def test_a_corrected_date_whose_windows_are_over(engine, db, clock):
     advance_simulated_clock(engine, corrected_at + SECOND)
     assert engine.show(first)["pep_window"] == "extended"
     assert pending(engine, first) == {
-        "pep_window_closes": "2025-03-13T00:00:00+01:00", "monitoring_ends": "2025-03-20T00:00:00+01:00"}
+        "pep_window_closes": "2025-03-13T00:00:00+01:00", "pep_assessment_due": "2025-03-13T00:00:00+01:00",
+        "monitoring_ends": "2025-03-20T00:00:00+01:00"}
 
     # A second contact, exposed 2025-03-10; on 2025-03-25 its date is corrected to 2025-03-01: every window,
     # monitoring included, is over. PEP is closed at once; the release comes at the next clock step.
@@ -541,7 +571,9 @@ def test_a_corrected_date_whose_windows_are_over(engine, db, clock):
     assert (engine.show(second)["state"], engine.show(second)["pep_window"]) == ("exposed", "closed")
     view = engine.apply(second, "correct", data={"exposed": D("2025-03-01"), "exposure": 1}, actor=STAFF)
     assert (view["state"], view["pep_window"], view["last_exposure_on"]) == ("exposed", "closed", "2025-03-01")
-    assert [t for t, _, _ in tasks_of(engine, second) if t.startswith("assess PEP")] == []
+    # No new "assess PEP" task for a window already over; the one for 2025-03-10 that nobody did stays missed.
+    missed_pep = ("assess PEP by 2025-03-24 (best by 2025-03-14)", "2025-03-25T00:00:00+01:00", True)
+    assert [t for t in tasks_of(engine, second) if t[0].startswith("assess PEP")] == [missed_pep]
     assert pending(engine, second)["monitoring_ends"] == "2025-03-23T00:00:00+01:00"
     assert [e for e in engine.audit(entity=second) if e["trigger"] == "monitoring_ends"] == []
 
@@ -556,7 +588,9 @@ def test_a_corrected_date_whose_windows_are_over(engine, db, clock):
     assert (release["trigger"], release["actor"], release["at"], release["data"]["fired_late_by_seconds"]) == (
         "monitoring_ends", "timer:monitoring_ends", corrected_at.isoformat(),
         int((corrected_at - T("2025-03-23T00:00:00+01:00")).total_seconds()))
-    assert tasks_of(engine, second) == []
+    # Release does not make the missed tasks done: they wait for `task resolve`.
+    assert [(task, overdue) for task, _, overdue in tasks_of(engine, second)] == [
+        (INFORM_TASK, True), (missed_pep[0], True)]
 
 
 # ---- 6. symptoms -------------------------------------------------------------------------------------------------
@@ -568,7 +602,7 @@ def test_symptoms_open_one_suspected_case_in_the_same_transaction(engine, db, cl
     contact_id = add(engine, case_id, contact_person, "2025-03-02")["id"]
     engine.apply(contact_id, "inform", data={}, actor=STAFF)
     advance_simulated_clock(engine, local("2025-03-08", 11))
-    assert set(pending(engine, contact_id)) == {"pep_window_closes", "monitoring_ends"}
+    assert set(pending(engine, contact_id)) == {"pep_window_closes", "pep_assessment_due", "monitoring_ends"}
     pending_ids = {t["name"]: t["id"] for t in engine.show(contact_id)["timers"] if t["status"] == "pending"}
 
     before = contents(db)
@@ -598,8 +632,12 @@ def test_symptoms_open_one_suspected_case_in_the_same_transaction(engine, db, cl
         assert (spawned.state, spawned.person_id, spawned.criteria, spawned.source_case) == (
             "suspected", pk(contact_person), ["epi_link"], case_id)
 
-    # Every pending timer cancelled; both audit entries at the same instant, one after the other.
-    assert pending(engine, contact_id) == {}
+    # Monitoring and the PEP assessment task cancelled (not done, issue 12 item 14); the PEP window keeps closing
+    # on time so that it is true if the suspicion is discarded. Both audit entries at the same instant.
+    assert pending(engine, contact_id) == {"pep_window_closes": "2025-03-17T00:00:00+01:00"}
+    with db.reading() as session:
+        [task] = session.scalars(select(Timer).where(Timer.name == "pep_assessment_due")).all()
+        assert (task.status, task.satisfied_at, task.note) == ("cancelled", None, "cancelled by the transition")
     opened, symptomatic = engine.audit()[-2:]
     assert (opened["object"], opened["trigger"], opened["from"], opened["to"], opened["reason"]) == (
         new_case["id"], "open", None, "suspected", f"from {contact_id}: symptoms")
@@ -609,14 +647,17 @@ def test_symptoms_open_one_suspected_case_in_the_same_transaction(engine, db, cl
     assert opened["at"] == symptomatic["at"] == "2025-03-08T11:00:00+01:00"
     assert symptomatic["seq"] == opened["seq"] + 1
     assert sorted((c["name"], c["timer"], c["why"]) for c in symptomatic["timers_cancelled"]) == sorted(
-        (name, timer, "cancelled by the transition") for name, timer in pending_ids.items())
+        (name, timer, "cancelled by the transition") for name, timer in pending_ids.items()
+        if name != "pep_window_closes")
+    assert symptomatic["timers_done"] == []
     assert tasks_of(engine, contact_id) == []
 
-    # Nothing of the contact fires any more; it is final.
+    # Only the PEP window closes; nothing else of the contact happens but the discard of its case (§2.2.1).
     fired = advance_simulated_clock(engine, clock.now() + timedelta(days=60))
-    assert [f for f in fired if f.object == contact_id] == []
-    assert last_entry(engine, contact_id)["trigger"] == "symptoms"
-    with pytest.raises(TriggerNotAllowed, match="nothing: the state is final"):
+    assert [(f.name, f.status, f.to_state) for f in fired if f.object == contact_id] == [
+        ("pep_window_closes", "fired", "symptomatic")]
+    assert (engine.show(contact_id)["state"], engine.show(contact_id)["pep_window"]) == ("symptomatic", "closed")
+    with pytest.raises(TriggerNotAllowed, match="'expose' is not allowed in that state"):
         engine.apply(contact_id, "expose", data={"exposed": D("2025-03-08"), "kind": "sexual"}, actor=STAFF)
 
 
@@ -639,7 +680,10 @@ def test_the_contact_is_released_exactly_at_the_end_of_monitoring(engine, db, cl
     view = engine.show(contact_id)
     assert (view["state"], view["pep_window"]) == (state, "closed")
     assert pending(engine, contact_id) == {"monitoring_ends": end.isoformat()}
-    assert tasks_of(engine, contact_id) == ([] if informed else [(INFORM_TASK, "2025-03-04T08:00:00+01:00", True)])
+    # The tasks nobody did are missed and stay in the worklist (issue 12 item 14), the release does not touch them.
+    missed = ([] if informed else [(INFORM_TASK, "2025-03-04T08:00:00+01:00", True)]) + [
+        ("assess PEP by 2025-03-16 (best by 2025-03-06)", "2025-03-17T00:00:00+01:00", True)]
+    assert tasks_of(engine, contact_id) == missed
 
     fired = [(f.name, f.status, f.fired_at, f.from_state, f.to_state)
              for f in advance_simulated_clock(engine, end) if f.object == contact_id]
@@ -651,9 +695,14 @@ def test_the_contact_is_released_exactly_at_the_end_of_monitoring(engine, db, cl
     assert entry["data"]["fired_late_by_seconds"] == 0
     assert engine.show(contact_id)["state"] == "released"
     assert pending(engine, contact_id) == {}
-    assert tasks_of(engine, contact_id) == []
+    assert tasks_of(engine, contact_id) == missed
+    assert entry["timers_done"] == []
     with db.reading() as session:
         assert session.get(Contact, pk(contact_id)).state == "released"
+        assert {(t.name, t.status, t.satisfied_at) for t in session.scalars(select(Timer).where(
+            Timer.object_kind == "contact", Timer.task.is_not(None)))} == (
+            {("inform_due", "cancelled", START)} if informed else {("inform_due", "missed", None)}) | {
+            ("pep_assessment_due", "missed", None)}
 
     # Released: no symptoms or corrections recorded on it any more.
     before = contents(db)
@@ -680,12 +729,14 @@ def test_a_released_contact_exposed_again_is_monitored_anew_and_released_again(e
         "exposed", "2025-03-27", "high", "optimal", None)
     assert pending(engine, contact_id) == {
         "inform_due": "2025-03-29T10:00:00+01:00", "pep_optimal_window_closes": "2025-04-01T00:00:00+02:00",
-        "pep_window_closes": "2025-04-11T00:00:00+02:00", "monitoring_ends": "2025-04-18T00:00:00+02:00"}
+        "pep_window_closes": "2025-04-11T00:00:00+02:00", "pep_assessment_due": "2025-04-11T00:00:00+02:00",
+        "monitoring_ends": "2025-04-18T00:00:00+02:00"}
     entry = last_entry(engine, contact_id)
     assert (entry["trigger"], entry["from"], entry["to"], entry["rule"], entry["timers_cancelled"]) == (
         "expose", "released", "exposed", S5_5, [])
+    first_pep = "assess PEP by 2025-03-15 (best by 2025-03-05)"  # the first exposure's, missed on 2025-03-16
     assert [t for t, _, _ in tasks_of(engine, contact_id)] == [
-        INFORM_TASK, "assess PEP by 2025-04-10 (best by 2025-03-31)"]
+        first_pep, INFORM_TASK, "assess PEP by 2025-04-10 (best by 2025-03-31)"]
 
     advance_simulated_clock(engine, T("2025-04-18T00:00:00+02:00") - SECOND)
     assert engine.show(contact_id)["state"] == "exposed"
@@ -693,7 +744,9 @@ def test_a_released_contact_exposed_again_is_monitored_anew_and_released_again(e
     ends = [(e["from"], e["to"], e["at"]) for e in engine.audit(entity=contact_id) if e["trigger"] == "monitoring_ends"]
     assert ends == [("monitored", "released", "2025-03-23T00:00:00+01:00"),
                     ("exposed", "released", "2025-04-18T00:00:00+02:00")]
-    assert tasks_of(engine, contact_id) == [] and pending(engine, contact_id) == {}
+    assert pending(engine, contact_id) == {}
+    assert [(t, overdue) for t, _, overdue in tasks_of(engine, contact_id)] == [
+        (first_pep, True), (INFORM_TASK, True), ("assess PEP by 2025-04-10 (best by 2025-03-31)", True)]
 
     # Once the case has healed, a later exposure is outside its infectious period: refused, nothing written.
     engine.apply(case_id, "heal", data={"on": D("2025-04-10")}, actor=STAFF)

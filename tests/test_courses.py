@@ -1,9 +1,10 @@
 """Vaccination courses (§6) on both backends: the §6.4 dose plans (with the 1970/1971 boundary), §6.3 refusals
 (previous mpox, a second course, a third dose), PEP only for a high- or medium-risk contact inside the 14-day window
-(§6.2) with its own audited ``pep_window_closes`` timer, PEP's off-label consent and the under-12 / pregnancy
-assessments (§6.2, §6.2.1-2), the §6.1 PrEP target groups, dose 2 at 00:00 local on dose 1 + 28 days across the
-daylight-saving changes with its overdue reminder, mpox confirmed after dose 1 ending the course in the same
-transaction, and decline."""
+(§6.2) with its own audited ``pep_window_closes`` timer (which lapses the offer; the late-entry grace then cancels
+it), PEP's off-label consent and the under-12 / pregnancy assessments (§6.2, §6.2.1-2), the §6.1 PrEP target groups,
+dose 2 at 00:00 local on dose 1 + 28 days across the daylight-saving changes with its overdue reminder, mpox
+confirmed after dose 1 ending the course in the same transaction, and decline. Issue 12's new rules (doses over the
+person, PEP only for children and pregnancy, the PEP assessor, look-backs, days 5-14) are in test_rules_course.py."""
 
 from __future__ import annotations
 
@@ -61,20 +62,27 @@ def today(clock: Any) -> str:
 
 def prep(engine: Engine, person_id: str, criteria: tuple[str, ...] = ("msm_sti_24w",),
          assessed_by: str | None = None) -> dict[str, Any]:
+    """A PrEP offer; a dated §6.1 criterion is dated a week before the offer day."""
+    dated = any(c in ("msm_two_partners_12w", "msm_sti_24w") for c in criteria)
+    criterion_on = engine.clock.now().astimezone(DANISH).date() - timedelta(days=7) if dated else None
     return engine.open("course", "offer", person=person_id, actor=STAFF, data={
-        "indication": "prep", "contact": None, "criteria": list(criteria), "assessed_by": assessed_by})
+        "indication": "prep", "contact": None, "criteria": list(criteria), "assessed_by": assessed_by,
+        "criterion_on": criterion_on})
 
 
-def pep(engine: Engine, person_id: str, contact_id: str | None) -> dict[str, Any]:
+def pep(engine: Engine, person_id: str, contact_id: str | None,
+        assessed_by: str | None = "dr. Lund, infection medicine") -> dict[str, Any]:
+    """A PEP offer, assessed by a doctor (§6.2)."""
     return engine.open("course", "offer", person=person_id, actor=STAFF, data={
-        "indication": "pep", "contact": contact_id, "criteria": [], "assessed_by": None})
+        "indication": "pep", "contact": contact_id, "criteria": [], "assessed_by": assessed_by})
 
 
 def dose(engine: Engine, course_id: str, on: date | str, *, consent: dict[str, Any] | None = None,
-         assessed_by: str | None = None) -> dict[str, Any]:
+         assessed_by: str | None = None, special_reason: str | None = None) -> dict[str, Any]:
     on = D(on) if isinstance(on, str) else on
     given = {"consent": False, "indication_note": None, "justification": None, **(consent or {})}
-    return engine.apply(course_id, "dose", actor=STAFF, data={"on": on, **given, "assessed_by": assessed_by})
+    return engine.apply(course_id, "dose", actor=STAFF, data={"on": on, **given, "assessed_by": assessed_by,
+                                                              "special_reason": special_reason})
 
 
 def traced_case(engine: Engine, onset: str = "2025-03-01", pcr_on: str = "2025-03-03") -> str:
@@ -85,9 +93,11 @@ def traced_case(engine: Engine, onset: str = "2025-03-01", pcr_on: str = "2025-0
 
 
 def contact(engine: Engine, case_id: str, person_id: str, exposed: str = "2025-03-02",
-            kind: str = "sexual") -> str:
+            kind: str = "sexual", risk: str | None = None) -> str:
+    """A close contact; ``risk`` a clinician's assessment (low comes only from one, with its reason)."""
     return engine.open("contact", "add", person=person_id, actor=STAFF, data={
-        "case": case_id, "exposed": D(exposed), "kind": kind})["id"]
+        "case": case_id, "exposed": D(exposed), "kind": kind, "risk": risk,
+        "reason": "assessed: no physical contact, droplets unlikely" if risk else None})["id"]
 
 
 def pending(engine: Engine, object_id: str) -> dict[str, str]:
@@ -247,7 +257,7 @@ def test_pep_offer_arms_the_course_window_and_ends_the_contacts_pep_assessment(e
 def test_pep_is_not_needed_for_a_low_risk_contact(engine, db):
     case_id = traced_case(engine)
     p = person(engine, "CONTACT")
-    contact_id = contact(engine, case_id, p, "2025-03-02", "face_to_face")
+    contact_id = contact(engine, case_id, p, "2025-03-02", "face_to_face", risk="low")
     before = contents(db)
     with pytest.raises(GuardRefused, match=r"risk is low: PEP is not needed \(Table 1\)") as refused:
         pep(engine, p, contact_id)
@@ -308,8 +318,9 @@ def test_pep_dose_1_is_refused_after_day_14_and_before_the_exposure(engine, db, 
         dose(engine, course_id, "2025-03-17", consent=CONSENT)
     assert refused.value.rule == S6_2
     assert contents(db) == before
-    # Day 14 itself is still inside the window.
-    assert dose(engine, course_id, "2025-03-16", consent=CONSENT)["state"] == "dose1_given"
+    # Day 14 itself is still inside the window (a special case after day 4, §6.2).
+    assert dose(engine, course_id, "2025-03-16", consent=CONSENT,
+                special_reason="reached only now")["state"] == "dose1_given"
 
 
 @pytest.mark.parametrize(("exposed", "closes"), [
@@ -317,8 +328,10 @@ def test_pep_dose_1_is_refused_after_day_14_and_before_the_exposure(engine, db, 
     ("2025-03-16", "2025-03-31T00:00:00+02:00"),
     ("2025-10-12", "2025-10-27T00:00:00+01:00"),
 ])
-def test_the_course_pep_window_timer_cancels_an_offered_course_at_the_exact_instant(
+def test_the_course_pep_window_timer_lapses_an_offered_course_and_the_grace_then_cancels_it(
         engine, db, clock, exposed, closes):
+    """Issue 12 item 9: at the window's close the offered course is not cancelled but lapses (a dose 1 given inside
+    the window may still be recorded); the late-entry grace (7 days) then cancels it, at the exact instants."""
     clock.set(max(clock.now(), local(exposed, 12)))
     case_id = traced_case(engine, onset=str(D(exposed) - timedelta(days=2)), pcr_on=today(clock))
     p = person(engine, "CONTACT")
@@ -326,15 +339,25 @@ def test_the_course_pep_window_timer_cancels_an_offered_course_at_the_exact_inst
     end = T(closes)
     assert fired_on(engine, end - SECOND, course_id) == []
     assert engine.show(course_id)["state"] == "offered"
-    assert fired_on(engine, end, course_id) == [("pep_window_closes", end, "offered", "cancelled")]
+    assert fired_on(engine, end, course_id) == [("pep_window_closes", end, "offered", "offered")]
+    view = engine.show(course_id)
+    assert (view["state"], view["lapsed_at"], view["ended_because"]) == ("offered", closes, None)
+    grace_ends = midnight(D(exposed) + timedelta(days=15 + 7))
+    assert pending(engine, course_id) == {"pep_late_entry_ends": grace_ends.isoformat()}
+    entry = last_entry(engine, course_id)
+    assert (entry["trigger"], entry["actor"], entry["from"], entry["to"], entry["at"], entry["rule"]) == (
+        "pep_window_closes", "timer:pep_window_closes", "offered", "offered", closes, S6_2)
+    assert entry["data"]["fired_late_by_seconds"] == 0
+    assert fired_on(engine, grace_ends - SECOND, course_id) == []
+    assert fired_on(engine, grace_ends, course_id) == [("pep_late_entry_ends", grace_ends, "offered", "cancelled")]
     view = engine.show(course_id)
     assert view["state"] == "cancelled"
     assert S6_2 in view["ended_because"]
-    assert [(t["name"], t["status"]) for t in view["timers"]] == [("pep_window_closes", "fired")]
+    assert [(t["name"], t["status"]) for t in view["timers"]] == [
+        ("pep_window_closes", "fired"), ("pep_late_entry_ends", "missed")]
     entry = last_entry(engine, course_id)
-    assert (entry["trigger"], entry["actor"], entry["from"], entry["to"], entry["at"], entry["rule"]) == (
-        "pep_window_closes", "timer:pep_window_closes", "offered", "cancelled", closes, S6_2)
-    assert entry["data"]["fired_late_by_seconds"] == 0
+    assert (entry["trigger"], entry["from"], entry["to"], entry["rule"]) == (
+        "pep_late_entry_ends", "offered", "cancelled", S6_2)
     assert course_row(db, course_id).state == "cancelled"
     # Cancelled is final: no dose, no decline.
     before = contents(db)
@@ -440,9 +463,11 @@ def test_a_child_refusal_cites_6_2_2_as_its_rule(engine, db):
 
 
 def test_a_child_needs_the_assessment_for_dose_2_too(engine, db, clock):
+    """A child under 12 is vaccinated only as PEP (§6.2.2), and each dose needs the assessing doctor."""
+    case_id = traced_case(engine)
     child = person(engine, "CHILD", born=D("2016-05-05"))
-    course_id = prep(engine, child, ("individual_assessment",), assessed_by="dr. Berg")["id"]
-    dose(engine, course_id, "2025-03-03", assessed_by="dr. Berg")
+    course_id = pep(engine, child, contact(engine, case_id, child, "2025-03-02", "household"))["id"]
+    dose(engine, course_id, "2025-03-03", consent=CONSENT, assessed_by="dr. Berg")
     clock.set(local("2025-03-31", 9))
     before = contents(db)
     with pytest.raises(GuardRefused, match="under 12"):
@@ -496,9 +521,10 @@ def test_prep_on_an_assessment_alone_needs_the_assessing_doctor(engine, db, crit
     assert course_row(db, view["id"]).assessed_by == "dr. Lund, infectious diseases"
 
 
-@pytest.mark.parametrize("criteria", [("msm_two_partners_12w",), ("msm_sti_24w",),
-                                      ("individual_assessment", "msm_sti_24w")])
+@pytest.mark.parametrize("criteria", [("msm_two_partners_12w",), ("msm_sti_24w",)])
 def test_prep_for_an_msm_target_group_needs_no_assessor(engine, criteria):
+    """(Every criterion recorded must hold, §6.1: ``individual_assessment`` with an MSM criterion now needs its
+    doctor too; tests/test_rules_course.py.)"""
     view = prep(engine, person(engine, "P"), criteria)
     assert (view["state"], view["criteria"], view["assessed_by"], view["timers"]) == (
         "offered", list(criteria), None, [])
@@ -660,8 +686,9 @@ def test_mpox_confirmed_for_the_person_cancels_their_course_in_the_same_transact
     if state == "dose1_given":
         assert timer_of(engine, course_id, "dose2_due")["status"] == "cancelled"
         assert [c["name"] for c in entry["timers_cancelled"]] == ["dose2_due"]
-    if state == "dose2_due":  # already fired: its task is closed
-        assert timer_of(engine, course_id, "dose2_due")["satisfied_at"] == now_local(clock)
+    if state == "dose2_due":  # already fired: its open task is closed, not done (issue 12 item 14)
+        closed = timer_of(engine, course_id, "dose2_due")
+        assert (closed["status"], closed["satisfied_at"]) == ("cancelled", None)
     assert pending(engine, course_id) == {}
     assert tasks_of(engine, course_id) == []
 
@@ -734,7 +761,8 @@ def test_decline_ends_the_course_and_cancels_its_timers(engine, db, clock, state
     if state == "dose2_due":
         advance_simulated_clock(engine, local("2025-04-01", 9))
     assert engine.show(course_id)["state"] == state
-    was_pending = set(pending(engine, course_id))
+    # The timers still waiting, and a fired dose 2 task not yet done: all end, undone.
+    was_pending = set(pending(engine, course_id)) | ({"dose2_due"} if state == "dose2_due" else set())
 
     view = engine.apply(course_id, "decline", actor=STAFF, reason="does not want the vaccine")
     assert (view["state"], view["ended_because"]) == ("declined", "declined")

@@ -47,7 +47,7 @@ def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
         tasks = {(t["object"], t["name"]) for t in staff.get("/api/due").json()}
         # The new outbreak on the demo's last day: notifications owed, three contacts to inform, PEP to assess.
         assert {("case-5", "phone_notification_due"), ("case-5", "written_notification_due")} <= tasks
-        assert {name for _, name in tasks} >= {"inform_due", "pep_window_closes"}
+        assert {name for _, name in tasks} >= {"inform_due", "pep_assessment_due"}
         assert len([1 for _, name in tasks if name == "inform_due"]) == 3
         page = staff.get("/worklist").text
         assert "Phone notification to STPS done" in page and "01.07.2025" in page

@@ -239,7 +239,8 @@ def test_staff_confirm_a_case_add_a_contact_and_watch_the_worklist_as_the_clock_
     expect(page.locator(f'tr[data-object="{contact}"][data-task="inform_due"]')).to_be_visible()
     assert rows(page, "Overdue") == []
     assert rows(page, "Due today") == [(served.case, "phone_notification_due")]
-    assert set(rows(page, "Next 7 days")) == {(served.case, "written_notification_due"), (contact, "inform_due")}
+    assert set(rows(page, "Next 7 days")) == {(served.case, "written_notification_due"), (contact, "inform_due"),
+                                              (served.case, "sequencing_sample_due")}  # §2.4: Tuesday 17:00
     expect(page.locator('table.worklist[data-section="Due today"] tr[data-task="phone_notification_due"]')) \
         .to_contain_text("9 h 0 min left")
     shot("worklist-monday")
@@ -252,11 +253,13 @@ def test_staff_confirm_a_case_add_a_contact_and_watch_the_worklist_as_the_clock_
     expect(page).to_have_url(re.compile(r"/worklist\?done="))
     expect(page.locator("#clock")).to_contain_text("05.03.2025 kl. 08.00")
     expect(page.locator("[role=status]")).to_contain_text("clock moved to 05.03.2025 kl. 08.00")
-    assert set(rows(page, "Overdue")) == {(served.case, "phone_notification_due"),
-                                          (served.case, "written_notification_due"), (contact, "inform_due")}
+    # Their deadlines passed undone: missed (issue 12, item 14).
+    assert set(rows(page, "Missed")) == {(served.case, "phone_notification_due"),
+                                         (served.case, "written_notification_due"), (contact, "inform_due"),
+                                         (served.case, "sequencing_sample_due")}
     assert rows(page, "Due today") == []
     assert (contact, "inform_due") not in rows(page, "Next 7 days")
-    expect(page.locator('table.worklist[data-section="Overdue"] tr[data-task="inform_due"] td.overdue')) \
+    expect(page.locator('table.worklist[data-section="Missed"] tr[data-task="inform_due"] td.overdue')) \
         .to_contain_text("overdue by 1 d 0 h")
     shot("worklist-wednesday")
 

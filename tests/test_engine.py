@@ -114,6 +114,8 @@ def test_confirm_writes_state_timers_and_audit_in_one_go(engine, db, clock):
     assert timers(engine, case_id) == {
         "phone_notification_due": ("2025-03-03T17:00:00+01:00", "pending"),
         "written_notification_due": ("2025-03-04T08:00:00+01:00", "pending"),
+        # §2.4: the positive sample to SSI by the end of the next working day.
+        "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending"),
     }
     entry = engine.audit(entity=case_id)[-1]
     assert (entry["trigger"], entry["from"], entry["to"], entry["actor"], entry["rule"]) == (
@@ -121,8 +123,9 @@ def test_confirm_writes_state_timers_and_audit_in_one_go(engine, db, clock):
     assert entry["at"] == "2025-03-03T08:00:00+01:00"
     assert entry["data"] == {"pcr_on": "2025-03-03"}
     armed = {a["name"]: a for a in entry["timers_armed"]}
-    assert set(armed) == {"phone_notification_due", "written_notification_due"}
-    assert all(a["rule"] == "SST-mpox-7.1 §3.1" for a in armed.values())
+    assert {n: a["rule"] for n, a in armed.items()} == {
+        "phone_notification_due": "SST-mpox-7.1 §3.1", "written_notification_due": "SST-mpox-7.1 §3.1",
+        "sequencing_sample_due": "SST-mpox-7.1 §2.4"}
     with db.reading() as session:
         stored = {t.id: t.name for t in session.scalars(select(Timer))}
     assert {f"timer-{i}": n for i, n in stored.items()} == {a["timer"]: n for n, a in armed.items()}
@@ -159,6 +162,8 @@ def test_advancing_fires_each_timer_at_its_own_instant_in_due_order(engine, cloc
         (second, "phone_notification_due", "2025-03-03T16:00:00+00:00"),
         (first, "written_notification_due", "2025-03-04T07:00:00+00:00"),
         (second, "written_notification_due", "2025-03-04T11:00:00+00:00"),
+        (first, "sequencing_sample_due", "2025-03-04T16:00:00+00:00"),
+        (second, "sequencing_sample_due", "2025-03-04T16:00:00+00:00"),
     ]
     assert clock.now() == T("2025-03-05T00:00:00+01:00")
     at = [e["at"] for e in engine.audit()]
@@ -167,6 +172,7 @@ def test_advancing_fires_each_timer_at_its_own_instant_in_due_order(engine, cloc
 
 def test_notification_deadlines_go_overdue_in_the_worklist_until_recorded(engine, clock):
     case_id = confirmed(engine, person(engine))
+    engine.apply(case_id, "sample_sent", data={"on": D("2025-03-03")}, actor="staff:test")
     tasks = {(i["task"], i["overdue"]) for i in engine.worklist()}
     assert tasks == {("notify STPS by phone", False), ("notify SSI and STPS in writing", False)}
     engine.apply(case_id, "notify", data={"channel": "phone"}, actor="staff:test")
@@ -175,14 +181,15 @@ def test_notification_deadlines_go_overdue_in_the_worklist_until_recorded(engine
     assert engine.worklist(__import__("datetime").timedelta(hours=23)) == []
     advance_simulated_clock(engine, T("2025-03-04T09:00:00+01:00"))
     [item] = engine.worklist()
-    assert (item["object"], item["overdue"], item["due_at"], item["rule"]) == (
-        case_id, True, "2025-03-04T08:00:00+01:00", "SST-mpox-7.1 §3.1")
+    assert (item["object"], item["overdue"], item["missed"], item["due_at"], item["rule"]) == (
+        case_id, True, True, "2025-03-04T08:00:00+01:00", "SST-mpox-7.1 §3.1")
     overdue = engine.audit(entity=case_id)[-1]
     assert (overdue["trigger"], overdue["from"], overdue["to"]) == ("written_notification_due", "confirmed",
                                                                       "confirmed")
     engine.apply(case_id, "notify", data={"channel": "written"}, actor="staff:test", reason="late")
     assert engine.worklist() == []
-    assert timers(engine, case_id)["written_notification_due"][1] == "fired"
+    # Missed, never done: recorded late, the task is resolved as done late (issue 12, item 14).
+    assert timers(engine, case_id)["written_notification_due"][1] == "missed"
 
 
 def test_a_timer_whose_trigger_is_no_longer_allowed_is_skipped_and_audited(engine, db, clock):
@@ -206,7 +213,7 @@ def test_death_cancels_the_pending_condom_advice(engine, clock):
     assert timers(engine, case_id)["condom_advice_ends"][1] == "cancelled"
     assert engine.audit(entity=case_id)[-1]["timers_cancelled"][0]["name"] == "condom_advice_ends"
     assert [f.name for f in advance_simulated_clock(engine, T("2025-09-01T00:00:00+02:00"))] == [
-        "phone_notification_due", "written_notification_due"]
+        "phone_notification_due", "written_notification_due", "sequencing_sample_due"]
     assert engine.show(case_id)["state"] == "deceased"
 
 
@@ -262,7 +269,7 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
     assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
     assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
     assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
-    assert len(setup.show(case_id)["timers"]) == 2
+    assert len(setup.show(case_id)["timers"]) == 3
     for e in (setup, *engines):
         e.db.dispose()
 
@@ -288,7 +295,10 @@ def test_a_simulated_clock_is_kept_by_the_database(database_url):
     advance_simulated_clock(first, T("2025-03-04T12:00:00+01:00"))
     second = open_engine(database_url)
     assert second.clock.now() == T("2025-03-04T12:00:00+01:00")
-    assert {s for _, s in timers(second, case_id).values()} == {"fired"}
+    # Every deadline passed undone (§2.4 sample due 2025-03-04 17:00 still ahead): missed, never "fired, done".
+    assert timers(second, case_id) == {"phone_notification_due": ("2025-03-03T17:00:00+01:00", "missed"),
+                                       "written_notification_due": ("2025-03-04T08:00:00+01:00", "missed"),
+                                       "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending")}
     with pytest.raises(UsageError, match="only moves forward"):
         advance_simulated_clock(second, T("2025-03-04T11:00:00+01:00"))
     with pytest.raises(UsageError, match="already"), Database(database_url) as again:
@@ -318,7 +328,7 @@ def test_every_change_has_exactly_one_audit_entry(engine, db, clock):
         case = Repository(session).workflow_object("case", 1)
         assert [e.trigger for e in entries if e.object_kind == "case"] == [
             "open", "confirm", "isolate", "isolate", "heal", "phone_notification_due", "written_notification_due",
-            "condom_advice_ends"]
+            "sequencing_sample_due", "condom_advice_ends"]
         assert case.state == "closed" and case.isolation_mode == "hospital"
         assert case.version == 1 + len([e for e in entries if e.object_kind == "case"]) - 1
 

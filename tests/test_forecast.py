@@ -25,7 +25,8 @@ def offered(engine: Engine, **flags: Any) -> str:
     """A PrEP course offered to a new person."""
     pid = person(engine, f"REF-{next(_refs)}", **flags)
     view = engine.open("course", "offer", person=pid, actor="staff:test", data={
-        "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None})
+        "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None,
+        "criterion_on": engine.clock.now().date() - timedelta(days=7)})  # §6.1: within 24 weeks
     return str(view["id"])
 
 

@@ -36,10 +36,13 @@ NOW = "2025-03-03T08:00:00+01:00"
 #: An instant as the API prints it: ISO 8601 in Europe/Copenhagen, with the offset +01:00 or +02:00.
 LOCAL_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+0[12]:00$")
 S1_1, S2_2_1, S3, S3_1, S4_1 = (f"SST-mpox-7.1 {s}" for s in ("§1.1", "§2.2.1", "§3", "§3.1", "§4.1"))
+S2_4, S3_2, S3_4 = (f"SST-mpox-7.1 {s}" for s in ("§2.4", "§3.2", "§3.4"))
 S5_1, S5_2, S5_5, S6, S6_2, S6_4 = (f"SST-mpox-7.1 {s}" for s in ("§5.1", "§5.2", "§5.5", "§6", "§6.2", "§6.4"))
 PHONE, WRITTEN = "notify STPS by phone", "notify SSI and STPS in writing"
 NOTIFICATIONS = {"phone_notification_due": "2025-03-03T17:00:00+01:00",
-                 "written_notification_due": "2025-03-04T08:00:00+01:00"}
+                 "written_notification_due": "2025-03-04T08:00:00+01:00",
+                 # §2.4: the positive sample to SSI, by the end of the next working day (armed with the two above).
+                 "sequencing_sample_due": "2025-03-04T17:00:00+01:00"}
 CONSENT = {"consent": True, "indication_note": "sexual partner, high risk (Table 1)",
            "justification": "exposed yesterday, optimal window"}
 Client = Any
@@ -144,8 +147,10 @@ SUSPECTED_CASE_2 = ("/api/cases", {"person": "person-2", "onset": "2025-03-01", 
 CONFIRMED_CASE_2 = ("/api/cases", {"person": "person-2", "onset": "2025-03-01", "confirmed": True,
                                    "pcr_on": "2025-03-02"})
 CONTACT_1 = ("/api/contacts", {"case": "case-1", "person": "person-2", "exposed": "2025-03-02", "kind": "sexual"})
-PEP_COURSE_1 = ("/api/courses", {"person": "person-2", "indication": "pep", "contact": "contact-1"})
-PREP_COURSE_1 = ("/api/courses", {"person": "person-3", "indication": "prep", "criteria": ["msm_sti_24w"]})
+PEP_COURSE_1 = ("/api/courses", {"person": "person-2", "indication": "pep", "contact": "contact-1",
+                                 "assessed_by": "dr. Lund"})  # PEP after an assessment (§6.2)
+PREP_COURSE_1 = ("/api/courses", {"person": "person-3", "indication": "prep", "criteria": ["msm_sti_24w"],
+                                  "criterion_on": "2025-02-20"})  # within 24 weeks (§6.1)
 
 
 # ---- 1. every operation, over HTTP -------------------------------------------------------------------------------
@@ -209,7 +214,7 @@ SCENARIOS = [
     Scenario("case-notify", "case notify", "/api/cases/case-1/notify", {"channel": "phone"},
              {"id": "case-1", "state": "confirmed", "phone_notified_at": NOW, "written_notified_at": None},
              ("case-1", "notify", "confirmed", "confirmed", S3_1),
-             pending={"written_notification_due": NOTIFICATIONS["written_notification_due"]},
+             pending={k: v for k, v in NOTIFICATIONS.items() if k != "phone_notification_due"},
              timers={"phone_notification_due": "cancelled"}, actor="stps:maria"),
     Scenario("case-consent", "case consent", "/api/cases/case-2/consent", {"tracing": False},
              {"id": "case-2", "state": "confirmed", "tracing_consent": False},
@@ -219,6 +224,36 @@ SCENARIOS = [
              {"id": "case-2", "state": "suspected", "sources": [{"case": "case-1", "on": "2025-03-01"}]},
              ("case-2", "source", "suspected", "suspected", S5_2), pending={}, setup=(SUSPECTED_CASE_2,),
              actor="stps:maria"),
+    Scenario("case-sample-sent", "case sample-sent", "/api/cases/case-1/sample-sent", {"on": "2025-03-03"},
+             {"id": "case-1", "state": "confirmed", "sample_sent_on": "2025-03-03"},
+             ("case-1", "sample_sent", "confirmed", "confirmed", S2_4),
+             pending={k: v for k, v in NOTIFICATIONS.items() if k != "sequencing_sample_due"},
+             timers={"sequencing_sample_due": "cancelled"}, actor="staff:lab"),
+    Scenario("case-clade", "case clade", "/api/cases/case-1/clade", {"clade": "IIb"},
+             {"id": "case-1", "state": "confirmed", "clade": "IIb"},
+             ("case-1", "clade", "confirmed", "confirmed", S2_4), pending=NOTIFICATIONS, actor="staff:lab"),
+    Scenario("case-paediatric", "case paediatric", "/api/cases/case-2/paediatric", {},
+             {"id": "case-2", "state": "suspected", "child": True, "paediatric_referred_at": NOW},
+             ("case-2", "paediatric", "suspected", "suspected", S3_2), pending={},
+             timers={"paediatric_referral_due": "cancelled"},
+             setup=(("/api/persons", {"ref": "REF-CHILD", "born": "2015-01-01"}),
+                    ("/api/cases", {"person": "person-4", "onset": "2025-03-01", "symptoms": ["rash"],
+                                    "criteria": ["epi_link"]})), actor="dr:infection"),
+    Scenario("case-discharge", "case discharge", "/api/cases/case-1/discharge",
+             {"on": "2025-03-03", "decided_by": "dr. Berg"},
+             {"id": "case-1", "state": "isolated", "isolation_mode": "home", "discharged_on": "2025-03-03",
+              "discharge_decided_by": "dr. Berg"},
+             ("case-1", "discharge", "isolated", "isolated", S3_2), pending=NOTIFICATIONS,
+             setup=(("/api/cases/case-1/isolate", {"mode": "hospital"}),), actor="dr:infection"),
+    Scenario("case-antiviral", "case antiviral", "/api/cases/case-1/antiviral",
+             {"assessed_by": "dr. Holm", "decision": "not-indicated"},
+             {"id": "case-1", "state": "confirmed", "antiviral_consider": None,
+              "antiviral": {"at": NOW, "assessed_by": "dr. Holm", "decision": "not-indicated",
+                            "reason": "over HTTP: case antiviral"}},
+             ("case-1", "antiviral", "confirmed", "confirmed", S3_4), pending=NOTIFICATIONS, actor="dr:infection"),
+    Scenario("case-work", "case work", "/api/cases/case-1/work", {"work": ["children", "vulnerable"]},
+             {"id": "case-1", "state": "confirmed", "work": ["children", "vulnerable"], "no_work": True},
+             ("case-1", "work", "confirmed", "confirmed", S4_1), pending=NOTIFICATIONS),
     Scenario("contact-add", "contact add", *CONTACT_1,
              {"id": "contact-1", "kind": "contact", "workflow": "contact@SST-mpox-7.1", "state": "exposed",
               "person": "person-2", "case": "case-1", "exposure_kind": "sexual", "risk": "high",
@@ -228,25 +263,38 @@ SCENARIOS = [
              pending={"inform_due": "2025-03-04T08:00:00+01:00",
                       "pep_optimal_window_closes": "2025-03-07T00:00:00+01:00",
                       "pep_window_closes": "2025-03-17T00:00:00+01:00",
+                      "pep_assessment_due": "2025-03-17T00:00:00+01:00",
                       "monitoring_ends": "2025-03-24T00:00:00+01:00"},
              actor="stps:maria", status=201),
     Scenario("contact-expose", "contact expose", "/api/contacts/contact-1/expose",
              {"exposed": "2025-03-03", "kind": "intact_skin"},
              {"id": "contact-1", "state": "exposed", "exposed_on": "2025-03-02", "last_exposure_on": "2025-03-03",
               "exposure_kind": "intact_skin", "risk": "high",
-              "exposures": [{"on": "2025-03-02", "kind": "sexual"}, {"on": "2025-03-03", "kind": "intact_skin"}]},
+              "exposures": [{"on": "2025-03-02", "kind": "sexual", "risk": None, "reason": None},
+                            {"on": "2025-03-03", "kind": "intact_skin", "risk": None, "reason": None}]},
              ("contact-1", "expose", "exposed", "exposed", S5_5),
              pending={"inform_due": "2025-03-04T08:00:00+01:00",
                       "pep_optimal_window_closes": "2025-03-08T00:00:00+01:00",
                       "pep_window_closes": "2025-03-18T00:00:00+01:00",
+                      "pep_assessment_due": "2025-03-18T00:00:00+01:00",
                       "monitoring_ends": "2025-03-25T00:00:00+01:00"},
              setup=(CONTACT_1,), actor="stps:maria"),
+    Scenario("contact-assess", "contact assess", "/api/contacts/contact-1/assess",
+             {"risk": "low"},  # the reason the runner sends is the assessment's (§6.2)
+             {"id": "contact-1", "state": "exposed", "risk": "low", "risk_assessed": True,
+              "pep_window": "not_indicated",
+              "exposures": [{"on": "2025-03-02", "kind": "sexual", "risk": "low",
+                             "reason": "over HTTP: contact assess"}]},
+             ("contact-1", "assess", "exposed", "exposed", S6_2),
+             pending={"inform_due": "2025-03-04T08:00:00+01:00", "monitoring_ends": "2025-03-24T00:00:00+01:00"},
+             timers={"pep_assessment_due": "cancelled"}, setup=(CONTACT_1,), actor="dr:infection"),
     Scenario("contact-correct", "contact correct", "/api/contacts/contact-1/correct", {"exposed": "2025-03-01"},
              {"id": "contact-1", "state": "exposed", "exposed_on": "2025-03-01", "last_exposure_on": "2025-03-01"},
              ("contact-1", "correct", "exposed", "exposed", S5_5),
              pending={"inform_due": "2025-03-04T08:00:00+01:00",
                       "pep_optimal_window_closes": "2025-03-06T00:00:00+01:00",
                       "pep_window_closes": "2025-03-16T00:00:00+01:00",
+                      "pep_assessment_due": "2025-03-16T00:00:00+01:00",
                       "monitoring_ends": "2025-03-23T00:00:00+01:00"},
              setup=(CONTACT_1,), actor="stps:maria"),
     Scenario("contact-inform", "contact inform", "/api/contacts/contact-1/inform", {},
@@ -254,13 +302,18 @@ SCENARIOS = [
              ("contact-1", "inform", "exposed", "monitored", S5_5),
              pending={"pep_optimal_window_closes": "2025-03-07T00:00:00+01:00",
                       "pep_window_closes": "2025-03-17T00:00:00+01:00",
+                      "pep_assessment_due": "2025-03-17T00:00:00+01:00",
                       "monitoring_ends": "2025-03-24T00:00:00+01:00"},
              setup=(CONTACT_1,), actor="stps:maria"),
     Scenario("contact-symptoms", "contact symptoms", "/api/contacts/contact-1/symptoms",
              {"onset": "2025-03-03", "symptoms": ["rash"]},
              {"id": "contact-1", "state": "symptomatic", "symptoms_onset": "2025-03-03", "symptoms": ["rash"],
               "became_case": "case-2"},
-             ("contact-1", "symptoms", "exposed", "symptomatic", S5_5), pending={}, setup=(CONTACT_1,)),
+             # The PEP windows keep closing (true if the suspicion is discarded, §2.2.1); the tasks are cancelled.
+             ("contact-1", "symptoms", "exposed", "symptomatic", S5_5),
+             pending={"pep_optimal_window_closes": "2025-03-07T00:00:00+01:00",
+                      "pep_window_closes": "2025-03-17T00:00:00+01:00"},
+             timers={"pep_assessment_due": "cancelled", "inform_due": "cancelled"}, setup=(CONTACT_1,)),
     Scenario("vaccine-offer-pep", "vaccine offer", *PEP_COURSE_1,
              {"id": "course-1", "kind": "course", "workflow": "course@SST-mpox-7.1", "state": "offered",
               "person": "person-2", "indication": "pep", "contact": "contact-1", "exposure_on": "2025-03-02",
@@ -677,6 +730,7 @@ def test_due_after_confirm_lists_phone_and_written_notification_in_danish_time(t
     done(traced, *SUSPECTED_CASE_2)
     assert [t for t in get(traced, "/api/due") if t["object"] == "case-2"] == []
     done(traced, "/api/cases/case-2/confirm", {"pcr_on": "2025-03-03"})
+    done(traced, "/api/cases/case-2/sample-sent", {"on": "2025-03-03"})  # §2.4, not this test's subject
     tasks = [(t["task"], t["due_at"], t["overdue"], t["rule"]) for t in get(traced, "/api/due")
              if t["object"] == "case-2"]
     assert tasks == [(PHONE, "2025-03-03T17:00:00+01:00", False, S3_1),
@@ -688,6 +742,7 @@ def test_due_after_confirm_lists_phone_and_written_notification_in_danish_time(t
 
 def test_clock_advance_fires_timers_and_the_worklist_turns_overdue(traced: Client, cli_db: str) -> None:
     assert get(traced, "/api/clock") == {"now": NOW, "simulated": True}
+    done(traced, "/api/cases/case-1/sample-sent", {"on": "2025-03-03"})  # §2.4, not this test's subject
 
     def case_1_tasks() -> list[tuple[str, bool]]:
         return [(t["task"], t["overdue"]) for t in get(traced, "/api/due") if t["object"] == "case-1"]
@@ -696,7 +751,7 @@ def test_clock_advance_fires_timers_and_the_worklist_turns_overdue(traced: Clien
     moved = done(traced, "/api/clock/advance", {"hours": 10})
     assert moved["now"] == "2025-03-03T18:00:00+01:00"
     assert [(f["object"], f["name"], f["fired_at"], f["from"], f["to"], f["status"]) for f in moved["fired"]] == [
-        ("case-1", "phone_notification_due", "2025-03-03T17:00:00+01:00", "confirmed", "confirmed", "fired")]
+        ("case-1", "phone_notification_due", "2025-03-03T17:00:00+01:00", "confirmed", "confirmed", "missed")]
     assert case_1_tasks() == [(PHONE, True), (WRITTEN, False)]
 
     moved = done(traced, "/api/clock/advance", {"days": 1})
@@ -725,7 +780,7 @@ def test_clock_advance_across_a_contacts_monitoring_end_releases_it(traced: Clie
     moved = done(traced, "/api/clock/advance", {"to": "2025-03-24T00:00:00+01:00"})
     assert [(f["name"], f["to"]) for f in moved["fired"] if f["object"] == "contact-1"] == [
         ("pep_optimal_window_closes", "monitored"), ("pep_window_closes", "monitored"),
-        ("monitoring_ends", "released")]
+        ("pep_assessment_due", "monitored"), ("monitoring_ends", "released")]
     assert get(traced, "/api/show/contact-1")["state"] == "released"
     assert [c["id"] for c in get(traced, "/api/list/contacts", state="released")] == ["contact-1"]
 

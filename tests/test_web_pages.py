@@ -348,8 +348,9 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     facts = text(page)
     assert "onset 01.03.2025" in facts and "symptoms rash, fever" in facts and "criteria msm, travel" in facts
     allowed = form_ids(page)
-    assert {"confirm", "discard", "die", "consent", "source"} <= allowed
-    assert not allowed & {"heal", "isolate", "notify"}
+    # A suspected case may already self-isolate (§2.2.1).
+    assert {"confirm", "discard", "die", "consent", "source", "isolate"} <= allowed
+    assert not allowed & {"heal", "notify"}
     confirm = form(page, "confirm")
     assert confirm is not None
     assert 'action="/objects/case-1/confirm"' in confirm and 'data-operation="case confirm"' in confirm
@@ -487,6 +488,7 @@ def test_every_kind_of_id_has_a_page_and_an_unknown_one_a_404(client_for: Client
 def test_the_worklist_shows_the_notifications_and_their_buttons_do_them(client_for: ClientFor) -> None:
     staff = client_for(STAFF)
     confirmed_case(staff)
+    post(staff, "/objects/case-1/sample-sent", {"on": "2025-03-03"})  # §2.4, not this test's subject
     page = staff.get("/worklist").text
     sections = worklist_rows(page)
     [(obj, task, phone)] = sections["Due today"]
@@ -515,14 +517,14 @@ def test_the_worklist_shows_the_notifications_and_their_buttons_do_them(client_f
     page = staff.get(response.headers["location"]).text
     assert "Simulated clock: 04.03.2025 kl. 08.00" in page
     sections = worklist_rows(page)
-    assert list(sections) == ["Overdue"]
-    [(obj, task, row)] = sections["Overdue"]
+    assert list(sections) == ["Missed"]  # its deadline passed undone (issue 12, item 14)
+    [(obj, task, row)] = sections["Missed"]
     assert (obj, task) == ("case-1", "written_notification_due")
     # At its deadline to the minute: overdue, as the engine counts it, and the page says so.
     assert '<td class="overdue">overdue by 0 h 0 min</td>' in row
 
     post(staff, "/clock/advance", {"amount": "2", "unit": "hours"})
-    [(_, _, row)] = worklist_rows(staff.get("/worklist").text)["Overdue"]
+    [(_, _, row)] = worklist_rows(staff.get("/worklist").text)["Missed"]
     assert "overdue by 2 h 0 min" in row
     response = post(staff, "/objects/case-1/notify", {"channel": "written"})
     assert response.status_code == 303
@@ -562,7 +564,8 @@ def test_an_auditor_reads_every_page_without_any_action(client_for: ClientFor) -
     assert 'id="timeline"' in page and "staff:test" in page
     worklist = worklist_rows(auditor.get("/worklist").text)
     assert [t for rows in worklist.values() for _, t, _ in rows] == ["phone_notification_due",
-                                                                    "written_notification_due"]
+                                                                    "written_notification_due",
+                                                                    "sequencing_sample_due"]
     assert "Your role reads" in auditor.get("/new/case_open").text
     assert 'href="/users"' not in auditor.get("/worklist").text
 
@@ -699,7 +702,8 @@ def test_the_case_diagram_counts_the_cases_in_each_state(client_for: ClientFor) 
 def test_the_calendar_shows_eight_weeks_and_dose_2_on_its_day(client_for: ClientFor) -> None:
     staff = client_for(STAFF)
     api(staff, "/api/persons", {"ref": "REF-1"})
-    api(staff, "/api/courses", {"person": "person-1", "indication": "prep", "criteria": ["msm_two_partners_12w"]})
+    api(staff, "/api/courses", {"person": "person-1", "indication": "prep", "criteria": ["msm_two_partners_12w"],
+                                "criterion_on": "2025-02-20"})
     assert api(staff, "/api/courses/course-1/dose", {"on": "2025-03-03"})["state"] == "dose1_given"
     page = staff.get("/calendar").text
     cells = re.findall(r'<td class="([^"]*)" data-date="([\d-]+)" data-doses="(\d+)" data-monitoring="(\d+)">',

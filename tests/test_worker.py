@@ -208,13 +208,16 @@ def test_timers_due_during_downtime_fire_at_start_in_due_order_with_their_real_l
     start = T("2025-03-06T12:00:00+01:00")
     clock.set(start)
     fired = engine.fire_due(limit=100)
+    # §2.4: each confirmation also arms the sample to SSI, due 17:00 the next working day.
     assert [(f.object, f.name) for f in fired] == [
         (a, "phone_notification_due"), (b, "phone_notification_due"), (a, "written_notification_due"),
-        (b, "written_notification_due"), (c, "phone_notification_due"), (c, "written_notification_due"),
+        (b, "written_notification_due"), (a, "sequencing_sample_due"), (b, "sequencing_sample_due"),
+        (c, "phone_notification_due"), (c, "written_notification_due"), (c, "sequencing_sample_due"),
     ]
     dues = [f.due_at for f in fired]
     assert dues == sorted(dues)
-    assert all(f.status == "fired" and f.fired_at == start for f in fired)
+    # Notification deadlines that passed undone are missed tasks, never "fired" as if done (issue 12 item 14).
+    assert all(f.status == "missed" and f.fired_at == start for f in fired)
     entries = {e["seq"]: e for e in engine.audit()}
     seqs = [f.audit_seq for f in fired]
     assert seqs == sorted(seqs)
@@ -239,7 +242,8 @@ def test_a_poison_timer_is_retried_with_backoff_then_parked_while_the_others_fir
     fired = engine.fire_due(limit=100, policy=policy)
     # The other four timers fired in the same batch; the poison timer was rolled back alone.
     assert sorted((f.object, f.name) for f in fired) == sorted(
-        [(o, n) for o in (first, second) for n in ("phone_notification_due", "written_notification_due")])
+        [(o, n) for o in (first, second)
+         for n in ("phone_notification_due", "written_notification_due", "sequencing_sample_due")])
     row = timer_row(db, poison)
     assert (row.status, row.attempts, row.next_attempt_at, row.closed_at) == ("pending", 1, t0 + timedelta(seconds=30),
                                                                                 None)
@@ -340,9 +344,9 @@ def test_fire_due_stops_after_the_timer_in_hand(engine, db, clock):
     assert (only.object, only.name) == (a, "phone_notification_due")
     assert len(asked) == 2
     statuses = Counter(t["status"] for t in engine.timers())
-    assert statuses == {"fired": 1, "pending": 3}
+    assert statuses == {"missed": 1, "pending": 5}  # the phone deadline passed undone: missed
     assert len(audit_of_timer(db, pk(only.timer))) == 1
-    assert len(engine.fire_due(limit=100)) == 3
+    assert len(engine.fire_due(limit=100)) == 5
 
 
 def test_a_second_audit_entry_for_one_timer_cannot_be_written(engine, db, clock):

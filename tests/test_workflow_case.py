@@ -97,7 +97,7 @@ def test_the_mermaid_diagram_is_drawn_from_the_definition():
 def test_the_case_definition_needs_a_symptom_and_a_criterion():
     with pytest.raises(GuardRefused) as refused:
         CASE.fire(subject(onset=date(2025, 3, 1), symptoms=[], criteria=["msm"]), "open")
-    assert "rash, or another listed symptom" in refused.value.message
+    assert "rash, or another symptom that can be mpox" in refused.value.message
     assert "criterion" not in refused.value.message
     assert refused.value.rule == "SST-mpox-7.1 §1.1"
     with pytest.raises(GuardRefused) as refused:
@@ -110,7 +110,7 @@ def test_the_case_definition_needs_a_symptom_and_a_criterion():
 
 
 @pytest.mark.parametrize("symptom", ["rash", "fever", "headache", "myalgia", "back_pain", "fatigue",
-                                     "lymphadenopathy", "proctitis"])
+                                     "lymphadenopathy", "proctitis", "chills"])
 def test_rash_or_any_other_listed_symptom_with_a_criterion_opens_a_suspected_case(symptom):
     s = subject(onset=date(2025, 3, 1), symptoms=[symptom], criteria=["travel"])
     CASE.fire(s, "open")
@@ -213,20 +213,22 @@ def test_written_notification_is_due_24_real_hours_after_confirmation_across_dst
     [
         ("2025-03-03T08:00:00+01:00", "2025-03-03T17:00:00+01:00"),
         ("2025-03-03T16:59:59+01:00", "2025-03-03T17:00:00+01:00"),
-        ("2025-03-03T17:00:00+01:00", "2025-03-03T17:00:00+01:00"),  # confirmed at the hour: due at once
-        ("2025-03-03T18:30:00+01:00", "2025-03-03T18:30:00+01:00"),  # after the working day: due at once
-        ("2025-03-30T10:00:00+02:00", "2025-03-30T17:00:00+02:00"),  # the day summer time starts
-        ("2025-10-26T10:00:00+01:00", "2025-10-26T17:00:00+01:00"),  # the day it ends
+        # §3.1 "straks, inden for dagstid": at 17:00 the daytime window is over: the next working day's.
+        ("2025-03-03T17:00:00+01:00", "2025-03-04T17:00:00+01:00"),
+        ("2025-03-03T18:30:00+01:00", "2025-03-04T17:00:00+01:00"),
+        ("2025-03-30T10:00:00+02:00", "2025-03-31T17:00:00+02:00"),  # the Sunday summer time starts
+        ("2025-10-26T10:00:00+01:00", "2025-10-27T17:00:00+01:00"),  # the Sunday it ends
         ("2025-03-03T23:30:00+00:00", "2025-03-04T17:00:00+01:00"),  # UTC evening is the next local day
     ],
 )
-def test_phone_notification_is_due_at_the_end_of_the_local_working_day(confirmed_at, due):
-    assert phone_notification_due(datetime.fromisoformat(confirmed_at), time(17, 0)) == datetime.fromisoformat(due)
+def test_phone_notification_is_due_at_the_end_of_the_local_daytime_window(confirmed_at, due):
+    assert phone_notification_due(datetime.fromisoformat(confirmed_at), Settings()) == datetime.fromisoformat(due)
 
 
 def test_the_working_day_end_is_a_setting():
     at = datetime.fromisoformat("2025-03-03T15:00:00+01:00")
-    assert phone_notification_due(at, time(15, 30)) == datetime.fromisoformat("2025-03-03T15:30:00+01:00")
+    assert phone_notification_due(at, Settings(working_day_ends=time(15, 30))) == datetime.fromisoformat(
+        "2025-03-03T15:30:00+01:00")
     s = opened(now=at)
     s.settings = Settings(working_day_ends=time(16, 0))
     s.data = {"pcr_on": date(2025, 3, 2)}

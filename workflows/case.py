@@ -1,8 +1,9 @@
 """The case workflow (``case@SST-mpox-7.1``): suspected → confirmed → isolated → healed → closed, with the side
 exits the guideline implies (discarded on a negative test, deceased).
 
-Every transition and guard cites its section of RULES.md; the timers it arms are computed here, purely, from
-the facts, the instant of the change and the deployment's settings.
+Every transition and guard cites its section of the guideline; the timers it arms are computed here, purely, from
+the facts, the instant of the change and the deployment's settings. A suspected case may already isolate (§2.2.1,
+§4.1); confirming it then keeps it isolated, and a negative test (discard) ends the isolation.
 """
 
 from __future__ import annotations
@@ -12,20 +13,47 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from workflows.calendar import local_date, local_time_on, window_closes
-from workflows.definition import NEW, Cascade, Guard, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.calendar import local_date, local_time_on, to_local, window_closes
+from workflows.definition import (
+    NEW,
+    Cascade,
+    Guard,
+    Settings,
+    Subject,
+    TimerSpec,
+    TransitionSpec,
+    WorkflowDefinition,
+)
+from workflows.person import PersonFacts, age_on
 from workflows.rules import cite
 
-SYMPTOMS = ("rash", "fever", "headache", "myalgia", "back_pain", "fatigue", "lymphadenopathy", "proctitis")
+#: §1.1 the symptoms of the case definition, and §1.4.1's chills ("kulderystelser"); the list is open ("herunder"):
+#: ``other`` is any further symptom, described in ``symptom_note``.
+SYMPTOMS = ("rash", "fever", "headache", "myalgia", "back_pain", "fatigue", "lymphadenopathy", "proctitis", "chills",
+            "other")
+#: §4.1 general symptoms ("almensymptomer", §1.4.1): with any of them a case isolates at home (or in hospital),
+#: never "covered". Proctitis is a local inflammation (§1.4.1 "lokal inflammation"), not a general symptom.
+GENERAL_SYMPTOMS = ("fever", "headache", "myalgia", "back_pain", "fatigue", "lymphadenopathy", "chills")
 CRITERIA = ("epi_link", "travel", "multiple_partners", "msm")
 CLADES = ("I", "Ia", "Ib", "II", "IIa", "IIb")
 ISOLATION_MODES = ("home", "covered", "hospital")
+#: §3.2 where a discharged case goes on isolating.
+DISCHARGE_MODES = ("home", "covered")
 CHANNELS = ("phone", "written")
+#: §3.4 the infection-medicine specialist's decision on antiviral treatment.
+ANTIVIRAL_DECISIONS = ("start", "not-indicated")
+#: §4.1 work that keeps an infectious case from working: close physical contact with others, children under 12,
+#: pregnant or immunocompromised people.
+WORK = ("close-contact", "children", "vulnerable")
 
 STATES = ("suspected", "confirmed", "isolated", "healed", "closed", "discarded", "deceased")
 FINAL = ("closed", "discarded", "deceased")
 #: States in which the case has been confirmed by PCR (or may have been, for deceased).
 AFTER_CONFIRMATION = ("confirmed", "isolated", "healed", "closed", "deceased")
+#: States in which a case is open: not closed, discarded or deceased.
+OPEN_STATES = ("suspected", "confirmed", "isolated", "healed")
+#: §4.1 states in which a case is (or may be) infectious: until healed.
+INFECTIOUS_STATES = ("suspected", "confirmed", "isolated")
 
 #: §4.1 condom use for 12 weeks after healing: 84 full days after the healed day.
 CONDOM_ADVICE_DAYS = 84
@@ -33,17 +61,25 @@ CONDOM_ADVICE_DAYS = 84
 SOURCE_DAYS = 21
 #: §3.1 written notification to SSI and STPS within 24 hours of confirmation.
 WRITTEN_NOTIFICATION_WITHIN = timedelta(hours=24)
+#: §3.2 a child case: under 18.
+CHILD_UNDER = 18
+#: §3.2 Decision: a child case is referred to the highly specialised paediatric level within 24 hours.
+PAEDIATRIC_REFERRAL_WITHIN = timedelta(hours=24)
+PAEDIATRIC_TASK = ("refer to the highly specialised paediatric level (52) for work-up and treatment with infection "
+                   "medicine")
+SEQUENCING_TASK = "send the positive sample to SSI for genome sequencing"
 
-S1_1, S2_2_1, S3, S3_1, S4_1, S5_2 = (cite(s) for s in ("§1.1", "§2.2.1", "§3", "§3.1", "§4.1", "§5.2"))
-#: States in which a case is open: not closed, discarded or deceased.
-OPEN_STATES = ("suspected", "confirmed", "isolated", "healed")
+S1_1, S2_2_1, S2_4, S3, S3_1, S3_2, S3_4, S4_1, S5_1, S5_2 = (
+    cite(s) for s in ("§1.1", "§2.2.1", "§2.4", "§3", "§3.1", "§3.2", "§3.4", "§4.1", "§5.1", "§5.2"))
 
 
 @dataclass
 class CaseFacts:
-    """The facts a case carries; the persistence layer stores each as a column of the same name."""
+    """The facts a case carries; the persistence layer stores each as a column of the same name. Facts added in
+    migration 0009 are None on older cases: the rules read None as the default."""
 
-    onset: date
+    #: None only for a case confirmed by PCR without symptoms (§1.1): its infectious period starts at ``pcr_on``.
+    onset: date | None = None
     symptoms: list[str] = field(default_factory=list)
     criteria: list[str] = field(default_factory=list)
     pcr_on: date | None = None
@@ -54,22 +90,69 @@ class CaseFacts:
     died_on: date | None = None
     phone_notified_at: datetime | None = None
     written_notified_at: datetime | None = None
-    #: §5.2 the case's consent to contact tracing by STPS: None until asked.
+    #: §5.2 the case's consent to contact tracing by STPS: None until asked; False lets the treating doctor trace
+    #: anonymously (§5.4).
     tracing_consent: bool | None = None
     #: §5.2 possible sources: ``{"case": "case-N", "on": "YYYY-MM-DD"}`` up to 21 days before onset.
     sources: list[dict[str, str]] = field(default_factory=list)
     #: The case this one was exposed to, when it began as a symptomatic close contact (§5.5).
     source_case: str | None = None
+    #: §1.1 what the symptom ``other`` is.
+    symptom_note: str | None = None
+    #: §2.2.1 a suspected case's self-isolation ended with a negative test (discard).
+    isolation_ended_at: datetime | None = None
+    #: §2.4 the positive sample was sent to SSI for genome sequencing on this date.
+    sample_sent_on: date | None = None
+    #: §3.2 under 18 on the onset day (or the registration day, without an onset).
+    child: bool | None = False
+    #: §3.2 the child case was referred to the highly specialised paediatric level.
+    paediatric_referred_at: datetime | None = None
+    #: §3.2 discharge from hospital, decided by the infection-medicine department.
+    discharged_on: date | None = None
+    discharge_decided_by: str | None = None
+    #: §3.4 ``{"at", "assessed_by", "decision", "reason"}``: the infection-medicine specialist's assessment.
+    antiviral: dict[str, Any] | None = None
+    #: §3.4 why antiviral treatment may be considered (immunodeficiency, a child), or None.
+    antiviral_consider: str | None = None
+    #: §4.1 the person's work that an infectious case must stay away from (``WORK``).
+    work: list[str] | None = field(default_factory=list)
+    #: §4.1 no work until healed and no general symptoms remain.
+    no_work: bool | None = False
+    #: The contact (internal id) whose symptoms opened this case (§5.5); a negative test gives it back (§2.2.1).
+    from_contact: int | None = None
 
 
 # ---- pure rules ---------------------------------------------------------------------------------------------
 
 
-def phone_notification_due(confirmed_at: datetime, working_day_ends: Any) -> datetime:
-    """§3.1 phone STPS "at once, within the working day": the end of the local working day of the
-    confirmation; a case confirmed after that hour is due at once (at the confirmation instant)."""
-    end = local_time_on(local_date(confirmed_at), working_day_ends)
-    return end if confirmed_at < end else confirmed_at
+def infectious_from(facts: CaseFacts) -> date | None:
+    """§5.1 the first day of the case's infectious period: symptom onset; for a case confirmed by PCR without
+    symptoms (§1.1), the sample date (Decision)."""
+    return facts.onset or facts.pcr_on
+
+
+def _daytime_end(day: date, settings: Settings) -> datetime:
+    return local_time_on(day, settings.working_day_ends)
+
+
+def next_working_day(day: date, settings: Settings) -> date:
+    """The first working day after ``day`` (weekends and Danish public holidays skipped)."""
+    for _ in range(366):
+        day += timedelta(days=1)
+        if settings.is_working_day(day):
+            return day
+    raise ValueError("no working day within a year: check the settings' working weekdays")
+
+
+def phone_notification_due(confirmed_at: datetime, settings: Settings) -> datetime:
+    """§3.1 phone STPS "straks, inden for dagstid": by the end of the daytime window (``daytime_starts`` to
+    ``working_day_ends``, local, on a working day) the confirmation falls in; confirmed before the window opens on
+    a working day, the end of that day's window; in the evening, at night, at a weekend or on a public holiday,
+    the end of the next working day's window."""
+    day = local_date(confirmed_at)
+    if settings.is_working_day(day) and confirmed_at < _daytime_end(day, settings):
+        return _daytime_end(day, settings)
+    return _daytime_end(next_working_day(day, settings), settings)
 
 
 def written_notification_due(confirmed_at: datetime) -> datetime:
@@ -77,12 +160,52 @@ def written_notification_due(confirmed_at: datetime) -> datetime:
     return confirmed_at + WRITTEN_NOTIFICATION_WITHIN
 
 
+def sequencing_sample_due(confirmed_at: datetime, settings: Settings) -> datetime:
+    """§2.4 every positive sample is sent to SSI for genome sequencing. Decision (the guideline sets no time): by
+    the end of the daytime window of the first working day after the day of confirmation."""
+    return _daytime_end(next_working_day(local_date(confirmed_at), settings), settings)
+
+
+def paediatric_referral_due(registered_at: datetime) -> datetime:
+    """§3.2 a child case is worked up and treated at the highly specialised paediatric level. Decision: referred
+    within 24 hours of registration (hospitals refer at any hour)."""
+    return registered_at + PAEDIATRIC_REFERRAL_WITHIN
+
+
 def condom_advice_ends(healed_on: date) -> datetime:
     """§4.1 condom use for 12 weeks after healing: 00:00 local on healed date + 85 days."""
     return window_closes(healed_on, CONDOM_ADVICE_DAYS)
 
 
+def is_child(born: date | None, day: date) -> bool:
+    """§3.2 a child: under 18 on ``day``. Unknown birth date: not known to be a child (False)."""
+    return born is not None and age_on(born, day) < CHILD_UNDER
+
+
+def antiviral_consider(person: PersonFacts | None, child: bool) -> str | None:
+    """§3.4 when antiviral treatment may be considered (after an infection-medicine specialist's assessment)."""
+    reasons = []
+    if person is not None and person.immunocompromised:
+        reasons.append("immunodeficiency (e.g. HIV with a low CD4 count)")
+    if child:
+        reasons.append("a child: if at risk of severe disease")
+    if not reasons:
+        return None
+    return ("antiviral treatment may be considered: " + "; ".join(reasons)
+            + " (an infection-medicine specialist's individual assessment, §3.4)")
+
+
+def general_symptoms(symptoms: list[str] | None) -> list[str]:
+    """§4.1 the general symptoms among ``symptoms``."""
+    return [s for s in symptoms or [] if s in GENERAL_SYMPTOMS]
+
+
 # ---- guards (pure: return the refusal, or None) ----------------------------------------------------------------
+
+
+def _person(subject: Subject) -> PersonFacts | None:
+    related = subject.context.get("person")
+    return related.facts if related is not None else None
 
 
 def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -91,7 +214,7 @@ def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
     missing = []
     if not symptoms:
         missing.append(
-            "a symptom: unexplained rash, or another listed symptom (" + ", ".join(SYMPTOMS[1:]) + ")"
+            "a symptom: unexplained rash, or another symptom that can be mpox (" + ", ".join(SYMPTOMS[1:]) + ")"
         )
     if not criteria:
         missing.append(
@@ -105,26 +228,51 @@ def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _suspected_needs_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data.get("onset") is None:
+        return "a suspected case needs its symptom onset: give --onset DATE, the day symptoms began"
+    return None
+
+
+def _other_has_a_note(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if "other" in (data.get("symptoms") or []) and not (data.get("symptom_note") or "").strip():
+        return "the symptom 'other' needs a description: give it with --symptom-note TEXT"
+    return None
+
+
+def _symptoms_have_an_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data.get("onset") is None and data.get("symptoms"):
+        return ("symptoms are given without their onset: give --onset DATE, since the infectious period starts at "
+                "symptom onset; only a case without symptoms is registered without one (its period then starts at "
+                "the sample date)")
+    return None
+
+
 def _onset_not_in_future(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    onset: date = data["onset"]
+    onset: date | None = data.get("onset")
     today = local_date(subject.now)
-    if onset > today:
+    if onset is not None and onset > today:
         return f"symptom onset {onset} is after today ({today}): give the date symptoms began"
     return None
 
 
-def _onset_of(subject: Subject, data: Mapping[str, Any]) -> date:
+def _start_of(subject: Subject, data: Mapping[str, Any]) -> tuple[date | None, str]:
+    """The first day of the infectious period and what it is (symptom onset, or the PCR sample date)."""
     facts: CaseFacts | None = subject.facts
-    return facts.onset if facts is not None else data["onset"]
+    onset = facts.onset if facts is not None else data.get("onset")
+    if onset is not None:
+        return onset, "symptom onset"
+    pcr_on = facts.pcr_on if facts is not None else None
+    return pcr_on, "the PCR sample date (no symptom onset)"
 
 
 def _date_between_onset_and_today(field_name: str, what: str) -> Any:
     def check(subject: Subject, data: Mapping[str, Any]) -> str | None:
         given: date = data[field_name]
-        onset = _onset_of(subject, data)
+        start, called = _start_of(subject, data)
         today = local_date(subject.now)
-        if given < onset:
-            return f"the {what} date {given} is before symptom onset {onset}: correct the date"
+        if start is not None and given < start:
+            return f"the {what} date {given} is before {called} {start}: correct the date"
         if given > today:
             return f"the {what} date {given} is after today ({today}): a date cannot be in the future"
         return None
@@ -143,14 +291,94 @@ def _not_yet_notified(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _covered_needs_no_general_symptoms(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data.get("mode") != "covered":
+        return None
+    facts: CaseFacts | None = subject.facts
+    general = general_symptoms(facts.symptoms if facts is not None else None)
+    if general:
+        return (f"{subject.object_id} has general symptoms ({', '.join(general)}): moving about with the lesions "
+                "covered needs no general symptoms; record self-isolation at home (--mode home), or hospital if "
+                "admitted")
+    return None
+
+
+def _is_admitted(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    mode = subject.facts.isolation_mode
+    if mode != "hospital":
+        return (f"{subject.object_id} is not admitted (isolation: {mode or 'none recorded'}): a discharge is "
+                f"recorded only for a case in hospital (`case isolate {subject.object_id} --mode hospital`)")
+    return None
+
+
+def _named(key: str, message: str) -> Any:
+    def check(subject: Subject, data: Mapping[str, Any]) -> str | None:
+        return message if not str(data.get(key) or "").strip() else None
+
+    return check
+
+
+def _child_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    facts: CaseFacts = subject.facts
+    if not facts.child:
+        return (f"{subject.object_id} is not a child case (under 18 on the onset day, from the person's birth "
+                "date): the referral to the paediatric level is for children")
+    if facts.paediatric_referred_at is not None:
+        return f"the paediatric referral of {subject.object_id} is already recorded"
+    return None
+
+
+def _sample_sent_date(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    facts: CaseFacts = subject.facts
+    on: date = data["on"]
+    today = local_date(subject.now)
+    if facts.sample_sent_on is not None:
+        return f"the sample of {subject.object_id} is already recorded as sent to SSI on {facts.sample_sent_on}"
+    if facts.pcr_on is not None and on < facts.pcr_on:
+        return f"the sample sent date {on} is before the PCR sample date {facts.pcr_on}: correct the date"
+    if on > today:
+        return f"the sample sent date {on} is after today ({today}): a date cannot be in the future"
+    return None
+
+
+def _source_not_discarded(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    other = subject.context["case"]
+    if other.state == "discarded":
+        return (f"{other.id} was discarded after a negative test: a discarded case is no source of infection; "
+                "give a suspected or confirmed case with --case")
+    return None
+
+
+def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    other = subject.context["case"]
+    if other.id == subject.object_id:
+        return "a case cannot be its own source: give the other case with --case"
+    start, called = _start_of(subject, data)
+    if start is None:
+        return None
+    on: date = data["on"]
+    earliest = start - timedelta(days=SOURCE_DAYS)
+    if not earliest <= on <= start:
+        return (f"the exposure date {on} is outside the 21 days before {called} ({earliest} to {start}) "
+                "in which STPS looks for the source")
+    return None
+
+
 # ---- effects ---------------------------------------------------------------------------------------------------
 
 
 def _open(subject: Subject, data: Mapping[str, Any]) -> None:
+    onset: date | None = data.get("onset")
+    person = _person(subject)
+    child = is_child(person.born if person is not None else None, onset or local_date(subject.now))
     subject.facts = CaseFacts(
-        onset=data["onset"], symptoms=list(data.get("symptoms") or []), criteria=list(data.get("criteria") or []),
-        source_case=data.get("source_case"),
+        onset=onset, symptoms=list(data.get("symptoms") or []), criteria=list(data.get("criteria") or []),
+        source_case=data.get("source_case"), symptom_note=data.get("symptom_note") or None,
+        from_contact=data.get("from_contact"), child=child,
     )
+    if child:
+        subject.arm_timer(TimerSpec("paediatric_referral_due", paediatric_referral_due(subject.now), S3_2,
+                                    task=PAEDIATRIC_TASK))
 
 
 def _confirm(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -162,36 +390,50 @@ def _confirm(subject: Subject, data: Mapping[str, Any]) -> None:
     facts.pcr_on = data["pcr_on"]
     facts.clade = data.get("clade")
     facts.confirmed_at = subject.now
-    subject.arm_timer(
-        TimerSpec(
-            "phone_notification_due",
-            phone_notification_due(subject.now, subject.settings.working_day_ends),
-            S3_1,
-            task="notify STPS by phone",
-        )
-    )
-    subject.arm_timer(
-        TimerSpec(
-            "written_notification_due",
-            written_notification_due(subject.now),
-            S3_1,
-            task="notify SSI and STPS in writing",
-        )
-    )
+    facts.antiviral_consider = antiviral_consider(_person(subject), bool(facts.child))
+    subject.arm_timer(TimerSpec("phone_notification_due", phone_notification_due(subject.now, subject.settings),
+                                S3_1, task="notify STPS by phone"))
+    subject.arm_timer(TimerSpec("written_notification_due", written_notification_due(subject.now), S3_1,
+                                task="notify SSI and STPS in writing"))
+    subject.arm_timer(TimerSpec("sequencing_sample_due", sequencing_sample_due(subject.now, subject.settings), S2_4,
+                                task=SEQUENCING_TASK))
+
+
+def _isolating(subject: Subject) -> bool:
+    facts: CaseFacts | None = subject.facts
+    return facts is not None and facts.isolation_mode is not None
 
 
 def _isolate(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.isolation_mode = data["mode"]
 
 
+def _ends_infectious_period_duties(facts: CaseFacts) -> None:
+    facts.no_work = False
+
+
+def _discard(subject: Subject, data: Mapping[str, Any]) -> None:
+    facts: CaseFacts = subject.facts
+    if facts.isolation_mode is not None:
+        facts.isolation_ended_at = subject.now  # §2.2.1 self-isolation ends with a negative test
+    _ends_infectious_period_duties(facts)
+    subject.cancel_timer("paediatric_referral_due")
+    if facts.from_contact is not None:
+        # §2.2.1, §5.5: the contact whose symptoms opened this case returns to its monitoring.
+        subject.cascade(Cascade("contact", "case_discarded", pk=facts.from_contact))
+
+
 def _heal(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.healed_on = data["on"]
+    _ends_infectious_period_duties(subject.facts)
     subject.arm_timer(TimerSpec("condom_advice_ends", condom_advice_ends(data["on"]), S4_1))
 
 
 def _die(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.died_on = data["on"]
+    _ends_infectious_period_duties(subject.facts)
     subject.cancel_timer("condom_advice_ends")
+    subject.cancel_timer("paediatric_referral_due")
 
 
 def _notify(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -204,20 +446,7 @@ def _notify(subject: Subject, data: Mapping[str, Any]) -> None:
 
 
 def _deadline_passed(subject: Subject, data: Mapping[str, Any]) -> None:
-    """A notification deadline passed unrecorded: nothing changes but the record that it is now overdue."""
-
-
-def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    facts: CaseFacts = subject.facts
-    other = subject.context["case"]
-    if other.id == subject.object_id:
-        return "a case cannot be its own source: give the other case with --case"
-    on: date = data["on"]
-    earliest = facts.onset - timedelta(days=SOURCE_DAYS)
-    if not earliest <= on <= facts.onset:
-        return (f"the exposure date {on} is outside the 21 days before symptom onset ({earliest} to {facts.onset}) "
-                "in which STPS looks for the source")
-    return None
+    """A task's deadline passed: nothing changes but the record of it (the engine marks it missed)."""
 
 
 def _source(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -229,7 +458,43 @@ def _consent(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.tracing_consent = bool(data["tracing"])
 
 
+def _sample_sent(subject: Subject, data: Mapping[str, Any]) -> None:
+    subject.facts.sample_sent_on = data["on"]
+    subject.satisfy_timer("sequencing_sample_due")
+
+
+def _clade(subject: Subject, data: Mapping[str, Any]) -> None:
+    subject.facts.clade = data["clade"]
+
+
+def _paediatric(subject: Subject, data: Mapping[str, Any]) -> None:
+    subject.facts.paediatric_referred_at = subject.now
+    subject.satisfy_timer("paediatric_referral_due")
+
+
+def _discharge(subject: Subject, data: Mapping[str, Any]) -> None:
+    facts: CaseFacts = subject.facts
+    facts.discharged_on = data["on"]
+    facts.discharge_decided_by = str(data["decided_by"]).strip()
+    facts.isolation_mode = data.get("mode") or "home"
+
+
+def _antiviral(subject: Subject, data: Mapping[str, Any]) -> None:
+    facts: CaseFacts = subject.facts
+    facts.antiviral = {"at": to_local(subject.now).isoformat(), "assessed_by": str(data["assessed_by"]).strip(),
+                       "decision": data["decision"], "reason": str(data["reason"]).strip()}
+    facts.antiviral_consider = antiviral_consider(_person(subject), bool(facts.child))
+
+
+def _work(subject: Subject, data: Mapping[str, Any]) -> None:
+    facts: CaseFacts = subject.facts
+    facts.work = list(data["work"])
+    facts.no_work = bool(facts.work)
+
+
 PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", "PCR sample"))
+OTHER_NOTE = Guard(S1_1, _other_has_a_note)
+COVERED = Guard(S4_1, _covered_needs_no_general_symptoms)
 
 CASE = WorkflowDefinition(
     kind="case",
@@ -240,22 +505,38 @@ CASE = WorkflowDefinition(
     transitions=[
         TransitionSpec(
             "open", (NEW,), "suspected", S1_1, "open a suspected case (case definition)",
-            guards=(Guard(S1_1, _onset_not_in_future), Guard(S1_1, _case_definition)), effect=_open,
+            guards=(Guard(S1_1, _suspected_needs_onset), Guard(S1_1, _onset_not_in_future),
+                    Guard(S1_1, _case_definition), OTHER_NOTE),
+            effect=_open, references=("person",),
         ),
         TransitionSpec(
-            "open_confirmed", (NEW,), "confirmed", S1_1, "register a case confirmed by PCR",
-            guards=(Guard(S1_1, _onset_not_in_future), PCR_DATE), effect=_confirm,
+            "open_confirmed", (NEW,), "confirmed", S1_1,
+            "register a case confirmed by PCR (without symptoms: no onset, the period starts at the sample date)",
+            guards=(Guard(S1_1, _onset_not_in_future), Guard(S5_1, _symptoms_have_an_onset), OTHER_NOTE, PCR_DATE),
+            effect=_confirm, references=("person",),
+        ),
+        TransitionSpec(
+            "confirm", ("suspected",), "isolated", S1_1,
+            "PCR shows mpox virus DNA in a case already isolating (§2.2.1): it stays isolated",
+            guards=(PCR_DATE,), effect=_confirm, references=("person",), when=_isolating,
         ),
         TransitionSpec(
             "confirm", ("suspected",), "confirmed", S1_1, "PCR shows mpox virus DNA",
-            guards=(PCR_DATE,), effect=_confirm,
+            guards=(PCR_DATE,), effect=_confirm, references=("person",),
         ),
         TransitionSpec(
-            "discard", ("suspected",), "discarded", S2_2_1, "negative test: the suspicion is discarded",
+            "discard", ("suspected",), "discarded", S2_2_1,
+            "negative test: the suspicion is discarded and self-isolation ends", effect=_discard,
+        ),
+        TransitionSpec(
+            "isolate", ("suspected",), None, S2_2_1,
+            "a suspected case self-isolates (home, lesions covered, or admitted §3.2) until the test answers",
+            guards=(COVERED,), effect=_isolate,
         ),
         TransitionSpec(
             "isolate", ("confirmed", "isolated"), "isolated", S4_1,
-            "isolation while infectious (home, lesions covered, or admitted §3.2)", effect=_isolate,
+            "isolation while infectious (home, lesions covered, or admitted §3.2)", guards=(COVERED,),
+            effect=_isolate,
         ),
         TransitionSpec(
             "heal", ("confirmed", "isolated"), "healed", S4_1,
@@ -277,21 +558,71 @@ CASE = WorkflowDefinition(
         ),
         TransitionSpec(
             "phone_notification_due", AFTER_CONFIRMATION, None, S3_1,
-            "the working day ended without a phone notification to STPS: overdue", effect=_deadline_passed,
+            "the daytime window ended without a phone notification to STPS: missed", effect=_deadline_passed,
             timed=True,
         ),
         TransitionSpec(
             "written_notification_due", AFTER_CONFIRMATION, None, S3_1,
-            "24 hours passed without a written notification to SSI and STPS: overdue", effect=_deadline_passed,
+            "24 hours passed without a written notification to SSI and STPS: missed", effect=_deadline_passed,
             timed=True,
         ),
         TransitionSpec(
-            "consent", OPEN_STATES, None, S5_2, "the case's consent to contact tracing by STPS is recorded",
+            "sample_sent", AFTER_CONFIRMATION, None, S2_4,
+            "the positive sample was sent to SSI for genome sequencing",
+            guards=(Guard(S2_4, _sample_sent_date),), effect=_sample_sent,
+        ),
+        TransitionSpec(
+            "sequencing_sample_due", AFTER_CONFIRMATION, None, S2_4,
+            "the positive sample was not recorded as sent to SSI in time: missed", effect=_deadline_passed,
+            timed=True,
+        ),
+        TransitionSpec(
+            "clade", AFTER_CONFIRMATION, None, S2_4, "the clade found by SSI's genome sequencing is recorded",
+            effect=_clade,
+        ),
+        TransitionSpec(
+            "paediatric", OPEN_STATES, None, S3_2,
+            "a child case is referred to the highly specialised paediatric level (52) with infection medicine",
+            guards=(Guard(S3_2, _child_case),), effect=_paediatric,
+        ),
+        TransitionSpec(
+            "paediatric_referral_due", OPEN_STATES, None, S3_2,
+            "the child case was not recorded as referred to the paediatric level in time: missed",
+            effect=_deadline_passed, timed=True,
+        ),
+        TransitionSpec(
+            "discharge", ("suspected", "isolated"), None, S3_2,
+            "discharged from hospital, as the infection-medicine department decided; isolation goes on at home",
+            guards=(Guard(S3_2, _is_admitted),
+                    Guard(S3_2, _named("decided_by", "a discharge is decided by the infection-medicine department: "
+                                                     "give who decided it with --decided-by NAME")),
+                    Guard(S3_2, _date_between_onset_and_today("on", "discharge")), COVERED),
+            effect=_discharge,
+        ),
+        TransitionSpec(
+            "antiviral", ("confirmed", "isolated"), None, S3_4,
+            "an infection-medicine specialist's decision on antiviral treatment is recorded",
+            guards=(Guard(S3_4, _named("assessed_by", "antiviral treatment rests on an individual assessment by a "
+                                                      "specialist in infection medicine: give who assessed it with "
+                                                      "--assessed-by NAME")),
+                    Guard(S3_4, _named("reason", "give the specialist's reasoning for the decision with --reason"))),
+            effect=_antiviral, references=("person",),
+        ),
+        TransitionSpec(
+            "work", INFECTIOUS_STATES, None, S4_1,
+            "the person's work with close contact, children or vulnerable people: no work until healed",
+            effect=_work,
+        ),
+        TransitionSpec(
+            "consent", OPEN_STATES, None, S5_2,
+            "the case's consent to contact tracing by STPS is recorded (declined: the treating doctor may trace "
+            "anonymously, §5.4)",
             effect=_consent,
         ),
         TransitionSpec(
             "source", OPEN_STATES, None, S5_2, "a possible source: an exposure up to 21 days before onset",
-            guards=(Guard(S5_2, _source_in_range),), effect=_source, references=("case",),
+            guards=(Guard(S5_2, _source_not_discarded), Guard(S5_2, _source_in_range)), effect=_source,
+            references=("case",),
         ),
     ],
 )

@@ -1,18 +1,32 @@
 """The vaccination course (``course@SST-mpox-7.1``): offered → dose1_given → dose2_due → completed, with declined
-and cancelled. Imvanex (MVA-BN), §6: the dose plan is decided at the offer (§6.3, §6.4), PEP only for a close
-contact of high or medium risk inside the window (§6.2), PrEP only for a §6.1 target group; dose 2 at least 28
-days after dose 1 (§6.4); never a third dose, and no dose 2 after mpox (§6.3).
+and cancelled. Imvanex (MVA-BN), §6: the dose plan is decided at the offer (§6.3, §6.4); PrEP only for a §6.1 target
+group whose criterion holds, and never for a child under 12 or a pregnant or breastfeeding person (§6.2.1-2); PEP
+only after an assessment, for a close contact of high or medium risk (or of low risk at risk of severe disease,
+with the assessor's reasons) inside the 14 days after the last exposure (§6.2); dose 2 at least 28 days after the
+person's previous dose (§6.4); never more than two doses over the person, and no dose 2 after mpox (§6.3).
+
+An offered PEP course follows its contact's last exposure (``contact_exposed``). When its window closes without
+dose 1 the course lapses but stays offered for ``Settings.pep_late_entry_grace``, so that a dose 1 given inside the
+window can still be recorded; then it is cancelled (§6.2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from workflows.calendar import local_date, local_midnight
-from workflows.contact import ContactFacts, pep_exposure, pep_indicated, pep_window_at, pep_window_closes
+from workflows.calendar import DANISH, local_date, local_midnight
+from workflows.contact import (
+    PEP_LATEST_DAYS,
+    PEP_OPTIMAL_DAYS,
+    ContactFacts,
+    pep_exposure,
+    pep_indicated,
+    pep_window_at,
+    pep_window_closes,
+)
 from workflows.definition import NEW, Cascade, Guard, Related, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
 from workflows.person import PersonFacts, age_on
 from workflows.rules import cite
@@ -22,8 +36,13 @@ S6, S6_1, S6_2, S6_2_1, S6_2_2, S6_3, S6_4 = (
 )
 
 INDICATIONS = ("pep", "prep")
-#: §6.1 PrEP target groups; the two that need a named assessing doctor.
+#: §6.1 PrEP target groups.
 PREP_CRITERIA = ("msm_two_partners_12w", "msm_sti_24w", "individual_assessment", "travel_clade_i")
+#: §6.1 the criteria that look back from the offer day: "inden for de sidste 12 uger" / "24 uger" (in days).
+PREP_LOOKBACK_DAYS = {"msm_two_partners_12w": 12 * 7, "msm_sti_24w": 24 * 7}
+PREP_LOOKBACK_WHAT = {"msm_two_partners_12w": "intercourse with at least two male partners",
+                      "msm_sti_24w": "a sexually transmitted infection"}
+#: §6.1 the criteria that rest on a doctor's assessment.
 PREP_NEEDS_ASSESSOR = {
     "individual_assessment": "an individual medical assessment (give the doctor with --assessed-by)",
     "travel_clade_i": "an assessment by an infection-medicine doctor (give the doctor with --assessed-by)",
@@ -33,10 +52,16 @@ FINAL = ("completed", "declined", "cancelled")
 OPEN = ("offered", "dose1_given", "dose2_due")
 #: §6.4 at least 28 days between the doses.
 DOSE_INTERVAL_DAYS = 28
+#: §6.3 no more than two doses (no boosters), counted over the person.
+MAX_DOSES = 2
 #: §6.4 people born in 1970 or earlier count as smallpox-vaccinated.
 SMALLPOX_VACCINATED_BORN_BY = 1970
-#: §6.2.2 under 12: off-label, an individual medical assessment.
+#: §6.2.2 under 12: off-label, PEP only, after an individual medical assessment.
 CHILD_UNDER = 12
+#: Why a course ended when its PEP window closed without dose 1 (and no late entry came in the grace).
+PEP_WINDOW_ENDED = f"PEP window closed before dose 1 ({S6_2})"
+MPOX_ENDED = f"mpox confirmed for the person ({S6_3})"
+LATE_ENTRY = "pep_late_entry_ends"
 
 
 @dataclass
@@ -49,8 +74,9 @@ class CourseFacts:
     plan_reason: str
     contact_id: int | None = None
     criteria: list[str] = field(default_factory=list)
+    #: PrEP: the doctor of a §6.1 assessment; PEP: who assessed the PEP (a doctor or STPS, §6.2).
     assessed_by: str | None = None
-    #: PEP: the exposure the window runs from (§6.2).
+    #: PEP: the exposure the window runs from (§6.2); it follows the contact's last exposure while offered.
     exposure_on: date | None = None
     dose1_on: date | None = None
     dose2_on: date | None = None
@@ -59,6 +85,18 @@ class CourseFacts:
     #: Per dose, the doctor whose individual assessment covered a child under 12 or a pregnancy (§6.2.1-2).
     dose_assessments: list[dict[str, Any]] = field(default_factory=list)
     ended_because: str | None = None
+    #: The assessor's reasons (§6.2: PEP for a low-risk contact at risk of severe disease needs them).
+    assessment_note: str | None = None
+    #: PrEP: the date of the dated §6.1 criterion (the STI, the partners), within its look-back from the offer.
+    criterion_on: date | None = None
+    #: The person's doses before this course (other courses and elsewhere, §6.3), at the offer and at its first
+    #: dose; with 1 the course gives the person's dose 2. None (courses before 0009): 0.
+    prior_doses: int | None = None
+    prior_last_dose_on: date | None = None
+    #: PEP: when the window closed without dose 1; the course stays offered for the late-entry grace.
+    lapsed_at: datetime | None = None
+    #: PEP: the special case that justifies a dose 1 on day 5-14 after the exposure (§6.2).
+    special_reason: str | None = None
 
 
 # ---- pure rules ---------------------------------------------------------------------------------------------
@@ -88,12 +126,65 @@ def dose2_overdue_at(dose1_on: date, overdue_after: timedelta) -> Any:
     return local_midnight(dose1_on + timedelta(days=DOSE_INTERVAL_DAYS + overdue_after.days))
 
 
-# ---- guards ---------------------------------------------------------------------------------------------------
+def late_entry_ends(exposure_on: date, grace: timedelta) -> datetime:
+    """When a lapsed PEP offer is cancelled: the window's close (00:00 local after day 14) plus ``grace`` in
+    Danish wall-clock time (7 days: 00:00 local a week later, whatever the daylight-saving change in between)."""
+    closes = datetime.combine(exposure_on + timedelta(days=PEP_LATEST_DAYS + 1), time(0), tzinfo=DANISH)
+    return (closes + grace).astimezone(UTC)
+
+
+def severe_disease_risk(person: PersonFacts, on: date) -> str | None:
+    """§6.2 (with §6.2.1-2 and §6.4): why the person is at higher risk of severe disease, or None."""
+    if person.born is not None and age_on(person.born, on) < CHILD_UNDER:
+        return "a child under 12"
+    if person.pregnant_or_breastfeeding:
+        return "pregnant or breastfeeding"
+    if person.immunocompromised:
+        return "immunocompromised"
+    return None
+
+
+def _own_pk(subject: Subject) -> int | None:
+    """The course's own internal id (``course-7`` -> 7); None while it is being created."""
+    prefix = "course-"
+    if subject.object_id.startswith(prefix) and subject.object_id[len(prefix):].isdigit():
+        return int(subject.object_id[len(prefix):])
+    return None
+
+
+def _own_doses(facts: CourseFacts | None) -> list[date]:
+    if facts is None:
+        return []
+    return [on for on in (facts.dose1_on, facts.dose2_on) if on is not None]
 
 
 def _person(subject: Subject) -> PersonFacts:
     facts: PersonFacts = subject.context["person"].facts
     return facts
+
+
+def _doses_so_far(subject: Subject) -> tuple[int, list[date], list[tuple[str, date]]]:
+    """§6.3 the person's doses before the one now recorded or offered: (count, this course's own dates, the others
+    as (where, date)). Doses elsewhere without a date count, but have no entry among the others."""
+    person = _person(subject)
+    pk = _own_pk(subject)
+    own = _own_doses(subject.facts)
+    others = [(f"course-{course}", on) for course, on in person.course_doses if course != pk]
+    if person.last_dose_elsewhere_on is not None and person.doses_elsewhere:
+        others.append(("given elsewhere", person.last_dose_elsewhere_on))
+    count = len(own) + person.doses_besides(pk)[0]
+    return count, own, others
+
+
+def _pep_window_from(contact: ContactFacts) -> date | None:
+    """§6.2 the exposure a course's PEP window runs from: the contact's PEP exposure (high or medium risk, Table
+    1); for a contact whose risk does not indicate PEP (offered on the risk of severe disease), its last exposure."""
+    if pep_indicated(contact.risk):
+        return pep_exposure(contact)
+    return contact.last_exposure_on
+
+
+# ---- guards: the offer ---------------------------------------------------------------------------------------
 
 
 def _never_had_mpox(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -107,9 +198,46 @@ def _never_had_mpox(subject: Subject, data: Mapping[str, Any]) -> str | None:
 def _no_other_course(subject: Subject, data: Mapping[str, Any]) -> str | None:
     states = _person(subject).courses
     if any(s in OPEN for s in states):
-        return f"{subject.person} has a course under way: record its doses on it"
+        return (f"{subject.person} has a course under way: record its doses on it (`mpoxflow list courses`); an "
+                "offered PEP course whose window has closed (lapsed) can be ended first with `vaccine decline`")
     if "completed" in states:
         return f"{subject.person} has completed a course: no more than 2 doses, no boosters"
+    return None
+
+
+def _doses_left_to_give(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§6.3 counted over the person: 2 doses (in any course, whatever became of it, or elsewhere) end vaccination;
+    a one-dose plan (§6.4) ends with one."""
+    count, _, others = _doses_so_far(subject)
+    where = ", ".join(f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1])) or "dates not recorded"
+    if count >= MAX_DOSES:
+        return (f"{subject.person} has had {count} doses already ({where}): no more than 2 doses, no boosters; "
+                "no new course")
+    planned, _, why = dose_plan(_person(subject))
+    if count >= planned:
+        return (f"{subject.person} has had {count} dose already ({where}) and the plan is one dose ({why}): "
+                "no more than that, no boosters")
+    return None
+
+
+def _prep_not_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data["indication"] != "prep":
+        return None
+    born, today = _person(subject).born, local_date(subject.now)
+    if born is not None and age_on(born, today) < CHILD_UNDER:
+        return (f"{subject.person} is under 12 today ({today}): a child is vaccinated only as PEP, for a close "
+                "contact after a specific medical assessment; PrEP is not offered (offer PEP with --indication pep "
+                "--contact if the child is a close contact)")
+    return None
+
+
+def _prep_not_when_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data["indication"] != "prep":
+        return None
+    if _person(subject).pregnant_or_breastfeeding:
+        return (f"{subject.person} is pregnant or breastfeeding: vaccinated only as PEP, for a close contact after "
+                "a specific medical assessment; PrEP is not offered (record the change with `person update` once it "
+                "no longer holds)")
     return None
 
 
@@ -125,24 +253,57 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
     if contact.state == "symptomatic":
         return f"{contact.id} has symptoms and is a suspected case: PEP is for contacts without symptoms"
     if not pep_indicated(facts.risk):
-        return f"{contact.id}'s risk is {facts.risk}: PEP is not needed (Table 1)"
-    since = pep_exposure(facts)
+        severe = severe_disease_risk(_person(subject), local_date(subject.now))
+        if severe is None:
+            return (f"{contact.id}'s risk is {facts.risk}: PEP is not needed (Table 1); only a contact at risk of "
+                    "severe disease (a child under 12, pregnant or breastfeeding, immunocompromised) may be offered "
+                    "it after an assessment")
+        if not data.get("assessment_note"):
+            return (f"{contact.id}'s risk is {facts.risk}: PEP is not needed by the exposure alone (Table 1); for "
+                    f"{subject.person} ({severe}, at risk of severe disease) the assessor must record why PEP is "
+                    "offered: give it with --assessment-note")
+    since = _pep_window_from(facts)
     if since is None or pep_window_at(since, subject.now) == "closed":
         return (f"{contact.id}'s PEP window closed with day 14 after the exposure"
                 f"{f' of {since}' if since else ''}: PEP is no longer offered")
     return None
 
 
+def _pep_assessed(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if data["indication"] == "pep" and not data.get("assessed_by"):
+        return ("PEP is offered after an assessment by a doctor or STPS (the exposure risk, Table 1, and the risk "
+                "of severe disease): give who assessed it with --assessed-by")
+    return None
+
+
 def _prep_target_group(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§6.1: every criterion recorded must hold: a dated one within its look-back from the offer day, one resting
+    on a doctor's assessment with that doctor named."""
     if data["indication"] != "prep":
         return None
     criteria = list(data.get("criteria") or [])
     if not criteria:
         return "PrEP is for the §6.1 target groups: give one with --criteria (" + ", ".join(PREP_CRITERIA) + ")"
-    needing = [c for c in criteria if c in PREP_NEEDS_ASSESSOR]
-    if needing and len(needing) == len(criteria) and not data.get("assessed_by"):
-        return " and ".join(f"{c} needs {PREP_NEEDS_ASSESSOR[c]}" for c in needing)
+    today = local_date(subject.now)
+    on: date | None = data.get("criterion_on")
+    for criterion in criteria:
+        if criterion in PREP_LOOKBACK_DAYS:
+            days, what = PREP_LOOKBACK_DAYS[criterion], PREP_LOOKBACK_WHAT[criterion]
+            if on is None:
+                return (f"{criterion} looks back {days // 7} weeks from the offer: give the date of {what} with "
+                        "--criterion-on")
+            if on > today:
+                return f"the criterion date {on} is after today ({today}): give the date it happened"
+            if (today - on).days > days:
+                oldest = today - timedelta(days=days)
+                return (f"{criterion}: {what} on {on} is {(today - on).days} days before today, more than "
+                        f"{days // 7} weeks ({days} days): the criterion does not hold (it needs {oldest} or later)")
+        if criterion in PREP_NEEDS_ASSESSOR and not data.get("assessed_by"):
+            return f"{criterion} needs {PREP_NEEDS_ASSESSOR[criterion]}"
     return None
+
+
+# ---- guards: a dose ------------------------------------------------------------------------------------------
 
 
 def _dose_date(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -160,10 +321,22 @@ def _pep_within_window(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CourseFacts = subject.facts
     if facts.indication != "pep" or facts.exposure_on is None:
         return None
-    latest = facts.exposure_on + timedelta(days=14)
+    latest = facts.exposure_on + timedelta(days=PEP_LATEST_DAYS)
     if data["on"] > latest:
         return (f"dose 1 on {data['on']} is after day 14 from the exposure on {facts.exposure_on} (last day "
                 f"{latest}): PEP is no longer given")
+    return None
+
+
+def _pep_special_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§6.2: best within 4 days; "i særlige tilfælde" up to 14: a dose 1 on day 5-14 records the special case."""
+    facts: CourseFacts = subject.facts
+    if facts.indication != "pep" or facts.exposure_on is None:
+        return None
+    day = (data["on"] - facts.exposure_on).days
+    if PEP_OPTIMAL_DAYS < day <= PEP_LATEST_DAYS and not data.get("special_reason"):
+        return (f"dose 1 on {data['on']} is day {day} after the exposure on {facts.exposure_on}: after day 4 PEP is "
+                "given only in special cases; give the reason with --special-reason")
     return None
 
 
@@ -178,8 +351,24 @@ def _pep_consent(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _no_prep_dose_when_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if subject.facts.indication == "prep" and _person(subject).pregnant_or_breastfeeding:
+        return (f"{subject.person} is now pregnant or breastfeeding: vaccinated only as PEP after a specific medical "
+                "assessment, so no PrEP dose; give it once that no longer holds (`person update`), or decline the "
+                "course")
+    return None
+
+
+def _no_prep_dose_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    born, on = _person(subject).born, data["on"]
+    if subject.facts.indication == "prep" and born is not None and age_on(born, on) < CHILD_UNDER:
+        return (f"{subject.person} is under 12 on {on}: a child is vaccinated only as PEP, so no PrEP dose; decline "
+                "the course")
+    return None
+
+
 def _assessed_if_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    if _person(subject).pregnant and not data.get("assessed_by"):
+    if _person(subject).pregnant_or_breastfeeding and not data.get("assessed_by"):
         return ("pregnant or breastfeeding: off-label, needs an individual medical assessment; "
                 "give the doctor with --assessed-by")
     return None
@@ -193,53 +382,114 @@ def _assessed_if_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _course_ended(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    return f"{subject.object_id} is {subject.state} ({subject.facts.ended_because}): no further dose"
-
-
-def _dose2_interval(subject: Subject, data: Mapping[str, Any]) -> str | None:
-    facts: CourseFacts = subject.facts
-    assert facts.dose1_on is not None
-    earliest = facts.dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)
-    if data["on"] < earliest:
-        return f"dose 2 must be at least 28 days after dose 1 ({facts.dose1_on}): not before {earliest}"
+def _no_more_than_two(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§6.3 re-checked at every dose, over the person: doses elsewhere may have been recorded since the offer."""
+    count, _, others = _doses_so_far(subject)
+    elsewhere = ", ".join(f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1]))
+    if count >= MAX_DOSES:
+        return (f"{subject.person} has had {count} doses already ({elsewhere or 'dates not recorded'}): no more than "
+                "2 doses, no boosters")
+    if subject.facts.doses_planned == 1 and count >= 1:
+        return (f"{subject.person} has had the one dose the plan needs ({elsewhere or 'date not recorded'}): no more "
+                "than that, no boosters")
     return None
+
+
+def _after_previous_dose(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§6.4 at least 28 days after the person's real previous dose, whichever course it was in (or elsewhere)."""
+    count, own, others = _doses_so_far(subject)
+    if count == 0:
+        return None
+    dated = [("dose 1", on) for on in own] + [(f"the person's previous dose, {at}", on) for at, on in others]
+    if len(dated) < count:
+        return (f"{subject.person} has a dose given elsewhere whose date is not recorded: record it with `person "
+                f"update {subject.person} --doses-elsewhere N --last-dose-on DATE` (dose 2 is at least 28 days "
+                "after it)")
+    what, previous = max(dated, key=lambda d: d[1])
+    earliest = previous + timedelta(days=DOSE_INTERVAL_DAYS)
+    if data["on"] < earliest:
+        return f"dose 2 must be at least 28 days after {what} ({previous}): not before {earliest}"
+    return None
+
+
+def _course_ended(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    facts: CourseFacts = subject.facts
+    then = {"cancelled": "offer a new course if one is indicated",
+            "declined": "if the person wants the vaccine after all, offer a new course (`vaccine offer`)"}
+    if subject.state == "cancelled" and facts.ended_because and S6_2 in facts.ended_because:
+        return (f"{subject.object_id} is cancelled ({facts.ended_because}): PEP is no longer given for the exposure "
+                f"of {facts.exposure_on}; no dose on it")
+    return f"{subject.object_id} is {subject.state} ({facts.ended_because}): no further dose; {then[subject.state]}"
 
 
 def _no_third_dose(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CourseFacts = subject.facts
-    return (f"the course is completed with its {facts.doses_planned} dose{'s' if facts.doses_planned > 1 else ''}: "
-            "no more than 2 doses, no boosters")
+    if facts.doses_planned == 1:
+        given = "its one dose"
+    elif len(_own_doses(facts)) == 1:
+        given = "the person's dose 2"
+    else:
+        given = "its 2 doses"
+    return f"the course is completed with {given}: no more than 2 doses, no boosters"
 
 
 # ---- effects ---------------------------------------------------------------------------------------------------
 
 
+def _arm_pep_window(subject: Subject) -> None:
+    """§6.2 the offered PEP course's window from its exposure: open, its closing armed; closed already (an
+    exposure corrected to an earlier date), the course lapsed with its late-entry grace from the close."""
+    facts: CourseFacts = subject.facts
+    assert facts.exposure_on is not None
+    closes = pep_window_closes(facts.exposure_on)
+    if closes > subject.now:
+        facts.lapsed_at = None
+        subject.cancel_timer(LATE_ENTRY)
+        subject.arm_timer(TimerSpec("pep_window_closes", closes, S6_2))
+    else:
+        subject.cancel_timer("pep_window_closes")
+        _lapse(subject, {})
+
+
 def _offer(subject: Subject, data: Mapping[str, Any]) -> None:
-    doses, rule, why = dose_plan(_person(subject))
+    person = _person(subject)
+    doses, rule, why = dose_plan(person)
+    prior, last = person.doses_besides(None)
+    if prior:
+        why += (f"; {prior} dose given before (on {last or 'a date not recorded'}): this course gives the person's "
+                "dose 2")
     facts = CourseFacts(indication=data["indication"], doses_planned=doses, plan_rule=rule, plan_reason=why,
-                        criteria=list(data.get("criteria") or []), assessed_by=data.get("assessed_by"))
+                        criteria=list(data.get("criteria") or []), assessed_by=data.get("assessed_by"),
+                        assessment_note=data.get("assessment_note"), criterion_on=data.get("criterion_on"),
+                        prior_doses=prior, prior_last_dose_on=last)
     subject.facts = facts
     contact = subject.context.get("contact")
     if facts.indication == "pep" and contact is not None:
         facts.contact_id = contact.pk
-        facts.exposure_on = pep_exposure(contact.facts)
-        assert facts.exposure_on is not None
-        subject.arm_timer(TimerSpec("pep_window_closes", pep_window_closes(facts.exposure_on), S6_2))
+        facts.exposure_on = _pep_window_from(contact.facts)
+        _arm_pep_window(subject)
         subject.cascade(Cascade("contact", "pep_offered", pk=contact.pk))
 
 
 def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
     facts: CourseFacts = subject.facts
+    person = _person(subject)
     if data.get("assessed_by"):
         facts.dose_assessments = [*facts.dose_assessments, {"on": data["on"].isoformat(),
                                                             "assessed_by": data["assessed_by"]}]
-    if facts.dose1_on is None:
-        facts.dose1_on = data["on"]
+    if not _own_doses(facts):  # the course's first dose
+        facts.prior_doses, facts.prior_last_dose_on = person.doses_besides(_own_pk(subject))
         if facts.indication == "pep":
             facts.consent = {"informed_consent": True, "indication": data.get("indication_note"),
                              "justification": data.get("justification")}
+            facts.special_reason = data.get("special_reason") or None
         subject.cancel_timer("pep_window_closes")
+        subject.cancel_timer(LATE_ENTRY)
+        subject.satisfy_timer(LATE_ENTRY)  # a dose 1 given inside the window, recorded in the grace: done
+        if facts.prior_doses:  # the person's dose 2: the course is complete with it
+            facts.dose2_on = data["on"]
+            return
+        facts.dose1_on = data["on"]
         if facts.doses_planned == 2:
             due = dose2_due(facts.dose1_on)
             from_day = facts.dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)
@@ -256,27 +506,71 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
 def _end(because: str) -> Any:
     def effect(subject: Subject, data: Mapping[str, Any]) -> None:
         subject.facts.ended_because = because
-        for name in ("pep_window_closes", "dose2_due"):
-            subject.cancel_timer(name)
-            subject.satisfy_timer(name)
+        for name in ("pep_window_closes", LATE_ENTRY, "dose2_due"):
+            subject.cancel_timer(name)  # not done: no longer needed
 
     return effect
+
+
+def _lapse(subject: Subject, data: Mapping[str, Any]) -> None:
+    """§6.2 the window closed without dose 1: PEP is no longer given, but a dose 1 given inside the window (on day
+    14, say) may still be recorded during the grace; then the course is cancelled."""
+    facts: CourseFacts = subject.facts
+    assert facts.exposure_on is not None
+    latest = facts.exposure_on + timedelta(days=PEP_LATEST_DAYS)
+    ends = late_entry_ends(facts.exposure_on, subject.settings.pep_late_entry_grace)
+    facts.lapsed_at = pep_window_closes(facts.exposure_on)
+    subject.arm_timer(TimerSpec(
+        LATE_ENTRY, ends, S6_2,
+        task=f"PEP window closed after {latest}: record a dose 1 given by then, or decline (the offer ends "
+             f"{local_date(ends)})"))
+
+
+def _follow_exposure(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The contact was exposed again, or an exposure date corrected: the window runs from the last exposure."""
+    facts: CourseFacts = subject.facts
+    contact: Related | None = subject.context.get("contact")
+    new: date | None = data.get("exposure_on")
+    if contact is not None and not pep_indicated(contact.facts.risk):
+        new = contact.facts.last_exposure_on  # offered on the risk of severe disease: from the last exposure
+    if new is None or new == facts.exposure_on:
+        return
+    facts.exposure_on = new
+    _arm_pep_window(subject)
 
 
 def _dose2_falls_due(subject: Subject, data: Mapping[str, Any]) -> None:
     """Dose 2 may be given from today; the task stays open until it is (overdue after the configured days)."""
 
 
-def _plan_has_doses(n: int) -> Any:
-    def when(subject: Subject) -> bool:
-        return bool(subject.facts.doses_planned == n)
+# ---- choosing between rows -----------------------------------------------------------------------------------
 
-    return when
+
+def _first_of_two(subject: Subject) -> bool:
+    """A two-dose plan and no dose before: this is dose 1."""
+    return bool(subject.facts.doses_planned == 2 and _doses_so_far(subject)[0] == 0)
+
+
+def _one_dose_plan(subject: Subject) -> bool:
+    return bool(subject.facts.doses_planned == 1)
+
+
+def _persons_dose_2(subject: Subject) -> bool:
+    """A two-dose plan whose dose 1 was given before, in another course or elsewhere."""
+    return bool(subject.facts.doses_planned == 2 and _doses_so_far(subject)[0] >= 1)
+
+
+def _ended_by_pep_window(subject: Subject) -> bool:
+    return bool(subject.facts.ended_because and S6_2 in subject.facts.ended_because)
 
 
 DOSE_DATE = Guard(S6, _dose_date)
+PREP_DOSE = (Guard(S6_2_1, _no_prep_dose_when_pregnant), Guard(S6_2_2, _no_prep_dose_for_a_child))
 ASSESSED = (Guard(S6_2_1, _assessed_if_pregnant), Guard(S6_2_2, _assessed_if_child))
-DOSE1_GUARDS = (DOSE_DATE, Guard(S6_2, _pep_within_window), Guard(S6_2, _pep_consent), *ASSESSED)
+COUNTED = Guard(S6_3, _no_more_than_two)
+INTERVAL = Guard(S6_4, _after_previous_dose)
+DOSE1_GUARDS = (DOSE_DATE, COUNTED, Guard(S6_2, _pep_within_window), Guard(S6_2, _pep_special_case),
+                Guard(S6_2, _pep_consent), *PREP_DOSE, *ASSESSED)
 
 COURSE = WorkflowDefinition(
     kind="course",
@@ -287,29 +581,43 @@ COURSE = WorkflowDefinition(
     transitions=[
         TransitionSpec(
             "offer", (NEW,), "offered", S6, "a vaccination course is offered, with its dose plan (§6.4)",
-            guards=(Guard(S6_3, _never_had_mpox), Guard(S6_3, _no_other_course), Guard(S6_2, _pep_for_this_contact),
-                    Guard(S6_1, _prep_target_group)),
+            guards=(Guard(S6_3, _never_had_mpox), Guard(S6_3, _no_other_course), Guard(S6_3, _doses_left_to_give),
+                    Guard(S6_2_2, _prep_not_for_a_child), Guard(S6_2_1, _prep_not_when_pregnant),
+                    Guard(S6_2, _pep_for_this_contact), Guard(S6_2, _pep_assessed), Guard(S6_1, _prep_target_group)),
             effect=_offer, references=("contact", "person"),
         ),
         TransitionSpec("dose", ("offered",), "dose1_given", S6_4, "dose 1 of 2 given", guards=DOSE1_GUARDS,
-                       effect=_dose, when=_plan_has_doses(2), references=("person",)),
+                       effect=_dose, when=_first_of_two, references=("person",)),
         TransitionSpec("dose", ("offered",), "completed", S6_4, "the one dose of a one-dose plan given",
-                       guards=DOSE1_GUARDS, effect=_dose, when=_plan_has_doses(1), references=("person",)),
+                       guards=DOSE1_GUARDS, effect=_dose, when=_one_dose_plan, references=("person",)),
+        TransitionSpec("dose", ("offered",), "completed", S6_4,
+                       "the person's dose 2 given (dose 1 in another course or elsewhere), 28 days or more later",
+                       guards=(*DOSE1_GUARDS, INTERVAL), effect=_dose, when=_persons_dose_2, references=("person",)),
         TransitionSpec("dose", ("dose1_given", "dose2_due"), "completed", S6_4, "dose 2 given, 28 days or more later",
-                       guards=(DOSE_DATE, Guard(S6_4, _dose2_interval), *ASSESSED), effect=_dose,
+                       guards=(DOSE_DATE, COUNTED, INTERVAL, *PREP_DOSE, *ASSESSED), effect=_dose,
                        references=("person",)),
         TransitionSpec("dose", ("completed",), None, S6_3, "no third dose", guards=(Guard(S6_3, _no_third_dose),)),
-        TransitionSpec("dose", ("cancelled", "declined"), None, S6_3, "no dose on an ended course",
+        TransitionSpec("dose", ("cancelled",), None, S6_2, "no dose after the PEP window closed",
+                       guards=(Guard(S6_2, _course_ended),), when=_ended_by_pep_window),
+        TransitionSpec("dose", ("cancelled",), None, S6_3, "no dose after mpox",
                        guards=(Guard(S6_3, _course_ended),)),
+        TransitionSpec("dose", ("declined",), None, S6, "no dose on a declined course",
+                       guards=(Guard(S6, _course_ended),)),
         TransitionSpec("dose2_due", ("dose1_given",), "dose2_due", S6_4, "28 days after dose 1: dose 2 is due",
                        effect=_dose2_falls_due, timed=True),
         TransitionSpec("decline", OPEN, "declined", S6, "the person declines the vaccination",
                        effect=_end("declined")),
-        TransitionSpec("pep_window_closes", ("offered",), "cancelled", S6_2,
-                       "no dose 1 within 14 days of the exposure: PEP is no longer given",
-                       effect=_end("PEP window closed before dose 1 (SST-mpox-7.1 §6.2)"), timed=True),
+        TransitionSpec("contact_exposed", ("offered",), None, S6_2,
+                       "the contact's last exposure moved: the PEP window runs from it", effect=_follow_exposure,
+                       references=("contact",)),
+        TransitionSpec("pep_window_closes", ("offered",), None, S6_2,
+                       "no dose 1 within 14 days of the exposure: PEP is no longer given; a dose 1 given inside the "
+                       "window may still be recorded in the grace", effect=_lapse, timed=True),
+        TransitionSpec(LATE_ENTRY, ("offered",), "cancelled", S6_2,
+                       "the late-entry grace after the PEP window ended without dose 1: the offer is cancelled",
+                       effect=_end(PEP_WINDOW_ENDED), timed=True),
         TransitionSpec("mpox_confirmed", OPEN, "cancelled", S6_3,
                        "mpox confirmed for the person: no (further) dose",
-                       effect=_end("mpox confirmed for the person (SST-mpox-7.1 §6.3)")),
+                       effect=_end(MPOX_ENDED)),
     ],
 )
