@@ -179,6 +179,12 @@ SCENARIOS = [
              {"id": "person-4", "kind": "person", "ref": "CPR-0101901234", "born": "1990-01-01", "pregnant": True,
               "immunocompromised": False, "created_at": NOW},
              ("person-4", "register", None, None, None), actor=ADMIN, status=201),
+    # §6.2.1, §6.3: pregnancy ends, breastfeeding begins, a dose given abroad is recorded (a person has no state).
+    Scenario("person-update", "person update", "/api/persons/person-2/update",
+             {"breastfeeding": True, "doses_elsewhere": 1, "last_dose_on": "2025-01-20"},
+             {"id": "person-2", "kind": "person", "breastfeeding": True, "doses_elsewhere": 1,
+              "last_dose_elsewhere_on": "2025-01-20", "pregnant": False},
+             ("person-2", "update", None, None, None), actor="nurse:ida"),
     Scenario("case-open-suspected", "case open", *SUSPECTED_CASE_2,
              {"id": "case-2", "kind": "case", "workflow": "case@SST-mpox-7.1", "state": "suspected",
               "person": "person-2", "onset": "2025-03-01", "symptoms": ["rash", "fever"], "criteria": ["msm"],
