@@ -130,8 +130,9 @@ PARALLEL_BATCHES = 8
 
 
 def person_row(ref: str, at: datetime) -> dict[str, Any]:
-    return {"ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "previous_mpox": False,
-            "smallpox_vaccinated": False, "created_at": at}
+    return {"ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "breastfeeding": False,
+            "previous_mpox": False, "smallpox_vaccinated": False, "doses_elsewhere": 0,
+            "last_dose_elsewhere_on": None, "created_at": at}
 
 
 def entry(kind: str, pk: int, trigger: str, at: datetime, actor: str, *, workflow: str | None = None,
@@ -155,19 +156,29 @@ def unit_history(ref: str, person_pk: int, case_pk: int, at: datetime, steps: in
     ``cases`` row (None for ``steps`` 1) as they stand after ``steps`` entries (ids given, heads not yet), and
     those entries, in order. The shapes are the engine's (checked in part 2 against a case it made)."""
     from engine.views import jsonable
-    from workflows.case import CASE, S1_1, S3_1, S4_1, phone_notification_due, written_notification_due
+    from persistence.repository import facts_values
+    from workflows.case import (
+        CASE,
+        S1_1,
+        S2_4,
+        S3_1,
+        S4_1,
+        SEQUENCING_TASK,
+        CaseFacts,
+        phone_notification_due,
+        sequencing_sample_due,
+        written_notification_due,
+    )
 
-    flags = {"immunocompromised": False, "pregnant": False, "previous_mpox": False, "smallpox_vaccinated": False}
+    flags = {"immunocompromised": False, "pregnant": False, "breastfeeding": False, "previous_mpox": False,
+             "smallpox_vaccinated": False, "doses_elsewhere": 0, "last_dose_elsewhere_on": None}
     person = {**person_row(ref, at), "id": person_pk}
     entries = [entry("person", person_pk, "register", at, actor, data={**flags, "born_given": False},
                      changes=dict(flags))]
     if steps == 1:
         return person, None, entries
-    facts: dict[str, Any] = {
-        "onset": ONSET, "symptoms": ["rash"], "criteria": ["msm"], "pcr_on": None, "clade": None,
-        "confirmed_at": None, "isolation_mode": None, "healed_on": None, "died_on": None, "phone_notified_at": None,
-        "written_notified_at": None, "tracing_consent": None, "sources": [], "source_case": None,
-    }
+    # What the case workflow's open writes for an adult of unknown birth date: the facts' defaults.
+    facts: dict[str, Any] = facts_values(CaseFacts(onset=ONSET, symptoms=["rash"], criteria=["msm"], child=False))
     case = {"id": case_pk, "person_id": person_pk, "workflow": CASE.name, "state": "suspected", "version": 1,
             "created_at": at, "updated_at": at, **facts}
     entries.append(entry(
@@ -178,7 +189,8 @@ def unit_history(ref: str, person_pk: int, case_pk: int, at: datetime, steps: in
     confirmed = at + timedelta(hours=1)
     phone_due = phone_notification_due(confirmed, settings)
     written_due = written_notification_due(confirmed)
-    timers = (f"timer-{2 * case_pk - 1}", f"timer-{2 * case_pk}")
+    sample_due = sequencing_sample_due(confirmed, settings)
+    timers = (f"timer-{3 * case_pk - 2}", f"timer-{3 * case_pk - 1}", f"timer-{3 * case_pk}")
     later: list[tuple[dict[str, Any], dict[str, Any]]] = [
         ({"state": "confirmed", "pcr_on": PCR_ON, "confirmed_at": confirmed}, entry(
             "case", case_pk, "confirm", confirmed, actor, workflow=CASE.name, from_state="suspected",
@@ -187,7 +199,9 @@ def unit_history(ref: str, person_pk: int, case_pk: int, at: datetime, steps: in
             armed=[{"timer": timers[0], "name": "phone_notification_due", "due_at": jsonable(phone_due),
                     "rule": S3_1, "task": "notify STPS by phone", "overdue_at": None},
                    {"timer": timers[1], "name": "written_notification_due", "due_at": jsonable(written_due),
-                    "rule": S3_1, "task": "notify SSI and STPS in writing", "overdue_at": None}],
+                    "rule": S3_1, "task": "notify SSI and STPS in writing", "overdue_at": None},
+                   {"timer": timers[2], "name": "sequencing_sample_due", "due_at": jsonable(sample_due),
+                    "rule": S2_4, "task": SEQUENCING_TASK, "overdue_at": None}],
         )),
     ]
     for minutes, channel, timer in ((10, "phone", timers[0]), (120, "written", timers[1])):

@@ -122,8 +122,9 @@ def course_rows(
     doses, plan_rule, plan_reason = dose_plan(PersonFacts())
     due = dose2_due(dose1_on)
     person = {
-        "ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "previous_mpox": False,
-        "smallpox_vaccinated": False, "created_at": offered_at,
+        "ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "breastfeeding": False,
+        "previous_mpox": False, "smallpox_vaccinated": False, "doses_elsewhere": 0, "last_dose_elsewhere_on": None,
+        "created_at": offered_at,
     }
     course = {
         "state": "dose1_given", "workflow": COURSE.name, "version": 2, "created_at": offered_at,
@@ -138,7 +139,8 @@ def course_rows(
         "task": f"give dose 2 (from {dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)})",
         "overdue_at": dose2_overdue_at(dose1_on, settings.dose2_overdue_after), "status": "pending",
         "attempts": 0, "next_attempt_at": None, "last_error": None, "armed_at": dosed_at,
-        "closed_at": None, "satisfied_at": None, "note": None,
+        "closed_at": None, "satisfied_at": None, "note": None, "outcome": None, "resolved_at": None,
+        "resolution": None,
     }
     return person, course, timer
 

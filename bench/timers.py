@@ -294,8 +294,9 @@ def healed_rows(ref: str, healed_on: date) -> tuple[dict[str, Any], dict[str, An
     confirmed_at = local_time_on(pcr_on, clock_time(11, 0))
     healed_at = local_time_on(healed_on, clock_time(9, 30))
     person = {
-        "ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "previous_mpox": False,
-        "smallpox_vaccinated": False, "created_at": opened_at,
+        "ref": ref, "born": None, "immunocompromised": False, "pregnant": False, "breastfeeding": False,
+        "previous_mpox": False, "smallpox_vaccinated": False, "doses_elsewhere": 0, "last_dose_elsewhere_on": None,
+        "created_at": opened_at,
     }
     case = {
         "state": "healed", "workflow": CASE.name, "version": 1, "created_at": opened_at, "updated_at": healed_at,
@@ -304,11 +305,15 @@ def healed_rows(ref: str, healed_on: date) -> tuple[dict[str, Any], dict[str, An
         "phone_notified_at": confirmed_at + timedelta(minutes=20),
         "written_notified_at": confirmed_at + timedelta(hours=2), "tracing_consent": True, "sources": [],
         "source_case": None, "audit_pos": None, "audit_seq": None, "audit_hash": None,
+        # Since migration 0009: what an adult case without these facts holds.
+        "symptom_note": None, "isolation_ended_at": None, "sample_sent_on": pcr_on, "child": False,
+        "paediatric_referred_at": None, "discharged_on": None, "discharge_decided_by": None, "antiviral": None,
+        "antiviral_consider": None, "work": [], "no_work": False, "from_contact": None,
     }
     timer = {
         "object_kind": "case", "name": TRIGGER, "due_at": condom_advice_ends(healed_on), "rule": S4_1, "task": None,
         "overdue_at": None, "status": "pending", "armed_at": healed_at, "closed_at": None, "satisfied_at": None,
-        "note": None,
+        "note": None, "outcome": None, "resolved_at": None, "resolution": None,
     }
     return person, case, timer
 

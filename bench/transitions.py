@@ -134,13 +134,26 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
     from engine.core import ACTING_ROLES
     from engine.views import jsonable  # the product's JSON form of dates and instants (a pure function)
     from persistence.audit import Head
-    from persistence.models import AuditEntry, Case, Course, Timer, User
-    from workflows.case import S1_1, S3_1, phone_notification_due, written_notification_due
+    from persistence.models import AuditEntry, Case, Course, Person, Timer, User
+    from workflows.case import (
+        S1_1,
+        S2_4,
+        S3_1,
+        SEQUENCING_TASK,
+        antiviral_consider,
+        phone_notification_due,
+        sequencing_sample_due,
+        written_notification_due,
+    )
+    from workflows.person import PersonFacts
 
     cases, timers, audit, users, courses = (
         Case.__table__, Timer.__table__, AuditEntry.__table__, User.__table__, Course.__table__)
     select_role = select(users.c.role).where(users.c.name == bindparam("name"))
     select_case = select(cases).where(cases.c.id == bindparam("pk"))
+    persons = Person.__table__
+    # §3.4 what the rules read of the person at confirmation (antiviral treatment may be considered).
+    select_person = select(persons.c.immunocompromised).where(persons.c.id == bindparam("person"))
     update_case = (
         update(cases)
         .where(cases.c.id == bindparam("pk"), cases.c.version == bindparam("expected_version"))
@@ -179,14 +192,19 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
             row = connection.execute(select_case, {"pk": pk}).one()
             if row.state != "suspected" or not row.onset <= PCR_ON:
                 raise BenchFailure(f"case-{pk} cannot be confirmed (state {row.state})")
-            written = {"pcr_on": PCR_ON, "clade": None, "confirmed_at": now, "state": "confirmed"}
+            immunocompromised = connection.execute(select_person, {"person": row.person_id}).scalar_one()
+            consider = antiviral_consider(PersonFacts(immunocompromised=immunocompromised), bool(row.child))
+            written = {"pcr_on": PCR_ON, "clade": None, "confirmed_at": now, "antiviral_consider": consider,
+                       "state": "confirmed"}
             if connection.execute(select_courses, {"person": row.person_id}).first() is not None:
                 raise BenchFailure(f"person-{row.person_id} has a course to end: the baseline does not end courses")
             armed = [
                 ("phone_notification_due", phone_notification_due(now, settings),
                  "notify STPS by phone"),
                 ("written_notification_due", written_notification_due(now), "notify SSI and STPS in writing"),
+                ("sequencing_sample_due", sequencing_sample_due(now, settings), SEQUENCING_TASK),
             ]
+            rules = {"sequencing_sample_due": S2_4}
             names = {name for name, _, _ in armed}
             cancelled = []
             for timer in connection.execute(select_pending, {"pk": pk}):
@@ -194,7 +212,7 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
                     connection.execute(cancel_timer, {"timer_id": timer.id, "closed_at": now})
                     cancelled.append({"timer": f"timer-{timer.id}", "name": timer.name, "why": "re-armed"})
             timer_ids = connection.execute(insert_timers, [
-                {"object_kind": "case", "object_id": pk, "name": name, "due_at": due_at, "rule": S3_1,
+                {"object_kind": "case", "object_id": pk, "name": name, "due_at": due_at, "rule": rules.get(name, S3_1),
                  "task": task, "status": "pending", "armed_at": now, "closed_at": None, "satisfied_at": None,
                  "note": None}
                 for name, due_at, task in armed
@@ -206,7 +224,8 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
                 "data": jsonable({"pcr_on": PCR_ON}),
                 "changes": {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)},
                 "timers_armed": [
-                    {"timer": f"timer-{timer_id}", "name": name, "due_at": jsonable(due_at), "rule": S3_1,
+                    {"timer": f"timer-{timer_id}", "name": name, "due_at": jsonable(due_at),
+                     "rule": rules.get(name, S3_1),
                      "task": task, "overdue_at": None}
                     for timer_id, (name, due_at, task) in zip(timer_ids, armed, strict=True)
                 ],
@@ -228,7 +247,7 @@ def make_raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Callable[[int]
 
 
 def verify_phase(db: Any, phase: str, pks: list[int]) -> None:
-    """The phase wrote what it should: its N cases confirmed, 2N pending timers and N confirm entries."""
+    """The phase wrote what it should: its N cases confirmed, 3N pending timers and N confirm entries."""
     from sqlalchemy import func, select
 
     from persistence.models import AuditEntry, Case, Timer
@@ -241,7 +260,7 @@ def verify_phase(db: Any, phase: str, pks: list[int]) -> None:
         pending = connection.scalar(
             select(func.count()).select_from(Timer).where(
                 Timer.object_kind == "case", Timer.object_id.in_(pks), Timer.status == "pending",
-                Timer.name.in_(("phone_notification_due", "written_notification_due")),
+                Timer.name.in_(("phone_notification_due", "written_notification_due", "sequencing_sample_due")),
             )
         )
         entries = connection.scalar(
@@ -249,7 +268,7 @@ def verify_phase(db: Any, phase: str, pks: list[int]) -> None:
                 AuditEntry.object_kind == "case", AuditEntry.object_id.in_(pks), AuditEntry.trigger == "confirm"
             )
         )
-    found = {"confirmed cases": (confirmed, n), "pending timers": (pending, 2 * n), "audit entries": (entries, n)}
+    found = {"confirmed cases": (confirmed, n), "pending timers": (pending, 3 * n), "audit entries": (entries, n)}
     wrong = [f"{what} {got} (expected {expected})" for what, (got, expected) in found.items() if got != expected]
     if wrong:
         raise BenchFailure(f"after the {phase} phase: " + ", ".join(wrong))
