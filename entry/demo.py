@@ -64,11 +64,13 @@ def _story(engine: Engine) -> None:
         "case": c1, "exposed": d("2025-02-28"), "kind": "face_to_face"})["id"]
     engine.apply(k_partner, "inform", actor="stps:maria", reason="phoned")
     engine.apply(k_colleague, "inform", actor="stps:maria", reason="phoned")
-    # Tuesday: c2's PCR is negative; c1's written notification was forgotten and goes overdue at 10:30.
+    # Tuesday: c2's PCR is negative; c1's written notification was forgotten: missed at 10:30 (never done);
+    # the late SEI2 at 14:00 resolves it as done late.
     _at(engine, "2025-03-04T09:00:00+01:00")
     engine.apply(c2, "discard", actor=jonas, reason="PCR negative")
     _at(engine, "2025-03-04T14:00:00+01:00")
     engine.apply(c1, "notify", data={"channel": "written"}, actor=anna, reason="SEI2 sent late")
+    engine.apply(c1, "sample_sent", data={"on": d("2025-03-04")}, actor=anna, reason="to SSI for sequencing (§2.4)")
     # The flatmate was informed a day late, and slept at the flat again: the monitoring is extended (§5.5).
     engine.apply(k_flatmate, "inform", actor="stps:maria", reason="reached on the second try")
     engine.apply(k_flatmate, "expose", data={"exposed": d("2025-03-04"), "kind": "household"}, actor="stps:maria",
@@ -95,6 +97,7 @@ def _story(engine: Engine) -> None:
     engine.apply(c3, "notify", data={"channel": "phone"}, actor=jonas, reason="phoned STPS on-call")
     engine.apply(c3, "isolate", data={"mode": "hospital"}, actor=jonas, reason="admitted, infection medicine")
     engine.apply(c3, "notify", data={"channel": "written"}, actor=jonas, reason="SEI2")
+    engine.apply(c3, "sample_sent", data={"on": d("2025-03-05")}, actor=jonas, reason="to SSI for sequencing")
     # Friday: the partner develops symptoms and becomes a suspected case himself (§5.5, §2).
     _at(engine, "2025-03-07T10:00:00+01:00")
     c4 = engine.apply(k_partner, "symptoms", data={"onset": d("2025-03-07"),
@@ -104,6 +107,7 @@ def _story(engine: Engine) -> None:
     engine.apply(c4, "confirm", data={"pcr_on": d("2025-03-08"), "clade": "IIb"}, actor=anna, reason="PCR positive")
     engine.apply(c4, "notify", data={"channel": "phone"}, actor=anna, reason="phoned STPS")
     engine.apply(c4, "notify", data={"channel": "written"}, actor=anna, reason="SEI2")
+    engine.apply(c4, "sample_sent", data={"on": d("2025-03-08")}, actor=anna, reason="to SSI for sequencing")
     engine.apply(c4, "isolate", data={"mode": "home"}, actor=anna,
                  reason="swollen lymph nodes, a general symptom: self-isolation at home (§4.1)")
     # Healing, then twelve weeks of condom advice (§4.1) close both cases on their own.
@@ -194,11 +198,16 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
     lines = ["mpoxflow demo: a simulated outbreak, every transition with its actor and rule", ""]
     for e in timeline:
         when = datetime.fromisoformat(e["at"])
-        change = (f"{e['from'] or '∅'} → {e['to'] or '∅'}" if e["from"] != e["to"]
+        outcome = (e["data"] or {}).get("outcome") if e["trigger"] != "resolve" else None
+        change = ("MISSED: not done in time" if outcome == "missed"
+                  else f"task {e['data']['outcome']}" if e["trigger"] == "resolve"
+                  else f"{e['from'] or '∅'} → {e['to'] or '∅'}" if e["from"] != e["to"]
                   else f"stays {e['to']}" if e["to"] else "registered" if e["trigger"] in ("register", "add")
                   else "nothing changed")
+        if any(d.get("outcome") == "done-late" for d in e["timers_done"]):
+            change = "done late: " + change
         lines.append(
-            f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<24} "
+            f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<32} "
             f"{e['actor'] + ' (' + e['role'] + ')':<40} {e['rule'] or ''}"
         )
     lines += ["", "final states: " + ", ".join(f"{c['id']} {c['state']}" for c in cases + contacts + courses)]

@@ -29,6 +29,16 @@ def test_the_demo_runs_every_case_and_contact_through_its_timers():
     assert (result["replay"]["matches"], result["replay"]["objects"]) == (True, 9)
     assert "hash chains intact; replay matches the tables" in result["text"]
     assert "contact-2  expose" in result["text"]
+    # A deadline passed undone is missed, never done, and stays so until someone records what happened (issue 12).
+    missed = [(e["object"], e["trigger"]) for e in result["timeline"] if (e["data"] or {}).get("outcome") == "missed"]
+    assert ("contact-3", "pep_assessment_due") in missed and ("case-1", "written_notification_due") in missed
+    [resolved] = [e for e in result["timeline"] if e["trigger"] == "resolve"]
+    assert (resolved["object"], resolved["actor"], resolved["data"]["outcome"], resolved["data"]["name"]) == (
+        "contact-3", "stps:maria", "declined", "pep_assessment_due")
+    late = next(e for e in result["timeline"] if e["object"] == "case-1" and e["trigger"] == "notify"
+                and e["data"] == {"channel": "written"})
+    assert [d["outcome"] for d in late["timers_done"]] == ["done-late"]
+    assert "contact-3  resolve" in result["text"] and "MISSED: not done in time" in result["text"]
 
 
 def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
