@@ -15,7 +15,7 @@ from functools import cache
 def _year(year: int) -> frozenset[date]:
     from holidays.countries.denmark import Denmark
 
-    return frozenset(Denmark(years=year))
+    return frozenset(Denmark(years=year))  # type: ignore[no-untyped-call]
 
 
 def danish_holiday(day: date) -> bool:

@@ -474,6 +474,28 @@ def test_the_pep_window_closes_on_day_15_after_a_declined_course(engine, db, clo
     assert tasks_of(engine, contact_id) == []
 
 
+def test_after_a_declined_pep_course_a_later_exposure_is_assessed_for_pep_anew(engine, db, clock):
+    """§6.2: declining ends the offer, not the contact's right to an assessment of a later exposure. The decline
+    reaches the contact (an internal trigger, never offered to staff) and clears `pep_offered_at`."""
+    case_id = traced_case(engine)
+    contact_id = add(engine, case_id, "2025-03-02", "sexual")["id"]
+    engine.apply(contact_id, "inform", data={}, actor=STAFF)
+    course_id = pep_offer(engine, contact_id)["id"]
+    engine.apply(course_id, "decline", data={}, actor=STAFF)
+    assert engine.show(contact_id)["pep_offered_at"] is None
+    entry = last_entry(engine, contact_id)
+    assert (entry["trigger"], entry["rule"], entry["reason"]) == ("pep_course_ended", S6_2, f"from {course_id}: decline")
+    assert tasks_of(engine, contact_id) == []  # the exposure of 03-02 was assessed: PEP offered, declined
+    clock.set(local("2025-03-05", 10))
+    expose(engine, contact_id, "2025-03-05", "sexual")
+    assert [(t, due) for t, due, _ in tasks_of(engine, contact_id)] == [
+        ("assess PEP by 2025-03-19 (best by 2025-03-09)", "2025-03-20T00:00:00+01:00")]
+    # Internal triggers are not offered to people: the refusal lists only what staff can do.
+    with pytest.raises(TriggerNotAllowed) as refused_inform:
+        engine.apply(contact_id, "inform", data={}, actor=STAFF)
+    assert "pep_course_ended" not in str(refused_inform.value) and "pep_offered" not in str(refused_inform.value)
+
+
 def test_an_offered_course_follows_the_contacts_new_last_pep_exposure(engine, db, clock):
     case_id = traced_case(engine)
     contact_id = add(engine, case_id, "2025-03-01", "sexual")["id"]

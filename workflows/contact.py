@@ -532,6 +532,12 @@ def _pep_offered(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.satisfy_timer("pep_assessment_due")
 
 
+def _pep_course_ended(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The PEP course offered for this contact was declined or its window lapsed (§6.2): the assessment of the
+    exposures so far stands, but a later exposure is assessed for PEP anew."""
+    subject.facts.pep_offered_at = None
+
+
 CLOSE_CONTACT_KIND = Guard(S5_1, _kind_is_a_close_contact)
 AFTER_DEATH = Guard(S3_3_1, _after_death_only_the_body)
 WITHIN_PERIOD = Guard(S5_1, _within_infectious_period)
@@ -586,13 +592,13 @@ CONTACT = WorkflowDefinition(
         ),
         TransitionSpec("case_discarded", ("symptomatic",), "monitored", S5_5,
                        f"{DISCARDED}: monitored again until 21 days after the last exposure", effect=_monitor_again,
-                       when=_informed_and_monitoring_left),
+                       when=_informed_and_monitoring_left, internal=True),
         TransitionSpec("case_discarded", ("symptomatic",), "exposed", S5_5,
                        f"{DISCARDED}, the contact not informed yet: to be informed, monitored until 21 days after "
-                       "the last exposure", effect=_monitor_again, when=_monitoring_left),
+                       "the last exposure", effect=_monitor_again, when=_monitoring_left, internal=True),
         TransitionSpec("case_discarded", ("symptomatic",), "released", S5_5,
                        f"{DISCARDED} after the 21 days from the last exposure: released",
-                       effect=_released_after_discard),
+                       effect=_released_after_discard, internal=True),
         TransitionSpec("pep_optimal_window_closes", WINDOWS_RUN, None, S6_2,
                        "4 days after exposure: PEP now only in special cases", effect=_pep_optimal_over, timed=True),
         TransitionSpec("pep_window_closes", WINDOWS_RUN, None, S6_2,
@@ -601,7 +607,10 @@ CONTACT = WorkflowDefinition(
                        "day 14 after the exposure passed without a PEP assessment: missed", effect=_deadline_passed,
                        timed=True),
         TransitionSpec("pep_offered", OPEN, None, S5_3, "PEP offered after assessment: the assessment is done",
-                       effect=_pep_offered),
+                       effect=_pep_offered, internal=True),
+        TransitionSpec("pep_course_ended", STATES, None, S6_2,
+                       "the PEP course offered was declined or lapsed: a later exposure is assessed anew",
+                       effect=_pep_course_ended, internal=True),
         TransitionSpec("inform_due", OPEN, None, S5_5, "a day passed without informing the contact: missed",
                        effect=_deadline_passed, timed=True),
     ],

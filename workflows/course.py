@@ -503,11 +503,15 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
         subject.satisfy_timer("dose2_due")
 
 
-def _end(because: str) -> Any:
+def _end(because: str, *, pep_may_be_assessed_again: bool = True) -> Any:
     def effect(subject: Subject, data: Mapping[str, Any]) -> None:
-        subject.facts.ended_because = because
+        facts: CourseFacts = subject.facts
+        facts.ended_because = because
         for name in ("pep_window_closes", LATE_ENTRY, "dose2_due"):
             subject.cancel_timer(name)  # not done: no longer needed
+        if pep_may_be_assessed_again and facts.indication == "pep" and facts.contact_id is not None:
+            # §6.2: the offer is over; a later exposure of the contact is assessed for PEP anew.
+            subject.cascade(Cascade("contact", "pep_course_ended", pk=facts.contact_id))
 
     return effect
 
@@ -609,7 +613,7 @@ COURSE = WorkflowDefinition(
                        effect=_end("declined")),
         TransitionSpec("contact_exposed", ("offered",), None, S6_2,
                        "the contact's last exposure moved: the PEP window runs from it", effect=_follow_exposure,
-                       references=("contact",)),
+                       references=("contact",), internal=True),
         TransitionSpec("pep_window_closes", ("offered",), None, S6_2,
                        "no dose 1 within 14 days of the exposure: PEP is no longer given; a dose 1 given inside the "
                        "window may still be recorded in the grace", effect=_lapse, timed=True),
@@ -618,6 +622,6 @@ COURSE = WorkflowDefinition(
                        effect=_end(PEP_WINDOW_ENDED), timed=True),
         TransitionSpec("mpox_confirmed", OPEN, "cancelled", S6_3,
                        "mpox confirmed for the person: no (further) dose",
-                       effect=_end(MPOX_ENDED)),
+                       effect=_end(MPOX_ENDED, pep_may_be_assessed_again=False), internal=True),
     ],
 )

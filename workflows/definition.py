@@ -165,6 +165,8 @@ class TransitionSpec:
     effect: Effect | None = None
     #: Fired by a timer of the same name rather than by a person.
     timed: bool = False
+    #: Pulled by another object's transition (a ``Cascade``), never by a person: not offered as allowed.
+    internal: bool = False
     #: Other objects the guards read, by kind: the id is the data key of that name, or else the object's own
     #: ``<kind>_id`` column (a contact's case); ``person`` is always the object's own person.
     references: tuple[str, ...] = ()
@@ -266,7 +268,8 @@ class WorkflowDefinition:
 
     def triggers_from(self, state: str, *, include_timed: bool = False) -> list[str]:
         return sorted(
-            {s.trigger for s in self.transitions if state in s.source and (include_timed or not s.timed)}
+            {s.trigger for s in self.transitions
+             if state in s.source and (include_timed or not (s.timed or s.internal))}
         )
 
     def has_trigger(self, trigger: str) -> bool:

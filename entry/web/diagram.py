@@ -110,5 +110,5 @@ def _label(x: int, y: int, labels: list[str]) -> str:
 def internal(definition: WorkflowDefinition) -> list[dict[str, str]]:
     """The transitions that keep the state: what they record, from which states, under which rule."""
     return [{"trigger": s.trigger, "states": ", ".join(s.source), "rule": s.rule, "summary": s.summary,
-             "by": "timer" if s.timed else "staff"}
+             "by": "timer" if s.timed else "another object's change" if s.internal else "staff"}
             for s in definition.transitions if s.dest is None]

@@ -400,6 +400,8 @@ def allowed_now(kind: str, state: str) -> list[Operation]:
     for op in transitions_of(kind):
         assert op.trigger is not None
         spec = definition.spec(op.trigger, state)
-        if spec is not None and not spec.timed and (spec.dest is not None or spec.effect is not None):
+        if spec is None or spec.timed or spec.internal:
+            continue
+        if spec.dest is not None or spec.effect is not None:
             found.append(op)
     return found
