@@ -19,11 +19,19 @@ from typing import Any
 import structlog
 from pwdlib import PasswordHash
 
-from engine.core import ADMIN_ROLES, TIMER_USER, Actor, Engine
-from engine.views import instant
+from engine.core import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Engine
+from engine.views import instant, user_view
 from persistence.audit import Head
 from persistence.repository import Repository, format_id
-from workflows.errors import NotAuthenticated, NotFound, TooManyAttempts, UsageError
+from workflows.errors import (
+    Conflict,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+    RuleRefused,
+    TooManyAttempts,
+    UsageError,
+)
 
 log = structlog.get_logger("mpoxflow.accounts")
 
@@ -33,6 +41,8 @@ SESSION_LIFETIME = timedelta(hours=12)
 FAILURE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_NAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
+#: Once a name has its failures from other addresses, one attempt per this interval from a new address.
+SLOW_ATTEMPT_INTERVAL = timedelta(minutes=1)
 MIN_PASSWORD_LENGTH = 10
 
 #: argon2id with pwdlib's recommended parameters. Tests swap in cheaper parameters.
@@ -103,9 +113,14 @@ class Accounts:
         return self.engine.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
 
     def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None,
-                     keep_session: int | None = None) -> dict[str, Any]:
+                     keep_session: int | None = None, current_password: str | None = None,
+                     require_current: bool = False) -> dict[str, Any]:
         """Set a user's password: an admin for anyone, any user for themselves. Every session of the user ends,
-        except ``keep_session`` when the user changes their own password in it. The hash never enters the log."""
+        except ``keep_session`` when the user changes their own password in it. The hash never enters the log.
+
+        ``require_current`` (the API and the pages): a user changing their own password must give the current
+        one (``current_password``), so a borrowed session cannot take the account over; an admin setting someone
+        else's needs none."""
         check_password_rules(password)
         hashed = password_hash.hash(password)
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
@@ -114,7 +129,11 @@ class Accounts:
             if user is None:
                 raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
             if actor == name and user.role != TIMER_USER:
-                who = Actor(user.name, user.role)
+                # Refuses (and audits) a disabled user; any role may set its own password.
+                who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
+                                             (user.role,))
+                if require_current or current_password is not None:
+                    self._check_current(user, current_password)
             else:
                 who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
                                              ADMIN_ROLES)
@@ -128,58 +147,159 @@ class Accounts:
         log.info("password_set", user=format_id("user", user.id))
         return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "password": "set"}
 
+    @staticmethod
+    def _check_current(user: Any, current_password: str | None) -> None:
+        if not current_password:
+            raise UsageError("current_password: give your current password to set a new one")
+        ok = user.password_hash is not None and password_hash.verify(current_password, user.password_hash)
+        if not ok:
+            raise NotPermitted("current_password: that is not your current password, so it was not changed. "
+                               "This refusal is recorded in the audit log", actor=user.name, role=user.role,
+                               user=user.id, command="user password", target=format_id("user", user.id))
+
+    # ---- disabling and roles (admins) ----------------------------------------------------------------------
+
+    def set_disabled(self, name: str, disabled: bool, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Disable a user (their sessions end and their tokens stop at once; they can neither log in nor act) or
+        enable them again (their unrevoked tokens work again; they log in anew). Admins only, not on themselves."""
+        command = "user disable" if disabled else "user enable"
+        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
+            repo = Repository(session)
+            who, user = self._managed_user(repo, name, actor, command)
+            ended = 0
+            if disabled and user.disabled_at is None:
+                repo.set_user(user.id, disabled_at=self._now())
+                ended = repo.delete_sessions_of(user.id)
+                self._audit_user(repo, user.id, "disabled", who, reason=reason,
+                                 changes={"disabled": True}, data={"sessions_ended": ended})
+            elif not disabled and user.disabled_at is not None:
+                repo.set_user(user.id, disabled_at=None)
+                self._audit_user(repo, user.id, "enabled", who, reason=reason, changes={"disabled": False})
+            view = user_view(repo.user_by_name(name))
+        log.info("user_disabled" if disabled else "user_enabled", user=view["id"], sessions_ended=ended)
+        return view
+
+    def set_role(self, name: str, role: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Change a user's role (admins only, not their own); it applies to their next request."""
+        if role not in USER_ROLES:
+            raise UsageError(f"--role: '{role}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
+            repo = Repository(session)
+            who, user = self._managed_user(repo, name, actor, "user role")
+            if user.role != role:
+                repo.set_user(user.id, role=role)
+                self._audit_user(repo, user.id, "role_changed", who, reason=reason,
+                                 changes={"role": role}, data={"from_role": user.role})
+            view = user_view(repo.user_by_name(name))
+        log.info("user_role_set", user=view["id"], role=role)
+        return view
+
+    def _managed_user(self, repo: Repository, name: str, actor: str, command: str) -> tuple[Actor, Any]:
+        """The user an admin disables, enables or gives a role: not the admin themselves, not the timer user."""
+        who = self.engine._authorize(repo, actor, command, None, ADMIN_ROLES)  # noqa: SLF001
+        user = repo.user_by_name(name)
+        if user is None:
+            raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
+        if user.role == TIMER_USER:
+            raise UsageError("the timer user is the scheduler's own: it cannot be disabled or given a role")
+        if user.name == actor:
+            raise RuleRefused(f"'{command}' on yourself is refused: another admin must do it (so there is always "
+                              "an admin who can undo it)")
+        return who, user
+
     # ---- logging in ----------------------------------------------------------------------------------------
 
     def login(self, name: str, password: str, address: str) -> tuple[Login, str]:
         """Check a name and password; returns the login and the session secret for the cookie.
 
-        Refused with TooManyAttempts once ``MAX_FAILURES_PER_NAME`` failures for the name, or
-        ``MAX_FAILURES_PER_ADDRESS`` from the address, fall within ``FAILURE_WINDOW`` (the password is then not
-        even checked); with NotAuthenticated for a wrong name or password (the message does not say which)."""
+        Refused with TooManyAttempts (the password is then not even checked) when ``MAX_FAILURES_PER_ADDRESS``
+        failures from the address, or ``MAX_FAILURES_PER_NAME`` failures for the name from this address, fall
+        within ``FAILURE_WINDOW``; once the name has that many failures from other addresses, an attempt from a
+        new address is let through at most once per ``SLOW_ATTEMPT_INTERVAL`` (the name slows, it does not lock
+        out its owner elsewhere). With NotAuthenticated for a wrong name or password (the message does not say
+        which).
+
+        Parallel attempts: the check and the count are one short transaction, serialised per name and address;
+        the attempt is counted as a failure before the (slow) password check and the count is withdrawn when the
+        password is right, so 20 parallel wrong passwords check at most 5."""
+        name, address = name[:128], address[:64]
         now = self._now()
         with self.engine.db.transaction() as session:
             repo = Repository(session)
-            since = now - FAILURE_WINDOW
-            by_name, oldest_for_name = repo.login_failures("name", name, since)
-            by_address, oldest_from_address = repo.login_failures("address", address, since)
-            # Each limit that is hit lifts when its own oldest failure leaves the window: wait for the later.
-            lifts = [oldest + FAILURE_WINDOW for count, limit, oldest in (
-                (by_name, MAX_FAILURES_PER_NAME, oldest_for_name),
-                (by_address, MAX_FAILURES_PER_ADDRESS, oldest_from_address)) if count >= limit and oldest]
-            if lifts:
-                wait = int((max(lifts) - now).total_seconds()) + 1
-                log.warning("login_rate_limited", failures_for_name=by_name, failures_from_address=by_address,
-                            retry_after=wait)
-                raise TooManyAttempts(
-                    f"too many failed logins: wait {max(wait // 60, 1)} minute(s) and try again, or ask an admin "
-                    "to set a new password (`mpoxflow user password NAME`)", retry_after=max(wait, 1))
+            repo.lock_login(name, address)
+            reserved = self._check_rate(repo, name, address, now)
             user = repo.user_by_name(name)
-            stored = user.password_hash if user is not None else None
-            ok, rehashed = password_hash.verify_and_update(password, stored or _dummy_hash())
-            if not ok or user is None or stored is None:
-                repo.add_login_failure(name[:128], address[:64], now)
-                if user is not None and user.role != TIMER_USER:
-                    self._audit_user(repo, user.id, "login_failed", Actor(user.name, user.role),
-                                     data={"address": address})
-                log.warning("login_failed", user=format_id("user", user.id) if user is not None else None,
-                            failures_for_name=by_name + 1)
-                failed = True
-            else:
-                failed = False
-                if rehashed is not None:  # hashed with older parameters: stored anew with today's
-                    repo.set_password_hash(user.id, rehashed)
-                repo.clear_login_failures(name)
-                repo.delete_expired_sessions(now)
-                secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-                session_id = repo.insert_session({"secret_hash": _digest(secret), "user_id": user.id, "csrf": csrf,
-                                                  "created_at": now, "expires_at": now + SESSION_LIFETIME})
-                self._audit_user(repo, user.id, "login", Actor(user.name, user.role),
-                                 data={"session": session_id, "address": address})
+        stored = user.password_hash if user is not None else None
+        ok, rehashed = password_hash.verify_and_update(password, stored or _dummy_hash())
+        failed = not ok or user is None or stored is None
+        for attempt in range(3):  # parallel logins of one user queue on its row; a lost race is retried
+            try:
+                with self.engine.db.transaction() as session:
+                    repo = Repository(session)
+                    if failed:
+                        if user is not None and user.role != TIMER_USER:
+                            repo.lock_user(user.id)
+                            self._audit_user(repo, user.id, "login_failed", Actor(user.name, user.role),
+                                             data={"address": address})
+                        break
+                    assert user is not None
+                    repo.lock_user(user.id)
+                    if user.disabled_at is not None:  # the right password of a disabled user: refused, audited
+                        self._audit_user(repo, user.id, "login_refused", Actor(user.name, user.role),
+                                         data={"address": address, "why": "disabled"})
+                        break
+                    if rehashed is not None:  # hashed with older parameters: stored anew with today's
+                        repo.set_password_hash(user.id, rehashed)
+                    repo.delete_login_failure(reserved)
+                    repo.clear_login_failures(name)
+                    repo.delete_expired_sessions(now)
+                    secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+                    session_id = repo.insert_session({"secret_hash": _digest(secret), "user_id": user.id,
+                                                      "csrf": csrf, "created_at": now,
+                                                      "expires_at": now + SESSION_LIFETIME})
+                    self._audit_user(repo, user.id, "login", Actor(user.name, user.role),
+                                     data={"session": session_id, "address": address})
+                break
+            except Conflict:
+                if attempt == 2:
+                    if failed:  # the failure is counted already; the answer stays "wrong name or password"
+                        break
+                    raise
+        if not failed and user is not None and user.disabled_at is not None:  # its attempt stays counted
+            log.warning("login_refused", user=format_id("user", user.id), why="disabled")
+            raise NotPermitted("this user is disabled, so the login was refused: ask an admin "
+                               f"(`mpoxflow user enable {user.name}`)", actor=user.name, role=user.role,
+                               user=user.id, command="login", target=None)
         if failed:  # the failure is committed (it counts for the rate limit) before the refusal
+            log.warning("login_failed", user=format_id("user", user.id) if user is not None else None)
             raise NotAuthenticated("wrong user name or password: check both and try again")
         assert user is not None
         log.info("login", user=format_id("user", user.id), role=user.role, session=session_id)
         return Login(user.id, user.name, user.role, session_id=session_id, csrf=csrf), secret
+
+    @staticmethod
+    def _check_rate(repo: Repository, name: str, address: str, now: datetime) -> int:
+        """Refuse (TooManyAttempts) an attempt over the limits, else count it as a failure; returns its id."""
+        since = now - FAILURE_WINDOW
+        failures = repo.name_failures(name, since)
+        here = [at for at, where in failures if where == address]
+        by_address, oldest_from_address = repo.login_failures("address", address, since)
+        lifts = []
+        if by_address >= MAX_FAILURES_PER_ADDRESS and oldest_from_address:
+            lifts.append(oldest_from_address + FAILURE_WINDOW)
+        if len(here) >= MAX_FAILURES_PER_NAME:
+            lifts.append(here[0] + FAILURE_WINDOW)
+        elif len(failures) >= MAX_FAILURES_PER_NAME and failures[-1][0] + SLOW_ATTEMPT_INTERVAL > now:
+            lifts.append(failures[-1][0] + SLOW_ATTEMPT_INTERVAL)
+        if lifts:
+            # Each limit that is hit lifts at its own time: wait for the later.
+            wait = int((max(lifts) - now).total_seconds()) + 1
+            log.warning("login_rate_limited", failures_for_name=len(failures), failures_from_address=by_address,
+                        retry_after=wait)
+            raise TooManyAttempts(
+                f"too many failed logins: wait {max(wait // 60, 1)} minute(s) and try again, or ask an admin "
+                "to set a new password (`mpoxflow user password NAME`)", retry_after=max(wait, 1))
+        return repo.add_login_failure(name, address, now)
 
     def session(self, secret: str) -> Login | None:
         """The login of a live session cookie, or None (unknown, logged out or expired)."""

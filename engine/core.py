@@ -23,7 +23,7 @@ from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.holidays_dk import danish_holiday
 from engine.views import audit_view, instant, jsonable, object_view, person_view, timer_view, user_view
 from persistence.audit import Head
-from persistence.database import Database, translate_errors
+from persistence.database import Database, DuplicateKey, translate_errors
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
@@ -36,6 +36,16 @@ from workflows.errors import (
     RuleRefused,
     TriggerNotAllowed,
     UsageError,
+)
+from workflows.limits import (
+    MAX_DAYS,
+    MAX_LIMIT,
+    check_born,
+    check_clinical_date,
+    check_count,
+    check_data,
+    check_instant,
+    check_text,
 )
 from workflows.registry import BY_NAME, WORKFLOWS
 
@@ -66,7 +76,9 @@ MAX_DOSES = 2
 def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
     """UsageError (saying which option to fix) for a person's facts that cannot be true."""
     if born is not None and born > today:
-        raise UsageError(f"birth date {born} is after today ({today}): correct the date (--born)")
+        raise UsageError(f"the birth date is after today ({today}): correct the date (--born)")
+    if born is not None:
+        check_born(born)
     doses, last = flags["doses_elsewhere"], flags["last_dose_elsewhere_on"]
     if isinstance(doses, bool) or not isinstance(doses, int) or not 0 <= doses <= MAX_DOSES:
         raise UsageError(f"--doses-elsewhere {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
@@ -79,6 +91,8 @@ def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> N
         raise UsageError(f"--last-dose-on {last} is after today ({today}): record a dose once given")
     if last is not None and born is not None and last < born:
         raise UsageError(f"--last-dose-on {last} is before the birth date: correct the date")
+    if last is not None:
+        check_clinical_date(last, "last_dose_on", today)
 
 
 class Actor(NamedTuple):
@@ -178,6 +192,10 @@ class Engine:
                 "staff`; `mpoxflow user list` shows who there is)",
                 actor=actor, role=None, user=None, command=command, target=target,
             )
+        if user.disabled_at is not None:
+            raise NotPermitted(f"'{command}' refused for {actor}: this user is disabled; ask an admin "
+                               f"(`mpoxflow user enable {actor}`). This refusal is recorded in the audit log",
+                               actor=actor, role=user.role, user=user.id, command=command, target=target)
         if user.role in roles:
             return Actor(user.name, user.role)
         if user.role == "auditor":
@@ -278,7 +296,7 @@ class Engine:
                     made.append(self._insert_user(repo, TIMER_USER, TIMER_USER, admin,
                                                   "the scheduler: actor of every timer's firing"))
                 return made
-        except IntegrityError:
+        except (IntegrityError, DuplicateKey):
             # Several processes started on the new database at once (every one makes the `timer` user): the
             # first one's users stand, the others' transactions are rolled back.
             with self.db.reading() as session:
@@ -309,9 +327,29 @@ class Engine:
     ) -> dict[str, Any]:
         """Register a person. Raises UsageError for an empty ref, a birth date in the future or doses elsewhere
         without their date, RuleRefused when the ref is registered already."""
-        ref = ref.strip()
+        ref = check_text(ref.strip(), "ref")
         if not ref:
             raise UsageError("--ref is empty: give the person's external reference")
+        if reason is not None:
+            check_text(reason, "reason")
+        try:
+            return self._add_person(ref, born, immunocompromised=immunocompromised, pregnant=pregnant,
+                                    breastfeeding=breastfeeding, previous_mpox=previous_mpox,
+                                    smallpox_vaccinated=smallpox_vaccinated, doses_elsewhere=doses_elsewhere,
+                                    last_dose_on=last_dose_on, actor=actor, reason=reason)
+        except DuplicateKey:
+            # A parallel registration of the same reference committed first (past the check below): name the
+            # person it made, never the reference.
+            with self.db.reading() as session:
+                existing = Repository(session).person_by_ref(ref)
+            if existing is None:
+                raise
+            raise RuleRefused(f"a person with that reference is registered already as "
+                              f"{format_id('person', existing.id)}: use that id") from None
+
+    def _add_person(self, ref: str, born: date | None, *, immunocompromised: bool, pregnant: bool,
+                    breastfeeding: bool, previous_mpox: bool, smallpox_vaccinated: bool, doses_elsewhere: int,
+                    last_dose_on: date | None, actor: str, reason: str | None) -> dict[str, Any]:
         with self._refusals_logged(), self.db.transaction() as session:
             now = self.clock.now()
             repo = Repository(session)
@@ -404,10 +442,13 @@ class Engine:
         for an unknown person, GuardRefused when the creation's guards refuse."""
         definition = WORKFLOWS[kind]
         _, person_pk = parse_id(person, kind="person")
+        self._check_input(data, reason)
         with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
             who = self._authorize(repo, actor, f"{kind} {trigger}", person, ACTING_ROLES)
-            repo.person_exists(person_pk)
+            # The person's row is held until the commit: parallel creations for one person run in turn, so the
+            # guards (one course under way, one open case) read what the one before committed.
+            repo.lock_person(person_pk)
             changed = self._run(
                 repo, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
                 actor=who, reason=reason, now=self.clock.now(), person_pk=person_pk,
@@ -432,6 +473,7 @@ class Engine:
         kind, pk = parse_id(object_id, kind=kind)
         if kind not in OBJECT_MODELS:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
+        self._check_input(data or {}, reason)
         with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
             who = self._authorize(repo, actor, f"{kind} {trigger}", format_id(kind, pk), ACTING_ROLES)
@@ -449,6 +491,13 @@ class Engine:
             )
             self._save_clock(repo)
             return changed.view()
+
+    def _check_input(self, data: Mapping[str, Any], reason: str | None) -> None:
+        """UsageError, before anything is read or written, for a text too long or with control characters, or a
+        clinical date before its bound (``workflows.limits``)."""
+        check_data(data, local_date(self.clock.now()))
+        if reason is not None:
+            check_text(reason, "reason")
 
     def _run(
         self,
@@ -485,6 +534,7 @@ class Engine:
         definition.fire(subject, trigger)
         rule = definition.rule_of(trigger, from_state)
         for spawn in subject.spawned:
+            repo.lock_person(person)  # as in `open`: the spawned object's guards read committed state
             born = self._run(
                 repo, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[], trigger=spawn.trigger,
                 data=spawn.data, actor=actor, reason=f"from {subject.object_id}: {trigger}", now=now,
@@ -656,6 +706,8 @@ class Engine:
         change wrote (None: the object was not written). ``timer_pk``: the timer whose firing this is (unique in
         the log: a timer's firing can be recorded only once). ``move_head`` False: the caller writes the returned
         head with the object's own UPDATE."""
+        if reason:
+            check_text(reason, "reason")  # every change's reason, whichever way it came (rolled back with it)
         entry = head.link({
             "timer_id": timer_pk,
             "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
@@ -686,7 +738,8 @@ class Engine:
             repo = Repository(session)
             fired = self._fire(repo, timer_id, self.clock.now())
             self._save_clock(repo)
-            return fired
+        _log_fired([fired] if fired is not None else [])
+        return fired
 
     def fire_due(self, *, limit: int = 100, policy: RetryPolicy | None = None,
                  stop: Callable[[], bool] | None = None) -> list[Fired]:
@@ -719,6 +772,7 @@ class Engine:
                 if outcome is not None:
                     fired.append(outcome)
             self._save_clock(repo)
+        _log_fired(fired)  # after the commit: the log counts exactly the timers that fired
         return fired
 
     def _fire(self, repo: Repository, timer_id: int, now: datetime) -> Fired | None:
@@ -763,10 +817,6 @@ class Engine:
             )
             assert skip.seq is not None
             seq = skip.seq
-        log.info(
-            "timer_fired", timer=format_id("timer", timer.id), object=format_id(kind, row.id), name=name,
-            status=status, due_at=timer.due_at.isoformat(), fired_at=now.isoformat(), lateness_seconds=late,
-        )
         return Fired(
             timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
             fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
@@ -893,6 +943,7 @@ class Engine:
             if as_of is not None:
                 if as_of.tzinfo is None:
                     raise UsageError(f"--as-of {as_of.isoformat()} has no offset: give an instant with one")
+                check_instant(as_of, "--as-of (as_of)")
                 if kind not in OBJECT_MODELS:
                     raise UsageError(f"--as-of shows cases, contacts and courses as they were, not a {kind}: "
                                      f"`mpoxflow audit timeline {object_id}` prints its history")
@@ -930,6 +981,7 @@ class Engine:
         """Timers, soonest first (``status``: pending, fired, cancelled, skipped, failed)."""
         if status is not None and status not in TIMER_STATUSES:
             raise UsageError(f"'{status}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
+        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
         with self.db.reading() as session:
             return [timer_view(t) for t in Repository(session).timers(status, limit)]
 
@@ -946,6 +998,8 @@ class Engine:
     def worklist(self, within: timedelta | None = None) -> builtins.list[dict[str, Any]]:
         """Staff tasks not done yet, soonest first; ``overdue`` once their deadline has passed.
         Without ``within``, every open task; with it, those due within that time from now."""
+        if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
+            raise UsageError(f"--within (within): give a number of days from 0 to {MAX_DAYS}")
         now = self.clock.now()
         until = now + within if within is not None else datetime.max.replace(tzinfo=now.tzinfo)
         with self.db.reading() as session:
@@ -1038,6 +1092,10 @@ class Engine:
             raise UsageError(f"--until ({instant(until)}) is before --since ({instant(since)}): swap them")
         if limit is not None and limit < 1:
             raise UsageError("--limit must be 1 or more")
+        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+        for value, what in ((since, "--since (since)"), (until, "--until (until)")):
+            if value is not None:
+                check_instant(value, what)
         with self.db.reading() as session:
             return [audit_view(e) for e in Repository(session).audit_entries(
                 kind=kind, pk=pk, since=since, until=until, actor=actor, trigger=trigger, limit=limit)]
@@ -1072,3 +1130,10 @@ class Engine:
         with self.db.snapshot() as session:
             return auditing.export(Repository(session), fmt, out, exported_at=self.wall_clock.now())
 
+
+def _log_fired(fired: builtins.list[Fired]) -> None:
+    """``timer_fired`` for each timer of a committed transaction (never for one rolled back)."""
+    for f in fired:
+        log.info("timer_fired", timer=f.timer, object=f.object, name=f.name, status=f.status,
+                 due_at=f.due_at.isoformat(), fired_at=f.fired_at.isoformat(),
+                 lateness_seconds=max(0, int((f.fired_at - f.due_at).total_seconds())))

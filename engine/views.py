@@ -87,7 +87,8 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
 
 def user_view(user: Any) -> dict[str, Any]:
     return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "role": user.role,
-            "created_at": instant(user.created_at), "password": user.password_hash is not None}
+            "created_at": instant(user.created_at), "password": user.password_hash is not None,
+            "disabled_at": instant(getattr(user, "disabled_at", None))}
 
 
 def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from engine.bootstrap import database_url, default_actor, init_database, open_en
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
-from entry.parsing import parse_choice, parse_date, parse_instant, parse_list
+from entry.parsing import MAX_DAYS, parse_choice, parse_date, parse_instant, parse_list
 from entry.web.operations import LISTABLE, case_open_request, vaccine_offer_data
 from persistence.database import Database, StorageError
 from scheduler import firing
@@ -425,13 +425,16 @@ def case_open(
     confirmed: Annotated[bool, typer.Option("--confirmed", help="Register a case already confirmed by PCR.")] = False,
     pcr_on: Annotated[str | None, typer.Option("--pcr-on", help="With --confirmed: the positive PCR's date.")] = None,
     clade: Annotated[str | None, typer.Option("--clade", help="With --confirmed: " + "|".join(CLADES))] = None,
+    second_case_reason: Annotated[str | None, typer.Option(
+        "--second-case-reason", help="Why a person with an open case gets a second one (e.g. a re-infection "
+                                     "after the first healed); without it such a person is refused.")] = None,
     actor: Actor = None,
     reason: Reason = None,
     as_json: Json = False,
 ) -> None:
     """Open a suspected case (refused unless the case definition holds, §1.1), or with --confirmed --pcr-on a
     case confirmed by PCR (without symptoms, --onset may be left out: its infectious period starts at the sample
-    date)."""
+    date). A person has one open case; a second needs --second-case-reason."""
 
     def action() -> dict[str, Any]:
         if not confirmed and (pcr_on is not None or clade is not None):
@@ -441,8 +444,10 @@ def case_open(
             symptoms=parse_list(symptoms, SYMPTOMS, "symptom"),
             criteria=parse_list(criteria, CRITERIA, "criterion"), confirmed=confirmed,
             pcr_on=parse_date(pcr_on, "--pcr-on") if pcr_on else None,
-            clade=parse_choice(clade, CLADES, "clade") if clade else None, symptom_note=symptom_note)
-        return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor), reason=reason)
+            clade=parse_choice(clade, CLADES, "clade") if clade else None, symptom_note=symptom_note,
+            second_case_reason=second_case_reason)
+        return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor),
+                                 reason=reason or data.get("second_case_reason"))
 
     _run(as_json, action, render_object)
 
@@ -880,8 +885,8 @@ def due(
     """The staff worklist: what needs doing, soonest first, overdue marked."""
 
     def action() -> list[dict[str, Any]]:
-        if within is not None and within < 0:
-            raise UsageError("--within takes a number of days, 0 or more")
+        if within is not None and not 0 <= within <= MAX_DAYS:
+            raise UsageError(f"--within takes a number of days from 0 to {MAX_DAYS}")
         return _engine(ctx).worklist(timedelta(days=within) if within is not None else None)
 
     def render(rows: list[dict[str, Any]]) -> str:
@@ -1091,7 +1096,7 @@ def user_password(
 def user_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List the users and their roles."""
     _run(as_json, lambda: _engine(ctx).users(),
-         lambda rows: render_rows(rows, ["id", "name", "role", "password", "created_at"], "no users"))
+         lambda rows: render_rows(rows, ["id", "name", "role", "password", "created_at", "disabled_at"], "no users"))
 
 
 @user_app.command("token")
@@ -1128,6 +1133,46 @@ def user_revoke(
     """Revoke an API token (admins only): it stops working at once, on every server."""
     _run(as_json, lambda: Accounts(_engine(ctx)).revoke_token(token, actor=_actor(actor), reason=reason),
          lambda t: f"{t['id']} revoked at {t['revoked_at']}")
+
+
+@user_app.command("disable")
+def user_disable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user to disable.")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Disable a user (admins only): their sessions and tokens stop at once; they cannot log in or act."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).set_disabled(name, True, actor=_actor(actor), reason=reason),
+         lambda u: f"{u['id']} ({u['name']}) disabled at {u['disabled_at']}")
+
+
+@user_app.command("enable")
+def user_enable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The disabled user to enable again.")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Enable a disabled user again (admins only): their unrevoked tokens work again; they log in anew."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).set_disabled(name, False, actor=_actor(actor), reason=reason),
+         lambda u: f"{u['id']} ({u['name']}) enabled")
+
+
+@user_app.command("role")
+def user_role(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Whose role.")],
+    role: Annotated[str, typer.Option("--role", help="staff, auditor or admin.")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Change a user's role (admins only, not your own); it applies to their next request."""
+    _run(as_json, lambda: Accounts(_engine(ctx)).set_role(name, role, actor=_actor(actor), reason=reason),
+         lambda u: f"{u['id']} ({u['name']}) is now {u['role']}")
 
 
 @app.command()
@@ -1232,6 +1277,10 @@ def serve(
                                                                     "(a one-machine setup).")] = False,
     secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Mark cookies Secure (serving "
                                                                           "behind HTTPS).")] = False,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        "--forwarded-allow-ips", help="Comma-separated addresses of trusted reverse proxies: only from these is "
+                                      "X-Forwarded-For taken as the client's address (the login rate limit counts "
+                                      "per address). Default none: the connecting address counts.")] = None,
 ) -> None:
     """Serve the HTTP API (/api, schema at /openapi.json) and the web application with Uvicorn. Stateless:
     run several against one PostgreSQL database."""
@@ -1246,7 +1295,10 @@ def serve(
         if not 0 < port < 65536:
             raise UsageError(f"--port {port} is not a port: use 1 to 65535")
         app = create_app(_options(ctx).db, with_worker=with_worker, secure_cookies=secure_cookies)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        trusted = ",".join(a.strip() for a in (forwarded_allow_ips or "").split(",") if a.strip())
+        # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the proxies named here.
+        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=bool(trusted),
+                    forwarded_allow_ips=trusted or "")
 
     _run(False, action, lambda r: "")
 

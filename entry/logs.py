@@ -5,11 +5,37 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 LOG_FORMATS = ("json", "console")
+
+#: What in an exception's text may quote a value a statement was given: SQLAlchemy's "[parameters: ...]" (when
+#: an engine was made without ``hide_parameters``), PostgreSQL's "DETAIL:  Key (ref)=(...) already exists" and
+#: "Failing row contains (...)".
+_PARAMETERS = re.compile(r"\[parameters: .*$|^\s*DETAIL:.*$|Key \(.*\)=\(.*\)|Failing row contains \(.*\)",
+                         re.MULTILINE)
+
+
+def scrub(text: str) -> str:
+    """``text`` without the values a database statement was given."""
+    return _PARAMETERS.sub("[values hidden]", text)
+
+
+def drop_statement_parameters(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """A structlog processor: an event's exception (``exc_info``, or its text already formatted) and its text
+    fields lose any statement parameters and driver details that quote a value."""
+    if event_dict.get("exc_info"):
+        event_dict = structlog.processors.format_exc_info(_logger, _method, event_dict)
+    for key, value in event_dict.items():
+        if isinstance(value, str) and ("parameters:" in value or "DETAIL:" in value or "Key (" in value
+                                       or "Failing row" in value):
+            event_dict[key] = scrub(value)
+    return event_dict
 
 
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
@@ -27,6 +53,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_statement_parameters,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping().get(level_name, 30)),

@@ -8,6 +8,15 @@ from datetime import date, datetime, time
 
 from workflows.calendar import DANISH
 from workflows.errors import UsageError
+from workflows.limits import (  # noqa: F401  (the shared limits, re-exported for the entry points)
+    MAX_DAYS,
+    MAX_HOURS,
+    MAX_LIMIT,
+    MAX_NAME,
+    MAX_NOTE,
+    MAX_REF,
+    check_instant,
+)
 
 
 def parse_date(text: str, what: str) -> date:
@@ -15,7 +24,7 @@ def parse_date(text: str, what: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError as error:
-        raise UsageError(f"{what} '{text}' is not a real date: use YYYY-MM-DD, e.g. 2025-03-14") from error
+        raise UsageError(f"{what} '{text[:40]}' is not a real date: use YYYY-MM-DD, e.g. 2025-03-14") from error
 
 
 def parse_instant(text: str, what: str) -> datetime:
@@ -23,13 +32,13 @@ def parse_instant(text: str, what: str) -> datetime:
     raw = text.strip()
     try:
         if len(raw) == 10:
-            return datetime.combine(date.fromisoformat(raw), time(0, 0), tzinfo=DANISH)
+            return check_instant(datetime.combine(date.fromisoformat(raw), time(0, 0), tzinfo=DANISH), what)
         value = datetime.fromisoformat(raw)
     except ValueError as error:
         raise UsageError(
-            f"{what} '{text}' is not an instant: use ISO 8601, e.g. 2025-03-14T09:00:00+01:00"
+            f"{what} '{text[:40]}' is not an instant: use ISO 8601, e.g. 2025-03-14T09:00:00+01:00"
         ) from error
-    return value if value.tzinfo is not None else value.replace(tzinfo=DANISH)
+    return check_instant(value if value.tzinfo is not None else value.replace(tzinfo=DANISH), what)
 
 
 def parse_list(text: str | None, allowed: Iterable[str], what: str) -> list[str]:

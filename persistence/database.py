@@ -18,11 +18,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from workflows.errors import Conflict, MpoxflowError
+from workflows.errors import Conflict, MpoxflowError, RuleRefused, UsageError
 
 DEFAULT_URL = "sqlite:///mpoxflow.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,6 +35,28 @@ RACE_CONSTRAINTS = (
     "uq_audit_object_pos", "uq_timers_pending_name",
     "audit_log.object_kind, audit_log.object_id, audit_log.pos", "timers.object_kind, timers.object_id, timers.name",
 )
+
+
+class DuplicateKey(RuleRefused):
+    """A unique key is taken already (a lost race past the check before the insert). ``table`` is the table
+    the key belongs to, when known; the value is never in the message."""
+
+    def __init__(self, table: str | None) -> None:
+        super().__init__(f"that {_THING.get(table or '', 'value')} is registered already: nothing was written")
+        self.table = table
+
+
+#: What a unique key of a table identifies, as a message names it.
+_THING = {"persons": "reference", "users": "user name", "contacts": "contact (case and person)"}
+
+
+def _constraint(text: str) -> str | None:
+    """The table of the unique key an IntegrityError names (SQLite: "UNIQUE constraint failed: persons.ref";
+    PostgreSQL: 'violates unique constraint "persons_ref_key"')."""
+    for table in ("persons", "users", "contacts", "api_tokens", "sessions", "cases", "courses"):
+        if f"{table}." in text or f'"{table}_' in text or f'"uq_{table}_' in text:
+            return table
+    return None
 
 
 class StorageError(MpoxflowError):
@@ -79,7 +101,8 @@ class Database:
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = normalise_url(url)
-        self.engine = create_engine(self.url, **engine_options)
+        # Bound parameters (a reference, a birth date) never go into an error's text, hence never into a log.
+        self.engine = create_engine(self.url, **{"hide_parameters": True, **engine_options})
         self.backend = self.engine.dialect.name
         if self.backend == "sqlite":
             _configure_sqlite(self.engine)
@@ -186,7 +209,15 @@ def translate_errors() -> Iterator[None]:
                 "The object was changed by someone else while this change was being made; nothing was written. "
                 "Show it again and retry."
             ) from error
-        raise
+        # The driver's text may quote the values (PostgreSQL: "Key (ref)=(...) already exists"): never chained.
+        if "UNIQUE constraint failed" in text or getattr(error.orig, "sqlstate", None) == "23505":
+            raise DuplicateKey(_constraint(text)) from None
+        raise RuleRefused("the change breaks a constraint of the database (a missing or a wrong link): nothing "
+                          "was written") from None
+    except DataError:
+        # A value the column cannot hold (too long, a NUL byte, out of range); the text would quote it.
+        raise UsageError("a value does not fit its field (too long, out of range or with a NUL character): "
+                         "correct it") from None
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
             raise Conflict("A concurrent change conflicted with this one; nothing was written. Try again.") \

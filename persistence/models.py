@@ -224,6 +224,9 @@ class User(AuditHead, Base):
     created_at: Mapped[datetime]
     #: A modern password hash (argon2, via pwdlib); None: the user cannot log in with a password.
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: When an admin disabled the user (migration 0010); None while enabled. A disabled user's sessions and
+    #: tokens stop at once, and the user can neither log in nor act.
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class LoginSession(Base):

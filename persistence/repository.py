@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ from persistence.models import (
 )
 from workflows.definition import Related
 from workflows.errors import NotFound
-from workflows.person import PersonFacts
+from workflows.limits import MAX_ID
+from workflows.person import OPEN_CASE_STATES, PersonFacts
 
 ID_KINDS = ("person", "timer", "user", *OBJECT_MODELS)
 #: Kinds a person can list with ``mpoxflow list KINDs``.
@@ -73,9 +75,17 @@ def format_id(kind: str, pk: int) -> str:
 def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
     """``"case-12"`` -> ``("case", 12)``. Raises NotFound for anything that cannot be an id (of ``kind``)."""
     prefix, _, number = text.strip().partition("-")
-    if prefix not in ID_KINDS or not number.isdigit() or (kind is not None and prefix != kind):
-        raise not_found(text, kind)
+    # ASCII digits only ("case-²", "case-١" are no ids), and within the id columns' integer range.
+    if (prefix not in ID_KINDS or not (number.isascii() and number.isdigit()) or len(number) > 10
+            or int(number) > MAX_ID or (kind is not None and prefix != kind)):
+        raise not_found(_shown(text), kind)
     return prefix, int(number)
+
+
+def _shown(text: str) -> str:
+    """An id as an error message may repeat it: printable, and short."""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
+    return shown + ("..." if len(text) > 40 else "")
 
 
 def _utc(value: Any) -> Any:
@@ -143,12 +153,13 @@ _SESSION_USER = (
            _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role)
     .join(_table(User), _table(User).c.id == _table(LoginSession).c.user_id)
     .where(_table(LoginSession).c.secret_hash == bindparam("secret_hash"),
-           _table(LoginSession).c.expires_at > bindparam("now"))
+           _table(LoginSession).c.expires_at > bindparam("now"), _table(User).c.disabled_at.is_(None))
 )
 _TOKEN_USER = (
     select(_table(ApiToken).c.id, _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role)
     .join(_table(User), _table(User).c.id == _table(ApiToken).c.user_id)
-    .where(_table(ApiToken).c.secret_hash == bindparam("secret_hash"), _table(ApiToken).c.revoked_at.is_(None))
+    .where(_table(ApiToken).c.secret_hash == bindparam("secret_hash"), _table(ApiToken).c.revoked_at.is_(None),
+           _table(User).c.disabled_at.is_(None))
 )
 
 
@@ -258,15 +269,25 @@ class Repository:
         doses = tuple(sorted(((r.id, on) for r in rows for on in (r.dose1_on, r.dose2_on) if on is not None),
                              key=lambda d: (d[1], d[0])))
         cases = _table(OBJECT_MODELS["case"])
-        confirmed = self._core.execute(
-            select(cases.c.id).where(cases.c.person_id == pk, cases.c.confirmed_at.is_not(None)).limit(1)
-        ).first() is not None
+        case_rows = list(self._core.execute(
+            select(cases.c.id, cases.c.state, cases.c.confirmed_at).where(cases.c.person_id == pk)
+            .order_by(cases.c.id)))
+        confirmed = any(r.confirmed_at is not None for r in case_rows)
+        open_cases = tuple((format_id("case", r.id), r.state) for r in case_rows if r.state in OPEN_CASE_STATES)
         facts = PersonFacts(born=person.born, immunocompromised=person.immunocompromised, pregnant=person.pregnant,
                             breastfeeding=bool(person.breastfeeding), previous_mpox=person.previous_mpox,
                             smallpox_vaccinated=person.smallpox_vaccinated, courses=states, confirmed_mpox=confirmed,
                             doses_elsewhere=person.doses_elsewhere or 0,
-                            last_dose_elsewhere_on=person.last_dose_elsewhere_on, course_doses=doses)
+                            last_dose_elsewhere_on=person.last_dose_elsewhere_on, course_doses=doses,
+                            open_cases=open_cases)
         return Related(format_id("person", pk), pk, "registered", facts, format_id("person", pk))
+
+    def lock_person(self, pk: int) -> None:
+        """Hold the person's row until the transaction ends (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already serialises writers): a change creating a case or course for the person then reads
+        the person's cases and courses as committed by whoever held it before. NotFound for an unknown person."""
+        if self._core.execute(select(Person.id).where(Person.id == pk).with_for_update()).one_or_none() is None:
+            raise not_found(format_id("person", pk), "person")
 
     def person_exists(self, pk: int) -> None:
         if self._core.execute(select(Person.id).where(Person.id == pk)).one_or_none() is None:
@@ -324,6 +345,10 @@ class Repository:
     def users(self) -> Sequence[User]:
         return self.session.scalars(select(User).order_by(User.id)).all()
 
+    def set_user(self, pk: int, **values: Any) -> None:
+        """Set columns of a user (``disabled_at``, ``role``)."""
+        self._core.execute(update(_table(User)).where(_table(User).c.id == pk).values(**values))
+
     def set_password_hash(self, pk: int, password_hash: str) -> None:
         self._core.execute(update(_table(User)).where(_table(User).c.id == pk).values(password_hash=password_hash))
 
@@ -361,8 +386,34 @@ class Repository:
     def tokens(self) -> Sequence[ApiToken]:
         return self.session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
 
-    def add_login_failure(self, name: str, address: str, at: datetime) -> None:
-        self._core.execute(insert(_table(LoginFailure)), {"name": name, "address": address, "at": at})
+    def add_login_failure(self, name: str, address: str, at: datetime) -> int:
+        table = _table(LoginFailure)
+        return int(self._core.execute(insert(table).returning(table.c.id),
+                                      {"name": name, "address": address, "at": at}).scalar_one())
+
+    def delete_login_failure(self, pk: int) -> None:
+        table = _table(LoginFailure)
+        self._core.execute(table.delete().where(table.c.id == pk))
+
+    def name_failures(self, name: str, since: datetime) -> list[tuple[datetime, str]]:
+        """The failed logins for ``name`` since ``since``: (instant, address), oldest first."""
+        table = _table(LoginFailure)
+        return [(r.at, r.address) for r in self._core.execute(
+            select(table.c.at, table.c.address).where(table.c.name == name, table.c.at > since)
+            .order_by(table.c.at, table.c.id))]
+
+    def lock_login(self, name: str, address: str) -> None:
+        """Serialise the rate limit's check-and-count per name and per address until the transaction ends
+        (PostgreSQL advisory locks, name first; SQLite's BEGIN IMMEDIATE already serialises every writer)."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        for space, value in ((1, name), (2, address)):
+            key = int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big", signed=True)
+            self._core.execute(select(func.pg_advisory_xact_lock(space, key)))
+
+    def lock_user(self, pk: int) -> None:
+        """Hold user ``pk``'s row until the transaction ends, so parallel logins append to its chain in turn."""
+        self._core.execute(select(User.id).where(User.id == pk).with_for_update())
 
     def login_failures(self, column: str, value: str, since: datetime) -> tuple[int, datetime | None]:
         """Failed logins since ``since`` for a name or from an address (``column``), and the oldest of them."""

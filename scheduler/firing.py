@@ -10,6 +10,7 @@ from engine.core import Engine, Fired, RetryPolicy
 from engine.views import instant
 from workflows.calendar import to_local
 from workflows.errors import UsageError
+from workflows.limits import MAX_DAYS, MAX_HOURS, check_count, check_instant
 
 
 def fire_ready(engine: Engine, *, batch: int = 100, policy: RetryPolicy | None = None) -> list[Fired]:
@@ -62,12 +63,16 @@ def clock_advance(engine: Engine, actor: str, *, to: datetime | None = None, day
     now = engine.simulated_clock.now()
     if (days or 0) < 0 or (hours or 0) < 0:
         raise UsageError("the simulated clock only moves forward: give a positive number")
+    check_count(days, "--days (days)", low=0, high=MAX_DAYS)
+    check_count(hours, "--hours (hours)", low=0, high=MAX_HOURS)
     if to is not None:
         target = to
     elif days is not None:
         target = to_local(now) + timedelta(days=days)
     else:
         target = now + timedelta(hours=hours or 0)
+    # No further than the latest instant mpoxflow accepts: no timer's due instant can overflow.
+    check_instant(target, "--to (to)" if to is not None else "the clock's new time")
     # Asked once the input is known good: a malformed command is a usage error, not an audited refusal.
     engine.authorize(actor, "clock advance")
     fired = advance_simulated_clock(engine, target)

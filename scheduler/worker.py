@@ -101,8 +101,8 @@ class Worker:
     def _scheduled_pass(self) -> None:
         try:
             self.run_pass()
-        except Exception:  # noqa: BLE001 - a pass that fails (database down) is logged; the poll tries again
-            log.exception("worker_pass_failed")
+        except Exception as error:  # noqa: BLE001 - a pass that fails (database down) is logged; the poll tries again
+            log.error("worker_pass_failed", **error_summary(error))
 
     # ---- running -------------------------------------------------------------------------------------------
 
@@ -132,3 +132,12 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("worker_stopping", signal=signal.Signals(signum).name)
         self.stop()
+
+
+def error_summary(error: BaseException) -> dict[str, str]:
+    """The exception's type and its message's first line: a database error's driver message, never the SQL
+    statement or its parameters (nor a detail line that may quote a value); no traceback in the JSON log."""
+    from sqlalchemy.exc import StatementError
+
+    cause: BaseException = error.orig if isinstance(error, StatementError) and error.orig is not None else error
+    return {"error_type": type(error).__name__, "error": (str(cause).strip().splitlines() or [""])[0][:300]}

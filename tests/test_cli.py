@@ -401,15 +401,15 @@ def test_errors_with_json_print_one_document_with_error_and_exit_code(one_case: 
 
 
 def test_list_cases_json_and_state_filter(cli_db: str) -> None:
-    person = add_person(cli_db)
+    person, other = add_person(cli_db), add_person(cli_db, "REF-OTHER")  # one open case per person
     suspected = open_suspected(cli_db, person)
-    confirmed = open_confirmed(cli_db, person)
+    confirmed = open_confirmed(cli_db, other)
 
     everything = doc(cli_db, "list", "cases")
     assert [c["id"] for c in everything] == [suspected, confirmed]
     assert [c["state"] for c in everything] == ["suspected", "confirmed"]
-    for view in everything:
-        assert view["kind"] == "case" and view["workflow"] == "case@SST-mpox-7.1" and view["person"] == person
+    for view, whose in zip(everything, (person, other), strict=True):
+        assert view["kind"] == "case" and view["workflow"] == "case@SST-mpox-7.1" and view["person"] == whose
         assert isinstance(view["timers"], list)
 
     assert [c["id"] for c in doc(cli_db, "list", "cases", "--state", "confirmed")] == [confirmed]
@@ -498,7 +498,7 @@ def test_advancing_fires_every_timer_at_its_own_instant_in_due_order(cli_db: str
     first = open_suspected(cli_db, person)
     confirm(cli_db, first)  # 08:00: phone 17:00 today, written 08:00 tomorrow
     ok(cli_db, "clock", "advance", "--to", "2025-03-03T16:00:00+01:00")
-    second = open_confirmed(cli_db, person)  # 16:00: phone 17:00 today, written 16:00 tomorrow
+    second = open_confirmed(cli_db, add_person(cli_db, "REF-OTHER"))  # 16:00: phone 17:00 today, written 16:00
 
     advanced = doc(cli_db, "clock", "advance", "--days", "2")
     assert advanced["now"] == "2025-03-05T16:00:00+01:00"

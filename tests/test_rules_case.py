@@ -692,7 +692,7 @@ def test_cli_new_commands(cli_db):
                      "--criteria", "msm", code=2)
     assert "--symptom-note" in result.stderr
     view = doc(cli_db, "case", "open", "--person", person_id, "--onset", "2025-03-01", "--symptoms", "other,chills",
-               "--symptom-note", "sore throat", "--criteria", "msm")
+               "--symptom-note", "sore throat", "--criteria", "msm", "--second-case-reason", "re-infection")
     assert (view["symptoms"], view["symptom_note"]) == (["other", "chills"], "sore throat")
 
 
@@ -716,7 +716,8 @@ def test_http_refusals_are_409_with_the_rule(client_for, cli_db):
     check_error(post(staff, "/api/cases", {"person": "person-1", "symptoms": ["rash"], "criteria": ["msm"]}), 422,
                 "usage", 2)
     assert snapshot(cli_db) == before
-    view = done(staff, "/api/cases", {"person": "person-1", "confirmed": True, "pcr_on": "2025-03-03"})
+    view = done(staff, "/api/cases", {"person": "person-1", "confirmed": True, "pcr_on": "2025-03-03",
+                                      "second_case_reason": "re-infection"})
     assert view["onset"] is None
     view = done(staff, "/api/cases/case-1/work", {"work": ["children"]})
     assert view["no_work"] is True

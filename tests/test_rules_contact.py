@@ -484,7 +484,8 @@ def test_after_a_declined_pep_course_a_later_exposure_is_assessed_for_pep_anew(e
     engine.apply(course_id, "decline", data={}, actor=STAFF)
     assert engine.show(contact_id)["pep_offered_at"] is None
     entry = last_entry(engine, contact_id)
-    assert (entry["trigger"], entry["rule"], entry["reason"]) == ("pep_course_ended", S6_2, f"from {course_id}: decline")
+    assert (entry["trigger"], entry["rule"], entry["reason"]) == (
+        "pep_course_ended", S6_2, f"from {course_id}: decline")
     assert tasks_of(engine, contact_id) == []  # the exposure of 03-02 was assessed: PEP offered, declined
     clock.set(local("2025-03-05", 10))
     expose(engine, contact_id, "2025-03-05", "sexual")

@@ -208,6 +208,21 @@ def _person(subject: Subject) -> PersonFacts | None:
     return related.facts if related is not None else None
 
 
+def _no_open_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """One open case per person: a second one would double the notification deadlines (§3.1). A clinician may
+    open a second case with a reason (``second_case_reason``, e.g. a re-infection after a healed case)."""
+    person = _person(subject)
+    if person is None or not person.open_cases or str(data.get("second_case_reason") or "").strip():
+        return None
+    case_id, state = person.open_cases[-1]
+    if data.get("from_contact") is not None:
+        return (f"{subject.person} already has an open case, {case_id} ({state}): record the symptoms on it "
+                f"(`mpoxflow show {case_id}`), or open a second case with `case open --second-case-reason TEXT`")
+    return (f"{subject.person} already has an open case, {case_id} ({state}): record the change on it "
+            f"(`mpoxflow show {case_id}`); a second case needs the clinician's reason (--second-case-reason TEXT, "
+            "e.g. a re-infection after the first case healed)")
+
+
 def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
     symptoms = list(data.get("symptoms") or [])
     criteria = list(data.get("criteria") or [])
@@ -494,6 +509,7 @@ def _work(subject: Subject, data: Mapping[str, Any]) -> None:
 
 PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", "PCR sample"))
 OTHER_NOTE = Guard(S1_1, _other_has_a_note)
+ONE_OPEN_CASE = Guard(S3_1, _no_open_case)
 COVERED = Guard(S4_1, _covered_needs_no_general_symptoms)
 
 CASE = WorkflowDefinition(
@@ -506,13 +522,14 @@ CASE = WorkflowDefinition(
         TransitionSpec(
             "open", (NEW,), "suspected", S1_1, "open a suspected case (case definition)",
             guards=(Guard(S1_1, _suspected_needs_onset), Guard(S1_1, _onset_not_in_future),
-                    Guard(S1_1, _case_definition), OTHER_NOTE),
+                    Guard(S1_1, _case_definition), OTHER_NOTE, ONE_OPEN_CASE),
             effect=_open, references=("person",),
         ),
         TransitionSpec(
             "open_confirmed", (NEW,), "confirmed", S1_1,
             "register a case confirmed by PCR (without symptoms: no onset, the period starts at the sample date)",
-            guards=(Guard(S1_1, _onset_not_in_future), Guard(S5_1, _symptoms_have_an_onset), OTHER_NOTE, PCR_DATE),
+            guards=(Guard(S1_1, _onset_not_in_future), Guard(S5_1, _symptoms_have_an_onset), OTHER_NOTE, PCR_DATE,
+                    ONE_OPEN_CASE),
             effect=_confirm, references=("person",),
         ),
         TransitionSpec(

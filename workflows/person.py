@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+#: A case in one of these states is open (``workflows.case.OPEN_STATES``): a person has at most one open case
+#: unless a clinician gives a reason for a second (``case open --second-case-reason``).
+OPEN_CASE_STATES = ("suspected", "confirmed", "isolated", "healed")
+
 
 @dataclass(frozen=True)
 class PersonFacts:
@@ -26,6 +30,8 @@ class PersonFacts:
     #: Every dose recorded on any of the person's courses, whatever became of the course:
     #: ``(course internal id, date)``, oldest first (§6.3 counts doses over the person, not the course).
     course_doses: tuple[tuple[int, date], ...] = ()
+    #: The person's open cases: ``(case id, state)``, oldest first.
+    open_cases: tuple[tuple[str, str], ...] = ()
 
     @property
     def pregnant_or_breastfeeding(self) -> bool:

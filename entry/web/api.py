@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 
 from engine.accounts import Accounts, Login
 from engine.auditing import EXPORT_FORMATS
-from engine.core import Engine
+from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
 from engine.views import instant
-from entry.parsing import parse_instant
+from entry.parsing import MAX_DAYS, MAX_LIMIT, parse_instant
 from entry.web.app import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -46,6 +46,19 @@ def acting(request: Request, login: Reader) -> Login:
 
 
 Actor = Annotated[Login, Depends(acting)]
+
+
+def may_act(command: str) -> Any:
+    """The logged-in user, for the workflow change ``command``: a role that may not change anything is refused
+    (403, audited) before the request's body is validated, so an auditor's malformed request is a 403, not a
+    422 (FastAPI reports body errors only once every dependency has run)."""
+
+    def check(login: Actor, engine: Eng) -> Login:
+        if login.role not in ACTING_ROLES:
+            engine.authorize(login.name, command)  # raises NotPermitted, and records the refusal
+        return login
+
+    return Annotated[Login, Depends(check)]
 
 
 def _instant(text: str | None, what: str) -> Any:
@@ -92,16 +105,18 @@ def me(who: Reader) -> dict[str, Any]:
 
 def _add_operation(op: Operation) -> None:
     body_model = op.body
+    acting_user = may_act(op.name)
     description = f"`mpoxflow {op.name}`: {op.summary}."
     if op.creates:
-        def create(body: body_model, who: Actor, engine: Eng) -> dict[str, Any]:  # type: ignore[valid-type]
+        def create(body: body_model, who: acting_user, engine: Eng) -> dict[str, Any]:  # type: ignore[valid-type]
             return op.call(engine, who.name, body)
 
         router.add_api_route(f"/{COLLECTIONS[op.kind]}", create, methods=["POST"], status_code=201,
                              operation_id=op.operation_id, summary=op.name, description=description,
                              tags=[op.kind])
     else:
-        def change(object_id: str, body: body_model, who: Actor, engine: Eng) -> dict[str, Any]:  # type: ignore[valid-type]
+        def change(object_id: str, body: body_model, who: acting_user,  # type: ignore[valid-type]
+                   engine: Eng) -> dict[str, Any]:
             return op.call(engine, who.name, body, object_id)
 
         router.add_api_route(f"/{COLLECTIONS[op.kind]}/{{object_id}}/{op.verb}", change, methods=["POST"],
@@ -156,7 +171,8 @@ def list_objects(what: Literal["persons", "cases", "contacts", "courses"], who: 
 
 
 @router.get("/due", operation_id="due", tags=["reading"])
-def due(who: Reader, engine: Eng, within: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
+def due(who: Reader, engine: Eng,
+        within: Annotated[int | None, Query(ge=0, le=MAX_DAYS)] = None) -> list[dict[str, Any]]:
     """The staff worklist: what needs doing, soonest first, overdue marked."""
     return engine.worklist(timedelta(days=within) if within is not None else None)
 
@@ -176,7 +192,7 @@ def diagram(kind: Literal["case", "contact", "course"], who: Reader, engine: Eng
 
 @router.get("/timers", operation_id="timers", tags=["reading"])
 def timers(who: Reader, engine: Eng, status: str | None = None,
-           limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> list[dict[str, Any]]:
+           limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000) -> list[dict[str, Any]]:
     """Timers, soonest first."""
     return engine.timers(status, limit)
 
@@ -193,7 +209,7 @@ def timers_status(who: Reader, engine: Eng) -> dict[str, Any]:
 @router.get("/audit", operation_id="audit", tags=["audit"])
 def audit(who: Reader, engine: Eng, entity: str | None = None, actor: str | None = None,
           trigger: str | None = None, since: str | None = None, until: str | None = None,
-          limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+          limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None) -> list[dict[str, Any]]:
     """Audit entries, oldest first; the filters combine; limit keeps the newest."""
     return engine.audit(entity=entity, actor=actor, trigger=trigger, limit=limit,
                         since=_instant(since, "since"), until=_instant(until, "until"))
@@ -254,6 +270,16 @@ class NewUser(BaseModel):
 
 class NewPassword(BaseModel):
     password: str
+    current_password: str | None = Field(None, description="Your current password: required to change your own.")
+    reason: str | None = None
+
+
+class UserChange(BaseModel):
+    reason: str | None = None
+
+
+class NewRole(BaseModel):
+    role: Literal["staff", "auditor", "admin"]
     reason: str | None = None
 
 
@@ -268,6 +294,8 @@ class Revoke(BaseModel):
 
 @router.get("/users", operation_id="user_list", tags=["users"])
 def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """The users (admins only)."""
+    engine.authorize(who.name, "user list", ADMIN_ROLES)
     return engine.users()
 
 
@@ -279,9 +307,28 @@ def user_add(body: NewUser, who: Actor, engine: Eng) -> dict[str, Any]:
 
 @router.post("/users/{name}/password", operation_id="user_password", tags=["users"])
 def user_password(name: str, body: NewPassword, who: Actor, engine: Eng) -> dict[str, Any]:
-    """Set a password: your own, or anyone's as an admin."""
+    """Set a password: your own (give current_password), or anyone's as an admin."""
     return Accounts(engine).set_password(name, body.password, actor=who.name, reason=body.reason,
-                                         keep_session=who.session_id)
+                                         keep_session=who.session_id, current_password=body.current_password,
+                                         require_current=True)
+
+
+@router.post("/users/{name}/disable", operation_id="user_disable", tags=["users"])
+def user_disable(name: str, body: UserChange, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Disable a user (admins only): their sessions and tokens stop at once; they cannot log in or act."""
+    return Accounts(engine).set_disabled(name, True, actor=who.name, reason=body.reason)
+
+
+@router.post("/users/{name}/enable", operation_id="user_enable", tags=["users"])
+def user_enable(name: str, body: UserChange, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Enable a disabled user again (admins only)."""
+    return Accounts(engine).set_disabled(name, False, actor=who.name, reason=body.reason)
+
+
+@router.post("/users/{name}/role", operation_id="user_role", tags=["users"])
+def user_role(name: str, body: NewRole, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Change a user's role (admins only, not your own)."""
+    return Accounts(engine).set_role(name, body.role, actor=who.name, reason=body.reason)
 
 
 @router.post("/users/{name}/tokens", operation_id="user_token", status_code=201, tags=["users"])
@@ -292,6 +339,8 @@ def user_token(name: str, body: NewToken, who: Actor, engine: Eng) -> dict[str, 
 
 @router.get("/tokens", operation_id="user_tokens", tags=["users"])
 def user_tokens(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """The API tokens, never their secrets (admins only)."""
+    engine.authorize(who.name, "user tokens", ADMIN_ROLES)
     return Accounts(engine).tokens()
 
 

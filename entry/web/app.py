@@ -13,15 +13,19 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from engine.accounts import SESSION_LIFETIME, Accounts, Login
 from engine.bootstrap import database_url, engine_on, open_engine, settings_from_env
@@ -154,11 +158,50 @@ def clear_session_cookie(request: Request, response: Response) -> None:
                            path="/")
 
 
+#: Our own stylesheet and script (the only ones the pages load), served with the package.
+STATIC_PREFIX = "/static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+#: Every page's and answer's security headers: nothing inline and nothing from another origin runs, no page of
+#: ours is framed, no type is sniffed, no address leaks to another site.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error_summary(error: BaseException) -> dict[str, str]:
+    """An exception as a log event's fields: its type, its message's first line (a database error's driver
+    message, never the statement or its parameters, and no detail line that may quote a value), and where it was
+    raised. No traceback: the JSON log stream stays one event per line."""
+    from sqlalchemy.exc import StatementError
+
+    cause: BaseException = error
+    if isinstance(error, StatementError) and error.orig is not None:
+        cause = error.orig
+    message = (str(cause).strip().splitlines() or [""])[0][:300]
+    frame = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    where = f"{Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+    return {"error_type": type(error).__name__, "error": message, "where": where}
+
+
+def internal_error_body(request_id: str) -> dict[str, Any]:
+    return {"error": "internal", "message": f"an unexpected error: nothing was changed by it; tell an admin the "
+            f"request id {request_id} (it is in the server's log)", "rule": None, "exit_code": 1, "status": 500,
+            "request_id": request_id}
+
+
 def _validation_message(error: RequestValidationError) -> str:
     parts = []
-    for problem in error.errors():
-        where = ".".join(str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where or 'request'}: {problem.get('msg', 'invalid')}")
+    problems = error.errors()
+    for problem in problems[:MAX_PROBLEMS]:
+        where = ".".join(str(p)[:64] for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {str(problem.get('msg', 'invalid'))[:200]}")
+    if len(problems) > MAX_PROBLEMS:
+        parts.append(f"and {len(problems) - MAX_PROBLEMS} more")
     return "; ".join(parts) + ": correct the request and send it again (the schema is at /openapi.json)"
 
 
@@ -210,8 +253,12 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
                     "the role does not allow it, 404 no such object, 409 refused by a rule or changed meanwhile, "
                     "422 malformed, 429 too many failed logins.",
         lifespan=lifespan,
+        # No Swagger UI or ReDoc: they load script from a CDN. The schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.web = shared
+    app.mount(STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.exception_handler(MpoxflowError)
     async def engine_error(request: Request, error: MpoxflowError) -> Response:
@@ -233,12 +280,25 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     @app.middleware("http")
     async def log_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
         started = time.perf_counter()
-        response: Response = await call_next(request)
+        request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
+        route = request.scope.get("route")
+        try:
+            response: Response = await call_next(request)
+        except Exception as error:  # noqa: BLE001 - a bug: one structured event and a JSON 500, no traceback
+            route = request.scope.get("route")
+            log.error("http_unhandled_error", request_id=request_id, method=request.method,
+                      path=getattr(route, "path", request.url.path), **error_summary(error))
+            response = JSONResponse(internal_error_body(request_id), status_code=500)
         login = getattr(request.state, "login", None)
         route = request.scope.get("route")
         log.info("http_request", method=request.method, path=getattr(route, "path", request.url.path),
                  status=response.status_code, user=f"user-{login.user_id}" if login else None,
-                 ms=round((time.perf_counter() - started) * 1000, 1))
+                 ms=round((time.perf_counter() - started) * 1000, 1), request_id=request_id)
+        response.headers["X-Request-ID"] = request_id
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith(STATIC_PREFIX + "/"):
+            response.headers["Cache-Control"] = "no-store"  # every page and answer may show personal data
         return response
 
     app.include_router(api.router)
@@ -251,5 +311,10 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     return app
 
 
+#: A 422 lists at most this many problems, each without the value sent: a megabyte body is not echoed back.
+MAX_PROBLEMS = 10
+
+
 def jsonable_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"loc": list(p.get("loc", ())), "msg": p.get("msg"), "type": p.get("type")} for p in error.errors()]
+    return [{"loc": [str(p)[:64] for p in problem.get("loc", ())][:8], "msg": str(problem.get("msg"))[:200],
+             "type": problem.get("type")} for problem in error.errors()[:MAX_PROBLEMS]]

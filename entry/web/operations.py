@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core import TASK_OUTCOMES, Engine
+from entry.parsing import MAX_NAME, MAX_NOTE, MAX_REF
 from workflows.case import (
     ANTIVIRAL_DECISIONS,
     CHANNELS,
@@ -50,13 +51,20 @@ Outcome = Literal[TASK_OUTCOMES]  # type: ignore[valid-type]
 
 def case_open_request(*, onset: date | None, symptoms: list[str], criteria: list[str], confirmed: bool,
                       pcr_on: date | None, clade: str | None,
-                      symptom_note: str | None = None) -> tuple[str, dict[str, Any]]:
+                      symptom_note: str | None = None,
+                      second_case_reason: str | None = None) -> tuple[str, dict[str, Any]]:
     """The trigger and data of ``case open``: a suspected case, or with ``confirmed`` one confirmed by PCR (whose
-    onset may be left out when it has no symptoms, §1.1: its infectious period starts at the sample date)."""
+    onset may be left out when it has no symptoms, §1.1: its infectious period starts at the sample date). A
+    person with an open case gets a second one only with ``second_case_reason`` (kept in the audit entry)."""
     note = (symptom_note or "").strip() or None
     if "other" in symptoms and note is None:
         raise UsageError("the symptom 'other' needs a description: give symptom_note (--symptom-note TEXT)")
     data: dict[str, Any] = {"symptoms": symptoms, "criteria": criteria}
+    if second_case_reason is not None:
+        if not second_case_reason.strip():
+            raise UsageError("second_case_reason (--second-case-reason TEXT) needs the clinician's reason for a "
+                             "second open case, e.g. a re-infection after the first case healed")
+        data["second_case_reason"] = second_case_reason.strip()
     if onset is not None:
         data = {"onset": onset, **data}
     if note is not None:
@@ -100,7 +108,7 @@ def vaccine_offer_data(*, indication: str, contact: str | None, criteria: list[s
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(None, description="Why: goes into the audit entry.", max_length=2000)
+    reason: str | None = Field(None, description="Why: goes into the audit entry.", max_length=MAX_NOTE)
 
 
 class Change(Body):
@@ -109,7 +117,7 @@ class Change(Body):
 
 class PersonAdd(Body):
     ref: str = Field(description="External reference (e.g. CPR): shown to staff, never logged.", min_length=1,
-                     max_length=64)
+                     max_length=MAX_REF)
     born: date | None = Field(None, description="Birth date.")
     immunocompromised: bool = False
     pregnant: bool = Field(False, description="Pregnant (§6.2.1: PEP only).")
@@ -138,7 +146,7 @@ class TaskResolve(Body):
     outcome: Outcome = Field(description="What happened: done-late (a missed task done after its deadline), "
                                          "not-reachable, declined or not-needed.")
     reason: str = Field(description="What happened, in words: goes onto the task and into the audit entry.",
-                        min_length=1, max_length=2000)
+                        min_length=1, max_length=MAX_NOTE)
 
 
 class CaseOpen(Body):
@@ -146,11 +154,14 @@ class CaseOpen(Body):
     onset: date | None = Field(None, description="Symptom onset (required unless confirmed without symptoms).")
     symptoms: list[Symptom] = Field(default_factory=list)
     symptom_note: str | None = Field(None, description="What the symptom 'other' is (§1.1: the list is open).",
-                                     max_length=500)
+                                     max_length=MAX_NOTE)
     criteria: list[Criterion] = Field(default_factory=list, description="Epidemiological criteria (§1.1).")
     confirmed: bool = Field(False, description="Register a case already confirmed by PCR.")
     pcr_on: date | None = Field(None, description="With confirmed: the positive PCR's date.")
     clade: Clade | None = None
+    second_case_reason: str | None = Field(
+        None, description="Why the person gets a second open case (e.g. a re-infection after the first healed); "
+                          "without it a person with an open case is refused (409).", max_length=MAX_NOTE)
 
 
 class CaseConfirm(Change):
@@ -191,14 +202,14 @@ class CaseClade(Change):
 class CaseDischarge(Change):
     on: date = Field(description="The date of discharge from hospital.")
     decided_by: str | None = Field(None, description="Who in the infection-medicine department decided it (§3.2).",
-                                   max_length=128)
+                                   max_length=MAX_NAME)
     mode: DischargeMode = Field("home", description="Isolation after discharge: home, or covered (no general "
                                                     "symptoms, §4.1).")
 
 
 class CaseAntiviral(Change):
     assessed_by: str | None = Field(None, description="The infection-medicine specialist who assessed it (§3.4).",
-                                    max_length=128)
+                                    max_length=MAX_NAME)
     decision: AntiviralDecision = Field(description="start, or not-indicated.")
 
 
@@ -238,7 +249,7 @@ class ContactCorrect(Change):
 class ContactSymptoms(Change):
     onset: date
     symptoms: list[Symptom] = Field(min_length=1)
-    symptom_note: str | None = Field(None, max_length=2000, description="What the symptom 'other' is (§1.1).")
+    symptom_note: str | None = Field(None, max_length=MAX_NOTE, description="What the symptom 'other' is (§1.1).")
 
 
 class VaccineOffer(Body):
@@ -247,10 +258,11 @@ class VaccineOffer(Body):
     contact: str | None = Field(None, description="PEP: the person's contact record (contact-N).")
     criteria: list[PrepCriterion] = Field(default_factory=list, description="PrEP criteria (§6.1).")
     assessed_by: str | None = Field(None, description="PEP: who assessed it (a doctor or STPS, §6.2); PrEP: the "
-                                                      "doctor whose assessment a criterion rests on (§6.1).")
+                                                      "doctor whose assessment a criterion rests on (§6.1).",
+                                    max_length=MAX_NAME)
     assessment_note: str | None = Field(None, description="The assessor's reasons; PEP for a low-risk contact at "
                                                           "risk of severe disease needs them (§6.2).",
-                                        max_length=2000)
+                                        max_length=MAX_NOTE)
     criterion_on: date | None = Field(None, description="PrEP: the date of msm_two_partners_12w (within 12 weeks) "
                                                         "or msm_sti_24w (within 24 weeks) (§6.1).")
 
@@ -258,12 +270,13 @@ class VaccineOffer(Body):
 class VaccineDose(Change):
     on: date = Field(description="The date the dose was given.")
     consent: bool = Field(False, description="PEP (off-label): informed consent is recorded (§6.2).")
-    indication_note: str | None = Field(None, description="PEP: the indication.")
-    justification: str | None = Field(None, description="PEP: the justification.")
+    indication_note: str | None = Field(None, description="PEP: the indication.", max_length=MAX_NOTE)
+    justification: str | None = Field(None, description="PEP: the justification.", max_length=MAX_NOTE)
     assessed_by: str | None = Field(None, description="The doctor whose individual assessment covers this "
-                                                      "(§6.2.1-2: under 12, pregnant or breastfeeding).")
+                                                      "(§6.2.1-2: under 12, pregnant or breastfeeding).",
+                                    max_length=MAX_NAME)
     special_reason: str | None = Field(None, description="PEP dose 1 on day 5-14 after the exposure: the special "
-                                                         "case (§6.2).", max_length=2000)
+                                                         "case (§6.2).", max_length=MAX_NOTE)
 
 
 # ---- the operations ------------------------------------------------------------------------------------------
@@ -305,8 +318,10 @@ class Operation:
         if self.name == "case open":
             trigger, data = case_open_request(onset=body.onset, symptoms=body.symptoms, criteria=body.criteria,
                                               confirmed=body.confirmed, pcr_on=body.pcr_on, clade=body.clade,
-                                              symptom_note=body.symptom_note)
-            return engine.open("case", trigger, person=body.person, data=data, actor=actor, reason=reason)
+                                              symptom_note=body.symptom_note,
+                                              second_case_reason=body.second_case_reason)
+            return engine.open("case", trigger, person=body.person, data=data, actor=actor,
+                               reason=reason or data.get("second_case_reason"))
         if self.creates:
             assert self.trigger is not None
             return engine.open(self.kind, self.trigger, person=body.person, data=self.data(body), actor=actor,

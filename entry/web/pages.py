@@ -242,7 +242,8 @@ def _safe_next(target: str | None) -> str:
 def login_page(request: Request, next: str | None = None) -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     response = render(request, "login.html", next=_safe_next(next), login_csrf=token)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login",
+                        secure=request.app.state.web.secure_cookies)
     return response
 
 
@@ -522,7 +523,28 @@ def calendar_page(request: Request, who: Who, engine: Eng) -> Response:
 
 @router.get("/users")
 def users_page(request: Request, who: Who, engine: Eng) -> Response:
+    engine.authorize(who.name, "user list", ADMIN_ROLES)  # users and tokens are listed to admins only
     return render(request, "users.html", users=engine.users(), tokens=Accounts(engine).tokens())
+
+
+@router.get("/account")
+def account_page(request: Request, who: Who, engine: Eng) -> Response:
+    """Your own password (any role)."""
+    return render(request, "account.html")
+
+
+@router.post("/account")
+async def account_change(request: Request, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    try:
+        Accounts(engine).set_password(who.name, str(form.get("password") or ""), actor=who.name,
+                                      keep_session=who.session_id, require_current=True,
+                                      current_password=str(form.get("current_password") or "") or None)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return render(request, "account.html", status_code=http_status(error)[0], error=error)
+    return RedirectResponse(f"/account?{urlencode({'done': 'your password is set'})}", status_code=303)
 
 
 @router.post("/users")
@@ -540,8 +562,15 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
             done = f"user {name} added"
         elif action == "password":
             accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason,
-                                  keep_session=who.session_id)
+                                  keep_session=who.session_id, require_current=True,
+                                  current_password=str(form.get("current_password") or "") or None)
             done = f"password set for {name}"
+        elif action in ("disable", "enable"):
+            accounts.set_disabled(name, action == "disable", actor=who.name, reason=reason)
+            done = f"user {name} {action}d"
+        elif action == "role":
+            accounts.set_role(name, str(form.get("role") or ""), actor=who.name, reason=reason)
+            done = f"role of {name} set"
         elif action == "token":
             issued = accounts.issue_token(name, str(form.get("label") or ""), actor=who.name, reason=reason)
             done = f"token {issued['id']} issued for {name}"
@@ -549,10 +578,10 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
             accounts.revoke_token(str(form.get("token") or ""), actor=who.name, reason=reason)
             done = f"token {form.get('token')} revoked"
         else:
-            raise UsageError("choose add, password, token or revoke")
+            raise UsageError("choose add, password, disable, enable, role, token or revoke")
     except MpoxflowError as error:
-        if isinstance(error, NotAuthenticated):
-            raise
+        if isinstance(error, NotAuthenticated) or who.role not in ADMIN_ROLES:
+            raise  # a page of its own: the users and tokens are not listed to others
         return render(request, "users.html", status_code=http_status(error)[0], users=engine.users(),
                       tokens=accounts.tokens(), error=error)
     if issued is not None:  # the secret is shown on this page once, never again
