@@ -24,7 +24,8 @@ from persistence.database import Database
 from persistence.models import Case, Timer
 from scheduler.firing import advance_simulated_clock
 from tests.helpers import confirmed, contents, last_entry, person, pk, suspected, tasks_of
-from tests.test_cli import add_person, doc, ok, refused
+from tests.test_cli import doc, ok, refused
+from tests.test_cli_contacts import traced  # noqa: F401 - the fixture: case-1 confirmed, consenting
 from tests.test_http_api import check_error, done, post, snapshot
 from workflows.case import CaseFacts
 from workflows.contact import (
@@ -620,17 +621,7 @@ def test_an_exposure_before_the_sample_date_of_a_case_confirmed_without_onset_is
 # ---- the command line: exit 3 with the section --------------------------------------------------------------
 
 
-@pytest.fixture
-def traced(cli_db: str) -> str:
-    for ref in ("REF-CASE", "REF-P2", "REF-P3"):
-        add_person(cli_db, ref)
-    ok(cli_db, "case", "open", "--person", "person-1", "--onset", "2025-02-28", "--confirmed", "--pcr-on",
-       "2025-03-02", "--actor", "staff:test")
-    ok(cli_db, "case", "consent", "case-1", "--tracing", "yes", "--actor", "staff:test")
-    return cli_db
-
-
-def test_cli_contact_rules_exit_3_with_their_section(traced: str) -> None:
+def test_cli_contact_rules_exit_3_with_their_section(traced: str) -> None:  # noqa: F811 - the imported fixture
     add = ("contact", "add", "--case", "case-1", "--exposed", "2025-03-02")
     ppe = refused(traced, *add, "--person", "person-2", "--kind", "healthcare_with_ppe", code=3)
     assert "SST-mpox-7.1 §5.1" in ppe.stderr and "--risk LEVEL --reason TEXT" in ppe.stderr
@@ -663,7 +654,7 @@ def test_cli_contact_rules_exit_3_with_their_section(traced: str) -> None:
     assert doc(traced, "show", "contact-1")["state"] == "exposed"  # never informed: to be informed (decision)
 
 
-def test_cli_a_dead_case_exposes_only_by_its_body(traced: str) -> None:
+def test_cli_a_dead_case_exposes_only_by_its_body(traced: str) -> None:  # noqa: F811 - the imported fixture
     ok(traced, "clock", "advance", "--to", "2025-03-05T10:00:00+01:00")
     ok(traced, "case", "die", "case-1", "--on", "2025-03-03")
     after = refused(traced, "contact", "add", "--case", "case-1", "--person", "person-2", "--exposed", "2025-03-04",
