@@ -27,6 +27,7 @@ from persistence.database import Database, DuplicateKey, translate_errors
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight, to_local
+from workflows.course import MAX_DOSES  # §6.3 no more than 2 doses over the person
 from workflows.definition import NEW, Related, Settings, Subject, WorkflowDefinition
 from workflows.errors import (
     Conflict,
@@ -69,8 +70,6 @@ PERSON_FIELDS = {
     "breastfeeding": "breastfeeding", "previous_mpox": "previous_mpox", "smallpox_vaccinated": "smallpox_vaccinated",
     "doses_elsewhere": "doses_elsewhere", "last_dose_on": "last_dose_elsewhere_on",
 }
-#: §6.3 no more than 2 doses over the person.
-MAX_DOSES = 2
 
 
 def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
