@@ -32,6 +32,7 @@ from workflows.errors import (
     TooManyAttempts,
     UsageError,
 )
+from workflows.limits import MAX_ID, check_text, shown
 
 log = structlog.get_logger("mpoxflow.accounts")
 
@@ -107,6 +108,7 @@ class Accounts:
     def add_user(self, name: str, role: str, password: str | None, *, actor: str,
                  reason: str | None = None) -> dict[str, Any]:
         """A new user with a password (None: no password login, for a system that uses API tokens)."""
+        _check_reason(reason)
         if password is not None:
             check_password_rules(password)
         hashed = password_hash.hash(password) if password is not None else None
@@ -114,15 +116,19 @@ class Accounts:
 
     def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None,
                      keep_session: int | None = None, current_password: str | None = None,
-                     require_current: bool = False) -> dict[str, Any]:
+                     require_current: bool = False, address: str = "") -> dict[str, Any]:
         """Set a user's password: an admin for anyone, any user for themselves. Every session of the user ends,
         except ``keep_session`` when the user changes their own password in it. The hash never enters the log.
 
         ``require_current`` (the API and the pages): a user changing their own password must give the current
         one (``current_password``), so a borrowed session cannot take the account over; an admin setting someone
-        else's needs none."""
+        else's needs none. A wrong current password counts as a failed login for the name from ``address``
+        (the client's), under the same limits (TooManyAttempts), so it cannot be guessed through this door."""
+        _check_reason(reason)
         check_password_rules(password)
         hashed = password_hash.hash(password)
+        own = actor == name and (require_current or current_password is not None)
+        reserved = self._reserve_attempt(name, address) if own else None
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
             repo = Repository(session)
             user = repo.user_by_name(name)
@@ -132,7 +138,7 @@ class Accounts:
                 # Refuses (and audits) a disabled user; any role may set its own password.
                 who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
                                              (user.role,))
-                if require_current or current_password is not None:
+                if own:
                     self._check_current(user, current_password)
             else:
                 who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
@@ -144,8 +150,18 @@ class Accounts:
             ended = repo.delete_sessions_of(user.id, keep=keep_session if actor == name else None)
             self._audit_user(repo, user.id, "password_set", who, reason=reason, changes={"password": "(set)"},
                              data={"sessions_ended": ended})
+            if reserved is not None:  # the right current password: the attempt is not a failure
+                repo.delete_login_failure(reserved)
         log.info("password_set", user=format_id("user", user.id))
         return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "password": "set"}
+
+    def _reserve_attempt(self, name: str, address: str) -> int:
+        """Count an attempt at a user's password (login or current password) as a failure before it is checked,
+        in a transaction of its own, refusing it over the limits; returns the failure's id to withdraw."""
+        with self.engine.db.transaction() as session:
+            repo = Repository(session)
+            repo.lock_login(name[:128], address[:64])
+            return self._check_rate(repo, name[:128], address[:64], self._now())
 
     @staticmethod
     def _check_current(user: Any, current_password: str | None) -> None:
@@ -162,6 +178,7 @@ class Accounts:
     def set_disabled(self, name: str, disabled: bool, *, actor: str, reason: str | None = None) -> dict[str, Any]:
         """Disable a user (their sessions end and their tokens stop at once; they can neither log in nor act) or
         enable them again (their unrevoked tokens work again; they log in anew). Admins only, not on themselves."""
+        _check_reason(reason)
         command = "user disable" if disabled else "user enable"
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
             repo = Repository(session)
@@ -181,8 +198,10 @@ class Accounts:
 
     def set_role(self, name: str, role: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
         """Change a user's role (admins only, not their own); it applies to their next request."""
+        _check_reason(reason)
         if role not in USER_ROLES:
-            raise UsageError(f"--role: '{role}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+            raise UsageError(f"--role: '{shown(role)}' is not a role a user can have: use one of "
+                             f"{', '.join(USER_ROLES)}")
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
             repo = Repository(session)
             who, user = self._managed_user(repo, name, actor, "user role")
@@ -224,11 +243,9 @@ class Accounts:
         password is right, so 20 parallel wrong passwords check at most 5."""
         name, address = name[:128], address[:64]
         now = self._now()
-        with self.engine.db.transaction() as session:
-            repo = Repository(session)
-            repo.lock_login(name, address)
-            reserved = self._check_rate(repo, name, address, now)
-            user = repo.user_by_name(name)
+        reserved = self._reserve_attempt(name, address)
+        with self.engine.db.reading() as session:
+            user = Repository(session).user_by_name(name)
         stored = user.password_hash if user is not None else None
         ok, rehashed = password_hash.verify_and_update(password, stored or _dummy_hash())
         failed = not ok or user is None or stored is None
@@ -326,8 +343,9 @@ class Accounts:
     def issue_token(self, name: str, label: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
         """A bearer token for a system acting as user ``name`` (admins only). The secret is in the result only:
         it is shown once and stored as its hash."""
-        label = label.strip()
-        if not label or len(label) > 128:
+        _check_reason(reason)
+        label = check_text(label.strip(), "label")
+        if not label:
             raise UsageError("give the token a label of 1 to 128 characters: which system uses it")
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
             repo = Repository(session)
@@ -347,15 +365,18 @@ class Accounts:
                 "secret": secret}
 
     def revoke_token(self, token_id: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        _check_reason(reason)
         prefix, _, number = token_id.partition("-")
-        if prefix != "token" or not number.isdigit():
-            raise UsageError(f"'{token_id}' is not a token id: they look like token-N (`mpoxflow user tokens`)")
+        if prefix != "token" or not (number.isascii() and number.isdigit()) or len(number) > 10 \
+                or int(number) > MAX_ID:
+            raise UsageError(f"'{shown(token_id)}' is not a token id: they look like token-N "
+                             "(`mpoxflow user tokens`)")
         with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
             repo = Repository(session)
             who = self.engine._authorize(repo, actor, "user revoke", token_id, ADMIN_ROLES)  # noqa: SLF001
             token = repo.token(int(number))
             if token is None:
-                raise NotFound(token_id, "token", hint="`mpoxflow user tokens` lists them.")
+                raise NotFound(shown(token_id), "token", hint="`mpoxflow user tokens` lists them.")
             if token.revoked_at is None:
                 token.revoked_at = self._now()
                 self._audit_user(repo, token.user_id, "token_revoked", who, reason=reason,
@@ -381,3 +402,9 @@ def _token_view(token: Any) -> dict[str, Any]:
     return {"id": format_id("token", token.id), "kind": "token", "user": format_id("user", token.user_id),
             "label": token.label, "created_at": instant(token.created_at), "revoked_at": instant(token.revoked_at)}
 
+
+def _check_reason(reason: str | None) -> None:
+    """A reason is checked before anything is looked up: an admin's change that would do nothing (enabling an
+    enabled user) refuses a bad reason as any other change does."""
+    if reason is not None:
+        check_text(reason, "reason")

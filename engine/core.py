@@ -40,6 +40,7 @@ from workflows.errors import (
 )
 from workflows.limits import (
     MAX_DAYS,
+    MAX_ID,
     MAX_LIMIT,
     check_born,
     check_clinical_date,
@@ -47,6 +48,7 @@ from workflows.limits import (
     check_data,
     check_instant,
     check_text,
+    shown,
 )
 from workflows.registry import BY_NAME, WORKFLOWS
 
@@ -182,7 +184,9 @@ class Engine:
 
     def _authorize(self, repo: Repository, actor: str, command: str, target: str | None,
                    roles: tuple[str, ...]) -> Actor:
-        """The actor as a user with a role that may run ``command``; NotPermitted (exit 3) otherwise."""
+        """The actor as a user with a role that may run ``command``; NotPermitted (exit 3) otherwise, UsageError
+        for a name no user can have (too long, control characters), which is not echoed."""
+        check_text(actor, "actor")
         user = repo.user_by_name(actor)
         if user is None:
             raise NotPermitted(
@@ -243,12 +247,12 @@ class Engine:
     @staticmethod
     def check_new_user(name: str, role: str) -> str:
         """The user name to register (stripped); UsageError for a bad name or role."""
-        name = name.strip()
-        if not name or len(name) > 128 or name.startswith("timer:"):
+        name = check_text(name.strip(), "name")
+        if not name or name.startswith("timer:"):
             raise UsageError(f"'{name}' cannot be a user name: give 1 to 128 characters, not starting with 'timer:' "
                              "(the scheduler's actors)")
         if role not in USER_ROLES:
-            raise UsageError(f"'{role}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+            raise UsageError(f"'{shown(role)}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
         return name
 
     def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
@@ -473,6 +477,7 @@ class Engine:
         if kind not in OBJECT_MODELS:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
         self._check_input(data or {}, reason)
+        check_count(expected_version, "if_version (--if-version)", low=1, high=MAX_ID)
         with self._refusals_logged(), self.db.transaction() as session:
             repo = Repository(session)
             who = self._authorize(repo, actor, f"{kind} {trigger}", format_id(kind, pk), ACTING_ROLES)
@@ -865,7 +870,7 @@ class Engine:
         UsageError for a bad outcome or no reason, RuleRefused for a timer that is no task or is closed."""
         _, pk = parse_id(timer_id, kind="timer")
         if outcome not in TASK_OUTCOMES:
-            raise UsageError(f"'{outcome}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (--outcome)")
+            raise UsageError(f"'{shown(outcome)}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (--outcome)")
         if not (reason or "").strip():
             raise UsageError("say what happened with --reason: it goes into the audit entry and onto the task")
         assert reason is not None
@@ -970,7 +975,7 @@ class Engine:
                 return [person_view(p) for p in repo.persons()]
             if state is not None and state not in WORKFLOWS[kind].states:
                 raise UsageError(
-                    f"'{state}' is not a {kind} state: use one of {', '.join(WORKFLOWS[kind].states)}"
+                    f"'{shown(state)}' is not a {kind} state: use one of {', '.join(WORKFLOWS[kind].states)}"
                 )
             rows = repo.objects(kind, state)
             timers = repo.timers_of_many(kind, [r.id for r in rows])
@@ -979,7 +984,7 @@ class Engine:
     def timers(self, status: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         """Timers, soonest first (``status``: pending, fired, cancelled, skipped, failed)."""
         if status is not None and status not in TIMER_STATUSES:
-            raise UsageError(f"'{status}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
+            raise UsageError(f"'{shown(status)}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
         check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
         with self.db.reading() as session:
             return [timer_view(t) for t in Repository(session).timers(status, limit)]
@@ -1055,7 +1060,7 @@ class Engine:
     def state_counts(self, kind: str) -> dict[str, int]:
         """How many objects of a workflow are in each of its states (every state, 0 included)."""
         if kind not in WORKFLOWS:
-            raise UsageError(f"'{kind}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
+            raise UsageError(f"'{shown(kind)}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
         with self.db.reading() as session:
             counts = Repository(session).state_counts(kind)
         return {state: counts.get(state, 0) for state in WORKFLOWS[kind].states}
@@ -1092,6 +1097,9 @@ class Engine:
         if limit is not None and limit < 1:
             raise UsageError("--limit must be 1 or more")
         check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+        for text, field in ((actor, "actor"), (trigger, "trigger")):
+            if text is not None:
+                check_text(text, field)
         for value, what in ((since, "--since (since)"), (until, "--until (until)")):
             if value is not None:
                 check_instant(value, what)

@@ -7,6 +7,7 @@ command prints exactly one JSON document on stdout (on failure: ``{"error": ...,
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from engine.bootstrap import database_url, default_actor, init_database, open_en
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
-from entry.parsing import MAX_DAYS, parse_choice, parse_date, parse_instant, parse_list
+from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list
 from entry.web.operations import LISTABLE, case_open_request, vaccine_offer_data
 from persistence.database import Database, StorageError
 from scheduler import firing
@@ -1221,6 +1222,20 @@ def timers_status(ctx: typer.Context, as_json: Json = False) -> None:
     _run(as_json, lambda: _engine(ctx).timer_status(), render)
 
 
+#: The worker's bounds: a poll of at most an hour, a first retry within a day, at most 10,000 timers per
+#: transaction and 100 tries before a timer is parked.
+MAX_POLL_SECONDS = 3600.0
+MAX_BACKOFF_SECONDS = 86_400.0
+MAX_BATCH = 10_000
+MAX_ATTEMPTS = 100
+
+
+def check_seconds(value: float, flag: str, *, low: float, high: float) -> float:
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"{flag} {value}: give a number of seconds from {low:g} to {high:g}")
+    return value
+
+
 @app.command()
 def worker(
     ctx: typer.Context,
@@ -1241,8 +1256,10 @@ def worker(
         configure_logging(root.get("log_format"), "info")
 
     def action() -> dict[str, Any]:
-        if poll <= 0 or batch <= 0 or max_attempts <= 0 or backoff < 0:
-            raise UsageError("--poll, --batch and --max-attempts must be positive, --backoff 0 or more")
+        check_seconds(poll, "--poll", low=0.1, high=MAX_POLL_SECONDS)
+        check_seconds(backoff, "--backoff", low=0, high=MAX_BACKOFF_SECONDS)
+        check_count(batch, "--batch", low=1, high=MAX_BATCH)
+        check_count(max_attempts, "--max-attempts", low=1, high=MAX_ATTEMPTS)
         policy = RetryPolicy(max_attempts=max_attempts, first_backoff=timedelta(seconds=backoff))
         runner = Worker(_engine(ctx), poll_seconds=poll, batch=batch, policy=policy, exit_when_idle=exit_when_idle)
         return {"fired": runner.run()}

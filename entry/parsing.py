@@ -15,7 +15,9 @@ from workflows.limits import (  # noqa: F401  (the shared limits, re-exported fo
     MAX_NAME,
     MAX_NOTE,
     MAX_REF,
+    check_count,
     check_instant,
+    shown,
 )
 
 
@@ -60,5 +62,5 @@ def parse_list(text: str | None, allowed: Iterable[str], what: str) -> list[str]
 def parse_choice(text: str, allowed: Iterable[str], what: str) -> str:
     allowed = tuple(allowed)
     if text not in allowed:
-        raise UsageError(f"unknown {what} '{text}': use one of {', '.join(allowed)}")
+        raise UsageError(f"unknown {what} '{shown(text)}': use one of {', '.join(allowed)}")
     return text

@@ -41,7 +41,7 @@ from persistence.models import (
 )
 from workflows.definition import Related
 from workflows.errors import NotFound
-from workflows.limits import MAX_ID
+from workflows.limits import MAX_ID, shown
 from workflows.person import OPEN_CASE_STATES, PersonFacts
 
 ID_KINDS = ("person", "timer", "user", *OBJECT_MODELS)
@@ -78,14 +78,8 @@ def parse_id(text: str, *, kind: str | None = None) -> tuple[str, int]:
     # ASCII digits only ("case-²", "case-١" are no ids), and within the id columns' integer range.
     if (prefix not in ID_KINDS or not (number.isascii() and number.isdigit()) or len(number) > 10
             or int(number) > MAX_ID or (kind is not None and prefix != kind)):
-        raise not_found(_shown(text), kind)
+        raise not_found(shown(text), kind)
     return prefix, int(number)
-
-
-def _shown(text: str) -> str:
-    """An id as an error message may repeat it: printable, and short."""
-    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:40])
-    return shown + ("..." if len(text) > 40 else "")
 
 
 def _utc(value: Any) -> Any:

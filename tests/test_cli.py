@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+import typer.testing
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
@@ -29,7 +31,27 @@ LOCAL_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+0[12]
 ANY_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-runner = CliRunner()
+
+
+class _Runner(CliRunner):
+    """Typer builds the click command from the application on every ``invoke``: 80% of an in-process test
+    command's time (the real ``mpoxflow`` builds it once per process). Here it is built once."""
+
+    _built: dict[int, Any] = {}  # noqa: RUF012 - one per application, for the test session
+
+    def invoke(self, app: Any, *args: Any, **kwargs: Any) -> Result:  # type: ignore[override]
+        command = self._built.get(id(app))
+        if command is None:
+            command = self._built[id(app)] = typer.main.get_command(app)
+        real = typer.testing._get_command  # noqa: SLF001
+        typer.testing._get_command = lambda _app: command  # noqa: SLF001
+        try:
+            return super().invoke(app, *args, **kwargs)
+        finally:
+            typer.testing._get_command = real  # noqa: SLF001
+
+
+runner = _Runner()
 
 # ---- driving the CLI ---------------------------------------------------------------------------------------------
 

@@ -173,9 +173,11 @@ def test_changing_ones_own_password_asks_for_the_current_one(client_for: Any, cl
     assert "current_password" in body["message"]
     with Database(cli_db) as db:
         after = contents(db)
-    assert {t: r for t, r in after.items() if t not in ("audit_log", "users")} == {
-        t: r for t, r in before.items() if t not in ("audit_log", "users")}  # only the refusal is audited
+    kept = ("audit_log", "users", "login_failures")
+    assert {t: r for t, r in after.items() if t not in kept} == {
+        t: r for t, r in before.items() if t not in kept}  # only the refusal is audited, the guesses counted
     assert len(after["audit_log"]) == len(before["audit_log"]) + 1
+    assert len(after["login_failures"]) == len(before["login_failures"]) + 2
     # The page asks for it too.
     page = nurse.post("/account", data={"csrf_token": nurse.csrf, "password": NEW_PASSWORD})
     assert page.status_code == 422 and "current_password" in page.text
@@ -191,6 +193,35 @@ def test_changing_ones_own_password_asks_for_the_current_one(client_for: Any, cl
     assert ok(post(admin, "/api/users/nurse:ida/password", {"password": NEW_PASSWORD}))["password"] == "set"
     error(post(admin, f"/api/users/{ADMIN}/password", {"password": NEW_PASSWORD}), 422, "usage")
     ok(post(admin, f"/api/users/{ADMIN}/password", {"password": NEW_PASSWORD, "current_password": PASSWORD}))
+
+
+def test_guesses_at_the_current_password_count_as_failed_logins(client_for: Any, cli_db: str) -> None:
+    """A borrowed session cannot guess the current password without limit: each wrong guess is a failed login
+    for the name, and over the limit even the right one waits (429), as a login would."""
+    from engine.accounts import MAX_FAILURES_PER_NAME
+
+    nurse = client_for("nurse:holm")
+    with Database(cli_db) as db:
+        users_before = contents(db)["users"]
+    for _ in range(MAX_FAILURES_PER_NAME):
+        error(post(nurse, "/api/users/nurse:holm/password",
+                   {"password": NEW_PASSWORD, "current_password": "a guess"}), 403, "not_permitted")
+    limited = post(nurse, "/api/users/nurse:holm/password", {"password": NEW_PASSWORD, "current_password": PASSWORD})
+    body = error(limited, 429, "too_many_attempts")
+    assert int(limited.headers["Retry-After"]) == body["retry_after"] > 0
+    error(client_for().post("/api/login", json={"name": "nurse:holm", "password": PASSWORD}), 429,
+          "too_many_attempts")
+    with Database(cli_db) as db:
+        assert [r[:5] for r in contents(db)["users"]] == [r[:5] for r in users_before]  # no password changed
+
+
+def test_the_right_current_password_is_not_counted(client_for: Any, cli_db: str) -> None:
+    nurse = client_for("nurse:holm")
+    with Database(cli_db) as db:
+        before = len(contents(db)["login_failures"])
+    ok(post(nurse, "/api/users/nurse:holm/password", {"password": NEW_PASSWORD, "current_password": PASSWORD}))
+    with Database(cli_db) as db:
+        assert len(contents(db)["login_failures"]) == before
 
 
 def test_disabling_a_user_stops_their_session_and_token_at_once_and_is_audited(client_for: Any,

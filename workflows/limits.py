@@ -40,7 +40,8 @@ MAX_NAME = 128
 #: A reason, a note, a justification: any other free text.
 MAX_NOTE = 2000
 TEXT_LIMITS: dict[str, int] = {
-    "ref": MAX_REF, "assessed_by": MAX_NAME, "decided_by": MAX_NAME, "name": MAX_NAME, "reason": MAX_NOTE,
+    "ref": MAX_REF, "actor": MAX_NAME, "label": MAX_NAME, "assessed_by": MAX_NAME, "decided_by": MAX_NAME,
+    "name": MAX_NAME, "trigger": MAX_NAME, "reason": MAX_NOTE,
 }
 #: Free-text fields that may span lines.
 MULTILINE = frozenset({"reason", "symptom_note", "assessment_note", "indication_note", "justification",
@@ -53,6 +54,11 @@ CLINICAL_DATES = frozenset({"onset", "exposed", "pcr_on", "on", "criterion_on", 
 def flag(field: str) -> str:
     """How a field is named on the command line and in the API at once: ``pcr_on (--pcr-on)``."""
     return f"{field} (--{field.replace('_', '-')})"
+
+
+def shown(text: str, width: int = 40) -> str:
+    """A value as an error message may repeat it: printable, and short (a megabyte is not echoed back)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:width]) + ("..." if len(text) > width else "")
 
 
 def text_limit(field: str) -> int:

@@ -17,9 +17,10 @@ from engine.accounts import Accounts, Login
 from engine.auditing import EXPORT_FORMATS
 from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
 from engine.views import instant
-from entry.parsing import MAX_DAYS, MAX_LIMIT, parse_instant
+from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, parse_instant
 from entry.web.app import (
     CSRF_HEADER,
+    ERROR_RESPONSES,
     SESSION_COOKIE,
     check_csrf,
     clear_session_cookie,
@@ -34,7 +35,10 @@ from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
 
-router = APIRouter(prefix="/api")
+#: The longest password a login or a change accepts (a longer one is a 422, never hashed).
+MAX_PASSWORD = 1024
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 Eng = Annotated[Engine, Depends(request_engine)]
 Reader = Annotated[Login, Depends(require_login)]
 
@@ -61,6 +65,29 @@ def may_act(command: str) -> Any:
     return Annotated[Login, Depends(check)]
 
 
+def may_admin(command: str) -> Any:
+    """The logged-in user, for a change only an admin may make: anyone else is refused (403, audited) before the
+    request's body is validated."""
+
+    def check(login: Actor, engine: Eng) -> Login:
+        if login.role not in ADMIN_ROLES:
+            engine.authorize(login.name, command, ADMIN_ROLES)
+        return login
+
+    return Annotated[Login, Depends(check)]
+
+
+#: Who may make each change outside the workflows, checked before its body is read.
+TaskResolveActor = may_act("task resolve")
+ClockAdvanceActor = may_act("clock advance")
+UserAddAdmin = may_admin("user add")
+UserDisableAdmin = may_admin("user disable")
+UserEnableAdmin = may_admin("user enable")
+UserRoleAdmin = may_admin("user role")
+UserTokenAdmin = may_admin("user token")
+UserRevokeAdmin = may_admin("user revoke")
+
+
 def _instant(text: str | None, what: str) -> Any:
     return parse_instant(text, what) if text else None
 
@@ -69,8 +96,8 @@ def _instant(text: str | None, what: str) -> Any:
 
 
 class Credentials(BaseModel):
-    name: str = Field(max_length=128)
-    password: str = Field(max_length=1024)
+    name: str = Field(max_length=MAX_NAME)
+    password: str = Field(max_length=MAX_PASSWORD)
 
 
 @router.post("/login", operation_id="login", tags=["users"])
@@ -130,7 +157,7 @@ for _op in OPERATIONS:
 
 @router.post("/timers/{timer_id}/resolve", operation_id="task_resolve", tags=["tasks"],
              summary="task resolve")
-def task_resolve(timer_id: str, body: TaskResolve, who: Actor, engine: Eng) -> dict[str, Any]:
+def task_resolve(timer_id: str, body: TaskResolve, who: TaskResolveActor, engine: Eng) -> dict[str, Any]:
     """`mpoxflow task resolve`: record what happened to a missed task (done-late, not-reachable, declined,
     not-needed), or close a task not yet due as not-reachable, declined or not-needed."""
     return engine.resolve_task(timer_id, body.outcome, actor=who.name, reason=body.reason)
@@ -149,7 +176,7 @@ def clock_show(who: Reader, engine: Eng) -> dict[str, Any]:
 
 
 @router.post("/clock/advance", operation_id="clock_advance", tags=["clock"])
-def clock_advance(body: ClockAdvance, who: Actor, engine: Eng) -> dict[str, Any]:
+def clock_advance(body: ClockAdvance, who: ClockAdvanceActor, engine: Eng) -> dict[str, Any]:
     """Move a simulated clock forward, firing every timer that falls due on the way, in due order."""
     return firing.clock_advance(engine, who.name, to=_instant(body.to, "to"), days=body.days, hours=body.hours)
 
@@ -233,7 +260,10 @@ def audit_timeline(object_id: str, who: Reader, engine: Eng) -> list[dict[str, A
     return engine.audit_timeline(object_id)
 
 
-@router.get("/audit/export", operation_id="audit_export", tags=["audit"])
+@router.get("/audit/export", operation_id="audit_export", tags=["audit"], response_class=StreamingResponse,
+            responses={200: {"description": "The log: one JSON object per line, or CSV with a header row.",
+                             "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                                         "text/csv": {"schema": {"type": "string"}}}}})
 def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
     """The whole log as a download (fields: README, "Audit export"). Written from one snapshot to a spooled
     file first (memory stays small; disk past a few MB), then streamed."""
@@ -261,35 +291,40 @@ def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv"] = "js
 # ---- users and tokens ----------------------------------------------------------------------------------------
 
 
+Reason = Annotated[str | None, Field(description="Why: goes into the audit entry.", max_length=MAX_NOTE)]
+Password = Annotated[str, Field(max_length=MAX_PASSWORD)]
+
+
 class NewUser(BaseModel):
-    name: str
+    name: str = Field(max_length=MAX_NAME)
     role: Literal["staff", "auditor", "admin"]
-    password: str | None = Field(None, description="None: no password login (API tokens only).")
-    reason: str | None = None
+    password: Password | None = Field(None, description="None: no password login (API tokens only).")
+    reason: Reason = None
 
 
 class NewPassword(BaseModel):
-    password: str
-    current_password: str | None = Field(None, description="Your current password: required to change your own.")
-    reason: str | None = None
+    password: Password
+    current_password: Password | None = Field(None, description="Your current password: required to change your "
+                                                                "own.")
+    reason: Reason = None
 
 
 class UserChange(BaseModel):
-    reason: str | None = None
+    reason: Reason = None
 
 
 class NewRole(BaseModel):
     role: Literal["staff", "auditor", "admin"]
-    reason: str | None = None
+    reason: Reason = None
 
 
 class NewToken(BaseModel):
-    label: str = Field(description="Which system uses it.")
-    reason: str | None = None
+    label: str = Field(description="Which system uses it.", max_length=MAX_NAME)
+    reason: Reason = None
 
 
 class Revoke(BaseModel):
-    reason: str | None = None
+    reason: Reason = None
 
 
 @router.get("/users", operation_id="user_list", tags=["users"])
@@ -300,39 +335,40 @@ def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 
 
 @router.post("/users", operation_id="user_add", status_code=201, tags=["users"])
-def user_add(body: NewUser, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_add(body: NewUser, who: UserAddAdmin, engine: Eng) -> dict[str, Any]:
     """Add a user (admins only)."""
     return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason)
 
 
 @router.post("/users/{name}/password", operation_id="user_password", tags=["users"])
-def user_password(name: str, body: NewPassword, who: Actor, engine: Eng) -> dict[str, Any]:
-    """Set a password: your own (give current_password), or anyone's as an admin."""
+def user_password(request: Request, name: str, body: NewPassword, who: Actor, engine: Eng) -> dict[str, Any]:
+    """Set a password: your own (give current_password; a wrong one counts as a failed login, 429 over the
+    limit), or anyone's as an admin."""
     return Accounts(engine).set_password(name, body.password, actor=who.name, reason=body.reason,
                                          keep_session=who.session_id, current_password=body.current_password,
-                                         require_current=True)
+                                         require_current=True, address=client_address(request))
 
 
 @router.post("/users/{name}/disable", operation_id="user_disable", tags=["users"])
-def user_disable(name: str, body: UserChange, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_disable(name: str, body: UserChange, who: UserDisableAdmin, engine: Eng) -> dict[str, Any]:
     """Disable a user (admins only): their sessions and tokens stop at once; they cannot log in or act."""
     return Accounts(engine).set_disabled(name, True, actor=who.name, reason=body.reason)
 
 
 @router.post("/users/{name}/enable", operation_id="user_enable", tags=["users"])
-def user_enable(name: str, body: UserChange, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_enable(name: str, body: UserChange, who: UserEnableAdmin, engine: Eng) -> dict[str, Any]:
     """Enable a disabled user again (admins only)."""
     return Accounts(engine).set_disabled(name, False, actor=who.name, reason=body.reason)
 
 
 @router.post("/users/{name}/role", operation_id="user_role", tags=["users"])
-def user_role(name: str, body: NewRole, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_role(name: str, body: NewRole, who: UserRoleAdmin, engine: Eng) -> dict[str, Any]:
     """Change a user's role (admins only, not your own)."""
     return Accounts(engine).set_role(name, body.role, actor=who.name, reason=body.reason)
 
 
 @router.post("/users/{name}/tokens", operation_id="user_token", status_code=201, tags=["users"])
-def user_token(name: str, body: NewToken, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_token(name: str, body: NewToken, who: UserTokenAdmin, engine: Eng) -> dict[str, Any]:
     """Issue an API token for a system acting as the user (admins only); the secret is in this answer only."""
     return Accounts(engine).issue_token(name, body.label, actor=who.name, reason=body.reason)
 
@@ -345,7 +381,7 @@ def user_tokens(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 
 
 @router.post("/tokens/{token_id}/revoke", operation_id="user_revoke", tags=["users"])
-def user_revoke(token_id: str, body: Revoke, who: Actor, engine: Eng) -> dict[str, Any]:
+def user_revoke(token_id: str, body: Revoke, who: UserRevokeAdmin, engine: Eng) -> dict[str, Any]:
     """Revoke an API token (admins only)."""
     return Accounts(engine).revoke_token(token_id, actor=who.name, reason=body.reason)
 

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 
 from engine.accounts import SESSION_LIFETIME, Accounts, Login
 from engine.bootstrap import database_url, engine_on, open_engine, settings_from_env
@@ -76,6 +77,37 @@ def error_body(error: MpoxflowError) -> dict[str, Any]:
     if isinstance(error, TooManyAttempts):
         body["retry_after"] = error.retry_after
     return body
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (401, 403, 404, 409, 422, 429, 503), in one shape."""
+
+    error: str = Field(description="not_authenticated, not_permitted, not_found, conflict, refused, usage, "
+                                   "too_many_attempts, storage or internal.")
+    message: str = Field(description="What is wrong and what to do, naming internal ids only.")
+    rule: str | None = Field(description="The guideline section that decides (SST-mpox-7.1 §...), when one does.")
+    exit_code: int = Field(description="The command line's exit status for the same error (2, 3, 4, 5).")
+    status: int = Field(description="The HTTP status, repeated.")
+    retry_after: int | None = Field(None, description="429: seconds until a login may be tried again.")
+    detail: list[dict[str, Any]] | None = Field(None, description="422 of a malformed request: at most "
+                                                "ten problems, each with where it is, never the value sent.")
+    request_id: str | None = Field(None, description="500: the id to give an admin (it is in the log).")
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+#: The errors every API operation may answer, documented in the OpenAPI schema with their body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("Not logged in: no, an unknown, an expired or a revoked session or token."),
+    403: _documented("The role does not allow it (audited), or a change made with the cookie lacks the CSRF "
+                     "token."),
+    404: _documented("No object by that id."),
+    409: _documented("Refused by a rule (the section in `rule`), or changed meanwhile (`conflict`)."),
+    422: _documented("Malformed: a value out of its bounds, of the wrong type or missing."),
+    429: _documented("Too many failed logins for the name or from the address: wait `retry_after` seconds."),
+}
 
 
 @dataclass

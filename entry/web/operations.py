@@ -29,6 +29,7 @@ from workflows.case import (
 from workflows.contact import EXPOSURE_KINDS, RISKS
 from workflows.course import INDICATIONS, PREP_CRITERIA, PREP_LOOKBACK_DAYS
 from workflows.errors import UsageError
+from workflows.limits import MAX_ID
 from workflows.registry import WORKFLOWS
 
 Symptom = Literal[SYMPTOMS]  # type: ignore[valid-type]
@@ -112,7 +113,8 @@ class Body(BaseModel):
 
 
 class Change(Body):
-    if_version: int | None = Field(None, description="Refuse (409) unless the object is still at this version.")
+    if_version: int | None = Field(None, ge=1, le=MAX_ID, description="Refuse (409) unless the object is still at "
+                                   "this version.")
 
 
 class PersonAdd(Body):

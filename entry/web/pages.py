@@ -539,7 +539,8 @@ async def account_change(request: Request, who: Who, engine: Eng) -> Response:
     try:
         Accounts(engine).set_password(who.name, str(form.get("password") or ""), actor=who.name,
                                       keep_session=who.session_id, require_current=True,
-                                      current_password=str(form.get("current_password") or "") or None)
+                                      current_password=str(form.get("current_password") or "") or None,
+                                      address=client_address(request))
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
@@ -563,7 +564,8 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
         elif action == "password":
             accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason,
                                   keep_session=who.session_id, require_current=True,
-                                  current_password=str(form.get("current_password") or "") or None)
+                                  current_password=str(form.get("current_password") or "") or None,
+                                  address=client_address(request))
             done = f"password set for {name}"
         elif action in ("disable", "enable"):
             accounts.set_disabled(name, action == "disable", actor=who.name, reason=reason)
