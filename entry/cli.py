@@ -131,6 +131,11 @@ def main_options(
 # ---- running a command ---------------------------------------------------------------------------------------
 
 
+def cli_flag(field: str) -> str:
+    """How a declared field is named on the command line: ``assessed_by`` is ``--assessed-by``."""
+    return "--" + field.replace("_", "-")
+
+
 def _actor(actor: str | None) -> str:
     return actor or default_actor()
 
@@ -140,9 +145,11 @@ def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str])
     try:
         result = action()
     except MpoxflowError as error:
-        typer.echo(f"mpoxflow: {error.message}", err=True)
+        message = error.render(cli_flag)
+        typer.echo(f"mpoxflow: {message}", err=True)
         if as_json:
-            typer.echo(json.dumps({"error": error.message, "exit_code": error.exit_code, "rule": error.rule}))
+            typer.echo(json.dumps({"error": message, "exit_code": error.exit_code, "rule": error.rule,
+                                   "key": error.key}))
         raise typer.Exit(error.exit_code) from None
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -1325,5 +1332,5 @@ def main() -> None:
     try:
         app()
     except StorageError as error:  # pragma: no cover - raised outside _run only while opening the database
-        print(f"mpoxflow: {error.message}", file=sys.stderr)
+        print(f"mpoxflow: {error.render(cli_flag)}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -63,6 +63,8 @@ class StorageError(MpoxflowError):
     """The database cannot be reached or used (not a rule, not a conflict)."""
 
     exit_code = 1
+    http_status = 503
+    code = "storage"
 
 
 def normalise_url(url: str) -> str:

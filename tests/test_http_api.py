@@ -429,7 +429,7 @@ def test_a_guard_refuses_a_pep_dose_without_consent_409_with_6_2_and_changes_not
     assert "informed consent" in body["message"] and "justification" in body["message"]
     partial = check_error(post(traced, "/api/courses/course-1/dose", {
         "on": "2025-03-03", "consent": True, "indication_note": "sexual partner"}), 409, "refused", 3, S6_2)
-    assert "missing --justification" in partial["message"]
+    assert "missing justification" in partial["message"]
     assert snapshot(cli_db) == before
     assert get(traced, "/api/show/course-1")["state"] == "offered"
 

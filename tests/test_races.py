@@ -119,7 +119,7 @@ def test_a_second_open_case_is_refused_naming_the_open_one_and_nothing_is_writte
             engine.open("case", trigger, person=who, data=data, actor=STAFF)
         assert refused.value.exit_code == 3
         assert f"already has an open case, {first} (suspected)" in refused.value.message
-        assert "--second-case-reason" in refused.value.message
+        assert "second_case_reason" in refused.value.message
     assert contents(db) == before
 
 

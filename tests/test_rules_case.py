@@ -215,7 +215,7 @@ def test_covered_is_refused_with_any_general_symptom(symptom, state):
         fire(s, "confirm", pcr_on=D("2025-03-02"))
     refused = refusal(s, "isolate", mode="covered")
     assert refused.rule == S4_1
-    assert symptom in refused.message and "--mode home" in refused.message
+    assert symptom in refused.message and "mode home" in refused.message
     fire(s, "isolate", mode="home")
     fire(s, "isolate", mode="hospital")
     assert s.facts.isolation_mode == "hospital"
@@ -249,7 +249,7 @@ def test_other_needs_a_note(note):
     data = {"onset": D("2025-03-01"), "symptoms": ["other"], "criteria": ["msm"], "symptom_note": note}
     refused = refusal(s, "open", **data)
     assert (refused.rule, s.state) == (S1_1, NEW)
-    assert "--symptom-note" in refused.message
+    assert "symptom_note" in refused.message
     refused = refusal(subject(), "open_confirmed", **{**data, "pcr_on": D("2025-03-02")})
     assert refused.rule == S1_1
 
@@ -262,7 +262,7 @@ def test_other_with_its_note_is_stored():
 
 def test_a_suspected_case_needs_its_onset():
     refused = refusal(subject(), "open", symptoms=["rash"], criteria=["msm"])
-    assert refused.rule == S1_1 and "--onset" in refused.message
+    assert refused.rule == S1_1 and "onset" in refused.message
 
 
 def test_a_confirmed_case_without_symptoms_needs_no_onset_and_starts_at_the_sample_date():
@@ -279,7 +279,7 @@ def test_symptoms_without_an_onset_are_refused():
     """The infectious period runs from symptom onset (§5.1): a case with symptoms but no onset would lose the
     days before its sample, so only a case without symptoms leaves the onset out."""
     refused = refusal(subject(), "open_confirmed", symptoms=["rash"], pcr_on=D("2025-03-02"))
-    assert refused.rule == S5_1 and "--onset" in refused.message
+    assert refused.rule == S5_1 and "onset" in refused.message
 
 
 @pytest.mark.parametrize(("trigger", "boundary"), [("heal", "healed"), ("die", "death")])
@@ -396,7 +396,7 @@ def test_a_discharge_needs_an_admitted_case_a_decider_and_a_real_date():
     s = admitted()
     for nobody in (None, "", "  "):
         refused = refusal(s, "discharge", on=D("2025-03-03"), decided_by=nobody)
-        assert refused.rule == S3_2 and "--decided-by" in refused.message
+        assert refused.rule == S3_2 and "decided_by" in refused.message
     assert "before symptom onset" in refusal(s, "discharge", on=D("2025-02-28"), decided_by="dr. Berg").message
     assert "after today" in refusal(s, "discharge", on=D("2025-03-04"), decided_by="dr. Berg").message
     with pytest.raises(TriggerNotAllowed):
@@ -442,8 +442,8 @@ def test_the_antiviral_decision_is_a_specialists_and_is_recorded():
     s = confirmed(context={"person": related_person(immunocompromised=True)})
     for nobody in (None, "", " "):
         refused = refusal(s, "antiviral", assessed_by=nobody, decision="start", reason="low CD4")
-        assert refused.rule == S3_4 and "--assessed-by" in refused.message
-    assert "--reason" in refusal(s, "antiviral", assessed_by="dr. Holm", decision="start", reason=None).message
+        assert refused.rule == S3_4 and "assessed_by" in refused.message
+    assert "reason" in refusal(s, "antiviral", assessed_by="dr. Holm", decision="start", reason=None).message
     fire(s, "antiviral", assessed_by="dr. Holm", decision="start", reason="HIV, CD4 120")
     assert s.facts.antiviral == {"at": "2025-03-03T08:00:00+01:00", "assessed_by": "dr. Holm", "decision": "start",
                                  "reason": "HIV, CD4 120"}

@@ -217,9 +217,9 @@ def _no_open_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
     case_id, state = person.open_cases[-1]
     if data.get("from_contact") is not None:
         return (f"{subject.person} already has an open case, {case_id} ({state}): record the symptoms on it "
-                f"(`mpoxflow show {case_id}`), or open a second case with `case open --second-case-reason TEXT`")
+                f"(`mpoxflow show {case_id}`), or open a second case with `case open ⟦second_case_reason⟧`")
     return (f"{subject.person} already has an open case, {case_id} ({state}): record the change on it "
-            f"(`mpoxflow show {case_id}`); a second case needs the clinician's reason (--second-case-reason TEXT, "
+            f"(`mpoxflow show {case_id}`); a second case needs the clinician's reason (⟦second_case_reason⟧, "
             "e.g. a re-infection after the first case healed)")
 
 
@@ -238,26 +238,26 @@ def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if missing:
         return (
             "not a suspected case: the case definition needs " + " AND ".join(missing)
-            + "; give them with --symptoms and --criteria"
+            + "; give them with ⟦symptoms⟧ and ⟦criteria⟧"
         )
     return None
 
 
 def _suspected_needs_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("onset") is None:
-        return "a suspected case needs its symptom onset: give --onset DATE, the day symptoms began"
+        return "a suspected case needs its symptom onset: give ⟦onset⟧, the day symptoms began"
     return None
 
 
 def _other_has_a_note(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if "other" in (data.get("symptoms") or []) and not (data.get("symptom_note") or "").strip():
-        return "the symptom 'other' needs a description: give it with --symptom-note TEXT"
+        return "the symptom 'other' needs a description: give it with ⟦symptom_note⟧"
     return None
 
 
 def _symptoms_have_an_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("onset") is None and data.get("symptoms"):
-        return ("symptoms are given without their onset: give --onset DATE, since the infectious period starts at "
+        return ("symptoms are given without their onset: give ⟦onset⟧, since the infectious period starts at "
                 "symptom onset; only a case without symptoms is registered without one (its period then starts at "
                 "the sample date)")
     return None
@@ -313,7 +313,7 @@ def _covered_needs_no_general_symptoms(subject: Subject, data: Mapping[str, Any]
     general = general_symptoms(facts.symptoms if facts is not None else None)
     if general:
         return (f"{subject.object_id} has general symptoms ({', '.join(general)}): moving about with the lesions "
-                "covered needs no general symptoms; record self-isolation at home (--mode home), or hospital if "
+                "covered needs no general symptoms; record self-isolation at home (⟦mode⟧ home), or hospital if "
                 "admitted")
     return None
 
@@ -322,7 +322,7 @@ def _is_admitted(subject: Subject, data: Mapping[str, Any]) -> str | None:
     mode = subject.facts.isolation_mode
     if mode != "hospital":
         return (f"{subject.object_id} is not admitted (isolation: {mode or 'none recorded'}): a discharge is "
-                f"recorded only for a case in hospital (`case isolate {subject.object_id} --mode hospital`)")
+                f"recorded only for a case in hospital (`case isolate {subject.object_id} ⟦mode⟧ hospital`)")
     return None
 
 
@@ -360,14 +360,14 @@ def _source_not_discarded(subject: Subject, data: Mapping[str, Any]) -> str | No
     other = subject.context["case"]
     if other.state == "discarded":
         return (f"{other.id} was discarded after a negative test: a discarded case is no source of infection; "
-                "give a suspected or confirmed case with --case")
+                "give a suspected or confirmed case with ⟦case⟧")
     return None
 
 
 def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
     other = subject.context["case"]
     if other.id == subject.object_id:
-        return "a case cannot be its own source: give the other case with --case"
+        return "a case cannot be its own source: give the other case with ⟦case⟧"
     start, called = _start_of(subject, data)
     if start is None:
         return None
@@ -612,7 +612,7 @@ CASE = WorkflowDefinition(
             "discharged from hospital, as the infection-medicine department decided; isolation goes on at home",
             guards=(Guard(S3_2, _is_admitted),
                     Guard(S3_2, _named("decided_by", "a discharge is decided by the infection-medicine department: "
-                                                     "give who decided it with --decided-by NAME")),
+                                                     "give who decided it with ⟦decided_by⟧")),
                     Guard(S3_2, _date_between_onset_and_today("on", "discharge")), COVERED),
             effect=_discharge,
         ),
@@ -621,8 +621,8 @@ CASE = WorkflowDefinition(
             "an infection-medicine specialist's decision on antiviral treatment is recorded",
             guards=(Guard(S3_4, _named("assessed_by", "antiviral treatment rests on an individual assessment by a "
                                                       "specialist in infection medicine: give who assessed it with "
-                                                      "--assessed-by NAME")),
-                    Guard(S3_4, _named("reason", "give the specialist's reasoning for the decision with --reason"))),
+                                                      "⟦assessed_by⟧")),
+                    Guard(S3_4, _named("reason", "give the specialist's reasoning for the decision with ⟦reason⟧"))),
             effect=_antiviral, references=("person",),
         ),
         TransitionSpec(

@@ -51,7 +51,7 @@ EXPOSURE_RISK: dict[str, str] = {
     "face_to_face": "medium",
 }
 #: §5.1 footnote: health staff who used the prescribed PPE are "ikke i almindelighed" close contacts: only after
-#: an individual assessment (``--risk`` with ``--reason``), which then gives the exposure its risk.
+#: an individual assessment (``risk`` with ``reason``), which then gives the exposure its risk.
 NOT_A_CONTACT = "healthcare_with_ppe"
 EXPOSURE_KINDS = (*EXPOSURE_RISK, NOT_A_CONTACT)
 RISKS = ("high", "medium", "low")
@@ -212,7 +212,7 @@ def _source_case_confirmed(subject: Subject, data: Mapping[str, Any]) -> str | N
     if case.facts.confirmed_at is None and case.facts.pcr_on is None:
         return (f"{case.id} died as a suspected case, never confirmed by PCR: close contacts are registered only "
                 "for a confirmed case, so do not register this one; a person who falls ill is opened as a suspected "
-                "case of their own (`case open ... --criteria epi_link`)")
+                "case of their own (`case open ... ⟦criteria⟧ epi_link`)")
     return None
 
 
@@ -227,7 +227,7 @@ def _kind_is_a_close_contact(subject: Subject, data: Mapping[str, Any]) -> str |
     if data["kind"] == NOT_A_CONTACT and not (data.get("risk") and data.get("reason")):
         return ("health or lab staff who wore the prescribed protective equipment are not, as a rule, close "
                 "contacts: register one only after an individual assessment of the exposure, given with "
-                "--risk LEVEL --reason TEXT")
+                "⟦risk⟧ ⟦reason⟧")
     return None
 
 
@@ -262,11 +262,11 @@ def _consent_or_anonymous(subject: Subject, data: Mapping[str, Any]) -> str | No
         return None  # anonymous tracing: the §5.4 guard decides
     if case.facts.tracing_consent is False:
         return (f"{case.id}'s consent to contact tracing by STPS is declined: STPS does not trace its contacts; "
-                "the treating doctor may contact this one anonymously: register it with --anonymous-via-doctor "
+                "the treating doctor may contact this one anonymously: register it with ⟦anonymous_via_doctor⟧ "
                 "(§5.4)")
     return (f"{case.id}'s consent to contact tracing by STPS is not recorded: ask the case and record it with "
-            f"`case consent {case.id} --tracing yes` (if the case declines, `--tracing no`, the treating doctor may "
-            "trace anonymously with --anonymous-via-doctor, §5.4)")
+            f"`case consent {case.id} ⟦tracing⟧ yes` (if the case declines, `⟦tracing⟧ no`, the treating doctor may "
+            "trace anonymously with ⟦anonymous_via_doctor⟧, §5.4)")
 
 
 def _anonymous_only_when_declined(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -275,26 +275,26 @@ def _anonymous_only_when_declined(subject: Subject, data: Mapping[str, Any]) -> 
     case = _case(subject)
     if case.facts.tracing_consent is True:
         return (f"{case.id} consents to contact tracing by STPS, so STPS traces and informs this contact: register "
-                "it without --anonymous-via-doctor (anonymous tracing by the treating doctor is for a case that "
+                "it without ⟦anonymous_via_doctor⟧ (anonymous tracing by the treating doctor is for a case that "
                 "declined)")
     if case.facts.tracing_consent is None:
         return (f"{case.id}'s consent to contact tracing by STPS is not recorded: anonymous tracing by the treating "
                 f"doctor is only for a case that declined it; ask the case and record the answer with "
-                f"`case consent {case.id} --tracing yes|no`")
+                f"`case consent {case.id} ⟦tracing⟧ yes|no`")
     return None
 
 
 def _clinician_risk_has_reason(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("risk") and not data.get("reason"):
-        return ("a risk level given with --risk is a clinician's individual assessment of the exposure: give its "
-                "reason with --reason")
+        return ("a risk level given with ⟦risk⟧ is a clinician's individual assessment of the exposure: give its "
+                "reason with ⟦reason⟧")
     return None
 
 
 def _assessment_given(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if not data.get("risk") or not data.get("reason"):
-        return ("a re-assessment is a clinician's individual assessment: give the risk level with --risk "
-                f"({'|'.join(RISKS)}) and its reason with --reason")
+        return ("a re-assessment is a clinician's individual assessment: give the risk level with ⟦risk⟧ "
+                f"({'|'.join(RISKS)}) and its reason with ⟦reason⟧")
     return None
 
 
@@ -307,13 +307,13 @@ def _onset_after_exposure(subject: Subject, data: Mapping[str, Any]) -> str | No
     if onset < facts.exposed_on:
         return f"symptom onset {onset} is before the first exposure ({facts.exposed_on}): correct the date"
     if not data.get("symptoms"):
-        return "give the symptoms seen (--symptoms), so the suspected case meets the case definition (§1.1)"
+        return "give the symptoms seen (⟦symptoms⟧), so the suspected case meets the case definition (§1.1)"
     return None
 
 
 def _other_symptom_has_note(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if "other" in (data.get("symptoms") or []) and not (data.get("symptom_note") or "").strip():
-        return "the symptom 'other' needs a note saying what it is: give it with --symptom-note TEXT"
+        return "the symptom 'other' needs a note saying what it is: give it with ⟦symptom_note⟧"
     return None
 
 
@@ -321,7 +321,7 @@ def _exposure_number_exists(subject: Subject, data: Mapping[str, Any]) -> str | 
     count = len(subject.facts.exposures)
     number = count if data.get("exposure") is None else data["exposure"]
     if not 1 <= number <= count:
-        return f"this contact has exposures 1 to {count}: give one of them with --exposure"
+        return f"this contact has exposures 1 to {count}: give one of them with ⟦exposure⟧"
     return None
 
 

@@ -44,8 +44,8 @@ PREP_LOOKBACK_WHAT = {"msm_two_partners_12w": "intercourse with at least two mal
                       "msm_sti_24w": "a sexually transmitted infection"}
 #: §6.1 the criteria that rest on a doctor's assessment.
 PREP_NEEDS_ASSESSOR = {
-    "individual_assessment": "an individual medical assessment (give the doctor with --assessed-by)",
-    "travel_clade_i": "an assessment by an infection-medicine doctor (give the doctor with --assessed-by)",
+    "individual_assessment": "an individual medical assessment (give the doctor with ⟦assessed_by⟧)",
+    "travel_clade_i": "an assessment by an infection-medicine doctor (give the doctor with ⟦assessed_by⟧)",
 }
 STATES = ("offered", "dose1_given", "dose2_due", "completed", "declined", "cancelled")
 FINAL = ("completed", "declined", "cancelled")
@@ -226,8 +226,8 @@ def _prep_not_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str | No
     born, today = _person(subject).born, local_date(subject.now)
     if born is not None and age_on(born, today) < CHILD_UNDER:
         return (f"{subject.person} is under 12 today ({today}): a child is vaccinated only as PEP, for a close "
-                "contact after a specific medical assessment; PrEP is not offered (offer PEP with --indication pep "
-                "--contact if the child is a close contact)")
+                "contact after a specific medical assessment; PrEP is not offered (offer PEP with ⟦indication⟧ pep "
+                "⟦contact⟧ if the child is a close contact)")
     return None
 
 
@@ -246,7 +246,7 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
         return None
     contact: Related | None = subject.context.get("contact")
     if contact is None:
-        return "PEP is for a close contact: give the contact with --contact"
+        return "PEP is for a close contact: give the contact with ⟦contact⟧"
     facts: ContactFacts = contact.facts
     if contact.person != subject.person:
         return f"{contact.id} is about {contact.person}, not {subject.person}"
@@ -261,7 +261,7 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
         if not data.get("assessment_note"):
             return (f"{contact.id}'s risk is {facts.risk}: PEP is not needed by the exposure alone (Table 1); for "
                     f"{subject.person} ({severe}, at risk of severe disease) the assessor must record why PEP is "
-                    "offered: give it with --assessment-note")
+                    "offered: give it with ⟦assessment_note⟧")
     since = _pep_window_from(facts)
     if since is None or pep_window_at(since, subject.now) == "closed":
         return (f"{contact.id}'s PEP window closed with day 14 after the exposure"
@@ -272,7 +272,7 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
 def _pep_assessed(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data["indication"] == "pep" and not data.get("assessed_by"):
         return ("PEP is offered after an assessment by a doctor or STPS (the exposure risk, Table 1, and the risk "
-                "of severe disease): give who assessed it with --assessed-by")
+                "of severe disease): give who assessed it with ⟦assessed_by⟧")
     return None
 
 
@@ -283,7 +283,7 @@ def _prep_target_group(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return None
     criteria = list(data.get("criteria") or [])
     if not criteria:
-        return "PrEP is for the §6.1 target groups: give one with --criteria (" + ", ".join(PREP_CRITERIA) + ")"
+        return "PrEP is for the §6.1 target groups: give one with ⟦criteria⟧ (" + ", ".join(PREP_CRITERIA) + ")"
     today = local_date(subject.now)
     on: date | None = data.get("criterion_on")
     for criterion in criteria:
@@ -291,7 +291,7 @@ def _prep_target_group(subject: Subject, data: Mapping[str, Any]) -> str | None:
             days, what = PREP_LOOKBACK_DAYS[criterion], PREP_LOOKBACK_WHAT[criterion]
             if on is None:
                 return (f"{criterion} looks back {days // 7} weeks from the offer: give the date of {what} with "
-                        "--criterion-on")
+                        "⟦criterion_on⟧")
             if on > today:
                 return f"the criterion date {on} is after today ({today}): give the date it happened"
             if (today - on).days > days:
@@ -336,15 +336,15 @@ def _pep_special_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
     day = (data["on"] - facts.exposure_on).days
     if PEP_OPTIMAL_DAYS < day <= PEP_LATEST_DAYS and not data.get("special_reason"):
         return (f"dose 1 on {data['on']} is day {day} after the exposure on {facts.exposure_on}: after day 4 PEP is "
-                "given only in special cases; give the reason with --special-reason")
+                "given only in special cases; give the reason with ⟦special_reason⟧")
     return None
 
 
 def _pep_consent(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if subject.facts.indication != "pep":
         return None
-    missing = [name for key, name in (("consent", "--consent"), ("indication_note", "--indication-note"),
-                                      ("justification", "--justification")) if not data.get(key)]
+    missing = [name for key, name in (("consent", "⟦consent⟧"), ("indication_note", "⟦indication_note⟧"),
+                                      ("justification", "⟦justification⟧")) if not data.get(key)]
     if missing:
         return ("PEP is off-label: informed consent, indication and justification must be recorded with dose 1; "
                 "missing " + ", ".join(missing))
@@ -370,7 +370,7 @@ def _no_prep_dose_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str 
 def _assessed_if_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if _person(subject).pregnant_or_breastfeeding and not data.get("assessed_by"):
         return ("pregnant or breastfeeding: off-label, needs an individual medical assessment; "
-                "give the doctor with --assessed-by")
+                "give the doctor with ⟦assessed_by⟧")
     return None
 
 
@@ -378,7 +378,7 @@ def _assessed_if_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
     born, on = _person(subject).born, data["on"]
     if born is not None and age_on(born, on) < CHILD_UNDER and not data.get("assessed_by"):
         return (f"a child of {age_on(born, on)} on {on}: under 12 is off-label and needs an individual medical "
-                "assessment; give the doctor with --assessed-by")
+                "assessment; give the doctor with ⟦assessed_by⟧")
     return None
 
 
@@ -403,7 +403,7 @@ def _after_previous_dose(subject: Subject, data: Mapping[str, Any]) -> str | Non
     dated = [("dose 1", on) for on in own] + [(f"the person's previous dose, {at}", on) for at, on in others]
     if len(dated) < count:
         return (f"{subject.person} has a dose given elsewhere whose date is not recorded: record it with `person "
-                f"update {subject.person} --doses-elsewhere N --last-dose-on DATE` (dose 2 is at least 28 days "
+                f"update {subject.person} ⟦doses_elsewhere⟧ ⟦last_dose_on⟧` (dose 2 is at least 28 days "
                 "after it)")
     what, previous = max(dated, key=lambda d: d[1])
     earliest = previous + timedelta(days=DOSE_INTERVAL_DAYS)

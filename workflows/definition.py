@@ -18,7 +18,7 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
-from workflows.errors import GuardRefused, TriggerNotAllowed
+from workflows.errors import FIELD_REF, GuardRefused, TriggerNotAllowed
 
 #: The state of an object before it exists; creation triggers leave it. Never stored.
 NEW = "new"
@@ -179,10 +179,20 @@ def _run_guard(guard: Guard) -> Callable[[Any], bool]:
         subject: Subject = event.model
         refusal = guard.check(subject, subject.data)
         if refusal is not None:
-            raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule)
+            raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule, key=_guard_key(guard, refusal))
         return True
 
     return condition
+
+
+def _guard_key(guard: Guard, refusal: str) -> str:
+    """A refusal's message key: the guard's own name (``pep_needs_assessor``), stable across wording changes; a
+    guard made by a factory (``_named("decided_by", ...)``) adds the fields its refusal names."""
+    qualname = getattr(guard.check, "__qualname__", "") or "guard"
+    name = qualname.split(".<locals>")[0].strip("_").replace(".", "_") or "guard"
+    if "<locals>" in qualname:
+        name = "_".join([name, *FIELD_REF.findall(refusal)])
+    return name
 
 
 def _choose(when: Callable[[Subject], bool]) -> Callable[[Any], bool]:

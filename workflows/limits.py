@@ -2,11 +2,11 @@
 pages' request bodies (``entry.web.operations``) and the engine (for callers of the Python API) all use these.
 
 - Ids are ``kind-<ASCII digits>`` within the database's integer range (``MAX_ID``).
-- Instants (``--as-of``, ``--since``, ``--until``, ``clock advance --to``, ``--simulated-clock``) lie between
+- Instants (``as_of``, ``since``, ``until``, ``clock advance``'s ``to``, ``simulated_clock``) lie between
   ``EARLIEST_INSTANT`` and ``LATEST_INSTANT``; the simulated clock cannot be moved past ``LATEST_INSTANT``, so no
   timer's due instant can overflow.
-- Day and hour counts (``due --within``, ``clock advance --days/--hours``) are at most ``MAX_DAYS`` /
-  ``MAX_HOURS``; ``timers --limit`` and ``audit --limit`` between 1 and ``MAX_LIMIT``.
+- Day and hour counts (``due``'s ``within``, ``clock advance``'s ``days`` and ``hours``) are at most ``MAX_DAYS`` /
+  ``MAX_HOURS``; the ``limit`` of ``timers`` and ``audit`` between 1 and ``MAX_LIMIT``.
 - Clinical dates: a birth date from ``EARLIEST_BIRTH``; onset, exposure, PCR, dose and the other event dates not
   more than ``CLINICAL_LOOKBACK_YEARS`` years before today.
 - Text: one maximum length per field (``TEXT_LIMITS``, ``MAX_NOTE`` for any other free text); NUL and other control
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from workflows.errors import UsageError
+from workflows.errors import UsageError, field
 
 #: PostgreSQL's INTEGER, the type of every id column.
 MAX_ID = 2**31 - 1
@@ -51,9 +51,9 @@ CLINICAL_DATES = frozenset({"onset", "exposed", "pcr_on", "on", "criterion_on", 
                             "last_dose_elsewhere_on"})
 
 
-def flag(field: str) -> str:
-    """How a field is named on the command line and in the API at once: ``pcr_on (--pcr-on)``."""
-    return f"{field} (--{field.replace('_', '-')})"
+def flag(name: str) -> str:
+    """A field named in a refusal: each entry point renders it in its own terms (``--pcr-on``, ``pcr_on``)."""
+    return field(name)
 
 
 def shown(text: str, width: int = 40) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 #: A case in one of these states is open (``workflows.case.OPEN_STATES``): a person has at most one open case
-#: unless a clinician gives a reason for a second (``case open --second-case-reason``).
+#: unless a clinician gives a reason for a second (``case open second_case_reason``).
 OPEN_CASE_STATES = ("suspected", "confirmed", "isolated", "healed")
 
 
@@ -24,7 +24,7 @@ class PersonFacts:
     courses: tuple[str, ...] = ()
     #: A case of the person has been confirmed by PCR (§6.3: not vaccinated after mpox).
     confirmed_mpox: bool = False
-    #: Doses given outside mpoxflow (``person add/update --doses-elsewhere N --last-dose-on DATE``), §6.3.
+    #: Doses given outside mpoxflow (``person add/update doses_elsewhere last_dose_on``), §6.3.
     doses_elsewhere: int = 0
     last_dose_elsewhere_on: date | None = None
     #: Every dose recorded on any of the person's courses, whatever became of the course:

@@ -31,13 +31,11 @@ from pydantic import BaseModel, Field
 from engine.accounts import SESSION_LIFETIME, Accounts, Login
 from engine.bootstrap import database_url, engine_on, open_engine, settings_from_env
 from engine.core import Engine
-from persistence.database import Database, StorageError
+from persistence.database import Database
 from workflows.definition import Settings
 from workflows.errors import (
-    Conflict,
     MpoxflowError,
     NotAuthenticated,
-    NotFound,
     NotPermitted,
     TooManyAttempts,
     UsageError,
@@ -52,28 +50,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def http_status(error: MpoxflowError) -> tuple[int, str]:
-    """The HTTP status and error code of an engine error (the CLI's exit status in the body says the same)."""
-    if isinstance(error, TooManyAttempts):
-        return 429, "too_many_attempts"
-    if isinstance(error, NotAuthenticated):
-        return 401, "not_authenticated"
-    if isinstance(error, NotPermitted):
-        return 403, "not_permitted"
-    if isinstance(error, NotFound):
-        return 404, "not_found"
-    if isinstance(error, Conflict):
-        return 409, "conflict"
-    if isinstance(error, UsageError):
-        return 422, "usage"
-    if isinstance(error, StorageError):
-        return 503, "storage"
-    return 409, "refused"  # refused by a rule: a guard, a closed window, a trigger not allowed in this state
+    """The HTTP status and error code of an error: the error's own (the CLI's exit status in the body says the
+    same)."""
+    return error.http_status, error.code
 
 
 def error_body(error: MpoxflowError) -> dict[str, Any]:
     status, code = http_status(error)
     body: dict[str, Any] = {"error": code, "message": error.message, "rule": error.rule,
-                            "exit_code": error.exit_code, "status": status}
+                            "exit_code": error.exit_code, "status": status, "key": error.key}
     if isinstance(error, TooManyAttempts):
         body["retry_after"] = error.retry_after
     return body
@@ -88,6 +73,8 @@ class ErrorBody(BaseModel):
     rule: str | None = Field(description="The guideline section that decides (SST-mpox-7.1 §...), when one does.")
     exit_code: int = Field(description="The command line's exit status for the same error (2, 3, 4, 5).")
     status: int = Field(description="The HTTP status, repeated.")
+    key: str = Field(description="A stable key of the message (the guard or check that refused), for translations "
+                                 "and for callers that branch on it.")
     retry_after: int | None = Field(None, description="429: seconds until a login may be tried again.")
     detail: list[dict[str, Any]] | None = Field(None, description="422 of a malformed request: at most "
                                                 "ten problems, each with where it is, never the value sent.")
