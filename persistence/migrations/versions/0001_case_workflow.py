@@ -8,7 +8,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.models import UTCDateTime
+#: Frozen: this migration imports no live code (the models' UTCDateTime is this type in the DDL).
+INSTANT = sa.DateTime(timezone=True)
 
 revision = "0001"
 down_revision = None
@@ -26,7 +27,7 @@ def upgrade() -> None:
         sa.Column("pregnant", sa.Boolean, nullable=False),
         sa.Column("previous_mpox", sa.Boolean, nullable=False),
         sa.Column("smallpox_vaccinated", sa.Boolean, nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", INSTANT, nullable=False),
     )
     op.create_table(
         "cases",
@@ -34,20 +35,20 @@ def upgrade() -> None:
         sa.Column("state", sa.String(32), nullable=False, index=True),
         sa.Column("workflow", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", INSTANT, nullable=False),
+        sa.Column("updated_at", INSTANT, nullable=False),
         sa.Column("person_id", sa.Integer, sa.ForeignKey("persons.id"), nullable=False, index=True),
         sa.Column("onset", sa.Date, nullable=False),
         sa.Column("symptoms", sa.JSON, nullable=False),
         sa.Column("criteria", sa.JSON, nullable=False),
         sa.Column("pcr_on", sa.Date),
         sa.Column("clade", sa.String(8)),
-        sa.Column("confirmed_at", UTCDateTime),
+        sa.Column("confirmed_at", INSTANT),
         sa.Column("isolation_mode", sa.String(16)),
         sa.Column("healed_on", sa.Date),
         sa.Column("died_on", sa.Date),
-        sa.Column("phone_notified_at", UTCDateTime),
-        sa.Column("written_notified_at", UTCDateTime),
+        sa.Column("phone_notified_at", INSTANT),
+        sa.Column("written_notified_at", INSTANT),
     )
     op.create_table(
         "timers",
@@ -55,13 +56,13 @@ def upgrade() -> None:
         sa.Column("object_kind", sa.String(16), nullable=False),
         sa.Column("object_id", sa.Integer, nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
-        sa.Column("due_at", UTCDateTime, nullable=False),
+        sa.Column("due_at", INSTANT, nullable=False),
         sa.Column("rule", sa.String(64), nullable=False),
         sa.Column("task", sa.String(128)),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("armed_at", UTCDateTime, nullable=False),
-        sa.Column("closed_at", UTCDateTime),
-        sa.Column("satisfied_at", UTCDateTime),
+        sa.Column("armed_at", INSTANT, nullable=False),
+        sa.Column("closed_at", INSTANT),
+        sa.Column("satisfied_at", INSTANT),
         sa.Column("note", sa.Text),
     )
     op.create_index("ix_timers_status_due", "timers", ["status", "due_at"])
@@ -81,8 +82,8 @@ def upgrade() -> None:
         sa.Column("to_state", sa.String(32)),
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("reason", sa.Text),
-        sa.Column("at", UTCDateTime, nullable=False, index=True),
-        sa.Column("recorded_at", UTCDateTime, nullable=False),
+        sa.Column("at", INSTANT, nullable=False, index=True),
+        sa.Column("recorded_at", INSTANT, nullable=False),
         sa.Column("rule", sa.String(64)),
         sa.Column("data", sa.JSON, nullable=False),
         sa.Column("timers_armed", sa.JSON, nullable=False),
@@ -93,7 +94,7 @@ def upgrade() -> None:
         "clock",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("simulated", sa.Boolean, nullable=False),
-        sa.Column("now", UTCDateTime),
+        sa.Column("now", INSTANT),
     )
     # The audit log is append-only: the database itself refuses UPDATE and DELETE (and TRUNCATE).
     if op.get_bind().dialect.name == "sqlite":

@@ -8,7 +8,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.models import UTCDateTime
+#: Frozen: this migration imports no live code (the models' UTCDateTime is this type in the DDL).
+INSTANT = sa.DateTime(timezone=True)
 
 revision = "0002"
 down_revision = "0001"
@@ -27,8 +28,8 @@ def upgrade() -> None:
         sa.Column("state", sa.String(32), nullable=False, index=True),
         sa.Column("workflow", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", INSTANT, nullable=False),
+        sa.Column("updated_at", INSTANT, nullable=False),
         sa.Column("person_id", sa.Integer, sa.ForeignKey("persons.id"), nullable=False, index=True),
         sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
         sa.Column("exposure_kind", sa.String(32), nullable=False),
@@ -39,7 +40,7 @@ def upgrade() -> None:
         sa.Column("pep_window", sa.String(16), nullable=False),
         sa.Column("exposures", sa.JSON, nullable=False),
         sa.Column("anonymous_via_doctor", sa.Boolean, nullable=False),
-        sa.Column("informed_at", UTCDateTime),
+        sa.Column("informed_at", INSTANT),
         sa.Column("symptoms_onset", sa.Date),
         sa.Column("symptoms", sa.JSON, nullable=False),
         sa.Column("became_case", sa.String(32)),

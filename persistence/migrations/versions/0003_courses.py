@@ -8,7 +8,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.models import UTCDateTime
+#: Frozen: this migration imports no live code (the models' UTCDateTime is this type in the DDL).
+INSTANT = sa.DateTime(timezone=True)
 
 revision = "0003"
 down_revision = "0002"
@@ -18,15 +19,15 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("timers") as batch:
-        batch.add_column(sa.Column("overdue_at", UTCDateTime))
+        batch.add_column(sa.Column("overdue_at", INSTANT))
     op.create_table(
         "courses",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("state", sa.String(32), nullable=False, index=True),
         sa.Column("workflow", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", INSTANT, nullable=False),
+        sa.Column("updated_at", INSTANT, nullable=False),
         sa.Column("person_id", sa.Integer, sa.ForeignKey("persons.id"), nullable=False, index=True),
         sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), index=True),
         sa.Column("indication", sa.String(8), nullable=False),

@@ -8,7 +8,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.models import UTCDateTime
+#: Frozen: this migration imports no live code (the models' UTCDateTime is this type in the DDL).
+INSTANT = sa.DateTime(timezone=True)
 
 revision = "0005"
 down_revision = "0004"
@@ -19,7 +20,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("timers") as batch:
         batch.add_column(sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")))
-        batch.add_column(sa.Column("next_attempt_at", UTCDateTime))
+        batch.add_column(sa.Column("next_attempt_at", INSTANT))
         batch.add_column(sa.Column("last_error", sa.Text))
     # ADD COLUMN only: the append-only audit log is never rewritten.
     op.add_column("audit_log", sa.Column("timer_id", sa.Integer))

@@ -9,18 +9,84 @@ Revises: 0006
 Create Date: 2026-11-24
 """
 
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-
-from persistence.audit import GENESIS, LEGACY_FORMAT, entry_hash
-from persistence.models import UTCDateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+
+# ---- frozen copies -----------------------------------------------------------------------------------------
+# This migration imports no live code: what it needs of persistence.models and persistence.audit is copied
+# here as it was when the revision was written (commit e58bb47), so a later change to the live hash or column
+# type cannot change what the backfill writes. tests/test_migrations.py checks that today's ``entry_hash``
+# still gives these hashes, and that a log backfilled here passes ``audit verify``.
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware instant stored as UTC on every backend (SQLite has no timezone type): the backfill reads
+    ``at`` and ``recorded_at`` back aware, as the hash needs them."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: instants must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: The format of the entries written before the hash chain existed (no ``changes``).
+LEGACY_FORMAT = 0
+#: The ``prev_hash`` of an object's first entry.
+GENESIS = "0" * 64
+#: The fields an entry's hash covers, in a fixed order (the JSON is also key-sorted).
+HASHED = (
+    "format", "object_kind", "object_id", "pos", "prev_seq", "prev_hash", "timer_id", "workflow", "trigger",
+    "from_state", "to_state", "actor", "role", "reason", "at", "recorded_at", "rule", "data", "changes",
+    "timers_armed", "timers_cancelled", "timers_done",
+)
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} in an audit entry")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """The bytes an entry's hash is taken over: its ``HASHED`` fields as compact, key-sorted, ASCII JSON,
+    instants in UTC with microseconds (``2025-03-03T07:00:00.000000Z``). Raises ``KeyError`` for a missing
+    field and ``ValueError`` for a naive instant."""
+    content = {name: _canonical_value(entry[name]) for name in HASHED}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical content, hex (64 characters)."""
+    return hashlib.sha256(canonical(entry)).hexdigest()
+
+
+# ---- the revision ------------------------------------------------------------------------------------------
 
 HEAD_TABLES = {"person": "persons", "case": "cases", "contact": "contacts", "course": "courses"}
 NEW_AUDIT_COLUMNS = ("format", "pos", "prev_seq", "prev_hash", "hash", "role", "changes", "timers_done")

@@ -10,7 +10,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.models import UTCDateTime
+#: Frozen: this migration imports no live code (the models' UTCDateTime is this type in the DDL).
+INSTANT = sa.DateTime(timezone=True)
 
 revision = "0008"
 down_revision = "0007"
@@ -27,8 +28,8 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("csrf", sa.String(64), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("expires_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", INSTANT, nullable=False),
+        sa.Column("expires_at", INSTANT, nullable=False),
     )
     op.create_index("ix_sessions_expires", "sessions", ["expires_at"])
     op.create_table(
@@ -37,15 +38,15 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("label", sa.String(128), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("revoked_at", UTCDateTime, nullable=True),
+        sa.Column("created_at", INSTANT, nullable=False),
+        sa.Column("revoked_at", INSTANT, nullable=True),
     )
     op.create_table(
         "login_failures",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("address", sa.String(64), nullable=False),
-        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("at", INSTANT, nullable=False),
     )
     op.create_index("ix_login_failures_name", "login_failures", ["name", "at"])
     op.create_index("ix_login_failures_address", "login_failures", ["address", "at"])
