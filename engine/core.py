@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 
 from engine.accounts import Users
 from engine.clock import Clock, SimulatedClock, SystemClock, simulated
-from engine.commands import PERSON_FIELDS, TASK_OUTCOMES, Changed, Commands
+from engine.commands import TASK_OUTCOMES, Commands
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
 from engine.queries import TIMER_STATUSES, Queries
@@ -27,7 +27,6 @@ from engine.uow import (
     ACTING_ROLES,
     ADMIN_ROLES,
     TIMER_USER,
-    USER_ROLES,
     Actor,
     Runtime,
     UnitOfWork,
@@ -37,10 +36,9 @@ from engine.uow import (
 from persistence.database import Database
 from workflows.definition import Settings
 
-__all__ = [
-    "ACTING_ROLES", "ADMIN_ROLES", "PERSON_FIELDS", "TASK_OUTCOMES", "TIMER_STATUSES", "TIMER_USER", "USER_ROLES",
-    "Actor", "Changed", "Engine", "Fired", "RetryPolicy",
-]
+#: What entry/, scheduler/, tests and bench import from here (each defined in its part).
+__all__ = ["ACTING_ROLES", "ADMIN_ROLES", "TASK_OUTCOMES", "TIMER_STATUSES", "TIMER_USER", "Engine", "Fired",
+           "RetryPolicy"]
 
 
 class Engine:
@@ -72,7 +70,6 @@ class Engine:
         self.resolve_task = self.commands.resolve_task
         # Timers.
         self.fire_due = self.firing.fire_due
-        self.fire_timer = self.firing.fire_timer
         self.next_due = self.firing.next_due
         # Users.
         self.check_new_user = self.user_registry.check_new_user

@@ -68,19 +68,6 @@ class Firing:
         with self.runtime.db.reading() as session:
             return Repository(session).next_due(until)
 
-    def fire_timer(self, timer_id: int) -> Fired | None:
-        """Fire one timer at the clock's now, in one unit of work with its transition and audit entry.
-
-        Returns None when the timer is no longer pending (someone else fired or cancelled it). A timer whose
-        trigger its object no longer allows is marked ``skipped`` and audited, never raised.
-        """
-        with unit_of_work(self.runtime) as uow:
-            fired = self._fire(uow, timer_id, uow.now())
-            uow.save_clock()
-            uow.commit()
-        _log_fired([fired] if fired is not None else [])
-        return fired
-
     def fire_due(self, *, limit: int = 100, policy: RetryPolicy | None = None,
                  stop: Callable[[], bool] | None = None) -> list[Fired]:
         """Fire up to ``limit`` timers due now, earliest first, in ONE unit of work: claim, transition and audit
