@@ -6,7 +6,7 @@
   one transition path that persons and timers share.
 - ``engine.firing``: timer firing and retries.
 - ``engine.clock``: the clock, real or simulated.
-- ``engine.accounts``: users and roles (``Users``, here), logins and tokens (``Accounts``, over an engine).
+- ``engine.accounts``: users and roles (``Users``, held here), logins and tokens (``Accounts(engine)``).
 - ``engine.queries``: every read model.
 
 ``Engine`` wires them over one ``Runtime`` (database, clocks, settings) and hands each call to its part; the
