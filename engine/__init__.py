@@ -1,4 +1,5 @@
-"""Applies a trigger to a workflow object: guards, state, timers and audit entry in one transaction."""
+"""The engine: applies a change in one unit of work (guards, state, timers and audit entry together); see
+``engine.core`` for its parts."""
 
 from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.core import Engine

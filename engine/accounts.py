@@ -1,11 +1,14 @@
-"""Who is logged in: passwords, browser sessions, API tokens, and the failed-login rate limit.
+"""Users and accounts: the users and their roles (``Users``), and who is logged in (``Accounts``): passwords,
+browser sessions, API tokens, and the failed-login rate limit.
 
 Passwords are stored as argon2 hashes (``pwdlib``); a session's or token's secret is a random string the client
 holds, and the database keeps only its SHA-256, so a copy of the database logs nobody in. Sessions, tokens and
 failed logins live in the database, not in a process, so any number of HTTP instances share them.
 
-Setting a password, issuing and revoking a token, logging in, failing to and logging out are appended to the
-user's own audit chain. Times here are the wall clock's (a simulated case clock does not expire a session).
+Adding a user, setting a password, disabling, enabling and changing a role, issuing and revoking a token, logging
+in, failing to and logging out are appended to the user's own audit chain, each in a unit of work
+(``engine.uow``), which also authorizes the admin who asks. Times here are the wall clock's (a simulated case
+clock does not expire a session).
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Protocol
 
 import structlog
 from pwdlib import PasswordHash
+from sqlalchemy.exc import IntegrityError
 
-from engine.core import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Engine
+from engine.uow import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Runtime, UnitOfWork, unit_of_work
 from engine.views import instant, user_view
 from persistence.audit import Head
+from persistence.database import DuplicateKey
 from persistence.repository import Repository, format_id
 from workflows.errors import (
     Conflict,
@@ -35,6 +41,7 @@ from workflows.errors import (
 from workflows.limits import MAX_ID, check_text, shown
 
 log = structlog.get_logger("mpoxflow.accounts")
+log_engine = structlog.get_logger("mpoxflow.engine")
 
 #: A browser session lasts one long shift, then the user logs in again.
 SESSION_LIFETIME = timedelta(hours=12)
@@ -69,6 +76,81 @@ def check_password_rules(password: str) -> None:
                          "(a passphrase of a few words is easy to type and hard to guess)")
 
 
+class Users:
+    """The users of a database and their roles: the first admin and the scheduler's user, and the users admins
+    add. (Who is logged in is ``Accounts``.)"""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @staticmethod
+    def check_new_user(name: str, role: str) -> str:
+        """The user name to register (stripped); UsageError for a bad name or role."""
+        name = check_text(name.strip(), "name")
+        if not name or name.startswith("timer:"):
+            raise UsageError(f"'{name}' cannot be a user name: give 1 to 128 characters, not starting with 'timer:' "
+                             "(the scheduler's actors)")
+        if role not in USER_ROLES:
+            raise UsageError(f"'{shown(role)}' is not a role a user can have: use one of {', '.join(USER_ROLES)}")
+        return name
+
+    def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
+                 password_hash: str | None = None) -> dict[str, Any]:
+        """Register a user with a role (staff, auditor, admin), with a password hash to log in with
+        (``Accounts.add_user`` makes it) or none (API tokens only); returns the user's view. Only an admin may
+        (NotPermitted, audited). Raises UsageError for a bad name or role, RuleRefused when the name is taken."""
+        name = self.check_new_user(name, role)
+        with unit_of_work(self.runtime, actor, "user add", None, ADMIN_ROLES) as uow:
+            view = _insert_user(uow, name, role, uow.actor, reason, password_hash)
+            uow.commit()
+        return view
+
+    def bootstrap_users(self, first_admin: str) -> list[dict[str, Any]]:
+        """On a database without users: the scheduler's ``timer`` user and ``first_admin`` as its first admin
+        (the one who created the database), both audited; returns their views. Does nothing (returns []) when
+        there are users, also when another process made them at the same moment."""
+        with self.runtime.db.reading() as session:
+            if Repository(session).has_users():
+                return []
+        try:
+            with unit_of_work(self.runtime) as uow:
+                if uow.repo.has_users():
+                    return []
+                admin = Actor(first_admin, "admin")
+                made = [_insert_user(uow, first_admin, "admin", admin, "first admin: created the database")]
+                if first_admin != TIMER_USER:
+                    made.append(_insert_user(uow, TIMER_USER, TIMER_USER, admin,
+                                             "the scheduler: actor of every timer's firing"))
+                uow.commit()
+            return made
+        except (IntegrityError, DuplicateKey):
+            # Several processes started on the new database at once (every one makes the `timer` user): the
+            # first one's users stand, the others' transactions are rolled back.
+            with self.runtime.db.reading() as session:
+                if Repository(session).has_users():
+                    return []
+            raise
+
+
+def _insert_user(uow: UnitOfWork, name: str, role: str, who: Actor, reason: str | None,
+                 password_hash: str | None = None) -> dict[str, Any]:
+    """Insert and audit one user; RuleRefused when the name is taken."""
+    repo = uow.repo
+    existing = repo.user_by_name(name)
+    if existing is not None:
+        raise RuleRefused(f"there is already a user named so: {format_id('user', existing.id)} "
+                          f"({existing.role}); see `mpoxflow user list`")
+    now = uow.now()
+    pk = repo.insert_user({"name": name, "role": role, "created_at": now, "audit_pos": None,
+                           "audit_seq": None, "audit_hash": None, "password_hash": password_hash})
+    changes = {"name": name, "role": role} | ({"password": "(set)"} if password_hash else {})
+    uow.audit(Head.of(None), kind="user", pk=pk, workflow=None, trigger="add", from_state=None,
+              to_state=None, actor=who, reason=reason, now=now, rule=None, data={"role": role},
+              changes=changes)
+    log_engine.info("user_added", user=format_id("user", pk), role=role)
+    return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now, password_hash=password_hash))
+
+
 @dataclass(frozen=True)
 class Login:
     """A logged-in user: through a browser session (with its CSRF token) or an API token."""
@@ -85,21 +167,29 @@ class Login:
         return Actor(self.name, self.role)
 
 
-class Accounts:
-    """Logins over an engine's database; changes are audited through the engine."""
+class HasRuntime(Protocol):
+    """What ``Accounts`` is made from: an ``engine.core.Engine`` (whose runtime it shares)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    runtime: Runtime
+
+
+class Accounts:
+    """Logins over an engine's database (``Accounts(engine)``), each change in a unit of work."""
+
+    def __init__(self, engine: HasRuntime) -> None:
+        self.runtime = engine.runtime
+        self.users = Users(self.runtime)
 
     def _now(self) -> datetime:
-        return self.engine.wall_clock.now()
+        return self.runtime.wall_clock.now()
 
-    def _audit_user(self, repo: Repository, pk: int, trigger: str, actor: Actor, *, reason: str | None = None,
+    @staticmethod
+    def _audit_user(uow: UnitOfWork, pk: int, trigger: str, actor: Actor, *, reason: str | None = None,
                     data: dict[str, Any] | None = None, changes: dict[str, Any] | None = None) -> int:
-        """Append an entry to user ``pk``'s own chain (its head moves with it)."""
-        return self.engine._audit(  # noqa: SLF001 - the engine's one way to append to the log
-            repo, Head.of(repo.head_row("user", pk)), kind="user", pk=pk, workflow=None, trigger=trigger,
-            from_state=None, to_state=None, actor=actor, reason=reason, now=self.engine.clock.now(), rule=None,
+        """Append an entry to user ``pk``'s own chain (its head moves with it); returns its sequence number."""
+        return uow.audit(
+            Head.of(uow.repo.head_row("user", pk)), kind="user", pk=pk, workflow=None, trigger=trigger,
+            from_state=None, to_state=None, actor=actor, reason=reason, now=uow.now(), rule=None,
             data=data or {}, changes=changes,
         ).seq or 0
 
@@ -112,7 +202,7 @@ class Accounts:
         if password is not None:
             check_password_rules(password)
         hashed = password_hash.hash(password) if password is not None else None
-        return self.engine.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
+        return self.users.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
 
     def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None,
                      keep_session: int | None = None, current_password: str | None = None,
@@ -129,39 +219,39 @@ class Accounts:
         hashed = password_hash.hash(password)
         own = actor == name and (require_current or current_password is not None)
         reserved = self._reserve_attempt(name, address) if own else None
-        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
-            repo = Repository(session)
+        with unit_of_work(self.runtime) as uow:
+            repo = uow.repo
             user = repo.user_by_name(name)
             if user is None:
                 raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
             if actor == name and user.role != TIMER_USER:
                 # Refuses (and audits) a disabled user; any role may set its own password.
-                who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
-                                             (user.role,))
+                who = uow.authorize(actor, "user password", format_id("user", user.id), (user.role,))
                 if own:
                     self._check_current(user, current_password)
             else:
-                who = self.engine._authorize(repo, actor, "user password", format_id("user", user.id),  # noqa: SLF001
-                                             ADMIN_ROLES)
+                who = uow.authorize(actor, "user password", format_id("user", user.id), ADMIN_ROLES)
             if user.role == TIMER_USER:
                 raise UsageError("the timer user is the scheduler's own and never logs in: it takes no password")
             repo.set_password_hash(user.id, hashed)
             # A new password ends the sessions opened with the old one (a stolen cookie dies with it).
             ended = repo.delete_sessions_of(user.id, keep=keep_session if actor == name else None)
-            self._audit_user(repo, user.id, "password_set", who, reason=reason, changes={"password": "(set)"},
+            self._audit_user(uow, user.id, "password_set", who, reason=reason, changes={"password": "(set)"},
                              data={"sessions_ended": ended})
             if reserved is not None:  # the right current password: the attempt is not a failure
                 repo.delete_login_failure(reserved)
+            uow.commit()
         log.info("password_set", user=format_id("user", user.id))
         return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "password": "set"}
 
     def _reserve_attempt(self, name: str, address: str) -> int:
         """Count an attempt at a user's password (login or current password) as a failure before it is checked,
         in a transaction of its own, refusing it over the limits; returns the failure's id to withdraw."""
-        with self.engine.db.transaction() as session:
-            repo = Repository(session)
-            repo.lock_login(name[:128], address[:64])
-            return self._check_rate(repo, name[:128], address[:64], self._now())
+        with unit_of_work(self.runtime) as uow:
+            uow.repo.lock_login(name[:128], address[:64])
+            reserved = self._check_rate(uow.repo, name[:128], address[:64], self._now())
+            uow.commit()
+        return reserved
 
     @staticmethod
     def _check_current(user: Any, current_password: str | None) -> None:
@@ -180,19 +270,20 @@ class Accounts:
         enable them again (their unrevoked tokens work again; they log in anew). Admins only, not on themselves."""
         _check_reason(reason)
         command = "user disable" if disabled else "user enable"
-        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
-            repo = Repository(session)
-            who, user = self._managed_user(repo, name, actor, command)
+        with unit_of_work(self.runtime, actor, command, None, ADMIN_ROLES) as uow:
+            repo = uow.repo
+            user = self._managed_user(repo, name, actor, command)
             ended = 0
             if disabled and user.disabled_at is None:
                 repo.set_user(user.id, disabled_at=self._now())
                 ended = repo.delete_sessions_of(user.id)
-                self._audit_user(repo, user.id, "disabled", who, reason=reason,
+                self._audit_user(uow, user.id, "disabled", uow.actor, reason=reason,
                                  changes={"disabled": True}, data={"sessions_ended": ended})
             elif not disabled and user.disabled_at is not None:
                 repo.set_user(user.id, disabled_at=None)
-                self._audit_user(repo, user.id, "enabled", who, reason=reason, changes={"disabled": False})
+                self._audit_user(uow, user.id, "enabled", uow.actor, reason=reason, changes={"disabled": False})
             view = user_view(repo.user_by_name(name))
+            uow.commit()
         log.info("user_disabled" if disabled else "user_enabled", user=view["id"], sessions_ended=ended)
         return view
 
@@ -202,20 +293,22 @@ class Accounts:
         if role not in USER_ROLES:
             raise UsageError(f"--role: '{shown(role)}' is not a role a user can have: use one of "
                              f"{', '.join(USER_ROLES)}")
-        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
-            repo = Repository(session)
-            who, user = self._managed_user(repo, name, actor, "user role")
+        with unit_of_work(self.runtime, actor, "user role", None, ADMIN_ROLES) as uow:
+            repo = uow.repo
+            user = self._managed_user(repo, name, actor, "user role")
             if user.role != role:
                 repo.set_user(user.id, role=role)
-                self._audit_user(repo, user.id, "role_changed", who, reason=reason,
+                self._audit_user(uow, user.id, "role_changed", uow.actor, reason=reason,
                                  changes={"role": role}, data={"from_role": user.role})
             view = user_view(repo.user_by_name(name))
+            uow.commit()
         log.info("user_role_set", user=view["id"], role=role)
         return view
 
-    def _managed_user(self, repo: Repository, name: str, actor: str, command: str) -> tuple[Actor, Any]:
-        """The user an admin disables, enables or gives a role: not the admin themselves, not the timer user."""
-        who = self.engine._authorize(repo, actor, command, None, ADMIN_ROLES)  # noqa: SLF001
+    @staticmethod
+    def _managed_user(repo: Repository, name: str, actor: str, command: str) -> Any:
+        """The user an admin (authorized already) disables, enables or gives a role: not the admin themselves,
+        not the timer user. NotFound, UsageError, RuleRefused otherwise."""
         user = repo.user_by_name(name)
         if user is None:
             raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
@@ -224,7 +317,7 @@ class Accounts:
         if user.name == actor:
             raise RuleRefused(f"'{command}' on yourself is refused: another admin must do it (so there is always "
                               "an admin who can undo it)")
-        return who, user
+        return user
 
     # ---- logging in ----------------------------------------------------------------------------------------
 
@@ -244,38 +337,40 @@ class Accounts:
         name, address = name[:128], address[:64]
         now = self._now()
         reserved = self._reserve_attempt(name, address)
-        with self.engine.db.reading() as session:
+        with self.runtime.db.reading() as session:
             user = Repository(session).user_by_name(name)
         stored = user.password_hash if user is not None else None
         ok, rehashed = password_hash.verify_and_update(password, stored or _dummy_hash())
         failed = not ok or user is None or stored is None
         for attempt in range(3):  # parallel logins of one user queue on its row; a lost race is retried
             try:
-                with self.engine.db.transaction() as session:
-                    repo = Repository(session)
+                with unit_of_work(self.runtime) as uow:
+                    repo = uow.repo
                     if failed:
                         if user is not None and user.role != TIMER_USER:
                             repo.lock_user(user.id)
-                            self._audit_user(repo, user.id, "login_failed", Actor(user.name, user.role),
+                            self._audit_user(uow, user.id, "login_failed", Actor(user.name, user.role),
                                              data={"address": address})
-                        break
-                    assert user is not None
-                    repo.lock_user(user.id)
-                    if user.disabled_at is not None:  # the right password of a disabled user: refused, audited
-                        self._audit_user(repo, user.id, "login_refused", Actor(user.name, user.role),
+                    elif user is not None and user.disabled_at is not None:
+                        # The right password of a disabled user: refused, audited.
+                        repo.lock_user(user.id)
+                        self._audit_user(uow, user.id, "login_refused", Actor(user.name, user.role),
                                          data={"address": address, "why": "disabled"})
-                        break
-                    if rehashed is not None:  # hashed with older parameters: stored anew with today's
-                        repo.set_password_hash(user.id, rehashed)
-                    repo.delete_login_failure(reserved)
-                    repo.clear_login_failures(name)
-                    repo.delete_expired_sessions(now)
-                    secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-                    session_id = repo.insert_session({"secret_hash": _digest(secret), "user_id": user.id,
-                                                      "csrf": csrf, "created_at": now,
-                                                      "expires_at": now + SESSION_LIFETIME})
-                    self._audit_user(repo, user.id, "login", Actor(user.name, user.role),
-                                     data={"session": session_id, "address": address})
+                    else:
+                        assert user is not None
+                        repo.lock_user(user.id)
+                        if rehashed is not None:  # hashed with older parameters: stored anew with today's
+                            repo.set_password_hash(user.id, rehashed)
+                        repo.delete_login_failure(reserved)
+                        repo.clear_login_failures(name)
+                        repo.delete_expired_sessions(now)
+                        secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+                        session_id = repo.insert_session({"secret_hash": _digest(secret), "user_id": user.id,
+                                                          "csrf": csrf, "created_at": now,
+                                                          "expires_at": now + SESSION_LIFETIME})
+                        self._audit_user(uow, user.id, "login", Actor(user.name, user.role),
+                                         data={"session": session_id, "address": address})
+                    uow.commit()
                 break
             except Conflict:
                 if attempt == 2:
@@ -320,7 +415,7 @@ class Accounts:
 
     def session(self, secret: str) -> Login | None:
         """The login of a live session cookie, or None (unknown, logged out or expired)."""
-        with self.engine.db.reading() as session:
+        with self.runtime.db.reading() as session:
             row = Repository(session).session_user(_digest(secret), self._now())
         if row is None:
             return None
@@ -328,13 +423,13 @@ class Accounts:
 
     def logout(self, secret: str) -> bool:
         """End the session (its row is deleted: the cookie no longer works anywhere)."""
-        with self.engine.db.transaction() as session:
-            repo = Repository(session)
-            row = repo.delete_session(_digest(secret))
+        with unit_of_work(self.runtime) as uow:
+            row = uow.repo.delete_session(_digest(secret))
             if row is None:
                 return False
-            user = repo.head_row("user", row.user_id)
-            self._audit_user(repo, row.user_id, "logout", Actor(user.name, user.role), data={"session": row.id})
+            user = uow.repo.head_row("user", row.user_id)
+            self._audit_user(uow, row.user_id, "logout", Actor(user.name, user.role), data={"session": row.id})
+            uow.commit()
         log.info("logout", user=format_id("user", row.user_id), session=row.id)
         return True
 
@@ -347,9 +442,8 @@ class Accounts:
         label = check_text(label.strip(), "label")
         if not label:
             raise UsageError("give the token a label of 1 to 128 characters: which system uses it")
-        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
-            repo = Repository(session)
-            who = self.engine._authorize(repo, actor, "user token", None, ADMIN_ROLES)  # noqa: SLF001
+        with unit_of_work(self.runtime, actor, "user token", None, ADMIN_ROLES) as uow:
+            repo = uow.repo
             user = repo.user_by_name(name)
             if user is None:
                 raise NotFound(name, "user", hint="`mpoxflow user list` shows the users.")
@@ -358,8 +452,9 @@ class Accounts:
             secret = "mpx_" + secrets.token_urlsafe(32)
             pk = repo.insert_token({"secret_hash": _digest(secret), "user_id": user.id, "label": label,
                                     "created_at": self._now(), "revoked_at": None})
-            self._audit_user(repo, user.id, "token_issued", who, reason=reason,
+            self._audit_user(uow, user.id, "token_issued", uow.actor, reason=reason,
                              data={"token": format_id("token", pk), "label": label})
+            uow.commit()
         log.info("token_issued", user=format_id("user", user.id), token=format_id("token", pk))
         return {"id": format_id("token", pk), "kind": "token", "user": user.name, "role": user.role, "label": label,
                 "secret": secret}
@@ -371,27 +466,26 @@ class Accounts:
                 or int(number) > MAX_ID:
             raise UsageError(f"'{shown(token_id)}' is not a token id: they look like token-N "
                              "(`mpoxflow user tokens`)")
-        with self.engine._refusals_logged(), self.engine.db.transaction() as session:  # noqa: SLF001
-            repo = Repository(session)
-            who = self.engine._authorize(repo, actor, "user revoke", token_id, ADMIN_ROLES)  # noqa: SLF001
-            token = repo.token(int(number))
+        with unit_of_work(self.runtime, actor, "user revoke", token_id, ADMIN_ROLES) as uow:
+            token = uow.repo.token(int(number))
             if token is None:
                 raise NotFound(shown(token_id), "token", hint="`mpoxflow user tokens` lists them.")
             if token.revoked_at is None:
                 token.revoked_at = self._now()
-                self._audit_user(repo, token.user_id, "token_revoked", who, reason=reason,
+                self._audit_user(uow, token.user_id, "token_revoked", uow.actor, reason=reason,
                                  data={"token": token_id})
             view = _token_view(token)
+            uow.commit()
         log.info("token_revoked", token=token_id)
         return view
 
     def tokens(self) -> list[dict[str, Any]]:
-        with self.engine.db.reading() as session:
+        with self.runtime.db.reading() as session:
             return [_token_view(t) for t in Repository(session).tokens()]
 
     def token(self, secret: str) -> Login | None:
         """The login a bearer token stands for, or None (unknown or revoked)."""
-        with self.engine.db.reading() as session:
+        with self.runtime.db.reading() as session:
             row = Repository(session).token_user(_digest(secret))
         if row is None:
             return None

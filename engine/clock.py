@@ -1,4 +1,7 @@
-"""The clock is injected wherever time is read. ``SystemClock`` is the only place real time is asked for."""
+"""The clock is injected wherever time is read. ``SystemClock`` is the only place real time is asked for;
+``SimulatedClock`` moves only when told to (training databases, the demo, tests), and ``simulated`` is how a
+caller that moves it gets hold of it. A simulated clock's now is kept in the database
+(``UnitOfWork.save_clock``), so every process on the database shares it."""
 
 from __future__ import annotations
 
@@ -48,3 +51,14 @@ class SimulatedClock:
                 f"and {to_local(instant).isoformat()} is earlier"
             )
         self._now = instant.astimezone(UTC)
+
+
+def simulated(clock: Clock) -> SimulatedClock:
+    """``clock`` itself when it can be moved. Raises UsageError on real time (a database's clock is chosen once,
+    when it is made)."""
+    if not isinstance(clock, SimulatedClock):
+        raise UsageError(
+            "this database runs on real time, so its clock cannot be moved: "
+            "make a training database with `mpoxflow init --simulated-clock INSTANT`"
+        )
+    return clock

@@ -120,12 +120,13 @@ _TIMERS_OF = (
     .where(_table(Timer).c.object_kind == bindparam("kind"), _table(Timer).c.object_id == bindparam("pk"))
     .order_by(_table(Timer).c.due_at, _table(Timer).c.id)
 )
-#: §6.4 dose 2 due, per due instant: pending ``dose2_due`` timers of courses in ``[since, until)``. Every such
-#: timer falls due at a local midnight, so each instant is one Danish calendar day. Served by ``ix_timers_forecast``.
 
 
 @functools.cache
 def _forecast(kind: str, name: str) -> Select[Any]:
+    """A kind's pending timers of one name per due instant in ``[since, until)`` (§6.4 doses 2 due, §5.5 last
+    days of monitoring). Every such timer falls due at a local midnight, so each instant is one Danish calendar
+    day. Served by ``ix_timers_forecast``."""
     timers = _table(Timer)
     return (
         select(timers.c.due_at, func.count().label("due"))
@@ -281,10 +282,6 @@ class Repository:
         BEGIN IMMEDIATE already serialises writers): a change creating a case or course for the person then reads
         the person's cases and courses as committed by whoever held it before. NotFound for an unknown person."""
         if self._core.execute(select(Person.id).where(Person.id == pk).with_for_update()).one_or_none() is None:
-            raise not_found(format_id("person", pk), "person")
-
-    def person_exists(self, pk: int) -> None:
-        if self._core.execute(select(Person.id).where(Person.id == pk)).one_or_none() is None:
             raise not_found(format_id("person", pk), "person")
 
     def object_timers(self, kind: str, pk: int) -> list[Row[Any]]:
@@ -446,19 +443,6 @@ class Repository:
                 found[timer.object_id].append(timer)
         return found
 
-    def pending_timers(self, kind: str, pk: int) -> Sequence[Timer]:
-        return self.session.scalars(
-            select(Timer).where(Timer.object_kind == kind, Timer.object_id == pk, Timer.status == "pending")
-        ).all()
-
-    def unsatisfied_timers(self, kind: str, pk: int, names: set[str]) -> Sequence[Timer]:
-        return self.session.scalars(
-            select(Timer).where(
-                Timer.object_kind == kind, Timer.object_id == pk, Timer.name.in_(names),
-                Timer.status.in_(("pending", "fired")), Timer.satisfied_at.is_(None),
-            )
-        ).all()
-
     def next_due(self, until: datetime | None = None) -> datetime | None:
         """When the next pending timer is ready to fire (its due instant, or its retry), if by ``until``."""
         table = _table(Timer)
@@ -522,11 +506,6 @@ class Repository:
             update(table).where(table.c.id == timer_id, table.c.status == "pending")
             .values(status="fired", closed_at=now).returning(*table.c)
         ).one_or_none()
-
-    def dose_forecast(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-        """(due instant, count) of the pending ``dose2_due`` timers of courses due in ``[since, until)``, by
-        instant: one query, grouped in the database."""
-        return self.timer_forecast("course", "dose2_due", since, until)
 
     def timer_forecast(self, kind: str, name: str, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
         """(due instant, count) of a kind's pending timers of one name due in ``[since, until)``."""
@@ -613,9 +592,6 @@ class Repository:
         table = _table(Timer)
         return self._stream(select(table).where(table.c.object_kind == kind)
                             .order_by(table.c.object_id, table.c.id))
-
-    def count(self, model: type) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(model)) or 0)
 
     # ---- clock ---------------------------------------------------------------------------------------------
 

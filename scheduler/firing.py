@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.core import Engine, Fired, RetryPolicy
+from engine.core import Engine
+from engine.firing import Fired, RetryPolicy
 from engine.views import instant
 from workflows.calendar import to_local
 from workflows.errors import UsageError

@@ -25,7 +25,8 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from engine.clock import Clock, SystemClock
-from engine.core import Engine, RetryPolicy
+from engine.core import Engine
+from engine.firing import RetryPolicy
 
 log = structlog.get_logger("mpoxflow.worker")
 

@@ -471,14 +471,14 @@ def test_a_timer_retried_after_a_failed_firing_and_then_parked(db, clock, monkey
     engine = Engine(db, clock)
     case = engine.open("case", "open_confirmed", person=person(engine, "REF-RETRY"), actor=STAFF, data={
         "onset": D("2025-03-01"), "symptoms": ["rash"], "criteria": [], "pcr_on": D("2025-03-02")})["id"]
-    real_run = engine._run
+    real_transition = engine.commands.transition
 
-    def failing_run(repo, **kwargs):
+    def failing_transition(uow, **kwargs):
         if kwargs["trigger"] == "phone_notification_due":
             raise RuntimeError("the phone system is down")
-        return real_run(repo, **kwargs)
+        return real_transition(uow, **kwargs)
 
-    monkeypatch.setattr(engine, "_run", failing_run)
+    monkeypatch.setattr(engine.commands, "transition", failing_transition)
     policy = RetryPolicy(max_attempts=3, first_backoff=timedelta(seconds=30))
     due = T("2025-03-03T17:00:00+01:00")
     for attempt, at in enumerate((due, due + timedelta(seconds=30)), start=1):

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from persistence.database import Database
-from persistence.repository import Repository, parse_id
+from persistence.repository import Repository
 from tests.helpers import confirmed, person
 from workflows.calendar import local_midnight
 from workflows.errors import UsageError
@@ -88,8 +88,8 @@ def test_doses_due_per_danish_day_across_the_change_back_to_winter_time(
 def test_only_pending_dose2_timers_of_courses_are_counted(engine: Engine, clock: SimulatedClock) -> None:
     fired = dose1(engine, date(2025, 2, 3))  # due today at 00:00
     timer = dose2_timer(engine, fired)
-    outcome = engine.fire_timer(parse_id(timer["id"])[1])
-    assert outcome is not None and outcome.status == "fired"
+    [outcome] = engine.fire_due()  # the only timer due yet
+    assert (outcome.timer, outcome.status) == (timer["id"], "fired")
     given = dose1(engine, date(2025, 2, 3))
     dose(engine, given, TODAY)  # dose 2 given today: its dose2_due timer is cancelled
     declined = dose1(engine, date(2025, 2, 20))  # due 20 March
@@ -134,7 +134,8 @@ def test_the_repository_counts_by_due_instant_in_a_half_open_range(engine: Engin
         dose1(engine, on)
 
     with db.reading() as session:
-        due = Repository(session).dose_forecast(local_midnight(TODAY), local_midnight(date(2025, 3, 31)))
+        due = Repository(session).timer_forecast("course", "dose2_due", local_midnight(TODAY),
+                                                 local_midnight(date(2025, 3, 31)))
 
     assert due == [(local_midnight(TODAY), 1), (local_midnight(date(2025, 3, 30)), 2)]
     assert due[1][0] == datetime.fromisoformat("2025-03-29T23:00:00+00:00")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.clock import SimulatedClock
 from engine.core import Engine
+from engine.uow import UnitOfWork
 from entry.logs import configure_logging
 from entry.web.app import CSRF_HEADER
 from persistence.database import Database
@@ -366,11 +367,11 @@ def test_timer_fired_is_logged_after_the_commit_so_the_count_equals_the_timers_f
     confirmed(engine, person(engine, "REF-T2"))
     clock.set(clock.now() + timedelta(days=3))
 
-    def crash(repo: Any) -> None:
+    def crash(uow: Any) -> None:
         raise RuntimeError("the commit never happens")
 
     with monkeypatch.context() as patch, structlog.testing.capture_logs() as events:
-        patch.setattr(engine, "_save_clock", crash)
+        patch.setattr(UnitOfWork, "save_clock", crash)  # the last step of fire_due's unit of work
         with pytest.raises(RuntimeError):
             engine.fire_due()
     assert [e for e in events if e["event"] == "timer_fired"] == []  # rolled back: nothing fired, nothing logged

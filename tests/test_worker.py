@@ -32,6 +32,7 @@ from engine.core import Engine, RetryPolicy
 from entry.cli import app
 from persistence.database import Database
 from persistence.models import AuditEntry, Case, Person, Timer
+from persistence.repository import Repository
 from scheduler.worker import Worker
 from tests.conftest import START
 from tests.helpers import confirmed, person
@@ -358,8 +359,10 @@ def test_a_second_audit_entry_for_one_timer_cannot_be_written(engine, db, clock)
     with pytest.raises(IntegrityError), db.engine.begin() as connection:
         connection.execute(insert(AUDIT), duplicate)
     assert len(audit_of_timer(db, pk(fired.timer))) == 1
-    # And firing it again through the engine does nothing: it is no longer pending.
-    assert engine.fire_timer(pk(fired.timer)) is None
+    # And firing it again through the engine does nothing: it is no longer pending, so it cannot be claimed.
+    assert engine.fire_due(limit=10) == []
+    with db.transaction() as session:
+        assert Repository(session).claim_timer(pk(fired.timer), clock.now()) is None
     assert len(audit_of_timer(db, pk(fired.timer))) == 1
 
 

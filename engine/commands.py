@@ -1,0 +1,537 @@
+"""The command path: every change a person asks for, and the one transition path timers share.
+
+``open`` creates a workflow object, ``apply`` fires a trigger on one; both end in ``transition``, which binds a
+``Subject`` (state, facts, the clock's now, what the guards read) to the workflow's shared machine, fires the
+trigger (the guards refuse, or the effect updates the facts and asks for timers, spawns and cascades), writes the
+object, cancels and arms timers, appends the audit entry, then runs the spawned and cascaded transitions, all in
+the caller's unit of work. ``add_person``, ``update_person`` and ``resolve_task`` are the changes outside the
+workflows. Each public method is one unit of work: all of it commits, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import structlog
+
+from engine.uow import Actor, Runtime, UnitOfWork, unit_of_work
+from engine.views import instant, jsonable, object_view, person_view, timer_view
+from persistence.audit import Head
+from persistence.database import DuplicateKey
+from persistence.models import OBJECT_MODELS, Person, Timer
+from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
+from workflows.calendar import local_date
+from workflows.course import MAX_DOSES  # §6.3 no more than 2 doses over the person
+from workflows.definition import NEW, Related, Subject, WorkflowDefinition
+from workflows.errors import Conflict, RuleRefused, UsageError
+from workflows.limits import MAX_ID, check_born, check_clinical_date, check_count, check_data, check_text, shown
+from workflows.registry import BY_NAME, WORKFLOWS
+
+log = structlog.get_logger("mpoxflow.engine")
+
+#: How staff record what happened to a missed task (``task resolve``); done-late only once it was missed.
+TASK_OUTCOMES = ("done-late", "not-reachable", "declined", "not-needed")
+
+#: What ``person update`` may change, by option name, and the column each is.
+PERSON_FIELDS = {
+    "born": "born", "immunocompromised": "immunocompromised", "pregnant": "pregnant",
+    "breastfeeding": "breastfeeding", "previous_mpox": "previous_mpox", "smallpox_vaccinated": "smallpox_vaccinated",
+    "doses_elsewhere": "doses_elsewhere", "last_dose_on": "last_dose_elsewhere_on",
+}
+
+
+@dataclass(frozen=True)
+class Changed:
+    """An object as one transition left it: its values, all its timers, and the audit entry's number."""
+
+    kind: str
+    obj: Any
+    timers: list[Any]
+    audit_seq: int
+
+    def view(self) -> dict[str, Any]:
+        return object_view(self.kind, self.obj, self.timers)
+
+
+class Commands:
+    """Opens and changes workflow objects, registers and updates persons, resolves tasks."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # ---- people --------------------------------------------------------------------------------------------
+
+    def add_person(
+        self,
+        *,
+        ref: str,
+        born: date | None = None,
+        immunocompromised: bool = False,
+        pregnant: bool = False,
+        breastfeeding: bool = False,
+        previous_mpox: bool = False,
+        smallpox_vaccinated: bool = False,
+        doses_elsewhere: int = 0,
+        last_dose_on: date | None = None,
+        actor: str,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a person; returns the person's view. Raises UsageError for an empty ref, a birth date in the
+        future or doses elsewhere without their date, RuleRefused when the ref is registered already,
+        NotPermitted (audited) for an actor who may not."""
+        ref = check_text(ref.strip(), "ref")
+        if not ref:
+            raise UsageError("--ref is empty: give the person's external reference")
+        if reason is not None:
+            check_text(reason, "reason")
+        flags = {
+            "immunocompromised": immunocompromised, "pregnant": pregnant, "breastfeeding": breastfeeding,
+            "previous_mpox": previous_mpox, "smallpox_vaccinated": smallpox_vaccinated,
+            "doses_elsewhere": doses_elsewhere, "last_dose_elsewhere_on": last_dose_on,
+        }
+        try:
+            return self._register(ref, born, flags, actor=actor, reason=reason)
+        except DuplicateKey:
+            # A parallel registration of the same reference committed first (past the check below): name the
+            # person it made, never the reference.
+            with self.runtime.db.reading() as session:
+                existing = Repository(session).person_by_ref(ref)
+            if existing is None:
+                raise
+            raise RuleRefused(f"a person with that reference is registered already as "
+                              f"{format_id('person', existing.id)}: use that id") from None
+
+    def _register(self, ref: str, born: date | None, flags: dict[str, Any], *, actor: str,
+                  reason: str | None) -> dict[str, Any]:
+        with unit_of_work(self.runtime, actor, "person add") as uow:
+            now = uow.now()
+            _check_person(flags, born, local_date(now))
+            existing = uow.repo.person_by_ref(ref)
+            if existing is not None:
+                raise RuleRefused(
+                    f"a person with that reference is registered already as {format_id('person', existing.id)}: "
+                    "use that id"
+                )
+            person = Person(ref=ref, born=born, created_at=now, **flags)
+            uow.session.add(person)
+            uow.session.flush()
+            # The audit keeps internal ids and flags only: never the reference or the birth date.
+            uow.audit(
+                Head.of(None), kind="person", pk=person.id, workflow=None, trigger="register",
+                from_state=None, to_state=None, actor=uow.actor, reason=reason, now=now, rule=None,
+                data=jsonable({**flags, "born_given": born is not None}), changes=jsonable(flags),
+            )
+            uow.save_clock()
+            log.info("person_registered", person=format_id("person", person.id))
+            view = person_view(person)
+            uow.commit()
+        return view
+
+    def update_person(self, person_id: str, *, changes: Mapping[str, Any], actor: str,
+                      reason: str | None = None) -> dict[str, Any]:
+        """Change what the rules read about a person (``person update``): pregnancy and breastfeeding (§6.2.1)
+        come and go, immunodeficiency, a previous infection or smallpox vaccination become known, doses given
+        elsewhere are recorded (§6.3), a birth date is corrected. ``changes`` holds only what is to change, by
+        ``PERSON_FIELDS`` name (``last_dose_on`` for ``last_dose_elsewhere_on``). Audited with internal ids and
+        flags only (a corrected birth date is recorded as ``born_changed``, never its value). Returns the
+        person's view; raises NotFound, UsageError (an unknown field, nothing to change, facts that cannot be
+        true), NotPermitted (audited)."""
+        _, pk = parse_id(person_id, kind="person")
+        unknown = sorted(set(changes) - set(PERSON_FIELDS))
+        if unknown:
+            raise UsageError(f"a person has no field {', '.join(unknown)}: change {', '.join(PERSON_FIELDS)}")
+        if not changes:
+            raise UsageError("nothing to change: give at least one of --born, --pregnant/--not-pregnant, "
+                             "--breastfeeding/--not-breastfeeding, --immunocompromised/--not-immunocompromised, "
+                             "--previous-mpox, --smallpox-vaccinated, --doses-elsewhere with --last-dose-on")
+        with unit_of_work(self.runtime, actor, "person update", format_id("person", pk)) as uow:
+            now = uow.now()
+            person = uow.repo.person(pk)
+            values = {PERSON_FIELDS[k]: v for k, v in changes.items()}
+            if values.get("doses_elsewhere") == 0 and "last_dose_elsewhere_on" not in values:
+                values["last_dose_elsewhere_on"] = None  # no doses elsewhere any more: no last one either
+            born = values.pop("born", person.born)
+            flags = {column: getattr(person, column) for column in PERSON_FIELDS.values() if column != "born"}
+            flags.update(values)
+            if flags["doses_elsewhere"] is None:
+                flags["doses_elsewhere"] = 0
+            _check_person(flags, born, local_date(now))
+            written = {k: v for k, v in flags.items() if getattr(person, k) != v}
+            born_changed = born != person.born
+            if not written and not born_changed:
+                raise UsageError(f"{format_id('person', pk)} already has these values: nothing to change")
+            for column, value in written.items():
+                setattr(person, column, value)
+            person.born = born
+            uow.session.flush()
+            uow.audit(
+                Head.of(person), kind="person", pk=pk, workflow=None, trigger="update",
+                from_state=None, to_state=None, actor=uow.actor, reason=reason, now=now, rule=None,
+                data=jsonable({**written, "born_changed": born_changed}), changes=jsonable(written),
+            )
+            uow.save_clock()
+            log.info("person_updated", person=format_id("person", pk), fields=sorted(written)
+                     + (["born"] if born_changed else []))
+            view = person_view(person)
+            uow.commit()
+        return view
+
+    # ---- workflow objects ----------------------------------------------------------------------------------
+
+    def open(
+        self,
+        kind: str,
+        trigger: str,
+        *,
+        person: str,
+        data: Mapping[str, Any],
+        actor: str,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a workflow object of ``kind`` for ``person`` through its creation ``trigger``; returns its view.
+        Raises NotFound for an unknown person, GuardRefused when the creation's guards refuse, RuleRefused for a
+        duplicate, UsageError for bad input, NotPermitted (audited)."""
+        definition = WORKFLOWS[kind]
+        _, person_pk = parse_id(person, kind="person")
+        self._check_input(data, reason)
+        with unit_of_work(self.runtime, actor, f"{kind} {trigger}", person) as uow:
+            # The person's row is held until the commit: parallel creations for one person run in turn, so the
+            # guards (one course under way, one open case) read what the one before committed.
+            uow.repo.lock_person(person_pk)
+            changed = self.transition(
+                uow, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
+                actor=uow.actor, reason=reason, now=uow.now(), person_pk=person_pk,
+            )
+            uow.save_clock()
+            uow.commit()
+        return changed.view()
+
+    def apply(
+        self,
+        object_id: str,
+        trigger: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        kind: str | None = None,
+    ) -> dict[str, Any]:
+        """Apply ``trigger`` to the object (of ``kind``, when given); returns its view as the change left it.
+        Raises NotFound, TriggerNotAllowed, GuardRefused, RuleRefused, UsageError, NotPermitted (audited), or
+        Conflict (``expected_version`` given and the object has changed since, or a concurrent change won)."""
+        kind, pk = parse_id(object_id, kind=kind)
+        if kind not in OBJECT_MODELS:
+            raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
+        self._check_input(data or {}, reason)
+        check_count(expected_version, "if_version (--if-version)", low=1, high=MAX_ID)
+        with unit_of_work(self.runtime, actor, f"{kind} {trigger}", format_id(kind, pk)) as uow:
+            row = uow.repo.load_object(kind, pk)
+            if expected_version is not None and row.version != expected_version:
+                raise Conflict(
+                    f"{object_id} was changed meanwhile (it is at version {row.version}, you expected "
+                    f"{expected_version}); nothing was written. Show it again and retry."
+                )
+            # The clock is read after the object is loaded: a concurrent change committed in between is caught
+            # by the version check of the UPDATE.
+            changed = self.transition(
+                uow, definition=BY_NAME[row.workflow], kind=kind, row=row,
+                timers=uow.repo.object_timers(kind, pk), trigger=trigger, data=data or {}, actor=uow.actor,
+                reason=reason, now=uow.now(),
+            )
+            uow.save_clock()
+            uow.commit()
+        return changed.view()
+
+    def _check_input(self, data: Mapping[str, Any], reason: str | None) -> None:
+        """UsageError, before anything is read or written, for a text too long or with control characters, or a
+        clinical date before its bound (``workflows.limits``)."""
+        check_data(data, local_date(self.runtime.clock.now()))
+        if reason is not None:
+            check_text(reason, "reason")
+
+    def transition(
+        self,
+        uow: UnitOfWork,
+        *,
+        definition: WorkflowDefinition,
+        kind: str,
+        row: Any,
+        timers: list[Any],
+        trigger: str,
+        data: Mapping[str, Any],
+        actor: Actor,
+        reason: str | None,
+        now: datetime,
+        person_pk: int | None = None,
+        timer_pk: int | None = None,
+    ) -> Changed:
+        """The one transition path, inside the caller's unit of work (``row`` None creates the object; ``timers``
+        are the object's rows as loaded; ``timer_pk`` the timer whose firing this is). Returns the object as
+        left, with all its timers. Raises TriggerNotAllowed and GuardRefused (the workflow's refusals),
+        RuleRefused for a duplicate object, Conflict when a concurrent change wrote the object first; the caller
+        rolls back."""
+        repo = uow.repo
+        from_state = row.state if row is not None else NEW
+        spec = definition.spec(trigger, from_state)
+        person = row.person_id if row is not None else person_pk
+        if person is None:
+            raise ValueError("creating an object needs the person it is about")
+        subject = Subject(
+            object_id=format_id(kind, row.id) if row is not None else f"new {kind}",
+            state=from_state,
+            facts=facts_from_row(row, definition.facts) if row is not None else None,
+            now=now,
+            settings=self.runtime.settings,
+            data=data,
+            context=_related(repo, spec.references, row, data, person) if spec is not None else {},
+            person=format_id("person", person),
+        )
+        definition.fire(subject, trigger)
+        rule = definition.rule_of(trigger, from_state)
+        for spawn in subject.spawned:
+            repo.lock_person(person)  # as in `open`: the spawned object's guards read committed state
+            born = self.transition(
+                uow, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[],
+                trigger=spawn.trigger, data=spawn.data, actor=actor, reason=f"from {subject.object_id}: {trigger}",
+                now=now, person_pk=person,
+            )
+            setattr(subject.facts, spawn.link, format_id(spawn.kind, born.obj.id))
+
+        written = {**facts_values(subject.facts), "state": subject.state}
+        values = {**written, "updated_at": now}
+        if row is None:
+            values.update(person_id=person_pk, workflow=definition.name, created_at=now, version=1)
+            # audit_* start empty: the head is set once the entry is written, below
+            values.update(audit_pos=None, audit_seq=None, audit_hash=None)
+            _refuse_duplicate(repo, definition, values)
+            obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
+            changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name})
+        else:
+            changes = {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)}
+            obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
+
+        current = [SimpleNamespace(**t._mapping) for t in timers]
+        cancelled, done = _close_timers(repo, current, subject, now)
+        new_rows = [
+            {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
+             "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
+             "closed_at": None, "satisfied_at": None, "note": None}
+            for spec in subject.armed
+        ]
+        armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
+        head = uow.audit(
+            Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
+            from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
+            reason=reason, now=now, rule=rule, data=jsonable(dict(data)), changes=changes,
+            armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
+                    "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
+            cancelled=cancelled, done=done, timer_pk=timer_pk, move_head=row is None,
+        )
+        seq = head.seq
+        assert seq is not None
+        if row is not None:
+            # The object's new values, its version check and its audit head in one statement. A concurrent change
+            # fails here (version) or already at the entry (its chain position is taken): all is rolled back.
+            head_values = {"audit_pos": head.pos, "audit_seq": head.seq, "audit_hash": head.hash}
+            if not repo.update_object(kind, row.id, row.version, {**values, **head_values}):
+                raise Conflict(
+                    f"{format_id(kind, row.id)} was changed by someone else while this change was being made; "
+                    "nothing was written. Show it again and retry."
+                )
+
+        # Other objects the change reaches (a confirmed case ends the person's open course), after this one is
+        # written: their guards read it.
+        for cascade in subject.cascades:
+            targets = ([cascade.pk] if cascade.pk is not None
+                       else repo.objects_of_person(cascade.kind, person, cascade.states))
+            for pk in targets:
+                target = repo.load_object(cascade.kind, pk)
+                if any(getattr(target, column) != value for column, value in cascade.match.items()):
+                    continue
+                self.transition(
+                    uow, definition=BY_NAME[target.workflow], kind=cascade.kind, row=target,
+                    timers=repo.object_timers(cascade.kind, pk), trigger=cascade.trigger, data=cascade.data,
+                    actor=actor, reason=f"from {format_id(kind, obj.id)}: {trigger}", now=now,
+                )
+
+        log.info(
+            "transition", object=format_id(kind, obj.id), trigger=trigger,
+            from_state=None if from_state == NEW else from_state, to_state=subject.state, rule=rule,
+            role=actor.role, audit_seq=seq, timers_armed=[t.name for t in armed],
+            timers_cancelled=[c["name"] for c in cancelled],
+        )
+        return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
+
+    # ---- tasks ---------------------------------------------------------------------------------------------
+
+    def resolve_task(self, timer_id: str, outcome: str, *, actor: str, reason: str | None) -> dict[str, Any]:
+        """Record what happened to a task (``task resolve``): a **missed** task (its deadline passed undone) with
+        done-late, not-reachable, declined or not-needed; a task still pending with not-reachable, declined or
+        not-needed (it leaves the worklist and is never missed; its timer still fires). The task's status stays
+        as it is (a missed task is never recorded as done); the resolution is audited on the object's chain.
+        Returns the timer's view. UsageError for a bad outcome or no reason, NotFound, RuleRefused for a timer
+        that is no task or is closed, NotPermitted (audited)."""
+        _, pk = parse_id(timer_id, kind="timer")
+        if outcome not in TASK_OUTCOMES:
+            raise UsageError(f"'{shown(outcome)}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (--outcome)")
+        if not (reason or "").strip():
+            raise UsageError("say what happened with --reason: it goes into the audit entry and onto the task")
+        assert reason is not None
+        label = format_id("timer", pk)
+        with unit_of_work(self.runtime, actor, "task resolve", label) as uow:
+            timer = uow.session.get(Timer, pk)
+            if timer is None:
+                raise not_found(label, "timer")
+            if timer.task is None:
+                raise RuleRefused(f"{label} ({timer.name}) is an automatic timer, not a task: nothing to resolve",
+                                  rule=timer.rule)
+            if timer.resolved_at is not None:
+                raise RuleRefused(f"{label} is resolved already ({timer.outcome}, {instant(timer.resolved_at)}): "
+                                  "see `mpoxflow show " + label + "`", rule=timer.rule)
+            if timer.satisfied_at is not None:
+                raise RuleRefused(f"{label} was done in time ({instant(timer.satisfied_at)}): nothing to resolve",
+                                  rule=timer.rule)
+            if timer.status == "missed":
+                pass
+            elif timer.status in ("pending", "fired"):
+                if outcome == "done-late":
+                    raise RuleRefused(f"{label} is not missed (due {instant(timer.due_at)}): record the task itself "
+                                      "(its command), or resolve it as not-reachable, declined or not-needed",
+                                      rule=timer.rule)
+            else:
+                raise RuleRefused(f"{label} is {timer.status}: only an open or missed task can be resolved",
+                                  rule=timer.rule)
+            now = uow.now()
+            kind, object_pk = timer.object_kind, timer.object_id
+            row = uow.repo.load_object(kind, object_pk)
+            text = reason.strip()
+            timer.outcome, timer.resolved_at, timer.resolution = outcome, now, text
+            uow.session.flush()
+            seq = uow.audit(
+                Head.of(row), kind=kind, pk=object_pk, workflow=row.workflow, trigger="resolve",
+                from_state=row.state, to_state=row.state, actor=uow.actor, reason=text, now=now, rule=timer.rule,
+                data={"timer": label, "name": timer.name, "outcome": outcome, "status": timer.status},
+                changes=None,
+            ).seq
+            uow.save_clock()
+            log.info("task_resolved", timer=label, object=format_id(kind, object_pk), outcome=outcome,
+                     status=timer.status, audit_seq=seq)
+            view = timer_view(timer)
+            uow.commit()
+        return view
+
+
+def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
+    """UsageError (saying which option to fix) for a person's facts that cannot be true."""
+    if born is not None and born > today:
+        raise UsageError(f"the birth date is after today ({today}): correct the date (--born)")
+    if born is not None:
+        check_born(born)
+    doses, last = flags["doses_elsewhere"], flags["last_dose_elsewhere_on"]
+    if isinstance(doses, bool) or not isinstance(doses, int) or not 0 <= doses <= MAX_DOSES:
+        raise UsageError(f"--doses-elsewhere {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
+    if doses and last is None:
+        raise UsageError("doses given elsewhere need the date of the last one: add --last-dose-on DATE (§6.3: the "
+                         "next dose is at least 28 days after it)")
+    if not doses and last is not None:
+        raise UsageError("--last-dose-on goes with --doses-elsewhere 1 or 2")
+    if last is not None and last > today:
+        raise UsageError(f"--last-dose-on {last} is after today ({today}): record a dose once given")
+    if last is not None and born is not None and last < born:
+        raise UsageError(f"--last-dose-on {last} is before the birth date: correct the date")
+    if last is not None:
+        check_clinical_date(last, "last_dose_on", today)
+
+
+def _related(
+    repo: Repository, kinds: tuple[str, ...], row: Any, data: Mapping[str, Any], person_pk: int
+) -> dict[str, Related]:
+    """Load what a transition's guards read: the objects named in the data, or the object's own ``<kind>_id``;
+    ``person``, the facts of the object's person. NotFound for a named object that does not exist."""
+    related = {}
+    for kind in kinds:
+        if kind == "person":
+            related[kind] = repo.person_facts(person_pk)
+            continue
+        if data.get(kind) is not None:
+            _, pk = parse_id(str(data[kind]), kind=kind)
+        elif row is not None and getattr(row, f"{kind}_id", None) is not None:
+            pk = getattr(row, f"{kind}_id")
+        else:
+            continue  # none named: the guards say whether one was needed
+        other = repo.load_object(kind, pk)
+        related[kind] = Related(format_id(kind, pk), pk, other.state,
+                                facts_from_row(other, BY_NAME[other.workflow].facts),
+                                format_id("person", other.person_id))
+    return related
+
+
+def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: dict[str, Any]) -> None:
+    """RuleRefused when the person has an object of this workflow with the same identity already (a contact
+    per case and person)."""
+    if not definition.identity:
+        return
+    same = {"person_id": values["person_id"], **{k: values[k] for k in definition.identity}}
+    existing = repo.find_object(definition.kind, same)
+    if existing is not None:
+        described = " and ".join(format_id(k.removesuffix("_id"), v) for k, v in same.items())
+        raise RuleRefused(
+            f"there is already a {definition.kind} for {described}: {format_id(definition.kind, existing)}; "
+            f"record the change on that one (`mpoxflow show {format_id(definition.kind, existing)}`)",
+            rule=definition.identity_rule,
+        )
+
+
+def _close_timers(
+    repo: Repository, timers: list[Any], subject: Subject, now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Cancel what the transition cancels or re-arms; mark satisfied the tasks it completes. ``timers`` (the
+    object's, as loaded) are updated in place to match what is written. Returns (cancelled, done) as the
+    audit entry records them."""
+    rearmed = {t.name for t in subject.armed}
+    groups: dict[str, list[Any]] = {"re-armed": [], "cancelled by the transition": [], "task done in time": []}
+    satisfied: list[Any] = []
+    late: list[Any] = []
+    for timer in timers:
+        if timer.name in subject.satisfied and timer.task is not None and timer.satisfied_at is None:
+            # A task is done only while its deadline has not passed: a pending task, or one whose timer
+            # fired at the start of its period (dose 2, with a later overdue instant). A missed task is never
+            # done: its late completion resolves it as done late (README, Decisions).
+            if timer.status == "pending" or (timer.status == "fired" and timer.overdue_at is not None):
+                satisfied.append(timer)
+            elif timer.status == "missed" and timer.resolved_at is None:
+                late.append(timer)
+        done = timer in satisfied
+        # A fired task still open (dose 2: due, overdue later) that the transition cancels ends undone.
+        still_open = timer.status == "fired" and timer.overdue_at is not None and timer.satisfied_at is None
+        if timer.status != "pending" and not (still_open and not done and timer.name in subject.cancelled):
+            continue
+        if timer.name in rearmed:
+            groups["re-armed"].append(timer)
+        elif timer.name in subject.cancelled:
+            groups["cancelled by the transition"].append(timer)
+        elif done:
+            groups["task done in time"].append(timer)
+    repo.update_timers([t.id for t in satisfied], {"satisfied_at": now})
+    for t in satisfied:
+        t.satisfied_at = now
+    resolution = f"recorded late ({subject.object_id}: {subject.state})"
+    repo.update_timers([t.id for t in late], {"outcome": "done-late", "resolved_at": now,
+                                              "resolution": resolution})
+    for t in late:
+        t.outcome, t.resolved_at, t.resolution = "done-late", now, resolution
+    closed: list[dict[str, Any]] = []
+    for note, group in groups.items():
+        # Cancellations are written before any new timer: one pending timer per name and object.
+        repo.update_timers([t.id for t in group], {"status": "cancelled", "closed_at": now, "note": note})
+        for t in group:
+            t.status, t.closed_at, t.note = "cancelled", now, note
+            closed.append({"timer": format_id("timer", t.id), "name": t.name, "why": note})
+    return closed, [{"timer": format_id("timer", t.id), "name": t.name} for t in satisfied] + [
+        {"timer": format_id("timer", t.id), "name": t.name, "outcome": "done-late", "resolution": resolution}
+        for t in late]

@@ -1,0 +1,198 @@
+"""Timer firing and retries: claim the timers that are due, fire each through the command path's one transition,
+record what could not fire, and retry a firing that raised with backoff until it is parked as ``failed``.
+
+The actor of a firing is ``timer:<timer name>`` with the ``timer`` role; it is not authorized (the scheduler's
+own user), and the audit entry names the timer (``timer_id`` is unique in the log: a timer fires once). The
+scheduler (``scheduler/``) decides when to call ``fire_due``; the timers table is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from engine.commands import Commands
+from engine.uow import TIMER_USER, Actor, Runtime, UnitOfWork, unit_of_work
+from engine.views import jsonable
+from persistence.audit import Head
+from persistence.database import translate_errors
+from persistence.repository import Repository, format_id
+from workflows.calendar import to_local
+from workflows.errors import Conflict, GuardRefused, NotFound, TriggerNotAllowed
+from workflows.registry import BY_NAME
+
+log = structlog.get_logger("mpoxflow.engine")
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What firing one timer did."""
+
+    timer: str
+    name: str
+    object: str
+    due_at: datetime
+    fired_at: datetime
+    status: str  # fired, missed, or skipped when its trigger was no longer allowed
+    from_state: str
+    to_state: str
+    audit_seq: int
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a timer whose firing raises is retried: exponential backoff, then parked as ``failed``."""
+
+    max_attempts: int = 5
+    first_backoff: timedelta = timedelta(seconds=30)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """How long to wait after the ``attempts``-th failed attempt: ``first_backoff``, doubled each time."""
+        return timedelta(seconds=self.first_backoff.total_seconds() * 2 ** (attempts - 1))
+
+
+class Firing:
+    """Fires due timers through ``commands.transition``, in batches of one unit of work each."""
+
+    def __init__(self, runtime: Runtime, commands: Commands) -> None:
+        self.runtime = runtime
+        self.commands = commands
+
+    def next_due(self, until: datetime | None = None) -> datetime | None:
+        """When the next pending timer is ready to fire (due, or due for a retry), if by ``until``; else None."""
+        with self.runtime.db.reading() as session:
+            return Repository(session).next_due(until)
+
+    def fire_due(self, *, limit: int = 100, policy: RetryPolicy | None = None,
+                 stop: Callable[[], bool] | None = None) -> list[Fired]:
+        """Fire up to ``limit`` timers due now, earliest first, in ONE unit of work: claim, transition and audit
+        entry of each commit together, so a process killed mid-batch leaves every timer pending for the next.
+        Returns what fired (a timer claimed by someone else meanwhile is not in it).
+
+        Claims lock the timer rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers share the load;
+        on SQLite the writing transaction holds the database). Each timer fires in a savepoint: a timer whose
+        firing raises (a poison timer) is rolled back alone, retried with backoff, and parked as ``failed`` after
+        ``policy.max_attempts``; a concurrent change to its object leaves it pending for the next pass.
+        ``stop`` is asked between timers: the timer in hand is finished, the rest wait for the next worker.
+        Raises only what fails the batch itself (the database unreachable, the commit refused).
+        """
+        policy = policy or RetryPolicy()
+        fired: list[Fired] = []
+        with unit_of_work(self.runtime) as uow:
+            now = uow.now()
+            skip_locked = self.runtime.db.backend == "postgresql"
+            for timer_id in uow.repo.lock_due_timers(now, limit, skip_locked=skip_locked):
+                if stop is not None and stop():
+                    break
+                try:
+                    # Deadlocks and serialization failures between workers become a Conflict here.
+                    with translate_errors(), uow.savepoint():
+                        outcome = self._fire(uow, timer_id, now)
+                except Conflict:
+                    continue  # its object changed meanwhile: still pending, fired on the next pass
+                except Exception as error:  # noqa: BLE001 - any other failure is this timer's, not the batch's
+                    _timer_failed(uow, timer_id, now, error, policy)
+                    continue
+                if outcome is not None:
+                    fired.append(outcome)
+            uow.save_clock()
+            uow.commit()
+        _log_fired(fired)  # after the commit: the log counts exactly the timers that fired
+        return fired
+
+    def _fire(self, uow: UnitOfWork, timer_id: int, now: datetime) -> Fired | None:
+        """Claim and fire one timer inside the caller's unit of work; None when it is no longer pending. A timer
+        whose trigger its object no longer allows (or whose guards refuse) is marked ``skipped`` and audited."""
+        repo = uow.repo
+        timer = repo.claim_timer(timer_id, now)
+        if timer is None:
+            return None
+        kind, name = timer.object_kind, timer.name
+        row = repo.load_object(kind, timer.object_id)
+        late = max(0, int((now - timer.due_at).total_seconds()))
+        data: dict[str, Any] = {"timer": format_id("timer", timer.id), "due_at": timer.due_at,
+                                "fired_late_by_seconds": late}
+        # A task whose deadline this is (no later overdue instant) and that nobody did or resolved: missed.
+        missed = (timer.task is not None and timer.overdue_at is None and timer.satisfied_at is None
+                  and timer.resolved_at is None)
+        if missed:
+            data["outcome"] = "missed"
+        actor = Actor(f"timer:{name}", TIMER_USER)
+        status, note, to_state = ("missed" if missed else "fired"), None, row.state
+        try:
+            # A savepoint, so that a refused trigger leaves no partial writes behind.
+            with uow.savepoint():
+                changed = self.commands.transition(
+                    uow, definition=BY_NAME[row.workflow], kind=kind, row=row,
+                    timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
+                    reason=(f"missed: the task '{timer.task}' was not done by its deadline "
+                            f"{to_local(timer.due_at).isoformat()}" if missed
+                            else f"due {to_local(timer.due_at).isoformat()}"),
+                    now=now, timer_pk=timer.id,
+                )
+                if missed:
+                    repo.update_timers([timer.id], {"status": "missed"})
+            seq, to_state = changed.audit_seq, changed.obj.state
+        except (TriggerNotAllowed, GuardRefused) as refused:
+            status, note = "skipped", str(refused)
+            repo.update_timers([timer.id], {"status": "skipped", "note": note})
+            skip = uow.audit(
+                Head.of(row), kind=kind, pk=row.id, workflow=row.workflow, trigger=name,
+                from_state=row.state, to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now,
+                rule=timer.rule, data=jsonable({**data, "outcome": "skipped", "note": note}), changes=None,
+                timer_pk=timer.id,
+            )
+            assert skip.seq is not None
+            seq = skip.seq
+        return Fired(
+            timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
+            fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
+        )
+
+
+def _timer_failed(uow: UnitOfWork, timer_id: int, now: datetime, error: Exception, policy: RetryPolicy) -> None:
+    """Count a failed firing; retry later with backoff, or park the timer as ``failed`` (audited on its object's
+    chain, or on the scheduler user's when the object is gone)."""
+    repo = uow.repo
+    timer = repo.timer_row(timer_id)
+    attempts = timer.attempts + 1
+    what = f"{type(error).__name__}: {error}"[:500]
+    if attempts >= policy.max_attempts:
+        repo.update_timers([timer_id], {"status": "failed", "attempts": attempts, "last_error": what,
+                                        "closed_at": now, "next_attempt_at": None})
+        kind, pk = timer.object_kind, timer.object_id
+        try:
+            head = Head.of(repo.head_row(kind, pk))
+        except NotFound:
+            scheduler = repo.user_by_name(TIMER_USER)
+            if scheduler is None:
+                raise
+            kind, pk, head = "user", scheduler.id, Head.of(scheduler)
+        uow.audit(
+            head, kind=kind, pk=pk, workflow=None, trigger=timer.name,
+            from_state=None, to_state=None, actor=Actor(f"timer:{timer.name}", TIMER_USER),
+            reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
+            data={"timer": format_id("timer", timer_id), "object": format_id(timer.object_kind, timer.object_id),
+                  "attempts": attempts, "outcome": "failed", "error": what},
+            changes=None, timer_pk=timer_id,
+        )
+        log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
+                  error=type(error).__name__)
+        return
+    retry_at = now + policy.backoff(attempts)
+    repo.update_timers([timer_id], {"attempts": attempts, "last_error": what, "next_attempt_at": retry_at})
+    log.warning("timer_retry", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
+                retry_at=retry_at.isoformat(), error=type(error).__name__)
+
+
+def _log_fired(fired: list[Fired]) -> None:
+    """``timer_fired`` for each timer of a committed unit of work (never for one rolled back)."""
+    for f in fired:
+        log.info("timer_fired", timer=f.timer, object=f.object, name=f.name, status=f.status,
+                 due_at=f.due_at.isoformat(), fired_at=f.fired_at.isoformat(),
+                 lateness_seconds=max(0, int((f.fired_at - f.due_at).total_seconds())))

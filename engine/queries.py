@@ -1,0 +1,269 @@
+"""Queries: every read model the entry points show, each from one read-only session, none of them writing.
+
+``show`` (an object with its timers, or as its audit entries describe it at an instant), ``list``, ``related``,
+``worklist`` (the staff tasks), ``dose_forecast`` and ``calendar``, ``timers`` and ``timer_status``,
+``state_counts``, ``users``, and the audit log: ``audit``, ``audit_timeline``, ``audit_verify``, ``audit_replay``
+and ``audit_export`` (the last three over one consistent snapshot, streamed).
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import date, datetime, timedelta
+from typing import IO, Any
+
+import structlog
+
+from engine import auditing
+from engine.uow import Runtime
+from engine.views import audit_view, instant, object_view, person_view, timer_view, user_view
+from persistence.models import OBJECT_MODELS, Timer
+from persistence.repository import Repository, format_id, not_found, parse_id
+from workflows.calendar import local_date, local_midnight
+from workflows.errors import UsageError
+from workflows.limits import MAX_DAYS, MAX_LIMIT, check_count, check_instant, check_text, shown
+from workflows.registry import WORKFLOWS
+
+log = structlog.get_logger("mpoxflow.engine")
+
+TIMER_STATUSES = ("pending", "fired", "missed", "cancelled", "skipped", "failed")
+
+
+class Queries:
+    """The read side. Every method raises UsageError for a malformed filter and NotFound for an unknown id."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # ---- objects -------------------------------------------------------------------------------------------
+
+    def show(self, object_id: str, *, as_of: datetime | None = None) -> dict[str, Any]:
+        """One object's view (a case, contact or course with its timers; a person with their cases; a timer; a
+        user); with ``as_of``, a case, contact or course as its audit entries up to that instant describe it
+        (the log alone, not the tables)."""
+        kind, pk = parse_id(object_id)
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            if as_of is not None:
+                if as_of.tzinfo is None:
+                    raise UsageError(f"--as-of {as_of.isoformat()} has no offset: give an instant with one")
+                check_instant(as_of, "--as-of (as_of)")
+                if kind not in OBJECT_MODELS:
+                    raise UsageError(f"--as-of shows cases, contacts and courses as they were, not a {kind}: "
+                                     f"`mpoxflow audit timeline {object_id}` prints its history")
+                return auditing.as_of(repo, kind, pk, as_of)
+            if kind == "user":
+                return user_view(repo.head_row("user", pk))
+            if kind == "person":
+                person = repo.person(pk)
+                cases = repo.objects_linked("case", "person_id", pk)
+                return person_view(person, [format_id("case", c.id) for c in cases])
+            if kind == "timer":
+                timer = session.get(Timer, pk)
+                if timer is None:
+                    raise not_found(object_id, "timer")
+                return timer_view(timer)
+            row = repo.workflow_object(kind, pk)
+            return object_view(kind, row, list(repo.timers_of(kind, pk)))
+
+    def list(self, kind: str, state: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Every person, or every object of a workflow (in ``state``, when given), oldest first."""
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            if kind == "person":
+                if state is not None:
+                    raise UsageError("persons have no state: drop the state filter (--state)")
+                return [person_view(p) for p in repo.persons()]
+            if state is not None and state not in WORKFLOWS[kind].states:
+                raise UsageError(
+                    f"'{shown(state)}' is not a {kind} state: use one of {', '.join(WORKFLOWS[kind].states)}"
+                )
+            rows = repo.objects(kind, state)
+            timers = repo.timers_of_many(kind, [r.id for r in rows])
+            return [object_view(kind, r, timers[r.id]) for r in rows]
+
+    def related(self, object_id: str) -> dict[str, builtins.list[dict[str, Any]]]:
+        """The objects a page shows next to one, by kind: a case's contacts, a contact's courses, a person's
+        cases, contacts and courses (each with its timers)."""
+        kind, pk = parse_id(object_id)
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            found: dict[str, Any] = {}
+            if kind == "case":
+                found["contact"] = repo.objects_linked("contact", "case_id", pk)
+            elif kind == "contact":
+                found["course"] = repo.objects_linked("course", "contact_id", pk)
+            elif kind == "person":
+                found = {k: repo.objects_linked(k, "person_id", pk) for k in WORKFLOWS}
+            views: dict[str, builtins.list[dict[str, Any]]] = {}
+            for k, rows in found.items():
+                timers = repo.timers_of_many(k, [r.id for r in rows])
+                views[k] = [object_view(k, r, timers[r.id]) for r in rows]
+            return views
+
+    def state_counts(self, kind: str) -> dict[str, int]:
+        """How many objects of a workflow are in each of its states (every state, 0 included)."""
+        if kind not in WORKFLOWS:
+            raise UsageError(f"'{shown(kind)}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
+        with self.runtime.db.reading() as session:
+            counts = Repository(session).state_counts(kind)
+        return {state: counts.get(state, 0) for state in WORKFLOWS[kind].states}
+
+    def users(self) -> builtins.list[dict[str, Any]]:
+        """Every user, oldest first (never a password hash: only whether there is one)."""
+        with self.runtime.db.reading() as session:
+            return [user_view(u) for u in Repository(session).users()]
+
+    # ---- timers and tasks ----------------------------------------------------------------------------------
+
+    def timers(self, status: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """Timers, soonest first (``status``: one of ``TIMER_STATUSES``), at most ``limit``."""
+        if status is not None and status not in TIMER_STATUSES:
+            raise UsageError(f"'{shown(status)}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
+        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+        with self.runtime.db.reading() as session:
+            return [timer_view(t) for t in Repository(session).timers(status, limit)]
+
+    def timer_status(self) -> dict[str, Any]:
+        """What an operator checks first: pending, overdue and failed counts, and how late the oldest is."""
+        now = self.runtime.clock.now()
+        with self.runtime.db.reading() as session:
+            counts = Repository(session).timer_counts(now)
+        oldest = counts.pop("oldest_due")
+        return {**counts, "oldest_overdue_due_at": instant(oldest),
+                "oldest_lateness_seconds": int((now - oldest).total_seconds()) if oldest else 0,
+                "now": instant(now)}
+
+    def worklist(self, within: timedelta | None = None) -> builtins.list[dict[str, Any]]:
+        """Staff tasks not done yet, soonest first; ``overdue`` once their deadline has passed, ``missed`` once
+        it passed undone; timers parked as failed first (an operator's task). Without ``within``, every open
+        task; with it, those due within that time from now."""
+        if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
+            raise UsageError(f"--within (within): give a number of days from 0 to {MAX_DAYS}")
+        now = self.runtime.clock.now()
+        until = now + within if within is not None else datetime.max.replace(tzinfo=now.tzinfo)
+        with self.runtime.db.reading() as session:
+            items = []
+            repo = Repository(session)
+            for timer in repo.timers("failed"):  # an operator's task: a timer that could not fire
+                items.append({
+                    "object": format_id(timer.object_kind, timer.object_id),
+                    "name": timer.name,
+                    "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
+                            "--status failed`",
+                    "due_at": timer_view(timer)["due_at"], "overdue": True, "missed": False, "rule": timer.rule,
+                    "timer": format_id("timer", timer.id), "failed": True,
+                })
+            for timer in repo.open_tasks(until):
+                items.append({
+                    "object": format_id(timer.object_kind, timer.object_id),
+                    "name": timer.name,
+                    "task": timer.task,
+                    "due_at": timer_view(timer)["due_at"],
+                    "overdue": timer.status == "missed" or (timer.overdue_at or timer.due_at) <= now,
+                    # The deadline passed undone: it stays until someone records what happened (task resolve).
+                    "missed": timer.status == "missed",
+                    "rule": timer.rule,
+                    "timer": format_id("timer", timer.id),
+                })
+            return sorted(items, key=lambda i: (datetime.fromisoformat(i["due_at"]), i["timer"]))
+
+    def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
+        """§6.4 doses 2 falling due, per Danish calendar day from today (the clock's local date) for ``weeks``
+        weeks, days without any included: ``[{"date": "2025-03-03", "doses_due": 4}, ...]``. Counts the pending
+        ``dose2_due`` timers of courses, from one grouped query; each falls due at a local midnight, so each due
+        instant is one day (the days around a daylight-saving change are 23 or 25 hours long)."""
+        today = local_date(self.runtime.clock.now())
+        days = [today + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "forecast"))]
+        with self.runtime.db.reading() as session:
+            due = _due_per_day(Repository(session), "course", "dose2_due", days)
+        return [{"date": day.isoformat(), "doses_due": n} for day, n in due.items()]
+
+    def calendar(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
+        """The next ``weeks`` weeks, Monday to Sunday from this week's Monday (the clock's Danish date), per day:
+        doses 2 falling due (§6.4) and contacts' last day of monitoring (§5.5: the ``monitoring_ends`` timer fires
+        at 00:00 after that day)."""
+        today = local_date(self.runtime.clock.now())
+        monday = today - timedelta(days=today.weekday())
+        days = [monday + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "calendar"))]
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            doses = _due_per_day(repo, "course", "dose2_due", days)
+            ends = _due_per_day(repo, "contact", "monitoring_ends", days, day_before=True)
+        return [{"date": day.isoformat(), "past": day < today, "today": day == today, "doses_due": doses[day],
+                 "monitoring_ends": ends[day]} for day in days]
+
+    # ---- the audit log -------------------------------------------------------------------------------------
+
+    def audit(
+        self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        actor: str | None = None, trigger: str | None = None, limit: int | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Audit entries by sequence number, filtered (all filters together); ``limit``: the newest so many."""
+        kind = pk = None
+        if entity is not None:
+            kind, pk = parse_id(entity)
+        if since is not None and until is not None and until < since:
+            raise UsageError(f"--until ({instant(until)}) is before --since ({instant(since)}): swap them")
+        if limit is not None and limit < 1:
+            raise UsageError("--limit must be 1 or more")
+        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+        for text, field in ((actor, "actor"), (trigger, "trigger")):
+            if text is not None:
+                check_text(text, field)
+        for value, what in ((since, "--since (since)"), (until, "--until (until)")):
+            if value is not None:
+                check_instant(value, what)
+        with self.runtime.db.reading() as session:
+            return [audit_view(e) for e in Repository(session).audit_entries(
+                kind=kind, pk=pk, since=since, until=until, actor=actor, trigger=trigger, limit=limit)]
+
+    def audit_timeline(self, object_id: str) -> builtins.list[dict[str, Any]]:
+        """One object's life: its entries in chain order. NotFound when it has none."""
+        kind, pk = parse_id(object_id)
+        with self.runtime.db.reading() as session:
+            history = Repository(session).object_history(kind, pk)
+        if not history:
+            raise not_found(object_id, kind)
+        return [audit_view(e) for e in history]
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Check every object's hash chain and head: ``{"intact", "first_bad_seq", "problems", ...}``."""
+        with self.runtime.db.snapshot() as session:
+            report = auditing.verify(Repository(session))
+        view = report.view()
+        log.info("audit_verified", intact=report.intact, entries=report.entries, problems=report.problem_count,
+                 first_bad_seq=view["first_bad_seq"])
+        return view
+
+    def audit_replay(self) -> dict[str, Any]:
+        """Rebuild every case, contact and course from the log alone and compare with the tables:
+        ``{"matches", "objects", "differences"}``."""
+        with self.runtime.db.snapshot() as session:
+            count, differences = auditing.replay(Repository(session))
+        log.info("audit_replayed", objects=count, differences=len(differences))
+        return {"matches": not differences, "objects": count, "differences": differences}
+
+    def audit_export(self, fmt: str, out: IO[str]) -> int:
+        """Stream the whole log to ``out`` (``jsonl`` or ``csv``, with a header); returns the entries written."""
+        with self.runtime.db.snapshot() as session:
+            return auditing.export(Repository(session), fmt, out, exported_at=self.runtime.wall_clock.now())
+
+
+def _whole_weeks(weeks: int, what: str) -> int:
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise UsageError(f"the {what} needs a whole number of weeks, 1 or more, not {weeks!r}")
+    return weeks
+
+
+def _due_per_day(repo: Repository, kind: str, name: str, days: builtins.list[date], *,
+                 day_before: bool = False) -> dict[date, int]:
+    """A kind's pending timers of one name per Danish day of ``days`` (consecutive), from one grouped query. Each
+    such timer falls due at a local midnight, so each due instant is one day; ``day_before``: a timer at 00:00
+    counts for the day that ends there (the last day of a window)."""
+    shift = timedelta(days=1 if day_before else 0)
+    counts = dict.fromkeys(days, 0)
+    for due_at, n in repo.timer_forecast(kind, name, local_midnight(days[0] + shift),
+                                         local_midnight(days[-1] + timedelta(days=1) + shift)):
+        counts[local_date(due_at) - shift] += n
+    return counts

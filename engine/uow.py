@@ -1,0 +1,221 @@
+"""The unit of work: one change's transaction, its repository, the actor's authorization and its audit entries.
+
+Every write the engine makes runs inside one::
+
+    with engine.unit_of_work(actor, "case confirm", "case-1") as uow:
+        ...                          # uow.repo, uow.session, uow.actor, uow.audit(...)
+        uow.commit()
+
+Leaving the block without ``commit()``, or by an exception, rolls everything back. An actor whose user or role may
+not run the command is refused with NotPermitted (exit 3) before anything is read; the refusal is appended to the
+user's own audit chain in a transaction of its own, after the refused change is rolled back, so an auditor's
+attempt is on record and nothing of it is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import structlog
+from sqlalchemy.orm import Session, SessionTransaction
+
+from engine.clock import Clock
+from persistence.audit import Head
+from persistence.database import Database
+from persistence.repository import Repository, format_id
+from workflows.definition import Settings
+from workflows.errors import NotPermitted
+from workflows.limits import check_text
+
+log = structlog.get_logger("mpoxflow.engine")
+
+#: Who may change workflow objects and persons; only admins manage users; auditors change nothing.
+ACTING_ROLES = ("staff", "admin")
+ADMIN_ROLES = ("admin",)
+#: Roles ``add_user`` may give: ``timer`` belongs to the scheduler alone.
+USER_ROLES = ("staff", "auditor", "admin")
+#: The scheduler's user: the actor of every firing is ``timer:<timer name>`` with this role.
+TIMER_USER = "timer"
+
+
+class Actor(NamedTuple):
+    """Who makes a change, as the audit entry records it."""
+
+    name: str
+    role: str
+
+
+@dataclass
+class Runtime:
+    """What every part of the engine shares. One instance per engine, read at each use: the worker turns
+    ``persist_clock`` off on an engine it is given, and a test may swap the wall clock."""
+
+    db: Database
+    #: The clock the rules read (real, or simulated on a training database).
+    clock: Clock
+    settings: Settings
+    #: Real time, for ``recorded_at`` next to a simulated clock's instant, and for logins.
+    wall_clock: Clock
+    #: Write the simulated clock's "now" to the database with every change (a simulated-clock database).
+    persist_clock: bool = False
+
+
+def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...]) -> Actor:
+    """The actor as a user with a role in ``roles``. Raises NotPermitted (exit 3) for a name that is no user, a
+    disabled user or another role; UsageError for a name no user can have (too long, control characters),
+    which is not echoed."""
+    check_text(actor, "actor")
+    user = repo.user_by_name(actor)
+    if user is None:
+        raise NotPermitted(
+            f"'{actor}' is not a user of this database, so '{command}' was refused: give --actor (or "
+            "$MPOXFLOW_ACTOR) a registered name, or ask an admin to add it (`mpoxflow user add NAME --role "
+            "staff`; `mpoxflow user list` shows who there is)",
+            actor=actor, role=None, user=None, command=command, target=target,
+        )
+    if user.disabled_at is not None:
+        raise NotPermitted(f"'{command}' refused for {actor}: this user is disabled; ask an admin "
+                           f"(`mpoxflow user enable {actor}`). This refusal is recorded in the audit log",
+                           actor=actor, role=user.role, user=user.id, command=command, target=target)
+    if user.role in roles:
+        return Actor(user.name, user.role)
+    if user.role == "auditor":
+        why = ("auditors read, verify and export the log but change nothing: ask a member of staff to do it. "
+               "This refusal is recorded in the audit log")
+    elif user.role == TIMER_USER:
+        why = "the timer user is the scheduler's own: act under your own user name"
+    else:
+        why = (f"only {' or '.join(roles)} users may do that; ask an admin. "
+               "This refusal is recorded in the audit log")
+    raise NotPermitted(f"'{command}' refused for {actor} ({user.role}): {why}", actor=actor, role=user.role,
+                       user=user.id, command=command, target=target)
+
+
+class UnitOfWork:
+    """One writing transaction: ``repo`` (and its ``session``), the authorized ``actor`` when the unit was opened
+    for one, the audit record, and ``commit()``. Made by ``unit_of_work``, never directly."""
+
+    def __init__(self, runtime: Runtime, session: Session) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.repo = Repository(session)
+        self._actor: Actor | None = None
+        self.committed = False
+
+    @property
+    def actor(self) -> Actor:
+        """The actor this unit was authorized for. RuntimeError when it was opened without one (a timer's
+        firing, a login: their audit entries name their actor themselves)."""
+        if self._actor is None:
+            raise RuntimeError("this unit of work was opened without an actor to authorize")
+        return self._actor
+
+    def authorize(self, actor: str, command: str, target: str | None = None,
+                  roles: tuple[str, ...] = ACTING_ROLES) -> Actor:
+        """Check, inside the transaction, that ``actor`` may run ``command`` (see ``authorize``); the actor
+        becomes this unit's. NotPermitted is audited once the unit is rolled back."""
+        self._actor = authorize(self.repo, actor, command, target, roles)
+        return self._actor
+
+    def now(self) -> datetime:
+        """The engine clock's now (read when asked: a transition reads it after loading its object)."""
+        return self.runtime.clock.now()
+
+    def audit(
+        self, head: Head, *, kind: str, pk: int, workflow: str | None, trigger: str, from_state: str | None,
+        to_state: str | None, actor: Actor, reason: str | None, now: datetime, rule: str | None,
+        data: dict[str, Any], changes: dict[str, Any] | None, armed: list[Any] | None = None,
+        cancelled: list[Any] | None = None, done: list[Any] | None = None, timer_pk: int | None = None,
+        move_head: bool = True,
+    ) -> Head:
+        """Append the audit entry of a change to an object's chain, after ``head`` (the object's last entry, as
+        its row holds it), and move the row's head to it; returns the new head (its ``seq`` is the entry's
+        sequence number). ``changes``: the columns the change wrote (None: the object was not written).
+        ``timer_pk``: the timer whose firing this is (unique in the log: a timer's firing can be recorded only
+        once). ``move_head`` False: the caller writes the returned head with the object's own UPDATE. Raises
+        UsageError for a reason too long or with control characters (rolled back with the change)."""
+        if reason:
+            check_text(reason, "reason")  # every change's reason, whichever way it came
+        entry = head.link({
+            "timer_id": timer_pk,
+            "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
+            "from_state": from_state, "to_state": to_state, "actor": actor.name, "role": actor.role,
+            "reason": reason or None, "at": now, "recorded_at": self.runtime.wall_clock.now(), "rule": rule,
+            "data": data, "changes": changes, "timers_armed": armed or [], "timers_cancelled": cancelled or [],
+            "timers_done": done or [],
+        })
+        head = Head(entry["pos"], self.repo.insert_audit(entry), entry["hash"])
+        if move_head:
+            self.repo.set_head(kind, pk, head)
+        return head
+
+    def save_clock(self) -> None:
+        """On a simulated-clock database, write the clock's now with this change (nothing on real time)."""
+        if self.runtime.persist_clock:
+            self.repo.save_clock(simulated=True, now=self.runtime.clock.now())
+
+    def savepoint(self) -> AbstractContextManager[SessionTransaction]:
+        """A nested transaction: what fails inside it is rolled back alone, the unit goes on."""
+        return self.session.begin_nested()
+
+    def commit(self) -> None:
+        """Keep the work: it commits when the ``with`` block ends without an error."""
+        self.committed = True
+
+
+@contextmanager
+def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None = None, target: str | None = None,
+                 roles: tuple[str, ...] = ACTING_ROLES) -> Iterator[UnitOfWork]:
+    """A unit of work on ``runtime``'s database; with ``actor``, authorized for ``command`` on ``target`` (an id,
+    for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called,
+    else rolls back. Raises NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
+    if actor is not None and command is None:
+        raise ValueError("authorizing an actor needs the command they run")
+    with refusals_audited(runtime), runtime.db.transaction() as session:
+        uow = UnitOfWork(runtime, session)
+        if actor is not None:
+            assert command is not None
+            uow.authorize(actor, command, target, roles)
+        yield uow
+        if not uow.committed:
+            session.rollback()
+
+
+def check_actor(runtime: Runtime, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:
+    """Authorize ``actor`` for ``command`` in a read-only session (for a change made outside a unit of work, like
+    moving a simulated clock, or before asking a new user's password). NotPermitted is audited."""
+    with refusals_audited(runtime), runtime.db.reading() as session:
+        return authorize(Repository(session), actor, command, None, roles)
+
+
+@contextmanager
+def refusals_audited(runtime: Runtime) -> Iterator[None]:
+    """Around a transaction: a NotPermitted raised out of it (the transaction rolled back already) is appended to
+    the refused user's own chain in a transaction of its own, logged, and raised again. A name that is no user
+    has no chain: only logged."""
+    try:
+        yield
+    except NotPermitted as refused:
+        if refused.user is None:
+            log.warning("change_refused", command=refused.command, reason="not a user")
+        else:
+            _audit_refusal(runtime, refused)
+        raise
+
+
+def _audit_refusal(runtime: Runtime, refused: NotPermitted) -> None:
+    assert refused.user is not None and refused.role is not None
+    with unit_of_work(runtime) as uow:
+        seq = uow.audit(
+            Head.of(uow.repo.head_row("user", refused.user)), kind="user", pk=refused.user, workflow=None,
+            trigger="refused", from_state=None, to_state=None, actor=Actor(refused.actor, refused.role),
+            reason=refused.message, now=uow.now(), rule=None,
+            data={"command": refused.command, "object": refused.target}, changes=None,
+        ).seq
+        uow.commit()
+    log.warning("change_refused", user=format_id("user", refused.user), role=refused.role,
+                command=refused.command, object=refused.target, audit_seq=seq)
