@@ -135,6 +135,12 @@ class Operation:
         return self.name.split(" ", 1)[1]
 
     @property
+    def versioned(self) -> bool:
+        """A change of a workflow object, which may be made on condition that it is still at a version
+        (``if_version``); a person's facts are not versioned."""
+        return not self.creates and self.trigger is not None
+
+    @property
     def reason(self) -> Field:
         return REASON if self.reason_help is None else Field(
             "reason", "note", self.reason_help, label_da=REASON.label_da, label_en=REASON.label_en)
@@ -149,7 +155,7 @@ class Operation:
         """The trigger and the data of this operation for the parsed ``values`` (its fields and ``reason``).
 
         Returns ``(trigger, data)``; raises UsageError when the values do not fit together."""
-        data = {f.name: values.get(f.name, f.default) for f in self.fields}
+        data = {f.name: f.default if values.get(f.name) is None else values[f.name] for f in self.fields}
         if self.custom_prepare is not None:
             return self.custom_prepare({**data, "reason": values.get("reason")})
         if self.reason_in_data:
