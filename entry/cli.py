@@ -380,8 +380,8 @@ def _parsed(op: Operation, field: Field, value: Any) -> Any:
     return items
 
 
-def _operation_command(op: Operation) -> None:
-    """One Typer command for a declared operation: an option per field (plus ``ID`` for a change of an existing
+def operation_command(op: Operation, group: typer.Typer) -> None:
+    """Add to ``group`` one Typer command for a declared operation: an option per field (plus ``ID`` for a change of an existing
     object, ``--actor``, ``--reason``, ``--if-version``, ``--json``), parsed, prepared and run by the engine."""
     P = inspect.Parameter
     id_name = f"{op.kind}_id"
@@ -414,11 +414,11 @@ def _operation_command(op: Operation) -> None:
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__ = op.operation_id
-    OPERATION_GROUPS[op.group].command(op.verb, help=rendered(op.help, lambda name: option_name(op, name)))(command)
+    group.command(op.verb, help=rendered(op.help, lambda name: option_name(op, name)))(command)
 
 
 for _declared in OPERATIONS:
-    _operation_command(_declared)
+    operation_command(_declared, OPERATION_GROUPS[_declared.group])
 
 # ---- reading -------------------------------------------------------------------------------------------------
 

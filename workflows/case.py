@@ -26,7 +26,7 @@ from workflows.definition import (
 )
 from workflows.errors import UsageError
 from workflows.errors import field as ref
-from workflows.operations import Field, Operation, Task
+from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
 from workflows.rules import cite
 
@@ -722,6 +722,7 @@ OPERATIONS: tuple[Operation, ...] = (
                   "Begrundelse for endnu et åbent tilfælde", "Reason for a second open case"),
         ),
         rule=S1_1, creates=True, custom_prepare=case_open_request, reason_from="second_case_reason",
+        offered=(Offer("person", (), {"person": "id"}),),
     ),
     Operation(
         "case confirm", "case", "confirm", _summary("confirm"),

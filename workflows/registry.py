@@ -20,3 +20,5 @@ BY_OPERATION: dict[str, Operation] = {op.name: op for op in OPERATIONS}
 GROUPS: dict[str, str] = {op.kind: op.group for op in OPERATIONS}
 #: Which operation does each staff task (by its timer's name), and how.
 TASK_ACTIONS = {task.timer: (op, task) for op in OPERATIONS for task in op.tasks}
+#: What the pages' navigation lists, in its order, with the link's name.
+LISTS: dict[str, str] = {"case": "Cases", "contact": "Contacts", "course": "Vaccinations", "person": "Persons"}
