@@ -381,8 +381,9 @@ def _parsed(op: Operation, field: Field, value: Any) -> Any:
 
 
 def operation_command(op: Operation, group: typer.Typer) -> None:
-    """Add to ``group`` one Typer command for a declared operation: an option per field (plus ``ID`` for a change of an existing
-    object, ``--actor``, ``--reason``, ``--if-version``, ``--json``), parsed, prepared and run by the engine."""
+    """Add to ``group`` one Typer command for a declared operation: an option per field (plus ``ID`` for a change
+    of an existing object, ``--actor``, ``--reason``, ``--if-version``, ``--json``), parsed, prepared and run by the
+    engine."""
     P = inspect.Parameter
     id_name = f"{op.kind}_id"
     params = [P("ctx", P.KEYWORD_ONLY, annotation=typer.Context)]
