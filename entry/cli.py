@@ -418,8 +418,16 @@ def operation_command(op: Operation, group: typer.Typer) -> None:
     group.command(op.verb, help=rendered(op.help, lambda name: option_name(op, name)))(command)
 
 
+def _group(name: str) -> typer.Typer:
+    """The Typer group ``name`` of operations; a workflow's new group is added to ``mpoxflow`` when first seen."""
+    if name not in OPERATION_GROUPS:
+        OPERATION_GROUPS[name] = typer.Typer(help=f"The {name} workflow's changes.", no_args_is_help=True)
+        app.add_typer(OPERATION_GROUPS[name], name=name)
+    return OPERATION_GROUPS[name]
+
+
 for _declared in OPERATIONS:
-    operation_command(_declared, OPERATION_GROUPS[_declared.group])
+    operation_command(_declared, _group(_declared.group))
 
 # ---- reading -------------------------------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class Operation:
 OPERATIONS: tuple[Operation, ...] = tuple(Operation(op, body_model(op)) for op in DECLARED)
 BY_NAME = {op.name: op for op in OPERATIONS}
 #: Where the API takes a kind's objects: ``/api/cases``, ``/api/contacts``, ``/api/courses``, ``/api/persons``.
-COLLECTIONS = {"person": "persons", "case": "cases", "contact": "contacts", "course": "courses"}
+COLLECTIONS = {kind: f"{kind}s" for kind in ("person", *WORKFLOWS)}
 #: What ``list`` lists (CLI, API and pages): ``persons`` -> ``person``.
 LISTABLE = {plural: kind for kind, plural in COLLECTIONS.items()}
 
