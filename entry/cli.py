@@ -6,6 +6,7 @@ command prints exactly one JSON document on stdout (on failure: ``{"error": ...,
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -26,23 +27,12 @@ from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, Retr
 from engine.views import instant
 from entry.logs import LOG_FORMATS, configure_logging
 from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list
-from entry.web.operations import LISTABLE, case_open_request, vaccine_offer_data
+from entry.web.operations import LISTABLE, run_operation
 from persistence.database import Database, StorageError
 from scheduler import firing
-from workflows.case import (
-    ANTIVIRAL_DECISIONS,
-    CHANNELS,
-    CLADES,
-    CRITERIA,
-    DISCHARGE_MODES,
-    ISOLATION_MODES,
-    SYMPTOMS,
-    WORK,
-)
-from workflows.contact import EXPOSURE_KINDS, RISKS
-from workflows.course import INDICATIONS, PREP_CRITERIA
 from workflows.errors import MpoxflowError, UsageError
-from workflows.registry import WORKFLOWS
+from workflows.operations import Field, Operation, rendered
+from workflows.registry import OPERATIONS, WORKFLOWS
 
 
 class _JsonUsageErrors(TyperGroup):
@@ -95,11 +85,6 @@ IfVersion = Annotated[
 ]
 
 
-DosesElsewhere = Annotated[int | None, typer.Option(
-    "--doses-elsewhere", help="Doses of mpox vaccine given outside mpoxflow (0-2; §6.3 no more than 2).")]
-LastDoseOn = Annotated[str | None, typer.Option(
-    "--last-dose-on", help="With --doses-elsewhere: the date of the last of them, YYYY-MM-DD.")]
-
 
 @dataclass
 class Options:
@@ -140,12 +125,14 @@ def _actor(actor: str | None) -> str:
     return actor or default_actor()
 
 
-def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str]) -> None:
-    """Run ``action``; print its result as JSON or as text; turn errors into a message and an exit status."""
+def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str],
+         name_of: Callable[[str], str] = cli_flag) -> None:
+    """Run ``action``; print its result as JSON or as text; turn errors into a message (fields named by
+    ``name_of``: the command's options) and an exit status."""
     try:
         result = action()
     except MpoxflowError as error:
-        message = error.render(cli_flag)
+        message = error.render(name_of)
         typer.echo(f"mpoxflow: {message}", err=True)
         if as_json:
             typer.echo(json.dumps({"error": message, "exit_code": error.exit_code, "rule": error.rule,
@@ -347,489 +334,100 @@ def clock_advance(
     _run(as_json, action, render_fired)
 
 
-# ---- persons -------------------------------------------------------------------------------------------------
-
-
-@person_app.command("add")
-def person_add(
-    ctx: typer.Context,
-    ref: Annotated[str, typer.Option("--ref", help="External reference (e.g. CPR); shown to staff, never logged.")],
-    born: Annotated[str | None, typer.Option("--born", help="Birth date, YYYY-MM-DD.")] = None,
-    immunocompromised: Annotated[bool, typer.Option("--immunocompromised")] = False,
-    pregnant: Annotated[bool, typer.Option("--pregnant", help="Pregnant (§6.2.1: PEP only).")] = False,
-    breastfeeding: Annotated[bool, typer.Option("--breastfeeding", help="Breastfeeding (§6.2.1: PEP only).")] = False,
-    previous_mpox: Annotated[bool, typer.Option("--previous-mpox")] = False,
-    smallpox_vaccinated: Annotated[bool, typer.Option("--smallpox-vaccinated")] = False,
-    doses_elsewhere: DosesElsewhere = None,
-    last_dose_on: LastDoseOn = None,
-    actor: Actor = None,
-    reason: Reason = None,
-    as_json: Json = False,
-) -> None:
-    """Register a person."""
-
-    def action() -> dict[str, Any]:
-        return _engine(ctx).add_person(
-            ref=ref, born=parse_date(born, "--born") if born else None, immunocompromised=immunocompromised,
-            pregnant=pregnant, breastfeeding=breastfeeding, previous_mpox=previous_mpox,
-            smallpox_vaccinated=smallpox_vaccinated, doses_elsewhere=doses_elsewhere or 0,
-            last_dose_on=parse_date(last_dose_on, "--last-dose-on") if last_dose_on else None,
-            actor=_actor(actor), reason=reason,
-        )
-
-    _run(as_json, action, render_object)
-
-
-def _flag(name: str, what: str) -> Any:
-    return typer.Option(f"--{name}/--not-{name}", help=f"{what} (or no longer).", show_default=False)
-
-
-@person_app.command("update")
-def person_update(
-    ctx: typer.Context,
-    person_id: Annotated[str, typer.Argument(metavar="ID", help="The person's id (person-N).")],
-    born: Annotated[str | None, typer.Option("--born", help="A corrected birth date, YYYY-MM-DD.")] = None,
-    pregnant: Annotated[bool | None, _flag("pregnant", "Pregnant (§6.2.1)")] = None,
-    breastfeeding: Annotated[bool | None, _flag("breastfeeding", "Breastfeeding (§6.2.1)")] = None,
-    immunocompromised: Annotated[bool | None, _flag("immunocompromised", "Immunocompromised (§6.4)")] = None,
-    previous_mpox: Annotated[bool | None, _flag("previous-mpox", "Has had mpox (§6.3)")] = None,
-    smallpox_vaccinated: Annotated[bool | None, _flag("smallpox-vaccinated", "Smallpox-vaccinated (§6.4)")] = None,
-    doses_elsewhere: DosesElsewhere = None,
-    last_dose_on: LastDoseOn = None,
-    actor: Actor = None,
-    reason: Reason = None,
-    as_json: Json = False,
-) -> None:
-    """Change what the rules read about a person: pregnancy and breastfeeding come and go (§6.2.1), doses given
-    elsewhere count towards the two a person may have (§6.3). Only the options given change."""
-
-    def action() -> dict[str, Any]:
-        given = {"pregnant": pregnant, "breastfeeding": breastfeeding, "immunocompromised": immunocompromised,
-                 "previous_mpox": previous_mpox, "smallpox_vaccinated": smallpox_vaccinated,
-                 "doses_elsewhere": doses_elsewhere}
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        if born is not None:
-            changes["born"] = parse_date(born, "--born")
-        if last_dose_on is not None:
-            changes["last_dose_on"] = parse_date(last_dose_on, "--last-dose-on")
-        return _engine(ctx).update_person(person_id, changes=changes, actor=_actor(actor), reason=reason)
-
-    _run(as_json, action, render_object)
-
-
-# ---- cases ---------------------------------------------------------------------------------------------------
-
-
-@case_app.command("open")
-def case_open(
-    ctx: typer.Context,
-    person: Annotated[str, typer.Option("--person", help="The person's id (person-N).")],
-    onset: Annotated[str | None, typer.Option(
-        "--onset", help="Symptom onset, YYYY-MM-DD (required unless --confirmed without symptoms).")] = None,
-    symptoms: Annotated[str | None, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))] = None,
-    symptom_note: Annotated[str | None, typer.Option(
-        "--symptom-note", help="What the symptom 'other' is (§1.1: the list is open).")] = None,
-    criteria: Annotated[str | None, typer.Option("--criteria", help="Comma-separated: " + ",".join(CRITERIA))] = None,
-    confirmed: Annotated[bool, typer.Option("--confirmed", help="Register a case already confirmed by PCR.")] = False,
-    pcr_on: Annotated[str | None, typer.Option("--pcr-on", help="With --confirmed: the positive PCR's date.")] = None,
-    clade: Annotated[str | None, typer.Option("--clade", help="With --confirmed: " + "|".join(CLADES))] = None,
-    second_case_reason: Annotated[str | None, typer.Option(
-        "--second-case-reason", help="Why a person with an open case gets a second one (e.g. a re-infection "
-                                     "after the first healed); without it such a person is refused.")] = None,
-    actor: Actor = None,
-    reason: Reason = None,
-    as_json: Json = False,
-) -> None:
-    """Open a suspected case (refused unless the case definition holds, §1.1), or with --confirmed --pcr-on a
-    case confirmed by PCR (without symptoms, --onset may be left out: its infectious period starts at the sample
-    date). A person has one open case; a second needs --second-case-reason."""
-
-    def action() -> dict[str, Any]:
-        if not confirmed and (pcr_on is not None or clade is not None):
-            raise UsageError("--pcr-on and --clade go with --confirmed (or use `case confirm` later)")
-        trigger, data = case_open_request(
-            onset=parse_date(onset, "--onset") if onset is not None else None,
-            symptoms=parse_list(symptoms, SYMPTOMS, "symptom"),
-            criteria=parse_list(criteria, CRITERIA, "criterion"), confirmed=confirmed,
-            pcr_on=parse_date(pcr_on, "--pcr-on") if pcr_on else None,
-            clade=parse_choice(clade, CLADES, "clade") if clade else None, symptom_note=symptom_note,
-            second_case_reason=second_case_reason)
-        return _engine(ctx).open("case", trigger, person=person, data=data, actor=_actor(actor),
-                                 reason=reason or data.get("second_case_reason"))
-
-    _run(as_json, action, render_object)
-
-
-def _transition(
-    ctx: typer.Context, object_id: str, trigger: str, data: Callable[[], dict[str, Any]],
-    actor: str | None, reason: str | None, if_version: int | None, as_json: bool,
-) -> None:
-    group = ctx.parent.info_name if ctx.parent is not None else None  # `case ...`, `contact ...`, `vaccine ...`
-    kind = {"vaccine": "course"}.get(group or "", group)
-
-    def action() -> dict[str, Any]:
-        given = data()
-        return _engine(ctx).apply(object_id, trigger, data=given, actor=_actor(actor), reason=reason,
-                                  expected_version=if_version, kind=kind)
-
-    _run(as_json, action, render_object)
-
-
-CaseId = Annotated[str, typer.Argument(metavar="ID", help="The case's id (case-N).")]
-
-
-@case_app.command("confirm")
-def case_confirm(
-    ctx: typer.Context, case_id: CaseId,
-    pcr_on: Annotated[str, typer.Option("--pcr-on", help="The positive PCR's date, YYYY-MM-DD.")],
-    clade: Annotated[str | None, typer.Option("--clade", help="|".join(CLADES))] = None,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Confirm by PCR (§1.1); arms the phone and written notification deadlines (§3.1)."""
-    _transition(ctx, case_id, "confirm", lambda: {
-        "pcr_on": parse_date(pcr_on, "--pcr-on"),
-        "clade": parse_choice(clade, CLADES, "clade") if clade else None,
-    }, actor, reason, if_version, as_json)
-
-
-@case_app.command("discard")
-def case_discard(
-    ctx: typer.Context, case_id: CaseId,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Discard a suspected case after a negative test (§2.2.1): its self-isolation ends."""
-    _transition(ctx, case_id, "discard", dict, actor, reason, if_version, as_json)
-
-
-@case_app.command("isolate")
-def case_isolate(
-    ctx: typer.Context, case_id: CaseId,
-    mode: Annotated[str, typer.Option("--mode", help="|".join(ISOLATION_MODES))],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the isolation while infectious (§4.1; hospital: admitted, §3.2), a suspected case's too (§2.2.1);
-    covered (lesions covered, moving about) only without general symptoms (§4.1)."""
-    _transition(ctx, case_id, "isolate", lambda: {"mode": parse_choice(mode, ISOLATION_MODES, "mode")},
-                     actor, reason, if_version, as_json)
-
-
-@case_app.command("heal")
-def case_heal(
-    ctx: typer.Context, case_id: CaseId,
-    on: Annotated[str, typer.Option("--on", help="The date lesions had healed and scabs fallen off.")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record healing (§4.1); arms the end of the 12-week condom advice, which closes the case."""
-    _transition(ctx, case_id, "heal", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
-                     as_json)
-
-
-@case_app.command("die")
-def case_die(
-    ctx: typer.Context, case_id: CaseId,
-    on: Annotated[str, typer.Option("--on", help="Date of death, YYYY-MM-DD.")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the person's death (the case ends as deceased)."""
-    _transition(ctx, case_id, "die", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
-                     as_json)
-
-
-@case_app.command("notify")
-def case_notify(
-    ctx: typer.Context, case_id: CaseId,
-    channel: Annotated[str, typer.Option("--channel", help="phone (STPS) | written (SSI and STPS)")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the notification of a confirmed case (§3.1): satisfies its deadline."""
-    _transition(ctx, case_id, "notify", lambda: {"channel": parse_choice(channel, CHANNELS, "channel")},
-                     actor, reason, if_version, as_json)
-
-
-@case_app.command("consent")
-def case_consent(
-    ctx: typer.Context, case_id: CaseId,
-    tracing: Annotated[str, typer.Option("--tracing", help="yes | no: does the case consent to tracing by STPS?")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the case's consent to contact tracing by STPS (§5.2); `--tracing no` (declined) lets the treating
-    doctor trace known contacts anonymously (§5.4, `contact add --anonymous-via-doctor`)."""
-    _transition(ctx, case_id, "consent", lambda: {"tracing": parse_choice(tracing, ("yes", "no"), "answer") == "yes"},
-                actor, reason, if_version, as_json)
-
-
-@case_app.command("source")
-def case_source(
-    ctx: typer.Context, case_id: CaseId,
-    other: Annotated[str, typer.Option("--case", help="The possible source case (case-N).")],
-    on: Annotated[str, typer.Option("--on", help="Date of the exposure, within 21 days before onset.")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record a possible source of infection: an exposure up to 21 days before symptom onset (§5.2)."""
-    _transition(ctx, case_id, "source", lambda: {"case": other, "on": parse_date(on, "--on")},
-                actor, reason, if_version, as_json)
-
-
-@case_app.command("sample-sent")
-def case_sample_sent(
-    ctx: typer.Context, case_id: CaseId,
-    on: Annotated[str, typer.Option("--on", help="The date the sample was sent to SSI, YYYY-MM-DD.")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record that the positive sample was sent to SSI for genome sequencing (§2.4): satisfies its deadline."""
-    _transition(ctx, case_id, "sample_sent", lambda: {"on": parse_date(on, "--on")}, actor, reason, if_version,
-                as_json)
-
-
-@case_app.command("clade")
-def case_clade(
-    ctx: typer.Context, case_id: CaseId,
-    clade: Annotated[str, typer.Option("--clade", help="|".join(CLADES))],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the clade SSI's genome sequencing found (§2.4), once the case is confirmed."""
-    _transition(ctx, case_id, "clade", lambda: {"clade": parse_choice(clade, CLADES, "clade")}, actor, reason,
-                if_version, as_json)
-
-
-@case_app.command("paediatric")
-def case_paediatric(
-    ctx: typer.Context, case_id: CaseId,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record that a child case was referred to the highly specialised paediatric level (52), with infection
-    medicine (§3.2): satisfies its deadline."""
-    _transition(ctx, case_id, "paediatric", dict, actor, reason, if_version, as_json)
-
-
-@case_app.command("discharge")
-def case_discharge(
-    ctx: typer.Context, case_id: CaseId,
-    on: Annotated[str, typer.Option("--on", help="The date of discharge, YYYY-MM-DD.")],
-    decided_by: Annotated[str | None, typer.Option(
-        "--decided-by", help="Who in the infection-medicine department decided the discharge (§3.2).")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="Isolation after discharge: " + "|".join(DISCHARGE_MODES))]
-    = "home",
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the discharge of an admitted case, as the infection-medicine department decided it (§3.2); the
-    isolation goes on at home (or, without general symptoms, with the lesions covered, §4.1)."""
-    _transition(ctx, case_id, "discharge", lambda: {
-        "on": parse_date(on, "--on"), "decided_by": decided_by,
-        "mode": parse_choice(mode, DISCHARGE_MODES, "mode")}, actor, reason, if_version, as_json)
-
-
-@case_app.command("antiviral")
-def case_antiviral(
-    ctx: typer.Context, case_id: CaseId,
-    decision: Annotated[str, typer.Option("--decision", help="|".join(ANTIVIRAL_DECISIONS))],
-    assessed_by: Annotated[str | None, typer.Option(
-        "--assessed-by", help="The infection-medicine specialist whose individual assessment this is (§3.4).")]
-    = None,
-    actor: Actor = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="The specialist's reasoning (required): recorded "
-                                                                "with the decision and in the audit entry.")] = None,
-    if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the decision on antiviral treatment of a confirmed case (§3.4), made by a specialist in infection
-    medicine; the case shows when it may be considered (immunodeficiency, a child at risk)."""
-    _transition(ctx, case_id, "antiviral", lambda: {
-        "assessed_by": assessed_by, "decision": parse_choice(decision, ANTIVIRAL_DECISIONS, "decision"),
-        "reason": reason}, actor, reason, if_version, as_json)
-
-
-def _work_list(text: str) -> list[str]:
-    work = parse_list(text, WORK, "kind of work")
-    if not work:
-        raise UsageError("--work needs at least one of " + ", ".join(WORK))
-    return work
-
-
-@case_app.command("work")
-def case_work(
-    ctx: typer.Context, case_id: CaseId,
-    work: Annotated[str, typer.Option("--work", help="Comma-separated: " + ",".join(WORK))],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record the person's work with close physical contact, children under 12, or pregnant or immunocompromised
-    people (§4.1): no work while infectious, until healed."""
-    _transition(ctx, case_id, "work", lambda: {"work": _work_list(work)}, actor, reason, if_version, as_json)
-
-
-# ---- contacts ------------------------------------------------------------------------------------------------
-
-ContactId = Annotated[str, typer.Argument(metavar="ID", help="The contact's id (contact-N).")]
-Kind = Annotated[str, typer.Option("--kind", help="Exposure kind (§5.1): " + "|".join(EXPOSURE_KINDS))]
-ExposureRisk = Annotated[str | None, typer.Option(
-    "--risk", help="A clinician's individual assessment of this exposure instead of Table 1 (high|medium|low); "
-                   "needs --reason. Required for healthcare_with_ppe (§5.1).")]
-
-
-@contact_app.command("add")
-def contact_add(
-    ctx: typer.Context,
-    case: Annotated[str, typer.Option("--case", help="The confirmed case (case-N).")],
-    person: Annotated[str, typer.Option("--person", help="The contact person (person-N).")],
-    exposed: Annotated[str, typer.Option("--exposed", help="Date of exposure, in the case's infectious period.")],
-    kind: Kind,
-    risk: ExposureRisk = None,
-    anonymous_via_doctor: Annotated[bool, typer.Option(
-        "--anonymous-via-doctor", help="Only when the case declined STPS tracing (`case consent ID --tracing no`): "
-                                       "the treating doctor contacts the contact anonymously (§5.4).")] = False,
-    actor: Actor = None, reason: Reason = None, as_json: Json = False,
-) -> None:
-    """Register a close contact of a confirmed case (§5.1), with the Table 1 risk of the exposure (§6.2)."""
-
-    def action() -> dict[str, Any]:
-        data = {
-            "case": case, "exposed": parse_date(exposed, "--exposed"),
-            "kind": parse_choice(kind, EXPOSURE_KINDS, "exposure kind"),
-            "risk": parse_choice(risk, RISKS, "risk") if risk else None,
-            "reason": reason, "anonymous_via_doctor": anonymous_via_doctor,
-        }
-        return _engine(ctx).open("contact", "add", person=person, data=data, actor=_actor(actor), reason=reason)
-
-    _run(as_json, action, render_object)
-
-
-@contact_app.command("expose")
-def contact_expose(
-    ctx: typer.Context, contact_id: ContactId,
-    exposed: Annotated[str, typer.Option("--exposed", help="Date of the new exposure.")],
-    kind: Kind,
-    risk: ExposureRisk = None,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record a new exposure, with its Table 1 risk or a clinician's (--risk, --reason): the contact's risk is the
-    highest over its exposures; monitoring and PEP windows are recomputed from the last exposure (§5.5, §6.2)."""
-    _transition(ctx, contact_id, "expose", lambda: {
-        "exposed": parse_date(exposed, "--exposed"), "kind": parse_choice(kind, EXPOSURE_KINDS, "exposure kind"),
-        "risk": parse_choice(risk, RISKS, "risk") if risk else None, "reason": reason,
-    }, actor, reason, if_version, as_json)
-
-
-@contact_app.command("assess")
-def contact_assess(
-    ctx: typer.Context, contact_id: ContactId,
-    risk: Annotated[str, typer.Option("--risk", help="The clinician's risk level: high|medium|low.")],
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """A clinician's (re-)assessment of the risk of the exposures recorded so far, with its --reason (§6.2 Table
-    1): risk, PEP window and timers recomputed; a later exposure brings its own risk."""
-    _transition(ctx, contact_id, "assess", lambda: {"risk": parse_choice(risk, RISKS, "risk"), "reason": reason},
-                actor, reason, if_version, as_json)
-
-
-@contact_app.command("correct")
-def contact_correct(
-    ctx: typer.Context, contact_id: ContactId,
-    exposed: Annotated[str, typer.Option("--exposed", help="The corrected exposure date.")],
-    exposure: Annotated[int | None, typer.Option("--exposure", help="Which exposure (1 = first recorded; "
-                                                                    "default the last recorded).")] = None,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Correct an exposure date: every timer of the contact is recomputed (§5.5)."""
-    _transition(ctx, contact_id, "correct", lambda: {
-        "exposed": parse_date(exposed, "--exposed"), "exposure": exposure,
-    }, actor, reason, if_version, as_json)
-
-
-@contact_app.command("inform")
-def contact_inform(
-    ctx: typer.Context, contact_id: ContactId,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """The contact has been informed (symptoms, 21 days' passive monitoring, §5.5), by STPS or, when tracing is
-    anonymous, by the treating doctor (§5.4): exposed → monitored."""
-    _transition(ctx, contact_id, "inform", dict, actor, reason, if_version, as_json)
-
-
-@contact_app.command("symptoms")
-def contact_symptoms(
-    ctx: typer.Context, contact_id: ContactId,
-    onset: Annotated[str, typer.Option("--onset", help="Symptom onset, YYYY-MM-DD.")],
-    symptoms: Annotated[str, typer.Option("--symptoms", help="Comma-separated: " + ",".join(SYMPTOMS))],
-    symptom_note: Annotated[str | None, typer.Option(
-        "--symptom-note", help="What the symptom 'other' is (needed with it, §1.1).")] = None,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Symptoms: the contact becomes symptomatic and a suspected case is opened for the person (§5.5, §2); if a
-    negative test discards that case, the contact is monitored again (§2.2.1)."""
-    _transition(ctx, contact_id, "symptoms", lambda: {
-        "onset": parse_date(onset, "--onset"), "symptoms": parse_list(symptoms, SYMPTOMS, "symptom"),
-        "symptom_note": symptom_note,
-    }, actor, reason, if_version, as_json)
-
-
-# ---- vaccination courses -------------------------------------------------------------------------------------
-
-CourseId = Annotated[str, typer.Argument(metavar="ID", help="The course's id (course-N).")]
-AssessedBy = Annotated[str | None, typer.Option("--assessed-by", help="The doctor whose individual assessment "
-                                                                       "covers this dose (§6.2.1-2: under 12, "
-                                                                       "pregnant or breastfeeding).")]
-
-
-@vaccine_app.command("offer")
-def vaccine_offer(
-    ctx: typer.Context,
-    person: Annotated[str, typer.Option("--person", help="The person (person-N).")],
-    indication: Annotated[str, typer.Option("--indication", help="pep (a close contact, §6.2) | prep (§6.1)")],
-    contact: Annotated[str | None, typer.Option("--contact", help="PEP: the person's contact record "
-                                                                 "(contact-N).")] = None,
-    criteria: Annotated[str | None, typer.Option("--criteria", help="PrEP: " + ",".join(PREP_CRITERIA))] = None,
-    criterion_on: Annotated[str | None, typer.Option(
-        "--criterion-on", help="PrEP: the date of msm_two_partners_12w (within 12 weeks) or msm_sti_24w (within 24 "
-                               "weeks), YYYY-MM-DD (§6.1).")] = None,
-    assessed_by: Annotated[str | None, typer.Option(
-        "--assessed-by", help="PEP: who assessed it, a doctor or STPS (required, §6.2); PrEP: the doctor an "
-                              "individual_assessment or travel_clade_i rests on (§6.1).")] = None,
-    assessment_note: Annotated[str | None, typer.Option(
-        "--assessment-note", help="The assessor's reasons; PEP for a low-risk contact who is under 12, pregnant or "
-                                  "breastfeeding or immunocompromised needs them (§6.2).")] = None,
-    actor: Actor = None, reason: Reason = None, as_json: Json = False,
-) -> None:
-    """Offer a vaccination course; its dose plan is decided now (§6.3, §6.4). PEP is offered after an assessment
-    (--assessed-by, §6.2); PrEP for a §6.1 target group, never for a child under 12 or a pregnant or breastfeeding
-    person (§6.2.1-2)."""
-
-    def action() -> dict[str, Any]:
-        data = vaccine_offer_data(indication=parse_choice(indication, INDICATIONS, "indication"), contact=contact,
-                                  criteria=parse_list(criteria, PREP_CRITERIA, "criterion"), assessed_by=assessed_by,
-                                  assessment_note=assessment_note,
-                                  criterion_on=parse_date(criterion_on, "--criterion-on") if criterion_on else None)
-        return _engine(ctx).open("course", "offer", person=person, data=data, actor=_actor(actor), reason=reason)
-
-    _run(as_json, action, render_object)
-
-
-@vaccine_app.command("dose")
-def vaccine_dose(
-    ctx: typer.Context, course_id: CourseId,
-    on: Annotated[str, typer.Option("--on", help="The date the dose was given, YYYY-MM-DD.")],
-    consent: Annotated[bool, typer.Option("--consent", help="PEP (off-label): informed consent is recorded.")] = False,
-    indication_note: Annotated[str | None, typer.Option("--indication-note", help="PEP: the indication.")] = None,
-    justification: Annotated[str | None, typer.Option("--justification", help="PEP: the justification.")] = None,
-    special_reason: Annotated[str | None, typer.Option(
-        "--special-reason", help="PEP dose 1 on day 5-14 after the exposure: the special case (§6.2).")] = None,
-    assessed_by: AssessedBy = None,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record a dose: dose 1 (PEP needs the consent fields, and after day 4 a special reason, §6.2), or dose 2 at
-    least 28 days after the person's previous dose (§6.4); never a third (§6.3)."""
-    _transition(ctx, course_id, "dose", lambda: {
-        "on": parse_date(on, "--on"), "consent": consent, "indication_note": indication_note,
-        "justification": justification, "special_reason": special_reason, "assessed_by": assessed_by,
-    }, actor, reason, if_version, as_json)
-
-
-@vaccine_app.command("decline")
-def vaccine_decline(
-    ctx: typer.Context, course_id: CourseId,
-    actor: Actor = None, reason: Reason = None, if_version: IfVersion = None, as_json: Json = False,
-) -> None:
-    """Record that the person declines the vaccination (§6)."""
-    _transition(ctx, course_id, "decline", dict, actor, reason, if_version, as_json)
-
+# ---- the change operations, made from their declarations (workflows.registry.OPERATIONS) -----------------------
+
+#: The Typer group of each operation's first word (``case confirm`` is in ``case``).
+OPERATION_GROUPS = {"person": person_app, "case": case_app, "contact": contact_app, "vaccine": vaccine_app}
+
+
+def option_name(op: Operation, name: str) -> str:
+    """How the operation ``op`` names its field ``name`` on the command line (``--pcr-on``); a field it does not
+    declare (named in a help text about another command) is named the same way."""
+    return cli_flag(name)
+
+
+def _option(op: Operation, field: Field) -> tuple[Any, Any, Any]:
+    """The annotation, Typer parameter and default of one declared field's option."""
+    flag = option_name(op, field.name)
+    text = rendered(field.help, lambda name: option_name(op, name)) or None
+    if field.type == "flag":
+        if field.default is None:  # three-way: set, unset, or left as it is
+            name = flag.removeprefix("--")
+            return bool | None, typer.Option(f"--{name}/--not-{name}", help=text, show_default=False), None
+        return bool, typer.Option(flag, help=text), bool(field.default)
+    kind: Any = int if field.type == "count" else str
+    default = field.default if field.type == "choice" else None
+    if field.required:
+        return kind, typer.Option(flag, help=text), inspect.Parameter.empty
+    return kind | None, typer.Option(flag, help=text), default
+
+
+def _parsed(op: Operation, field: Field, value: Any) -> Any:
+    """A typed value of one field from what was typed; raises UsageError saying what to type instead."""
+    if value is None or field.type in ("flag", "count", "id", "text", "note"):
+        return value
+    flag = option_name(op, field.name)
+    if field.type == "date":
+        return parse_date(value, flag)
+    if field.type == "choice":
+        return parse_choice(value, field.choices, field.noun)
+    if field.type == "yesno":
+        return parse_choice(value, ("yes", "no"), field.noun) == "yes"
+    items = parse_list(value, field.choices, field.noun)
+    fewest = field.bounds[0]
+    if fewest and len(items) < fewest:
+        raise UsageError(f"{flag} needs at least one of " + ", ".join(field.choices))
+    return items
+
+
+def operation_command(op: Operation, group: typer.Typer) -> None:
+    """Add to ``group`` one Typer command for a declared operation: an option per field (plus ``ID`` for a change
+    of an existing object, ``--actor``, ``--reason``, ``--if-version``, ``--json``), parsed, prepared and run by the
+    engine."""
+    P = inspect.Parameter
+    id_name = f"{op.kind}_id"
+    params = [P("ctx", P.KEYWORD_ONLY, annotation=typer.Context)]
+    if not op.creates:
+        params.append(P(id_name, P.KEYWORD_ONLY, annotation=Annotated[
+            str, typer.Argument(metavar="ID", help=op.id_help)]))
+    for field in op.fields:
+        kind, option, default = _option(op, field)
+        params.append(P(field.name, P.KEYWORD_ONLY, annotation=Annotated[kind, option], default=default))
+    reason = Reason if op.reason_help is None else Annotated[str | None, typer.Option("--reason",
+                                                                                       help=op.reason_help)]
+    params += [P("actor", P.KEYWORD_ONLY, annotation=Actor, default=None),
+               P("reason", P.KEYWORD_ONLY, annotation=reason, default=None)]
+    if op.versioned:
+        params.append(P("if_version", P.KEYWORD_ONLY, annotation=IfVersion, default=None))
+    params.append(P("as_json", P.KEYWORD_ONLY, annotation=Json, default=False))
+
+    def command(**given: Any) -> None:
+        ctx: typer.Context = given["ctx"]
+
+        def action() -> dict[str, Any]:
+            values = {f.name: _parsed(op, f, given[f.name]) for f in op.fields}
+            return run_operation(_engine(ctx), op, {**values, "reason": given["reason"]},
+                                 actor=_actor(given["actor"]), object_id=given.get(id_name),
+                                 if_version=given.get("if_version"))
+
+        _run(given["as_json"], action, render_object, lambda name: option_name(op, name))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = op.operation_id
+    group.command(op.verb, help=rendered(op.help, lambda name: option_name(op, name)))(command)
+
+
+def _group(name: str) -> typer.Typer:
+    """The Typer group ``name`` of operations; a workflow's new group is added to ``mpoxflow`` when first seen."""
+    if name not in OPERATION_GROUPS:
+        OPERATION_GROUPS[name] = typer.Typer(help=f"The {name} workflow's changes.", no_args_is_help=True)
+        app.add_typer(OPERATION_GROUPS[name], name=name)
+    return OPERATION_GROUPS[name]
+
+
+for _declared in OPERATIONS:
+    operation_command(_declared, _group(_declared.group))
 
 # ---- reading -------------------------------------------------------------------------------------------------
 

@@ -525,16 +525,16 @@ def test_a_prep_criterion_resting_on_an_assessment_needs_the_doctor_whatever_com
 
 
 def test_criterion_on_dates_one_dated_prep_criterion_else_it_is_wrong_usage():
-    from entry.web.operations import vaccine_offer_data
+    from workflows.course import vaccine_offer_data
 
     on = D("2025-02-20")
     for indication, criteria, contact_id in [("pep", [], "contact-1"), ("prep", ["travel_clade_i"], None),
                                              ("prep", ["msm_two_partners_12w", "msm_sti_24w"], None)]:
         with pytest.raises(UsageError, match="criterion_on"):
-            vaccine_offer_data(indication=indication, contact=contact_id, criteria=criteria, assessed_by=None,
-                               criterion_on=on)
-    assert vaccine_offer_data(indication="prep", contact=None, criteria=["msm_sti_24w"], assessed_by=None,
-                              criterion_on=on)["criterion_on"] == on
+            vaccine_offer_data({"indication": indication, "contact": contact_id, "criteria": criteria,
+                                "assessed_by": None, "criterion_on": on})
+    assert vaccine_offer_data({"indication": "prep", "contact": None, "criteria": ["msm_sti_24w"],
+                               "assessed_by": None, "criterion_on": on})[1]["criterion_on"] == on
 
 
 # ---- 6. the CLI and the HTTP API refuse with the section -------------------------------------------------------------

@@ -24,6 +24,9 @@ from workflows.definition import (
     TransitionSpec,
     WorkflowDefinition,
 )
+from workflows.errors import UsageError
+from workflows.errors import field as ref
+from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
 from workflows.rules import cite
 
@@ -642,4 +645,195 @@ CASE = WorkflowDefinition(
             references=("case",),
         ),
     ],
+)
+
+
+# ---- the operations staff take on a case (the CLI's commands, the API's endpoints, the pages' forms) -------------
+
+
+def case_open_request(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The trigger and data of ``case open``: a suspected case, or with ``confirmed`` one confirmed by PCR (whose
+    onset may be left out when it has no symptoms, §1.1: its infectious period starts at the sample date). A
+    person with an open case gets a second one only with ``second_case_reason`` (kept in the audit entry).
+
+    Returns ``(trigger, data)``; raises UsageError when the fields given do not fit together."""
+    onset, confirmed = values.get("onset"), bool(values.get("confirmed"))
+    pcr_on, clade = values.get("pcr_on"), values.get("clade")
+    symptoms, criteria = list(values.get("symptoms") or []), list(values.get("criteria") or [])
+    note = (values.get("symptom_note") or "").strip() or None
+    second_case_reason = values.get("second_case_reason")
+    if not confirmed and (pcr_on is not None or clade is not None):
+        raise UsageError(f"{ref('pcr_on')} and {ref('clade')} go with {ref('confirmed')} (or use "
+                         "`case confirm` later)")
+    if "other" in symptoms and note is None:
+        raise UsageError(f"the symptom 'other' needs a description: give {ref('symptom_note')}")
+    data: dict[str, Any] = {"symptoms": symptoms, "criteria": criteria}
+    if second_case_reason is not None:
+        if not second_case_reason.strip():
+            raise UsageError(f"{ref('second_case_reason')} needs the clinician's reason for a second open case, "
+                             "e.g. a re-infection after the first case healed")
+        data["second_case_reason"] = second_case_reason.strip()
+    if onset is not None:
+        data = {"onset": onset, **data}
+    if note is not None:
+        data["symptom_note"] = note
+    if confirmed:
+        if pcr_on is None:
+            raise UsageError(f"a confirmed case needs {ref('pcr_on')}, the date of the positive PCR")
+        return "open_confirmed", {**data, "pcr_on": pcr_on, "clade": clade}
+    if onset is None:
+        raise UsageError(f"a suspected case needs {ref('onset')}, the day symptoms began; only a case confirmed "
+                         f"by PCR without symptoms ({ref('confirmed')}) is registered without one")
+    return "open", data
+
+
+def _summary(trigger: str) -> str:
+    return next(s.summary for s in CASE.transitions if s.trigger == trigger)
+
+
+_CASE_ID = "The case's id (case-N)."
+_CLADE = Field("clade", "choice", "|".join(CLADES), "Klade", "Clade", choices=CLADES)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "case open", "case", "open", "open a suspected case (§1.1), or register one confirmed by PCR",
+        f"Open a suspected case (refused unless the case definition holds, §1.1), or with {ref('confirmed')} "
+        f"{ref('pcr_on')} a case confirmed by PCR (without symptoms, {ref('onset')} may be left out: its "
+        f"infectious period starts at the sample date). A person has one open case; a second needs "
+        f"{ref('second_case_reason')}.",
+        fields=(
+            Field("person", "id", "The person's id (person-N).", "Person", "Person", required=True, of="person"),
+            Field("onset", "date", f"Symptom onset, YYYY-MM-DD (required unless {ref('confirmed')} without "
+                  "symptoms).", "Symptomdebut", "Symptom onset"),
+            Field("symptoms", "choices", "Comma-separated: " + ",".join(SYMPTOMS), "Symptomer", "Symptoms",
+                  choices=SYMPTOMS, what="symptom"),
+            Field("symptom_note", "note", "What the symptom 'other' is (§1.1: the list is open).",
+                  "Beskrivelse af andet symptom", "Other symptom"),
+            Field("criteria", "choices", "Comma-separated: " + ",".join(CRITERIA), "Epidemiologiske kriterier",
+                  "Epidemiological criteria", choices=CRITERIA, what="criterion"),
+            Field("confirmed", "flag", "Register a case already confirmed by PCR.", "Allerede bekræftet ved PCR",
+                  "Confirmed by PCR", default=False),
+            Field("pcr_on", "date", f"With {ref('confirmed')}: the positive PCR's date.", "Dato for positiv PCR",
+                  "Positive PCR on"),
+            Field("clade", "choice", f"With {ref('confirmed')}: " + "|".join(CLADES), "Klade", "Clade",
+                  choices=CLADES),
+            Field("second_case_reason", "note", "Why a person with an open case gets a second one (e.g. a "
+                  "re-infection after the first healed); without it such a person is refused.",
+                  "Begrundelse for endnu et åbent tilfælde", "Reason for a second open case"),
+        ),
+        rule=S1_1, creates=True, custom_prepare=case_open_request, reason_from="second_case_reason",
+        offered=(Offer("person", (), {"person": "id"}),),
+    ),
+    Operation(
+        "case confirm", "case", "confirm", _summary("confirm"),
+        "Confirm by PCR (§1.1); arms the phone and written notification deadlines (§3.1).",
+        fields=(Field("pcr_on", "date", "The positive PCR's date, YYYY-MM-DD.", "Dato for positiv PCR",
+                      "Positive PCR on", required=True), _CLADE),
+        rule=S1_1, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case discard", "case", "discard", _summary("discard"),
+        "Discard a suspected case after a negative test (§2.2.1): its self-isolation ends.",
+        rule=S2_2_1, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case isolate", "case", "isolate", _summary("isolate"),
+        "Record the isolation while infectious (§4.1; hospital: admitted, §3.2), a suspected case's too (§2.2.1); "
+        "covered (lesions covered, moving about) only without general symptoms (§4.1).",
+        fields=(Field("mode", "choice", "|".join(ISOLATION_MODES), "Isolation", "Isolation", required=True,
+                      choices=ISOLATION_MODES),),
+        rule=S4_1, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case heal", "case", "heal", _summary("heal"),
+        "Record healing (§4.1); arms the end of the 12-week condom advice, which closes the case.",
+        fields=(Field("on", "date", "The date lesions had healed and scabs fallen off.", "Dato for heling",
+                      "Healed on", required=True),),
+        rule=S4_1, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case die", "case", "die", _summary("die"), "Record the person's death (the case ends as deceased).",
+        fields=(Field("on", "date", "Date of death, YYYY-MM-DD.", "Dødsdato", "Died on", required=True),),
+        rule=S3, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case notify", "case", "notify", _summary("notify"),
+        "Record the notification of a confirmed case (§3.1): satisfies its deadline.",
+        fields=(Field("channel", "choice", "phone (STPS) | written (SSI and STPS)", "Anmeldelse", "Channel",
+                      required=True, choices=CHANNELS),),
+        rule=S3_1, id_help=_CASE_ID,
+        tasks=(Task("phone_notification_due", "Phone notification to STPS done", {"channel": "phone"}),
+               Task("written_notification_due", "Written notification to SSI and STPS sent",
+                    {"channel": "written"})),
+    ),
+    Operation(
+        "case consent", "case", "consent", _summary("consent"),
+        f"Record the case's consent to contact tracing by STPS (§5.2); `{ref('tracing')} no` (declined) lets the "
+        f"treating doctor trace known contacts anonymously (§5.4, `contact add {ref('anonymous_via_doctor')}`).",
+        fields=(Field("tracing", "yesno", "yes | no: does the case consent to tracing by STPS?",
+                      "Samtykke til smitteopsporing ved STPS", "Consents to tracing by STPS", required=True,
+                      what="answer"),),
+        rule=S5_2, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case source", "case", "source", _summary("source"),
+        "Record a possible source of infection: an exposure up to 21 days before symptom onset (§5.2).",
+        fields=(Field("case", "id", "The possible source case (case-N).", "Mulig smittekilde (tilfælde)",
+                      "Source case", required=True, of="case"),
+                Field("on", "date", "Date of the exposure, within 21 days before onset.", "Dato for eksponering",
+                      "Exposed on", required=True)),
+        rule=S5_2, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case sample-sent", "case", "sample_sent", _summary("sample_sent"),
+        "Record that the positive sample was sent to SSI for genome sequencing (§2.4): satisfies its deadline.",
+        fields=(Field("on", "date", "The date the sample was sent to SSI, YYYY-MM-DD.",
+                      "Dato for afsendelse til SSI", "Sent on", required=True),),
+        rule=S2_4, id_help=_CASE_ID, tasks=(Task("sequencing_sample_due", "Record the sample sent to SSI…"),),
+    ),
+    Operation(
+        "case clade", "case", "clade", _summary("clade"),
+        "Record the clade SSI's genome sequencing found (§2.4), once the case is confirmed.",
+        fields=(Field("clade", "choice", "|".join(CLADES), "Klade", "Clade", required=True, choices=CLADES),),
+        rule=S2_4, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case paediatric", "case", "paediatric", _summary("paediatric"),
+        "Record that a child case was referred to the highly specialised paediatric level (52), with infection "
+        "medicine (§3.2): satisfies its deadline.",
+        rule=S3_2, id_help=_CASE_ID, tasks=(Task("paediatric_referral_due", "Referred to the paediatric level", {}),),
+    ),
+    Operation(
+        "case discharge", "case", "discharge", _summary("discharge"),
+        "Record the discharge of an admitted case, as the infection-medicine department decided it (§3.2); the "
+        "isolation goes on at home (or, without general symptoms, with the lesions covered, §4.1).",
+        fields=(Field("on", "date", "The date of discharge, YYYY-MM-DD.", "Udskrivelsesdato", "Discharged on",
+                      required=True),
+                Field("decided_by", "text", "Who in the infection-medicine department decided the discharge "
+                      "(§3.2).", "Besluttet af", "Decided by"),
+                Field("mode", "choice", "Isolation after discharge: " + "|".join(DISCHARGE_MODES),
+                      "Isolation efter udskrivelse", "Isolation after discharge", default="home",
+                      choices=DISCHARGE_MODES)),
+        rule=S3_2, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case antiviral", "case", "antiviral", _summary("antiviral"),
+        "Record the decision on antiviral treatment of a confirmed case (§3.4), made by a specialist in infection "
+        "medicine; the case shows when it may be considered (immunodeficiency, a child at risk).",
+        fields=(Field("decision", "choice", "|".join(ANTIVIRAL_DECISIONS), "Beslutning", "Decision",
+                      required=True, choices=ANTIVIRAL_DECISIONS),
+                Field("assessed_by", "text", "The infection-medicine specialist whose individual assessment this "
+                      "is (§3.4).", "Vurderet af", "Assessed by")),
+        rule=S3_4, id_help=_CASE_ID, reason_in_data=True,
+        # §3.4: the specialist's reasoning is part of the recorded decision (and the audit entry's reason).
+        reason_help="The specialist's reasoning (required): recorded with the decision and in the audit entry.",
+    ),
+    Operation(
+        "case work", "case", "work", _summary("work"),
+        "Record the person's work with close physical contact, children under 12, or pregnant or immunocompromised "
+        "people (§4.1): no work while infectious, until healed.",
+        fields=(Field("work", "choices", "Comma-separated: " + ",".join(WORK), "Arbejde", "Work", required=True,
+                      choices=WORK, bounds=(1, None), what="kind of work"),),
+        rule=S4_1, id_help=_CASE_ID,
+    ),
 )

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from workflows.calendar import local_date, window_closes
-from workflows.case import CaseFacts
+from workflows.case import AFTER_CONFIRMATION, OPEN_STATES, SYMPTOMS, CaseFacts
 from workflows.definition import (
     NEW,
     Cascade,
@@ -30,6 +30,8 @@ from workflows.definition import (
     TransitionSpec,
     WorkflowDefinition,
 )
+from workflows.errors import field as ref
+from workflows.operations import Field, Offer, Operation, Task
 from workflows.rules import cite
 
 S1_1, S3_3_1, S5_1, S5_2, S5_3, S5_4, S5_5, S6_2 = (
@@ -614,4 +616,85 @@ CONTACT = WorkflowDefinition(
         TransitionSpec("inform_due", OPEN, None, S5_5, "a day passed without informing the contact: missed",
                        effect=_deadline_passed, timed=True),
     ],
+)
+
+
+# ---- the operations staff take on a contact (the CLI's commands, the API's endpoints, the pages' forms) ---------
+
+
+def _summary(trigger: str) -> str:
+    return next(s.summary for s in CONTACT.transitions if s.trigger == trigger)
+
+
+_CONTACT_ID = "The contact's id (contact-N)."
+_KIND = Field("kind", "choice", "Exposure kind (§5.1): " + "|".join(EXPOSURE_KINDS), "Eksponeringstype",
+              "Exposure kind", required=True, choices=EXPOSURE_KINDS, what="exposure kind")
+_RISK = Field("risk", "choice", "A clinician's individual assessment of this exposure instead of Table 1 "
+              f"(high|medium|low); needs {ref('reason')}. Required for healthcare_with_ppe (§5.1).",
+              "Risiko (klinisk vurdering)", "Risk (clinician's assessment)", choices=RISKS)
+#: A contact is added to a case confirmed and not yet closed (§5.1: a confirmed case's contacts are traced).
+CASE_STATES_TAKING_CONTACTS = tuple(s for s in AFTER_CONFIRMATION if s in OPEN_STATES)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "contact add", "contact", "add", _summary("add"),
+        "Register a close contact of a confirmed case (§5.1), with the Table 1 risk of the exposure (§6.2).",
+        fields=(
+            Field("case", "id", "The confirmed case (case-N).", "Tilfælde", "Case", required=True, of="case"),
+            Field("person", "id", "The contact person (person-N).", "Kontaktperson", "Contact person",
+                  required=True, of="person"),
+            Field("exposed", "date", "Date of exposure, in the case's infectious period.", "Dato for eksponering",
+                  "Exposed on", required=True),
+            _KIND, _RISK,
+            Field("anonymous_via_doctor", "flag", "Only when the case declined STPS tracing (`case consent ID "
+                  f"{ref('tracing')} no`): the treating doctor contacts the contact anonymously (§5.4).",
+                  "Anonymt via behandlende læge", "Anonymously via the treating doctor", default=False),
+        ),
+        rule=S5_1, creates=True, reason_in_data=True,
+        offered=(Offer("case", CASE_STATES_TAKING_CONTACTS, {"case": "id"}),),
+    ),
+    Operation(
+        "contact expose", "contact", "expose", _summary("expose"),
+        f"Record a new exposure, with its Table 1 risk or a clinician's ({ref('risk')}, {ref('reason')}): the "
+        "contact's risk is the highest over its exposures; monitoring and PEP windows are recomputed from the last "
+        "exposure (§5.5, §6.2).",
+        fields=(Field("exposed", "date", "Date of the new exposure.", "Dato for ny eksponering", "Exposed on",
+                      required=True), _KIND, _RISK),
+        rule=S5_5, id_help=_CONTACT_ID, reason_in_data=True,
+    ),
+    Operation(
+        "contact assess", "contact", "assess", _summary("assess"),
+        f"A clinician's (re-)assessment of the risk of the exposures recorded so far, with its {ref('reason')} "
+        "(§6.2 Table 1): risk, PEP window and timers recomputed; a later exposure brings its own risk.",
+        fields=(Field("risk", "choice", "The clinician's risk level: high|medium|low.", "Risiko", "Risk",
+                      required=True, choices=RISKS),),
+        rule=S6_2, id_help=_CONTACT_ID, reason_in_data=True,
+    ),
+    Operation(
+        "contact correct", "contact", "correct", _summary("correct"),
+        "Correct an exposure date: every timer of the contact is recomputed (§5.5).",
+        fields=(Field("exposed", "date", "The corrected exposure date.", "Korrigeret eksponeringsdato",
+                      "Corrected exposure date", required=True),
+                Field("exposure", "count", "Which exposure (1 = first recorded; default the last recorded).",
+                      "Hvilken eksponering (nr.)", "Which exposure", bounds=(1, None))),
+        rule=S5_5, id_help=_CONTACT_ID,
+    ),
+    Operation(
+        "contact inform", "contact", "inform", _summary("inform"),
+        "The contact has been informed (symptoms, 21 days' passive monitoring, §5.5), by STPS or, when tracing is "
+        "anonymous, by the treating doctor (§5.4): exposed → monitored.",
+        rule=S5_5, id_help=_CONTACT_ID, tasks=(Task("inform_due", "Contact informed", {}),),
+    ),
+    Operation(
+        "contact symptoms", "contact", "symptoms", _summary("symptoms"),
+        "Symptoms: the contact becomes symptomatic and a suspected case is opened for the person (§5.5, §2); if a "
+        "negative test discards that case, the contact is monitored again (§2.2.1).",
+        fields=(Field("onset", "date", "Symptom onset, YYYY-MM-DD.", "Symptomdebut", "Symptom onset",
+                      required=True),
+                Field("symptoms", "choices", "Comma-separated: " + ",".join(SYMPTOMS), "Symptomer", "Symptoms",
+                      required=True, choices=SYMPTOMS, bounds=(1, None), what="symptom"),
+                Field("symptom_note", "note", "What the symptom 'other' is (needed with it, §1.1).",
+                      "Beskrivelse af andet symptom", "Other symptom")),
+        rule=S5_5, id_help=_CONTACT_ID,
+    ),
 )

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from workflows.calendar import DANISH, local_date, local_midnight
+from workflows.contact import OPEN as CONTACT_OPEN
 from workflows.contact import (
     PEP_LATEST_DAYS,
     PEP_OPTIMAL_DAYS,
@@ -28,6 +29,9 @@ from workflows.contact import (
     pep_window_closes,
 )
 from workflows.definition import NEW, Cascade, Guard, Related, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.errors import UsageError
+from workflows.errors import field as ref
+from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
 from workflows.rules import cite
 
@@ -624,4 +628,91 @@ COURSE = WorkflowDefinition(
                        "mpox confirmed for the person: no (further) dose",
                        effect=_end(MPOX_ENDED, pep_may_be_assessed_again=False), internal=True),
     ],
+)
+
+
+# ---- the operations staff take on a course (the CLI's commands, the API's endpoints, the pages' forms) ----------
+
+
+def vaccine_offer_data(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The trigger and data of ``vaccine offer``: PEP names the contact record, PrEP its criteria (and the date of
+    a dated one, §6.1).
+
+    Returns ``("offer", data)``; raises UsageError when the fields given belong to the other indication."""
+    indication, contact = values.get("indication"), values.get("contact")
+    criteria = list(values.get("criteria") or [])
+    criterion_on = values.get("criterion_on")
+    if indication == "pep" and criteria:
+        raise UsageError(f"{ref('criteria')} go with indication prep; PEP takes the contact ({ref('contact')})")
+    if indication == "prep" and contact:
+        raise UsageError(f"{ref('contact')} goes with indication pep; PrEP takes criteria ({ref('criteria')})")
+    if criterion_on is not None:
+        dated = [c for c in criteria if c in PREP_LOOKBACK_DAYS]
+        if indication != "prep" or not dated:
+            raise UsageError(f"{ref('criterion_on')} dates a PrEP criterion that looks back: "
+                             + " or ".join(PREP_LOOKBACK_DAYS))
+        if len(dated) > 1:
+            raise UsageError(f"{ref('criterion_on')} dates one criterion: give "
+                             + " or ".join(PREP_LOOKBACK_DAYS) + ", not both (one is enough, §6.1)")
+    return "offer", {"indication": indication, "contact": contact, "criteria": criteria,
+                     "assessed_by": values.get("assessed_by"), "assessment_note": values.get("assessment_note"),
+                     "criterion_on": criterion_on}
+
+
+def _summary(trigger: str) -> str:
+    return next(s.summary for s in COURSE.transitions if s.trigger == trigger)
+
+
+_COURSE_ID = "The course's id (course-N)."
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "vaccine offer", "course", "offer", _summary("offer"),
+        f"Offer a vaccination course; its dose plan is decided now (§6.3, §6.4). PEP is offered after an assessment "
+        f"({ref('assessed_by')}, §6.2); PrEP for a §6.1 target group, never for a child under 12 or a pregnant or "
+        "breastfeeding person (§6.2.1-2).",
+        fields=(
+            Field("person", "id", "The person (person-N).", "Person", "Person", required=True, of="person"),
+            Field("indication", "choice", "pep (a close contact, §6.2) | prep (§6.1)", "Indikation", "Indication",
+                  required=True, choices=INDICATIONS),
+            Field("contact", "id", "PEP: the person's contact record (contact-N).", "Kontaktforløb (PEP)",
+                  "Contact record (PEP)", of="contact"),
+            Field("criteria", "choices", "PrEP: " + ",".join(PREP_CRITERIA), "PrEP-kriterier", "PrEP criteria",
+                  choices=PREP_CRITERIA, what="criterion"),
+            Field("criterion_on", "date", "PrEP: the date of msm_two_partners_12w (within 12 weeks) or msm_sti_24w "
+                  "(within 24 weeks), YYYY-MM-DD (§6.1).", "Dato for PrEP-kriteriet", "Date of the criterion"),
+            Field("assessed_by", "text", "PEP: who assessed it, a doctor or STPS (required, §6.2); PrEP: the doctor "
+                  "an individual_assessment or travel_clade_i rests on (§6.1).", "Vurderet af", "Assessed by"),
+            Field("assessment_note", "note", "The assessor's reasons; PEP for a low-risk contact who is under 12, "
+                  "pregnant or breastfeeding or immunocompromised needs them (§6.2).", "Vurderingens begrundelse",
+                  "Assessment note"),
+        ),
+        rule=S6, creates=True, custom_prepare=vaccine_offer_data,
+        tasks=(Task("pep_assessment_due", "Assess and offer PEP…"),),
+        offered=(Offer("contact", CONTACT_OPEN, {"person": "person", "contact": "id"}, {"indication": "pep"}),
+                 Offer("person", (), {"person": "id"})),
+    ),
+    Operation(
+        "vaccine dose", "course", "dose",
+        "record a dose: dose 1 (PEP needs consent, §6.2), or dose 2 at least 28 days later (§6.4)",
+        "Record a dose: dose 1 (PEP needs the consent fields, and after day 4 a special reason, §6.2), or dose 2 at "
+        "least 28 days after the person's previous dose (§6.4); never a third (§6.3).",
+        fields=(
+            Field("on", "date", "The date the dose was given, YYYY-MM-DD.", "Dato for dosis", "Given on",
+                  required=True),
+            Field("consent", "flag", "PEP (off-label): informed consent is recorded.", "Informeret samtykke (PEP)",
+                  "Informed consent (PEP)", default=False),
+            Field("indication_note", "note", "PEP: the indication.", "Indikation (PEP)", "Indication (PEP)"),
+            Field("justification", "note", "PEP: the justification.", "Begrundelse for PEP", "Justification (PEP)"),
+            Field("special_reason", "note", "PEP dose 1 on day 5-14 after the exposure: the special case (§6.2).",
+                  "Særlig begrundelse (dag 5-14)", "Special reason (day 5-14)"),
+            Field("assessed_by", "text", "The doctor whose individual assessment covers this dose (§6.2.1-2: under "
+                  "12, pregnant or breastfeeding).", "Vurderet af", "Assessed by"),
+        ),
+        rule=S6_4, id_help=_COURSE_ID, tasks=(Task("dose2_due", "Record dose 2…"),),
+    ),
+    Operation(
+        "vaccine decline", "course", "decline", _summary("decline"),
+        "Record that the person declines the vaccination (§6).", rule=S6, id_help=_COURSE_ID,
+    ),
 )

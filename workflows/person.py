@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from workflows.errors import field as ref
+from workflows.operations import Field, Operation
+
 #: A case in one of these states is open (``workflows.case.OPEN_STATES``): a person has at most one open case
 #: unless a clinician gives a reason for a second (``case open second_case_reason``).
 OPEN_CASE_STATES = ("suspected", "confirmed", "isolated", "healed")
@@ -50,3 +53,53 @@ class PersonFacts:
 def age_on(born: date, day: date) -> int:
     """Whole years of age on ``day``."""
     return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+# ---- the operations on a person's facts (no workflow: the engine adds and updates persons directly) ------------
+
+_DOSES_ELSEWHERE = ("Doses of mpox vaccine given outside mpoxflow (0-2; §6.3 no more than 2).",
+                    "Doser givet andetsteds", "Doses given elsewhere")
+_LAST_DOSE_ON = (f"With {ref('doses_elsewhere')}: the date of the last of them, YYYY-MM-DD.",
+                 "Dato for seneste dosis givet andetsteds", "Last dose elsewhere on")
+
+
+def _update(name: str, help: str, da: str, en: str) -> Field:
+    """A fact ``person update`` sets, unsets, or (not given) leaves as it is."""
+    return Field(name, "flag", f"{help} (or no longer).", da, en)
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "person add", "person", None, "register a person", "Register a person.",
+        fields=(
+            Field("ref", "text", "External reference (e.g. CPR); shown to staff, never logged.", "Reference (CPR)",
+                  "Reference (CPR)", required=True),
+            Field("born", "date", "Birth date, YYYY-MM-DD.", "Fødselsdato", "Born"),
+            Field("immunocompromised", "flag", "", "Immunsupprimeret", "Immunocompromised", default=False),
+            Field("pregnant", "flag", "Pregnant (§6.2.1: PEP only).", "Gravid", "Pregnant", default=False),
+            Field("breastfeeding", "flag", "Breastfeeding (§6.2.1: PEP only).", "Ammende", "Breastfeeding",
+                  default=False),
+            Field("previous_mpox", "flag", "", "Har haft mpox", "Has had mpox", default=False),
+            Field("smallpox_vaccinated", "flag", "", "Koppevaccineret", "Smallpox-vaccinated", default=False),
+            Field("doses_elsewhere", "count", *_DOSES_ELSEWHERE, default=0, bounds=(0, 2)),
+            Field("last_dose_on", "date", *_LAST_DOSE_ON),
+        ),
+        creates=True,
+    ),
+    Operation(
+        "person update", "person", None, "change a person's facts (pregnancy, breastfeeding, doses elsewhere, ...)",
+        "Change what the rules read about a person: pregnancy and breastfeeding come and go (§6.2.1), doses given "
+        "elsewhere count towards the two a person may have (§6.3). Only the options given change.",
+        fields=(
+            Field("born", "date", "A corrected birth date, YYYY-MM-DD.", "Fødselsdato", "Born"),
+            _update("pregnant", "Pregnant (§6.2.1)", "Gravid", "Pregnant"),
+            _update("breastfeeding", "Breastfeeding (§6.2.1)", "Ammende", "Breastfeeding"),
+            _update("immunocompromised", "Immunocompromised (§6.4)", "Immunsupprimeret", "Immunocompromised"),
+            _update("previous_mpox", "Has had mpox (§6.3)", "Har haft mpox", "Has had mpox"),
+            _update("smallpox_vaccinated", "Smallpox-vaccinated (§6.4)", "Koppevaccineret", "Smallpox-vaccinated"),
+            Field("doses_elsewhere", "count", *_DOSES_ELSEWHERE, bounds=(0, 2)),
+            Field("last_dose_on", "date", *_LAST_DOSE_ON),
+        ),
+        id_help="The person's id (person-N).",
+    ),
+)

@@ -130,7 +130,9 @@ def me(who: Reader) -> dict[str, Any]:
 # ---- the changes: one endpoint per CLI operation -------------------------------------------------------------
 
 
-def _add_operation(op: Operation) -> None:
+def add_operation(op: Operation, router: APIRouter) -> None:
+    """Add to ``router`` the endpoint of an operation: ``POST /<collection>`` for one that creates an object,
+    ``POST /<collection>/{object_id}/<verb>`` for a change; its body is the operation's."""
     body_model = op.body
     acting_user = may_act(op.name)
     description = f"`mpoxflow {op.name}`: {op.summary}."
@@ -152,7 +154,7 @@ def _add_operation(op: Operation) -> None:
 
 
 for _op in OPERATIONS:
-    _add_operation(_op)
+    add_operation(_op, router)
 
 
 @router.post("/timers/{timer_id}/resolve", operation_id="task_resolve", tags=["tasks"],
@@ -191,7 +193,7 @@ def show(object_id: str, who: Reader, engine: Eng, as_of: str | None = None) -> 
 
 
 @router.get("/list/{what}", operation_id="list", tags=["reading"])
-def list_objects(what: Literal["persons", "cases", "contacts", "courses"], who: Reader, engine: Eng,
+def list_objects(what: Literal[tuple(LISTABLE)], who: Reader, engine: Eng,
                  state: str | None = None) -> list[dict[str, Any]]:
     """Persons, or the objects of a workflow (optionally in one state)."""
     return engine.list(LISTABLE[what], state)
@@ -211,7 +213,7 @@ def calendar(who: Reader, engine: Eng, weeks: Annotated[int, Query(ge=1, le=52)]
 
 
 @router.get("/diagram/{kind}", operation_id="diagram", tags=["reading"])
-def diagram(kind: Literal["case", "contact", "course"], who: Reader, engine: Eng) -> dict[str, Any]:
+def diagram(kind: Literal[tuple(WORKFLOWS)], who: Reader, engine: Eng) -> dict[str, Any]:
     """A workflow as a Mermaid state diagram drawn from its definition, with the objects in each state."""
     definition = WORKFLOWS[kind]
     return {"workflow": definition.name, "mermaid": definition.mermaid(), "counts": engine.state_counts(kind)}

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from engine.accounts import Accounts, Login
@@ -41,6 +40,7 @@ from entry.web.app import (
 )
 from entry.web.operations import (
     BY_NAME,
+    COLLECTIONS,
     LISTABLE,
     OPERATIONS,
     Operation,
@@ -52,12 +52,18 @@ from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
 from workflows.errors import MpoxflowError, NotAuthenticated, UsageError
-from workflows.registry import WORKFLOWS
+from workflows.operations import Field as DeclaredField
+from workflows.operations import rendered
+from workflows.registry import LISTS, TASK_ACTIONS, WORKFLOWS
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
 CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
+#: The navigation's lists, from the registry: (link, name).
+NAV = [(f"/list/{COLLECTIONS[kind]}", name) for kind, name in LISTS.items()]
+Listed = Literal[tuple(LISTABLE)]  # type: ignore[valid-type]
+Kind = Literal[tuple(WORKFLOWS)]  # type: ignore[valid-type]
 
 # ---- Danish formats ------------------------------------------------------------------------------------------
 
@@ -112,7 +118,7 @@ templates.env.filters["dkdate"] = dk_date
 templates.env.filters["dktime"] = dk_time
 WEEKDAYS = ("man", "tir", "ons", "tor", "fre", "lør", "søn")
 
-# ---- forms drawn from the operations' models -----------------------------------------------------------------
+# ---- forms drawn from the operations' declarations -------------------------------------------------------------
 
 
 @dataclass
@@ -126,62 +132,65 @@ class Field:
     help: str | None = None
 
 
-def _inner(annotation: Any) -> Any:
-    """``X`` of an optional ``X | None``; any other annotation as it is."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
-    return annotation
+#: The input of each declared field type.
+INPUTS = {"date": "date", "choice": "select", "choices": "checkboxes", "flag": "checkbox", "yesno": "checkbox",
+          "count": "number", "note": "textarea", "text": "text", "id": "text"}
 
 
-def _choices(annotation: Any) -> tuple[str, ...]:
-    if typing.get_origin(annotation) is Literal:
-        return tuple(typing.get_args(annotation))
-    return ()
+def label_of(op: Operation) -> Callable[[str], str]:
+    """How a page names ``op``'s fields (in its help texts and refusals): by their Danish label."""
+    def label(name: str) -> str:
+        declared = op.declared.field(name)
+        return declared.label if declared is not None else name.replace("_", " ")
+
+    return label
 
 
-def form_fields(model: type[BaseModel], values: dict[str, Any], hidden: tuple[str, ...] = ()) -> list[Field]:
+def declared_fields(op: Operation) -> tuple[DeclaredField, ...]:
+    """The fields a form of ``op`` posts: its declared fields and the reason."""
+    return (*op.declared.fields, op.declared.reason)
+
+
+def form_fields(op: Operation, values: dict[str, Any], hidden: tuple[str, ...] = ()) -> list[Field]:
+    """The inputs of ``op``'s form, labelled in Danish, with ``values`` filled in; ``if_version`` hidden."""
+    named = label_of(op)
     fields = []
-    for name, info in model.model_fields.items():
-        inner = _inner(info.annotation)
-        label = name.replace("_", " ")
-        value = values.get(name)
-        choices: tuple[str, ...]
-        if name in hidden:
-            kind, choices = "hidden", ()
-        elif typing.get_origin(inner) is list:
-            kind, choices = "checkboxes", _choices(typing.get_args(inner)[0])
+    if op.declared.versioned:
+        fields.append(Field("if_version", "version", "hidden", False, values.get("if_version")))
+    for declared in declared_fields(op):
+        value = values.get(declared.name)
+        kind = "hidden" if declared.name in hidden else INPUTS[declared.type]
+        if kind == "checkboxes":
             value = value or []
-        elif _choices(inner):
-            kind, choices = "select", _choices(inner)
-        elif inner is bool:
-            kind, choices = "checkbox", ()
-        elif inner is date:
-            kind, choices = "date", ()
-        elif inner is int:
-            kind, choices = "number", ()
-        elif name == "reason":
-            kind, choices = "textarea", ()
-        else:
-            kind, choices = "text", ()
-        fields.append(Field(name, label, kind, info.is_required(), value, choices, info.description))
+        fields.append(Field(declared.name, declared.label, kind, declared.required, value,
+                            declared.choices if kind in ("select", "checkboxes") else (),
+                            rendered(declared.help, named) or None))
     return fields
 
 
-def form_values(model: type[BaseModel], form: FormData) -> dict[str, Any]:
-    """What a form posted, as the model's fields: lists from repeated fields, booleans from checkboxes, empty
-    inputs left out (so the model's defaults and its required-field messages apply)."""
+def form_values(op: Operation, form: FormData) -> dict[str, Any]:
+    """What a form posted, as ``op``'s fields: lists from repeated fields, booleans from checkboxes, empty
+    inputs left out (so the body's defaults and its required-field messages apply)."""
     data: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        inner = _inner(info.annotation)
-        if typing.get_origin(inner) is list:
+    names = [(f.name, f.type) for f in declared_fields(op)]
+    if op.declared.versioned:
+        names.append(("if_version", "count"))
+    for name, kind in names:
+        if kind == "choices":
             data[name] = [v for v in form.getlist(name) if isinstance(v, str) and v]
-        elif inner is bool:
+        elif kind in ("flag", "yesno"):
             data[name] = form.get(name) in ("on", "true", "yes", "1")
         else:
             raw = form.get(name)
             if isinstance(raw, str) and raw.strip():
                 data[name] = raw.strip()
     return data
+
+
+def _resolve_values(form: FormData) -> dict[str, Any]:
+    """A task resolution's outcome and reason as posted (empty ones left out)."""
+    return {name: str(form.get(name)).strip() for name in ("outcome", "reason")
+            if isinstance(form.get(name), str) and str(form.get(name)).strip()}
 
 
 def validation_messages(error: ValidationError) -> dict[str, str]:
@@ -208,7 +217,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         "can_act": login is not None and login.role in ACTING_ROLES,
         "is_admin": login is not None and login.role in ADMIN_ROLES,
         "now": instant(now) if now else None, "simulated": engine.clock.simulated if engine else False,
-        "outcomes": TASK_OUTCOMES,
+        "outcomes": TASK_OUTCOMES, "nav": NAV,
         "done": request.query_params.get("done"),
     }
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
@@ -280,16 +289,16 @@ async def logout(request: Request, who: Who, engine: Eng) -> Response:
 
 # ---- the worklist --------------------------------------------------------------------------------------------
 
-#: The button or link each task gets: (label, operation, fixed fields) posts at once; (label, anchor) opens the form.
-TASK_ACTIONS: dict[str, tuple[str, str | None, dict[str, str]]] = {
-    "phone_notification_due": ("Phone notification to STPS done", "case notify", {"channel": "phone"}),
-    "written_notification_due": ("Written notification to SSI and STPS sent", "case notify", {"channel": "written"}),
-    "sequencing_sample_due": ("Record the sample sent to SSI…", None, {"anchor": "sample-sent"}),
-    "paediatric_referral_due": ("Referred to the paediatric level", "case paediatric", {}),
-    "inform_due": ("Contact informed", "contact inform", {}),
-    "pep_assessment_due": ("Assess and offer PEP…", None, {"anchor": "vaccine_offer"}),
-    "dose2_due": ("Record dose 2…", None, {"anchor": "vaccine_dose"}),
-}
+def task_action(timer: str) -> tuple[str, str | None, dict[str, str]] | None:
+    """The button or link a task gets, from the operation declared to do it: (label, operation, fixed fields)
+    posts at once; (label, None, anchor) opens the operation's form on the object's page."""
+    found = TASK_ACTIONS.get(timer)
+    if found is None:
+        return None
+    op, task = found
+    if task.fixed is not None:
+        return task.label, op.name, dict(task.fixed)
+    return task.label, None, {"anchor": op.operation_id if op.creates else op.verb}
 
 
 @router.get("/worklist")
@@ -301,7 +310,7 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
     for item in engine.worklist():
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
-        item["action"] = TASK_ACTIONS.get(item["name"]) if not item.get("failed") else None
+        item["action"] = task_action(item["name"]) if not item.get("failed") else None
         if item["missed"]:
             sections["Missed"].append(item)
         elif item["overdue"]:
@@ -317,7 +326,7 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
 
 
 @router.get("/list/{what}")
-def listing(request: Request, what: Literal["cases", "contacts", "courses", "persons"], who: Who, engine: Eng,
+def listing(request: Request, what: Listed, who: Who, engine: Eng,
             state: str | None = None) -> Response:
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
@@ -329,15 +338,31 @@ def listing(request: Request, what: Literal["cases", "contacts", "courses", "per
 def _creation_form(op_id: str, values: dict[str, Any], errors: dict[str, str] | None = None,
                    hidden: tuple[str, ...] = ()) -> dict[str, Any]:
     op = CREATING[op_id]
-    return {"op": op, "action": f"/new/{op.operation_id}", "fields": form_fields(op.body, values, hidden),
+    return {"op": op, "action": f"/new/{op.operation_id}", "fields": form_fields(op, values, hidden),
             "errors": errors or {}}
 
 
 def _transition_form(op: Operation, object_id: str, version: int, values: dict[str, Any] | None = None,
                      errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {"op": op, "action": f"/objects/{object_id}/{op.verb}",
-            "fields": form_fields(op.body, {"if_version": version, **(values or {})}, hidden=("if_version",)),
+            "fields": form_fields(op, {"if_version": version, **(values or {})}),
             "errors": errors or {}}
+
+
+#: Where a person's view shows a field of ``person update`` under another name.
+SHOWN_AS = {"last_dose_on": "last_dose_elsewhere_on"}
+
+
+def offered_here(kind: str, view: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The creating operations the page of an object offers, as their declarations say (``Offer``), each with
+    the fields it prefills from the object (its id, its person) and fixed values."""
+    found = []
+    for op in CREATING.values():
+        for offer in op.declared.offered:
+            if offer.kind == kind and (not offer.states or view.get("state") in offer.states):
+                prefill = {name: view.get(key) for name, key in offer.from_view.items()}
+                found.append((op.operation_id, {**prefill, **offer.fixed}))
+    return found
 
 
 def object_page(request: Request, engine: Engine, object_id: str, *, status_code: int = 200,
@@ -352,31 +377,31 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
         for op in allowed_now(kind, view["state"]):
             values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else ({}, {})
             forms.append(_transition_form(op, object_id, view["version"], values, errors))
-    elif kind == "person":
-        update = BY_NAME["person update"]
-        current = {k: view.get("last_dose_elsewhere_on" if k == "last_dose_on" else k)
-                   for k in update.body.model_fields if k != "reason"}
-        values, errors = (failed[1], failed[2]) if failed and failed[0] == update.name else (current, {})
-        forms.append(_transition_form(update, object_id, 0, values, errors))
+    else:  # a person's facts: always changeable, the form shows them as they are
+        for op in transitions_of(kind):
+            current = {f.name: view.get(SHOWN_AS.get(f.name, f.name)) for f in op.declared.fields}
+            values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else (current, {})
+            forms.append(_transition_form(op, object_id, 0, values, errors))
     creations = []
-    offered: dict[str, list[tuple[str, dict[str, Any]]]] = {
-        "case": [("contact_add", {"case": object_id})] if view.get("state") in ("confirmed", "isolated", "healed")
-        else [],
-        "contact": [("vaccine_offer", {"person": view.get("person"), "contact": object_id, "indication": "pep"})]
-        if view.get("state") in ("exposed", "monitored") else [],
-        "person": [("case_open", {"person": object_id}), ("vaccine_offer", {"person": object_id})],
-    }
-    prefill = offered.get(kind, [])
-    for op_id, prefilled in prefill:
+    for op_id, prefilled in offered_here(kind, view):
         problems: dict[str, str] = {}
         if failed and failed[0] == CREATING[op_id].name:
             prefilled, problems = {**prefilled, **failed[1]}, failed[2]
         creations.append(_creation_form(op_id, prefilled, problems))
     facts = {k: v for k, v in view.items()
              if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
+    error = failed[3] if failed else None
     return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
-                  related=related, timeline=timeline, forms=forms, creations=creations,
-                  error=failed[3] if failed else None, failed_op=failed[0] if failed else None)
+                  related=related, timeline=timeline, forms=forms, creations=creations, error=error,
+                  error_text=_error_text(error, failed[0] if failed else None), failed_op=failed[0] if failed else None)
+
+
+def _error_text(error: MpoxflowError | None, op_name: str | None) -> str | None:
+    """A refusal of a form's operation as the page says it: its fields named by their Danish labels."""
+    if error is None:
+        return None
+    op = BY_NAME.get(op_name or "")
+    return error.render(label_of(op)) if op is not None else error.message
 
 
 @router.get("/objects/{object_id}")
@@ -391,7 +416,7 @@ async def change_object(request: Request, object_id: str, verb: str, who: Who, e
     op = next((op for op in transitions_of(kind) if op.verb == verb), None)
     if op is None:
         raise UsageError(f"there is no '{verb}' for a {kind}: use the actions on its page")
-    values = form_values(op.body, form)
+    values = form_values(op, form)
     try:
         body = op.body.model_validate(values)
     except ValidationError as error:
@@ -415,7 +440,7 @@ async def resolve_task(request: Request, timer_id: str, who: Who, engine: Eng) -
     form = await posted(request, who)
     timer = engine.show(timer_id)
     try:
-        body = TaskResolve.model_validate(form_values(TaskResolve, form))
+        body = TaskResolve.model_validate(_resolve_values(form))
     except ValidationError as error:
         refusal = UsageError("to record what happened, choose an outcome and give a reason: "
                              + "; ".join(f"{k}: {v}" for k, v in validation_messages(error).items()))
@@ -447,7 +472,7 @@ async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Respons
     if op_id not in CREATING:
         raise UsageError(f"nothing is created by '{op_id}': use one of {', '.join(CREATING)}")
     op = CREATING[op_id]
-    values = form_values(op.body, form)
+    values = form_values(op, form)
     try:
         body = op.body.model_validate(values)
         result = op.call(engine, who.name, body)
@@ -458,7 +483,7 @@ async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Respons
         if isinstance(error, NotAuthenticated):
             raise
         return render(request, "new.html", status_code=http_status(error)[0],
-                      form=_creation_form(op_id, values), error=error)
+                      form=_creation_form(op_id, values), error=error, error_text=_error_text(error, op.name))
     return RedirectResponse(f"/objects/{result['id']}?{urlencode({'done': op.name})}", status_code=303)
 
 
@@ -500,7 +525,7 @@ def audit_page(request: Request, who: Who, engine: Eng, entity: str | None = Non
 
 
 @router.get("/diagrams/{kind}")
-def diagram_page(request: Request, kind: Literal["case", "contact", "course"], who: Who, engine: Eng) -> Response:
+def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng) -> Response:
     definition = WORKFLOWS[kind]
     counts = engine.state_counts(kind)
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
