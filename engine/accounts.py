@@ -291,7 +291,7 @@ class Accounts:
         """Change a user's role (admins only, not their own); it applies to their next request."""
         _check_reason(reason)
         if role not in USER_ROLES:
-            raise UsageError(f"--role: '{shown(role)}' is not a role a user can have: use one of "
+            raise UsageError(f"⟦role⟧: '{shown(role)}' is not a role a user can have: use one of "
                              f"{', '.join(USER_ROLES)}")
         with unit_of_work(self.runtime, actor, "user role", None, ADMIN_ROLES) as uow:
             repo = uow.repo

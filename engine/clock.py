@@ -59,6 +59,6 @@ def simulated(clock: Clock) -> SimulatedClock:
     if not isinstance(clock, SimulatedClock):
         raise UsageError(
             "this database runs on real time, so its clock cannot be moved: "
-            "make a training database with `mpoxflow init --simulated-clock INSTANT`"
+            "make a training database with `mpoxflow init ⟦simulated_clock⟧`"
         )
     return clock

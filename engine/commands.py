@@ -85,7 +85,7 @@ class Commands:
         NotPermitted (audited) for an actor who may not."""
         ref = check_text(ref.strip(), "ref")
         if not ref:
-            raise UsageError("--ref is empty: give the person's external reference")
+            raise UsageError("⟦ref⟧ is empty: give the person's external reference")
         if reason is not None:
             check_text(reason, "reason")
         flags = {
@@ -145,9 +145,9 @@ class Commands:
         if unknown:
             raise UsageError(f"a person has no field {', '.join(unknown)}: change {', '.join(PERSON_FIELDS)}")
         if not changes:
-            raise UsageError("nothing to change: give at least one of --born, --pregnant/--not-pregnant, "
-                             "--breastfeeding/--not-breastfeeding, --immunocompromised/--not-immunocompromised, "
-                             "--previous-mpox, --smallpox-vaccinated, --doses-elsewhere with --last-dose-on")
+            raise UsageError("nothing to change: give at least one of ⟦born⟧, ⟦pregnant⟧, "
+                             "⟦breastfeeding⟧, ⟦immunocompromised⟧, "
+                             "⟦previous_mpox⟧, ⟦smallpox_vaccinated⟧, ⟦doses_elsewhere⟧ with ⟦last_dose_on⟧")
         with unit_of_work(self.runtime, actor, "person update", format_id("person", pk)) as uow:
             now = uow.now()
             person = uow.repo.person(pk)
@@ -228,7 +228,7 @@ class Commands:
         if kind not in OBJECT_MODELS:
             raise UsageError(f"{object_id} is a {kind}, which has no workflow: give a case or contact id")
         self._check_input(data or {}, reason)
-        check_count(expected_version, "if_version (--if-version)", low=1, high=MAX_ID)
+        check_count(expected_version, "⟦if_version⟧", low=1, high=MAX_ID)
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", format_id(kind, pk)) as uow:
             row = uow.repo.load_object(kind, pk)
             if expected_version is not None and row.version != expected_version:
@@ -378,9 +378,9 @@ class Commands:
         that is no task or is closed, NotPermitted (audited)."""
         _, pk = parse_id(timer_id, kind="timer")
         if outcome not in TASK_OUTCOMES:
-            raise UsageError(f"'{shown(outcome)}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (--outcome)")
+            raise UsageError(f"'{shown(outcome)}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (⟦outcome⟧)")
         if not (reason or "").strip():
-            raise UsageError("say what happened with --reason: it goes into the audit entry and onto the task")
+            raise UsageError("say what happened with ⟦reason⟧: it goes into the audit entry and onto the task")
         assert reason is not None
         label = format_id("timer", pk)
         with unit_of_work(self.runtime, actor, "task resolve", label) as uow:
@@ -429,21 +429,21 @@ class Commands:
 def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
     """UsageError (saying which option to fix) for a person's facts that cannot be true."""
     if born is not None and born > today:
-        raise UsageError(f"the birth date is after today ({today}): correct the date (--born)")
+        raise UsageError(f"the birth date is after today ({today}): correct the date (⟦born⟧)")
     if born is not None:
         check_born(born)
     doses, last = flags["doses_elsewhere"], flags["last_dose_elsewhere_on"]
     if isinstance(doses, bool) or not isinstance(doses, int) or not 0 <= doses <= MAX_DOSES:
-        raise UsageError(f"--doses-elsewhere {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
+        raise UsageError(f"⟦doses_elsewhere⟧ {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
     if doses and last is None:
-        raise UsageError("doses given elsewhere need the date of the last one: add --last-dose-on DATE (§6.3: the "
+        raise UsageError("doses given elsewhere need the date of the last one: add ⟦last_dose_on⟧ (§6.3: the "
                          "next dose is at least 28 days after it)")
     if not doses and last is not None:
-        raise UsageError("--last-dose-on goes with --doses-elsewhere 1 or 2")
+        raise UsageError("⟦last_dose_on⟧ goes with ⟦doses_elsewhere⟧ 1 or 2")
     if last is not None and last > today:
-        raise UsageError(f"--last-dose-on {last} is after today ({today}): record a dose once given")
+        raise UsageError(f"⟦last_dose_on⟧ {last} is after today ({today}): record a dose once given")
     if last is not None and born is not None and last < born:
-        raise UsageError(f"--last-dose-on {last} is before the birth date: correct the date")
+        raise UsageError(f"⟦last_dose_on⟧ {last} is before the birth date: correct the date")
     if last is not None:
         check_clinical_date(last, "last_dose_on", today)
 

@@ -46,10 +46,10 @@ class Queries:
             repo = Repository(session)
             if as_of is not None:
                 if as_of.tzinfo is None:
-                    raise UsageError(f"--as-of {as_of.isoformat()} has no offset: give an instant with one")
-                check_instant(as_of, "--as-of (as_of)")
+                    raise UsageError(f"⟦as_of⟧ {as_of.isoformat()} has no offset: give an instant with one")
+                check_instant(as_of, "⟦as_of⟧")
                 if kind not in OBJECT_MODELS:
-                    raise UsageError(f"--as-of shows cases, contacts and courses as they were, not a {kind}: "
+                    raise UsageError(f"⟦as_of⟧ shows cases, contacts and courses as they were, not a {kind}: "
                                      f"`mpoxflow audit timeline {object_id}` prints its history")
                 return auditing.as_of(repo, kind, pk, as_of)
             if kind == "user":
@@ -72,7 +72,7 @@ class Queries:
             repo = Repository(session)
             if kind == "person":
                 if state is not None:
-                    raise UsageError("persons have no state: drop the state filter (--state)")
+                    raise UsageError("persons have no state: drop the state filter (⟦state⟧)")
                 return [person_view(p) for p in repo.persons()]
             if state is not None and state not in WORKFLOWS[kind].states:
                 raise UsageError(
@@ -120,7 +120,7 @@ class Queries:
         """Timers, soonest first (``status``: one of ``TIMER_STATUSES``), at most ``limit``."""
         if status is not None and status not in TIMER_STATUSES:
             raise UsageError(f"'{shown(status)}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
-        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+        check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
         with self.runtime.db.reading() as session:
             return [timer_view(t) for t in Repository(session).timers(status, limit)]
 
@@ -139,7 +139,7 @@ class Queries:
         it passed undone; timers parked as failed first (an operator's task). Without ``within``, every open
         task; with it, those due within that time from now."""
         if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
-            raise UsageError(f"--within (within): give a number of days from 0 to {MAX_DAYS}")
+            raise UsageError(f"⟦within⟧: give a number of days from 0 to {MAX_DAYS}")
         now = self.runtime.clock.now()
         until = now + within if within is not None else datetime.max.replace(tzinfo=now.tzinfo)
         with self.runtime.db.reading() as session:
@@ -150,7 +150,7 @@ class Queries:
                     "object": format_id(timer.object_kind, timer.object_id),
                     "name": timer.name,
                     "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
-                            "--status failed`",
+                            "⟦status⟧ failed`",
                     "due_at": timer_view(timer)["due_at"], "overdue": True, "missed": False, "rule": timer.rule,
                     "timer": format_id("timer", timer.id), "failed": True,
                 })
@@ -204,14 +204,14 @@ class Queries:
         if entity is not None:
             kind, pk = parse_id(entity)
         if since is not None and until is not None and until < since:
-            raise UsageError(f"--until ({instant(until)}) is before --since ({instant(since)}): swap them")
+            raise UsageError(f"⟦until⟧ ({instant(until)}) is before ⟦since⟧ ({instant(since)}): swap them")
         if limit is not None and limit < 1:
-            raise UsageError("--limit must be 1 or more")
-        check_count(limit, "--limit (limit)", low=1, high=MAX_LIMIT)
+            raise UsageError("⟦limit⟧ must be 1 or more")
+        check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
         for text, field in ((actor, "actor"), (trigger, "trigger")):
             if text is not None:
                 check_text(text, field)
-        for value, what in ((since, "--since (since)"), (until, "--until (until)")):
+        for value, what in ((since, "⟦since⟧"), (until, "⟦until⟧")):
             if value is not None:
                 check_instant(value, what)
         with self.runtime.db.reading() as session:

@@ -72,8 +72,8 @@ def authorize(repo: Repository, actor: str, command: str, target: str | None, ro
     user = repo.user_by_name(actor)
     if user is None:
         raise NotPermitted(
-            f"'{actor}' is not a user of this database, so '{command}' was refused: give --actor (or "
-            "$MPOXFLOW_ACTOR) a registered name, or ask an admin to add it (`mpoxflow user add NAME --role "
+            f"'{actor}' is not a user of this database, so '{command}' was refused: give ⟦actor⟧ (or "
+            "$MPOXFLOW_ACTOR) a registered name, or ask an admin to add it (`mpoxflow user add NAME ⟦role⟧ "
             "staff`; `mpoxflow user list` shows who there is)",
             actor=actor, role=None, user=None, command=command, target=target,
         )

@@ -200,7 +200,7 @@ def translate_errors() -> Iterator[None]:
             raise Conflict(
                 "The database is busy with another change to the same data; nothing was written. Try again."
             ) from error
-        raise StorageError(f"The database could not be used: {error.orig}. Check --db and that it is running.") \
+        raise StorageError(f"The database could not be used: {error.orig}. Check ⟦db⟧ and that it is running.") \
             from error
     except IntegrityError as error:
         text = str(error.orig)

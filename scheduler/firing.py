@@ -60,12 +60,12 @@ def clock_advance(engine: Engine, actor: str, *, to: datetime | None = None, day
     must be allowed to change things (a refusal is audited)."""
     given = [x for x in (to, days, hours) if x is not None]
     if len(given) != 1:
-        raise UsageError("give exactly one of --to INSTANT, --days N, --hours N")
+        raise UsageError("give exactly one of ⟦to⟧, ⟦days⟧, ⟦hours⟧")
     now = engine.simulated_clock.now()
     if (days or 0) < 0 or (hours or 0) < 0:
         raise UsageError("the simulated clock only moves forward: give a positive number")
-    check_count(days, "--days (days)", low=0, high=MAX_DAYS)
-    check_count(hours, "--hours (hours)", low=0, high=MAX_HOURS)
+    check_count(days, "⟦days⟧", low=0, high=MAX_DAYS)
+    check_count(hours, "⟦hours⟧", low=0, high=MAX_HOURS)
     if to is not None:
         target = to
     elif days is not None:
@@ -73,7 +73,7 @@ def clock_advance(engine: Engine, actor: str, *, to: datetime | None = None, day
     else:
         target = now + timedelta(hours=hours or 0)
     # No further than the latest instant mpoxflow accepts: no timer's due instant can overflow.
-    check_instant(target, "--to (to)" if to is not None else "the clock's new time")
+    check_instant(target, "⟦to⟧" if to is not None else "the clock's new time")
     # Asked once the input is known good: a malformed command is a usage error, not an audited refusal.
     engine.authorize(actor, "clock advance")
     fired = advance_simulated_clock(engine, target)

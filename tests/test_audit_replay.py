@@ -653,7 +653,7 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
         on_person = cli(cli_db, "show", patient, "--as-of", "2025-03-20T12:00:00+01:00", "--json")
         assert on_person.exit_code == 2, describe(on_person)
         assert "--as-of shows cases, contacts and courses" in on_person.stderr
-        with pytest.raises(UsageError, match="--as-of shows cases, contacts and courses"):
+        with pytest.raises(UsageError, match="as_of shows cases, contacts and courses"):
             engine.show(patient, as_of=T("2025-03-20T12:00:00+01:00"))
         unknown = cli(cli_db, "show", "case-99", "--as-of", "2025-03-20T12:00:00+01:00")
         assert unknown.exit_code == 4, describe(unknown)

@@ -312,7 +312,7 @@ def test_a_real_time_database_refuses_to_move_its_clock(database_url):
         init_database(fresh)
     engine = open_engine(database_url)
     assert not engine.clock.simulated
-    with pytest.raises(UsageError, match="init --simulated-clock"):
+    with pytest.raises(UsageError, match="init simulated_clock"):
         advance_simulated_clock(engine, T("2030-01-01T00:00:00+01:00"))
     engine.db.dispose()
 

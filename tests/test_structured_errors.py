@@ -48,10 +48,10 @@ def _string_literals_outside_docstrings(path: Path) -> list[tuple[int, str]]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
 
-@pytest.mark.parametrize("package", ["workflows"])
+@pytest.mark.parametrize("package", ["workflows", "engine", "scheduler"])
 def test_no_command_line_flag_is_written_in_the_rules(package: str) -> None:
     files = sorted((ROOT / package).glob("*.py"))
-    assert len(files) >= 8, files
+    assert len(files) >= 3, files
     found = [(path.name, line, text) for path in files for line, text in _string_literals_outside_docstrings(path)
              if FLAG.search(text)]
     assert found == []

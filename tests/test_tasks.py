@@ -136,7 +136,7 @@ def test_resolving_refuses_what_cannot_be_resolved_and_changes_nothing(engine: E
     before = contents(db)
     with pytest.raises(UsageError, match="not an outcome"):
         engine.resolve_task(timer_id, "done", actor="staff:test", reason="x")
-    with pytest.raises(UsageError, match="--reason"):
+    with pytest.raises(UsageError, match="with reason"):
         engine.resolve_task(timer_id, "declined", actor="staff:test", reason="  ")
     with pytest.raises(RuleRefused, match="automatic timer"):
         engine.resolve_task(condom["id"], "not-needed", actor="staff:test", reason="x")

@@ -117,15 +117,15 @@ def check_count(value: int | None, what: str, *, low: int, high: int) -> int | N
 
 def check_data(data: Mapping[str, Any], today: date) -> None:
     """Every text and date of a change's data, by field name (lists of text item by item)."""
-    for field, value in data.items():
+    for name, value in data.items():
         if isinstance(value, str):
-            check_text(value, field)
+            check_text(value, name)
         elif isinstance(value, list | tuple):
             for item in value:
                 if isinstance(item, str):
-                    check_text(item, field)
+                    check_text(item, name)
         elif isinstance(value, date) and not isinstance(value, datetime):
-            if field == "born":
+            if name == "born":
                 check_born(value)
-            elif field in CLINICAL_DATES:
-                check_clinical_date(value, field, today)
+            elif name in CLINICAL_DATES:
+                check_clinical_date(value, name, today)
