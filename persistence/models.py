@@ -165,7 +165,7 @@ class Timer(Base):
     __table_args__ = (
         Index("ix_timers_status_due", "status", "due_at"),
         Index("ix_timers_object", "object_kind", "object_id"),
-        # The dose-2 forecast (``Repository.dose_forecast``): equalities first, then the due instant.
+        # The dose-2 forecast (``Repository.timer_forecast``): equalities first, then the due instant.
         Index("ix_timers_forecast", "object_kind", "name", "status", "due_at"),
         Index("ix_timers_missed", "status", "resolved_at"),
         # At most one pending timer of a name per object: re-arming cancels the old one first.
