@@ -1,0 +1,57 @@
+"""The benchmarks run: each script at a tiny size, as the README's command runs it (``python bench/NAME.py``), exits
+0, prints its ratio line per backend and README table rows whose figures are numbers. What they measure is not
+tested here (the figures are the README's); that the scripts still work against the product is."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RATIO = re.compile(r"ratio (.+) \((sqlite|postgresql)\): (\d+\.\d\d)")
+NUMBER = re.compile(r"[+-]?\d[\d,]*(\.\d+)?%?")
+
+RUNS = {
+    # transitions on both backends: the seeder's PostgreSQL path (COPY through the columns' types) with history
+    "transitions": ["--n", "3", "--backend", "both"],
+    "http": ["--cases", "3", "--requests", "2", "--warmup", "1", "--backend", "sqlite"],
+    "forecast": ["--courses", "80", "--runs", "1", "--backend", "sqlite"],
+    "timers": ["--n", "5", "--skip", "lateness", "memory", "--backend", "sqlite"],
+    "audit": ["--entries", "200", "--transitions", "2", "--workers", "0", "--backend", "sqlite"],
+}
+
+
+def table_figures(output: str) -> list[str]:
+    """The cells of the printed tables' figure columns (those the separator right-aligns), row by row."""
+    figures: list[str] = []
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            numeric = [cell == "---:" for cell in line.strip("|").split("|")]
+            for row in lines[i + 1:]:
+                if not row.startswith("| "):
+                    break
+                cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+                assert len(cells) == len(numeric), row
+                figures += [cell for cell, is_figure in zip(cells, numeric, strict=True) if is_figure and cell]
+    return figures
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_bench_runs_and_prints_its_figures(script: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), *RUNS[script]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    backends = {"sqlite", "postgresql"} if "both" in RUNS[script] else {"sqlite"}
+    ratios = [RATIO.fullmatch(line) for line in done.stdout.splitlines()]
+    assert {found[2] for found in ratios if found} == backends, done.stdout
+    figures = table_figures(done.stdout)
+    assert figures, done.stdout
+    for cell in figures:
+        # a figure, or figures with their unit: "+9.1 / +9.0", "21.8 (no hash 1.2)", "100%"
+        assert NUMBER.match(cell), (cell, done.stdout)
+        float(NUMBER.match(cell)[0].replace(",", "").rstrip("%"))
