@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,20 +27,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from engine.clock import SimulatedClock
 from engine.core import Engine, RetryPolicy
 from persistence.database import Database
 from scheduler.firing import advance_simulated_clock
-from tests.conftest import PG_URL, START
+from tests.conftest import START, pg_database
 from tests.helpers import contents, person, pk
 from tests.test_cli import cli, describe, doc
 from workflows.case import CLADES, ISOLATION_MODES, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS
 from workflows.course import PREP_CRITERIA
 from workflows.errors import Conflict, MpoxflowError, NotFound, UsageError
+
+#: Replay and --as-of read back what each database stored (instants, JSON, the tampered rows): both backends.
+pytestmark = pytest.mark.both_backends
 
 D = date.fromisoformat
 T = datetime.fromisoformat
@@ -94,7 +95,7 @@ def fresh_db(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) 
     examples share nothing (each starts on an empty database and a clock of its own)."""
     backend = request.node.callspec.params["database_url"]
     numbers = itertools.count()
-    template = request.getfixturevalue("sqlite_template" if backend == "sqlite" else "pg_template")
+    template = request.getfixturevalue("sqlite_template" if backend == "sqlite" else "pg_pool")
 
     @contextmanager
     def make() -> Iterator[Database]:
@@ -109,20 +110,12 @@ def fresh_db(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) 
                 database.dispose()
                 path.unlink()
             return
-        name = f"mpoxflow_replay_{os.getpid()}_{n}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-            database = Database(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+        with pg_database(template) as url:
+            database = Database(url)
             try:
                 yield database
             finally:
                 database.dispose()
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
 
     return make
 
@@ -438,6 +431,7 @@ class Story:
                 engine.show(object_id)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])

@@ -376,6 +376,7 @@ def test_if_version_with_the_current_version_goes_through(one_case: str) -> None
 # ---- JSON output ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_json_output_of_a_confirmed_case_has_the_shapes_of_the_contract(one_case: str) -> None:
     result = ok(one_case, "case", "confirm", "case-1", "--pcr-on", "2025-03-03", "--clade", "IIb", "--json")
     view = json.loads(result.stdout)  # the whole of stdout is one document
@@ -487,6 +488,7 @@ def test_actor_defaults_to_the_environment(one_case: str) -> None:
     assert (last["trigger"], last["actor"], last["reason"]) == ("discard", "staff:env", "PCR negative")
 
 
+@pytest.mark.both_backends
 def test_audit_json_prints_every_instant_in_copenhagen_time(one_case: str) -> None:
     """CLI.md: instants are printed in Europe/Copenhagen with the offset: the armed timers' due instants and
     the firing data inside the audit entries too, not only the entry's own ``at``."""
@@ -628,6 +630,7 @@ def test_a_real_time_database_refuses_the_clock_commands(tmp_path: Path) -> None
 # ---- persons and personal data ---------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_the_persons_reference_never_reaches_the_audit_log_or_the_logs(cli_db: str) -> None:
     ref = "CPR-0101901234"
     result = ok(cli_db, "person", "add", "--ref", ref, "--born", "1990-01-01", "--pregnant", "--json",
@@ -676,6 +679,7 @@ def _open_connections(url: str) -> int:
         db.dispose()
 
 
+@pytest.mark.both_backends
 def test_a_command_leaves_no_database_connection_open(one_case: str) -> None:
     """A command run in-process (tests, a future HTTP API, the worker) must close what it opened."""
     gc.collect()

@@ -290,6 +290,7 @@ def test_the_overdue_days_come_from_the_environment(cli_db: str) -> None:
     assert course_tasks(cli_db) == [("give dose 2 (from 2025-03-31)", "2025-03-31T00:00:00+02:00", True)]
 
 
+@pytest.mark.both_backends
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the leak is asserted below
 def test_a_bad_overdue_setting_exits_2_and_leaves_no_connection_open(cli_db: str) -> None:
     """CLI.md: exit 2 for wrong usage; and a command run in-process closes what it opened (as in test_cli),

@@ -789,6 +789,7 @@ def test_a_source_is_recorded_only_within_21_days_before_onset(engine, db):
 # ---- 9. property: release exactly 21 days after the last exposure, once --------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())

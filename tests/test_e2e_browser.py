@@ -34,6 +34,8 @@ STARTUP_TIMEOUT = 15.0  # seconds for uvicorn to start listening
 TIMEOUT_MS = 15_000  # Playwright's timeout for each action and assertion
 
 
+pytestmark = pytest.mark.slow
+
 # ---- the browser -----------------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,9 @@ from tests.test_hostile_input import BORN, REF, assert_no_personal_data, logs  #
 from workflows.case import CHANNELS, CLADES, ISOLATION_MODES, WORK
 from workflows.contact import EXPOSURE_KINDS, RISKS
 
+#: Hostile input is handled by each database in its own way (NUL, lengths, unique keys): both backends.
+pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
+
 HUGE = "h" * 200_000
 NUL = "a\x00b"
 BAD_IDS = ["case-١", "case-" + "9" * 20, "x' OR '1'='1 <script>"]

@@ -1001,6 +1001,7 @@ def test_each_login_is_its_own_session(client_for: ClientFor) -> None:
     assert get(second, "/api/me")["user"] == "staff:anna"
 
 
+@pytest.mark.both_backends
 def test_retry_after_says_when_the_names_lock_ends_even_after_older_failures_from_the_same_address(
         client_for: ClientFor, cli_db: str) -> None:
     """README: five failed logins for a name within 15 minutes refuse further attempts with 429 "until the window
@@ -1022,6 +1023,7 @@ def test_retry_after_says_when_the_names_lock_ends_even_after_older_failures_fro
     assert error["retry_after"] > 14 * 60, error
 
 
+@pytest.mark.both_backends
 def test_an_expired_session_gives_401(client_for: ClientFor, cli_db: str) -> None:
     client = client_for("staff:jonas")
     assert get(client, "/api/me")["user"] == "staff:jonas"

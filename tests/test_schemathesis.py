@@ -35,6 +35,8 @@ def staff_token(cli_db: str) -> str:
         engine.db.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.both_backends
 def test_no_request_the_schema_allows_ends_in_a_server_error_and_every_answer_is_documented(
         web_app: Any, staff_token: str) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", web_app)

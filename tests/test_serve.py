@@ -20,6 +20,9 @@ from tests.conftest import PASSWORD
 from tests.helpers import person
 from tests.test_worker import ROOT, events
 
+#: Several processes share one database, as several ``serve`` processes share PostgreSQL: both backends.
+pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
+
 STARTUP_TIMEOUT = 60.0
 
 

@@ -541,6 +541,7 @@ def assert_each_fired_once(url: str, n: int) -> None:
     assert [t for t, k in found["audited"].items() if k != 1] == []
 
 
+@pytest.mark.slow
 def test_three_worker_processes_share_5000_due_timers_each_fired_once(pg_url, spawn):
     real_time_db(pg_url)
     bulk_due_timers(pg_url, 5000)
@@ -559,6 +560,7 @@ def test_three_worker_processes_share_5000_due_timers_each_fired_once(pg_url, sp
     assert len(set(timers)) == 5000
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_batch_leaves_nothing_half_done(pg_url, spawn):
     real_time_db(pg_url)
     bulk_due_timers(pg_url, 5000)
@@ -592,6 +594,7 @@ def started(worker: WorkerProcess) -> None:
     assert worker.proc.poll() is None, worker.stderr()[-3000:]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_busy_worker_cleanly(pg_url, spawn):
     real_time_db(pg_url)
     bulk_due_timers(pg_url, 3000)
@@ -613,6 +616,7 @@ def test_sigterm_stops_a_busy_worker_cleanly(pg_url, spawn):
     assert len(found["audited"]) == done and set(found["audited"].values()) <= {1}
 
 
+@pytest.mark.slow
 def test_sigterm_stops_an_idle_worker_cleanly(pg_url, spawn):
     real_time_db(pg_url)
     worker = spawn(pg_url, "--poll", "0.5")
@@ -668,6 +672,7 @@ def test_timers_commands_show_a_parked_timer(cli_db, restore_logging):
     assert json.loads(bad.stdout)["exit_code"] == 2
 
 
+@pytest.mark.slow
 def test_a_worker_process_parks_a_poison_timer_and_the_timers_commands_show_it(pg_url, spawn, restore_logging):
     real_time_db(pg_url)
     bulk_due_timers(pg_url, 20)
