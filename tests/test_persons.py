@@ -56,11 +56,11 @@ def test_impossible_person_facts_are_refused_with_the_option_to_fix_and_change_n
     before = contents(db)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"doses_elsewhere": 3, "last_dose_on": D("2025-01-01")}, "give 0, 1 or 2"),
-        ({"doses_elsewhere": 1}, "--last-dose-on"),
-        ({"last_dose_on": D("2025-01-01")}, "goes with --doses-elsewhere"),
+        ({"doses_elsewhere": 1}, "add last_dose_on"),
+        ({"last_dose_on": D("2025-01-01")}, "goes with doses_elsewhere"),
         ({"doses_elsewhere": 1, "last_dose_on": D("2025-03-04")}, "after today"),
         ({"doses_elsewhere": 1, "last_dose_on": D("1990-01-01")}, "before the birth date"),
-        ({"born": D("2025-03-04")}, "--born"),
+        ({"born": D("2025-03-04")}, "correct the date .born."),
         ({"pregnant": False}, "nothing to change"),
         ({}, "nothing to change"),
         ({"ref": "X"}, "has no field ref"),
