@@ -121,8 +121,9 @@ def _moved(value: Any, ids: dict[str, dict[int, int]]) -> Any:
 
 
 class Seeder:
-    """Writes copies of units into one database, ids numbered on from the largest in each table (read again at
-    every ``add``, so the engine may write in between), one transaction per ``add``."""
+    """Writes copies of units into one database, one transaction per ``add``, ids numbered on from the largest in
+    each table (read again at every ``add``: the engine may write between two, but nothing may write the tables an
+    ``add`` writes while it runs)."""
 
     def __init__(self, db: Database, prefix: str = "BENCH") -> None:
         self.db, self.prefix = db, prefix
