@@ -9,7 +9,7 @@ token, so no login, Argon2 or CSRF on the timed path), gets N confirmed cases (`
 worklist of 3N tasks: each case's phone and written notifications, §3.1, and its sample to SSI, §2.4) and 2 (R + W)
 suspected ones, copies of cases the engine made (bench/seed.py; not timed). The clock then moves an hour on.
 
-The server is the product's application (``entry.web.app.create_app``) under uvicorn in a thread on a free port of
+The server is the product's application (``entry.web.server.create_app``) under uvicorn in a thread on a free port of
 127.0.0.1; the client one keep-alive ``httpx2`` client. The baseline is the same call on one ``Engine`` on the same
 database (``engine.bootstrap.engine_on``: the database's clock, as each request's engine), in the same process,
 never at the same time. Timed, R calls each (``--requests``, default 200) after W warm-up calls (``--warmup``,
@@ -77,7 +77,7 @@ def serving(url: str) -> Iterator[str]:
     """The product's application over ``url`` under uvicorn in a thread; yields its base URL."""
     import uvicorn
 
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     # IPPROTO_TCP given: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it Nagle's
     # algorithm and the client's delayed ACK add some 40 ms to every response.

@@ -908,7 +908,7 @@ def serve(
     run several against one PostgreSQL database."""
     import uvicorn
 
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     if not os.environ.get("MPOXFLOW_LOG_LEVEL"):
         configure_logging(ctx.find_root().params.get("log_format"), "info")

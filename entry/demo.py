@@ -169,7 +169,7 @@ def serve_demo(host: str, port: int, password: str = DEMO_PASSWORD) -> None:
     """``mpoxflow demo --serve``: the demo's data in the web application, on a throwaway database."""
     import uvicorn
 
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     with tempfile.TemporaryDirectory(prefix="mpoxflow-demo-") as scratch:
         url = f"sqlite:///{Path(scratch) / 'demo.db'}"

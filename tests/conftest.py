@@ -400,7 +400,7 @@ def cli_db(database_url: str) -> str:
 @pytest.fixture
 def web_app(cli_db: str) -> Iterator[Any]:
     """The FastAPI application over a simulated-clock database at START (every test user can log in)."""
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     app = create_app(cli_db)
     yield app

@@ -45,7 +45,7 @@ def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
     from fastapi.testclient import TestClient
 
     from entry.demo import DEMO_PASSWORD, _open_work, build_demo
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     engine = build_demo(url, DEMO_PASSWORD)

@@ -25,7 +25,8 @@ import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from engine.bootstrap import open_engine
-from entry.web.app import SESSION_COOKIE, create_app
+from entry.web.app import SESSION_COOKIE
+from entry.web.server import create_app
 from tests.conftest import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -170,7 +170,6 @@ def test_no_import_cycle_outside_entry():
     assert _cycles_where(entry_only=False) == []
 
 
-@pytest.mark.xfail(strict=True, reason="entry/web import circle: fixed by the declarations rewrite")
 def test_no_import_cycle_inside_entry():
     assert _cycles_where(entry_only=True) == []
 

@@ -132,7 +132,7 @@ def test_docs_and_redoc_are_off_and_the_schema_stays(client_for: Any) -> None:
 def test_the_login_csrf_cookie_is_secure_with_secure_cookies(cli_db: str) -> None:
     from fastapi.testclient import TestClient
 
-    from entry.web.app import create_app
+    from entry.web.server import create_app
 
     for secure in (True, False):
         app = create_app(cli_db, secure_cookies=secure)

@@ -1,0 +1,157 @@
+"""The application: ``create_app`` puts the JSON API (``entry.web.api``) and the pages (``entry.web.pages``)
+together over what they share (``entry.web.app``), with the error handlers, the request log and the security
+headers. Kept apart from ``entry.web.app`` so that no module of entry/web imports another that imports it back."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from engine.bootstrap import database_url, open_engine, settings_from_env
+from entry.web import api, pages
+from entry.web.app import (
+    SECURITY_HEADERS,
+    STATIC_DIR,
+    STATIC_PREFIX,
+    Web,
+    error_body,
+    error_summary,
+    internal_error_body,
+    log,
+)
+from persistence.database import Database
+from workflows.definition import Settings
+from workflows.errors import MpoxflowError, UsageError
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    problems = error.errors()
+    for problem in problems[:MAX_PROBLEMS]:
+        where = ".".join(str(p)[:64] for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {str(problem.get('msg', 'invalid'))[:200]}")
+    if len(problems) > MAX_PROBLEMS:
+        parts.append(f"and {len(problems) - MAX_PROBLEMS} more")
+    return "; ".join(parts) + ": correct the request and send it again (the schema is at /openapi.json)"
+
+
+def _wants_json(request: Request) -> bool:
+    """The API answers errors in JSON; the pages with a page (or the login page)."""
+    return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
+
+
+def _worker_thread(url: str) -> tuple[threading.Thread, Callable[[], None]]:
+    from scheduler.worker import Worker
+
+    worker = Worker(open_engine(url))
+    thread = threading.Thread(target=lambda: worker.run(install_signals=False), name="mpoxflow-worker",
+                              daemon=True)
+    return thread, worker.stop
+
+
+def create_app(url: str | None = None, *, settings: Settings | None = None, with_worker: bool = False,
+               secure_cookies: bool = False) -> FastAPI:
+    """The application over the database at ``url`` (migrated, with its first admin, as ``open_engine`` does)."""
+    resolved = database_url(url)
+    settings = settings or settings_from_env()
+    open_engine(resolved, settings=settings).db.dispose()  # migrate; first admin and timer users
+    shared = Web(Database(resolved), settings, secure_cookies)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop: Callable[[], None] | None = None
+        if with_worker:
+            thread, stop = _worker_thread(resolved)
+            thread.start()
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop()
+                thread.join(timeout=30)
+            shared.db.dispose()
+
+    app = FastAPI(
+        title="mpoxflow",
+        version="0.1.0",
+        summary="Mpox case and contact management by SST's guideline (Retningslinjer for håndtering af mpox, v7.1)",
+        description="The operations of the `mpoxflow` command line over HTTP, under the same names (operation ids "
+                    "`case_confirm`, `contact_add`, ...). Errors carry `error`, `message` (what is wrong and what "
+                    "to do), `rule` (the guideline section) and `exit_code` (the CLI's): 401 not logged in, 403 "
+                    "the role does not allow it, 404 no such object, 409 refused by a rule or changed meanwhile, "
+                    "422 malformed, 429 too many failed logins.",
+        lifespan=lifespan,
+        # No Swagger UI or ReDoc: they load script from a CDN. The schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.web = shared
+    app.mount(STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.exception_handler(MpoxflowError)
+    async def engine_error(request: Request, error: MpoxflowError) -> Response:
+        if not _wants_json(request):
+            return pages.error_page(request, error)
+        body = error_body(error)
+        headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
+        if body["status"] == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="mpoxflow"'}
+        return JSONResponse(body, status_code=body["status"], headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        usage = UsageError(_validation_message(error))
+        if not _wants_json(request):
+            return pages.error_page(request, usage)
+        return JSONResponse({**error_body(usage), "detail": jsonable_errors(error)}, status_code=422)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
+        route = request.scope.get("route")
+        try:
+            response: Response = await call_next(request)
+        except Exception as error:  # noqa: BLE001 - a bug: one structured event and a JSON 500, no traceback
+            route = request.scope.get("route")
+            log.error("http_unhandled_error", request_id=request_id, method=request.method,
+                      path=getattr(route, "path", request.url.path), **error_summary(error))
+            response = JSONResponse(internal_error_body(request_id), status_code=500)
+        login = getattr(request.state, "login", None)
+        route = request.scope.get("route")
+        log.info("http_request", method=request.method, path=getattr(route, "path", request.url.path),
+                 status=response.status_code, user=f"user-{login.user_id}" if login else None,
+                 ms=round((time.perf_counter() - started) * 1000, 1), request_id=request_id)
+        response.headers["X-Request-ID"] = request_id
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith(STATIC_PREFIX + "/"):
+            response.headers["Cache-Control"] = "no-store"  # every page and answer may show personal data
+        return response
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/worklist", status_code=303)
+
+    return app
+
+
+#: A 422 lists at most this many problems, each without the value sent: a megabyte body is not echoed back.
+MAX_PROBLEMS = 10
+
+
+def jsonable_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": [str(p)[:64] for p in problem.get("loc", ())][:8], "msg": str(problem.get("msg"))[:200],
+             "type": problem.get("type")} for problem in error.errors()[:MAX_PROBLEMS]]
