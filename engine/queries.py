@@ -22,7 +22,7 @@ from persistence.repository import Repository, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight
 from workflows.errors import UsageError
 from workflows.limits import MAX_DAYS, MAX_LIMIT, check_count, check_instant, check_text, shown
-from workflows.registry import WORKFLOWS
+from workflows.registry import CALENDAR, WORKFLOWS, linked_to
 
 log = structlog.get_logger("mpoxflow.engine")
 
@@ -88,13 +88,7 @@ class Queries:
         kind, pk = parse_id(object_id)
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            found: dict[str, Any] = {}
-            if kind == "case":
-                found["contact"] = repo.objects_linked("contact", "case_id", pk)
-            elif kind == "contact":
-                found["course"] = repo.objects_linked("course", "contact_id", pk)
-            elif kind == "person":
-                found = {k: repo.objects_linked(k, "person_id", pk) for k in WORKFLOWS}
+            found = {k: repo.objects_linked(k, column, pk) for k, column in linked_to(kind).items()}
             views: dict[str, builtins.list[dict[str, Any]]] = {}
             for k, rows in found.items():
                 timers = repo.timers_of_many(k, [r.id for r in rows])
@@ -181,17 +175,18 @@ class Queries:
 
     def calendar(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
         """The next ``weeks`` weeks, Monday to Sunday from this week's Monday (the clock's Danish date), per day:
-        doses 2 falling due (§6.4) and contacts' last day of monitoring (§5.5: the ``monitoring_ends`` timer fires
-        at 00:00 after that day)."""
+        what each kind's profile counts there (``Profile.calendar``: doses 2 falling due, §6.4, under
+        ``doses_due``; contacts' last day of monitoring, §5.5, under ``monitoring_ends``: that timer fires at 00:00
+        after the day)."""
         today = local_date(self.runtime.clock.now())
         monday = today - timedelta(days=today.weekday())
         days = [monday + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "calendar"))]
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            doses = _due_per_day(repo, "course", "dose2_due", days)
-            ends = _due_per_day(repo, "contact", "monitoring_ends", days, day_before=True)
-        return [{"date": day.isoformat(), "past": day < today, "today": day == today, "doses_due": doses[day],
-                 "monitoring_ends": ends[day]} for day in days]
+            counted = {count.key: _due_per_day(repo, kind, count.timer, days, day_before=count.day_before)
+                       for kind, count in CALENDAR}
+        return [{"date": day.isoformat(), "past": day < today, "today": day == today,
+                 **{key: per_day[day] for key, per_day in counted.items()}} for day in days]
 
     # ---- the audit log -------------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.errors import MpoxflowError, UsageError
 from workflows.operations import Field, Operation, rendered
-from workflows.registry import OPERATIONS, WORKFLOWS
+from workflows.registry import OPERATIONS, PROFILES, WORKFLOWS
 
 
 class _JsonUsageErrors(TyperGroup):
@@ -60,19 +60,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 clock_app = typer.Typer(help="The simulated clock of a training database.", no_args_is_help=True)
-person_app = typer.Typer(help="Persons: the people cases, contacts and courses are about.", no_args_is_help=True)
-case_app = typer.Typer(help="Cases: suspected → confirmed → isolated → healed → closed (§1–§4).",
-                       no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clock_app, name="clock")
-app.add_typer(person_app, name="person")
-contact_app = typer.Typer(help="Close contacts: exposed → monitored → released, or → symptomatic (§5).",
-                          no_args_is_help=True)
-vaccine_app = typer.Typer(help="Vaccination courses (Imvanex): offered → dose1_given → dose2_due → completed (§6).",
-                          no_args_is_help=True)
-app.add_typer(case_app, name="case")
-app.add_typer(contact_app, name="contact")
-app.add_typer(vaccine_app, name="vaccine")
 
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 Actor = Annotated[
@@ -136,7 +125,8 @@ def _run(as_json: bool, action: Callable[[], Any], render: Callable[[Any], str],
         typer.echo(f"mpoxflow: {message}", err=True)
         if as_json:
             typer.echo(json.dumps({"error": message, "exit_code": error.exit_code, "rule": error.rule,
-                                   "key": error.key}))
+                                   "key": error.key, "options": [name_of(f) for f in error.fields],
+                                   "params": error.params}, ensure_ascii=False))
         raise typer.Exit(error.exit_code) from None
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -336,8 +326,10 @@ def clock_advance(
 
 # ---- the change operations, made from their declarations (workflows.registry.OPERATIONS) -----------------------
 
-#: The Typer group of each operation's first word (``case confirm`` is in ``case``).
-OPERATION_GROUPS = {"person": person_app, "case": case_app, "contact": contact_app, "vaccine": vaccine_app}
+#: The Typer group of each kind's operations (``case confirm`` is in ``case``), helped by its profile's summary.
+OPERATION_GROUPS = {p.group: typer.Typer(help=p.summary, no_args_is_help=True) for p in PROFILES.values()}
+for _name, _group_app in OPERATION_GROUPS.items():
+    app.add_typer(_group_app, name=_name)
 
 
 def option_name(op: Operation, name: str) -> str:
@@ -451,8 +443,6 @@ def show(
     _run(as_json, action, render_object)
 
 
-
-
 @app.command("list")
 def list_objects(
     ctx: typer.Context,
@@ -468,16 +458,7 @@ def list_objects(
         return _engine(ctx).list(kind, state)
 
     def render(rows: list[dict[str, Any]]) -> str:
-        if what == "persons":
-            return render_rows(rows, ["id", "ref", "born"], "no persons")
-        if what == "courses":
-            return render_rows(rows, ["id", "state", "person", "indication", "doses_planned", "dose1_on",
-                                      "dose2_on", "plan_rule"], "no courses")
-        if what == "contacts":
-            return render_rows(rows, ["id", "state", "person", "case", "exposure_kind", "risk", "last_exposure_on",
-                                      "pep_window"], "no contacts")
-        return render_rows(rows, ["id", "state", "person", "onset", "pcr_on", "healed_on", "updated_at"],
-                           f"no {what}")
+        return render_rows(rows, list(PROFILES[LISTABLE[what]].columns), f"no {what}")
 
     _run(as_json, action, render)
 

@@ -92,6 +92,8 @@ def test_a_guard_refusal_carries_the_guard_as_its_key(engine: Engine) -> None:
         engine.apply(case, "isolate", data={"mode": "covered"}, actor="staff:test")
     assert refused.value.key == "covered_needs_no_general_symptoms"
     assert "mode" in refused.value.fields and refused.value.rule == "SST-mpox-7.1 §4.1"
+    assert refused.value.params == {"object": case, "trigger": "isolate", "state": "suspected",
+                                    "fields": list(refused.value.fields)}
     with pytest.raises(TriggerNotAllowed) as not_allowed:
         engine.apply(case, "heal", data={"on": date(2025, 3, 5)}, actor="staff:test")
     assert not_allowed.value.key == "trigger_not_allowed"
@@ -108,4 +110,8 @@ def test_the_cli_and_the_api_name_the_same_field_each_their_way(cli_db: str, cli
     staff = client_for("staff:test")
     answer = staff.post("/api/cases/case-1/isolate", json={"mode": "covered"}, headers={"X-CSRF-Token": staff.csrf})
     assert answer.status_code == 409
+    body = answer.json()
+    assert "mode" in body["fields"] and body["params"]["trigger"] == "isolate"
+    assert body["params"]["object"] == "case-1" and body["params"]["state"] == "suspected"
+    assert "--mode" in json.loads(result.stdout)["options"]
     assert "(mode home)" in answer.json()["message"] and "--mode" not in answer.json()["message"]

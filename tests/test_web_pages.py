@@ -707,14 +707,14 @@ def test_the_calendar_shows_eight_weeks_and_dose_2_on_its_day(client_for: Client
                                 "criterion_on": "2025-02-20"})
     assert api(staff, "/api/courses/course-1/dose", {"on": "2025-03-03"})["state"] == "dose1_given"
     page = staff.get("/calendar").text
-    cells = re.findall(r'<td class="([^"]*)" data-date="([\d-]+)" data-doses="(\d+)" data-monitoring="(\d+)">',
-                       page)
+    cells = re.findall(r'<td class="([^"]*)" data-date="([\d-]+)" data-monitoring-ends="(\d+)" '
+                       r'data-doses-due="(\d+)">', page)
     assert len(cells) == 56
     dates = [d for _, d, _, _ in cells]
     assert dates[0] == "2025-03-03" and dates[-1] == "2025-04-27"
     assert len(re.findall(r"<tr><th>\d\d\.\d\d\.\d{4}</th>", page)) == 8  # 8 rows of weeks, from Mondays
     assert "<tr><th>03.03.2025</th>" in page and "<tr><th>21.04.2025</th>" in page
-    doses = {d: int(n) for _, d, n, _ in cells if n != "0"}
+    doses = {d: int(n) for _, d, _, n in cells if n != "0"}
     assert doses == {"2025-03-31": 1}  # dose 1 + 28 days
     assert "today" in cells[0][0].split()
     assert "1 dose 2" in page

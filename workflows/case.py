@@ -28,6 +28,7 @@ from workflows.errors import UsageError
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
+from workflows.profile import Profile
 from workflows.rules import cite
 
 #: §1.1 the symptoms of the case definition, and §1.4.1's chills ("kulderystelser"); the list is open ("herunder"):
@@ -836,4 +837,11 @@ OPERATIONS: tuple[Operation, ...] = (
                       choices=WORK, bounds=(1, None), what="kind of work"),),
         rule=S4_1, id_help=_CASE_ID,
     ),
+)
+
+
+#: How cases show (``workflows.profile``).
+PROFILE = Profile(
+    "case", "case", "Cases: suspected → confirmed → isolated → healed → closed (§1–§4).", "cases", "Cases",
+    ("id", "state", "person", "onset", "pcr_on", "healed_on", "updated_at"), belongs_to={"person": "person_id"},
 )

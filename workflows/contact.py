@@ -32,6 +32,7 @@ from workflows.definition import (
 )
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
+from workflows.profile import CalendarCount, Profile
 from workflows.rules import cite
 
 S1_1, S3_3_1, S5_1, S5_2, S5_3, S5_4, S5_5, S6_2 = (
@@ -697,4 +698,14 @@ OPERATIONS: tuple[Operation, ...] = (
                       "Beskrivelse af andet symptom", "Other symptom")),
         rule=S5_5, id_help=_CONTACT_ID,
     ),
+)
+
+
+#: How contacts show (``workflows.profile``): under their case, and their last monitoring day on the calendar.
+PROFILE = Profile(
+    "contact", "contact", "Close contacts: exposed → monitored → released, or → symptomatic (§5).", "contacts",
+    "Contacts", ("id", "state", "person", "case", "exposure_kind", "risk", "last_exposure_on", "pep_window"),
+    belongs_to={"person": "person_id", "case": "case_id"},
+    calendar=(CalendarCount("monitoring_ends", "monitoring_ends", "last days of contacts' monitoring (§5.5)",
+                            "monitoring ends", day_before=True),),
 )

@@ -33,6 +33,7 @@ from workflows.errors import UsageError
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
+from workflows.profile import CalendarCount, Profile
 from workflows.rules import cite
 
 S6, S6_1, S6_2, S6_2_1, S6_2_2, S6_3, S6_4 = (
@@ -715,4 +716,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "vaccine decline", "course", "decline", _summary("decline"),
         "Record that the person declines the vaccination (§6).", rule=S6, id_help=_COURSE_ID,
     ),
+)
+
+
+#: How vaccination courses show (``workflows.profile``): under the contact they are PEP for, doses 2 on the calendar.
+PROFILE = Profile(
+    "course", "vaccine", "Vaccination courses (Imvanex): offered → dose1_given → dose2_due → completed (§6).",
+    "courses", "Vaccinations",
+    ("id", "state", "person", "indication", "doses_planned", "dose1_on", "dose2_on", "plan_rule"),
+    belongs_to={"person": "person_id", "contact": "contact_id"},
+    calendar=(CalendarCount("dose2_due", "doses_due", "doses 2 falling due (§6.4)", "dose 2"),),
 )

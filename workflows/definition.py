@@ -179,7 +179,9 @@ def _run_guard(guard: Guard) -> Callable[[Any], bool]:
         subject: Subject = event.model
         refusal = guard.check(subject, subject.data)
         if refusal is not None:
-            raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule, key=_guard_key(guard, refusal))
+            raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule, key=_guard_key(guard, refusal),
+                               params={"object": subject.object_id, "trigger": event.event.name,
+                                       "state": subject.state, "fields": FIELD_REF.findall(refusal)})
         return True
 
     return condition

@@ -45,6 +45,9 @@ class Field:
     #: ``id``: the kind of object it names (``person``).
     of: str | None = None
     what: str | None = None
+    #: The key of the object's view that holds the field's current value (a change form is prefilled from it),
+    #: when it is not the field's own name.
+    shown_as: str | None = None
 
     @property
     def max_length(self) -> int | None:

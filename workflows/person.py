@@ -7,6 +7,7 @@ from datetime import date
 
 from workflows.errors import field as ref
 from workflows.operations import Field, Operation
+from workflows.profile import Profile
 
 #: A case in one of these states is open (``workflows.case.OPEN_STATES``): a person has at most one open case
 #: unless a clinician gives a reason for a second (``case open second_case_reason``).
@@ -98,8 +99,13 @@ OPERATIONS: tuple[Operation, ...] = (
             _update("previous_mpox", "Has had mpox (§6.3)", "Har haft mpox", "Has had mpox"),
             _update("smallpox_vaccinated", "Smallpox-vaccinated (§6.4)", "Koppevaccineret", "Smallpox-vaccinated"),
             Field("doses_elsewhere", "count", *_DOSES_ELSEWHERE, bounds=(0, 2)),
-            Field("last_dose_on", "date", *_LAST_DOSE_ON),
+            Field("last_dose_on", "date", *_LAST_DOSE_ON, shown_as="last_dose_elsewhere_on"),
         ),
         id_help="The person's id (person-N).",
     ),
 )
+
+
+#: How persons show: the people cases, contacts and courses are about (they have no workflow of their own).
+PROFILE = Profile("person", "person", "Persons: the people cases, contacts and courses are about.", "persons",
+                  "Persons", ("id", "ref", "born"))

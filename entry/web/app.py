@@ -50,7 +50,8 @@ def http_status(error: MpoxflowError) -> tuple[int, str]:
 def error_body(error: MpoxflowError) -> dict[str, Any]:
     status, code = http_status(error)
     body: dict[str, Any] = {"error": code, "message": error.message, "rule": error.rule,
-                            "exit_code": error.exit_code, "status": status, "key": error.key}
+                            "exit_code": error.exit_code, "status": status, "key": error.key,
+                            "fields": list(error.fields), "params": error.params}
     if isinstance(error, TooManyAttempts):
         body["retry_after"] = error.retry_after
     return body
@@ -67,6 +68,11 @@ class ErrorBody(BaseModel):
     status: int = Field(description="The HTTP status, repeated.")
     key: str = Field(description="A stable key of the message (the guard or check that refused), for translations "
                                  "and for callers that branch on it.")
+    fields: list[str] = Field([], description="The request's fields the message is about, by their declared "
+                                              "name (a page shows their labels).")
+    params: dict[str, Any] = Field({}, description="The message's parameters, for callers that word it "
+                                                   "themselves: a refused change names its object, trigger and "
+                                                   "state; internal ids only.")
     retry_after: int | None = Field(None, description="429: seconds until a login may be tried again.")
     detail: list[dict[str, Any]] | None = Field(None, description="422 of a malformed request: at most "
                                                 "ten problems, each with where it is, never the value sent.")

@@ -23,7 +23,7 @@ from workflows.limits import MAX_ID
 from workflows.operations import Field, rendered
 from workflows.operations import Operation as Declared
 from workflows.registry import OPERATIONS as DECLARED
-from workflows.registry import WORKFLOWS
+from workflows.registry import PROFILES, WORKFLOWS
 
 Outcome = Literal[TASK_OUTCOMES]  # type: ignore[valid-type]
 
@@ -164,7 +164,7 @@ class Operation:
 OPERATIONS: tuple[Operation, ...] = tuple(Operation(op, body_model(op)) for op in DECLARED)
 BY_NAME = {op.name: op for op in OPERATIONS}
 #: Where the API takes a kind's objects: ``/api/cases``, ``/api/contacts``, ``/api/courses``, ``/api/persons``.
-COLLECTIONS = {kind: f"{kind}s" for kind in ("person", *WORKFLOWS)}
+COLLECTIONS = {kind: profile.collection for kind, profile in PROFILES.items()}
 #: What ``list`` lists (CLI, API and pages): ``persons`` -> ``person``.
 LISTABLE = {plural: kind for kind, plural in COLLECTIONS.items()}
 

@@ -54,7 +54,7 @@ from workflows.calendar import DANISH, to_local
 from workflows.errors import MpoxflowError, NotAuthenticated, UsageError
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
-from workflows.registry import LISTS, TASK_ACTIONS, WORKFLOWS
+from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
@@ -349,10 +349,6 @@ def _transition_form(op: Operation, object_id: str, version: int, values: dict[s
             "errors": errors or {}}
 
 
-#: Where a person's view shows a field of ``person update`` under another name.
-SHOWN_AS = {"last_dose_on": "last_dose_elsewhere_on"}
-
-
 def offered_here(kind: str, view: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The creating operations the page of an object offers, as their declarations say (``Offer``), each with
     the fields it prefills from the object (its id, its person) and fixed values."""
@@ -379,7 +375,7 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
             forms.append(_transition_form(op, object_id, view["version"], values, errors))
     else:  # a person's facts: always changeable, the form shows them as they are
         for op in transitions_of(kind):
-            current = {f.name: view.get(SHOWN_AS.get(f.name, f.name)) for f in op.declared.fields}
+            current = {f.name: view.get(f.shown_as or f.name) for f in op.declared.fields}
             values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else (current, {})
             forms.append(_transition_form(op, object_id, 0, values, errors))
     creations = []
@@ -537,10 +533,10 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng) -> Respons
 def calendar_page(request: Request, who: Who, engine: Eng) -> Response:
     days = engine.calendar(8)
     weeks = [days[i:i + 7] for i in range(0, len(days), 7)]
-    peak = max([d["doses_due"] for d in days] + [d["monitoring_ends"] for d in days] + [1])
-    return render(request, "calendar.html", weeks=weeks, peak=peak, weekdays=WEEKDAYS,
-                  totals={"doses_due": sum(d["doses_due"] for d in days),
-                          "monitoring_ends": sum(d["monitoring_ends"] for d in days)})
+    counts = [count for _, count in CALENDAR]
+    peak = max([d[c.key] for d in days for c in counts] + [1])
+    return render(request, "calendar.html", weeks=weeks, peak=peak, weekdays=WEEKDAYS, counts=counts,
+                  totals={c.key: sum(d[c.key] for d in days) for c in counts})
 
 
 # ---- users (admins) ------------------------------------------------------------------------------------------
