@@ -52,6 +52,8 @@ class Changed:
     obj: Any
     timers: list[Any]
     audit_seq: int
+    #: The transition spawned or cascaded to other objects (what was loaded of them before may be stale).
+    reached_others: bool = False
 
     def view(self) -> dict[str, Any]:
         return object_view(self.kind, self.obj, self.timers)
@@ -334,6 +336,7 @@ class Commands:
         )
         seq = head.seq
         assert seq is not None
+        obj.audit_pos, obj.audit_seq, obj.audit_hash = head.pos, head.seq, head.hash
         if row is not None:
             # The object's new values, its version check and its audit head in one statement. A concurrent change
             # fails here (version) or already at the entry (its chain position is taken): all is rolled back.
@@ -365,7 +368,8 @@ class Commands:
             role=actor.role, audit_seq=seq, timers_armed=[t.name for t in armed],
             timers_cancelled=[c["name"] for c in cancelled],
         )
-        return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq)
+        return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq,
+                       reached_others=bool(subject.spawned or subject.cascades))
 
     # ---- tasks ---------------------------------------------------------------------------------------------
 

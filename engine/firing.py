@@ -9,6 +9,7 @@ scheduler (``scheduler/``) decides when to call ``fire_due``; the timers table i
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,46 +75,101 @@ class Firing:
         entry of each commit together, so a process killed mid-batch leaves every timer pending for the next.
         Returns what fired (a timer claimed by someone else meanwhile is not in it).
 
-        Claims lock the timer rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers share the load;
-        on SQLite the writing transaction holds the database). Each timer fires in a savepoint: a timer whose
-        firing raises (a poison timer) is rolled back alone, retried with backoff, and parked as ``failed`` after
-        ``policy.max_attempts``; a concurrent change to its object leaves it pending for the next pass.
-        ``stop`` is asked between timers: the timer in hand is finished, the rest wait for the next worker.
-        Raises only what fails the batch itself (the database unreachable, the commit refused).
+        The batch is set-based: one statement claims it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several
+        workers share the load; on SQLite the writing transaction holds the database), one query per kind loads
+        its objects and one their timers, and each timer's transition runs through the shared machine with no
+        savepoint. When any timer of the batch does not simply fire (its firing raises, its trigger is refused,
+        its object changed meanwhile), the whole batch is rolled back and fired again timer by timer, each in a
+        savepoint: a poison timer is rolled back alone, retried with backoff and parked as ``failed`` after
+        ``policy.max_attempts``; a refused trigger is ``skipped``; a concurrent change leaves the timer pending.
+        ``stop`` is asked between timers: the timer in hand is finished, the rest are given back for the next
+        worker. Raises only what fails the batch itself (the database unreachable, the commit refused).
         """
         policy = policy or RetryPolicy()
-        fired: list[Fired] = []
-        with unit_of_work(self.runtime) as uow:
-            now = uow.now()
-            skip_locked = self.runtime.db.backend == "postgresql"
-            for timer_id in uow.repo.lock_due_timers(now, limit, skip_locked=skip_locked):
-                if stop is not None and stop():
-                    break
-                try:
-                    # Deadlocks and serialization failures between workers become a Conflict here.
-                    with translate_errors(), uow.savepoint():
-                        outcome = self._fire(uow, timer_id, now)
-                except Conflict:
-                    continue  # its object changed meanwhile: still pending, fired on the next pass
-                except Exception as error:  # noqa: BLE001 - any other failure is this timer's, not the batch's
-                    _timer_failed(uow, timer_id, now, error, policy)
-                    continue
-                if outcome is not None:
-                    fired.append(outcome)
-            uow.save_clock()
-            uow.commit()
+        try:
+            with unit_of_work(self.runtime) as uow:
+                fired = self._fire_batch(uow, limit, stop)
+                uow.save_clock()
+                uow.commit()
+        except _SlowPath:
+            with unit_of_work(self.runtime) as uow:
+                fired = self._fire_one_by_one(uow, limit, policy, stop)
+                uow.save_clock()
+                uow.commit()
         _log_fired(fired)  # after the commit: the log counts exactly the timers that fired
         return fired
 
-    def _fire(self, uow: UnitOfWork, timer_id: int, now: datetime) -> Fired | None:
-        """Claim and fire one timer inside the caller's unit of work; None when it is no longer pending. A timer
-        whose trigger its object no longer allows (or whose guards refuse) is marked ``skipped`` and audited."""
+    def _fire_batch(self, uow: UnitOfWork, limit: int, stop: Callable[[], bool] | None) -> list[Fired]:
+        """The fast path: the batch claimed, its objects and their timers loaded per kind, each timer fired
+        without a savepoint. Raises _SlowPath (the caller rolls back) as soon as one does not simply fire."""
+        repo, now = uow.repo, uow.now()
+        claimed = repo.claim_due_timers(now, limit, skip_locked=self.runtime.db.backend == "postgresql")
+        objects: dict[tuple[str, int], Any] = {}
+        timers: dict[tuple[str, int], list[Any]] = {}
+        for kind in {t.object_kind for t in claimed}:
+            pks = sorted({t.object_id for t in claimed if t.object_kind == kind})
+            objects.update(((kind, pk), row) for pk, row in repo.load_objects(kind, pks).items())
+            timers.update(((kind, pk), rows) for pk, rows in repo.timers_of_objects(kind, pks).items())
+        fired: list[Fired] = []
+        for index, timer in enumerate(claimed):
+            if stop is not None and stop():
+                repo.unclaim_timers([t.id for t in claimed[index:]])
+                break
+            key = (timer.object_kind, timer.object_id)
+            # An object loaded with the batch is used once: after its own or another object's transition (a
+            # cascade reaches other objects) it is read again, inside this transaction, as it now is.
+            row, its_timers = objects.pop(key, None), timers.pop(key, None)
+            if row is None or its_timers is None:
+                try:
+                    row = repo.load_object(*key)
+                except NotFound:
+                    raise _SlowPath() from None
+                its_timers = repo.object_timers(*key)
+            try:
+                with translate_errors():
+                    outcome = self._fire_claimed(uow, timer, row, its_timers, now, careful=False)
+            except Exception as error:  # noqa: BLE001 - anything but a plain firing: the careful path decides
+                raise _SlowPath() from error
+            if outcome.cascaded:
+                objects.clear()
+                timers.clear()
+            fired.append(outcome.fired)
+        return fired
+
+    def _fire_one_by_one(self, uow: UnitOfWork, limit: int, policy: RetryPolicy,
+                         stop: Callable[[], bool] | None) -> list[Fired]:
+        """The careful path: each timer claimed and fired in a savepoint of its own."""
+        fired: list[Fired] = []
+        now = uow.now()
+        skip_locked = self.runtime.db.backend == "postgresql"
+        for timer_id in uow.repo.lock_due_timers(now, limit, skip_locked=skip_locked):
+            if stop is not None and stop():
+                break
+            try:
+                # Deadlocks and serialization failures between workers become a Conflict here.
+                with translate_errors(), uow.savepoint():
+                    timer = uow.repo.claim_timer(timer_id, now)
+                    if timer is None:
+                        continue
+                    row = uow.repo.load_object(timer.object_kind, timer.object_id)
+                    timers = uow.repo.object_timers(timer.object_kind, row.id)
+                    outcome = self._fire_claimed(uow, timer, row, timers, now, careful=True)
+            except Conflict:
+                continue  # its object changed meanwhile: still pending, fired on the next pass
+            except Exception as error:  # noqa: BLE001 - any other failure is this timer's, not the batch's
+                _timer_failed(uow, timer_id, now, error, policy)
+                continue
+            fired.append(outcome.fired)
+        return fired
+
+    def _fire_claimed(self, uow: UnitOfWork, timer: Any, row: Any, timers: list[Any], now: datetime, *,
+                      careful: bool) -> _Outcome:
+        """Fire one claimed timer on its object (``row``, with its ``timers`` as loaded) inside the caller's unit
+        of work. ``careful``: a trigger its object no longer allows (or whose guards refuse) is marked
+        ``skipped`` and audited, in a savepoint so that the refused transition leaves nothing behind; else the
+        refusal is raised."""
         repo = uow.repo
-        timer = repo.claim_timer(timer_id, now)
-        if timer is None:
-            return None
         kind, name = timer.object_kind, timer.name
-        row = repo.load_object(kind, timer.object_id)
         late = max(0, int((now - timer.due_at).total_seconds()))
         data: dict[str, Any] = {"timer": format_id("timer", timer.id), "due_at": timer.due_at,
                                 "fired_late_by_seconds": late}
@@ -123,13 +179,12 @@ class Firing:
         if missed:
             data["outcome"] = "missed"
         actor = Actor(f"timer:{name}", TIMER_USER)
-        status, note, to_state = ("missed" if missed else "fired"), None, row.state
+        status, note, to_state, cascaded = ("missed" if missed else "fired"), None, row.state, False
         try:
-            # A savepoint, so that a refused trigger leaves no partial writes behind.
-            with uow.savepoint():
+            with uow.savepoint() if careful else nullcontext():
                 changed = self.commands.transition(
-                    uow, definition=BY_NAME[row.workflow], kind=kind, row=row,
-                    timers=repo.object_timers(kind, row.id), trigger=name, data=data, actor=actor,
+                    uow, definition=BY_NAME[row.workflow], kind=kind, row=row, timers=timers, trigger=name,
+                    data=data, actor=actor,
                     reason=(f"missed: the task '{timer.task}' was not done by its deadline "
                             f"{to_local(timer.due_at).isoformat()}" if missed
                             else f"due {to_local(timer.due_at).isoformat()}"),
@@ -137,8 +192,10 @@ class Firing:
                 )
                 if missed:
                     repo.update_timers([timer.id], {"status": "missed"})
-            seq, to_state = changed.audit_seq, changed.obj.state
+            seq, to_state, cascaded = changed.audit_seq, changed.obj.state, changed.reached_others
         except (TriggerNotAllowed, GuardRefused) as refused:
+            if not careful:
+                raise
             status, note = "skipped", str(refused)
             repo.update_timers([timer.id], {"status": "skipped", "note": note})
             skip = uow.audit(
@@ -149,10 +206,21 @@ class Firing:
             )
             assert skip.seq is not None
             seq = skip.seq
-        return Fired(
+        return _Outcome(Fired(
             timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
             fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
-        )
+        ), cascaded)
+
+
+class _SlowPath(Exception):  # noqa: N818 - a signal between the two paths, never seen outside this module
+    """A timer of a batch did not simply fire: the batch is rolled back and fired again one by one."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    fired: Fired
+    #: The transition reached other objects (cascades, spawns): objects loaded with the batch may be stale.
+    cascaded: bool
 
 
 def _timer_failed(uow: UnitOfWork, timer_id: int, now: datetime, error: Exception, policy: RetryPolicy) -> None:

@@ -507,6 +507,49 @@ class Repository:
             .values(status="fired", closed_at=now).returning(*table.c)
         ).one_or_none()
 
+    def claim_due_timers(self, now: datetime, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
+        """Claim up to ``limit`` timers ready to fire at ``now`` in ONE statement: marked fired (``closed_at``
+        now) and returned whole, earliest first. On PostgreSQL the ids are chosen ``FOR UPDATE SKIP LOCKED``, so
+        workers claim disjoint batches; on SQLite the caller's BEGIN IMMEDIATE already holds the database. The
+        caller fires them in the same transaction, or gives back those it does not (:meth:`unclaim_timers`)."""
+        table = _table(Timer)
+        chosen = (
+            select(table.c.id)
+            .where(table.c.status == "pending", table.c.due_at <= now,
+                   or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
+            .order_by(table.c.due_at, table.c.id).limit(limit)
+        )
+        if skip_locked:
+            chosen = chosen.with_for_update(skip_locked=True)
+        claimed = self._core.execute(
+            update(table).where(table.c.id.in_(chosen.scalar_subquery()), table.c.status == "pending")
+            .values(status="fired", closed_at=now).returning(*table.c)
+        ).all()
+        return sorted(claimed, key=lambda t: (t.due_at, t.id))
+
+    def unclaim_timers(self, ids: Sequence[int]) -> None:
+        """Give claimed timers back (pending again) in the same transaction: a batch stopped before them."""
+        if ids:
+            self._core.execute(update(_table(Timer)).where(_table(Timer).c.id.in_(list(ids)))
+                               .values(status="pending", closed_at=None))
+
+    def load_objects(self, kind: str, pks: Sequence[int]) -> dict[int, Row[Any]]:
+        """The ``kind`` objects of ``pks`` by id, in one query (an id with no object is left out)."""
+        table = _table(OBJECT_MODELS[kind])
+        return {row.id: row for row in self._core.execute(select(table).where(table.c.id.in_(list(pks))))}
+
+    def timers_of_objects(self, kind: str, pks: Sequence[int]) -> dict[int, list[Row[Any]]]:
+        """Every timer of each ``kind`` object of ``pks`` (as :meth:`object_timers` gives one object's, due
+        order), in one query."""
+        table = _table(Timer)
+        found: dict[int, list[Row[Any]]] = {pk: [] for pk in pks}
+        for timer in self._core.execute(
+            select(table).where(table.c.object_kind == kind, table.c.object_id.in_(list(pks)))
+            .order_by(table.c.due_at, table.c.id)
+        ):
+            found[timer.object_id].append(timer)
+        return found
+
     def timer_forecast(self, kind: str, name: str, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
         """(due instant, count) of a kind's pending timers of one name due in ``[since, until)``."""
         return [(row.due_at, int(row.due))

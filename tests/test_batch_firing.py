@@ -1,0 +1,129 @@
+"""Issue 15, item 1: a batch of due timers is fired set-based. One statement claims the batch, one query per kind
+loads its objects and one their timers, each timer's transition runs with no savepoint; a timer that does not
+simply fire (a poison timer, a refused trigger, a concurrent change) sends the whole batch, rolled back, down the
+careful path, where it is isolated and the others fire exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from engine.core import Engine
+from persistence.audit import Head, Verification, verify_object
+from persistence.database import Database
+from persistence.models import AuditEntry, Case
+from persistence.repository import Repository
+from tests.conftest import START
+from tests.helpers import confirmed, person
+from tests.test_worker import audit_of_timer, bulk_due_timers, raw_timer, timer_row
+
+pytestmark = pytest.mark.both_backends
+
+AUDIT = AuditEntry.__table__
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement the database is sent inside the block (executemany counts once)."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def fired_per_timer(db: Database) -> Counter[int]:
+    with db.engine.connect() as connection:
+        return Counter(connection.execute(select(AUDIT.c.timer_id).where(AUDIT.c.timer_id.is_not(None))).scalars())
+
+
+def chains_intact(db: Database) -> bool:
+    """Every case's chain verifies against its head (``bulk_due_timers`` writes persons without any history, so
+    ``audit verify`` of the whole database would name them)."""
+    report = Verification()
+    with db.reading() as session:
+        repo = Repository(session)
+        for case in session.scalars(select(Case)):
+            verify_object(f"case-{case.id}", [dict(e._mapping) for e in repo.object_history("case", case.id)],
+                          Head.of(case), report)
+    assert report.entries > 0
+    return report.intact
+
+
+def test_a_batch_is_claimed_loaded_and_fired_without_a_statement_per_timer_beyond_its_writes(
+        engine: Engine, db: Database, database_url: str) -> None:
+    timers = bulk_due_timers(database_url, 100, due=START - timedelta(hours=1))
+    with statements(db) as sent:
+        fired = engine.fire_due(limit=200)
+    assert [f.timer for f in fired] == [f"timer-{t}" for t in timers]  # due order
+    assert {(f.status, f.from_state, f.to_state) for f in fired} == {("fired", "healed", "closed")}
+    kinds = Counter(sent)
+    # Per timer: its audit entry and its object's UPDATE (version, state, head); nothing else per timer: one
+    # claim, one load of the cases, one of their timers, no savepoint.
+    assert kinds["SAVEPOINT"] == 0 and kinds["RELEASE"] == 0
+    assert kinds["INSERT"] == 100 and kinds["SELECT"] <= 5
+    assert kinds["UPDATE"] <= 100 + 2
+    assert fired_per_timer(db) == Counter(timers)
+    assert chains_intact(db)
+
+
+def test_a_poison_timer_in_a_batch_of_200_leaves_the_other_199_fired_exactly_once(
+        engine: Engine, db: Database, database_url: str) -> None:
+    first = bulk_due_timers(database_url, 100, due=START - timedelta(hours=2), prefix="EARLY")
+    poison = raw_timer(db, object_id=99_999, name="condom_advice_ends", due_at=START - timedelta(minutes=90))
+    later = bulk_due_timers(database_url, 99, due=START - timedelta(hours=1), prefix="LATE")
+    fired = engine.fire_due(limit=200)
+    assert len(fired) == 199 and f"timer-{poison}" not in {f.timer for f in fired}
+    assert fired_per_timer(db) == Counter(first + later)
+    row = timer_row(db, poison)
+    assert (row.status, row.attempts) == ("pending", 1) and "case-99999" in row.last_error
+    assert audit_of_timer(db, poison) == []
+    assert chains_intact(db)
+    # The next batch holds only the poison timer, once its retry is due: nothing fires twice.
+    assert engine.fire_due(limit=200) == []
+
+
+def test_timers_of_one_object_in_one_batch_fire_in_due_order_on_one_chain(engine: Engine, db: Database,
+                                                                          clock: Any) -> None:
+    case = confirmed(engine, person(engine))
+    pending = [t for t in engine.show(case)["timers"] if t["status"] == "pending"]
+    assert len(pending) >= 3  # phone and written notification, the sequencing sample: all due within days
+    clock.set(START + timedelta(days=30))
+    with statements(db) as sent:
+        fired = [f for f in engine.fire_due(limit=200) if f.object == case]
+    assert Counter(sent)["SAVEPOINT"] == 0
+    due_order = [t["id"] for t in sorted(pending, key=lambda t: (t["due_at"], int(t["id"].split("-")[1])))]
+    assert [f.timer for f in fired][:len(due_order)] == due_order
+    entries = engine.audit(entity=case)
+    firing = [e for e in entries if e.get("timer")] or [e for e in entries if e["actor"].startswith("timer:")]
+    assert [e["actor"] for e in firing[:len(due_order)]] == [f"timer:{f.name}" for f in fired[:len(due_order)]]
+    positions = [e["pos"] for e in entries]
+    assert positions == list(range(1, len(entries) + 1))
+    assert chains_intact(db)
+
+
+def test_a_refused_timer_in_a_batch_is_skipped_by_the_careful_path_and_the_rest_fire(
+        engine: Engine, db: Database, database_url: str) -> None:
+    timers = bulk_due_timers(database_url, 20, due=START - timedelta(hours=1))
+    # A confirmed case's condom-advice timer (allowed from healed only) in the middle of the batch.
+    case = confirmed(engine, person(engine, "STALE"))
+    stale = raw_timer(db, object_id=int(case.split("-")[1]), name="condom_advice_ends",
+                      due_at=START - timedelta(minutes=30))
+    fired = engine.fire_due(limit=200)
+    statuses = {f.timer: f.status for f in fired}
+    assert statuses.pop(f"timer-{stale}") == "skipped"
+    assert statuses == {f"timer-{t}": "fired" for t in timers}
+    assert timer_row(db, stale).status == "skipped"
+    assert fired_per_timer(db) == Counter([*timers, stale])
+    assert engine.show(case)["state"] == "confirmed"
