@@ -23,6 +23,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -307,6 +308,30 @@ class Repository:
 
     def insert_audit(self, values: dict[str, Any]) -> int:
         return int(self._core.execute(_INSERT_AUDIT, values).scalar_one())
+
+    def allocate_audit_seqs(self, n: int, *, after: int = 0) -> list[int]:
+        """``n`` audit sequence numbers for entries this transaction will insert with :meth:`insert_audits`, in
+        one round trip: from the column's sequence on PostgreSQL; on SQLite (the writing transaction holds the
+        database) the next after both the log's last and ``after``, the last this transaction was given."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            return [int(s) for s in self._core.execute(
+                text("SELECT nextval(pg_get_serial_sequence('audit_log', 'seq')) FROM generate_series(1, :n)"),
+                {"n": n}).scalars()]
+        last = int(self._core.execute(select(func.coalesce(func.max(_table(AuditEntry).c.seq), 0))).scalar_one())
+        first = max(last, after) + 1
+        return list(range(first, first + n))
+
+    def insert_audits(self, entries: list[dict[str, Any]]) -> None:
+        """Audit entries with their sequence numbers given (:meth:`allocate_audit_seqs`), in one ``executemany``."""
+        if entries:
+            self._core.execute(insert(_table(AuditEntry)), entries)
+
+    def update_objects(self, kind: str, rows: list[dict[str, Any]]) -> int:
+        """Many :meth:`update_object` s of one kind (rows of the same keys) in one ``executemany``; returns how
+        many rows were still at their ``seen_version`` (the caller compares with ``len(rows)``)."""
+        if not rows:
+            return 0
+        return int(self._core.execute(_statements(kind).update, rows).rowcount)
 
     def set_head(self, kind: str, pk: int, head: Head) -> None:
         """Move the object's audit-chain head to its newest entry (same transaction as the entry)."""
