@@ -194,7 +194,9 @@ class Firing:
                             else f"due {to_local(timer.due_at).isoformat()}"),
                     now=now, timer_pk=timer.id,
                 )
-                if missed:
+                if missed and uow.deferred is not None:
+                    uow.deferred.missed.append(timer.id)
+                elif missed:
                     repo.update_timers([timer.id], {"status": "missed"})
             seq, to_state, cascaded = changed.audit_seq, changed.obj.state, changed.reached_others
         except (TriggerNotAllowed, GuardRefused) as refused:

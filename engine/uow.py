@@ -110,6 +110,8 @@ class Deferred:
         self.last_seq = 0
         self.entries: list[dict[str, Any]] = []
         self.updates: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
+        #: Timers whose firing found their task undone: marked ``missed`` together.
+        self.missed: list[int] = []
 
     def next_seq(self) -> int:
         if not self.seqs:
@@ -126,6 +128,8 @@ class Deferred:
                 raise Conflict(f"one of {len(rows)} {kind} objects was changed by someone else while timers fired; "
                                "nothing was written")
         self.updates = {}
+        self.repo.update_timers(self.missed, {"status": "missed"})
+        self.missed = []
 
 
 class UnitOfWork:
