@@ -91,7 +91,8 @@ class Firing:
                 fired = self._fire_batch(uow, limit, stop)
                 uow.save_clock()
                 uow.commit()
-        except _SlowPath:
+        except _SlowPath as slow:
+            log.info("batch_fired_one_by_one", cause=type(slow.__cause__).__name__ if slow.__cause__ else None)
             with unit_of_work(self.runtime) as uow:
                 fired = self._fire_one_by_one(uow, limit, policy, stop)
                 uow.save_clock()
