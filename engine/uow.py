@@ -62,6 +62,9 @@ class Runtime:
     wall_clock: Clock
     #: Write the simulated clock's "now" to the database with every change (a simulated-clock database).
     persist_clock: bool = False
+    #: Tell the workers when a committed change armed timers (PostgreSQL ``NOTIFY``); the worker turns it off on
+    #: its own engine: it re-reads the next due instant after every pass anyway.
+    announce_timers: bool = True
 
 
 def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...]) -> Actor:
@@ -230,8 +233,9 @@ class UnitOfWork:
 def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None = None, target: str | None = None,
                  roles: tuple[str, ...] = ACTING_ROLES) -> Iterator[UnitOfWork]:
     """A unit of work on ``runtime``'s database; with ``actor``, authorized for ``command`` on ``target`` (an id,
-    for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called,
-    else rolls back. Raises NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
+    for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called (on
+    PostgreSQL with one ``NOTIFY`` of the earliest timer it armed, for the workers), else rolls back. Raises
+    NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
     if actor is not None and command is None:
         raise ValueError("authorizing an actor needs the command they run")
     with refusals_audited(runtime), runtime.db.transaction() as session:
@@ -242,6 +246,8 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
         yield uow
         if not uow.committed:
             session.rollback()
+        elif runtime.announce_timers:
+            uow.repo.announce_timers()  # in the transaction: delivered only if it commits
 
 
 def check_actor(runtime: Runtime, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:

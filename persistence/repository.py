@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from persistence.audit import Head
+from persistence.database import TIMERS_CHANNEL
 from persistence.models import (
     OBJECT_MODELS,
     ApiToken,
@@ -141,6 +142,9 @@ def _forecast(kind: str, name: str) -> Select[Any]:
 
 _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
+_NOTIFY_TIMERS = text("SELECT pg_notify(:channel, :due)")
+#: ``session.info`` key: the earliest due instant this transaction armed (``announce_timers`` sends it).
+_ARMED = "mpoxflow_earliest_armed"
 
 
 _USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("name"))
@@ -304,7 +308,26 @@ class Repository:
     def insert_timers(self, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
             return []
+        due = min(_utc(r["due_at"]) for r in rows)  # for announce_timers, at commit
+        self.session.info[_ARMED] = min(due, self.session.info.get(_ARMED, due))
         return [int(i) for i in self._core.execute(_INSERT_TIMERS, rows).scalars()]
+
+    def announce_timers(self) -> None:
+        """On PostgreSQL, ``NOTIFY`` the workers of the earliest due instant this transaction armed (ISO, UTC):
+        one notification, delivered only if the transaction commits. Nothing on SQLite, or when none was armed."""
+        due = self.session.info.pop(_ARMED, None)
+        if due is not None and self.session.get_bind().dialect.name == "postgresql":
+            self._core.execute(_NOTIFY_TIMERS, {"channel": TIMERS_CHANNEL, "due": due.isoformat()})
+
+    def next_armed(self) -> datetime | None:
+        """The earliest due instant of a pending timer not waiting for a retry (retries are the worker's own):
+        one query on the ``(status, due_at)`` index, for the worker's cheap check for timers armed elsewhere."""
+        table = _table(Timer)
+        due: datetime | None = _utc(self._core.execute(
+            select(table.c.due_at).where(table.c.status == "pending", table.c.next_attempt_at.is_(None))
+            .order_by(table.c.due_at).limit(1)
+        ).scalar())
+        return due
 
     def insert_audit(self, values: dict[str, Any]) -> int:
         return int(self._core.execute(_INSERT_AUDIT, values).scalar_one())
