@@ -280,6 +280,8 @@ class Commands:
         repo = uow.repo
         from_state = row.state if row is not None else NEW
         spec = definition.spec(trigger, from_state)
+        if row is None or (spec is not None and spec.references):
+            uow.flush()  # what a batch held back is written before this reads other objects
         person = row.person_id if row is not None else person_pk
         if person is None:
             raise ValueError("creating an object needs the person it is about")
@@ -341,7 +343,7 @@ class Commands:
             # The object's new values, its version check and its audit head in one statement. A concurrent change
             # fails here (version) or already at the entry (its chain position is taken): all is rolled back.
             head_values = {"audit_pos": head.pos, "audit_seq": head.seq, "audit_hash": head.hash}
-            if not repo.update_object(kind, row.id, row.version, {**values, **head_values}):
+            if not uow.update_object(kind, row.id, row.version, {**values, **head_values}):
                 raise Conflict(
                     f"{format_id(kind, row.id)} was changed by someone else while this change was being made; "
                     "nothing was written. Show it again and retry."
@@ -349,6 +351,8 @@ class Commands:
 
         # Other objects the change reaches (a confirmed case ends the person's open course), after this one is
         # written: their guards read it.
+        if subject.cascades:
+            uow.flush()
         for cascade in subject.cascades:
             targets = ([cascade.pk] if cascade.pk is not None
                        else repo.objects_of_person(cascade.kind, person, cascade.states))

@@ -16,6 +16,7 @@ names other packages import from here are re-exported.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from datetime import datetime
 
 from engine.accounts import Users
 from engine.clock import Clock, SimulatedClock, SystemClock, simulated
@@ -34,6 +35,7 @@ from engine.uow import (
     unit_of_work,
 )
 from persistence.database import Database
+from persistence.repository import Repository
 from workflows.definition import Settings
 
 #: What entry/, scheduler/, tests and bench import from here (each defined in its part).
@@ -121,6 +123,12 @@ class Engine:
     @persist_clock.setter
     def persist_clock(self, persist: bool) -> None:
         self.runtime.persist_clock = persist
+
+    def next_armed(self) -> datetime | None:
+        """The earliest due instant of a pending timer not waiting for a retry, in one indexed query: the worker's
+        cheap check, every half second on SQLite, for timers other processes armed."""
+        with self.db.reading() as session:
+            return Repository(session).next_armed()
 
     # ---- units of work and authorization -------------------------------------------------------------------
 

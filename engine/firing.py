@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from engine.commands import Commands
-from engine.uow import TIMER_USER, Actor, Runtime, UnitOfWork, unit_of_work
+from engine.uow import TIMER_USER, Actor, Deferred, Runtime, UnitOfWork, unit_of_work
 from engine.views import jsonable
 from persistence.audit import Head
 from persistence.database import translate_errors
@@ -91,7 +91,8 @@ class Firing:
                 fired = self._fire_batch(uow, limit, stop)
                 uow.save_clock()
                 uow.commit()
-        except _SlowPath:
+        except _SlowPath as slow:
+            log.info("batch_fired_one_by_one", cause=type(slow.__cause__).__name__ if slow.__cause__ else None)
             with unit_of_work(self.runtime) as uow:
                 fired = self._fire_one_by_one(uow, limit, policy, stop)
                 uow.save_clock()
@@ -103,6 +104,7 @@ class Firing:
         """The fast path: the batch claimed, its objects and their timers loaded per kind, each timer fired
         without a savepoint. Raises _SlowPath (the caller rolls back) as soon as one does not simply fire."""
         repo, now = uow.repo, uow.now()
+        uow.deferred = Deferred(repo)
         claimed = repo.claim_due_timers(now, limit, skip_locked=self.runtime.db.backend == "postgresql")
         objects: dict[tuple[str, int], Any] = {}
         timers: dict[tuple[str, int], list[Any]] = {}
@@ -119,14 +121,11 @@ class Firing:
             # An object loaded with the batch is used once: after its own or another object's transition (a
             # cascade reaches other objects) it is read again, inside this transaction, as it now is.
             row, its_timers = objects.pop(key, None), timers.pop(key, None)
-            if row is None or its_timers is None:
-                try:
-                    row = repo.load_object(*key)
-                except NotFound:
-                    raise _SlowPath() from None
-                its_timers = repo.object_timers(*key)
             try:
                 with translate_errors():
+                    if row is None or its_timers is None:
+                        uow.flush()
+                        row, its_timers = repo.load_object(*key), repo.object_timers(*key)
                     outcome = self._fire_claimed(uow, timer, row, its_timers, now, careful=False)
             except Exception as error:  # noqa: BLE001 - anything but a plain firing: the careful path decides
                 raise _SlowPath() from error
@@ -134,6 +133,12 @@ class Firing:
                 objects.clear()
                 timers.clear()
             fired.append(outcome.fired)
+        try:
+            with translate_errors():
+                uow.flush()
+        except Exception as error:  # noqa: BLE001 - a version moved meanwhile, a deadlock: the careful path decides
+            raise _SlowPath() from error
+        uow.deferred = None
         return fired
 
     def _fire_one_by_one(self, uow: UnitOfWork, limit: int, policy: RetryPolicy,
@@ -190,7 +195,9 @@ class Firing:
                             else f"due {to_local(timer.due_at).isoformat()}"),
                     now=now, timer_pk=timer.id,
                 )
-                if missed:
+                if missed and uow.deferred is not None:
+                    uow.deferred.missed.append(timer.id)
+                elif missed:
                     repo.update_timers([timer.id], {"status": "missed"})
             seq, to_state, cascaded = changed.audit_seq, changed.obj.state, changed.reached_others
         except (TriggerNotAllowed, GuardRefused) as refused:

@@ -28,7 +28,7 @@ from persistence.audit import Head
 from persistence.database import Database
 from persistence.repository import Repository, format_id
 from workflows.definition import Settings
-from workflows.errors import NotPermitted
+from workflows.errors import Conflict, NotPermitted
 from workflows.limits import check_text
 
 log = structlog.get_logger("mpoxflow.engine")
@@ -62,6 +62,9 @@ class Runtime:
     wall_clock: Clock
     #: Write the simulated clock's "now" to the database with every change (a simulated-clock database).
     persist_clock: bool = False
+    #: Tell the workers when a committed change armed timers (PostgreSQL ``NOTIFY``); the worker turns it off on
+    #: its own engine: it re-reads the next due instant after every pass anyway.
+    announce_timers: bool = True
 
 
 def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...]) -> Actor:
@@ -95,9 +98,48 @@ def authorize(repo: Repository, actor: str, command: str, target: str | None, ro
                        user=user.id, command=command, target=target)
 
 
+class Deferred:
+    """The writes a set-based batch of timer firings holds back to send as one statement each (``executemany``):
+    its audit entries, whose sequence numbers are allocated ahead so that each entry's head is known at once, and
+    its objects' UPDATEs, whose version checks are counted together. ``flush`` sends them; anything that reads
+    what they write (another object's guards, a cascade, the same object again) flushes first."""
+
+    #: Sequence numbers allocated per round trip.
+    CHUNK = 256
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.seqs: list[int] = []
+        self.last_seq = 0
+        self.entries: list[dict[str, Any]] = []
+        self.updates: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
+        #: Timers whose firing found their task undone: marked ``missed`` together.
+        self.missed: list[int] = []
+
+    def next_seq(self) -> int:
+        if not self.seqs:
+            self.seqs = self.repo.allocate_audit_seqs(self.CHUNK, after=self.last_seq)
+            self.last_seq = self.seqs[-1]
+        return self.seqs.pop(0)
+
+    def flush(self) -> None:
+        """Send what is held back. Raises Conflict when an object's version moved meanwhile (rolled back)."""
+        self.repo.insert_audits(self.entries)
+        self.entries = []
+        for (kind, _), rows in self.updates.items():
+            if self.repo.update_objects(kind, rows) != len(rows):
+                raise Conflict(f"one of {len(rows)} {kind} objects was changed by someone else while timers fired; "
+                               "nothing was written")
+        self.updates = {}
+        self.repo.update_timers(self.missed, {"status": "missed"})
+        self.missed = []
+
+
 class UnitOfWork:
     """One writing transaction: ``repo`` (and its ``session``), the authorized ``actor`` when the unit was opened
-    for one, the audit record, and ``commit()``. Made by ``unit_of_work``, never directly."""
+    for one, the audit record, and ``commit()``. Made by ``unit_of_work``, never directly. With ``deferred`` set
+    (a set-based batch of firings, ``engine.firing``), audit entries and objects' UPDATEs are held back and sent
+    together (:class:`Deferred`)."""
 
     def __init__(self, runtime: Runtime, session: Session) -> None:
         self.runtime = runtime
@@ -105,6 +147,21 @@ class UnitOfWork:
         self.repo = Repository(session)
         self._actor: Actor | None = None
         self.committed = False
+        self.deferred: Deferred | None = None
+
+    def flush(self) -> None:
+        """Send the writes held back (nothing when none are): before reading what they would change."""
+        if self.deferred is not None:
+            self.deferred.flush()
+
+    def update_object(self, kind: str, pk: int, version: int, values: dict[str, Any]) -> bool:
+        """Write an object's ``values`` and next version if it is still at ``version`` (False: someone else changed
+        it). Held back when deferred: a version that moved is then a Conflict at the flush."""
+        if self.deferred is None:
+            return self.repo.update_object(kind, pk, version, values)
+        params = {**values, "pk": pk, "seen_version": version, "version": version + 1}
+        self.deferred.updates.setdefault((kind, frozenset(params)), []).append(params)
+        return True
 
     @property
     def actor(self) -> Actor:
@@ -148,7 +205,12 @@ class UnitOfWork:
             "data": data, "changes": changes, "timers_armed": armed or [], "timers_cancelled": cancelled or [],
             "timers_done": done or [],
         })
-        head = Head(entry["pos"], self.repo.insert_audit(entry), entry["hash"])
+        if self.deferred is not None:
+            entry["seq"] = self.deferred.next_seq()
+            self.deferred.entries.append(entry)
+            head = Head(entry["pos"], entry["seq"], entry["hash"])
+        else:
+            head = Head(entry["pos"], self.repo.insert_audit(entry), entry["hash"])
         if move_head:
             self.repo.set_head(kind, pk, head)
         return head
@@ -171,8 +233,9 @@ class UnitOfWork:
 def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None = None, target: str | None = None,
                  roles: tuple[str, ...] = ACTING_ROLES) -> Iterator[UnitOfWork]:
     """A unit of work on ``runtime``'s database; with ``actor``, authorized for ``command`` on ``target`` (an id,
-    for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called,
-    else rolls back. Raises NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
+    for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called (on
+    PostgreSQL with one ``NOTIFY`` of the earliest timer it armed, for the workers), else rolls back. Raises
+    NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
     if actor is not None and command is None:
         raise ValueError("authorizing an actor needs the command they run")
     with refusals_audited(runtime), runtime.db.transaction() as session:
@@ -183,6 +246,8 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
         yield uow
         if not uow.committed:
             session.rollback()
+        elif runtime.announce_timers:
+            uow.repo.announce_timers()  # in the transaction: delivered only if it commits
 
 
 def check_actor(runtime: Runtime, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:

@@ -28,6 +28,9 @@ DEFAULT_URL = "sqlite:///mpoxflow.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: How long a SQLite writer waits for another writer before giving up with a conflict.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+#: PostgreSQL: the channel a transaction that arms timers notifies at commit (the payload: the earliest due instant
+#: it armed, ISO 8601 in UTC), on which the workers listen.
+TIMERS_CHANNEL = "mpoxflow_timers"
 
 
 #: Unique constraints two concurrent changes of one object can collide on (PostgreSQL names, then SQLite's).
@@ -173,6 +176,25 @@ class Database:
         """A read-only session (never commits; closing it ends its transaction). Objects stay readable after."""
         with translate_errors(), self._read() as session:
             yield session
+
+    def listener(self, channel: str = TIMERS_CHANNEL) -> Any:
+        """PostgreSQL: a psycopg connection of its own (outside the pool, autocommit) that ``LISTEN``s on
+        ``channel``; read it with ``notifies(timeout=...)``, close it when done. Raises the driver's
+        OperationalError when the server cannot be reached."""
+        if self.backend != "postgresql":
+            raise ValueError("LISTEN needs PostgreSQL")
+        import psycopg
+        from psycopg import sql
+
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        connection = psycopg.connect(*cargs, **{"application_name": "mpoxflow-worker-listen", **cparams},
+                                     autocommit=True)
+        try:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -23,11 +23,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
 
 from persistence.audit import Head
+from persistence.database import TIMERS_CHANNEL
 from persistence.models import (
     OBJECT_MODELS,
     ApiToken,
@@ -140,6 +142,9 @@ def _forecast(kind: str, name: str) -> Select[Any]:
 
 _INSERT_TIMERS = insert(_table(Timer)).returning(_table(Timer).c.id, sort_by_parameter_order=True)
 _INSERT_AUDIT = insert(_table(AuditEntry)).returning(_table(AuditEntry).c.seq)
+_NOTIFY_TIMERS = text("SELECT pg_notify(:channel, :due)")
+#: ``session.info`` key: the earliest due instant this transaction armed (``announce_timers`` sends it).
+_ARMED = "mpoxflow_earliest_armed"
 
 
 _USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("name"))
@@ -303,10 +308,53 @@ class Repository:
     def insert_timers(self, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
             return []
+        due = min(_utc(r["due_at"]) for r in rows)  # for announce_timers, at commit
+        self.session.info[_ARMED] = min(due, self.session.info.get(_ARMED, due))
         return [int(i) for i in self._core.execute(_INSERT_TIMERS, rows).scalars()]
+
+    def announce_timers(self) -> None:
+        """On PostgreSQL, ``NOTIFY`` the workers of the earliest due instant this transaction armed (ISO, UTC):
+        one notification, delivered only if the transaction commits. Nothing on SQLite, or when none was armed."""
+        due = self.session.info.pop(_ARMED, None)
+        if due is not None and self.session.get_bind().dialect.name == "postgresql":
+            self._core.execute(_NOTIFY_TIMERS, {"channel": TIMERS_CHANNEL, "due": due.isoformat()})
+
+    def next_armed(self) -> datetime | None:
+        """The earliest due instant of a pending timer not waiting for a retry (retries are the worker's own):
+        one query on the ``(status, due_at)`` index, for the worker's cheap check for timers armed elsewhere."""
+        table = _table(Timer)
+        due: datetime | None = _utc(self._core.execute(
+            select(table.c.due_at).where(table.c.status == "pending", table.c.next_attempt_at.is_(None))
+            .order_by(table.c.due_at).limit(1)
+        ).scalar())
+        return due
 
     def insert_audit(self, values: dict[str, Any]) -> int:
         return int(self._core.execute(_INSERT_AUDIT, values).scalar_one())
+
+    def allocate_audit_seqs(self, n: int, *, after: int = 0) -> list[int]:
+        """``n`` audit sequence numbers for entries this transaction will insert with :meth:`insert_audits`, in
+        one round trip: from the column's sequence on PostgreSQL; on SQLite (the writing transaction holds the
+        database) the next after both the log's last and ``after``, the last this transaction was given."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            return [int(s) for s in self._core.execute(
+                text("SELECT nextval(pg_get_serial_sequence('audit_log', 'seq')) FROM generate_series(1, :n)"),
+                {"n": n}).scalars()]
+        last = int(self._core.execute(select(func.coalesce(func.max(_table(AuditEntry).c.seq), 0))).scalar_one())
+        first = max(last, after) + 1
+        return list(range(first, first + n))
+
+    def insert_audits(self, entries: list[dict[str, Any]]) -> None:
+        """Audit entries with their sequence numbers given (:meth:`allocate_audit_seqs`), in one ``executemany``."""
+        if entries:
+            self._core.execute(insert(_table(AuditEntry)), entries)
+
+    def update_objects(self, kind: str, rows: list[dict[str, Any]]) -> int:
+        """Many :meth:`update_object` s of one kind (rows of the same keys) in one ``executemany``; returns how
+        many rows were still at their ``seen_version`` (the caller compares with ``len(rows)``)."""
+        if not rows:
+            return 0
+        return int(self._core.execute(_statements(kind).update, rows).rowcount)
 
     def set_head(self, kind: str, pk: int, head: Head) -> None:
         """Move the object's audit-chain head to its newest entry (same transaction as the entry)."""

@@ -2,8 +2,14 @@
 
 The timers table is the truth; APScheduler only decides *when* to look. Its job store is this process's memory
 (job stores must never be shared between processes) and holds two jobs: a date job at the next due instant,
-re-armed after every pass, and a safety poll that catches timers armed by other processes. ``misfire_grace_time``
-is None: a wake-up missed by more than a second (APScheduler's default would drop it silently) still runs.
+re-armed after every pass, and a safety poll. ``misfire_grace_time`` is None: a wake-up missed by more than a second
+(APScheduler's default would drop it silently) still runs.
+
+Timers armed by other processes (``serve``, a CLI command) wake the worker at once: on PostgreSQL the transaction
+that arms them sends ``NOTIFY mpoxflow_timers`` with the earliest due instant it armed (``engine.uow``), and a
+thread of the worker ``LISTEN``s on a connection of its own (reconnecting with backoff when it drops; the poll
+covers meanwhile); on SQLite the thread asks for the earliest armed due instant every ``WATCH_SECONDS`` (one
+indexed query). Either way a due instant earlier than the next wake-up re-arms the date job.
 
 Each pass fires batches through ``Engine.fire_due``: claim, transition and audit entry of each timer in one
 transaction; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers share the load, never the same timer.
@@ -30,6 +36,14 @@ from engine.firing import RetryPolicy
 
 log = structlog.get_logger("mpoxflow.worker")
 
+#: SQLite: how often the worker looks for timers armed by other processes (one indexed query); a timer armed
+#: elsewhere and due at once fires within about this long (PostgreSQL is told at once, by NOTIFY).
+WATCH_SECONDS = 0.5
+#: PostgreSQL: how long the listener waits for a notification before it looks at the stop flag again.
+LISTEN_TIMEOUT_SECONDS = 0.5
+#: The LISTEN connection lost: the first wait before reconnecting, doubled after each failure up to the last.
+RECONNECT_SECONDS = (0.5, 30.0)
+
 
 class Worker:
     """Fires due timers until stopped (or, with ``exit_when_idle``, until nothing is ready)."""
@@ -49,6 +63,8 @@ class Worker:
         self.engine = engine
         # The worker never moves a simulated clock: writing it with every batch would queue the workers on one row.
         self.engine.persist_clock = False
+        # Nor does it NOTIFY of the timers its firings arm: it reads the next due instant after each pass itself.
+        self.engine.runtime.announce_timers = False
         self.poll_seconds = poll_seconds
         self.batch = batch
         self.policy = policy or RetryPolicy()
@@ -59,7 +75,15 @@ class Worker:
         self._idle = threading.Event()
         self._pass = threading.Lock()
         self._wake_ids = itertools.count()
+        # The wake-up: the date job's id and instant, and during a pass (``_in_pass``) the earliest due instant
+        # others announced meanwhile (``_hint``), armed when the pass ends; all guarded by ``_wake_lock``, for the
+        # pass (the scheduler's executor thread) and the watcher thread both re-arm it.
+        self._wake_lock = threading.Lock()
         self._wake: str | None = None
+        self._wake_at: datetime | None = None
+        self._in_pass = False
+        self._hint: datetime | None = None
+        self._watcher: threading.Thread | None = None
         self.scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -72,38 +96,117 @@ class Worker:
     def run_pass(self) -> int:
         """Fire everything ready now, batch after batch, then arm the wake-up for the next due timer."""
         with self._pass:
-            count = 0
-            while not self._stop.is_set():
-                fired = self.engine.fire_due(limit=self.batch, policy=self.policy, stop=self._stop.is_set)
-                count += len(fired)
-                self.fired += len(fired)  # committed: counted even if a later batch fails
-                if len(fired) < self.batch:
-                    break
-            next_due = self.engine.next_due()
-            if self.exit_when_idle and (next_due is None or next_due > self.engine.clock.now()):
-                self._idle.set()
-            if not self._stop.is_set():
-                self._arm_wake(next_due)
-            return count
+            with self._wake_lock:
+                self._in_pass, self._hint = True, None
+            try:
+                count = 0
+                while not self._stop.is_set():
+                    fired = self.engine.fire_due(limit=self.batch, policy=self.policy, stop=self._stop.is_set)
+                    count += len(fired)
+                    self.fired += len(fired)  # committed: counted even if a later batch fails
+                    if len(fired) < self.batch:
+                        break
+                next_due = self.engine.next_due()
+                if self.exit_when_idle and (next_due is None or next_due > self.engine.clock.now()):
+                    self._idle.set()
+                if not self._stop.is_set():
+                    self._arm_wake(next_due)
+                return count
+            finally:
+                # A timer announced during the pass may have committed after the pass last looked: wake for it.
+                with self._wake_lock:
+                    self._in_pass, hint, self._hint = False, self._hint, None
+                if hint is not None:
+                    self.wake_by(hint)
+
+    def wake_by(self, due: datetime) -> None:
+        """Make sure a pass runs by ``due`` (a timer another process armed): the date job is re-armed when it
+        would wake later, or not at all; during a pass, the pass re-arms for it when it ends."""
+        with self._wake_lock:
+            if self._in_pass:
+                self._hint = due if self._hint is None else min(self._hint, due)
+            elif self._wake_at is None or due < self._wake_at:
+                self._arm_locked(due)
 
     def _arm_wake(self, next_due: datetime | None) -> None:
+        with self._wake_lock:
+            self._arm_locked(next_due)
+
+    def _arm_locked(self, next_due: datetime | None) -> None:
         """A date job at the next due instant (real time only: a simulated clock does not move by itself).
         Each wake-up gets a new id, so re-arming from inside a running wake-up never races its removal."""
-        previous, self._wake = self._wake, None
+        previous, self._wake, self._wake_at = self._wake, None, None
         if previous is not None:
             with contextlib.suppress(JobLookupError):  # it was the job running now, already removed
                 self.scheduler.remove_job(previous)
-        if next_due is None or self.engine.clock.simulated or not self.scheduler.running:
+        if next_due is None or self.engine.clock.simulated or not self.scheduler.running or self._stop.is_set():
             return
-        self._wake = f"wake-{next(self._wake_ids)}"
-        self.scheduler.add_job(self._scheduled_pass, "date", run_date=max(next_due, self.wall_clock.now()),
-                               id=self._wake)
+        wake = f"wake-{next(self._wake_ids)}"
+        self._wake, self._wake_at = wake, max(next_due, self.wall_clock.now())
+        self.scheduler.add_job(self._woken, "date", run_date=self._wake_at, args=(wake,), id=wake)
+
+    def _woken(self, wake: str) -> None:
+        with self._wake_lock:
+            if self._wake == wake:  # this wake-up is spent: what is announced from now on arms a new one
+                self._wake, self._wake_at = None, None
+        self._scheduled_pass()
 
     def _scheduled_pass(self) -> None:
         try:
             self.run_pass()
         except Exception as error:  # noqa: BLE001 - a pass that fails (database down) is logged; the poll tries again
             log.error("worker_pass_failed", **error_summary(error))
+
+    # ---- timers armed elsewhere ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """The watcher thread: PostgreSQL's notifications, or SQLite's cheap look every ``WATCH_SECONDS``."""
+        if self.engine.db.backend == "postgresql":
+            self._listen()
+        else:
+            self._look()
+
+    def _look(self) -> None:
+        failing = False
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                due = self.engine.next_armed()
+            except Exception as error:  # noqa: BLE001 - the database away: logged once, the poll covers too
+                if not failing:
+                    log.warning("worker_watch_failed", **error_summary(error))
+                failing = True
+                continue
+            failing = False
+            if due is not None:
+                self.wake_by(due)
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own; each notification's due instant may re-arm the wake-up. A lost
+        connection is logged and made again with backoff; what was armed meanwhile is looked up once reconnected."""
+        first, most = RECONNECT_SECONDS
+        backoff = first
+        while not self._stop.is_set():
+            connection = None
+            try:
+                connection = self.engine.db.listener()
+                log.info("worker_listening")
+                backoff = first
+                due = self.engine.next_armed()  # anything armed while nobody listened
+                if due is not None:
+                    self.wake_by(due)
+                while not self._stop.is_set():
+                    for notice in connection.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
+                        self.wake_by(_instant(notice.payload, self.wall_clock.now()))
+            except Exception as error:  # noqa: BLE001 - any failure of the connection: make it again
+                if self._stop.is_set():
+                    break
+                log.warning("worker_listen_lost", retry_in_seconds=backoff, **error_summary(error))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, most)
+            finally:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        connection.close()
 
     # ---- running -------------------------------------------------------------------------------------------
 
@@ -121,11 +224,16 @@ class Worker:
         self.scheduler.start()
         self.scheduler.add_job(self._scheduled_pass, "interval", seconds=self.poll_seconds, id="poll",
                                next_run_time=self.wall_clock.now())
+        if not self.engine.clock.simulated:
+            self._watcher = threading.Thread(target=self._watch, name="mpoxflow-worker-watch", daemon=True)
+            self._watcher.start()
         try:
             while not self._stop.is_set() and not self._idle.is_set():
                 self._stop.wait(0.2)
         finally:
             self._stop.set()
+            if self._watcher is not None:
+                self._watcher.join(timeout=5)
             self.scheduler.shutdown(wait=True)  # lets the pass in hand finish its current timer
             log.info("worker_stopped", fired=self.fired, idle=self._idle.is_set())
         return self.fired
@@ -133,6 +241,15 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("worker_stopping", signal=signal.Signals(signum).name)
         self.stop()
+
+
+def _instant(payload: str, now: datetime) -> datetime:
+    """A notification's due instant; a payload that is none (a NOTIFY by hand) means now."""
+    try:
+        due = datetime.fromisoformat(payload)
+    except ValueError:
+        return now
+    return due if due.tzinfo is not None else due.replace(tzinfo=UTC)
 
 
 def error_summary(error: BaseException) -> dict[str, str]:

@@ -42,6 +42,17 @@ def test_the_definition_is_sound_and_versioned():
                                      "deceased")
 
 
+def test_one_shared_machine_runs_every_subject_without_registering_it():
+    machine = CASE.machine
+    s = opened()
+    assert s.state == "suspected"
+    # The subject got no trigger methods and the machine keeps no models: nothing grows per object.
+    assert machine.models == [] and not hasattr(s, "confirm") and not hasattr(s, "is_suspected")
+    with pytest.raises(TriggerNotAllowed):
+        CASE.fire(s, "heal")
+    assert s.state == "suspected" and machine.models == []
+
+
 def test_every_transition_and_guard_cites_a_section():
     for spec in CASE.transitions:
         assert spec.rule.startswith("SST-mpox-7.1 §"), spec.trigger

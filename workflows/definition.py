@@ -299,16 +299,17 @@ class WorkflowDefinition:
                 subject.object_id, trigger, subject.state, self.triggers_from(subject.state),
                 rule=specs[0].rule if specs else None,
             )
+        # The event is triggered on the subject directly: the machine reads and writes its ``state`` attribute
+        # and calls the table's conditions and callbacks with it. ``add_model`` would also attach a method per
+        # trigger and state to the subject (and list it in the machine's models), which nothing here uses, at a
+        # cost larger than the transition's own.
         with self._lock:
-            self.machine.add_model(subject, initial=subject.state)
             try:
                 went = self.machine.events[trigger].trigger(subject)
             except MachineError as error:  # pragma: no cover - pre-checked above; kept as a safety net
                 raise TriggerNotAllowed(
                     subject.object_id, trigger, subject.state, self.triggers_from(subject.state)
                 ) from error
-            finally:
-                self.machine.remove_model(subject)
         if not went:  # no `when` chose a transition
             raise TriggerNotAllowed(subject.object_id, trigger, subject.state, self.triggers_from(subject.state),
                                     rule=specs[0].rule)
