@@ -91,8 +91,12 @@ EXPOSURES: list[tuple[str, str | None, str | None]] = [
     ("face_to_face", "low", "assessed: no physical contact, droplets unlikely"),
 ]
 CLOSED = ("fired", "missed", "skipped")
+#: Checks that failed after a run: printed at once, the run goes on, and the bench exits 1 after the tables.
+FAILURES: list[str] = []
 #: The confirm sent over HTTP: the suspected cases' sample date is today's.
 HTTP_START_DAYS_AGO = 2
+#: Untimed confirms sent to each ``serve`` process when it has started.
+HTTP_WARMUP = 5
 
 
 # ---- the templates -------------------------------------------------------------------------------------------
@@ -220,14 +224,17 @@ def seed(db: Any, groups: list[Group], contacts: int, pending_total: int) -> dic
             select(Timer.object_kind, Timer.name, func.count()).where(pending, Timer.due_at <= now)
             .group_by(Timer.object_kind, Timer.name).order_by(Timer.object_kind, Timer.name))}
         later = int(connection.scalar(select(func.count()).where(pending, Timer.due_at > now)))
+        first, last = connection.execute(select(func.min(Timer.due_at), func.max(Timer.due_at))
+                                         .where(pending, Timer.due_at <= now)).one()
         objects = {kind: int(connection.scalar(select(func.count()).select_from(model)))
                    for kind, model in (("person", Person), *OBJECT_MODELS.items())}
     say(f"{db.backend}: {contacts} contacts with their cases and courses"
         + (f", and {later_contacts} more whose timers fall due a year ahead and more" if later_contacts else "")
         + f", written in {time.perf_counter() - started:.1f} s (not timed): "
         + ", ".join(f"{n} {kind}s" for kind, n in objects.items()))
-    say(f"{db.backend}: the mix of the {due} timers due ({due / contacts:.2f} a contact), all fallen due "
-        f"{BACK_DAYS - 110} to {BACK_DAYS + SPREAD_DAYS} days ago:")
+    ago = [(now - instant.replace(tzinfo=instant.tzinfo or UTC)).days for instant in (last, first)]
+    say(f"{db.backend}: the mix of the {due} timers due ({due / contacts:.2f} a contact), fallen due {ago[0]} to "
+        f"{ago[1]} days ago:")
     for (kind, name), n in mix.items():
         say(f"    {kind:<8} {name:<28} {n:>8}")
     if later:
@@ -306,8 +313,17 @@ def verify_run(db: Any, started: datetime, counts: dict[str, int], what: str) ->
             "of them, on their own timer's object with its name as trigger": connection.scalar(
                 select(func.count()).select_from(AuditEntry).join(Timer, Timer.id == AuditEntry.timer_id).where(own)),
         }
+        # An object's timers fire in due order: an entry whose timer fell due before the previous entry's did.
+        due = Timer.due_at.label("due_at")
+        steps = (select(due, func.lag(Timer.due_at).over(
+            partition_by=(AuditEntry.object_kind, AuditEntry.object_id), order_by=AuditEntry.seq).label("before"))
+            .select_from(AuditEntry).join(Timer, Timer.id == AuditEntry.timer_id).subquery())
+        backwards = int(connection.scalar(select(func.count()).select_from(steps).where(
+            steps.c.before > steps.c.due_at)))
     closed = sum(statuses.get(status, 0) for status in CLOSED)
     wrong = [f"{label} {n} (expected {closed})" for label, n in found.items() if n != closed]
+    if backwards:
+        wrong.append(f"{backwards} timers fired after a later timer of their object (out of due order)")
     if closed != counts["due"] or set(statuses) - set(CLOSED):
         wrong.append(f"the {counts['due']} timers due: {statuses}")
     if later != ({"pending": counts["later"]} if counts["later"] else {}):
@@ -374,7 +390,11 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
                 db.dispose()  # no connection of the bench's open while the workers run
                 started = datetime.now(UTC)
                 seconds, peaks = workers.run_sampled(url, count, timeout=max(600.0, counts["due"] / 50))
-                verify_run(db, started, counts, f"{count} worker(s), {label}")
+                try:
+                    verify_run(db, started, counts, f"{count} worker(s), {label}")
+                except BenchFailure as failure:  # the figures are still printed; the run exits 1 at the end
+                    say(f"CHECK FAILED: {failure}")
+                    FAILURES.append(str(failure))
             databases.drop(url)
             rates[count] = counts["due"] / seconds
             peak = max(peaks)
@@ -384,7 +404,8 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
                 f"{' / '.join(f'{p:.1f}' for p in peaks)} MB (limit {MEMORY_LIMIT_MB:.0f} MB: "
                 f"{'PASS' if peak < MEMORY_LIMIT_MB else 'FAIL'})")
             if peak >= MEMORY_LIMIT_MB:
-                raise BenchFailure(f"a worker's peak RSS {peak:.1f} MB is over {MEMORY_LIMIT_MB:.0f} MB")
+                FAILURES.append(f"{label}, {count} worker(s): a worker's peak RSS {peak:.1f} MB is over "
+                                f"{MEMORY_LIMIT_MB:.0f} MB")
             row = [backend, count, counts["due"], counts["due"] + counts["later"], f"{seconds:.1f}",
                    f"{rates[count]:.1f}", f"{rates[count] / rates[counts_of[0]]:.2f}" if counts_of[0] == 1 else ""]
             if label == "backlog":
@@ -396,8 +417,7 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
                        f"{projected / 60:.2f} minutes")
                     + f" (limit {TARGET_SECONDS / 60:.0f} minutes: {verdict}"
                     + ("" if real else ", on the projection") + ")")
-                row += [f"{seconds / 60:.2f}" if real else f"{projected / 60:.2f} (projected)", verdict,
-                        f"{peak:.1f}"]
+                row += [f"{seconds / 60:.2f}" if real else f"{projected / 60:.2f} (projected)", f"{peak:.1f}"]
             table.add(*row)
     if 1 in rates:
         for count, rate in rates.items():
@@ -504,7 +524,9 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
     pcr_on = local_date(datetime.now(UTC)).isoformat()
     running: list[Server] = []
     with harness.fresh("postgresql", args.pg_url) as db:
-        cases = [f"case-{pk}" for pk in Seeder(db).add([unit] * (args.http_requests * len(runs)), history=False)]
+        spare = HTTP_WARMUP * sum(args.servers)
+        cases = [f"case-{pk}" for pk in Seeder(db).add([unit] * (args.http_requests * len(runs) + spare),
+                                                       history=False)]
         harness.settle(db)
         secret = Accounts(engine_on(db, Settings())).issue_token(ACTOR, "bench/backlog.py", actor=ADMIN)["secret"]
         headers = {"Authorization": f"Bearer {secret}"}
@@ -513,6 +535,10 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
             for servers in args.servers:
                 stop_servers(running)
                 bases = [start_server(db.url, log_dir, running).base for _ in range(servers)]
+                for base in bases:  # each process's first requests (imports, connections, caches): not timed
+                    warm, cases = cases[:HTTP_WARMUP], cases[HTTP_WARMUP:]
+                    if confirm_all([base], headers, warm, 1, pcr_on)[1]:
+                        raise BenchFailure(f"the warm-up confirms on {base} failed")
                 for clients in args.clients:
                     mine, cases = cases[:args.http_requests], cases[args.http_requests:]
                     seconds, errors = confirm_all(bases, headers, mine, clients, pcr_on)
@@ -524,25 +550,27 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
         finally:
             stop_servers(running)
         engine = engine_on(db, Settings())
-        confirmed, done = len(engine.list("case", "confirmed")), args.http_requests * len(runs)
+        confirmed, done = len(engine.list("case", "confirmed")), args.http_requests * len(runs) + spare
         report, unchained = chains(db)
         if confirmed != done or unchained["case"] or not report.intact:
             raise BenchFailure(f"after the HTTP runs: {confirmed} cases confirmed of {done}, {unchained['case']} "
                                f"without a chain, {report.problem_count} problems in the chains: "
                                f"{[p.view() for p in report.problems[:3]]}")
-    one = rates.get((min(args.servers), min(args.clients)))
+    first = (args.servers[0], args.clients[0])
     for (servers, clients), rate in rates.items():
-        table.add("postgresql", servers, clients, args.http_requests, f"{rate:.1f}",
-                  f"{rate / one:.2f}" if one else "")
+        table.add("postgresql", servers, clients, args.http_requests, f"{rate:.1f}", f"{rate / rates[first]:.2f}")
+        if (servers, clients) != first:
+            harness.ratio(f"http transitions/s {servers} serve x {clients} clients / {first[0]} x {first[1]}",
+                          "postgresql", rate / rates[first])
 
 
 def run(args: Any) -> list[harness.Table]:
     tables = [
         harness.Table(["Backend", "Workers", "Timers due", "Timers pending", "Seconds", "Timers/s", "× 1 worker",
-                       "Backlog time (minutes)", "Under 5 minutes", "Peak RSS per worker (MB)"], text=1),
+                       "Backlog time (minutes; limit 5)", "Peak RSS per worker (MB; limit 200)"], text=1),
         harness.Table(["Backend", "Workers", "Timers due", "Timers pending", "Seconds", "Timers/s", "× 1 worker"]),
         harness.Table(["Backend", "`serve` processes", "HTTP clients", "Confirms", "Transitions/s",
-                       "× the first"]),
+                       "× the first row"]),
     ]
     log_dir = Path(tempfile.mkdtemp(prefix="bench_backlog_logs_"))
     workers = Workers(log_dir, args.batch)
@@ -561,7 +589,13 @@ def run(args: Any) -> list[harness.Table]:
     finally:
         workers.close()
         shutil.rmtree(log_dir, ignore_errors=True)
-    return [table for table in tables if table.rows]
+    printed = [table for table in tables if table.rows]
+    if FAILURES:
+        for table in printed:
+            say("")
+            say(table.markdown())
+        raise BenchFailure(f"{len(FAILURES)} check(s) failed (the figures above are not valid): " + "; ".join(FAILURES))
+    return printed
 
 
 if __name__ == "__main__":
