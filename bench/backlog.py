@@ -21,7 +21,7 @@ All fell due long ago: a worker run is a catch-up after an outage. The mix is pr
 1. Backlog (``--contacts`` N, default 100,000, with their cases and courses: about 5.5 timers a contact) written
    once into a template database, then, for each count in ``--workers`` (default 1 2 3), a copy (PostgreSQL:
    ``CREATE DATABASE ... TEMPLATE``; SQLite: the file) fired by that many ``mpoxflow worker --exit-when-idle
-   --batch B`` processes (``--batch``, default 500), timed from the first start to the last exit, start-up
+   --batch B`` processes (``--batch``, default 1,000), timed from the first start to the last exit, start-up
    included. The verdict is the backlog time against 5 minutes (at N below 100,000 the time a 500,000-timer
    backlog would take at the measured rate is printed, labelled as a projection). While they run, each worker's
    peak RSS (``VmHWM`` in ``/proc/PID/status``) is sampled every 0.1 s; limit 200 MB. ``--pending-total`` (default
@@ -69,7 +69,7 @@ from bench.harness import ACTOR, ADMIN, BenchFailure, say  # noqa: E402
 from bench.seed import Seeder, Unit, templates  # noqa: E402
 
 DEFAULT_CONTACTS = 100_000
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = 1000
 DEFAULT_PENDING = 1_000_000
 #: The issue's figures: a 500,000-timer backlog within 5 minutes, each worker under 200 MB.
 TARGET_TIMERS = 500_000
