@@ -21,9 +21,11 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -695,3 +697,63 @@ class Repository:
             self.session.add(ClockSetting(id=1, simulated=simulated, now=now))
         else:
             row.simulated, row.now = simulated, now
+
+    # ---- the worklist, paged (issue 15) --------------------------------------------------------------------
+
+    def worklist(self, until: datetime | None, *, after: tuple[datetime, int] | None = None,
+                 limit: int | None = None, kind: str | None = None, name: str | None = None) -> list[Row[Any]]:
+        """The worklist's timers in its order (due instant, then id): every timer parked as ``failed`` (an
+        operator's task), every missed task not resolved yet, and the tasks not done or resolved yet that are
+        pending or fired (and due by ``until``, when given); after the position ``after`` (the due instant and id
+        of the previous page's last item), at most ``limit``, of one object kind and one timer name when given.
+        Filter, order and limit run in the database (``_worklist``)."""
+        values = {"until": until, "after_due": after[0] if after else None, "after_id": after[1] if after else None,
+                  "limit": limit, "kind": kind, "name": name}
+        query = _worklist(*(values[k] is not None for k in ("until", "after_due", "limit", "kind", "name")))
+        return list(self._core.execute(query, {k: v for k, v in values.items() if v is not None}))
+
+
+#: The columns a worklist item is made of.
+_WORKLIST_COLUMNS = ("id", "object_kind", "object_id", "name", "task", "due_at", "overdue_at", "status", "rule",
+                     "attempts")
+
+
+def open_task(timers: Table) -> Any:
+    """A task not done and not resolved: the predicate of the worklist's partial indexes (``ix_timers_worklist``,
+    ``_kind``, ``_task``), written out in every query that is to use them (SQLite uses a partial index only for
+    a query whose WHERE has the index's terms)."""
+    return and_(timers.c.task.is_not(None), timers.c.satisfied_at.is_(None), timers.c.resolved_at.is_(None))
+
+
+@functools.cache
+def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> Select[Any]:
+    """The worklist's query: one arm per status, each an ordered range of one index read up to ``limit``, then
+    merged in the same order. Arms: a task pending or fired and due by ``until``, a task missed (whatever its
+    due instant: it stays until resolved), a timer parked as failed (task or not). Each arm's equality on its
+    status (and the object kind or timer name) comes before ``(due_at, id)`` in the index it reads
+    (``ix_timers_worklist``, ``_kind``, ``_task``: partial over open tasks; ``ix_timers_status_due`` for the
+    failed); ``after`` is a keyset position ``(due_at, id) > (:after_due, :after_id)``, written so that the
+    ``due_at >= :after_due`` half bounds the index range on both backends."""
+    timers = _table(Timer)
+    columns = [timers.c[c] for c in _WORKLIST_COLUMNS]
+    arms = []
+    for status in ("pending", "fired", "missed", "failed"):
+        where = [timers.c.status == literal_column(f"'{status}'")]  # a constant: each arm's plan is its own
+        if status != "failed":
+            where.append(open_task(timers))
+        if until and status in ("pending", "fired"):
+            where.append(timers.c.due_at <= bindparam("until", type_=timers.c.due_at.type))
+        if kind:
+            where.append(timers.c.object_kind == bindparam("kind"))
+        if name:
+            where.append(timers.c.name == bindparam("name"))
+        if after:
+            at = bindparam("after_due", type_=timers.c.due_at.type)
+            where += [timers.c.due_at >= at, or_(timers.c.due_at > at, timers.c.id > bindparam("after_id"))]
+        arm = select(*columns).where(*where).order_by(timers.c.due_at, timers.c.id)
+        if limit:
+            arm = arm.limit(bindparam("limit"))
+        arms.append(select(arm.subquery()))
+    merged = union_all(*arms).subquery("worklist")
+    query = select(merged).order_by(merged.c.due_at, merged.c.id)
+    return query.limit(bindparam("limit")) if limit else query

@@ -199,11 +199,33 @@ def list_objects(what: Literal[tuple(LISTABLE)], who: Reader, engine: Eng,
     return engine.list(LISTABLE[what], state)
 
 
+class WorklistPage(BaseModel):
+    """One page of the worklist (``limit`` or ``after`` given)."""
+
+    items: list[dict[str, Any]] = Field(description="The page's tasks, in the worklist's order (due instant, then "
+                                                    "timer id), as the whole list has them.")
+    next: str | None = Field(description="The cursor of the next page (pass it as `after`, with the same "
+                                         "filters); null on the last page.")
+
+
 @router.get("/due", operation_id="due", tags=["reading"])
 def due(who: Reader, engine: Eng,
-        within: Annotated[int | None, Query(ge=0, le=MAX_DAYS)] = None) -> list[dict[str, Any]]:
-    """The staff worklist: what needs doing, soonest first, overdue marked."""
-    return engine.worklist(timedelta(days=within) if within is not None else None)
+        within: Annotated[int | None, Query(ge=0, le=MAX_DAYS)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="A page of at most this many tasks "
+                                           "(the answer is then a page: items and next).")] = None,
+        after: Annotated[str | None, Query(max_length=64, description="The page after this cursor (a page's "
+                                           "`next`); without limit, pages of 100.")] = None,
+        kind: Annotated[Literal[tuple(WORKFLOWS)] | None, Query(description="Only tasks of this kind of "
+                                                                "object.")] = None,
+        task: Annotated[str | None, Query(max_length=64, description="Only tasks of this timer name "
+                                          "(inform_due, dose2_due, ...).")] = None,
+        ) -> list[dict[str, Any]] | WorklistPage:
+    """The staff worklist: what needs doing, soonest first, overdue marked. The whole list, or with `limit` or
+    `after` one page of it: `{"items": [...], "next": cursor or null}`."""
+    days = timedelta(days=within) if within is not None else None
+    if limit is not None or after is not None:
+        return WorklistPage(**engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task))
+    return engine.worklist(days, kind=kind, task=task)
 
 
 @router.get("/calendar", operation_id="calendar", tags=["reading"])
