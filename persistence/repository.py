@@ -25,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -713,6 +714,17 @@ class Repository:
         return list(self._core.execute(query, {k: v for k, v in values.items() if v is not None}))
 
 
+    # ---- an HTTP request's first read (issue 15) -----------------------------------------------------------
+
+    def clock_and_login(self, *, token_hash: str | None = None, session_hash: str | None = None,
+                        now: datetime | None = None) -> Row[Any] | None:
+        """The clock's row and, when a secret's hash is given, the login it stands for (a token's: unrevoked; a
+        session's: live at ``now``; either's user enabled), in one statement: ``simulated, now`` and
+        ``login_id, user_id, name, role, csrf`` (None when no such login). None when the clock has no row."""
+        return self._core.execute(_clock_and_login("token" if token_hash else "session" if session_hash else None),
+                                  {"secret_hash": token_hash or session_hash, "now": now}).one_or_none()
+
+
 #: The columns a worklist item is made of.
 _WORKLIST_COLUMNS = ("id", "object_kind", "object_id", "name", "task", "due_at", "overdue_at", "status", "rule",
                      "attempts")
@@ -757,3 +769,17 @@ def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> 
     merged = union_all(*arms).subquery("worklist")
     query = select(merged).order_by(merged.c.due_at, merged.c.id)
     return query.limit(bindparam("limit")) if limit else query
+
+
+@functools.cache
+def _clock_and_login(via: str | None) -> Select[Any]:
+    """The clock's row, joined (left, on nothing) with the login of a token or a session cookie, when ``via``."""
+    clock = _table(ClockSetting)
+    if via is None:
+        return select(clock.c.simulated, clock.c.now).where(clock.c.id == 1)
+    found = _TOKEN_USER if via == "token" else _SESSION_USER
+    login = found.subquery("login")
+    csrf = login.c.csrf if via == "session" else literal_column("NULL").label("csrf")
+    return (select(clock.c.simulated, clock.c.now, login.c.id.label("login_id"), login.c.user_id, login.c.name,
+                   login.c.role, csrf)
+            .select_from(clock.outerjoin(login, true())).where(clock.c.id == 1))

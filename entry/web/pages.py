@@ -33,9 +33,9 @@ from entry.web.app import (
     check_csrf,
     clear_session_cookie,
     client_address,
+    engine_dependency,
     http_status,
-    request_engine,
-    require_login,
+    login_dependency,
     set_session_cookie,
 )
 from entry.web.operations import (
@@ -204,8 +204,8 @@ def validation_messages(error: ValidationError) -> dict[str, str]:
 # ---- the login, for every page -------------------------------------------------------------------------------
 
 
-Who = Annotated[Login, Depends(require_login)]
-Eng = Annotated[Engine, Depends(request_engine)]
+Who = Annotated[Login, Depends(login_dependency)]
+Eng = Annotated[Engine, Depends(engine_dependency)]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
