@@ -26,8 +26,8 @@ confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and 
 100,000; each exposed in a household, so informing it and assessing PEP are its tasks, §5.5, §6.2, beside its
 monitoring and PEP-window timers), of C/10 confirmed cases (three tasks each), copies of a contact and a case the
 engine made (not timed; PostgreSQL then analysed, as autovacuum leaves it). Timed, R calls each after W warm-up
-calls, one page of P items (``--page``, default 50) three ways: the query written by hand in SQL (``HAND_SQL``: the
-same four index ranges merged, run with SQLAlchemy's ``text`` on a pooled connection, rows fetched), the Python API
+calls, one page of P items (``--page``, default 50) three ways: the query written by hand in SQL (``hand_query``: the
+same index ranges merged, run with SQLAlchemy's ``text`` on a pooled connection, rows fetched), the Python API
 (``Engine.worklist_page``: the same read, the items and the cursor made) and HTTP (``GET /api/due?limit=P``, read
 and decoded): the first page, the first page of the cases' tasks only (``kind=case``, a tenth of the tasks) and a
 page from the middle of the list (``after``: a cursor at its median). Checked: every way gives the same items, and
@@ -89,36 +89,26 @@ def contact_and_case(at: Any) -> list[str]:
 
 #: The worklist's page query written by hand (``Repository.worklist`` builds the same): per status a range of one
 #: index in the worklist's order up to the page's size (the open tasks pending or fired, the missed ones, the
-#: timers parked as failed), merged in that order. ``{kind}`` and ``{after}`` are filled in per page.
-HAND_SQL = """
-SELECT * FROM (
-  SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
-                 FROM timers WHERE status = 'pending' AND task IS NOT NULL AND satisfied_at IS NULL
-                 AND resolved_at IS NULL{kind}{after} ORDER BY due_at, id LIMIT :n) AS pending
-  UNION ALL
-  SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
-                 FROM timers WHERE status = 'fired' AND task IS NOT NULL AND satisfied_at IS NULL
-                 AND resolved_at IS NULL{kind}{after} ORDER BY due_at, id LIMIT :n) AS fired
-  UNION ALL
-  SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
-                 FROM timers WHERE status = 'missed' AND task IS NOT NULL AND satisfied_at IS NULL
-                 AND resolved_at IS NULL{kind}{after} ORDER BY due_at, id LIMIT :n) AS missed
-  UNION ALL
-  SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
-                 FROM timers WHERE status = 'failed'{kind}{after} ORDER BY due_at, id LIMIT :n) AS failed
-) AS worklist ORDER BY due_at, id LIMIT :n
-"""
+#: timers parked as failed), merged in that order; after a position, two ranges per status (the rest of the
+#: position's due instant, and what is due later). ``{kind}`` is filled in per page.
+ARM = """SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
+      FROM timers WHERE status = '{status}'{open}{kind}{position} ORDER BY due_at, id LIMIT :n) AS {alias}"""
+OPEN = " AND task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL"
 
 
 def hand_query(kind: str | None, after: bool) -> Any:
-    """``HAND_SQL`` for a page (of one kind, after a position), its instants bound through the column's type."""
+    """The page's SQL by hand (of one kind, after a position), its instants bound through the column's type."""
     from sqlalchemy import Integer, bindparam, text
 
     from persistence.models import Timer
 
-    sql = HAND_SQL.format(kind=" AND object_kind = :kind" if kind else "",
-                          after=" AND due_at >= :after_due AND (due_at > :after_due OR id > :after_id)"
-                          if after else "")
+    positions = {"tied": " AND due_at = :after_due AND id > :after_id", "later": " AND due_at > :after_due"} \
+        if after else {"all": ""}
+    arms = [ARM.format(status=status, open=OPEN if status != "failed" else "",
+                       kind=" AND object_kind = :kind" if kind else "", position=position,
+                       alias=f"{status}_{where}")
+            for status in ("pending", "fired", "missed", "failed") for where, position in positions.items()]
+    sql = "SELECT * FROM (\n" + "\nUNION ALL\n".join(arms) + "\n) AS worklist ORDER BY due_at, id LIMIT :n"
     due_at = Timer.__table__.c.due_at.type
     query = text(sql).bindparams(bindparam("after_due", type_=due_at)) if after else text(sql)
     return query.columns(id=Integer, due_at=due_at)

@@ -739,18 +739,21 @@ def open_task(timers: Table) -> Any:
 
 @functools.cache
 def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> Select[Any]:
-    """The worklist's query: one arm per status, each an ordered range of one index read up to ``limit``, then
-    merged in the same order. Arms: a task pending or fired and due by ``until``, a task missed (whatever its
-    due instant: it stays until resolved), a timer parked as failed (task or not). Each arm's equality on its
-    status (and the object kind or timer name) comes before ``(due_at, id)`` in the index it reads
-    (``ix_timers_worklist``, ``_kind``, ``_task``: partial over open tasks; ``ix_timers_status_due`` for the
-    failed); ``after`` is a keyset position ``(due_at, id) > (:after_due, :after_id)``, written so that the
-    ``due_at >= :after_due`` half bounds the index range on both backends."""
+    """The worklist's query: per status, ordered ranges of one index read up to ``limit``, merged in the same
+    order. Statuses: a task pending or fired and due by ``until``, a task missed (whatever its due instant: it
+    stays until resolved), a timer parked as failed (task or not). Each range's equalities (the status, and the
+    object kind or timer name) come before ``(due_at, id)`` in the index it reads (``ix_timers_worklist``,
+    ``_kind``, ``_task``: partial over open tasks; ``ix_timers_status_due`` for the failed). ``after``, the keyset
+    position ``(due_at, id) > (:after_due, :after_id)``, is two ranges per status: the rest of the position's
+    due instant (``due_at = :after_due AND id > :after_id``) and what is due later (``due_at > :after_due``), so
+    that a page after thousands of tasks due at one instant (every contact exposed on one day) seeks to its place
+    on both backends instead of reading past them (SQLite seeks on a row value's first column only)."""
     timers = _table(Timer)
     columns = [timers.c[c] for c in _WORKLIST_COLUMNS]
+    at = bindparam("after_due", type_=timers.c.due_at.type)
     arms = []
     for status in ("pending", "fired", "missed", "failed"):
-        where = [timers.c.status == literal_column(f"'{status}'")]  # a constant: each arm's plan is its own
+        where = [timers.c.status == literal_column(f"'{status}'")]  # a constant: each range's plan is its own
         if status != "failed":
             where.append(open_task(timers))
         if until and status in ("pending", "fired"):
@@ -759,13 +762,13 @@ def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> 
             where.append(timers.c.object_kind == bindparam("kind"))
         if name:
             where.append(timers.c.name == bindparam("name"))
-        if after:
-            at = bindparam("after_due", type_=timers.c.due_at.type)
-            where += [timers.c.due_at >= at, or_(timers.c.due_at > at, timers.c.id > bindparam("after_id"))]
-        arm = select(*columns).where(*where).order_by(timers.c.due_at, timers.c.id)
-        if limit:
-            arm = arm.limit(bindparam("limit"))
-        arms.append(select(arm.subquery()))
+        ranges = ([[timers.c.due_at == at, timers.c.id > bindparam("after_id")], [timers.c.due_at > at]] if after
+                  else [[]])
+        for position in ranges:
+            arm = select(*columns).where(*where, *position).order_by(timers.c.due_at, timers.c.id)
+            if limit:
+                arm = arm.limit(bindparam("limit"))
+            arms.append(select(arm.subquery()))
     merged = union_all(*arms).subquery("worklist")
     query = select(merged).order_by(merged.c.due_at, merged.c.id)
     return query.limit(bindparam("limit")) if limit else query
