@@ -1,7 +1,7 @@
 """The HTTP API's cost: the worklist and a transition over real HTTP against the same calls on the Python API.
 
-    .venv/bin/python bench/http.py [--cases N] [--requests R] [--warmup W] [--backend sqlite|postgresql|both]
-                                   [--pg-url URL]
+    .venv/bin/python bench/http.py [--cases N] [--contacts C] [--page P] [--requests R] [--warmup W]
+                                   [--backend sqlite|postgresql|both] [--pg-url URL]
 
 Per backend a scratch database (bench/harness.py) on a simulated clock at a fixed instant (as ``mpoxflow init
 --simulated-clock``), with its users and an API token for the staff ``bench`` (``Accounts.issue_token``: a bearer
@@ -21,6 +21,18 @@ default 5), each call's latency on its own:
 Throughput is R over the wall time of the R calls; p50 and p99 nearest-rank. Checked (exit 1 otherwise): every
 status 200; the HTTP worklist equals ``Engine.worklist()`` and holds 3N tasks; every confirm answers the case
 confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and every audit chain is intact.
+
+**The worklist at scale** (issue 15), on a second scratch database: C open contacts (``--contacts``, default
+100,000; each exposed in a household, so informing it and assessing PEP are its tasks, §5.5, §6.2, beside its
+monitoring and PEP-window timers), of C/10 confirmed cases (three tasks each), copies of a contact and a case the
+engine made (not timed; PostgreSQL then analysed, as autovacuum leaves it). Timed, R calls each after W warm-up
+calls, one page of P items (``--page``, default 50) three ways: the query written by hand in SQL (``hand_query``: the
+same index ranges merged, run with SQLAlchemy's ``text`` on a pooled connection, rows fetched), the Python API
+(``Engine.worklist_page``: the same read, the items and the cursor made) and HTTP (``GET /api/due?limit=P``, read
+and decoded): the first page, the first page of the cases' tasks only (``kind=case``, a tenth of the tasks) and a
+page from the middle of the list (``after``: a cursor at its median). Checked: every way gives the same items, and
+the first page answers in under 100 ms (p50) over HTTP and on the Python API: the issue's target, printed as met
+or not.
 """
 
 from __future__ import annotations
@@ -59,6 +71,47 @@ def cases(at: Any) -> list[str]:
         if name == "CONFIRMED":
             engine.apply(case["id"], "confirm", data={"pcr_on": PCR_ON}, actor=ACTOR)
     return made
+
+
+def contact_and_case(at: Any) -> list[str]:
+    """A confirmed case (its person consenting to tracing, §5.2) and a household contact of it, a person each."""
+    engine = at(START)
+    made = [engine.add_person(ref=f"BENCH-{name}", actor=ACTOR)["id"] for name in ("CASE", "CONTACT")]
+    case = engine.open("case", "open", person=made[0], actor=ACTOR,
+                       data={"onset": date(2025, 3, 1), "symptoms": ["rash"], "criteria": ["msm"]})["id"]
+    engine.apply(case, "confirm", data={"pcr_on": PCR_ON}, actor=ACTOR)
+    engine.apply(case, "consent", data={"tracing": True}, actor=ACTOR)
+    engine.open("contact", "add", person=made[1], actor=ACTOR, data={
+        "case": case, "exposed": date(2025, 3, 2), "kind": "household", "risk": None, "reason": None,
+        "anonymous_via_doctor": False})
+    return made
+
+
+#: The worklist's page query written by hand (``Repository.worklist`` builds the same): per status a range of one
+#: index in the worklist's order up to the page's size (the open tasks pending or fired, the missed ones, the
+#: timers parked as failed), merged in that order; after a position, two ranges per status (the rest of the
+#: position's due instant, and what is due later). ``{kind}`` is filled in per page.
+ARM = """SELECT * FROM (SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts
+      FROM timers WHERE status = '{status}'{open}{kind}{position} ORDER BY due_at, id LIMIT :n) AS {alias}"""
+OPEN = " AND task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL"
+
+
+def hand_query(kind: str | None, after: bool) -> Any:
+    """The page's SQL by hand (of one kind, after a position), its instants bound through the column's type."""
+    from sqlalchemy import Integer, bindparam, text
+
+    from persistence.models import Timer
+
+    positions = {"tied": " AND due_at = :after_due AND id > :after_id", "later": " AND due_at > :after_due"} \
+        if after else {"all": ""}
+    arms = [ARM.format(status=status, open=OPEN if status != "failed" else "",
+                       kind=" AND object_kind = :kind" if kind else "", position=position,
+                       alias=f"{status}_{where}")
+            for status in ("pending", "fired", "missed", "failed") for where, position in positions.items()]
+    sql = "SELECT * FROM (\n" + "\nUNION ALL\n".join(arms) + "\n) AS worklist ORDER BY due_at, id LIMIT :n"
+    due_at = Timer.__table__.c.due_at.type
+    query = text(sql).bindparams(bindparam("after_due", type_=due_at)) if after else text(sql)
+    return query.columns(id=Integer, due_at=due_at)
 
 
 def calls(run: list[Callable[[], None]]) -> tuple[float, list[float]]:
@@ -183,20 +236,114 @@ def run_backend(backend: str, args: Any, units: list[Any], table: harness.Table)
                   f"{http_p99:.1f}", f"{python_p99:.1f}")
 
 
+def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table) -> None:
+    """The worklist at scale: a page of it by hand in SQL, on the Python API and over HTTP (the module's doc)."""
+    import httpx2 as httpx
+
+    from engine.accounts import Accounts
+    from engine.bootstrap import engine_on
+    from engine.queries import encode_cursor
+    from persistence.repository import format_id
+    from workflows.definition import Settings
+
+    with harness.fresh(backend, args.pg_url, start=START) as db:
+        seeder = Seeder(db)
+        cases_made = seeder.add([units[0]] * max(1, args.contacts // 10), history=False)
+        case_of = iter(cases_made * (args.contacts // len(cases_made) + 1))
+
+        def of_a_case(copy: Any) -> None:
+            for kind, row in copy.objects:
+                if kind == "contact":
+                    row["case_id"] = next(case_of)
+
+        seeder.add([units[1]] * args.contacts, history=False, adjust=of_a_case)
+        harness.settle(db)
+        engine = engine_on(db, Settings())
+        secret = Accounts(engine).issue_token(ACTOR, "bench/http.py", actor=ADMIN)["secret"]
+        engine.simulated_clock.set(TIMED_AT)
+        engine.save_clock()
+        with db.engine.connect() as connection:
+            tasks = connection.exec_driver_sql("SELECT count(*) FROM timers WHERE task IS NOT NULL AND satisfied_at "
+                                               "IS NULL AND resolved_at IS NULL AND status IN ('pending', 'fired', "
+                                               "'missed')").scalar_one()
+            middle = connection.execute(hand_query(None, False), {"n": max(1, tasks // 2)}).all()[-1]
+        cursor = encode_cursor({"due_at": instant_of(middle.due_at), "timer": format_id("timer", middle.id)})
+        say(f"{backend:<11} worklist at scale: {args.contacts} open contacts of {len(cases_made)} cases, {tasks} "
+            f"open tasks")
+        pages = {"first page": {}, "first page, kind=case": {"kind": "case"}, "page from the middle": {"after": cursor}}
+        with serving(db.url) as base, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"},
+                                                timeout=60) as client:
+            for label, filters in pages.items():
+                by_hand = hand_query(filters.get("kind"), "after" in filters)
+                params = {"n": args.page, **({"kind": filters["kind"]} if "kind" in filters else {})}
+                if "after" in filters:
+                    params.update(after_due=middle.due_at, after_id=middle.id)
+
+                def raw(query: Any = by_hand, values: dict[str, Any] = params) -> list[int]:
+                    with db.engine.connect() as connection:
+                        return [row.id for row in connection.execute(query, values)]
+
+                def python(filters: dict[str, Any] = filters) -> dict[str, Any]:
+                    return engine.worklist_page(limit=args.page, **filters)
+
+                def http(filters: dict[str, Any] = filters) -> dict[str, Any]:
+                    return ok(client.get("/api/due", params={"limit": args.page, **filters}))  # type: ignore[no-any-return]
+
+                expected = python()
+                full = min(args.page, tasks) if not filters else 1  # the others: some items, at least
+                if [f"timer-{pk}" for pk in raw()] != [i["timer"] for i in expected["items"]] or \
+                        http() != expected or len(expected["items"]) < full:
+                    raise BenchFailure(f"{label}: the page by hand, on the Python API and over HTTP differ")
+                measured = {}
+                for way, call in (("raw", raw), ("python", python), ("http", http)):
+                    for _ in range(args.warmup):
+                        call()
+                    measured[way] = calls([call] * args.requests)[1]
+                p50 = {way: 1000 * harness.percentile(latencies, 50) for way, latencies in measured.items()}
+                p99 = {way: 1000 * harness.percentile(latencies, 99) for way, latencies in measured.items()}
+                say(f"{backend:<11} worklist {label:<24} by hand {p50['raw']:7.2f} ms (p99 {p99['raw']:.2f})   "
+                    f"python {p50['python']:7.2f} ms (p99 {p99['python']:.2f})   http {p50['http']:7.2f} ms "
+                    f"(p99 {p99['http']:.2f})")
+                harness.ratio(f"python/by-hand worklist {label}", backend, p50["raw"] / p50["python"])
+                harness.ratio(f"http/by-hand worklist {label}", backend, p50["raw"] / p50["http"])
+                if label == "first page":
+                    met = p50["http"] < 100 and p50["python"] < 100
+                    say(f"{backend:<11} first page of the worklist under 100 ms (p50, {args.contacts} open "
+                        f"contacts): {'met' if met else 'NOT met'}")
+                table.add(backend, f"{label} ({args.page} a page, {tasks} open tasks)", f"{p50['raw']:.2f}",
+                          f"{p50['python']:.2f}", f"{p50['http']:.2f}", f"{p50['raw'] / p50['python']:.2f}",
+                          f"{p50['raw'] / p50['http']:.2f}")
+
+
+def instant_of(value: Any) -> str:
+    from engine.views import instant
+
+    return str(instant(value))
+
+
 def run(args: Any) -> list[harness.Table]:
     units = templates(cases, [ACTOR])
     table = harness.Table(["Backend", "Operation", "HTTP (req/s)", "Python API (calls/s)", "HTTP / Python",
                            "HTTP p99 (ms)", "Python p99 (ms)"], text=2)
+    scale = harness.Table(["Backend", "Worklist page", "By hand p50 (ms)", "Python API p50 (ms)", "HTTP p50 (ms)",
+                           "By hand / Python", "By hand / HTTP"], text=2)
     for backend in harness.backends(args):
         run_backend(backend, args, units, table)
-    return [table]
+    if args.contacts:
+        scale_units = templates(contact_and_case, [ACTOR])
+        for backend in harness.backends(args):
+            run_scale(backend, args, scale_units, scale)
+    return [table, scale] if args.contacts else [table]
 
 
 if __name__ == "__main__":
     options = harness.parser("The worklist and a transition over HTTP (uvicorn, bearer token) against the Python API.")
     options.add_argument("--cases", type=int, default=1000, help="confirmed cases, 3 tasks each (default 1000)")
+    options.add_argument("--contacts", type=int, default=100_000,
+                         help="open contacts for the worklist at scale (default 100,000; 0: skip it)")
+    options.add_argument("--page", type=int, default=50, help="items on a worklist page (default 50)")
     options.add_argument("--requests", type=int, default=200, help="timed calls per operation and side (200)")
     options.add_argument("--warmup", type=int, default=5, help="untimed calls per operation and side first (5)")
     arguments = options.parse_args()
-    harness.at_least(arguments, options, cases=1, requests=1, warmup=0)
+    harness.at_least(arguments, options, cases=1, contacts=0, page=1, requests=1, warmup=0)
     sys.exit(harness.main("http", arguments, run))

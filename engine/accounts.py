@@ -59,8 +59,13 @@ password_hash = PasswordHash.recommended()
 _DUMMY_HASH: str | None = None
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
+    """What the database keeps of a session's or a token's secret: its SHA-256 (the secret is a long random
+    string, so a fast hash is enough, and a lookup costs no more than an index read)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+_digest = digest
 
 
 def _dummy_hash() -> str:
@@ -416,10 +421,7 @@ class Accounts:
     def session(self, secret: str) -> Login | None:
         """The login of a live session cookie, or None (unknown, logged out or expired)."""
         with self.runtime.db.reading() as session:
-            row = Repository(session).session_user(_digest(secret), self._now())
-        if row is None:
-            return None
-        return Login(row.user_id, row.name, row.role, session_id=row.id, csrf=row.csrf)
+            return session_login(Repository(session), secret, self._now())
 
     def logout(self, secret: str) -> bool:
         """End the session (its row is deleted: the cookie no longer works anywhere)."""
@@ -486,10 +488,21 @@ class Accounts:
     def token(self, secret: str) -> Login | None:
         """The login a bearer token stands for, or None (unknown or revoked)."""
         with self.runtime.db.reading() as session:
-            row = Repository(session).token_user(_digest(secret))
-        if row is None:
-            return None
-        return Login(row.user_id, row.name, row.role, token_id=row.id)
+            return token_login(Repository(session), secret)
+
+
+def token_login(repo: Repository, secret: str) -> Login | None:
+    """The login a bearer token stands for, or None (unknown, revoked, or its user disabled): one lookup of the
+    secret's SHA-256 (a token is a long random string, so no slow hash is needed, nor wanted on every request)."""
+    row = repo.token_user(_digest(secret))
+    return None if row is None else Login(row.user_id, row.name, row.role, token_id=row.id)
+
+
+def session_login(repo: Repository, secret: str, now: datetime) -> Login | None:
+    """The login of a live session cookie at ``now`` (the wall clock's), or None (unknown, logged out, expired,
+    or its user disabled): one lookup of the secret's SHA-256."""
+    row = repo.session_user(_digest(secret), now)
+    return None if row is None else Login(row.user_id, row.name, row.role, session_id=row.id, csrf=row.csrf)
 
 
 def _token_view(token: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 from datetime import datetime, time, timedelta
 from typing import Any
 
+from engine.accounts import Login, digest
 from engine.clock import SimulatedClock, SystemClock
 from engine.core import Engine
 from engine.holidays_dk import danish_holiday
@@ -96,8 +97,33 @@ def engine_on(db: Database, settings: Settings) -> Engine:
 
 def _engine_with_clock(db: Database, settings: Settings, clock_row: Any) -> Engine:
     if clock_row.simulated and clock_row.now is not None:
-        return Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
+        engine = Engine(db, SimulatedClock(clock_row.now), settings, persist_clock=True)
+        engine.runtime.stored_now = engine.clock.now()  # read from the database: a change need not write it back
+        return engine
     return Engine(db, SystemClock(), settings)
+
+
+def request_engine(db: Database, settings: Settings, *, bearer: str | None = None,
+                   cookie: str | None = None) -> tuple[Engine, Login | None]:
+    """An HTTP request's engine (as ``engine_on``: the database's clock as it is now) and who asks: the login of a
+    bearer token (``bearer``) or else of a session cookie (``cookie``), None for neither or an unknown, revoked or
+    expired one; the clock and the login from one read of the database. The engine knows the login's user for
+    this request (``Runtime.known_users``): its changes need not read the user again."""
+    with db.lookup() as session:
+        clock_row = Repository(session).clock_and_login(
+            token_hash=digest(bearer) if bearer is not None else None,
+            session_hash=digest(cookie) if bearer is None and cookie else None, now=SystemClock().now())
+    login = None
+    if clock_row is not None and clock_row._mapping.get("login_id") is not None:
+        row = clock_row
+        login = (Login(row.user_id, row.name, row.role, token_id=row.login_id) if bearer is not None
+                 else Login(row.user_id, row.name, row.role, session_id=row.login_id, csrf=row.csrf))
+    if clock_row is None:
+        raise UsageError("this database has no clock yet: run `mpoxflow init` first")
+    engine = _engine_with_clock(db, settings, clock_row)
+    if login is not None:
+        engine.runtime.known_users[login.name] = login.role
+    return engine, login
 
 
 def open_engine(url: str | None = None, *, settings: Settings | None = None, first_admin: str | None = None) -> Engine:

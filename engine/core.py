@@ -86,6 +86,7 @@ class Engine:
         self.timers = self.queries.timers
         self.timer_status = self.queries.timer_status
         self.worklist = self.queries.worklist
+        self.worklist_page = self.queries.worklist_page
         self.dose_forecast = self.queries.dose_forecast
         self.calendar = self.queries.calendar
         self.audit = self.queries.audit

@@ -8,8 +8,10 @@ and ``audit_export`` (the last three over one consistent snapshot, streamed).
 
 from __future__ import annotations
 
+import base64
 import builtins
-from datetime import date, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
 import structlog
@@ -21,7 +23,7 @@ from persistence.models import OBJECT_MODELS, Timer
 from persistence.repository import Repository, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight
 from workflows.errors import UsageError
-from workflows.limits import MAX_DAYS, MAX_LIMIT, check_count, check_instant, check_text, shown
+from workflows.limits import MAX_DAYS, MAX_ID, MAX_LIMIT, check_count, check_instant, check_text, shown
 from workflows.registry import CALENDAR, WORKFLOWS, linked_to
 
 log = structlog.get_logger("mpoxflow.engine")
@@ -128,39 +130,43 @@ class Queries:
                 "oldest_lateness_seconds": int((now - oldest).total_seconds()) if oldest else 0,
                 "now": instant(now)}
 
-    def worklist(self, within: timedelta | None = None) -> builtins.list[dict[str, Any]]:
-        """Staff tasks not done yet, soonest first; ``overdue`` once their deadline has passed, ``missed`` once
-        it passed undone; timers parked as failed first (an operator's task). Without ``within``, every open
-        task; with it, those due within that time from now."""
+    def worklist(self, within: timedelta | None = None, *, kind: str | None = None,
+                 task: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Staff tasks not done yet, soonest first (due instant, then timer id); ``overdue`` once their deadline
+        has passed, ``missed`` once it passed undone (in its place in that order, until resolved); timers
+        parked as failed too (an operator's task, ``failed``). Without ``within``, every open task; with it,
+        those due within that time from now. ``kind``: of one object kind only; ``task``: of one timer name only.
+        The whole list: ``worklist_page`` reads it a page at a time."""
+        return self._worklist(within, kind=kind, task=task)[0]
+
+    def worklist_page(self, within: timedelta | None = None, *, limit: int | None = None, after: str | None = None,
+                      kind: str | None = None, task: str | None = None) -> dict[str, Any]:
+        """One page of the worklist (``worklist``'s items, in its order): at most ``limit`` (default
+        ``DEFAULT_PAGE``) items after the cursor ``after`` (the ``next`` of the page before; none: the first
+        page), as ``{"items": [...], "next": cursor or None}``; ``next`` is None on the last page. The cursor is
+        a position in the order (a due instant and a timer id), so a page is the same whatever was added
+        before that position meanwhile, and every item there at the start is listed exactly once. UsageError
+        for a limit out of 1 to ``MAX_LIMIT`` or a text that is no cursor of this list."""
+        limit = DEFAULT_PAGE if limit is None else limit
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise UsageError(f"⟦limit⟧: give a whole number of items from 1 to {MAX_LIMIT}")
+        check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
+        items, more = self._worklist(within, kind=kind, task=task, limit=limit,
+                                     after=None if after is None else decode_cursor(after))
+        return {"items": items, "next": encode_cursor(items[-1]) if more else None}
+
+    def _worklist(self, within: timedelta | None, *, kind: str | None, task: str | None, limit: int | None = None,
+                  after: tuple[datetime, int] | None = None) -> tuple[builtins.list[dict[str, Any]], bool]:
+        """(items, whether more follow): the query runs in the database, ``limit + 1`` rows to know."""
         if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
             raise UsageError(f"⟦within⟧: give a number of days from 0 to {MAX_DAYS}")
+        _check_task_filter(kind, task)
         now = self.runtime.clock.now()
-        until = now + within if within is not None else datetime.max.replace(tzinfo=now.tzinfo)
         with self.runtime.db.reading() as session:
-            items = []
-            repo = Repository(session)
-            for timer in repo.timers("failed"):  # an operator's task: a timer that could not fire
-                items.append({
-                    "object": format_id(timer.object_kind, timer.object_id),
-                    "name": timer.name,
-                    "task": f"timer {timer.name} failed after {timer.attempts} attempts: see `mpoxflow timers "
-                            "⟦status⟧ failed`",
-                    "due_at": timer_view(timer)["due_at"], "overdue": True, "missed": False, "rule": timer.rule,
-                    "timer": format_id("timer", timer.id), "failed": True,
-                })
-            for timer in repo.open_tasks(until):
-                items.append({
-                    "object": format_id(timer.object_kind, timer.object_id),
-                    "name": timer.name,
-                    "task": timer.task,
-                    "due_at": timer_view(timer)["due_at"],
-                    "overdue": timer.status == "missed" or (timer.overdue_at or timer.due_at) <= now,
-                    # The deadline passed undone: it stays until someone records what happened (task resolve).
-                    "missed": timer.status == "missed",
-                    "rule": timer.rule,
-                    "timer": format_id("timer", timer.id),
-                })
-            return sorted(items, key=lambda i: (datetime.fromisoformat(i["due_at"]), i["timer"]))
+            rows = Repository(session).worklist(None if within is None else now + within, after=after,
+                                                limit=None if limit is None else limit + 1, kind=kind, name=task)
+        more = limit is not None and len(rows) > limit
+        return [_worklist_item(row, now) for row in (rows[:limit] if more else rows)], more
 
     def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
         """§6.4 doses 2 falling due, per Danish calendar day from today (the clock's local date) for ``weeks``
@@ -262,3 +268,73 @@ def _due_per_day(repo: Repository, kind: str, name: str, days: builtins.list[dat
                                          local_midnight(days[-1] + timedelta(days=1) + shift)):
         counts[local_date(due_at) - shift] += n
     return counts
+
+
+# ---- the worklist's items and cursors -----------------------------------------------------------------------
+
+#: Items on a page of the worklist when no ``limit`` is given.
+DEFAULT_PAGE = 100
+#: A cursor: version 1, the last item's due instant (microseconds since 1970 UTC) and timer id, base64url.
+_CURSOR = re.compile(r"1:(-?\d{1,17}):(\d{1,10})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(item: dict[str, Any]) -> str:
+    """The opaque cursor of the position just after ``item``: internal values only (its due instant and its
+    timer's id), no personal data."""
+    due = datetime.fromisoformat(item["due_at"])
+    micros = (due - _EPOCH) // timedelta(microseconds=1)
+    _, pk = parse_id(item["timer"], kind="timer")
+    return base64.urlsafe_b64encode(f"1:{micros}:{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, int]:
+    """(due instant, timer id) of a cursor ``encode_cursor`` made; UsageError for anything else (not echoed)."""
+    refused = UsageError("⟦after⟧ is not a cursor of this worklist: pass the `next` of the page before, as it was "
+                         "given, or leave it out for the first page")
+    if not isinstance(text, str) or not 0 < len(text) <= 64 or not text.isascii():
+        raise refused
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise refused from None
+    found = _CURSOR.fullmatch(decoded)
+    if found is None or int(found[2]) > MAX_ID:
+        raise refused
+    try:
+        due = _EPOCH + timedelta(microseconds=int(found[1]))
+        check_instant(due, "⟦after⟧")
+    except (OverflowError, UsageError):
+        raise refused from None
+    return due, int(found[2])
+
+
+def task_names(kind: str | None = None) -> builtins.list[str]:
+    """The timer names the worklist can be filtered by (``--task``): every timed trigger of the workflows (of
+    ``kind``'s only, when given)."""
+    kinds = [kind] if kind is not None else builtins.list(WORKFLOWS)
+    return sorted({spec.trigger for k in kinds for spec in WORKFLOWS[k].transitions if spec.timed})
+
+
+def _check_task_filter(kind: str | None, task: str | None) -> None:
+    if kind is not None and kind not in WORKFLOWS:
+        raise UsageError(f"⟦kind⟧ '{shown(kind)}' is not a kind of workflow object: use one of "
+                         f"{', '.join(WORKFLOWS)}")
+    if task is not None and task not in task_names(kind):
+        where = f" of a {kind}" if kind is not None else ""
+        raise UsageError(f"⟦task⟧ '{shown(task)}' is not the name of a timer{where}: use one of "
+                         f"{', '.join(task_names(kind))}")
+
+
+def _worklist_item(row: Any, now: datetime) -> dict[str, Any]:
+    """One item of the worklist from its timer's row (``Repository.worklist``)."""
+    item = {"object": format_id(row.object_kind, row.object_id), "name": row.name}
+    if row.status == "failed":  # an operator's task: a timer that could not fire
+        return {**item, "task": f"timer {row.name} failed after {row.attempts} attempts: see `mpoxflow timers "
+                                "⟦status⟧ failed`",
+                "due_at": instant(row.due_at), "overdue": True, "missed": False, "rule": row.rule,
+                "timer": format_id("timer", row.id), "failed": True}
+    return {**item, "task": row.task, "due_at": instant(row.due_at),
+            "overdue": row.status == "missed" or (row.overdue_at or row.due_at) <= now,
+            # The deadline passed undone: it stays until someone records what happened (task resolve).
+            "missed": row.status == "missed", "rule": row.rule, "timer": format_id("timer", row.id)}

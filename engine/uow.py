@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -65,13 +65,26 @@ class Runtime:
     #: Tell the workers when a committed change armed timers (PostgreSQL ``NOTIFY``); the worker turns it off on
     #: its own engine: it re-reads the next due instant after every pass anyway.
     announce_timers: bool = True
+    #: The simulated clock's now as the database holds it, when this engine read it from there (None: not known,
+    #: so every change writes it): a change whose clock has not moved since leaves the row alone, so an engine
+    #: made for one HTTP request never writes back a now that another process has moved on meanwhile.
+    stored_now: datetime | None = None
+    #: Users this engine's caller has just looked up, by name, with their role: an HTTP request's engine knows the
+    #: user its token or session cookie stands for (read in the same request, never kept across requests), so its
+    #: changes authorize that user without reading the row again. Empty on the CLI and the Python API.
+    known_users: dict[str, str] = field(default_factory=dict)
 
 
-def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...]) -> Actor:
+def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...],
+              known: dict[str, str] | None = None) -> Actor:
     """The actor as a user with a role in ``roles``. Raises NotPermitted (exit 3) for a name that is no user, a
     disabled user or another role; UsageError for a name no user can have (too long, control characters),
-    which is not echoed."""
+    which is not echoed. ``known``: users (name: role) the caller looked up in this request (``Runtime``); one
+    whose role is allowed needs no read, any other is read and refused as usual."""
     check_text(actor, "actor")
+    role = (known or {}).get(actor)
+    if role is not None and role in roles:
+        return Actor(actor, role)
     user = repo.user_by_name(actor)
     if user is None:
         raise NotPermitted(
@@ -147,6 +160,7 @@ class UnitOfWork:
         self.repo = Repository(session)
         self._actor: Actor | None = None
         self.committed = False
+        self.clock_saved: datetime | None = None
         self.deferred: Deferred | None = None
 
     def flush(self) -> None:
@@ -175,7 +189,7 @@ class UnitOfWork:
                   roles: tuple[str, ...] = ACTING_ROLES) -> Actor:
         """Check, inside the transaction, that ``actor`` may run ``command`` (see ``authorize``); the actor
         becomes this unit's. NotPermitted is audited once the unit is rolled back."""
-        self._actor = authorize(self.repo, actor, command, target, roles)
+        self._actor = authorize(self.repo, actor, command, target, roles, self.runtime.known_users)
         return self._actor
 
     def now(self) -> datetime:
@@ -216,9 +230,13 @@ class UnitOfWork:
         return head
 
     def save_clock(self) -> None:
-        """On a simulated-clock database, write the clock's now with this change (nothing on real time)."""
+        """On a simulated-clock database, write the clock's now with this change (nothing on real time, nor when
+        the clock stands where this engine read it from the database: ``Runtime.stored_now``)."""
         if self.runtime.persist_clock:
-            self.repo.save_clock(simulated=True, now=self.runtime.clock.now())
+            now = self.runtime.clock.now()
+            if now != self.runtime.stored_now:
+                self.repo.save_clock(simulated=True, now=now)
+                self.clock_saved = now  # the database holds it once the unit commits
 
     def savepoint(self) -> AbstractContextManager[SessionTransaction]:
         """A nested transaction: what fails inside it is rolled back alone, the unit goes on."""
@@ -248,6 +266,8 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
             session.rollback()
         elif runtime.announce_timers:
             uow.repo.announce_timers()  # in the transaction: delivered only if it commits
+    if uow.committed and uow.clock_saved is not None:
+        runtime.stored_now = uow.clock_saved
 
 
 def check_actor(runtime: Runtime, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:

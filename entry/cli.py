@@ -467,20 +467,40 @@ def list_objects(
 def due(
     ctx: typer.Context,
     within: Annotated[int | None, typer.Option("--within", help="Only tasks due within this many days.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Page: at most this many items, and the cursor of the "
+                                              "next page (default 100 with --after).")] = None,
+    after: Annotated[str | None, typer.Option("--after", metavar="CURSOR", help="Page: the items after this "
+                                              "cursor (the `next` a page printed).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", metavar="case|contact|course",
+                                             help="Only tasks of this kind of object.")] = None,
+    task: Annotated[str | None, typer.Option("--task", metavar="TIMER_NAME", help="Only tasks of this timer "
+                                             "name (inform_due, dose2_due, ...).")] = None,
     as_json: Json = False,
 ) -> None:
-    """The staff worklist: what needs doing, soonest first, overdue marked."""
+    """The staff worklist: what needs doing, soonest first, overdue marked. With --limit or --after, one page of
+    it: --json prints {"items": [...], "next": CURSOR or null}; pass --after CURSOR for the page after.
 
-    def action() -> list[dict[str, Any]]:
+    Examples: `mpoxflow due --within 1`, `mpoxflow due --kind contact --task inform_due --limit 50`."""
+    paged = limit is not None or after is not None
+
+    def action() -> Any:
         if within is not None and not 0 <= within <= MAX_DAYS:
             raise UsageError(f"--within takes a number of days from 0 to {MAX_DAYS}")
-        return _engine(ctx).worklist(timedelta(days=within) if within is not None else None)
+        days = timedelta(days=within) if within is not None else None
+        if paged:
+            return _engine(ctx).worklist_page(days, limit=limit, after=after, kind=kind, task=task)
+        return _engine(ctx).worklist(days, kind=kind, task=task)
 
-    def render(rows: list[dict[str, Any]]) -> str:
-        return render_rows(
+    def render(result: Any) -> str:
+        rows = result["items"] if paged else result
+        text = render_rows(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
             ["mark", "due_at", "timer", "object", "task", "rule"], "nothing due",
         )
+        if paged and result["next"]:
+            given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task)) if v is not None]
+            text += f"\nnext page: mpoxflow due {' '.join([*given, f'--limit {len(rows)}'])} --after {result['next']}"
+        return text
 
     _run(as_json, action, render)
 

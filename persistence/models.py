@@ -158,6 +158,10 @@ class Contact(WorkflowObject, Base):
     pep_offered_at: Mapped[datetime | None]
 
 
+#: A task not done and not resolved yet: the predicate of the worklist's partial indexes (migration 0011).
+OPEN_TASK = "task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL"
+
+
 class Timer(Base):
     """A timer is data: armed and cancelled in the transaction of the transition that causes it."""
 
@@ -179,6 +183,11 @@ class Timer(Base):
             "uq_timers_pending_name", "object_kind", "object_id", "name", unique=True,
             sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
         ),
+        # The worklist, paged (``Repository.worklist``): open tasks only (done and resolved ones leave the
+        # index), the status's equality before the worklist's order; by object kind and by timer name too.
+        *(Index(f"ix_timers_worklist{suffix}", *columns, "status", "due_at", "id",
+                sqlite_where=text(OPEN_TASK), postgresql_where=text(OPEN_TASK))
+          for suffix, columns in (("", ()), ("_kind", ("object_kind",)), ("_task", ("name",)))),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -21,9 +21,12 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -695,3 +698,91 @@ class Repository:
             self.session.add(ClockSetting(id=1, simulated=simulated, now=now))
         else:
             row.simulated, row.now = simulated, now
+
+    # ---- the worklist, paged (issue 15) --------------------------------------------------------------------
+
+    def worklist(self, until: datetime | None, *, after: tuple[datetime, int] | None = None,
+                 limit: int | None = None, kind: str | None = None, name: str | None = None) -> list[Row[Any]]:
+        """The worklist's timers in its order (due instant, then id): every timer parked as ``failed`` (an
+        operator's task), every missed task not resolved yet, and the tasks not done or resolved yet that are
+        pending or fired (and due by ``until``, when given); after the position ``after`` (the due instant and id
+        of the previous page's last item), at most ``limit``, of one object kind and one timer name when given.
+        Filter, order and limit run in the database (``_worklist``)."""
+        values = {"until": until, "after_due": after[0] if after else None, "after_id": after[1] if after else None,
+                  "limit": limit, "kind": kind, "name": name}
+        query = _worklist(*(values[k] is not None for k in ("until", "after_due", "limit", "kind", "name")))
+        return list(self._core.execute(query, {k: v for k, v in values.items() if v is not None}))
+
+
+    # ---- an HTTP request's first read (issue 15) -----------------------------------------------------------
+
+    def clock_and_login(self, *, token_hash: str | None = None, session_hash: str | None = None,
+                        now: datetime | None = None) -> Row[Any] | None:
+        """The clock's row and, when a secret's hash is given, the login it stands for (a token's: unrevoked; a
+        session's: live at ``now``; either's user enabled), in one statement: ``simulated, now`` and
+        ``login_id, user_id, name, role, csrf`` (None when no such login). None when the clock has no row."""
+        return self._core.execute(_clock_and_login("token" if token_hash else "session" if session_hash else None),
+                                  {"secret_hash": token_hash or session_hash, "now": now}).one_or_none()
+
+
+#: The columns a worklist item is made of.
+_WORKLIST_COLUMNS = ("id", "object_kind", "object_id", "name", "task", "due_at", "overdue_at", "status", "rule",
+                     "attempts")
+
+
+def open_task(timers: Table) -> Any:
+    """A task not done and not resolved: the predicate of the worklist's partial indexes (``ix_timers_worklist``,
+    ``_kind``, ``_task``), written out in every query that is to use them (SQLite uses a partial index only for
+    a query whose WHERE has the index's terms)."""
+    return and_(timers.c.task.is_not(None), timers.c.satisfied_at.is_(None), timers.c.resolved_at.is_(None))
+
+
+@functools.cache
+def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> Select[Any]:
+    """The worklist's query: per status, ordered ranges of one index read up to ``limit``, merged in the same
+    order. Statuses: a task pending or fired and due by ``until``, a task missed (whatever its due instant: it
+    stays until resolved), a timer parked as failed (task or not). Each range's equalities (the status, and the
+    object kind or timer name) come before ``(due_at, id)`` in the index it reads (``ix_timers_worklist``,
+    ``_kind``, ``_task``: partial over open tasks; ``ix_timers_status_due`` for the failed). ``after``, the keyset
+    position ``(due_at, id) > (:after_due, :after_id)``, is two ranges per status: the rest of the position's
+    due instant (``due_at = :after_due AND id > :after_id``) and what is due later (``due_at > :after_due``), so
+    that a page after thousands of tasks due at one instant (every contact exposed on one day) seeks to its place
+    on both backends instead of reading past them (SQLite seeks on a row value's first column only)."""
+    timers = _table(Timer)
+    columns = [timers.c[c] for c in _WORKLIST_COLUMNS]
+    at = bindparam("after_due", type_=timers.c.due_at.type)
+    arms = []
+    for status in ("pending", "fired", "missed", "failed"):
+        where = [timers.c.status == literal_column(f"'{status}'")]  # a constant: each range's plan is its own
+        if status != "failed":
+            where.append(open_task(timers))
+        if until and status in ("pending", "fired"):
+            where.append(timers.c.due_at <= bindparam("until", type_=timers.c.due_at.type))
+        if kind:
+            where.append(timers.c.object_kind == bindparam("kind"))
+        if name:
+            where.append(timers.c.name == bindparam("name"))
+        ranges = ([[timers.c.due_at == at, timers.c.id > bindparam("after_id")], [timers.c.due_at > at]] if after
+                  else [[]])
+        for position in ranges:
+            arm = select(*columns).where(*where, *position).order_by(timers.c.due_at, timers.c.id)
+            if limit:
+                arm = arm.limit(bindparam("limit"))
+            arms.append(select(arm.subquery()))
+    merged = union_all(*arms).subquery("worklist")
+    query = select(merged).order_by(merged.c.due_at, merged.c.id)
+    return query.limit(bindparam("limit")) if limit else query
+
+
+@functools.cache
+def _clock_and_login(via: str | None) -> Select[Any]:
+    """The clock's row, joined (left, on nothing) with the login of a token or a session cookie, when ``via``."""
+    clock = _table(ClockSetting)
+    if via is None:
+        return select(clock.c.simulated, clock.c.now).where(clock.c.id == 1)
+    found = _TOKEN_USER if via == "token" else _SESSION_USER
+    login = found.subquery("login")
+    csrf = login.c.csrf if via == "session" else literal_column("NULL").label("csrf")
+    return (select(clock.c.simulated, clock.c.now, login.c.id.label("login_id"), login.c.user_id, login.c.name,
+                   login.c.role, csrf)
+            .select_from(clock.outerjoin(login, true())).where(clock.c.id == 1))

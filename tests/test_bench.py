@@ -18,7 +18,7 @@ NUMBER = re.compile(r"[+-]?\d[\d,]*(\.\d+)?%?")
 RUNS = {
     # transitions on both backends: the seeder's PostgreSQL path (COPY through the columns' types) with history
     "transitions": ["--n", "3", "--backend", "both"],
-    "http": ["--cases", "3", "--requests", "2", "--warmup", "1", "--backend", "sqlite"],
+    "http": ["--cases", "3", "--contacts", "30", "--requests", "2", "--warmup", "1", "--backend", "sqlite"],
     "forecast": ["--courses", "80", "--runs", "1", "--backend", "sqlite"],
     "timers": ["--n", "5", "--skip", "lateness", "memory", "--backend", "sqlite"],
     "audit": ["--entries", "200", "--transitions", "2", "--workers", "0", "--backend", "sqlite"],

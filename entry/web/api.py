@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from engine.accounts import Accounts, Login
 from engine.auditing import EXPORT_FORMATS
@@ -26,8 +27,8 @@ from entry.web.app import (
     clear_session_cookie,
     client_address,
     current_login,
-    request_engine,
-    require_login,
+    engine_dependency,
+    login_dependency,
     set_session_cookie,
 )
 from entry.web.operations import COLLECTIONS, LISTABLE, OPERATIONS, Operation, TaskResolve
@@ -39,11 +40,15 @@ from workflows.registry import WORKFLOWS
 MAX_PASSWORD = 1024
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
-Eng = Annotated[Engine, Depends(request_engine)]
-Reader = Annotated[Login, Depends(require_login)]
+Eng = Annotated[Engine, Depends(engine_dependency)]
+Reader = Annotated[Login, Depends(login_dependency)]
 
 
-def acting(request: Request, login: Reader) -> Login:
+# The checks below read nothing from the database on the way through, so they are coroutines: FastAPI runs a
+# plain function dependency in a worker thread, one hop per dependency, and every hop costs each request.
+
+
+async def acting(request: Request, login: Reader) -> Login:
     """The logged-in user, for a change: with a session cookie, the CSRF header must match."""
     check_csrf(request, login, request.headers.get(CSRF_HEADER))
     return login
@@ -57,9 +62,10 @@ def may_act(command: str) -> Any:
     (403, audited) before the request's body is validated, so an auditor's malformed request is a 403, not a
     422 (FastAPI reports body errors only once every dependency has run)."""
 
-    def check(login: Actor, engine: Eng) -> Login:
+    async def check(login: Actor, engine: Eng) -> Login:
         if login.role not in ACTING_ROLES:
-            engine.authorize(login.name, command)  # raises NotPermitted, and records the refusal
+            # raises NotPermitted, and records the refusal (in a worker thread: it writes)
+            await run_in_threadpool(engine.authorize, login.name, command)
         return login
 
     return Annotated[Login, Depends(check)]
@@ -69,9 +75,9 @@ def may_admin(command: str) -> Any:
     """The logged-in user, for a change only an admin may make: anyone else is refused (403, audited) before the
     request's body is validated."""
 
-    def check(login: Actor, engine: Eng) -> Login:
+    async def check(login: Actor, engine: Eng) -> Login:
         if login.role not in ADMIN_ROLES:
-            engine.authorize(login.name, command, ADMIN_ROLES)
+            await run_in_threadpool(engine.authorize, login.name, command, ADMIN_ROLES)
         return login
 
     return Annotated[Login, Depends(check)]
@@ -199,11 +205,33 @@ def list_objects(what: Literal[tuple(LISTABLE)], who: Reader, engine: Eng,
     return engine.list(LISTABLE[what], state)
 
 
+class WorklistPage(BaseModel):
+    """One page of the worklist (``limit`` or ``after`` given)."""
+
+    items: list[dict[str, Any]] = Field(description="The page's tasks, in the worklist's order (due instant, then "
+                                                    "timer id), as the whole list has them.")
+    next: str | None = Field(description="The cursor of the next page (pass it as `after`, with the same "
+                                         "filters); null on the last page.")
+
+
 @router.get("/due", operation_id="due", tags=["reading"])
 def due(who: Reader, engine: Eng,
-        within: Annotated[int | None, Query(ge=0, le=MAX_DAYS)] = None) -> list[dict[str, Any]]:
-    """The staff worklist: what needs doing, soonest first, overdue marked."""
-    return engine.worklist(timedelta(days=within) if within is not None else None)
+        within: Annotated[int | None, Query(ge=0, le=MAX_DAYS)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="A page of at most this many tasks "
+                                           "(the answer is then a page: items and next).")] = None,
+        after: Annotated[str | None, Query(max_length=64, description="The page after this cursor (a page's "
+                                           "`next`); without limit, pages of 100.")] = None,
+        kind: Annotated[Literal[tuple(WORKFLOWS)] | None, Query(description="Only tasks of this kind of "
+                                                                "object.")] = None,
+        task: Annotated[str | None, Query(max_length=64, description="Only tasks of this timer name "
+                                          "(inform_due, dose2_due, ...).")] = None,
+        ) -> list[dict[str, Any]] | WorklistPage:
+    """The staff worklist: what needs doing, soonest first, overdue marked. The whole list, or with `limit` or
+    `after` one page of it: `{"items": [...], "next": cursor or null}`."""
+    days = timedelta(days=within) if within is not None else None
+    if limit is not None or after is not None:
+        return WorklistPage(**engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task))
+    return engine.worklist(days, kind=kind, task=task)
 
 
 @router.get("/calendar", operation_id="calendar", tags=["reading"])

@@ -20,9 +20,11 @@ import structlog
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from engine.accounts import SESSION_LIFETIME, Accounts, Login
+from engine.accounts import SESSION_LIFETIME, Login
 from engine.bootstrap import engine_on
+from engine.bootstrap import request_engine as open_request_engine
 from engine.core import Engine
 from persistence.database import Database
 from workflows.definition import Settings
@@ -112,11 +114,35 @@ def web(request: Request) -> Web:
     return request.app.state.web  # type: ignore[no-any-return]
 
 
+def _bearer(request: Request) -> str | None:
+    """The request's bearer token; NotAuthenticated for an Authorization header of another shape."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise NotAuthenticated("send an API token as 'Authorization: Bearer mpx_...' (an admin issues one with "
+                               "`mpoxflow user token NAME --label SYSTEM`)")
+    return secret.strip()
+
+
 def request_engine(request: Request) -> Engine:
-    """One engine per request, on the database's clock as it is now."""
+    """One engine per request, on the database's clock as it is now; who asks (a bearer token, else the session
+    cookie) is read with the clock, in one read of the database, and kept for this request only
+    (``current_login``)."""
     engine = getattr(request.state, "engine", None)
     if engine is None:
-        engine = request.state.engine = web(request).engine()
+        try:
+            bearer = _bearer(request)
+        except NotAuthenticated:
+            bearer = None  # refused by current_login, when the request needs a login
+        shared = web(request)
+        engine, login = open_request_engine(shared.db, shared.settings, bearer=bearer,
+                                            cookie=None if bearer else request.cookies.get(SESSION_COOKIE))
+        request.state.engine = engine
+        if not hasattr(request.state, "login"):
+            request.state.login = login
+            request.state.unknown_token = bearer is not None and login is None
     return engine
 
 
@@ -126,24 +152,13 @@ def client_address(request: Request) -> str:
 
 def current_login(request: Request) -> Login | None:
     """The user a bearer token or the session cookie stands for; NotAuthenticated for a bad token."""
-    if hasattr(request.state, "login"):
-        return request.state.login  # type: ignore[no-any-return]
-    accounts = Accounts(request_engine(request))
-    login: Login | None = None
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise NotAuthenticated("send an API token as 'Authorization: Bearer mpx_...' (an admin issues one with "
-                                   "`mpoxflow user token NAME --label SYSTEM`)")
-        login = accounts.token(secret.strip())
-        if login is None:
-            raise NotAuthenticated("that API token is unknown or revoked: ask an admin for a new one "
-                                   "(`mpoxflow user token NAME --label SYSTEM`)")
-    elif cookie := request.cookies.get(SESSION_COOKIE):
-        login = accounts.session(cookie)
-    request.state.login = login
-    return login
+    _bearer(request)
+    if not hasattr(request.state, "login"):
+        request_engine(request)
+    if getattr(request.state, "unknown_token", False):
+        raise NotAuthenticated("that API token is unknown or revoked: ask an admin for a new one "
+                               "(`mpoxflow user token NAME --label SYSTEM`)")
+    return request.state.login  # type: ignore[no-any-return]
 
 
 def require_login(request: Request) -> Login:
@@ -151,6 +166,23 @@ def require_login(request: Request) -> Login:
     if login is None:
         raise NotAuthenticated("log in first (POST /api/login, or the login page), or send an API token")
     return login
+
+
+# As dependencies: FastAPI runs a plain function in a worker thread, a hop per dependency and request. The database
+# is read once per request (the clock and the login, in a worker thread), then these answer from the request.
+
+
+async def engine_dependency(request: Request) -> Engine:
+    """``request_engine`` as a dependency."""
+    engine = getattr(request.state, "engine", None)
+    return engine if engine is not None else await run_in_threadpool(request_engine, request)
+
+
+async def login_dependency(request: Request) -> Login:
+    """``require_login`` as a dependency."""
+    if hasattr(request.state, "login"):
+        return require_login(request)
+    return await run_in_threadpool(require_login, request)
 
 
 def check_csrf(request: Request, login: Login, submitted: str | None) -> None:

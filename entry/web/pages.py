@@ -33,9 +33,9 @@ from entry.web.app import (
     check_csrf,
     clear_session_cookie,
     client_address,
+    engine_dependency,
     http_status,
-    request_engine,
-    require_login,
+    login_dependency,
     set_session_cookie,
 )
 from entry.web.operations import (
@@ -204,8 +204,8 @@ def validation_messages(error: ValidationError) -> dict[str, str]:
 # ---- the login, for every page -------------------------------------------------------------------------------
 
 
-Who = Annotated[Login, Depends(require_login)]
-Eng = Annotated[Engine, Depends(request_engine)]
+Who = Annotated[Login, Depends(login_dependency)]
+Eng = Annotated[Engine, Depends(engine_dependency)]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -301,13 +301,19 @@ def task_action(timer: str) -> tuple[str, str | None, dict[str, str]] | None:
     return task.label, None, {"anchor": op.operation_id if op.creates else op.verb}
 
 
+#: Tasks on one page of the worklist; the page links to the next (``Engine.worklist_page``).
+WORKLIST_PAGE = 100
+
+
 @router.get("/worklist")
-def worklist(request: Request, who: Who, engine: Eng) -> Response:
+def worklist(request: Request, who: Who, engine: Eng, after: str | None = None) -> Response:
     now = engine.clock.now()
     tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
     week = tomorrow + timedelta(days=7)
     sections: dict[str, list[dict[str, Any]]] = {"Missed": [], "Overdue": [], "Due today": [], "Next 7 days": []}
-    for item in engine.worklist():
+    # One page, in the worklist's order; what falls due after the next 7 days is not on the worklist page.
+    page = engine.worklist_page(week - now - timedelta(microseconds=1), limit=WORKLIST_PAGE, after=after)
+    for item in page["items"]:
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
         item["action"] = task_action(item["name"]) if not item.get("failed") else None
@@ -317,9 +323,11 @@ def worklist(request: Request, who: Who, engine: Eng) -> Response:
             sections["Overdue"].append(item)
         elif due_at < tomorrow:
             sections["Due today"].append(item)
-        elif due_at < week:
+        else:
             sections["Next 7 days"].append(item)
-    return render(request, "worklist.html", sections=sections, operations=BY_NAME)
+    more = f"/worklist?{urlencode({'after': page['next']})}" if page["next"] else None
+    return render(request, "worklist.html", sections=sections, operations=BY_NAME, more=more,
+                  first=after is not None)
 
 
 # ---- lists and objects ---------------------------------------------------------------------------------------

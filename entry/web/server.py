@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.bootstrap import database_url, open_engine, settings_from_env
 from entry.web import api, pages
@@ -114,38 +116,67 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
             return pages.error_page(request, usage)
         return JSONResponse({**error_body(usage), "detail": jsonable_errors(error)}, status_code=422)
 
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        request.state.request_id = request_id
-        route = request.scope.get("route")
-        try:
-            response: Response = await call_next(request)
-        except Exception as error:  # noqa: BLE001 - a bug: one structured event and a JSON 500, no traceback
-            route = request.scope.get("route")
-            log.error("http_unhandled_error", request_id=request_id, method=request.method,
-                      path=getattr(route, "path", request.url.path), **error_summary(error))
-            response = JSONResponse(internal_error_body(request_id), status_code=500)
-        login = getattr(request.state, "login", None)
-        route = request.scope.get("route")
-        log.info("http_request", method=request.method, path=getattr(route, "path", request.url.path),
-                 status=response.status_code, user=f"user-{login.user_id}" if login else None,
-                 ms=round((time.perf_counter() - started) * 1000, 1), request_id=request_id)
-        response.headers["X-Request-ID"] = request_id
-        response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith(STATIC_PREFIX + "/"):
-            response.headers["Cache-Control"] = "no-store"  # every page and answer may show personal data
-        return response
-
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/worklist", status_code=303)
 
     return app
+
+
+class RequestLog:
+    """Every request: a request id (``request.state.request_id``, the ``X-Request-ID`` header), the security
+    headers, ``Cache-Control: no-store`` on all but static files, one ``http_request`` event, and an unhandled error
+    turned into one ``http_unhandled_error`` event and a JSON 500. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` (``@app.middleware``) runs each request through a task group and memory streams, which
+    cost every request more than all of this."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        static = scope["path"].startswith(STATIC_PREFIX + "/")
+        status = 500
+        responded = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                responded, status = True, message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers.update(SECURITY_HEADERS)
+                if not static:
+                    headers["Cache-Control"] = "no-store"  # every page and answer may show personal data
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as error:  # noqa: BLE001 - a bug: one structured event and a JSON 500, no traceback
+            log.error("http_unhandled_error", request_id=request_id, method=scope["method"],
+                      path=_route_path(scope), **error_summary(error))
+            if responded:  # the answer has begun: nothing else can be sent
+                raise
+            await JSONResponse(internal_error_body(request_id), status_code=500)(scope, receive, send_with_headers)
+        login = state.get("login")
+        log.info("http_request", method=scope["method"], path=_route_path(scope), status=status,
+                 user=f"user-{login.user_id}" if login else None,
+                 ms=round((time.perf_counter() - started) * 1000, 1), request_id=request_id)
+
+
+def _route_path(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", scope["path"]))
 
 
 #: A 422 lists at most this many problems, each without the value sent: a megabyte body is not echoed back.
