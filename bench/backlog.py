@@ -45,6 +45,7 @@ After the HTTP runs: every answer 200 with the case confirmed, every case confir
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import subprocess
 import sys
@@ -242,6 +243,53 @@ def seed(db: Any, groups: list[Group], contacts: int, pending_total: int) -> dic
     return {"due": due, "later": later, **objects}
 
 
+class Cpu:
+    """CPU seconds (user and system) of processes while they run, read from ``/proc/PID/stat``: the bench's own
+    children by pid, and the PostgreSQL backends serving one database, found by their process title (the server
+    runs on this machine; its shared processes, the WAL writer and the checkpointer, are not counted)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, database: str | None) -> None:
+        self.database = f" {database} " if database else None
+        self.seen: dict[int, tuple[str, float]] = {}
+
+    def sample(self, pids: dict[int, str], *, scan: bool = True) -> dict[int, tuple[str, float]]:
+        """Read ``pids`` (pid -> what it is) and the backends seen so far, with ``scan`` looking for new ones
+        first; returns every process seen, with its CPU seconds so far."""
+        if self.database is not None and scan:
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit() and int(entry.name) not in self.seen:
+                    with suppress(OSError):
+                        if self.database in Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace"):
+                            self._read(int(entry.name), "postgresql")
+        for pid, role in pids.items():
+            self._read(pid, role)
+        for pid, (role, _) in list(self.seen.items()):
+            if role == "postgresql":
+                self._read(pid, role)
+        return dict(self.seen)
+
+    def _read(self, pid: int, role: str) -> None:
+        with suppress(OSError, ValueError, IndexError):  # gone meanwhile: its last reading stands
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            self.seen[pid] = (role, (int(fields[11]) + int(fields[12])) / self.TICK)
+
+    @staticmethod
+    def spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+        """CPU seconds by role between two samples (a process first seen in ``after`` counts from zero)."""
+        spent: dict[str, float] = {}
+        for pid, (role, seconds) in after.items():
+            spent[role] = spent.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+        return spent
+
+
+def busy(spent: dict[str, float], seconds: float) -> str:
+    """``1.62 (workers 1.21 + postgresql 0.41)``: CPUs kept busy over ``seconds`` of wall time, by role."""
+    return (f"{sum(spent.values()) / seconds:.2f} ("
+            + " + ".join(f"{role} {cpu / seconds:.2f}" for role, cpu in sorted(spent.items())) + ")")
+
+
 # ---- the workers ---------------------------------------------------------------------------------------------
 
 
@@ -262,20 +310,25 @@ class Workers(timers_bench.Workers):
         self.running[process] = log_path
         return process
 
-    def run_sampled(self, url: str, count: int, timeout: float) -> tuple[float, list[float]]:
+    def run_sampled(self, url: str, count: int, timeout: float) -> tuple[float, list[float], dict[str, float]]:
         """``count`` processes with ``--exit-when-idle`` at once: seconds from the first start to the last exit,
-        and each one's peak RSS in MB (its ``VmHWM``, read every 0.1 s while it runs)."""
+        each one's peak RSS in MB (its ``VmHWM``), and the CPU seconds of the workers and of their PostgreSQL
+        backends, all read every 0.1 s while they run."""
         peaks: dict[int, float] = {}
+        cpu = Cpu(url.rsplit("/", 1)[1].split("?")[0] if url.startswith("postgresql") else None)
         done = threading.Event()
         started = time.perf_counter()
         processes = [self.start(url, exit_when_idle=True) for _ in range(count)]
 
         def sample() -> None:
-            while not done.is_set():
+            for turn in itertools.count():
+                if done.is_set():
+                    return
                 for process in processes:
                     if process.poll() is None:
                         with suppress(OSError, BenchFailure):  # exited between the poll and the read
                             peaks[process.pid] = max(peaks.get(process.pid, 0.0), harness.rss_mb(process.pid))
+                cpu.sample({p.pid: "workers" for p in processes if p.poll() is None}, scan=turn % 5 == 0)
                 done.wait(SAMPLE_SECONDS)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -287,7 +340,7 @@ class Workers(timers_bench.Workers):
             done.set()
             sampler.join()
         seconds = time.perf_counter() - started
-        return seconds, [peaks.get(process.pid, 0.0) for process in processes]
+        return seconds, [peaks.get(process.pid, 0.0) for process in processes], Cpu.spent({}, cpu.seen)
 
 
 # ---- the checks ------------------------------------------------------------------------------------------------
@@ -389,7 +442,7 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
             with harness.database(url := databases.url(f"{label}_{count}", template=f"{label}_template")) as db:
                 db.dispose()  # no connection of the bench's open while the workers run
                 started = datetime.now(UTC)
-                seconds, peaks = workers.run_sampled(url, count, timeout=max(600.0, counts["due"] / 50))
+                seconds, peaks, spent = workers.run_sampled(url, count, timeout=max(600.0, counts["due"] / 50))
                 try:
                     verify_run(db, started, counts, f"{count} worker(s), {label}")
                 except BenchFailure as failure:  # the figures are still printed; the run exits 1 at the end
@@ -402,12 +455,13 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
             say(f"{backend:<11} {label}: {count} worker{plural} (--batch {args.batch}) fired {counts['due']} timers in "
                 f"{seconds:.1f} s = {rates[count]:.1f} timers/s; peak RSS per worker "
                 f"{' / '.join(f'{p:.1f}' for p in peaks)} MB (limit {MEMORY_LIMIT_MB:.0f} MB: "
-                f"{'PASS' if peak < MEMORY_LIMIT_MB else 'FAIL'})")
+                f"{'PASS' if peak < MEMORY_LIMIT_MB else 'FAIL'}); CPUs busy {busy(spent, seconds)}")
             if peak >= MEMORY_LIMIT_MB:
                 FAILURES.append(f"{label}, {count} worker(s): a worker's peak RSS {peak:.1f} MB is over "
                                 f"{MEMORY_LIMIT_MB:.0f} MB")
             row = [backend, count, counts["due"], counts["due"] + counts["later"], f"{seconds:.1f}",
-                   f"{rates[count]:.1f}", f"{rates[count] / rates[counts_of[0]]:.2f}" if counts_of[0] == 1 else ""]
+                   f"{rates[count]:.1f}", f"{rates[count] / rates[counts_of[0]]:.2f}" if counts_of[0] == 1 else "",
+                   busy(spent, seconds)]
             if label == "backlog":
                 projected = TARGET_TIMERS / rates[count]
                 real = counts["due"] >= TARGET_TIMERS
@@ -531,6 +585,9 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
         secret = Accounts(engine_on(db, Settings())).issue_token(ACTOR, "bench/backlog.py", actor=ADMIN)["secret"]
         headers = {"Authorization": f"Bearer {secret}"}
         rates: dict[tuple[int, int], float] = {}
+        spent: dict[tuple[int, int], dict[str, float]] = {}
+        busy_cpus: dict[tuple[int, int], str] = {}
+        cpu = Cpu(db.url.rsplit("/", 1)[1].split("?")[0])
         try:
             for servers in args.servers:
                 stop_servers(running)
@@ -539,14 +596,20 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
                     warm, cases = cases[:HTTP_WARMUP], cases[HTTP_WARMUP:]
                     if confirm_all([base], headers, warm, 1, pcr_on)[1]:
                         raise BenchFailure(f"the warm-up confirms on {base} failed")
+                serving = {server.process.pid: "serve" for server in running}
                 for clients in args.clients:
                     mine, cases = cases[:args.http_requests], cases[args.http_requests:]
+                    before, own = cpu.sample(serving), time.process_time()
                     seconds, errors = confirm_all(bases, headers, mine, clients, pcr_on)
+                    spent[servers, clients] = {**Cpu.spent(before, cpu.sample(serving)),
+                                               "clients": time.process_time() - own}
                     if errors:
                         raise BenchFailure(f"{len(errors)} confirms failed, the first: {errors[:3]}")
                     rates[servers, clients] = len(mine) / seconds
                     say(f"postgresql  HTTP: {clients} client(s) against {servers} serve process(es): {len(mine)} "
-                        f"confirms in {seconds:.2f} s = {rates[servers, clients]:.1f} transitions/s")
+                        f"confirms in {seconds:.2f} s = {rates[servers, clients]:.1f} transitions/s; CPUs busy "
+                        f"{busy(spent[servers, clients], seconds)}")
+                    busy_cpus[servers, clients] = busy(spent[servers, clients], seconds)
         finally:
             stop_servers(running)
         engine = engine_on(db, Settings())
@@ -558,7 +621,8 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
                                f"{[p.view() for p in report.problems[:3]]}")
     first = (args.servers[0], args.clients[0])
     for (servers, clients), rate in rates.items():
-        table.add("postgresql", servers, clients, args.http_requests, f"{rate:.1f}", f"{rate / rates[first]:.2f}")
+        table.add("postgresql", servers, clients, args.http_requests, f"{rate:.1f}", f"{rate / rates[first]:.2f}",
+                  busy_cpus[servers, clients])
         if (servers, clients) != first:
             harness.ratio(f"http transitions/s {servers} serve x {clients} clients / {first[0]} x {first[1]}",
                           "postgresql", rate / rates[first])
@@ -567,10 +631,12 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
 def run(args: Any) -> list[harness.Table]:
     tables = [
         harness.Table(["Backend", "Workers", "Timers due", "Timers pending", "Seconds", "Timers/s", "× 1 worker",
-                       "Backlog time (minutes; limit 5)", "Peak RSS per worker (MB; limit 200)"], text=1),
-        harness.Table(["Backend", "Workers", "Timers due", "Timers pending", "Seconds", "Timers/s", "× 1 worker"]),
+                       "CPUs busy (of 2)", "Backlog time (minutes; limit 5)",
+                       "Peak RSS per worker (MB; limit 200)"], text=1),
+        harness.Table(["Backend", "Workers", "Timers due", "Timers pending", "Seconds", "Timers/s", "× 1 worker",
+                       "CPUs busy (of 2)"]),
         harness.Table(["Backend", "`serve` processes", "HTTP clients", "Confirms", "Transitions/s",
-                       "× the first row"]),
+                       "× the first row", "CPUs busy (of 2)"]),
     ]
     log_dir = Path(tempfile.mkdtemp(prefix="bench_backlog_logs_"))
     workers = Workers(log_dir, args.batch)

@@ -47,6 +47,6 @@ def test_backlog_bench_runs_checks_and_prints_its_figures() -> None:
     assert sorted(http) == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")], out
     assert len(re.findall(r"^ratio http transitions/s .* \(postgresql\): \d+\.\d\d$", out, re.M)) == 3, out
     figures = table_figures(out)
-    assert len(figures) == 8 + 6 + 4 * 5, out  # the backlog's row, the scale's, the four HTTP rows
+    assert len(figures) == 9 + 7 + 4 * 6, out  # the backlog's row, the scale's, the four HTTP rows
     for cell in figures:
         assert NUMBER.match(cell), (cell, out)
