@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
+# First of the project's modules: entry.logs imports structlog (before the engine does) without Rich.
+from entry.logs import LOG_FORMATS, configure_logging
+
+# isort: split
+
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -25,14 +30,16 @@ from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.views import instant
-from entry.logs import LOG_FORMATS, configure_logging
+from entry import coercion
+from entry.operations import LISTABLE, run_operation
 from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list
-from entry.web.operations import LISTABLE, run_operation
 from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.errors import MpoxflowError, UsageError
 from workflows.operations import Field, Operation, rendered
 from workflows.registry import OPERATIONS, PROFILES, WORKFLOWS
+
+coercion.install()  # typer coerces this CLI's plain parameters without loading pydantic
 
 
 class _JsonUsageErrors(TyperGroup):

@@ -1,18 +1,52 @@
 """structlog set-up for the entry points: JSON lines when not on a terminal, readable lines on one.
-Events carry internal ids only; personal data (names, CPR numbers, references) is never logged."""
+Events carry internal ids only; personal data (names, CPR numbers, references) is never logged.
+
+Import this module before anything imports structlog (``entry.cli`` does, first of all): structlog's package
+imports its console renderer, and that imports Rich (a tenth of a command's time) whenever Rich is installed; here
+structlog is imported as if Rich were not, and the console renderer gets Rich back when it is chosen (on a
+terminal). JSON lines never need it.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import re
 import sys
 from collections.abc import MutableMapping
+from types import ModuleType
 from typing import Any
 
-import structlog
+
+def _structlog_without_rich() -> ModuleType:
+    """structlog, imported without Rich unless something imported either already (then as it is)."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog as already
+
+        return already
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" raises ImportError: structlog does without
+    try:
+        import structlog as made
+    finally:
+        if "rich" in sys.modules and sys.modules["rich"] is None:
+            del sys.modules["rich"]
+    return made
+
+
+structlog = _structlog_without_rich()
 
 LOG_FORMATS = ("json", "console")
+
+
+def _console_renderer() -> Any:
+    """structlog's console renderer, with Rich's tracebacks when Rich is installed (as structlog makes it when
+    it was imported with Rich)."""
+    dev = structlog.dev
+    if getattr(dev, "rich", None) is None and importlib.util.find_spec("rich") is not None:
+        dev = importlib.reload(dev)  # structlog.dev again, this time finding Rich
+    return dev.ConsoleRenderer()
 
 #: What in an exception's text may quote a value a statement was given: SQLAlchemy's "[parameters: ...]" (when
 #: an engine was made without ``hide_parameters``), PostgreSQL's "DETAIL:  Key (ref)=(...) already exists" and
@@ -45,7 +79,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     if chosen not in LOG_FORMATS:
         raise ValueError(f"log format {chosen!r}: use json or console")
     level_name = (level or os.environ.get("MPOXFLOW_LOG_LEVEL") or "warning").upper()
-    renderer = structlog.processors.JSONRenderer() if chosen == "json" else structlog.dev.ConsoleRenderer()
+    renderer = structlog.processors.JSONRenderer() if chosen == "json" else _console_renderer()
     # APScheduler logs through the standard library; its routine notes (a poll skipped while a pass still runs)
     # are not an operator's business, its errors are.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from persistence import audit
-from persistence.database import Database
+from persistence.database import SCHEMA_HEAD, VERSION_TABLE, Database, StorageError
 from persistence.models import Base
 from workflows.errors import UsageError
 
@@ -134,6 +134,40 @@ def test_the_migrations_make_exactly_the_schema_the_models_map(db):
     with db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_schema_head_the_code_knows_is_alembics_head(db):
+    """``SCHEMA_HEAD`` (what a command compares the database's revision with, without loading Alembic) is the
+    newest migration Alembic finds, and a database migrated to it reads as at it."""
+    assert db.head_revision() == SCHEMA_HEAD
+    files = sorted(VERSIONS.glob("*.py"))
+    assert files and migration(files[-1].stem).revision == SCHEMA_HEAD
+    assert db.schema_revision() == SCHEMA_HEAD
+    with db.engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == SCHEMA_HEAD
+
+
+def test_a_database_at_the_head_is_not_upgraded_and_alembic_is_not_asked(db, monkeypatch):
+    """``upgrade`` on a database at the head answers from the version table alone: Alembic's command and script
+    directory are never reached (they would fail here)."""
+
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise AssertionError("Alembic was asked")
+
+    monkeypatch.setattr(Database, "head_revision", unreachable)
+    monkeypatch.setattr(Database, "_alembic_config", unreachable)
+    assert db.upgrade() is False
+    assert db.schema_revision() == SCHEMA_HEAD
+
+
+def test_the_revision_of_an_empty_database_is_none_and_several_revisions_are_refused(db):
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0009')")
+    with pytest.raises(StorageError, match="several schema revisions"):
+        db.schema_revision()
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
+    assert db.schema_revision() is None
 
 
 def test_the_migrations_go_down_and_up_again(db):
