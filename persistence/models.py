@@ -6,7 +6,8 @@ Instants are stored in UTC (``UTCDateTime``) and always come back timezone-aware
 conflict, never a lost update.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: SQLAlchemy reads every ``Mapped[...]`` annotation when the classes
+# are made, and evaluating them from strings adds a quarter to this module's import time (every command pays it).
 
 from datetime import UTC, date, datetime
 from typing import Any

@@ -22,6 +22,7 @@ RUNS = {
     "forecast": ["--courses", "80", "--runs", "1", "--backend", "sqlite"],
     "timers": ["--n", "5", "--skip", "lateness", "memory", "--backend", "sqlite"],
     "audit": ["--entries", "200", "--transitions", "2", "--workers", "0", "--backend", "sqlite"],
+    "cli": ["--runs", "2", "--warmup", "1", "--backend", "sqlite"],
 }
 
 
