@@ -3,7 +3,7 @@ calendar of Denmark (Easter, Ascension and Whitsun move each year; Store bededag
 
 The library's answers for 2000-2099 are kept below (``TABLE``, one year a line, ``MMDD`` each holiday), so a
 command never loads the library for a date in those years: importing even its Danish calendar imports every
-country's, more than a whole command's budget (only a confirmation, and its phone deadline, asks). Other years are
+country's, some 18% of a confirmation's time (only a confirmation, and its phone deadline, asks). Other years are
 asked of the library, one year at a time, and kept. ``tests/test_holidays_dk.py`` checks that the table is what the
 installed library answers (``library_table()`` prints it anew, when a new version of the library differs).
 """

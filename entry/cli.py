@@ -925,8 +925,8 @@ def _name(command: Any) -> str:
 def only_for(args: list[str], application: typer.Typer = app, value_options: tuple[str, ...] = ROOT_VALUE_OPTIONS,
              ) -> typer.Typer:
     """``application`` with only the command (or group) that ``args`` runs, and of a group only the subcommand
-    named next, when that is plain to see: typer builds every command's parser before it parses anything (a
-    tenth of a short command's time for this CLI's sixty), and a command needs only its own. Anything less plain
+    named next, when that is plain to see: typer builds every command's parser before it parses anything (some
+    8% of a short command's time for this CLI's fifty-odd), and a command needs only its own. Anything less plain
     (no command, ``--help``, an option it does not know before the command, a name it does not know) gets the
     whole application, so help, errors and suggestions are typer's own."""
     rest = list(args)

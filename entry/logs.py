@@ -2,7 +2,7 @@
 Events carry internal ids only; personal data (names, CPR numbers, references) is never logged.
 
 Import this module before anything imports structlog (``entry.cli`` does, first of all): structlog's package
-imports its console renderer, and that imports Rich (a tenth of a command's time) whenever Rich is installed; here
+imports its console renderer, and that imports Rich (some 8% of a command's time) whenever Rich is installed; here
 structlog is imported as if Rich were not, and the console renderer gets Rich back when it is chosen (on a
 terminal). JSON lines never need it.
 """
