@@ -2,15 +2,14 @@
 Events carry internal ids only; personal data (names, CPR numbers, references) is never logged.
 
 Import this module before anything imports structlog (``entry.cli`` does, first of all): structlog's package
-imports its console renderer, and that imports Rich (some 8% of a command's time) whenever Rich is installed; here
-structlog is imported as if Rich were not, and the console renderer gets Rich back when it is chosen (on a
-terminal). JSON lines never need it.
+imports its console renderer, and that imports Rich whenever Rich is installed (some 8% of a command's time), for
+the renderer's tracebacks. This console renderer never draws one (``drop_statement_parameters`` turns an exception
+into text before it, to scrub it) and JSON lines need nothing of Rich, so structlog is imported here as if Rich
+were not installed.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import re
@@ -38,15 +37,6 @@ def _structlog_without_rich() -> ModuleType:
 structlog = _structlog_without_rich()
 
 LOG_FORMATS = ("json", "console")
-
-
-def _console_renderer() -> Any:
-    """structlog's console renderer, with Rich's tracebacks when Rich is installed (as structlog makes it when
-    it was imported with Rich)."""
-    dev = structlog.dev
-    if getattr(dev, "rich", None) is None and importlib.util.find_spec("rich") is not None:
-        dev = importlib.reload(dev)  # structlog.dev again, this time finding Rich
-    return dev.ConsoleRenderer()
 
 #: What in an exception's text may quote a value a statement was given: SQLAlchemy's "[parameters: ...]" (when
 #: an engine was made without ``hide_parameters``), PostgreSQL's "DETAIL:  Key (ref)=(...) already exists" and
@@ -79,7 +69,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     if chosen not in LOG_FORMATS:
         raise ValueError(f"log format {chosen!r}: use json or console")
     level_name = (level or os.environ.get("MPOXFLOW_LOG_LEVEL") or "warning").upper()
-    renderer = structlog.processors.JSONRenderer() if chosen == "json" else _console_renderer()
+    renderer = structlog.processors.JSONRenderer() if chosen == "json" else structlog.dev.ConsoleRenderer()
     # APScheduler logs through the standard library; its routine notes (a poll skipped while a pass still runs)
     # are not an operator's business, its errors are.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -165,3 +165,44 @@ def test_the_light_application_answers_as_the_whole_one(cli_db, args):
     light = runner.invoke(cli.only_for(argv), argv, env={"MPOXFLOW_ACTOR": "staff:test"})
     assert (light.exit_code, light.stdout, light.stderr) == (whole.exit_code, whole.stdout, whole.stderr)
     assert whole.stdout + whole.stderr
+
+
+# ---- structlog without Rich ------------------------------------------------------------------------------------
+
+#: Logs through the console renderer (colours forced) an event, an exception and a statement's parameters, with
+#: Rich imported first (as structlog finds it when it is installed) or not.
+CONSOLE = """
+import sys
+if sys.argv[1] == "rich":
+    import rich.console
+from entry.logs import configure_logging
+configure_logging("console", "info")
+import structlog
+print("rich" in sys.modules)
+log = structlog.get_logger("test")
+log.info("transition", object="case-1", n=3, timers=["a", "b"], reason=None)
+try:
+    {}["case-1"]
+except KeyError:
+    log.exception("failed", object="case-1")
+log.warning("statement", error="[parameters: ('REF-1',)]")
+"""
+
+
+def console_lines(mode: str) -> tuple[bool, list[str]]:
+    env = {**os.environ, "FORCE_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", CONSOLE, mode], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    without_time = [line.split("Z", 1)[-1] if line[:1] == "\x1b" else line for line in done.stderr.splitlines()]
+    return done.stdout.strip() == "True", without_time
+
+
+@pytest.mark.slow
+def test_the_console_renderer_writes_the_same_lines_without_rich():
+    with_rich, expected = console_lines("rich")
+    without, lines = console_lines("plain")
+    assert (with_rich, without) == (True, False)
+    assert lines == expected
+    text = "\n".join(lines)
+    assert "transition" in text and "KeyError: 'case-1'" in text and "[values hidden]" in text
+    assert "REF-1" not in text
