@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 
 from engine.clock import SimulatedClock
@@ -168,6 +169,29 @@ def test_the_revision_of_an_empty_database_is_none_and_several_revisions_are_ref
     with db.engine.begin() as connection:
         connection.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
     assert db.schema_revision() is None
+
+
+def _condition(clause: Any) -> str:
+    """A partial index's condition as comparable text: PostgreSQL's casts and parentheses left out."""
+    return " ".join(str(clause).replace("::text", "").replace("(", " ").replace(")", " ").split())
+
+
+def test_the_partial_indexes_are_the_ones_the_models_declare(db):
+    """Every partial index of the database, and its condition, is the one a model declares (``partial``), and the
+    other way round."""
+    declared = {index.name: index.info["where"] for table in Base.metadata.tables.values()
+                for index in table.indexes if "where" in index.info}
+    assert declared == {"ix_timers_retry": "status = 'pending' AND next_attempt_at IS NOT NULL",
+                        "uq_timers_pending_name": "status = 'pending'"}
+    found = {}
+    with db.engine.connect() as connection:
+        inspector = sa_inspect(connection)
+        for table in Base.metadata.tables:
+            for index in inspector.get_indexes(table):
+                where = index["dialect_options"].get(f"{db.backend}_where")
+                if where is not None:
+                    found[index["name"]] = _condition(where)
+    assert found == {name: _condition(where) for name, where in declared.items()}
 
 
 def test_the_migrations_go_down_and_up_again(db):
