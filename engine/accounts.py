@@ -21,7 +21,6 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import structlog
-from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
 
 from engine.uow import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Runtime, UnitOfWork, unit_of_work
@@ -53,8 +52,42 @@ MAX_FAILURES_PER_ADDRESS = 20
 SLOW_ATTEMPT_INTERVAL = timedelta(minutes=1)
 MIN_PASSWORD_LENGTH = 10
 
-#: argon2id with pwdlib's recommended parameters. Tests swap in cheaper parameters.
-password_hash = PasswordHash.recommended()
+class Hasher(Protocol):
+    """What a ``pwdlib.PasswordHash`` does for the accounts."""
+
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password: str, hash: str) -> bool: ...
+
+    def verify_and_update(self, password: str, hash: str) -> tuple[bool, str | None]: ...
+
+
+class _Recommended:
+    """pwdlib's ``PasswordHash.recommended()`` (argon2id with its recommended parameters), made on first use: a
+    command that neither sets nor checks a password never loads pwdlib and argon2."""
+
+    def __init__(self) -> None:
+        self._made: Hasher | None = None
+
+    def _hasher(self) -> Hasher:
+        if self._made is None:
+            from pwdlib import PasswordHash
+
+            self._made = PasswordHash.recommended()
+        return self._made
+
+    def hash(self, password: str) -> str:
+        return self._hasher().hash(password)
+
+    def verify(self, password: str, hash: str) -> bool:
+        return self._hasher().verify(password, hash)
+
+    def verify_and_update(self, password: str, hash: str) -> tuple[bool, str | None]:
+        return self._hasher().verify_and_update(password, hash)
+
+
+#: argon2id with pwdlib's recommended parameters. Tests swap in a ``PasswordHash`` with cheaper parameters.
+password_hash: Hasher = _Recommended()
 #: Checked when the user name is unknown, so a wrong name costs the same time as a wrong password.
 _DUMMY_HASH: str | None = None
 

@@ -1,5 +1,12 @@
 """structlog set-up for the entry points: JSON lines when not on a terminal, readable lines on one.
-Events carry internal ids only; personal data (names, CPR numbers, references) is never logged."""
+Events carry internal ids only; personal data (names, CPR numbers, references) is never logged.
+
+Import this module before anything imports structlog (``entry.cli`` does, first of all): structlog's package
+imports its console renderer, and that imports Rich whenever Rich is installed (some 8% of a command's time), for
+the renderer's tracebacks. This console renderer never draws one (``drop_statement_parameters`` turns an exception
+into text before it, to scrub it) and JSON lines need nothing of Rich, so structlog is imported here as if Rich
+were not installed.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,26 @@ import os
 import re
 import sys
 from collections.abc import MutableMapping
+from types import ModuleType
 from typing import Any
 
-import structlog
+
+def _structlog_without_rich() -> ModuleType:
+    """structlog, imported without Rich unless something imported either already (then as it is)."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog as already
+
+        return already
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" raises ImportError: structlog does without
+    try:
+        import structlog as made
+    finally:
+        if "rich" in sys.modules and sys.modules["rich"] is None:
+            del sys.modules["rich"]
+    return made
+
+
+structlog = _structlog_without_rich()
 
 LOG_FORMATS = ("json", "console")
 

@@ -11,21 +11,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from workflows.errors import Conflict, MpoxflowError, RuleRefused, UsageError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 DEFAULT_URL = "sqlite:///mpoxflow.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration in ``migrations/versions``: a database at this revision needs no upgrade, which is known
+#: from one query of its ``alembic_version`` table, without loading Alembic (a command that only reads or changes
+#: objects never does). A new migration sets it to its own revision; ``tests/test_migrations.py`` checks that it is
+#: Alembic's head.
+SCHEMA_HEAD = "0011"
+#: Alembic's table of the revision a database is at (its default name).
+VERSION_TABLE = "alembic_version"
 #: How long a SQLite writer waits for another writer before giving up with a conflict.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: PostgreSQL: the channel a transaction that arms timers notifies at commit (the payload: the earliest due instant
@@ -123,21 +129,42 @@ class Database:
     # ---- migrations ----------------------------------------------------------------------------------------
 
     def _alembic_config(self) -> Config:
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         return config
 
     def schema_revision(self) -> str | None:
+        """The revision the database's schema is at (its ``alembic_version`` row), None for an empty database:
+        one query (two for an empty database), without loading Alembic."""
         with translate_errors(), self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            try:
+                rows = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all()
+            except DBAPIError:
+                connection.rollback()
+                if inspect(connection).has_table(VERSION_TABLE):
+                    raise  # the table is there: the error is the database's (translated)
+                return None  # an empty database
+        if len(rows) > 1:  # as Alembic refuses a database at several heads (this project never branches)
+            raise StorageError(f"the database is at several schema revisions at once ({', '.join(sorted(rows))}): "
+                               "it was not made by mpoxflow's migrations")
+        return rows[0] if rows else None
 
     def head_revision(self) -> str | None:
+        """The newest migration, as Alembic finds it in ``migrations/versions`` (``SCHEMA_HEAD``, read the slow
+        way: it loads Alembic and every migration)."""
+        from alembic.script import ScriptDirectory
+
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     def upgrade(self) -> bool:
-        """Bring the schema to the newest migration; True when anything was applied."""
-        if self.schema_revision() == self.head_revision():
+        """Bring the schema to the newest migration; True when anything was applied. A database already at
+        ``SCHEMA_HEAD`` costs one query (Alembic is loaded only to migrate)."""
+        if self.schema_revision() == SCHEMA_HEAD:
             return False
+        from alembic import command
+
         config = self._alembic_config()
         with translate_errors(), self.engine.connect() as connection:
             sqlite = self.backend == "sqlite"

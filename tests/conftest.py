@@ -45,7 +45,6 @@ from engine import accounts
 from engine.bootstrap import default_actor, init_database
 from engine.clock import SimulatedClock
 from engine.core import Engine
-from persistence import database as database_module
 from persistence.database import Database
 
 PG_URL = os.environ.get("MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -65,23 +64,6 @@ TEST_USERS = {
 PASSWORD = "correct horse battery"
 # Argon2 with the cheapest parameters: the tests check what is hashed and verified, not the cost.
 accounts.password_hash = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
-
-# Every command opens its database through ``Database.upgrade``, which asks Alembic for the newest migration:
-# Alembic reads and executes every migration file for that, a fifth of an in-process CLI command's time. The real
-# ``mpoxflow`` asks once per process; the tests' process runs thousands of commands, so it asks once per
-# migrations folder (the first answer comes from the real method).
-_newest_migration = Database.head_revision
-_newest: dict[str, str | None] = {}
-
-
-def _head_revision_once(self: Database) -> str | None:
-    folder = str(database_module.MIGRATIONS)
-    if folder not in _newest:
-        _newest[folder] = _newest_migration(self)
-    return _newest[folder]
-
-
-Database.head_revision = _head_revision_once  # type: ignore[method-assign]
 
 # Typer's CliRunner builds the click command from the application on every ``invoke``, most of an in-process
 # command's time; the real ``mpoxflow`` builds it once per process. Here it is built once per application too,

@@ -23,6 +23,7 @@ RUNS = {
     "timers": ["--n", "5", "--skip", "lateness", "memory", "--backend", "sqlite"],
     "audit": ["--entries", "200", "--transitions", "2", "--workers", "0", "--backend", "sqlite"],
     "wakeup": ["--k", "2", "--gap", "0.1", "--backend", "sqlite"],
+    "cli": ["--runs", "2", "--warmup", "1", "--backend", "sqlite"],
 }
 
 

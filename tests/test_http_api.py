@@ -24,8 +24,9 @@ import pytest
 from sqlalchemy import update
 
 from engine.auditing import EXPORT_FIELDS
+from entry.operations import COLLECTIONS
 from entry.web.app import CSRF_HEADER, SESSION_COOKIE
-from entry.web.operations import COLLECTIONS, OPERATIONS
+from entry.web.operations import OPERATIONS
 from persistence.database import Database
 from persistence.models import Base, LoginSession
 from persistence.repository import Repository

@@ -20,12 +20,13 @@ from alembic.runtime.migration import MigrationContext
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from persistence import audit
-from persistence.database import Database
+from persistence.database import SCHEMA_HEAD, VERSION_TABLE, Database, StorageError
 from persistence.models import Base
 from workflows.errors import UsageError
 
@@ -134,6 +135,65 @@ def test_the_migrations_make_exactly_the_schema_the_models_map(db):
     with db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_schema_head_the_code_knows_is_alembics_head(db):
+    """``SCHEMA_HEAD`` (what a command compares the database's revision with, without loading Alembic) is the
+    newest migration Alembic finds, and a database migrated to it reads as at it."""
+    assert db.head_revision() == SCHEMA_HEAD
+    files = sorted(VERSIONS.glob("*.py"))
+    assert files and migration(files[-1].stem).revision == SCHEMA_HEAD
+    assert db.schema_revision() == SCHEMA_HEAD
+    with db.engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == SCHEMA_HEAD
+
+
+def test_a_database_at_the_head_is_not_upgraded_and_alembic_is_not_asked(db, monkeypatch):
+    """``upgrade`` on a database at the head answers from the version table alone: Alembic's command and script
+    directory are never reached (they would fail here)."""
+
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise AssertionError("Alembic was asked")
+
+    monkeypatch.setattr(Database, "head_revision", unreachable)
+    monkeypatch.setattr(Database, "_alembic_config", unreachable)
+    assert db.upgrade() is False
+    assert db.schema_revision() == SCHEMA_HEAD
+
+
+def test_the_revision_of_an_empty_database_is_none_and_several_revisions_are_refused(db):
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0009')")
+    with pytest.raises(StorageError, match="several schema revisions"):
+        db.schema_revision()
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
+    assert db.schema_revision() is None
+
+
+def _condition(clause: Any) -> str:
+    """A partial index's condition as comparable text: PostgreSQL's casts and parentheses left out."""
+    return " ".join(str(clause).replace("::text", "").replace("(", " ").replace(")", " ").split())
+
+
+def test_the_partial_indexes_are_the_ones_the_models_declare(db):
+    """Every partial index of the database, and its condition, is the one a model declares (``partial``), and the
+    other way round."""
+    declared = {index.name: index.info["where"] for table in Base.metadata.tables.values()
+                for index in table.indexes if "where" in index.info}
+    open_task = "task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL"
+    assert declared == {"ix_timers_retry": "status = 'pending' AND next_attempt_at IS NOT NULL",
+                        "uq_timers_pending_name": "status = 'pending'", "ix_timers_worklist": open_task,
+                        "ix_timers_worklist_kind": open_task, "ix_timers_worklist_task": open_task}
+    found = {}
+    with db.engine.connect() as connection:
+        inspector = sa_inspect(connection)
+        for table in Base.metadata.tables:
+            for index in inspector.get_indexes(table):
+                where = index["dialect_options"].get(f"{db.backend}_where")
+                if where is not None:
+                    found[index["name"]] = _condition(where)
+    assert found == {name: _condition(where) for name, where in declared.items()}
 
 
 def test_the_migrations_go_down_and_up_again(db):

@@ -11,7 +11,7 @@ import pytest
 
 from engine import Engine
 from entry.cli import OPERATION_GROUPS
-from entry.web.operations import COLLECTIONS, LISTABLE
+from entry.operations import COLLECTIONS, LISTABLE
 from tests.helpers import confirmed, person
 from tests.test_cli import add_person, cli, ok, open_confirmed
 from workflows import registry

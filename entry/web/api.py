@@ -18,6 +18,7 @@ from engine.accounts import Accounts, Login
 from engine.auditing import EXPORT_FORMATS
 from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
 from engine.views import instant
+from entry.operations import COLLECTIONS, LISTABLE
 from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, parse_instant
 from entry.web.app import (
     CSRF_HEADER,
@@ -31,7 +32,7 @@ from entry.web.app import (
     login_dependency,
     set_session_cookie,
 )
-from entry.web.operations import COLLECTIONS, LISTABLE, OPERATIONS, Operation, TaskResolve
+from entry.web.operations import OPERATIONS, Operation, TaskResolve
 from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS

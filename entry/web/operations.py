@@ -17,38 +17,16 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pydantic import Field as Describe
 
 from engine.core import TASK_OUTCOMES, Engine
+from entry.operations import run_operation
 from entry.parsing import MAX_NOTE
 from workflows.errors import as_declared
 from workflows.limits import MAX_ID
 from workflows.operations import Field, rendered
 from workflows.operations import Operation as Declared
 from workflows.registry import OPERATIONS as DECLARED
-from workflows.registry import PROFILES, WORKFLOWS
+from workflows.registry import WORKFLOWS
 
 Outcome = Literal[TASK_OUTCOMES]  # type: ignore[valid-type]
-
-
-def run_operation(engine: Engine, op: Declared, values: Mapping[str, Any], *, actor: str,
-                  object_id: str | None = None, if_version: int | None = None) -> dict[str, Any]:
-    """Run the declared operation ``op`` with its parsed field ``values`` (``reason`` among them) as ``actor``: the
-    engine authorizes, applies and audits in one transaction. Returns the object's view; raises what the engine
-    and the operation's ``prepare`` raise (UsageError, RuleRefused, NotFound, Conflict)."""
-    reason = values.get("reason") or None
-    trigger, data = op.prepare(values)
-    if op.kind == "person":  # a person's facts have no workflow
-        if op.creates:
-            return engine.add_person(**data, actor=actor, reason=reason)
-        assert object_id is not None
-        changes = {k: v for k, v in data.items() if v is not None}
-        return engine.update_person(object_id, changes=changes, actor=actor, reason=reason)
-    assert trigger is not None
-    if op.creates:
-        data.pop("person", None)
-        audit_reason = reason or (data.get(op.reason_from) if op.reason_from else None)
-        return engine.open(op.kind, trigger, person=values["person"], data=data, actor=actor, reason=audit_reason)
-    assert object_id is not None
-    return engine.apply(object_id, trigger, data=data, actor=actor, reason=reason, expected_version=if_version,
-                        kind=op.kind)
 
 
 # ---- request bodies, from the declared fields ------------------------------------------------------------------
@@ -163,10 +141,6 @@ class Operation:
 
 OPERATIONS: tuple[Operation, ...] = tuple(Operation(op, body_model(op)) for op in DECLARED)
 BY_NAME = {op.name: op for op in OPERATIONS}
-#: Where the API takes a kind's objects: ``/api/cases``, ``/api/contacts``, ``/api/courses``, ``/api/persons``.
-COLLECTIONS = {kind: profile.collection for kind, profile in PROFILES.items()}
-#: What ``list`` lists (CLI, API and pages): ``persons`` -> ``person``.
-LISTABLE = {plural: kind for kind, plural in COLLECTIONS.items()}
 
 
 def transitions_of(kind: str) -> list[Operation]:

@@ -25,6 +25,7 @@ from starlette.datastructures import FormData
 from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
 from engine.views import instant
+from entry.operations import COLLECTIONS, LISTABLE
 from entry.parsing import parse_instant
 from entry.web import diagram
 from entry.web.app import (
@@ -40,8 +41,6 @@ from entry.web.app import (
 )
 from entry.web.operations import (
     BY_NAME,
-    COLLECTIONS,
-    LISTABLE,
     OPERATIONS,
     Operation,
     TaskResolve,
