@@ -18,7 +18,7 @@ Their pending timers are the real mix: each contact's ``inform_due``, PEP window
 ``condom_advice_ends``.
 All fell due long ago: a worker run is a catch-up after an outage. The mix is printed.
 
-1. Backlog (``--contacts`` N, default 100,000, with their cases and courses: about 5.5 timers a contact) written
+1. Backlog (``--contacts`` N, default 100,000, with their cases and courses: about 5.1 timers a contact) written
    once into a template database, then, for each count in ``--workers`` (default 1 2 3), a copy (PostgreSQL:
    ``CREATE DATABASE ... TEMPLATE``; SQLite: the file) fired by that many ``mpoxflow worker --exit-when-idle
    --batch B`` processes (``--batch``, default 1,000), timed from the first start to the last exit, start-up
@@ -26,17 +26,23 @@ All fell due long ago: a worker run is a catch-up after an outage. The mix is pr
    backlog would take at the measured rate is printed, labelled as a projection). While they run, each worker's
    peak RSS (``VmHWM`` in ``/proc/PID/status``) is sampled every 0.1 s; limit 200 MB. ``--pending-total`` (default
    1,000,000) adds copies whose timers fall due a year ahead and more until that many timers are pending at the
-   start of the run: the catch-up runs over a million pending timers (0: none added).
+   start of the run: the catch-up runs over a million pending timers (0: none added). The CPU time of the workers
+   and of their PostgreSQL backends (``/proc/PID/stat``, the server being on this machine) is read as well:
+   "CPUs busy" is it over the wall time, so a run bound by CPU shows 2.00 on 2 cores and one waiting on locks
+   shows little.
 2. Scale (PostgreSQL): the same with ``--scale-contacts`` (default 10,000) and ``--scale-workers`` (1 2 4), nothing
    due later: timers/s per worker count and against one worker.
 3. HTTP (PostgreSQL): for each count in ``--servers`` (1 2), that many ``mpoxflow serve`` processes on one database
    and, for each count in ``--clients`` (1 4 8), that many threads each with its keep-alive client (an API token
    of the staff ``bench``), client i talking to server i mod S (as a reverse proxy spreads them), confirming
-   ``--http-requests`` suspected cases in all (default 400), each once (``POST /api/cases/{id}/confirm``).
+   ``--http-requests`` suspected cases in all (default 400), each once (``POST /api/cases/{id}/confirm``), after 5
+   untimed ones per process; CPUs busy as above (the clients' threads are this process's).
 
-Checked after every worker run (exit 1 otherwise): every worker exits 0; every timer due when the run started is
-closed (fired, missed or skipped; none pending, failed or cancelled) and every timer due later still pending;
-exactly one audit entry per closed timer, on its own object, with its name as the trigger; every object's chain and
+Checked after every worker run (exit 1 otherwise, after the tables; a failed check is printed at once as ``CHECK
+FAILED``): every worker exits 0; every timer due when the run started is closed (fired, missed or skipped; none
+pending, failed or cancelled) and every timer due later still pending; exactly one audit entry per closed timer, on
+its own object, with its name as the trigger; each object's timers fired in due order (no entry on an object for a
+timer due before that of the entry before it); every worker under 200 MB; every object's chain and
 head intact (``persistence.audit.verify_object``, as ``audit verify`` walks them; the copies' persons, which have no
 history, and objects none of whose timers fell due have no chain and an empty head, and are counted, not verified).
 After the HTTP runs: every answer 200 with the case confirmed, every case confirmed once, its chain intact.
