@@ -60,7 +60,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -280,6 +280,26 @@ class Cpu:
         with suppress(OSError, ValueError, IndexError):  # gone meanwhile: its last reading stands
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             self.seen[pid] = (role, (int(fields[11]) + int(fields[12])) / self.TICK)
+
+    @contextmanager
+    def sampling(self, pids: dict[int, str]) -> Iterator[None]:
+        """Sample ``pids`` every 0.1 s (and look for new backends every 0.5 s) while the block runs, so that a
+        process gone before its end (a worker, an overflow connection's backend) keeps its last reading."""
+        done = threading.Event()
+
+        def sample() -> None:
+            for turn in itertools.count():
+                self.sample(pids, scan=turn % 5 == 0)
+                if done.wait(SAMPLE_SECONDS):
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield
+        finally:
+            done.set()
+            sampler.join()
 
     @staticmethod
     def spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
@@ -614,7 +634,8 @@ def http(args: Any, log_dir: Path, table: harness.Table) -> None:
                 for clients in args.clients:
                     mine, cases = cases[:args.http_requests], cases[args.http_requests:]
                     before, own = cpu.sample(serving), time.process_time()
-                    seconds, errors = confirm_all(bases, headers, mine, clients, pcr_on)
+                    with cpu.sampling(serving):
+                        seconds, errors = confirm_all(bases, headers, mine, clients, pcr_on)
                     spent[servers, clients] = {**Cpu.spent(before, cpu.sample(serving)),
                                                "clients": time.process_time() - own}
                     if errors:
