@@ -345,6 +345,10 @@ class Workers(timers_bench.Workers):
         finally:
             done.set()
             sampler.join()
+            for process in processes:  # after a failure, the others of the run too
+                if process in self.running:
+                    self.stop(process, grace=5.0)
+                    self.running.pop(process)
         seconds = time.perf_counter() - started
         return seconds, [peaks.get(process.pid, 0.0) for process in processes], Cpu.spent({}, cpu.seen)
 
@@ -448,13 +452,17 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
             with harness.database(url := databases.url(f"{label}_{count}", template=f"{label}_template")) as db:
                 db.dispose()  # no connection of the bench's open while the workers run
                 started = datetime.now(UTC)
-                seconds, peaks, spent = workers.run_sampled(url, count, timeout=max(600.0, counts["due"] / 50))
+                measured = None
                 try:
+                    measured = workers.run_sampled(url, count, timeout=args.run_timeout)
                     verify_run(db, started, counts, f"{count} worker(s), {label}")
                 except BenchFailure as failure:  # the figures are still printed; the run exits 1 at the end
-                    say(f"CHECK FAILED: {failure}")
-                    FAILURES.append(str(failure))
+                    say(f"CHECK FAILED: {label}, {count} worker(s): {failure}")
+                    FAILURES.append(f"{label}, {count} worker(s): {failure}")
             databases.drop(url)
+            if measured is None:
+                continue  # stopped or failed: no figures
+            seconds, peaks, spent = measured
             rates[count] = counts["due"] / seconds
             peak = max(peaks)
             plural = "s" if count > 1 else ""
@@ -466,7 +474,7 @@ def catch_up(backend: str, args: Any, groups: list[Group], workers: Workers, con
                 FAILURES.append(f"{label}, {count} worker(s): a worker's peak RSS {peak:.1f} MB is over "
                                 f"{MEMORY_LIMIT_MB:.0f} MB")
             row = [backend, count, counts["due"], counts["due"] + counts["later"], f"{seconds:.1f}",
-                   f"{rates[count]:.1f}", f"{rates[count] / rates[counts_of[0]]:.2f}" if counts_of[0] == 1 else "",
+                   f"{rates[count]:.1f}", f"{rates[count] / rates[1]:.2f}" if 1 in rates else "",
                    busy(spent, seconds)]
             if label == "backlog":
                 projected = TARGET_TIMERS / rates[count]
@@ -685,9 +693,12 @@ if __name__ == "__main__":
     options.add_argument("--servers", type=int, nargs="+", default=[1, 2], help="`serve` processes (1 2)")
     options.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="HTTP clients (1 4 8)")
     options.add_argument("--http-requests", type=int, default=400, help="confirms per HTTP run (400)")
+    options.add_argument("--run-timeout", type=float, default=900.0,
+                         help="seconds a worker run may take before its workers are stopped and the check fails (900)")
     options.add_argument("--skip", nargs="*", default=[], choices=("backlog", "scale", "http"))
     arguments = options.parse_args()
-    harness.at_least(arguments, options, contacts=1, batch=1, pending_total=0, scale_contacts=1, http_requests=1)
+    harness.at_least(arguments, options, contacts=1, batch=1, pending_total=0, scale_contacts=1, http_requests=1,
+                     run_timeout=1)
     for name in ("workers", "scale_workers", "servers", "clients"):
         if min(getattr(arguments, name)) < 1:
             options.error(f"--{name.replace('_', '-')} must be at least 1")
