@@ -229,7 +229,12 @@ def test_the_page_query_reads_the_worklist_indexes(engine, db, clock):
             first = engine.worklist_page(limit=2, **filters)
             engine.worklist_page(limit=2, after=first["next"], **filters)
             for plan in plans[-2:]:
-                assert plan.count(f"{index} ") + plan.count(f"{index}\n") >= 3 or plan.count(index) >= 3, plan
+                if db.backend == "sqlite":
+                    assert plan.count(f"{index} ") + plan.count(f"{index}\n") >= 3 or plan.count(index) >= 3, plan
+                else:
+                    # On tables this small PostgreSQL's pick among the three open-task indexes (the kind's, the
+                    # task's, the plain one with a filter) is a tie its statistics break: any of them, no scan.
+                    assert plan.count("ix_timers_worklist") >= 3 and "Seq Scan" not in plan, plan
                 assert "ix_timers_status_due" in plan, plan
     finally:
         event.remove(db.engine, "before_cursor_execute", explain)
