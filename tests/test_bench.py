@@ -43,6 +43,7 @@ def table_figures(output: str) -> list[str]:
     return figures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(RUNS))
 def test_bench_runs_and_prints_its_figures(script: str) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), *RUNS[script]], cwd=ROOT,

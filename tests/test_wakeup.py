@@ -206,6 +206,7 @@ def test_the_worker_does_not_notify_of_the_timers_its_own_engine_arms(pg_url):
 # ---- the worker side: a real second process, polling once an hour ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_timer_armed_by_another_process_and_due_at_once_wakes_the_worker(database_url, worker_process):
     """Both backends: PostgreSQL through the notification, SQLite through the half-second look."""
     real_time_db(database_url)
@@ -232,6 +233,7 @@ def test_a_timer_armed_by_another_process_and_due_at_once_wakes_the_worker(datab
         engine.db.dispose()
 
 
+@pytest.mark.slow
 def test_the_worker_listens_again_after_its_connection_is_cut(pg_url, worker_process):
     real_time_db(pg_url)
     engine = open_engine(pg_url)

@@ -215,7 +215,10 @@ def test_the_page_query_reads_the_worklist_indexes(engine, db, clock):
     def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> Any:
         if statement.lstrip().startswith("SELECT worklist."):
             if db.backend == "postgresql":
-                cursor.execute("SET LOCAL enable_seqscan = off")  # the tables are tiny: ask whether it can
+                # The tables are tiny, so the planner's choice among plans of equal cost follows the statistics:
+                # ask whether the indexes can serve each arm in order (no sequential scan, bitmap or sort).
+                for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+                    cursor.execute(f"SET LOCAL {setting} = off")
             cursor.execute(prefix + statement, parameters)
             plans.append("\n".join(str(row[-1] if db.backend == "sqlite" else row[0]) for row in cursor.fetchall()))
         return statement, parameters
@@ -226,7 +229,12 @@ def test_the_page_query_reads_the_worklist_indexes(engine, db, clock):
             first = engine.worklist_page(limit=2, **filters)
             engine.worklist_page(limit=2, after=first["next"], **filters)
             for plan in plans[-2:]:
-                assert plan.count(f"{index} ") + plan.count(f"{index}\n") >= 3 or plan.count(index) >= 3, plan
+                if db.backend == "sqlite":
+                    assert plan.count(f"{index} ") + plan.count(f"{index}\n") >= 3 or plan.count(index) >= 3, plan
+                else:
+                    # On tables this small PostgreSQL's pick among the three open-task indexes (the kind's, the
+                    # task's, the plain one with a filter) is a tie its statistics break: any of them, no scan.
+                    assert plan.count("ix_timers_worklist") >= 3 and "Seq Scan" not in plan, plan
                 assert "ix_timers_status_due" in plan, plan
     finally:
         event.remove(db.engine, "before_cursor_execute", explain)
