@@ -196,6 +196,13 @@ def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
+def _one_worker_per_object(query: Select[Any], timers: Table) -> Select[Any]:
+    """PostgreSQL: only timers of objects whose transaction-scoped advisory lock this transaction gets, so that
+    the due timers of one object are never split between two workers' batches (one of them would fire a later
+    timer before the other fired the earlier one). The row locks alone (SKIP LOCKED) share timers, not objects."""
+    return query.where(func.pg_try_advisory_xact_lock(func.hashtext(timers.c.object_kind), timers.c.object_id))
+
+
 class Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -522,7 +529,7 @@ class Repository:
             .order_by(table.c.due_at, table.c.id).limit(limit)
         )
         if skip_locked:
-            query = query.with_for_update(skip_locked=True)
+            query = _one_worker_per_object(query, table).with_for_update(skip_locked=True)
         return [int(i) for i in self._core.execute(query).scalars()]
 
     def timer_row(self, timer_id: int) -> Row[Any]:
@@ -571,7 +578,7 @@ class Repository:
             .order_by(table.c.due_at, table.c.id).limit(limit)
         )
         if skip_locked:
-            chosen = chosen.with_for_update(skip_locked=True)
+            chosen = _one_worker_per_object(chosen, table).with_for_update(skip_locked=True)
         claimed = self._core.execute(
             update(table).where(table.c.id.in_(chosen.scalar_subquery()), table.c.status == "pending")
             .values(status="fired", closed_at=now).returning(*table.c)
