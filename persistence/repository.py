@@ -579,8 +579,10 @@ class Repository:
         )
         if skip_locked:
             chosen = _one_worker_per_object(chosen, table).with_for_update(skip_locked=True)
+        # A CTE, evaluated once: PostgreSQL may run an ``IN (subquery)`` with its LIMIT per row of the UPDATE.
+        picked = chosen.cte("picked")
         claimed = self._core.execute(
-            update(table).where(table.c.id.in_(chosen.scalar_subquery()), table.c.status == "pending")
+            update(table).where(table.c.id == picked.c.id, table.c.status == "pending")
             .values(status="fired", closed_at=now).returning(*table.c)
         ).all()
         return sorted(claimed, key=lambda t: (t.due_at, t.id))
