@@ -196,6 +196,22 @@ def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
+def _ready_timers(now: datetime, limit: int, *, skip_locked: bool) -> Select[Any]:
+    """The ids of up to ``limit`` timers ready to fire at ``now`` (due, and not waiting for a retry), earliest
+    first; with ``skip_locked`` (PostgreSQL) only those of objects this transaction locks, ``FOR UPDATE SKIP
+    LOCKED``."""
+    table = _table(Timer)
+    query = (
+        select(table.c.id)
+        .where(table.c.status == "pending", table.c.due_at <= now,
+               or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
+        .order_by(table.c.due_at, table.c.id).limit(limit)
+    )
+    if skip_locked:
+        query = _one_worker_per_object(query, table).with_for_update(skip_locked=True)
+    return query
+
+
 def _one_worker_per_object(query: Select[Any], timers: Table) -> Select[Any]:
     """PostgreSQL: only timers of objects whose transaction-scoped advisory lock this transaction gets, so that
     the due timers of one object are never split between two workers' batches (one of them would fire a later
@@ -521,16 +537,7 @@ class Repository:
         """Ids of up to ``limit`` timers ready to fire at ``now``, earliest first, locked for this transaction.
         The query reads the timers table alone; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers
         take disjoint batches (on SQLite the caller's BEGIN IMMEDIATE already holds the database)."""
-        table = _table(Timer)
-        query = (
-            select(table.c.id)
-            .where(table.c.status == "pending", table.c.due_at <= now,
-                   or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
-            .order_by(table.c.due_at, table.c.id).limit(limit)
-        )
-        if skip_locked:
-            query = _one_worker_per_object(query, table).with_for_update(skip_locked=True)
-        return [int(i) for i in self._core.execute(query).scalars()]
+        return [int(i) for i in self._core.execute(_ready_timers(now, limit, skip_locked=skip_locked)).scalars()]
 
     def timer_row(self, timer_id: int) -> Row[Any]:
         return self._core.execute(select(_table(Timer)).where(_table(Timer).c.id == timer_id)).one()
@@ -571,16 +578,8 @@ class Repository:
         workers claim disjoint batches; on SQLite the caller's BEGIN IMMEDIATE already holds the database. The
         caller fires them in the same transaction, or gives back those it does not (:meth:`unclaim_timers`)."""
         table = _table(Timer)
-        chosen = (
-            select(table.c.id)
-            .where(table.c.status == "pending", table.c.due_at <= now,
-                   or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
-            .order_by(table.c.due_at, table.c.id).limit(limit)
-        )
-        if skip_locked:
-            chosen = _one_worker_per_object(chosen, table).with_for_update(skip_locked=True)
         # A CTE, evaluated once: PostgreSQL may run an ``IN (subquery)`` with its LIMIT per row of the UPDATE.
-        picked = chosen.cte("picked")
+        picked = _ready_timers(now, limit, skip_locked=skip_locked).cte("picked")
         claimed = self._core.execute(
             update(table).where(table.c.id == picked.c.id, table.c.status == "pending")
             .values(status="fired", closed_at=now).returning(*table.c)
