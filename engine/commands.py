@@ -316,10 +316,12 @@ class Commands:
             obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
             changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name})
         else:
-            changes = {k: jsonable(v) for k, v in written.items() if jsonable(getattr(row, k)) != jsonable(v)}
-            obj = SimpleNamespace(**{**row._mapping, **values, "version": row.version + 1})
+            # Equal values are equal as JSON: only the ones that differ are made JSON to compare.
+            changes = {k: jsonable(v) for k, v in written.items()
+                       if (before := getattr(row, k)) != v and jsonable(before) != jsonable(v)}
+            obj = SimpleNamespace(**{**_columns(row), **values, "version": row.version + 1})
 
-        current = [SimpleNamespace(**t._mapping) for t in timers]
+        current = [SimpleNamespace(**_columns(t)) for t in timers]
         cancelled, done = _close_timers(repo, current, subject, now)
         new_rows = [
             {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
@@ -327,7 +329,10 @@ class Commands:
              "closed_at": None, "satisfied_at": None, "note": None}
             for spec in subject.armed
         ]
-        armed = [SimpleNamespace(id=i, **r) for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
+        # In memory as a loaded row would be (a batch of firings may carry them to the object's next timer).
+        armed = [SimpleNamespace(id=i, attempts=0, next_attempt_at=None, last_error=None, outcome=None,
+                                 resolved_at=None, resolution=None, **r)
+                 for i, r in zip(repo.insert_timers(new_rows), new_rows, strict=True)]
         head = uow.audit(
             Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
@@ -493,6 +498,12 @@ def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: 
             f"record the change on that one (`mpoxflow show {format_id(definition.kind, existing)}`)",
             rule=definition.identity_rule,
         )
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    """A row's columns by name: a loaded row's, or those of an object or timer as a transition left it in memory
+    (a batch of firings carries an object from one of its timers to the next)."""
+    return dict(row._mapping) if hasattr(row, "_mapping") else dict(vars(row))
 
 
 def _close_timers(

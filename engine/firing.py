@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from engine.commands import Commands
+from engine.commands import Changed, Commands
 from engine.uow import TIMER_USER, Actor, Deferred, Runtime, UnitOfWork, unit_of_work
 from engine.views import jsonable
 from persistence.audit import Head
@@ -118,8 +118,10 @@ class Firing:
                 repo.unclaim_timers([t.id for t in claimed[index:]])
                 break
             key = (timer.object_kind, timer.object_id)
-            # An object loaded with the batch is used once: after its own or another object's transition (a
-            # cascade reaches other objects) it is read again, inside this transaction, as it now is.
+            # An object is loaded with the batch, then carried in memory as each of its timers' transitions
+            # leaves it (its values, version, audit head and timers, exactly what the held-back writes make of
+            # it); after a transition that reached other objects (a cascade, a spawn) every object is read
+            # again, inside this transaction, as it now is.
             row, its_timers = objects.pop(key, None), timers.pop(key, None)
             try:
                 with translate_errors():
@@ -132,6 +134,8 @@ class Firing:
             if outcome.cascaded:
                 objects.clear()
                 timers.clear()
+            elif outcome.changed is not None:
+                objects[key], timers[key] = outcome.changed.obj, outcome.changed.timers
             fired.append(outcome.fired)
         try:
             with translate_errors():
@@ -185,6 +189,7 @@ class Firing:
             data["outcome"] = "missed"
         actor = Actor(f"timer:{name}", TIMER_USER)
         status, note, to_state, cascaded = ("missed" if missed else "fired"), None, row.state, False
+        changed: Changed | None = None
         try:
             with uow.savepoint() if careful else nullcontext():
                 changed = self.commands.transition(
@@ -197,6 +202,9 @@ class Firing:
                 )
                 if missed and uow.deferred is not None:
                     uow.deferred.missed.append(timer.id)
+                    for carried in changed.timers:  # as the held-back write leaves it
+                        if carried.id == timer.id:
+                            carried.status = "missed"
                 elif missed:
                     repo.update_timers([timer.id], {"status": "missed"})
             seq, to_state, cascaded = changed.audit_seq, changed.obj.state, changed.reached_others
@@ -212,11 +220,11 @@ class Firing:
                 timer_pk=timer.id,
             )
             assert skip.seq is not None
-            seq = skip.seq
+            seq, changed = skip.seq, None
         return _Outcome(Fired(
             timer=format_id("timer", timer.id), name=name, object=format_id(kind, row.id), due_at=timer.due_at,
             fired_at=now, status=status, from_state=row.state, to_state=to_state, audit_seq=seq, note=note,
-        ), cascaded)
+        ), cascaded, changed)
 
 
 class _SlowPath(Exception):  # noqa: N818 - a signal between the two paths, never seen outside this module
@@ -228,6 +236,8 @@ class _Outcome:
     fired: Fired
     #: The transition reached other objects (cascades, spawns): objects loaded with the batch may be stale.
     cascaded: bool
+    #: The object as the transition left it (None when its timer was skipped).
+    changed: Changed | None
 
 
 def _timer_failed(uow: UnitOfWork, timer_id: int, now: datetime, error: Exception, policy: RetryPolicy) -> None:

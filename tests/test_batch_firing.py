@@ -5,9 +5,10 @@ careful path, where it is isolated and the others fire exactly once."""
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -110,6 +111,88 @@ def test_timers_of_one_object_in_one_batch_fire_in_due_order_on_one_chain(engine
     assert [e["actor"] for e in firing[:len(due_order)]] == [f"timer:{f.name}" for f in fired[:len(due_order)]]
     positions = [e["pos"] for e in entries]
     assert positions == list(range(1, len(entries) + 1))
+    assert chains_intact(db)
+
+
+def _outbreak_unit(engine: Engine, ref: str) -> list[str]:
+    """A confirmed case with a sexual contact (4- and 14-day PEP windows, monitoring, informing) and a PEP course
+    given dose 1: objects with several timers each, falling due days apart, some of them tasks that go missed."""
+    staff = "staff:test"
+    case = confirmed(engine, person(engine, f"{ref}-CASE"))
+    engine.apply(case, "consent", data={"tracing": True}, actor=staff)
+    partner = person(engine, f"{ref}-CONTACT")
+    contact = engine.open("contact", "add", person=partner, actor=staff, data={
+        "case": case, "exposed": START.date() - timedelta(days=1), "kind": "sexual"})["id"]
+    course = engine.open("course", "offer", person=partner, actor=staff, data={
+        "indication": "pep", "contact": contact, "criteria": [], "assessed_by": "dr. Lund"})["id"]
+    engine.apply(course, "dose", actor=staff, data={
+        "on": START.date(), "consent": True, "indication_note": "close contact", "justification": "within 4 days",
+        "assessed_by": None, "special_reason": None})
+    return [case, contact, course]
+
+
+def _as_fired(engine: Engine, objects: list[str]) -> list[Any]:
+    """What firing left of ``objects``: each one's state, version and timers (name, status, due), and its audit
+    entries (trigger, states, changes, timers armed, cancelled and done, with their names only), ids left out."""
+    def named(items: list[dict[str, Any]] | None) -> list[Any]:
+        return sorted((i["name"], i.get("why"), i.get("due_at")) for i in items or [])
+
+    found = []
+    for obj in objects:
+        view = engine.show(obj)
+        found.append((view["state"], view["version"],
+                      sorted((t["name"], t["status"], t["due_at"]) for t in view["timers"])))
+        found.append([(e["trigger"], e["from"], e["to"], e["actor"], e["reason"], e["changes"], e["at"], e["pos"],
+                       {k: v for k, v in (e["data"] or {}).items() if k != "timer"},
+                       named(e["timers_armed"]), named(e["timers_cancelled"]), named(e["timers_done"]))
+                      for e in engine.audit(entity=obj)])
+    return found
+
+
+@contextmanager
+def twin_engine(request: pytest.FixtureRequest, db: Database, tmp_path: Any) -> Iterator[tuple[Engine, Any]]:
+    """A second fresh database of the test's backend, with an engine on a simulated clock of its own."""
+    from engine.clock import SimulatedClock
+    from tests.conftest import pg_database
+
+    if db.backend == "sqlite":
+        path = tmp_path / "twin.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        urls: Any = nullcontext(f"sqlite:///{path}")
+    else:
+        urls = pg_database(request.getfixturevalue("pg_pool"))
+    with urls as url:
+        twin = Database(url)
+        clock = SimulatedClock(START)
+        try:
+            yield Engine(twin, clock), clock
+        finally:
+            twin.dispose()
+
+
+def test_an_object_carried_through_a_batch_ends_as_if_its_timers_fired_one_batch_each(
+        engine: Engine, db: Database, clock: Any, request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    """A batch loads each object once and carries it, in memory, from one of its timers to the next (no flush,
+    no reload): the objects end exactly as when each timer is fired in a batch of its own, read fresh."""
+    later = START + timedelta(days=30)
+    together = _outbreak_unit(engine, "UNIT")
+    clock.set(later)
+    with statements(db) as sent:
+        fired = engine.fire_due(limit=500)
+    assert len(fired) >= 8 and {f.object for f in fired} == set(together)
+    assert {f.status for f in fired} == {"fired", "missed"}
+    kinds = Counter(sent)
+    # One load of each kind's objects and of their timers; no object read again.
+    assert kinds["SAVEPOINT"] == 0 and kinds["SELECT"] <= 2 + 2 * 3, kinds
+    with twin_engine(request, db, tmp_path) as (twin, twin_clock):
+        alone = _outbreak_unit(twin, "UNIT")
+        twin_clock.set(later)
+        one_by_one = []
+        while batch := twin.fire_due(limit=1):
+            one_by_one += batch
+        assert [(f.timer, f.status, f.to_state) for f in one_by_one] == [
+            (f.timer, f.status, f.to_state) for f in fired]
+        assert _as_fired(engine, together) == _as_fired(twin, alone)
     assert chains_intact(db)
 
 
