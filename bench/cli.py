@@ -8,6 +8,8 @@ show and one more for each transition (made through the engine; not timed). Then
 (``--warmup``, default 2) and N timed ones (``--runs``, default 21) of each, every one a new process:
 
 * baseline: ``python -c pass``, the same interpreter;
+* floor: ``python -c 'import sqlalchemy.orm, sqlalchemy.dialects.sqlite, transitions, typer'``, the libraries every
+  command runs on and nothing of mpoxflow's own: what no change of mpoxflow's can take off a command;
 * show: ``mpoxflow --db URL show case-1 --json`` (the console script of the interpreter's environment);
 * transition: ``mpoxflow --db URL case confirm case-K --pcr-on D --json``, a case of its own each run.
 
@@ -43,6 +45,9 @@ from bench.harness import ACTOR, BenchFailure, say  # noqa: E402
 #: A Monday morning in Copenhagen: the database's simulated clock.
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")
 PCR_ON = date(2025, 3, 3)
+#: The floor: a process that imports only the libraries every command runs on (the ORM and its SQLite dialect,
+#: the state machines, the command line), nothing of mpoxflow's own.
+FLOOR = "import sqlalchemy.orm, sqlalchemy.dialects.sqlite, transitions, typer"
 #: The target: a command's median wall time, in seconds.
 TARGET = 0.300
 
@@ -96,13 +101,15 @@ def run_backend(backend: str, args: Any, table: harness.Table, pycache: Path) ->
         shown, *changed = cases(db, 1 + runs)
         harness.settle(db)
         command = [*mpoxflow(), "--db", db.url]
-        sides: dict[str, list[float]] = {"baseline": [], "show": [], "transition": []}
+        sides: dict[str, list[float]] = {"baseline": [], "floor": [], "show": [], "transition": []}
         for number in range(runs):
-            order = ["baseline", "show", "transition"]
-            order = order[number % 3:] + order[:number % 3]  # each side first in turn: no side always runs cold
+            order = list(sides)
+            order = order[number % 4:] + order[:number % 4]  # each side first in turn: no side always runs cold
             for side in order:
                 if side == "baseline":
                     elapsed, _ = process([sys.executable, "-c", "pass"], env)
+                elif side == "floor":
+                    elapsed, _ = process([sys.executable, "-c", FLOOR], env)
                 elif side == "show":
                     elapsed, output = process([*command, "show", shown, "--json"], env)
                     expect(output, shown, "suspected")
@@ -124,7 +131,7 @@ def run_backend(backend: str, args: Any, table: harness.Table, pycache: Path) ->
                                f"audit intact {report['intact']}")
     baseline = harness.median(sides["baseline"])
     met = True
-    labels = {"baseline": "`python -c pass`", "show": "`mpoxflow show ID --json`",
+    labels = {"baseline": "`python -c pass`", "floor": f"`python -c '{FLOOR}'`", "show": "`mpoxflow show ID --json`",
               "transition": "`mpoxflow case confirm ID --pcr-on D --json`"}
     for side, samples in sides.items():
         middle, fastest, p90 = harness.median(samples), min(samples), harness.percentile(samples, 90)
@@ -132,8 +139,12 @@ def run_backend(backend: str, args: Any, table: harness.Table, pycache: Path) ->
             f"p90 {1000 * p90:7.1f} ms  ({len(samples)} runs)")
         table.add(backend, labels[side], len(samples), f"{1000 * middle:.1f}", f"{1000 * fastest:.1f}",
                   f"{1000 * p90:.1f}", f"{middle / baseline:.2f}")
-        if side != "baseline":
+        if side == "floor":
+            say(f"floor ({backend}): the libraries every command runs on take {1000 * middle:.0f} ms to import, "
+                f"{100 * middle / TARGET:.0f}% of the {1000 * TARGET:.0f} ms target")
+        elif side != "baseline":
             harness.ratio(f"{side}/python -c pass", backend, middle / baseline)
+            say(f"{side} ({backend}): {1000 * (middle - harness.median(sides['floor'])):.0f} ms above the floor")
             met = met and middle < TARGET
             say(f"verdict {side} ({backend}): median {1000 * middle:.0f} ms, "
                 f"{'under' if middle < TARGET else 'NOT under'} the {1000 * TARGET:.0f} ms target")
