@@ -14,10 +14,20 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import IO, Any
 
-from engine.views import instant, jsonable, object_view
-from persistence.audit import BOOKKEEPING, Head, Rebuilt, Verification, fold, grouped, verify_object
+from engine.views import audit_view, instant, jsonable, object_view
+from persistence.audit import (
+    BOOKKEEPING,
+    Head,
+    Rebuilt,
+    Verification,
+    entry_hash,
+    fold,
+    grouped,
+    verify_object,
+)
 from persistence.models import OBJECT_MODELS
 from persistence.repository import HEAD_MODELS, Repository, format_id
+from workflows.calendar import to_local
 from workflows.errors import NotFound, UsageError
 from workflows.registry import BY_NAME
 
@@ -32,6 +42,14 @@ JSON_FIELDS = ("data", "changes", "timers_armed", "timers_cancelled", "timers_do
 INSTANT_FIELDS = ("at", "recorded_at")
 INTEGER_FIELDS = ("seq", "format", "object_id", "pos", "prev_seq", "timer_id")
 EXPORT_FORMATS = ("jsonl", "csv")
+#: What the auditor's desk exports a filtered view as: the two above, a CSV Danish Excel opens as it is
+#: (semicolons, UTF-8 with a BOM, Danish local dates and times) and an Excel workbook.
+DESK_FORMATS = ("jsonl", "csv", "excel-csv", "xlsx")
+#: Danish local date and time as Excel in a Danish locale reads them (the offset left out: see README).
+EXCEL_INSTANT = "%d.%m.%Y %H:%M:%S"
+XLSX_INSTANT = "dd.mm.yyyy hh:mm:ss"
+#: Text a spreadsheet would read as a formula starts with one of these; such a cell gets a leading apostrophe.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # ---- verify --------------------------------------------------------------------------------------------------
@@ -190,6 +208,28 @@ def _at(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+# ---- one entry ----------------------------------------------------------------------------------------------
+
+
+def entry_detail(repo: Repository, seq: int) -> dict[str, Any]:
+    """One entry (``audit_view``'s shape plus ``prev_hash``), with what it changed: for each column it wrote,
+    the value before (its object's chain folded up to the entry before it) and after; the state's change; the
+    entries before and after it in its object's chain; whether its hash still matches its content."""
+    row = repo.audit_entry(seq)
+    if row is None:
+        raise NotFound(str(seq), "audit entry", hint="Audit entries are numbered by seq: see the auditor's desk.")
+    entry = dict(row._mapping)
+    before = fold(entry["object_kind"], entry["object_id"],
+                  (dict(e._mapping) for e in repo.object_history(entry["object_kind"], entry["object_id"],
+                                                                  before_pos=entry["pos"])))
+    changes = [{"field": name, "before": before.values.get(name), "after": value, "known": before.complete}
+               for name, value in sorted((entry["changes"] or {}).items())]
+    following = repo.audit_at_pos(entry["object_kind"], entry["object_id"], entry["pos"] + 1)
+    return {**audit_view(row), "prev_hash": entry["prev_hash"], "format": entry["format"], "changed": changes,
+            "next_seq": None if following is None else following.seq,
+            "hash_matches": entry_hash(entry) == entry["hash"]}
+
+
 # ---- export --------------------------------------------------------------------------------------------------
 
 
@@ -198,27 +238,86 @@ def export_record(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {name: instant(entry[name]) if name in INSTANT_FIELDS else entry[name] for name in EXPORT_FIELDS}
 
 
-def export(repo: Repository, fmt: str, out: IO[str], *, exported_at: datetime) -> int:
-    """Write the whole log to ``out`` in sequence order, one entry at a time; returns the number written.
-    JSON Lines: a header object, then one object per entry. CSV: a header row, then one row per entry, JSON
-    documents as JSON text, NULL as an empty cell."""
-    if fmt not in EXPORT_FORMATS:
+def export(repo: Repository, fmt: str, out: IO[str], *, exported_at: datetime,
+           entries: Iterable[Mapping[str, Any]] | None = None) -> int:
+    """Write the whole log (or ``entries``, a filtered view in sequence order) to ``out``, one entry at a time;
+    returns the number written. JSON Lines: a header object, then one object per entry. CSV: a header row, then
+    one row per entry, JSON documents as JSON text, NULL as an empty cell. ``excel-csv``: the same rows for a
+    spreadsheet in a Danish locale (UTF-8 with a BOM, ``;`` between cells, CRLF, instants as Danish local
+    ``dd.mm.åååå tt:mm:ss``, a text that would read as a formula behind an apostrophe)."""
+    if fmt not in EXPORT_FORMATS and fmt != "excel-csv":
         raise UsageError(f"'{fmt}' is not an export format: use jsonl or csv")
+    rows = repo.stream_audit() if entries is None else entries
     count = 0
     if fmt == "jsonl":
         out.write(json.dumps({"mpoxflow_audit_export": 1, "exported_at": instant(exported_at),
                               "fields": list(EXPORT_FIELDS)}) + "\n")
-        for entry in repo.stream_audit():
+        for entry in rows:
             out.write(json.dumps(export_record(entry), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+    if fmt == "excel-csv":
+        out.write("\ufeff")
+        excel = csv.writer(out, delimiter=";", lineterminator="\r\n")
+        excel.writerow(EXPORT_FIELDS)
+        for entry in rows:
+            excel.writerow([_excel_cell(name, entry[name]) for name in EXPORT_FIELDS])
             count += 1
         return count
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_FIELDS)
-    for entry in repo.stream_audit():
+    for entry in rows:
         record = export_record(entry)
         writer.writerow(["" if record[n] is None else json.dumps(record[n], ensure_ascii=False)
                          if n in JSON_FIELDS else record[n] for n in EXPORT_FIELDS])
         count += 1
+    return count
+
+
+def _excel_cell(name: str, value: Any) -> Any:
+    """One cell of the Excel-friendly CSV."""
+    if value is None:
+        return ""
+    if name in INSTANT_FIELDS:
+        return to_local(value).strftime(EXCEL_INSTANT)
+    if name in JSON_FIELDS:
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def export_xlsx(entries: Iterable[Mapping[str, Any]], out: IO[bytes]) -> int:
+    """The entries (in sequence order) as an Excel workbook written to ``out``: one sheet, a header row of the
+    export's fields, one row per entry, instants as Danish local date-times, JSON documents as JSON text, every
+    text a text (never a formula). openpyxl's write-only mode: rows go to a temporary file as they come, so
+    memory stays flat. Returns the number written."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("audit_log")
+    sheet.append(list(EXPORT_FIELDS))
+    count = 0
+    for entry in entries:
+        row: list[Any] = []
+        for name in EXPORT_FIELDS:
+            value = entry[name]
+            if value is None:
+                row.append(None)
+                continue
+            if name in INSTANT_FIELDS:
+                cell = WriteOnlyCell(sheet, value=to_local(value).replace(tzinfo=None))
+                cell.number_format = XLSX_INSTANT
+            else:
+                cell = WriteOnlyCell(sheet, value=json.dumps(value, ensure_ascii=False) if name in JSON_FIELDS
+                                     else value)
+                if isinstance(cell.value, str):
+                    cell.data_type = "s"  # openpyxl reads a leading "=" as a formula otherwise
+            row.append(cell)
+        sheet.append(row)
+        count += 1
+    book.save(out)
     return count
 
 

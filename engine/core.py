@@ -94,6 +94,9 @@ class Engine:
         self.audit_verify = self.queries.audit_verify
         self.audit_replay = self.queries.audit_replay
         self.audit_export = self.queries.audit_export
+        self.audit_page = self.queries.audit_page
+        self.audit_choices = self.queries.audit_choices
+        self.audit_entry = self.queries.audit_entry
 
     # ---- what the parts share ------------------------------------------------------------------------------
 

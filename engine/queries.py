@@ -20,7 +20,7 @@ from engine import auditing
 from engine.uow import Runtime
 from engine.views import audit_view, instant, object_view, person_view, timer_view, user_view
 from persistence.models import OBJECT_MODELS, Timer
-from persistence.repository import Repository, format_id, not_found, parse_id
+from persistence.repository import AuditWhere, Repository, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight
 from workflows.errors import UsageError
 from workflows.limits import MAX_DAYS, MAX_ID, MAX_LIMIT, check_count, check_instant, check_text, shown
@@ -28,6 +28,9 @@ from workflows.registry import CALENDAR, WORKFLOWS, linked_to
 
 log = structlog.get_logger("mpoxflow.engine")
 
+#: Entries on a page of the auditor's desk when no ``limit`` is given, and the most a page holds.
+DEFAULT_AUDIT_PAGE = 50
+MAX_AUDIT_PAGE = 500
 TIMER_STATUSES = ("pending", "fired", "missed", "cancelled", "skipped", "failed")
 
 
@@ -245,10 +248,76 @@ class Queries:
         log.info("audit_replayed", objects=count, differences=len(differences))
         return {"matches": not differences, "objects": count, "differences": differences}
 
-    def audit_export(self, fmt: str, out: IO[str]) -> int:
-        """Stream the whole log to ``out`` (``jsonl`` or ``csv``, with a header); returns the entries written."""
+    def audit_export(self, fmt: str, out: IO[Any], *, entity: str | None = None, since: datetime | None = None,
+                     before: datetime | None = None, actor: str | None = None, trigger: str | None = None) -> int:
+        """Stream the whole log, or the entries the filters select (as ``audit_page``'s), to ``out`` in sequence
+        order; returns the entries written. ``jsonl``, ``csv`` or ``excel-csv`` (with a header) to a text stream,
+        ``xlsx`` to a binary one (``engine.auditing.DESK_FORMATS``)."""
+        if fmt not in auditing.DESK_FORMATS:
+            raise UsageError(f"⟦format⟧ '{shown(fmt)}' is not an export format: use one of "
+                             f"{', '.join(auditing.DESK_FORMATS)}")
+        filtered = any(v is not None for v in (entity, since, before, actor, trigger))
+        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger)
         with self.runtime.db.snapshot() as session:
-            return auditing.export(Repository(session), fmt, out, exported_at=self.runtime.wall_clock.now())
+            repo = Repository(session)
+            entries = repo.stream_audit_filtered(where) if filtered else None
+            if fmt == "xlsx":
+                return auditing.export_xlsx(entries if entries is not None else repo.stream_audit(), out)
+            return auditing.export(repo, fmt, out, exported_at=self.runtime.wall_clock.now(), entries=entries)
+
+    # ---- the auditor's desk --------------------------------------------------------------------------------
+
+    def audit_where(self, *, entity: str | None = None, since: datetime | None = None,
+                    before: datetime | None = None, actor: str | None = None,
+                    trigger: str | None = None) -> AuditWhere:
+        """The desk's filters, checked: an object id, instants (``since`` inclusive, ``before`` exclusive), an
+        actor and a trigger. UsageError naming the field otherwise."""
+        kind = pk = None
+        if entity is not None:
+            kind, pk = parse_id(entity)
+        for value, what in ((since, "⟦since⟧"), (before, "⟦until⟧")):
+            if value is not None:
+                if value.tzinfo is None:
+                    raise UsageError(f"{what} {value.isoformat()} has no offset: give an instant with one")
+                check_instant(value, what)
+        if since is not None and before is not None and before <= since:
+            raise UsageError(f"⟦until⟧ ({instant(before)}) is not after ⟦since⟧ ({instant(since)}): swap them")
+        for text, field in ((actor, "actor"), (trigger, "trigger")):
+            if text is not None:
+                check_text(text, field)
+        return AuditWhere(kind=kind, pk=pk, since=since, before=before, actor=actor, trigger=trigger)
+
+    def audit_page(self, *, entity: str | None = None, since: datetime | None = None,
+                   before: datetime | None = None, actor: str | None = None, trigger: str | None = None,
+                   limit: int = DEFAULT_AUDIT_PAGE, older_than: int | None = None,
+                   newer_than: int | None = None) -> dict[str, Any]:
+        """One page of the filtered log, newest first, by keyset on the sequence number: ``{"items", "older",
+        "newer"}``, where ``older`` (``newer``) is the ``older_than`` (``newer_than``) of the next (previous)
+        page, None at the end (the start). UsageError for a malformed filter, limit or position."""
+        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger)
+        check_count(limit, "⟦limit⟧", low=1, high=MAX_AUDIT_PAGE)
+        if older_than is not None and newer_than is not None:
+            raise UsageError("give ⟦older_than⟧ or ⟦newer_than⟧, not both")
+        for position, what in ((older_than, "⟦older_than⟧"), (newer_than, "⟦newer_than⟧")):
+            check_count(position, what, low=0, high=MAX_ID)
+        with self.runtime.db.reading() as session:
+            rows, older, newer = Repository(session).audit_page(where, limit=limit, older_than=older_than,
+                                                                newer_than=newer_than)
+        items = [audit_view(e) for e in rows]
+        return {"items": items, "older": items[-1]["seq"] if older and items else None,
+                "newer": items[0]["seq"] if newer and items else None}
+
+    def audit_choices(self) -> dict[str, builtins.list[str]]:
+        """The triggers and the actors the log holds (the desk's pickers), each sorted."""
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            return {"triggers": repo.audit_distinct("trigger"), "actors": repo.audit_distinct("actor")}
+
+    def audit_entry(self, seq: int) -> dict[str, Any]:
+        """One entry with its changes before and after (``engine.auditing.entry_detail``); NotFound."""
+        check_count(seq, "⟦seq⟧", low=1, high=MAX_ID)
+        with self.runtime.db.reading() as session:
+            return auditing.entry_detail(Repository(session), seq)
 
 
 def _whole_weeks(weeks: int, what: str) -> int:

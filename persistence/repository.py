@@ -58,6 +58,19 @@ HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, **OBJECT_MO
 STREAM_CHUNK = 2000
 
 
+@dataclass(frozen=True)
+class AuditWhere:
+    """Which audit entries: of one kind of object (and one of them), at or after ``since`` and before
+    ``before`` (instants), by one actor, of one trigger; None: any."""
+
+    kind: str | None = None
+    pk: int | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+    actor: str | None = None
+    trigger: str | None = None
+
+
 def not_found(object_id: str, kind: str | None) -> NotFound:
     """NotFound with a next step that works for this kind of id."""
     if kind in LISTED_KINDS:
@@ -656,12 +669,82 @@ class Repository:
             return newest[::-1]
         return list(self._core.execute(query.order_by(table.c.seq)))
 
-    def object_history(self, kind: str, pk: int, until: datetime | None = None) -> list[Row[Any]]:
-        """One object's entries in chain order (position), up to the instant ``until`` when given."""
+    def audit_filtered(self, where: AuditWhere) -> Select[Any]:
+        """The entries ``where`` selects (all its filters together), unordered: what the auditor's desk pages
+        through and exports."""
+        table = _table(AuditEntry)
+        query = select(table)
+        if where.kind is not None:
+            query = query.where(table.c.object_kind == where.kind)
+        if where.pk is not None:
+            query = query.where(table.c.object_id == where.pk)
+        if where.since is not None:
+            query = query.where(table.c.at >= where.since)
+        if where.before is not None:
+            query = query.where(table.c.at < where.before)
+        if where.actor is not None:
+            query = query.where(table.c.actor == where.actor)
+        if where.trigger is not None:
+            query = query.where(table.c.trigger == where.trigger)
+        return query
+
+    def audit_page(self, where: AuditWhere, *, limit: int, older_than: int | None = None,
+                   newer_than: int | None = None) -> tuple[list[Row[Any]], bool, bool]:
+        """One page of the entries ``where`` selects, newest first, by keyset on the sequence number: the
+        ``limit`` newest (before ``older_than``, or the ``limit`` just after ``newer_than``). Returns (entries,
+        whether older ones follow, whether newer ones precede)."""
+        table = _table(AuditEntry)
+        query = self.audit_filtered(where)
+        if newer_than is not None:
+            rows = list(self._core.execute(query.where(table.c.seq > newer_than)
+                                           .order_by(table.c.seq).limit(limit + 1)))
+            newer = len(rows) > limit
+            rows = rows[:limit][::-1]
+            older = self._any(query.where(table.c.seq <= newer_than)) if rows else False
+            return rows, older, newer
+        if older_than is not None:
+            query = query.where(table.c.seq < older_than)
+        rows = list(self._core.execute(query.order_by(table.c.seq.desc()).limit(limit + 1)))
+        older = len(rows) > limit
+        rows = rows[:limit]
+        newer = older_than is not None and bool(rows) and self._any(
+            self.audit_filtered(where).where(table.c.seq > rows[0].seq))
+        return rows, older, newer
+
+    def _any(self, query: Select[Any]) -> bool:
+        table = _table(AuditEntry)
+        return self._core.execute(query.with_only_columns(table.c.seq).limit(1)).first() is not None
+
+    def stream_audit_filtered(self, where: AuditWhere) -> Iterator[Any]:
+        """The entries ``where`` selects, by sequence number, streamed."""
+        table = _table(AuditEntry)
+        return self._stream(self.audit_filtered(where).order_by(table.c.seq))
+
+    def audit_entry(self, seq: int) -> Row[Any] | None:
+        table = _table(AuditEntry)
+        return self._core.execute(select(table).where(table.c.seq == seq)).first()
+
+    def audit_at_pos(self, kind: str, pk: int, pos: int) -> Row[Any] | None:
+        """The entry at ``pos`` in an object's chain (the unique index's lookup)."""
+        table = _table(AuditEntry)
+        return self._core.execute(select(table).where(table.c.object_kind == kind, table.c.object_id == pk,
+                                                      table.c.pos == pos)).first()
+
+    def audit_distinct(self, column: str) -> list[str]:
+        """Every value of ``column`` (``trigger``, ``actor``) the log holds, sorted."""
+        table = _table(AuditEntry)
+        return [row[0] for row in self._core.execute(select(table.c[column]).distinct().order_by(table.c[column]))]
+
+    def object_history(self, kind: str, pk: int, until: datetime | None = None,
+                       before_pos: int | None = None) -> list[Row[Any]]:
+        """One object's entries in chain order (position), up to the instant ``until`` when given, and only those
+        before position ``before_pos`` when given (the object as it was just before that entry)."""
         table = _table(AuditEntry)
         query = select(table).where(table.c.object_kind == kind, table.c.object_id == pk)
         if until is not None:
             query = query.where(table.c.at <= until)
+        if before_pos is not None:
+            query = query.where(table.c.pos < before_pos)
         return list(self._core.execute(query.order_by(table.c.pos, table.c.seq)))
 
     def _stream(self, query: Select[Any]) -> Iterator[Any]:

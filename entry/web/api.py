@@ -4,8 +4,6 @@ No ``from __future__ import annotations`` here: the operations' endpoints are ma
 each one's body model from its annotations.
 """
 
-import tempfile
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -15,11 +13,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from engine.accounts import Accounts, Login
-from engine.auditing import EXPORT_FORMATS
 from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
 from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, parse_instant
+from entry.web import audit_desk
 from entry.web.app import (
     CSRF_HEADER,
     ERROR_RESPONSES,
@@ -37,6 +35,7 @@ from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
 
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: The longest password a login or a change accepts (a longer one is a 422, never hashed).
 MAX_PASSWORD = 1024
 
@@ -292,31 +291,19 @@ def audit_timeline(object_id: str, who: Reader, engine: Eng) -> list[dict[str, A
 
 
 @router.get("/audit/export", operation_id="audit_export", tags=["audit"], response_class=StreamingResponse,
-            responses={200: {"description": "The log: one JSON object per line, or CSV with a header row.",
+            responses={200: {"description": "The log: one JSON object per line, CSV with a header row, the same "
+                                            "CSV for Excel in a Danish locale, or an Excel workbook.",
                              "content": {"application/x-ndjson": {"schema": {"type": "string"}},
-                                         "text/csv": {"schema": {"type": "string"}}}}})
-def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
-    """The whole log as a download (fields: README, "Audit export"). Written from one snapshot to a spooled
-    file first (memory stays small; disk past a few MB), then streamed."""
-    assert format in EXPORT_FORMATS
-    spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
-    try:
-        engine.audit_export(format, spool)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-
-    def chunks() -> Iterator[str]:
-        try:
-            while block := spool.read(64 * 1024):
-                yield block
-        finally:
-            spool.close()
-
-    media = "text/csv" if format == "csv" else "application/x-ndjson"
-    return StreamingResponse(chunks(), media_type=f"{media}; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="mpoxflow-audit.{format}"'})
+                                         "text/csv": {"schema": {"type": "string"}},
+                                         XLSX: {"schema": {"type": "string", "format": "binary"}}}}})
+def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv", "excel-csv", "xlsx"] = "jsonl",
+                 entity: str | None = None, actor: str | None = None, trigger: str | None = None,
+                 since: str | None = None, until: str | None = None) -> StreamingResponse:
+    """The whole log, or the entries the filters select (as the auditor's desk: since and until a date, the
+    whole Danish day, dd.mm.yyyy or ISO; or an instant), oldest first, as a download (fields: README, "Audit
+    export"). Written from one snapshot to a spooled file first (memory stays small; disk past a few MB), then
+    streamed."""
+    return audit_desk.export_response(engine, format, audit_desk.api_filters(entity, actor, trigger, since, until))
 
 
 # ---- users and tokens ----------------------------------------------------------------------------------------

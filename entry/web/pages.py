@@ -26,7 +26,6 @@ from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
-from entry.parsing import parse_instant
 from entry.web import diagram
 from entry.web.app import (
     CSRF_FIELD,
@@ -510,21 +509,6 @@ async def clock_advance(request: Request, who: Who, engine: Eng) -> Response:
 
 
 # ---- reading: audit, diagrams, calendar ----------------------------------------------------------------------
-
-
-@router.get("/audit")
-def audit_page(request: Request, who: Who, engine: Eng, entity: str | None = None, actor: str | None = None,
-               trigger: str | None = None, since: str | None = None, until: str | None = None,
-               limit: int = 200, verify: bool = False) -> Response:
-    filters = {"entity": entity or None, "actor": actor or None, "trigger": trigger or None,
-               "since": since or None, "until": until or None}
-    entries = engine.audit(
-        entity=filters["entity"], actor=filters["actor"], trigger=filters["trigger"], limit=max(limit, 1),
-        since=parse_instant(since, "since") if since else None,
-        until=parse_instant(until, "until") if until else None)
-    report = engine.audit_verify() if verify else None
-    return render(request, "audit.html", entries=list(reversed(entries)), filters=filters, limit=limit,
-                  report=report)
 
 
 @router.get("/diagrams/{kind}")
