@@ -88,13 +88,13 @@ def _bound(text: str, *, end: bool) -> datetime:
     """A day from the desk's fields as the instant that starts it (``end``: the one that ends it, the next
     day's 00:00, exclusive); an instant as itself (``end``: inclusive). ValueError for what is no date."""
     when = parse_when(text)
-    if isinstance(when, datetime):
-        bound = when + timedelta(microseconds=1) if end else when
-    else:
-        bound = local_midnight(when + timedelta(days=1)) if end else local_midnight(when)
     try:
+        if isinstance(when, datetime):
+            bound = when + timedelta(microseconds=1) if end else when
+        else:
+            bound = local_midnight(when + timedelta(days=1)) if end else local_midnight(when)
         return check_instant(bound, "date")
-    except UsageError:
+    except (UsageError, OverflowError):  # a year 1 or 9999 day has no instant Copenhagen can name
         raise ValueError(text) from None
 
 
