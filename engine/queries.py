@@ -157,7 +157,7 @@ class Queries:
             raise UsageError(f"⟦limit⟧: give a whole number of items from 1 to {MAX_LIMIT}")
         check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
         _check_sort(sort)
-        position = None if after is None else decode_cursor(after, sort=sort)
+        position = None if after is None else decode_position(after, sort=sort)
         items, more = self._worklist(within, kind=kind, task=task, limit=limit, after=position, sort=sort)
         return {"items": items, "next": encode_cursor(items[-1], sort=sort) if more else None}
 
@@ -356,7 +356,12 @@ def encode_cursor(item: dict[str, Any], *, sort: str = "due") -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str, *, sort: str = "due") -> tuple[str | None, datetime, int]:
+def decode_cursor(text: str) -> tuple[datetime, int]:
+    """(due instant, timer id) of a cursor ``encode_cursor`` made; UsageError for anything else (not echoed)."""
+    return decode_position(text, sort="due")[1:]
+
+
+def decode_position(text: str, *, sort: str = "due") -> tuple[str | None, datetime, int]:
     """(object kind or None, due instant, timer id) of a cursor ``encode_cursor`` made for ``sort``; UsageError
     for anything else (not echoed)."""
     refused = UsageError("⟦after⟧ is not a cursor of this worklist: pass the `next` of the page before, as it was "

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from engine.core import Engine
 from engine.queries import DEFAULT_PAGE, decode_cursor, encode_cursor
+from persistence.repository import SHOWN_WHEN_ARMED
 from entry.cli import app
 from persistence.database import Database
 from persistence.models import Timer
@@ -81,7 +82,8 @@ def expected_worklist(engine: Engine, within: timedelta | None = None) -> list[s
     ids = []
     for t in engine.timers(limit=MAX_LIMIT):
         open_task = t.get("task") and t["satisfied_at"] is None and t.get("resolved_at") is None
-        due = until is None or T(t["due_at"]) <= until
+        # A contact's PEP assessment is on the worklist from the moment it is armed, whatever `within` (issue 16).
+        due = until is None or T(t["due_at"]) <= until or (t["name"] in SHOWN_WHEN_ARMED and t["status"] == "pending")
         if t["status"] == "failed" or (open_task and (t["status"] == "missed" or
                                                       (t["status"] in ("pending", "fired") and due))):
             ids.append((T(t["due_at"]), pk(t["id"]), t["id"]))
