@@ -10,9 +10,9 @@ import pytest
 from workflows.calendar import window_closes
 from workflows.case import (
     CASE,
-    TEST_RESULT_TASK,
     FINAL,
     STATES,
+    TEST_RESULT_TASK,
     condom_advice_ends,
     phone_notification_due,
     written_notification_due,

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 from engine.core import Engine
 from engine.queries import DEFAULT_PAGE, decode_cursor, encode_cursor
-from persistence.repository import SHOWN_WHEN_ARMED
 from entry.cli import app
 from persistence.database import Database
 from persistence.models import Timer
+from persistence.repository import SHOWN_WHEN_ARMED
 from scheduler.firing import advance_simulated_clock
 from tests.helpers import confirmed, person, pk
 from workflows.errors import UsageError
