@@ -524,7 +524,7 @@ def test_an_isolating_suspected_case_is_confirmed_into_isolation_and_its_deadlin
         "written_notification_due": ("2025-03-08T18:00:00+01:00", S3_1, "pending"),
         "sequencing_sample_due": ("2025-03-10T17:00:00+01:00", S2_4, "pending"),
         # The suspected case's test result, chased from its opening: done by the confirmation (issue 16).
-        "test_result_due": ("2025-03-06T00:00:00+01:00", S2_4, "cancelled"),
+        "test_result_due": ("2025-03-06T00:00:00+01:00", "SST-mpox-7.1 §2.1", "cancelled"),
     }
     assert timers(engine, case_id)["test_result_due"]["satisfied_at"] == "2025-03-07T18:00:00+01:00"
     entry = last_entry(engine, case_id)

@@ -30,7 +30,7 @@ def test_a_suspected_case_puts_chasing_its_test_result_on_the_worklist(engine, c
         "test_result_due", "chase the PCR test result of the suspected case", "2025-03-06T00:00:00+01:00",
         "2025-03-05")
     assert (item["person"], item["ref"], item["case"], item["rule"]) == (person_id, "REF-SUSP", case_id,
-                                                                         "SST-mpox-7.1 §2.4")
+                                                                         "SST-mpox-7.1 §2.1")
     advance_simulated_clock(engine, T("2025-03-06T00:00:00+01:00"))
     [item] = items(engine, case_id)
     assert item["missed"] is True

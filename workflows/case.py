@@ -72,7 +72,7 @@ PAEDIATRIC_REFERRAL_WITHIN = timedelta(hours=24)
 PAEDIATRIC_TASK = ("refer to the highly specialised paediatric level (52) for work-up and treatment with infection "
                    "medicine")
 SEQUENCING_TASK = "send the positive sample to SSI for genome sequencing"
-#: §1.1, §2.4 a suspected case waits for its PCR answer; Decision: chased after ``Settings.test_result_chase_days``.
+#: §2.1, §2.2.1 a suspected case waits for its PCR answer; Decision: chased after ``Settings.test_result_chase_days``.
 TEST_RESULT_TASK = "chase the PCR test result of the suspected case"
 #: The facts ``case correct`` corrects, each with the section that defines it: symptom onset starts the infectious
 #: period (§5.1), the PCR sample confirms the case (§1.1), the clade comes from SSI's sequencing (§2.4).
@@ -84,6 +84,8 @@ S1_1, S2_2_1, S2_4, S3, S3_1, S3_2, S3_4, S4_1, S5_1, S5_2 = (
     cite(s) for s in ("§1.1", "§2.2.1", "§2.4", "§3", "§3.1", "§3.2", "§3.4", "§4.1", "§5.1", "§5.2"))
 #: The section of each correctable fact (``CORRECTABLE``).
 CORRECTION_RULES = {"onset": S5_1, "pcr_on": S1_1, "clade": S2_4}
+#: §2.1 a suspected case is notified on a positive answer; §2.2.1 its self-isolation ends on a negative one.
+S2_1 = cite("§2.1")
 
 
 @dataclass
@@ -191,7 +193,7 @@ def condom_advice_ends(healed_on: date) -> datetime:
 
 
 def test_result_due(opened_at: datetime, settings: Settings) -> datetime:
-    """§1.1, §2.4 Decision: the test result of a suspected case is chased when ``test_result_chase_days`` days from
+    """§2.1, §2.2.1 Decision: the test result of a suspected case is chased when ``test_result_chase_days`` days from
     the day it was opened have passed undecided: 00:00 local after the last of them."""
     return window_closes(local_date(opened_at), settings.test_result_chase_days)
 
@@ -492,9 +494,9 @@ def _open(subject: Subject, data: Mapping[str, Any]) -> None:
 
 
 def _open_suspected(subject: Subject, data: Mapping[str, Any]) -> None:
-    """A suspected case waits for its test: the task to chase the result (Decision, §1.1, §2.4)."""
+    """A suspected case waits for its test: the task to chase the result (Decision, §2.1, §2.2.1)."""
     _open(subject, data)
-    subject.arm_timer(TimerSpec("test_result_due", test_result_due(subject.now, subject.settings), S2_4,
+    subject.arm_timer(TimerSpec("test_result_due", test_result_due(subject.now, subject.settings), S2_1,
                                 task=TEST_RESULT_TASK))
 
 
@@ -704,7 +706,7 @@ CASE = WorkflowDefinition(
             guards=(PCR_DATE,), effect=_confirm, references=("person",),
         ),
         TransitionSpec(
-            "test_result_due", ("suspected",), None, S2_4,
+            "test_result_due", ("suspected",), None, S2_1,
             "the suspected case's test result was not chased in time: missed", effect=_deadline_passed, timed=True,
         ),
         *(TransitionSpec(

@@ -44,7 +44,7 @@ class Settings:
     #: §6.2: after a PEP window closes, how long a dose 1 given inside the window may still be recorded before
     #: the offered course is cancelled (a dose on day 14 entered the next morning).
     pep_late_entry_grace: timedelta = timedelta(days=7)
-    #: §1.1, §2.4 a suspected case waits for its PCR answer: after how many Danish calendar days from its opening
+    #: §2.1, §2.2.1 a suspected case waits for its PCR answer: after how many Danish calendar days from its opening
     #: the task "chase the test result" falls due (a window of N days from the opening day: its last day is D+N).
     test_result_chase_days: int = 2
 
