@@ -52,7 +52,8 @@ def settings_from_env() -> Settings:
     """Deployment settings: the §3.1 daytime window ``MPOXFLOW_DAYTIME_STARTS`` / ``MPOXFLOW_WORKING_DAY_ENDS``
     (HH:MM, default 08:00-17:00, Monday to Friday less Danish public holidays), ``MPOXFLOW_DOSE2_OVERDUE_DAYS``
     (default 14: when a due dose 2 shows as overdue, §6.4) and ``MPOXFLOW_PEP_LATE_ENTRY_DAYS`` (default 7: how
-    long after a PEP window closes a dose given inside it may still be recorded, §6.2)."""
+    long after a PEP window closes a dose given inside it may still be recorded, §6.2) and
+    ``MPOXFLOW_TEST_RESULT_CHASE_DAYS`` (default 2: when a suspected case's test result is chased, §2.1)."""
     starts = _time_setting("MPOXFLOW_DAYTIME_STARTS", "08:00")
     ends = _time_setting("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
     if not starts < ends:
@@ -60,7 +61,8 @@ def settings_from_env() -> Settings:
                          "before MPOXFLOW_WORKING_DAY_ENDS")
     return Settings(daytime_starts=starts, working_day_ends=ends, is_holiday=danish_holiday,
                     dose2_overdue_after=_days_setting("MPOXFLOW_DOSE2_OVERDUE_DAYS", "14"),
-                    pep_late_entry_grace=_days_setting("MPOXFLOW_PEP_LATE_ENTRY_DAYS", "7"))
+                    pep_late_entry_grace=_days_setting("MPOXFLOW_PEP_LATE_ENTRY_DAYS", "7"),
+                    test_result_chase_days=_days_setting("MPOXFLOW_TEST_RESULT_CHASE_DAYS", "2").days)
 
 
 def init_database(db: Database, simulated_start: datetime | None = None) -> None:

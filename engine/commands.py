@@ -43,6 +43,19 @@ PERSON_FIELDS = {
     "doses_elsewhere": "doses_elsewhere", "last_dose_on": "last_dose_elsewhere_on",
 }
 
+#: What ``person correct`` corrects, and the section each fact decides under: a child case and a child's
+#: vaccination (§3.2, §6.2.2: from the birth date; §6.4 born by 1970), pregnancy (§6.2.1), immunodeficiency (§6.4).
+CORRECTABLE_PERSON = ("born", "pregnant", "immunocompromised")
+PERSON_RULES = {"born": "SST-mpox-7.1 §6.4", "pregnant": "SST-mpox-7.1 §6.2.1",
+                "immunocompromised": "SST-mpox-7.1 §6.4"}
+#: The person's open objects that derive something from the person's facts, and the columns they derive from:
+#: a case its child status and antiviral advice (§3.2, §3.4), a course its dose plan (§6.4). Pregnancy and age
+#: are checked again at every dose (§6.2.1, §6.2.2), so nothing is stored from them.
+PERSON_DEPENDENTS = {"case": ("suspected", "confirmed", "isolated", "healed"),
+                     "course": ("offered", "dose1_given", "dose2_due")}
+PLAN_FACTS = {"case": frozenset({"born", "immunocompromised"}),
+              "course": frozenset({"born", "immunocompromised", "smallpox_vaccinated"})}
+
 
 @dataclass(frozen=True)
 class Changed:
@@ -139,10 +152,10 @@ class Commands:
         come and go, immunodeficiency, a previous infection or smallpox vaccination become known, doses given
         elsewhere are recorded (§6.3), a birth date is corrected. ``changes`` holds only what is to change, by
         ``PERSON_FIELDS`` name (``last_dose_on`` for ``last_dose_elsewhere_on``). Audited with internal ids and
-        flags only (a corrected birth date is recorded as ``born_changed``, never its value). Returns the
-        person's view; raises NotFound, UsageError (an unknown field, nothing to change, facts that cannot be
-        true), NotPermitted (audited)."""
-        _, pk = parse_id(person_id, kind="person")
+        flags only (a corrected birth date is recorded as ``born_changed``, never its value). What depends on the
+        facts on the person's open cases and courses is recomputed in the same transaction (``PLAN_FACTS``).
+        Returns the person's view; raises NotFound, UsageError (an unknown field, nothing to change, facts that
+        cannot be true), GuardRefused (a recomputation that would be unsafe), NotPermitted (audited)."""
         unknown = sorted(set(changes) - set(PERSON_FIELDS))
         if unknown:
             raise UsageError(f"a person has no field {', '.join(unknown)}: change {', '.join(PERSON_FIELDS)}")
@@ -150,8 +163,33 @@ class Commands:
             raise UsageError("nothing to change: give at least one of ⟦born⟧, ⟦pregnant⟧, "
                              "⟦breastfeeding⟧, ⟦immunocompromised⟧, "
                              "⟦previous_mpox⟧, ⟦smallpox_vaccinated⟧, ⟦doses_elsewhere⟧ with ⟦last_dose_on⟧")
-        with unit_of_work(self.runtime, actor, "person update", format_id("person", pk)) as uow:
+        return self._change_person(person_id, changes, actor=actor, reason=reason, trigger="update")
+
+    def correct_person(self, person_id: str, *, changes: Mapping[str, Any], actor: str,
+                       reason: str | None) -> dict[str, Any]:
+        """Correct a person's recorded facts (``person correct``): the birth date, pregnancy, immunodeficiency
+        (``CORRECTABLE_PERSON``), with the reason (required). As ``update_person``, and the audit entry (trigger
+        ``correct``) keeps the flags' previous values (``before``; the birth date only as ``born_changed``, never
+        a value) and the section of each corrected fact. Raises what ``update_person`` raises, and UsageError
+        without a reason."""
+        unknown = sorted(set(changes) - set(CORRECTABLE_PERSON))
+        if unknown:
+            raise UsageError(f"`person correct` corrects {', '.join(f'⟦{k}⟧' for k in CORRECTABLE_PERSON)}; "
+                             "other facts change with `person update`")
+        if not changes:
+            raise UsageError("nothing to correct: give the corrected ⟦born⟧, ⟦pregnant⟧ or ⟦immunocompromised⟧")
+        if not (reason or "").strip():
+            raise UsageError("a correction needs its reason: say why the recorded value was wrong with ⟦reason⟧")
+        return self._change_person(person_id, changes, actor=actor, reason=reason, trigger="correct")
+
+    def _change_person(self, person_id: str, changes: Mapping[str, Any], *, actor: str, reason: str | None,
+                       trigger: str) -> dict[str, Any]:
+        _, pk = parse_id(person_id, kind="person")
+        if reason is not None:
+            check_text(reason, "reason")
+        with unit_of_work(self.runtime, actor, f"person {trigger}", format_id("person", pk)) as uow:
             now = uow.now()
+            uow.repo.lock_person(pk)  # as a creation for the person: its guards read what this commits
             person = uow.repo.person(pk)
             values = {PERSON_FIELDS[k]: v for k, v in changes.items()}
             if values.get("doses_elsewhere") == 0 and "last_dose_elsewhere_on" not in values:
@@ -166,18 +204,39 @@ class Commands:
             born_changed = born != person.born
             if not written and not born_changed:
                 raise UsageError(f"{format_id('person', pk)} already has these values: nothing to change")
+            before = {k: getattr(person, k) for k in written}
             for column, value in written.items():
                 setattr(person, column, value)
             person.born = born
             uow.session.flush()
+            data: dict[str, Any] = {**written, "born_changed": born_changed}
+            corrected = [k for k in CORRECTABLE_PERSON if k in written or (k == "born" and born_changed)]
+            rule = None
+            if trigger == "correct":
+                # The previous flags (never the birth date: only that it changed) and each fact's section.
+                data.update(before=before, rules={k: PERSON_RULES[k] for k in corrected})
+                rule = PERSON_RULES[corrected[0]]
             uow.audit(
-                Head.of(person), kind="person", pk=pk, workflow=None, trigger="update",
-                from_state=None, to_state=None, actor=uow.actor, reason=reason, now=now, rule=None,
-                data=jsonable({**written, "born_changed": born_changed}), changes=jsonable(written),
+                Head.of(person), kind="person", pk=pk, workflow=None, trigger=trigger,
+                from_state=None, to_state=None, actor=uow.actor, reason=reason, now=now, rule=rule,
+                data=jsonable(data), changes=jsonable(written),
             )
+            # What the person's open objects derive from these facts (§3.2, §3.4 a case; §6.4 a course's plan).
+            changed_facts = set(written) | ({"born"} if born_changed else set())
+            cascade_reason = f"from {format_id('person', pk)}: {trigger}"
+            for kind, states in PERSON_DEPENDENTS.items():
+                if not changed_facts & PLAN_FACTS[kind]:
+                    continue
+                for object_pk in uow.repo.objects_of_person(kind, pk, states):
+                    row = uow.repo.load_object(kind, object_pk)
+                    self.transition(
+                        uow, definition=BY_NAME[row.workflow], kind=kind, row=row,
+                        timers=uow.repo.object_timers(kind, object_pk), trigger="person_corrected", data={},
+                        actor=uow.actor, reason=cascade_reason, now=now,
+                    )
             uow.save_clock()
-            log.info("person_updated", person=format_id("person", pk), fields=sorted(written)
-                     + (["born"] if born_changed else []))
+            log.info(f"person_{trigger}d" if trigger == "update" else "person_corrected",
+                     person=format_id("person", pk), fields=sorted(written) + (["born"] if born_changed else []))
             view = person_view(person)
             uow.commit()
         return view
@@ -280,7 +339,7 @@ class Commands:
         repo = uow.repo
         from_state = row.state if row is not None else NEW
         spec = definition.spec(trigger, from_state)
-        if row is None or (spec is not None and spec.references):
+        if row is None or (spec is not None and (spec.references or spec.linked)):
             uow.flush()  # what a batch held back is written before this reads other objects
         person = row.person_id if row is not None else person_pk
         if person is None:
@@ -294,9 +353,13 @@ class Commands:
             data=data,
             context=_related(repo, spec.references, row, data, person) if spec is not None else {},
             person=format_id("person", person),
+            linked=_linked(repo, spec.linked, kind, row) if spec is not None and row is not None else {},
         )
+        # The row the machine takes (``when`` chooses among rows of one trigger before any effect runs): its
+        # section is the one the entry cites (a correction cites the section of the fact it corrects).
+        chosen = definition.spec(trigger, from_state, subject)
         definition.fire(subject, trigger)
-        rule = definition.rule_of(trigger, from_state)
+        rule = chosen.rule if chosen is not None else definition.rule_of(trigger, from_state)
         for spawn in subject.spawned:
             repo.lock_person(person)  # as in `open`: the spawned object's guards read committed state
             born = self.transition(
@@ -336,7 +399,7 @@ class Commands:
         head = uow.audit(
             Head.of(row), kind=kind, pk=obj.id, workflow=obj.workflow, trigger=trigger,
             from_state=None if from_state == NEW else from_state, to_state=subject.state, actor=actor,
-            reason=reason, now=now, rule=rule, data=jsonable(dict(data)), changes=changes,
+            reason=reason, now=now, rule=rule, data=jsonable({**dict(data), **subject.audit_data}), changes=changes,
             armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
                     "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
             cancelled=cancelled, done=done, timer_pk=timer_pk, move_head=row is None,
@@ -482,6 +545,17 @@ def _related(
                                 facts_from_row(other, BY_NAME[other.workflow].facts),
                                 format_id("person", other.person_id))
     return related
+
+
+def _linked(repo: Repository, kinds: tuple[str, ...], kind: str, row: Any) -> dict[str, tuple[Related, ...]]:
+    """The objects of ``kinds`` that belong to ``row`` (their ``<kind>_id`` is its id), for the guards."""
+    found: dict[str, tuple[Related, ...]] = {}
+    for other_kind in kinds:
+        rows = repo.objects_linked(other_kind, f"{kind}_id", row.id)
+        found[other_kind] = tuple(
+            Related(format_id(other_kind, r.id), r.id, r.state, facts_from_row(r, BY_NAME[r.workflow].facts),
+                    format_id("person", r.person_id)) for r in rows)
+    return found
 
 
 def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: dict[str, Any]) -> None:

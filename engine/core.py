@@ -69,6 +69,7 @@ class Engine:
         self.apply = self.commands.apply
         self.add_person = self.commands.add_person
         self.update_person = self.commands.update_person
+        self.correct_person = self.commands.correct_person
         self.resolve_task = self.commands.resolve_task
         # Timers.
         self.fire_due = self.firing.fire_due
@@ -87,6 +88,7 @@ class Engine:
         self.timer_status = self.queries.timer_status
         self.worklist = self.queries.worklist
         self.worklist_page = self.queries.worklist_page
+        self.search = self.queries.search
         self.dose_forecast = self.queries.dose_forecast
         self.calendar = self.queries.calendar
         self.audit = self.queries.audit

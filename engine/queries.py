@@ -22,7 +22,7 @@ from engine.views import audit_view, instant, object_view, person_view, timer_vi
 from persistence.models import OBJECT_MODELS, Timer
 from persistence.repository import AuditWhere, Repository, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight
-from workflows.errors import UsageError
+from workflows.errors import NotFound, UsageError
 from workflows.limits import MAX_DAYS, MAX_ID, MAX_LIMIT, check_count, check_instant, check_text, shown
 from workflows.registry import CALENDAR, WORKFLOWS, linked_to
 
@@ -134,42 +134,109 @@ class Queries:
                 "now": instant(now)}
 
     def worklist(self, within: timedelta | None = None, *, kind: str | None = None,
-                 task: str | None = None) -> builtins.list[dict[str, Any]]:
+                 task: str | None = None, sort: str = "due") -> builtins.list[dict[str, Any]]:
         """Staff tasks not done yet, soonest first (due instant, then timer id); ``overdue`` once their deadline
         has passed, ``missed`` once it passed undone (in its place in that order, until resolved); timers
         parked as failed too (an operator's task, ``failed``). Without ``within``, every open task; with it,
-        those due within that time from now. ``kind``: of one object kind only; ``task``: of one timer name only.
-        The whole list: ``worklist_page`` reads it a page at a time."""
-        return self._worklist(within, kind=kind, task=task)[0]
+        those due within that time from now, and the tasks shown from the moment they are armed (a contact's PEP
+        assessment, §6.2). ``kind``: of one object kind only; ``task``: of one timer name only; ``sort``: ``due``
+        (the default) or ``kind`` (by object kind, then due). Each item carries its object's person (``person``,
+        and ``ref``, the reference staff see: never logged), a contact's ``case``, a course's ``contact``, the
+        deadline's last day (``last_day``, local) and a contact's open 4-day PEP window (``pep_best_by``). The
+        whole list: ``worklist_page`` reads it a page at a time."""
+        return self._worklist(within, kind=kind, task=task, sort=sort)[0]
 
     def worklist_page(self, within: timedelta | None = None, *, limit: int | None = None, after: str | None = None,
-                      kind: str | None = None, task: str | None = None) -> dict[str, Any]:
+                      kind: str | None = None, task: str | None = None, sort: str = "due") -> dict[str, Any]:
         """One page of the worklist (``worklist``'s items, in its order): at most ``limit`` (default
         ``DEFAULT_PAGE``) items after the cursor ``after`` (the ``next`` of the page before; none: the first
         page), as ``{"items": [...], "next": cursor or None}``; ``next`` is None on the last page. The cursor is
-        a position in the order (a due instant and a timer id), so a page is the same whatever was added
-        before that position meanwhile, and every item there at the start is listed exactly once. UsageError
-        for a limit out of 1 to ``MAX_LIMIT`` or a text that is no cursor of this list."""
+        a position in the order (a due instant and a timer id; with ``sort`` ``kind``, the object kind too), so a
+        page is the same whatever was added before that position meanwhile, and every item there at the start
+        is listed exactly once. UsageError for a limit out of 1 to ``MAX_LIMIT``, a sort that is neither ``due``
+        nor ``kind``, or a text that is no cursor of this list (of this sort)."""
         limit = DEFAULT_PAGE if limit is None else limit
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise UsageError(f"⟦limit⟧: give a whole number of items from 1 to {MAX_LIMIT}")
         check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
-        items, more = self._worklist(within, kind=kind, task=task, limit=limit,
-                                     after=None if after is None else decode_cursor(after))
-        return {"items": items, "next": encode_cursor(items[-1]) if more else None}
+        _check_sort(sort)
+        position = None if after is None else decode_position(after, sort=sort)
+        items, more = self._worklist(within, kind=kind, task=task, limit=limit, after=position, sort=sort)
+        return {"items": items, "next": encode_cursor(items[-1], sort=sort) if more else None}
 
     def _worklist(self, within: timedelta | None, *, kind: str | None, task: str | None, limit: int | None = None,
-                  after: tuple[datetime, int] | None = None) -> tuple[builtins.list[dict[str, Any]], bool]:
-        """(items, whether more follow): the query runs in the database, ``limit + 1`` rows to know."""
+                  after: tuple[str | None, datetime, int] | None = None,
+                  sort: str = "due") -> tuple[builtins.list[dict[str, Any]], bool]:
+        """(items, whether more follow): the query runs in the database, ``limit + 1`` rows to know. Sorted by
+        kind, the kinds are read one after another, each in due order (the same query with its kind)."""
         if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
             raise UsageError(f"⟦within⟧: give a number of days from 0 to {MAX_DAYS}")
         _check_task_filter(kind, task)
+        _check_sort(sort)
         now = self.runtime.clock.now()
+        until = None if within is None else now + within
+        wanted = None if limit is None else limit + 1
         with self.runtime.db.reading() as session:
-            rows = Repository(session).worklist(None if within is None else now + within, after=after,
-                                                limit=None if limit is None else limit + 1, kind=kind, name=task)
-        more = limit is not None and len(rows) > limit
-        return [_worklist_item(row, now) for row in (rows[:limit] if more else rows)], more
+            repo = Repository(session)
+            if sort == "due":
+                rows = repo.worklist(until, after=None if after is None else after[1:], limit=wanted, kind=kind,
+                                     name=task)
+            else:
+                rows = []
+                for each in sorted(WORKFLOWS) if kind is None else [kind]:
+                    if after is not None and after[0] is not None and each < after[0]:
+                        continue
+                    at = after[1:] if after is not None and after[0] == each else None
+                    rows += repo.worklist(until, after=at, limit=None if wanted is None else wanted - len(rows),
+                                          kind=each, name=task)
+                    if wanted is not None and len(rows) >= wanted:
+                        break
+            more = limit is not None and len(rows) > limit
+            rows = rows[:limit] if more else rows
+            context = repo.worklist_context([(r.object_kind, r.object_id) for r in rows])
+        return [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {})) for row in rows], more
+
+    def search(self, query: str, limit: int = 20) -> builtins.list[dict[str, Any]]:
+        """The one search box (issue 16): by an object's id (``case-7``, ``person-3``, ``contact-2``,
+        ``course-4``: the object, and a person's or a case's own objects with it) or by a person's reference
+        (exact, else as a prefix: the persons and their cases, contacts and courses). Each result: ``id``,
+        ``kind``, ``state`` (None for a person), ``person``, ``ref`` (the reference staff see: never logged), a
+        contact's ``case``, and ``match`` (``id`` or ``ref``). At most ``limit`` (1 to 100). UsageError for an
+        empty query, one too long or with control characters (not echoed)."""
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise UsageError("⟦limit⟧: give a whole number of results from 1 to 100")
+        check_count(limit, "⟦limit⟧", low=1, high=100)
+        if not isinstance(query, str):
+            raise UsageError("⟦query⟧: give a reference or an id to search for")
+        text = check_text(query.strip(), "ref")
+        if not text:
+            raise UsageError("⟦query⟧ is empty: give a person's reference (or its beginning) or an id (case-7)")
+        found: builtins.list[dict[str, Any]] = []
+        with self.runtime.db.reading() as session:
+            repo = Repository(session)
+            by_id = _ID_QUERY.fullmatch(text.lower())
+            if by_id is not None and int(by_id[2]) <= MAX_ID:
+                kind, pk = by_id[1], int(by_id[2])
+                try:
+                    if kind == "person":
+                        found += _person_results(repo, repo.person(pk), "id")
+                    else:
+                        row = repo.workflow_object(kind, pk)
+                        found.append(_search_result(repo, kind, row, "id"))
+                        if kind == "case":
+                            found += [_search_result(repo, "contact", c, "id")
+                                      for c in repo.objects_linked("contact", "case_id", pk)]
+                except NotFound:
+                    pass
+            for person in repo.persons_by_ref(text, limit):
+                found += _person_results(repo, person, "ref")
+        seen: set[str] = set()
+        unique = []
+        for result in found:
+            if result["id"] not in seen:
+                seen.add(result["id"])
+                unique.append(result)
+        return unique[:limit]
 
     def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
         """§6.4 doses 2 falling due, per Danish calendar day from today (the clock's local date) for ``weeks``
@@ -348,17 +415,24 @@ _CURSOR = re.compile(r"1:(-?\d{1,17}):(\d{1,10})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def encode_cursor(item: dict[str, Any]) -> str:
+def encode_cursor(item: dict[str, Any], *, sort: str = "due") -> str:
     """The opaque cursor of the position just after ``item``: internal values only (its due instant and its
-    timer's id), no personal data."""
+    timer's id; sorted by kind, the object kind first), no personal data."""
     due = datetime.fromisoformat(item["due_at"])
     micros = (due - _EPOCH) // timedelta(microseconds=1)
     _, pk = parse_id(item["timer"], kind="timer")
-    return base64.urlsafe_b64encode(f"1:{micros}:{pk}".encode()).decode().rstrip("=")
+    text = f"1:{micros}:{pk}" if sort == "due" else f"2:{item['object'].rsplit('-', 1)[0]}:{micros}:{pk}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def decode_cursor(text: str) -> tuple[datetime, int]:
     """(due instant, timer id) of a cursor ``encode_cursor`` made; UsageError for anything else (not echoed)."""
+    return decode_position(text, sort="due")[1:]
+
+
+def decode_position(text: str, *, sort: str = "due") -> tuple[str | None, datetime, int]:
+    """(object kind or None, due instant, timer id) of a cursor ``encode_cursor`` made for ``sort``; UsageError
+    for anything else (not echoed)."""
     refused = UsageError("⟦after⟧ is not a cursor of this worklist: pass the `next` of the page before, as it was "
                          "given, or leave it out for the first page")
     if not isinstance(text, str) or not 0 < len(text) <= 64 or not text.isascii():
@@ -367,6 +441,12 @@ def decode_cursor(text: str) -> tuple[datetime, int]:
         decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):
         raise refused from None
+    kind = None
+    if sort == "kind":
+        by_kind = _KIND_CURSOR.fullmatch(decoded)
+        if by_kind is None or by_kind[1] not in WORKFLOWS:
+            raise refused
+        kind, decoded = by_kind[1], f"1:{by_kind[2]}"
     found = _CURSOR.fullmatch(decoded)
     if found is None or int(found[2]) > MAX_ID:
         raise refused
@@ -375,7 +455,40 @@ def decode_cursor(text: str) -> tuple[datetime, int]:
         check_instant(due, "⟦after⟧")
     except (OverflowError, UsageError):
         raise refused from None
-    return due, int(found[2])
+    return kind, due, int(found[2])
+
+
+#: How the worklist can be sorted (``sort``): by deadline, or by object kind and then deadline.
+SORTS = ("due", "kind")
+_KIND_CURSOR = re.compile(r"2:([a-z]{1,16}):(-?\d{1,17}:\d{1,10})")
+_ID_QUERY = re.compile(r"(person|case|contact|course)-(\d{1,10})")
+
+
+def _check_sort(sort: str) -> None:
+    if sort not in SORTS:
+        raise UsageError(f"⟦sort⟧ '{shown(str(sort))}' is not a sort of the worklist: use one of {', '.join(SORTS)}")
+
+
+def _search_result(repo: Repository, kind: str, row: Any, match: str, ref: str | None = None) -> dict[str, Any]:
+    if ref is None:
+        ref = repo.person(row.person_id).ref
+    result: dict[str, Any] = {"id": format_id(kind, row.id), "kind": kind, "state": row.state,
+                              "person": format_id("person", row.person_id), "ref": ref, "match": match}
+    if kind == "contact":
+        result["case"] = format_id("case", row.case_id)
+    if kind == "course" and row.contact_id is not None:
+        result["contact"] = format_id("contact", row.contact_id)
+    return result
+
+
+def _person_results(repo: Repository, person: Any, match: str) -> builtins.list[dict[str, Any]]:
+    """A person and the person's cases, contacts and courses."""
+    results = [{"id": format_id("person", person.id), "kind": "person", "state": None,
+                "person": format_id("person", person.id), "ref": person.ref, "match": match}]
+    for kind in ("case", "contact", "course"):
+        results += [_search_result(repo, kind, row, match, person.ref)
+                    for row in repo.objects_linked(kind, "person_id", person.id)]
+    return results
 
 
 def task_names(kind: str | None = None) -> builtins.list[str]:
@@ -395,9 +508,31 @@ def _check_task_filter(kind: str | None, task: str | None) -> None:
                          f"{', '.join(task_names(kind))}")
 
 
-def _worklist_item(row: Any, now: datetime) -> dict[str, Any]:
-    """One item of the worklist from its timer's row (``Repository.worklist``)."""
-    item = {"object": format_id(row.object_kind, row.object_id), "name": row.name}
+def last_day(due_at: datetime) -> date:
+    """The last Danish day a deadline covers: a window closing at 00:00 local on D+N+1 is shown as D+N; a
+    deadline at another time of day (17:00, 24 hours) is that day."""
+    return local_date(due_at - timedelta(microseconds=1))
+
+
+def _worklist_item(row: Any, now: datetime, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One item of the worklist from its timer's row (``Repository.worklist``) and what a desk needs beside it
+    (``Repository.worklist_context``)."""
+    context = context or {}
+    item: dict[str, Any] = {"object": format_id(row.object_kind, row.object_id), "name": row.name}
+    if context.get("person_id") is not None:
+        item["person"] = format_id("person", context["person_id"])
+        item["ref"] = context.get("ref")
+    if context.get("case_id") is not None:
+        item["case"] = format_id("case", context["case_id"])
+    elif row.object_kind == "case":
+        item["case"] = item["object"]
+    if context.get("contact_id") is not None:
+        item["contact"] = format_id("contact", context["contact_id"])
+    item["last_day"] = last_day(row.due_at).isoformat()
+    if row.name == "pep_assessment_due" and context.get("pep_best_by") is not None:
+        # §6.2 the 4-day window, still open: the same assessment, best by its last day.
+        item["pep_best_by"] = last_day(context["pep_best_by"]).isoformat()
+        item["pep_best_by_at"] = instant(context["pep_best_by"])
     if row.status == "failed":  # an operator's task: a timer that could not fire
         return {**item, "task": f"timer {row.name} failed after {row.attempts} attempts: see `mpoxflow timers "
                                 "⟦status⟧ failed`",

@@ -31,6 +31,8 @@ def run_operation(engine: Engine, op: Operation, values: Mapping[str, Any], *, a
             return engine.add_person(**data, actor=actor, reason=reason)
         assert object_id is not None
         changes = {k: v for k, v in data.items() if v is not None}
+        if op.verb == "correct":
+            return engine.correct_person(object_id, changes=changes, actor=actor, reason=reason)
         return engine.update_person(object_id, changes=changes, actor=actor, reason=reason)
     assert trigger is not None
     if op.creates:

@@ -805,6 +805,51 @@ class Repository:
         return list(self._core.execute(query, {k: v for k, v in values.items() if v is not None}))
 
 
+    def worklist_context(self, objects: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """What a desk needs beside each worklist item's object (issue 16): its person's id and reference, a
+        contact's case, a course's contact, and a contact's pending 4-day PEP window (``pep_best_by``: the
+        instant it closes). One query per kind and one for the persons, in chunks."""
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        by_kind: dict[str, set[int]] = {}
+        for kind, pk in objects:
+            by_kind.setdefault(kind, set()).add(pk)
+        persons: set[int] = set()
+        for kind, pks in by_kind.items():
+            if kind not in OBJECT_MODELS:
+                continue
+            table = _table(OBJECT_MODELS[kind])
+            links = [c for c in ("case_id", "contact_id") if c in table.c]
+            for chunk in _chunks(sorted(pks)):
+                for row in self._core.execute(select(table.c.id, table.c.person_id, *(table.c[c] for c in links))
+                                              .where(table.c.id.in_(chunk))):
+                    values = {"person_id": row.person_id, **{c: getattr(row, c) for c in links}}
+                    found[(kind, row.id)] = values
+                    persons.add(row.person_id)
+        refs: dict[int, str] = {}
+        people = _table(Person)
+        for chunk in _chunks(sorted(persons)):
+            refs.update({r.id: r.ref for r in self._core.execute(
+                select(people.c.id, people.c.ref).where(people.c.id.in_(chunk)))})
+        for values in found.values():
+            values["ref"] = refs.get(values["person_id"])
+        timers = _table(Timer)
+        for chunk in _chunks(sorted(by_kind.get("contact", ()))):
+            for row in self._core.execute(
+                    select(timers.c.object_id, timers.c.due_at).where(
+                        timers.c.object_kind == "contact", timers.c.object_id.in_(chunk),
+                        timers.c.name == "pep_optimal_window_closes", timers.c.status == "pending")):
+                found.setdefault(("contact", row.object_id), {})["pep_best_by"] = _utc(row.due_at)
+        return found
+
+    def persons_by_ref(self, text: str, limit: int) -> list[Person]:
+        """Persons whose reference is ``text`` or starts with it (the exact one first), at most ``limit``."""
+        exact = self.person_by_ref(text)
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = (select(Person).where(Person.ref.like(f"{escaped}%", escape="\\"), Person.ref != text)
+                 .order_by(Person.ref, Person.id).limit(limit))
+        return ([exact] if exact is not None else []) + list(self.session.scalars(query).all())[
+            :limit - (exact is not None)]
+
     # ---- an HTTP request's first read (issue 15) -----------------------------------------------------------
 
     def clock_and_login(self, *, token_hash: str | None = None, session_hash: str | None = None,
@@ -816,9 +861,18 @@ class Repository:
                                   {"secret_hash": token_hash or session_hash, "now": now}).one_or_none()
 
 
+#: Tasks shown on the worklist from the moment they are armed, however far off their deadline (issue 16: the PEP
+#: assessment of a contact, §6.2, from registration; its 4-day window rides on the same row).
+SHOWN_WHEN_ARMED = ("pep_assessment_due",)
+
 #: The columns a worklist item is made of.
 _WORKLIST_COLUMNS = ("id", "object_kind", "object_id", "name", "task", "due_at", "overdue_at", "status", "rule",
                      "attempts")
+
+
+def _chunks(values: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def open_task(timers: Table) -> Any:
@@ -860,6 +914,24 @@ def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> 
             if limit:
                 arm = arm.limit(bindparam("limit"))
             arms.append(select(arm.subquery()))
+    if until:
+        # Tasks on the worklist from the moment they are armed, whatever ``until`` (``SHOWN_WHEN_ARMED``: the PEP
+        # assessment, issue 16): their pending rows due later than ``until``, one range per name (``_task``).
+        for shown in SHOWN_WHEN_ARMED:
+            where = [timers.c.status == literal_column("'pending'"), open_task(timers),
+                     timers.c.name == literal_column(f"'{shown}'"),
+                     timers.c.due_at > bindparam("until", type_=timers.c.due_at.type)]
+            if kind:
+                where.append(timers.c.object_kind == bindparam("kind"))
+            if name:
+                where.append(timers.c.name == bindparam("name"))
+            ranges = ([[timers.c.due_at == at, timers.c.id > bindparam("after_id")], [timers.c.due_at > at]]
+                      if after else [[]])
+            for position in ranges:
+                arm = select(*columns).where(*where, *position).order_by(timers.c.due_at, timers.c.id)
+                if limit:
+                    arm = arm.limit(bindparam("limit"))
+                arms.append(select(arm.subquery()))
     merged = union_all(*arms).subquery("worklist")
     query = select(merged).order_by(merged.c.due_at, merged.c.id)
     return query.limit(bindparam("limit")) if limit else query

@@ -570,8 +570,9 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
                                            r"created at 2025-03-10T09:00:00\+01:00"):
             engine.show(case, as_of=T1 - timedelta(seconds=1))
         opened = case_at("2025-03-10T09:00:00+01:00")
-        assert (opened["state"], opened["version"], opened["onset"], opened["pcr_on"], opened["timers"]) == (
-            "suspected", 1, "2025-03-08", None, [])
+        assert (opened["state"], opened["version"], opened["onset"], opened["pcr_on"],
+                [(t["name"], t["status"], t["due_at"]) for t in opened["timers"]]) == (
+            "suspected", 1, "2025-03-08", None, [("test_result_due", "pending", "2025-03-13T00:00:00+01:00")])
         assert case_at("2025-03-11T12:00:00+01:00") == {**opened, "as_of": "2025-03-11T12:00:00+01:00"}
 
         confirmed = case_at("2025-03-12T12:00:00+01:00")
@@ -580,18 +581,19 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
             "confirmed", 2, "2025-03-11", "Ib", "2025-03-12T10:00:00+01:00", "2025-03-12T10:00:00+01:00", None)
         assert [(t["name"], t["due_at"], t["status"]) for t in confirmed["timers"]] == [
             ("phone_notification_due", "2025-03-12T17:00:00+01:00", "pending"),
+            ("test_result_due", "2025-03-13T00:00:00+01:00", "cancelled"),  # done by the confirmation
             ("written_notification_due", "2025-03-13T10:00:00+01:00", "pending"),
             ("sequencing_sample_due", "2025-03-13T17:00:00+01:00", "pending")]  # §2.4: the next working day
         assert case_at("2025-03-12T16:59:59+01:00")["version"] == 2
         phoned = case_at("2025-03-12T17:00:00+01:00")  # the deadline's firing: an overdue record, a new version
         assert (phoned["state"], phoned["version"], timer_status(phoned)) == (
-            "confirmed", 3, {"phone_notification_due": "missed", "written_notification_due": "pending",
-                             "sequencing_sample_due": "pending"})
+            "confirmed", 3, {"phone_notification_due": "missed", "test_result_due": "cancelled",
+                             "written_notification_due": "pending", "sequencing_sample_due": "pending"})
         assert case_at("2025-03-12T18:00:00+01:00") == {**phoned, "as_of": "2025-03-12T18:00:00+01:00"}
         both = case_at("2025-03-20T12:00:00+01:00")
         assert (both["state"], both["version"], both["updated_at"], timer_status(both)) == (
             "confirmed", 5, "2025-03-13T17:00:00+01:00",
-            {"phone_notification_due": "missed", "written_notification_due": "missed",
+            {"phone_notification_due": "missed", "test_result_due": "cancelled", "written_notification_due": "missed",
              "sequencing_sample_due": "missed"})
 
         # Across the change to summer time: the same state on both sides; the instant is printed in local time.
@@ -614,7 +616,7 @@ def test_as_of_between_the_transitions_of_a_case_and_a_course(cli_db):
         closed = case_at("2025-06-24T00:00:00+02:00")  # at the instant of the firing, inclusive
         assert (closed["state"], closed["version"], closed["updated_at"], timer_status(closed)) == (
             "closed", 8, "2025-06-24T00:00:00+02:00",
-            {"phone_notification_due": "missed", "written_notification_due": "missed",
+            {"phone_notification_due": "missed", "test_result_due": "cancelled", "written_notification_due": "missed",
              "sequencing_sample_due": "missed", "condom_advice_ends": "fired"})
         assert without_as_of(case_at("2025-12-24T12:00:00+01:00")) == engine.show(case)
 
@@ -682,7 +684,8 @@ def tampered_story(url: str) -> dict[str, Any]:
         view = engine.show(case)
         timers = {t["name"]: int(t["id"].removeprefix("timer-")) for t in view["timers"]}
         assert (view["state"], view["version"], sorted(timers)) == (
-            "isolated", 4, ["phone_notification_due", "sequencing_sample_due", "written_notification_due"])
+            "isolated", 4, ["phone_notification_due", "sequencing_sample_due", "test_result_due",
+                            "written_notification_due"])
         assert engine.audit_replay() == {"matches": True, "objects": 3, "differences": []}
         return {"case": case, "contact": contact, "course": course, "phone": timers["phone_notification_due"],
                 "written": timers["written_notification_due"], "contact_view": engine.show(contact)}

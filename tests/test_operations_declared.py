@@ -74,7 +74,7 @@ def test_a_refusal_names_a_field_as_each_entry_point_does() -> None:
 
 
 def test_every_declared_operation_fits_its_workflow_and_is_an_endpoint_and_a_command() -> None:
-    assert len(OPERATIONS) == 26 and len({op.name for op in OPERATIONS}) == 26
+    assert len(OPERATIONS) == 28 and len({op.name for op in OPERATIONS}) == 28
     for op in OPERATIONS:
         assert op.field("reason") is not None
         for declared in op.fields:

@@ -344,10 +344,11 @@ def test_a_case_is_a_child_case_under_18_on_the_onset_day(born, child):
     assert is_child(D(born) if born else None, D("2025-03-01")) is child
     s = opened(context={"person": related_person(born=D(born) if born else None)})
     assert s.facts.child is child
+    due = {k: v for k, v in due_of(s).items() if k != "test_result_due"}  # the suspected case's own task
     if child:
-        assert due_of(s) == {"paediatric_referral_due": (NOW + timedelta(hours=24), S3_2, PAEDIATRIC_TASK)}
+        assert due == {"paediatric_referral_due": (NOW + timedelta(hours=24), S3_2, PAEDIATRIC_TASK)}
     else:
-        assert due_of(s) == {}
+        assert due == {}
 
 
 def test_without_an_onset_the_age_on_the_registration_day_counts():
@@ -372,7 +373,9 @@ def test_the_paediatric_referral_is_recorded_for_a_child_only_and_once():
 def test_ending_a_child_case_cancels_its_referral_task(ending):
     child = opened(context={"person": related_person(born=D("2015-01-01"))})
     fire(child, ending, **({"on": D("2025-03-02")} if ending == "die" else {}))
-    assert "paediatric_referral_due" in child.cancelled and child.satisfied == set()
+    assert "paediatric_referral_due" in child.cancelled
+    # The test result chased is the negative test (discard); a death ends the chase undone (cancelled).
+    assert child.satisfied == ({"test_result_due"} if ending == "discard" else set())
 
 
 # ---- §3.2 discharge, decided by the infection-medicine department -------------------------------------------------
@@ -520,7 +523,10 @@ def test_an_isolating_suspected_case_is_confirmed_into_isolation_and_its_deadlin
         "phone_notification_due": ("2025-03-10T17:00:00+01:00", S3_1, "pending"),
         "written_notification_due": ("2025-03-08T18:00:00+01:00", S3_1, "pending"),
         "sequencing_sample_due": ("2025-03-10T17:00:00+01:00", S2_4, "pending"),
+        # The suspected case's test result, chased from its opening: done by the confirmation (issue 16).
+        "test_result_due": ("2025-03-06T00:00:00+01:00", "SST-mpox-7.1 §2.1", "cancelled"),
     }
+    assert timers(engine, case_id)["test_result_due"]["satisfied_at"] == "2025-03-07T18:00:00+01:00"
     entry = last_entry(engine, case_id)
     assert (entry["trigger"], entry["from"], entry["to"], entry["rule"]) == ("confirm", "suspected", "isolated",
                                                                              S1_1)

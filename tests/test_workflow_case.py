@@ -12,6 +12,7 @@ from workflows.case import (
     CASE,
     FINAL,
     STATES,
+    TEST_RESULT_TASK,
     condom_advice_ends,
     phone_notification_due,
     written_notification_due,
@@ -111,7 +112,8 @@ def test_rash_or_any_other_listed_symptom_with_a_criterion_opens_a_suspected_cas
     s = subject(onset=date(2025, 3, 1), symptoms=[symptom], criteria=["travel"])
     CASE.fire(s, "open")
     assert s.state == "suspected"
-    assert s.armed == []
+    # The only timer: chase the test result (issue 16, Decision), 2 days from the opening day.
+    assert [(t.name, t.task) for t in s.armed] == [("test_result_due", TEST_RESULT_TASK)]
 
 
 def test_onset_in_the_future_is_refused():
@@ -240,7 +242,7 @@ def test_notify_satisfies_its_deadline_and_only_once():
     CASE.fire(s, "confirm")
     s.data = {"channel": "phone"}
     CASE.fire(s, "notify")
-    assert s.satisfied == {"phone_notification_due"}
+    assert s.satisfied == {"test_result_due", "phone_notification_due"}
     assert s.facts.phone_notified_at == NOW
     with pytest.raises(GuardRefused, match="already recorded"):
         CASE.fire(s, "notify")

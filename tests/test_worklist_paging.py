@@ -27,6 +27,7 @@ from engine.queries import DEFAULT_PAGE, decode_cursor, encode_cursor
 from entry.cli import app
 from persistence.database import Database
 from persistence.models import Timer
+from persistence.repository import SHOWN_WHEN_ARMED
 from scheduler.firing import advance_simulated_clock
 from tests.helpers import confirmed, person, pk
 from workflows.errors import UsageError
@@ -81,7 +82,8 @@ def expected_worklist(engine: Engine, within: timedelta | None = None) -> list[s
     ids = []
     for t in engine.timers(limit=MAX_LIMIT):
         open_task = t.get("task") and t["satisfied_at"] is None and t.get("resolved_at") is None
-        due = until is None or T(t["due_at"]) <= until
+        # A contact's PEP assessment is on the worklist from the moment it is armed, whatever `within` (issue 16).
+        due = until is None or T(t["due_at"]) <= until or (t["name"] in SHOWN_WHEN_ARMED and t["status"] == "pending")
         if t["status"] == "failed" or (open_task and (t["status"] == "missed" or
                                                       (t["status"] in ("pending", "fired") and due))):
             ids.append((T(t["due_at"]), pk(t["id"]), t["id"]))
@@ -351,7 +353,8 @@ def test_the_worklist_page_shows_one_page_and_links_the_next(cli_db, client_for,
         mixed_worklist(engine, db, engine.simulated_clock)
         engine.save_clock()
         # The page shows what falls due by the end of the next 7 days (from tomorrow, Danish time).
-        shown = [(i["object"], i["name"]) for i in engine.worklist() if T(i["due_at"]) < T("2025-03-12T00:00:00+01:00")]
+        shown = [(i["object"], i["name"]) for i in engine.worklist() if T(i["due_at"]) < T("2025-03-12T00:00:00+01:00")
+                 or (i["name"] in SHOWN_WHEN_ARMED and not i["missed"])]
         second = engine.worklist_page(limit=4)["next"]
     assert len(shown) > 8
     monkeypatch.setattr(web_pages, "WORKLIST_PAGE", 4)

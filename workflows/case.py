@@ -72,9 +72,20 @@ PAEDIATRIC_REFERRAL_WITHIN = timedelta(hours=24)
 PAEDIATRIC_TASK = ("refer to the highly specialised paediatric level (52) for work-up and treatment with infection "
                    "medicine")
 SEQUENCING_TASK = "send the positive sample to SSI for genome sequencing"
+#: §2.1, §2.2.1 a suspected case waits for its PCR answer; Decision: chased after ``Settings.test_result_chase_days``.
+TEST_RESULT_TASK = "chase the PCR test result of the suspected case"
+#: The facts ``case correct`` corrects, each with the section that defines it: symptom onset starts the infectious
+#: period (§5.1), the PCR sample confirms the case (§1.1), the clade comes from SSI's sequencing (§2.4).
+CORRECTABLE = ("onset", "pcr_on", "clade")
+#: Open states in which the case has been confirmed (a PCR date and a clade mean something).
+CONFIRMED_OPEN = ("confirmed", "isolated", "healed")
 
 S1_1, S2_2_1, S2_4, S3, S3_1, S3_2, S3_4, S4_1, S5_1, S5_2 = (
     cite(s) for s in ("§1.1", "§2.2.1", "§2.4", "§3", "§3.1", "§3.2", "§3.4", "§4.1", "§5.1", "§5.2"))
+#: The section of each correctable fact (``CORRECTABLE``).
+CORRECTION_RULES = {"onset": S5_1, "pcr_on": S1_1, "clade": S2_4}
+#: §2.1 a suspected case is notified on a positive answer; §2.2.1 its self-isolation ends on a negative one.
+S2_1 = cite("§2.1")
 
 
 @dataclass
@@ -179,6 +190,12 @@ def paediatric_referral_due(registered_at: datetime) -> datetime:
 def condom_advice_ends(healed_on: date) -> datetime:
     """§4.1 condom use for 12 weeks after healing: 00:00 local on healed date + 85 days."""
     return window_closes(healed_on, CONDOM_ADVICE_DAYS)
+
+
+def test_result_due(opened_at: datetime, settings: Settings) -> datetime:
+    """§2.1, §2.2.1 Decision: the test result of a suspected case is chased when ``test_result_chase_days`` days from
+    the day it was opened have passed undecided: 00:00 local after the last of them."""
+    return window_closes(local_date(opened_at), settings.test_result_chase_days)
 
 
 def is_child(born: date | None, day: date) -> bool:
@@ -383,6 +400,82 @@ def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _correction_reason(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    if not str(data.get("reason") or "").strip():
+        return "a correction needs its reason: say why the recorded value was wrong with ⟦reason⟧"
+    return None
+
+
+def _correction_fits(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """Something to correct, and only what means something in this state: the PCR date and the clade once
+    confirmed."""
+    given = [name for name in CORRECTABLE if data.get(name) is not None]
+    if not given:
+        return "nothing to correct: give the corrected ⟦onset⟧, ⟦pcr_on⟧ or ⟦clade⟧"
+    facts: CaseFacts = subject.facts
+    unconfirmed = [name for name in given if name != "onset" and facts.pcr_on is None]
+    if unconfirmed:
+        return (f"{subject.object_id} is not confirmed yet: it has no {' or '.join(f'⟦{n}⟧' for n in unconfirmed)} "
+                f"to correct; record the positive PCR with `case confirm {subject.object_id}`")
+    unchanged = [name for name in given if getattr(facts, name) == data[name]]
+    if len(unchanged) == len(given):  # a value given as it is recorded is simply not corrected (a prefilled form)
+        return (f"{', '.join(f'⟦{n}⟧' for n in unchanged)} already "
+                f"{'is' if len(unchanged) == 1 else 'are'} recorded as given: nothing to correct")
+    return None
+
+
+def _corrected(subject: Subject, data: Mapping[str, Any]) -> CaseFacts:
+    """The case's facts as the correction would leave them (the subject's facts unchanged)."""
+    facts: CaseFacts = subject.facts
+    return CaseFacts(**{**vars(facts), **{n: data[n] for n in CORRECTABLE if data.get(n) is not None}})
+
+
+def _corrected_dates(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """The corrected onset and PCR date lie on or before today, the onset on or before the PCR sample, and the
+    first day of the infectious period on or before what followed it (healing, discharge, the sample sent)."""
+    after = _corrected(subject, data)
+    today = local_date(subject.now)
+    for name, what in (("onset", "symptom onset"), ("pcr_on", "the PCR sample date")):
+        value: date | None = data.get(name)
+        if value is not None and value > today:
+            return f"the corrected {what} {value} is after today ({today}): a date cannot be in the future (⟦{name}⟧)"
+    if after.onset is not None and after.pcr_on is not None and after.pcr_on < after.onset:
+        name = "onset" if data.get("onset") is not None else "pcr_on"
+        return (f"the PCR sample date {after.pcr_on} would be before symptom onset {after.onset}: correct "
+                f"⟦{name}⟧ (the sample is taken once symptoms began)")
+    start = infectious_from(after)
+    name = "onset" if after.onset is not None else "pcr_on"
+    for later, what in ((after.healed_on, "healed"), (after.discharged_on, "discharge")):
+        if start is not None and later is not None and start > later:
+            return (f"the corrected ⟦{name}⟧ {start} would be after the {what} date {later}: correct the date")
+    if after.pcr_on is not None and after.sample_sent_on is not None and after.sample_sent_on < after.pcr_on:
+        return (f"the corrected ⟦pcr_on⟧ {after.pcr_on} would be after the day the sample was sent to SSI "
+                f"({after.sample_sent_on}): correct the date")
+    return None
+
+
+def _period_still_holds(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """§5.1, §5.2 a later start of the infectious period must keep what was recorded against it: every contact's
+    exposures inside it, every possible source within the 21 days before it. Patient safety: mpoxflow never drops
+    a contact by itself; staff correct the exposure first (``contact correct``)."""
+    before, after = infectious_from(subject.facts), infectious_from(_corrected(subject, data))
+    if after is None or before == after:
+        return None
+    name = "onset" if _corrected(subject, data).onset is not None else "pcr_on"
+    for contact in subject.linked.get("contact", ()):
+        first = getattr(contact.facts, "exposed_on", None)
+        if first is not None and first < after:
+            return (f"{contact.id} was exposed on {first}, before the corrected start of the infectious period "
+                    f"{after} (⟦{name}⟧): correct that exposure first (`contact correct {contact.id}`), since only "
+                    "exposures in the infectious period make a close contact")
+    for source in subject.facts.sources:
+        on = date.fromisoformat(source["on"])
+        if not after - timedelta(days=SOURCE_DAYS) <= on <= after:
+            return (f"the possible source {source['case']} (exposure on {on}) would lie outside the 21 days before "
+                    f"the corrected ⟦{name}⟧ {after} in which STPS looks for the source: correct the date")
+    return None
+
+
 # ---- effects ---------------------------------------------------------------------------------------------------
 
 
@@ -400,9 +493,17 @@ def _open(subject: Subject, data: Mapping[str, Any]) -> None:
                                     task=PAEDIATRIC_TASK))
 
 
+def _open_suspected(subject: Subject, data: Mapping[str, Any]) -> None:
+    """A suspected case waits for its test: the task to chase the result (Decision, §2.1, §2.2.1)."""
+    _open(subject, data)
+    subject.arm_timer(TimerSpec("test_result_due", test_result_due(subject.now, subject.settings), S2_1,
+                                task=TEST_RESULT_TASK))
+
+
 def _confirm(subject: Subject, data: Mapping[str, Any]) -> None:
     if subject.facts is None:
         _open(subject, data)
+    subject.satisfy_timer("test_result_due")  # the positive PCR is the result chased
     facts: CaseFacts = subject.facts
     # §6.3: mpox after dose 1 means no dose 2 (and a person with mpox is not vaccinated): end their course.
     subject.cascade(Cascade("course", "mpox_confirmed", states=("offered", "dose1_given", "dose2_due")))
@@ -437,6 +538,7 @@ def _discard(subject: Subject, data: Mapping[str, Any]) -> None:
         facts.isolation_ended_at = subject.now  # §2.2.1 self-isolation ends with a negative test
     _ends_infectious_period_duties(facts)
     subject.cancel_timer("paediatric_referral_due")
+    subject.satisfy_timer("test_result_due")  # the negative test is the result chased
     if facts.from_contact is not None:
         # §2.2.1, §5.5: the contact whose symptoms opened this case returns to its monitoring.
         subject.cascade(Cascade("contact", "case_discarded", pk=facts.from_contact))
@@ -453,6 +555,7 @@ def _die(subject: Subject, data: Mapping[str, Any]) -> None:
     _ends_infectious_period_duties(subject.facts)
     subject.cancel_timer("condom_advice_ends")
     subject.cancel_timer("paediatric_referral_due")
+    subject.cancel_timer("test_result_due")
 
 
 def _notify(subject: Subject, data: Mapping[str, Any]) -> None:
@@ -511,10 +614,67 @@ def _work(subject: Subject, data: Mapping[str, Any]) -> None:
     facts.no_work = bool(facts.work)
 
 
+def _child_and_antiviral(subject: Subject) -> None:
+    """§3.2, §3.4 what follows from the person's facts and the onset: a child case (under 18 on the onset day, the
+    registration day without one) and its referral task, and when antivirals may be considered. A case that is
+    now a child case gets the referral task, due 24 hours from now (the fact became known now); one that is no
+    longer a child case has the task cancelled (a missed one stays missed until resolved)."""
+    facts: CaseFacts = subject.facts
+    person = _person(subject)
+    born = person.born if person is not None else None
+    child = is_child(born, facts.onset or facts.pcr_on or local_date(subject.now))
+    if child and not facts.child and facts.paediatric_referred_at is None:
+        subject.arm_timer(TimerSpec("paediatric_referral_due", paediatric_referral_due(subject.now), S3_2,
+                                    task=PAEDIATRIC_TASK))
+    elif not child and facts.child:
+        subject.cancel_timer("paediatric_referral_due")
+    facts.child = child
+    if facts.confirmed_at is not None:
+        facts.antiviral_consider = antiviral_consider(person, child)
+
+
+def _correct(subject: Subject, data: Mapping[str, Any]) -> None:
+    """A recorded value was wrong: the corrected values replace it, the audit entry keeps the previous ones
+    (``before``) and the section of each corrected fact; what follows from the onset is recomputed. The
+    notification and sequencing deadlines run from the instant of confirmation (§3.1, §2.4), not from the PCR
+    sample date, so they stand."""
+    facts: CaseFacts = subject.facts
+    before: dict[str, Any] = {}
+    for name in CORRECTABLE:
+        value = data.get(name)
+        if value is not None and getattr(facts, name) != value:
+            old = getattr(facts, name)
+            before[name] = old.isoformat() if isinstance(old, date) else old
+            setattr(facts, name, value)
+    subject.audit_data["before"] = before
+    subject.audit_data["corrected"] = sorted(before, key=CORRECTABLE.index)
+    subject.audit_data["rules"] = {name: CORRECTION_RULES[name] for name in before}
+    if "onset" in before:
+        _child_and_antiviral(subject)
+
+
+def _person_corrected(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The person's birth date or immunodeficiency was corrected: child case and antiviral advice recomputed."""
+    _child_and_antiviral(subject)
+
+
 PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", "PCR sample"))
 OTHER_NOTE = Guard(S1_1, _other_has_a_note)
 ONE_OPEN_CASE = Guard(S3_1, _no_open_case)
 COVERED = Guard(S4_1, _covered_needs_no_general_symptoms)
+CORRECTION_GUARDS = (Guard(S1_1, _correction_reason), Guard(S1_1, _correction_fits), Guard(S5_1, _corrected_dates),
+                     Guard(S5_1, _period_still_holds))
+
+
+def _corrects(name: str) -> Any:
+    """The correction's row is that of the first fact it changes (its section is the entry's rule)."""
+    def when(subject: Subject) -> bool:
+        facts: CaseFacts = subject.facts
+        changed = [n for n in CORRECTABLE if subject.data.get(n) is not None
+                   and getattr(facts, n) != subject.data[n]]
+        return bool(changed) and changed[0] == name
+
+    return when
 
 CASE = WorkflowDefinition(
     kind="case",
@@ -527,7 +687,7 @@ CASE = WorkflowDefinition(
             "open", (NEW,), "suspected", S1_1, "open a suspected case (case definition)",
             guards=(Guard(S1_1, _suspected_needs_onset), Guard(S1_1, _onset_not_in_future),
                     Guard(S1_1, _case_definition), OTHER_NOTE, ONE_OPEN_CASE),
-            effect=_open, references=("person",),
+            effect=_open_suspected, references=("person",),
         ),
         TransitionSpec(
             "open_confirmed", (NEW,), "confirmed", S1_1,
@@ -544,6 +704,25 @@ CASE = WorkflowDefinition(
         TransitionSpec(
             "confirm", ("suspected",), "confirmed", S1_1, "PCR shows mpox virus DNA",
             guards=(PCR_DATE,), effect=_confirm, references=("person",),
+        ),
+        TransitionSpec(
+            "test_result_due", ("suspected",), None, S2_1,
+            "the suspected case's test result was not chased in time: missed", effect=_deadline_passed, timed=True,
+        ),
+        *(TransitionSpec(
+            "correct", OPEN_STATES if name == "onset" else CONFIRMED_OPEN, None, CORRECTION_RULES[name],
+            f"a wrong {what} is corrected, with the reason; what follows from it is recomputed",
+            guards=CORRECTION_GUARDS, effect=_correct, references=("person",), linked=("contact",),
+            when=_corrects(name))
+          for name, what in (("onset", "symptom onset"), ("pcr_on", "PCR sample date"), ("clade", "clade"))),
+        TransitionSpec(
+            "correct", OPEN_STATES, None, S1_1, "a correction that gives nothing to correct is refused",
+            guards=CORRECTION_GUARDS, references=("person",), linked=("contact",),
+        ),
+        TransitionSpec(
+            "person_corrected", OPEN_STATES, None, S3_2,
+            "the person's birth date or immunodeficiency was corrected: child case and antiviral advice recomputed",
+            effect=_person_corrected, references=("person",), internal=True,
         ),
         TransitionSpec(
             "discard", ("suspected",), "discarded", S2_2_1,
@@ -731,6 +910,7 @@ OPERATIONS: tuple[Operation, ...] = (
         fields=(Field("pcr_on", "date", "The positive PCR's date, YYYY-MM-DD.", "Dato for positiv PCR",
                       "Positive PCR on", required=True), _CLADE),
         rule=S1_1, id_help=_CASE_ID,
+        tasks=(Task("test_result_due", "Record the test result…"),),
     ),
     Operation(
         "case discard", "case", "discard", _summary("discard"),
@@ -797,6 +977,22 @@ OPERATIONS: tuple[Operation, ...] = (
         "Record the clade SSI's genome sequencing found (§2.4), once the case is confirmed.",
         fields=(Field("clade", "choice", "|".join(CLADES), "Klade", "Clade", required=True, choices=CLADES),),
         rule=S2_4, id_help=_CASE_ID,
+    ),
+    Operation(
+        "case correct", "case", "correct", "correct a wrong symptom onset, PCR sample date or clade",
+        f"Correct a recorded value that was wrong, with {ref('reason')} (required): the symptom onset (any open "
+        f"state; it starts the infectious period, §5.1), the PCR sample date ({ref('pcr_on')}, §1.1) or the clade "
+        "(§2.4) once confirmed. The audit entry keeps the values before and after; what follows from them (a child "
+        "case, §3.2) is recomputed. Refused when nothing changes, a date lies in the future or would leave a "
+        "contact's exposure or a source outside the infectious period.",
+        fields=(Field("onset", "date", "The corrected symptom onset, YYYY-MM-DD.", "Korrigeret symptomdebut",
+                      "Corrected symptom onset"),
+                Field("pcr_on", "date", "The corrected date of the positive PCR sample, YYYY-MM-DD.",
+                      "Korrigeret dato for positiv PCR", "Corrected positive PCR on"),
+                Field("clade", "choice", "The corrected clade: " + "|".join(CLADES), "Korrigeret klade",
+                      "Corrected clade", choices=CLADES)),
+        rule=S5_1, id_help=_CASE_ID, reason_in_data=True,
+        reason_help="Why the recorded value was wrong (required): goes into the audit entry.",
     ),
     Operation(
         "case paediatric", "case", "paediatric", _summary("paediatric"),

@@ -548,6 +548,42 @@ def _follow_exposure(subject: Subject, data: Mapping[str, Any]) -> None:
     _arm_pep_window(subject)
 
 
+def _plan_for(subject: Subject) -> tuple[int, str, str]:
+    """§6.4 the dose plan the person's facts give now, with the doses before this course as the offer said."""
+    doses, rule, why = dose_plan(_person(subject))
+    facts: CourseFacts = subject.facts
+    if facts.prior_doses:
+        why += (f"; {facts.prior_doses} dose given before (on {facts.prior_last_dose_on or 'a date not recorded'}): "
+                "this course gives the person's dose 2")
+    return doses, rule, why
+
+
+def _plan_change_is_safe(subject: Subject, data: Mapping[str, Any]) -> str | None:
+    """Patient safety: a correction of the person's facts never shortens a course once a dose counts towards it;
+    fewer doses than planned is a clinician's decision, not a recomputation."""
+    facts: CourseFacts = subject.facts
+    doses, _, why = _plan_for(subject)
+    if doses >= facts.doses_planned:
+        return None
+    given = _own_doses(facts)
+    if given or facts.prior_doses:
+        when = f"dose 1 was given on {given[0]}" if given else "the person had a dose before this course"
+        return (f"{subject.object_id} is under way with a {facts.doses_planned}-dose plan and {when}; with the "
+                f"corrected facts the plan would be {doses} dose ({why}), and mpoxflow does not shorten a course "
+                f"under way by itself: record dose 2 or decline the course (`vaccine decline {subject.object_id}`) "
+                "as the clinician decides, then correct the person's facts")
+    return None
+
+
+def _replan(subject: Subject, data: Mapping[str, Any]) -> None:
+    """§6.4 the person's facts were corrected: the dose plan of the open course follows them."""
+    facts: CourseFacts = subject.facts
+    doses, rule, why = _plan_for(subject)
+    before = {"doses_planned": facts.doses_planned, "plan_rule": facts.plan_rule, "plan_reason": facts.plan_reason}
+    facts.doses_planned, facts.plan_rule, facts.plan_reason = doses, rule, why
+    subject.audit_data["before"] = {k: v for k, v in before.items() if getattr(facts, k) != v}
+
+
 def _dose2_falls_due(subject: Subject, data: Mapping[str, Any]) -> None:
     """Dose 2 may be given from today; the task stays open until it is (overdue after the configured days)."""
 
@@ -625,6 +661,10 @@ COURSE = WorkflowDefinition(
         TransitionSpec(LATE_ENTRY, ("offered",), "cancelled", S6_2,
                        "the late-entry grace after the PEP window ended without dose 1: the offer is cancelled",
                        effect=_end(PEP_WINDOW_ENDED), timed=True),
+        TransitionSpec("person_corrected", OPEN, None, S6_4,
+                       "the person's facts were corrected: the dose plan is recomputed (never shortened once a dose "
+                       "counts towards it)", guards=(Guard(S6_4, _plan_change_is_safe),), effect=_replan,
+                       references=("person",), internal=True),
         TransitionSpec("mpox_confirmed", OPEN, "cancelled", S6_3,
                        "mpox confirmed for the person: no (further) dose",
                        effect=_end(MPOX_ENDED, pep_may_be_assessed_again=False), internal=True),

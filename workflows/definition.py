@@ -44,6 +44,9 @@ class Settings:
     #: §6.2: after a PEP window closes, how long a dose 1 given inside the window may still be recorded before
     #: the offered course is cancelled (a dose on day 14 entered the next morning).
     pep_late_entry_grace: timedelta = timedelta(days=7)
+    #: §2.1, §2.2.1 a suspected case waits for its PCR answer: after how many Danish calendar days from its opening
+    #: the task "chase the test result" falls due (a window of N days from the opening day: its last day is D+N).
+    test_result_chase_days: int = 2
 
     def is_working_day(self, day: date) -> bool:
         return day.weekday() in self.working_weekdays and not self.is_holiday(day)
@@ -119,6 +122,10 @@ class Subject:
     satisfied: set[str] = field(default_factory=set)
     spawned: list[Spawn] = field(default_factory=list)
     cascades: list[Cascade] = field(default_factory=list)
+    #: Objects that belong to this one, by kind (``TransitionSpec.linked``: a case's contacts).
+    linked: Mapping[str, tuple[Related, ...]] = field(default_factory=dict)
+    #: What the effect adds to the audit entry's data besides the data given (a correction's values before it).
+    audit_data: dict[str, Any] = field(default_factory=dict)
 
     def cascade(self, cascade: Cascade) -> None:
         """Pull a trigger on other objects, in this transaction, after this object is written."""
@@ -170,6 +177,9 @@ class TransitionSpec:
     #: Other objects the guards read, by kind: the id is the data key of that name, or else the object's own
     #: ``<kind>_id`` column (a contact's case); ``person`` is always the object's own person.
     references: tuple[str, ...] = ()
+    #: Objects of these kinds that belong to this one (their ``<own kind>_id`` column is its id), loaded for the
+    #: guards into ``Subject.linked`` (a case's contacts, when a correction moves its infectious period).
+    linked: tuple[str, ...] = ()
     #: Chooses between transitions of one trigger from one state (pure, no refusal): tried in table order.
     when: Callable[[Subject], bool] | None = None
 

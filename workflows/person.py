@@ -103,6 +103,22 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         id_help="The person's id (person-N).",
     ),
+    Operation(
+        "person correct", "person", None, "correct a wrong birth date, pregnancy or immunodeficiency",
+        f"Correct a recorded fact that was wrong, with {ref('reason')} (required): the birth date, pregnancy "
+        "(§6.2.1), immunodeficiency (§6.4). What the person's open cases and courses derive from them is "
+        "recomputed (a child case §3.2, antiviral advice §3.4, the dose plan §6.4); a course under way is never "
+        "shortened by it (refused: the clinician decides). The audit entry keeps the previous flags, and that the "
+        "birth date changed (never its value).",
+        fields=(
+            Field("born", "date", "The corrected birth date, YYYY-MM-DD.", "Korrigeret fødselsdato",
+                  "Corrected birth date"),
+            _update("pregnant", "Pregnant (§6.2.1)", "Gravid", "Pregnant"),
+            _update("immunocompromised", "Immunocompromised (§6.4)", "Immunsupprimeret", "Immunocompromised"),
+        ),
+        id_help="The person's id (person-N).",
+        reason_help="Why the recorded value was wrong (required): goes into the audit entry.",
+    ),
 )
 
 
