@@ -73,7 +73,7 @@ def dot_source(definition: WorkflowDefinition, counts: dict[str, int],
         if state != NEW:
             text += f'<BR/><FONT POINT-SIZE="11">{_html(count_text(counts.get(state, 0)))}</FONT>'
         fill = "#eeeeee" if state == NEW else ("#e6e6e6" if final else "#dde8f3")
-        lines.append(f'  {_quote(state)} [id={_quote("state-" + state)} class="state" label=<{text}> '
+        lines.append(f'  {_quote(state)} [id={_quote("state_" + state)} class="state" label=<{text}> '
                      f'fillcolor="{fill}" penwidth={3 if final else 1.2}];')
     for (source, dest), labels in edge_labels(definition).items():
         label = "\\n".join(t.replace("\\", "\\\\").replace('"', '\\"') for t in labels)
