@@ -46,7 +46,8 @@ def api(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def world(served: Served, client_for: Callable[..., Any]) -> Served:
-    """``served``'s case confirmed, consenting, with a household contact; a third person on a PrEP course."""
+    """``served``'s case confirmed, consenting, with a household contact; a third person on a PrEP course; the
+    clock two days on."""
     staff = client_for("staff:test")
     api(staff, f"/api/cases/{served.case}/confirm", {"pcr_on": "2025-03-03"})
     api(staff, f"/api/cases/{served.case}/consent", {"tracing": True})
@@ -57,6 +58,9 @@ def world(served: Served, client_for: Callable[..., Any]) -> Served:
     course = api(staff, "/api/courses", {"person": person["id"], "indication": "prep",
                                          "criteria": ["msm_two_partners_12w"], "criterion_on": "2025-02-20"})
     assert course["id"] == "course-1"
+    # Two days on: tasks missed (their resolve forms on the worklist and the pages), days gone by in the calendar.
+    moved = staff.post("/clock/advance", data={"amount": "2", "unit": "days", "csrf_token": staff.csrf})
+    assert moved.status_code == 303, moved.text
     return served
 
 
@@ -92,6 +96,19 @@ def overflow(page: Page) -> int:
     return width
 
 
+WIDEST = """() => Array.from(document.querySelectorAll("body *"))
+  .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+  .filter((el) => !Array.from(el.children).some((c) => c.getBoundingClientRect().right > window.innerWidth + 0.5))
+  .slice(0, 3).map((el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (el.name ? `[name=${el.name}]` : ""))
+  .join(", ")"""
+
+
+def widest(page: Page) -> str:
+    """The first elements (deepest) that reach past the window's right edge."""
+    found: str = page.evaluate(WIDEST)
+    return found
+
+
 def slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root"
 
@@ -117,7 +134,7 @@ def check(page: Page, label: str, problems: list[str], shots: str) -> None:
     """``page`` as loaded now: its width and axe; a full-page screenshot under ``shots``."""
     wider = overflow(page)
     if wider > 0:
-        problems.append(f"{label}: {wider} px wider than the window (horizontal scrolling)")
+        problems.append(f"{label}: {wider} px wider than the window (horizontal scrolling): {widest(page)}")
     for violation in blocking_violations(page):
         problems.append(f"{label}: axe {violation}")
     page.screenshot(path=ARTIFACTS / f"{shots}.png", full_page=True)
