@@ -205,7 +205,7 @@ def test_a_case_and_a_contact_print_without_navigation_or_forms_on_a4(
         for part in ("#facts", "#timers", "#timeline"):
             expect(page.locator(part)).to_be_visible()
         expect(page.locator("#timeline")).to_contain_text("staff:test")
-        assert overflow(page) <= 0, f"{path} printed is wider than A4"
+        assert overflow(page) <= 0, f"{path} printed is wider than A4: {widest(page)}"
         page.pdf(path=str(ARTIFACTS / f"print-{slug(path)}.pdf"), format="A4", print_background=True)
         page.screenshot(path=ARTIFACTS / f"print-{slug(path)}.png", full_page=True)
         page.emulate_media(media="screen")
