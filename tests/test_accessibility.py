@@ -20,16 +20,14 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from entry.web import diagram
-from tests.test_e2e_browser import (  # noqa: F401 - fixtures, found by name
-    ARTIFACTS,
-    TIMEOUT_MS,
-    Served,
-    browser,
-    log_in,
-    playwright,
-    served,
-)
+from tests import test_e2e_browser as e2e
+from tests.test_e2e_browser import ARTIFACTS, TIMEOUT_MS, Served, log_in
 from workflows.registry import WORKFLOWS
+
+# The browser and the served application: the end-to-end tests' fixtures, shared (found by these names).
+playwright = e2e.playwright
+browser = e2e.browser
+served = e2e.served
 
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 ROLES = {"staff": "staff:test", "auditor": "auditor:test", "admin": "admin:test"}
@@ -114,7 +112,7 @@ def slug(path: str) -> str:
 
 
 @pytest.fixture
-def new_context(browser: Browser, served: Served) -> Iterator[Callable[[str], BrowserContext]]:  # noqa: F811
+def new_context(browser: Browser, served: Served) -> Iterator[Callable[[str], BrowserContext]]:
     made: list[BrowserContext] = []
 
     def make(width: str) -> BrowserContext:
