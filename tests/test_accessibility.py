@@ -322,7 +322,7 @@ def test_staff_log_in_open_a_case_and_confirm_it_with_the_keyboard_alone(
     page.keyboard.press("ArrowDown")
     expect(page).to_have_url(re.compile(r"/list/cases$"))
     page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.matches('#state-filter button')")
+    assert page.evaluate("document.activeElement.matches('form:has(#state-filter-state) button')")
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/list/cases\?state=confirmed$"))
     expect(page.locator("#listing")).not_to_contain_text(served.case)
