@@ -23,9 +23,8 @@ from fastapi.responses import Response, StreamingResponse
 from engine.auditing import DESK_FORMATS
 from engine.core import Engine
 from engine.queries import DEFAULT_AUDIT_PAGE
-from entry.web import i18n
 from entry.web.i18n import gettext as _
-from entry.web.pages import Eng, Who, dk_time, render, templates
+from entry.web.pages import Eng, Who, dk_time, render
 from persistence.repository import parse_id
 from workflows.calendar import DANISH, local_midnight
 from workflows.errors import MpoxflowError, NotFound, UsageError
@@ -34,9 +33,6 @@ from workflows.registry import WORKFLOWS
 
 router = APIRouter(include_in_schema=False)
 
-# The pages' templates speak through gettext (``{{ _("...") }}``).
-templates.env.add_extension("jinja2.ext.i18n")
-templates.env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
 
 #: The page sizes offered; any size from 1 to ``MAX_PAGE`` is accepted.
 PAGE_SIZES = (25, 50, 100, 200)

@@ -1,56 +1,53 @@
-"""A workflow's state diagram as inline SVG, drawn from its definition on the server (no script, no build step).
+"""A workflow's state diagram as inline SVG, laid out by Graphviz's ``dot`` on the server (no script, no build step).
 
-States stand in columns by their distance from creation; each transition that moves is an arrow labelled with its
-trigger and section; transitions that keep the state (recording a fact, a deadline) are listed beside it. Each
-state shows how many objects are in it now.
+Each state is a node showing how many objects are in it now; each transition that moves is an edge labelled with
+its trigger and section (one edge per pair of states, its triggers one per line); transitions that keep the state
+(recording a fact, a deadline) are listed beside the drawing (``internal``). ``dot`` places the labels so that they
+do not overlap. The SVG is made once per definition and counts and kept (``dot`` is a process of ~50 ms); it has no
+script and no style attribute, so the pages' Content-Security-Policy lets it through.
+
+``dot`` comes from Debian's ``graphviz`` package. When it is missing, ``svg`` returns ``""`` and the page says so
+(the Mermaid text and the tables are drawn all the same); ``scripts/test`` installs it.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import lru_cache
 from html import escape
 
+from entry.web.i18n import ngettext
 from workflows.definition import NEW, WorkflowDefinition
 
-BOX_W, BOX_H, COL_GAP, ROW_GAP, MARGIN = 150, 54, 110, 40, 30
+#: The Graphviz program that lays the diagrams out (looked up on PATH when the page is drawn).
+DOT = "dot"
+DOT_TIMEOUT = 10.0  # seconds
+#: The font dot measures labels with and the page draws them in (a sans-serif every Debian has).
+FONT = "DejaVu Sans"
 
 
-@dataclass(frozen=True)
-class Box:
-    state: str
-    x: int
-    y: int
+class DotMissing(RuntimeError):
+    """Graphviz's ``dot`` is not installed (or failed): the diagram cannot be laid out."""
 
 
-def layout(definition: WorkflowDefinition) -> dict[str, Box]:
-    """Columns by shortest distance from ``new`` along moving transitions; rows in the definition's order."""
-    depth = {NEW: 0}
-    frontier = [NEW]
-    while frontier:
-        following = []
-        for state in frontier:
-            for spec in definition.transitions:
-                if state in spec.source and spec.dest is not None and spec.dest not in depth:
-                    depth[spec.dest] = depth[state] + 1
-                    following.append(spec.dest)
-        frontier = following
-    columns: dict[int, list[str]] = defaultdict(list)
-    for state in [NEW, *definition.states]:
-        columns[depth.get(state, max(depth.values()) + 1)].append(state)
-    tallest = max(len(c) for c in columns.values())
-    boxes = {}
-    for column, states in columns.items():
-        offset = (tallest - len(states)) * (BOX_H + ROW_GAP) // 2
-        for row, state in enumerate(states):
-            boxes[state] = Box(state, MARGIN + column * (BOX_W + COL_GAP), MARGIN + offset + row * (BOX_H + ROW_GAP))
-    return boxes
+def objects(n: int) -> str:
+    return ngettext("%(num)d object", "%(num)d objects", n) % {"num": n}
 
 
-def svg(definition: WorkflowDefinition, counts: dict[str, int]) -> str:
-    boxes = layout(definition)
-    width = max(b.x for b in boxes.values()) + BOX_W + MARGIN
-    height = max(b.y for b in boxes.values()) + BOX_H + MARGIN
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _html(text: str) -> str:
+    return escape(text, quote=True)
+
+
+def edge_labels(definition: WorkflowDefinition) -> dict[tuple[str, str], list[str]]:
+    """Each pair of states a transition moves between, with its labels (trigger, section, ⏱ for a timer's)."""
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
     for spec in definition.transitions:
         if spec.dest is None:
@@ -59,52 +56,68 @@ def svg(definition: WorkflowDefinition, counts: dict[str, int]) -> str:
         for source in spec.source:
             if label not in edges[(source, spec.dest)]:
                 edges[(source, spec.dest)].append(label)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" role="img" aria-label="{escape(definition.name)} state diagram" class="diagram">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
-    for (source, dest), labels in edges.items():
-        a, b = boxes[source], boxes[dest]
-        if source == dest:  # a loop: an arc above the box
-            x, y = a.x + BOX_W // 2, a.y
-            parts.append(f'<path d="M{x - 20},{y} C{x - 40},{y - 40} {x + 40},{y - 40} {x + 20},{y}" fill="none" '
-                         f'stroke="#555" marker-end="url(#arrow)"/>')
-            parts.append(_label(x, y - 34, labels))
-            continue
-        x1, y1 = a.x + BOX_W, a.y + BOX_H // 2
-        x2, y2 = b.x, b.y + BOX_H // 2
-        if b.x <= a.x:  # backwards: leave from the bottom, come in from below
-            x1, y1, x2, y2 = a.x + BOX_W // 2, a.y + BOX_H, b.x + BOX_W // 2, b.y + BOX_H
-            bend = max(y1, y2) + 50
-            parts.append(f'<path d="M{x1},{y1} C{x1},{bend} {x2},{bend} {x2},{y2}" fill="none" stroke="#555" '
-                         f'marker-end="url(#arrow)"/>')
-            parts.append(_label((x1 + x2) // 2, bend - 8, labels))
-            continue
-        mid = (x1 + x2) // 2
-        parts.append(f'<path d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}" fill="none" stroke="#555" '
-                     f'marker-end="url(#arrow)"/>')
-        parts.append(_label(mid, (y1 + y2) // 2 - 6, labels))
-    for box in boxes.values():
-        final = box.state in definition.final
-        fill = "#eee" if box.state == NEW else ("#dde8f3" if not final else "#e6e6e6")
-        parts.append(f'<g class="state" data-state="{escape(box.state)}"><rect x="{box.x}" y="{box.y}" '
-                     f'width="{BOX_W}" height="{BOX_H}" rx="10" fill="{fill}" stroke="#345" '
-                     f'stroke-width="{3 if final else 1.5}"/>')
-        parts.append(f'<text x="{box.x + BOX_W // 2}" y="{box.y + 22}" text-anchor="middle" font-weight="bold">'
-                     f'{escape(box.state)}</text>')
-        if box.state != NEW:
-            n = counts.get(box.state, 0)
-            parts.append(f'<text x="{box.x + BOX_W // 2}" y="{box.y + 42}" text-anchor="middle" class="count">'
-                         f'{n} {"object" if n == 1 else "objects"}</text>')
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return edges
 
 
-def _label(x: int, y: int, labels: list[str]) -> str:
-    lines = "".join(f'<tspan x="{x}" dy="{0 if i == 0 else 13}">{escape(t)}</tspan>' for i, t in enumerate(labels))
-    return f'<text x="{x}" y="{y - 13 * (len(labels) - 1)}" text-anchor="middle" font-size="11" fill="#333">' \
-           f'{lines}</text>'
+def dot_source(definition: WorkflowDefinition, counts: dict[str, int],
+               count_text: Callable[[int], str] = objects) -> str:
+    """The diagram in Graphviz's language: left to right, final states drawn with a thick border."""
+    lines = [f"digraph {_quote(definition.name)} {{",
+             f'  graph [rankdir=LR nodesep=0.5 ranksep=0.9 fontname="{FONT}" bgcolor="transparent"];',
+             f'  node [shape=box style="rounded,filled" fillcolor="#dde8f3" color="#345" fontname="{FONT}" '
+             'fontsize=13 margin="0.2,0.08"];',
+             f'  edge [color="#555" fontname="{FONT}" fontsize=11 fontcolor="#222"];']
+    for state in [NEW, *definition.states]:
+        final = state in definition.final
+        text = f"<B>{_html(state)}</B>"
+        if state != NEW:
+            text += f'<BR/><FONT POINT-SIZE="11">{_html(count_text(counts.get(state, 0)))}</FONT>'
+        fill = "#eeeeee" if state == NEW else ("#e6e6e6" if final else "#dde8f3")
+        lines.append(f'  {_quote(state)} [id={_quote("state_" + state)} class="state" label=<{text}> '
+                     f'fillcolor="{fill}" penwidth={3 if final else 1.2}];')
+    for (source, dest), labels in edge_labels(definition).items():
+        label = "\\n".join(t.replace("\\", "\\\\").replace('"', '\\"') for t in labels)
+        lines.append(f'  {_quote(source)} -> {_quote(dest)} [label="{label}" class="transition"];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def available() -> bool:
+    return shutil.which(DOT) is not None
+
+
+@lru_cache(maxsize=64)
+def _layout(source: str, dot: str) -> str:
+    program = shutil.which(dot)
+    if program is None:
+        raise DotMissing(f"Graphviz's {dot} is not installed")
+    try:
+        done = subprocess.run([program, "-Tsvg"], input=source.encode(), capture_output=True, check=True,
+                              timeout=DOT_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise DotMissing(f"Graphviz's {dot} failed: {type(error).__name__}") from error
+    return done.stdout.decode()
+
+
+_PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
+
+
+def svg(definition: WorkflowDefinition, counts: dict[str, int], count_text: Callable[[int], str] = objects,
+        title: str | None = None) -> str:
+    """The inline SVG of ``definition`` with ``counts`` per state, or ``""`` when Graphviz is missing."""
+    try:
+        drawn = _layout(dot_source(definition, counts, count_text), DOT)
+    except DotMissing:
+        return ""
+    drawn = _COMMENT.sub("", _PROLOG.sub("", drawn, count=1)).strip()
+    name = title or f"{definition.name} state diagram"
+    # Its own size in CSS pixels (dot's points are 4/3 px); the stylesheet lets it shrink to the page's width.
+    drawn = _SIZE.sub(lambda m: f'<svg width="{round(float(m[1]) * 4 / 3)}" height="{round(float(m[2]) * 4 / 3)}" '
+                      f'role="img" aria-label="{_html(name)}" class="diagram" data-layout="graphviz"',
+                      drawn, count=1)
+    return drawn.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "", 1)
 
 
 def internal(definition: WorkflowDefinition) -> list[dict[str, str]]:

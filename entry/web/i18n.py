@@ -1,9 +1,12 @@
-"""Translations (a stand-in): ``gettext`` returns the English message as it is, until the catalogs come.
+"""Translations for the pages: a stand-in that returns the English message (the i18n branch brings the catalogs).
 
-Python code marks its texts ``_("English text")``; the templates ``{{ _("English text") }}``.
+The templates say ``{{ _("English text") }}``; ``install`` gives a Jinja environment ``_``, ``gettext`` and
+``ngettext``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def gettext(message: str) -> str:
@@ -15,3 +18,10 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 
 _ = gettext
+
+
+def install(env: Any) -> None:
+    """Jinja's i18n extension on ``env``, new-style (``_("… %(name)s", name=x)`` formats and escapes)."""
+    if "jinja2.ext.InternationalizationExtension" not in env.extensions:
+        env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(gettext, ngettext, newstyle=True)

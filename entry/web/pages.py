@@ -26,7 +26,7 @@ from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
-from entry.web import diagram
+from entry.web import diagram, i18n
 from entry.web.app import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -56,6 +56,7 @@ from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+i18n.install(templates.env)  # `_()` in the templates (the i18n branch supplies the catalogs)
 LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
 CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
 #: The navigation's lists, from the registry: (link, name).
