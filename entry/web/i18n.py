@@ -248,9 +248,14 @@ EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolv
 #: Facts of a view besides the workflow's facts dataclass.
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",
-               "created_at", "updated_at", "opened_at", "closed_at", "cases", "contacts", "courses")
+               "created_at", "updated_at", "opened_at", "closed_at", "cases", "contacts", "courses", "on", "kind",
+               "reason")
+#: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
+BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
+#: The headings of an object's related objects (``object.html``).
+RELATED = (N_("Contact records"), N_("Vaccination courses"))
 #: Other values a page shows (yes/no answers).
-EXTRA_VALUES = ("yes", "no")
+EXTRA_VALUES = ("yes", "no", "staff", "auditor", "admin", "timer")
 
 
 def extract_declarations(fileobj: Any, keywords: Any, comment_tags: Any,

@@ -7,6 +7,7 @@ and the values typed. Every form carries the session's CSRF token.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Callable
@@ -62,10 +63,8 @@ async def request_language(request: Request) -> str:
     else the browser's, else Danish. The session is read once per request (``engine_dependency`` keeps it)."""
     login = getattr(request.state, "login", None)
     if login is None and request.cookies.get(SESSION_COOKIE) and not hasattr(request.state, "login"):
-        try:
+        with contextlib.suppress(MpoxflowError):
             await engine_dependency(request)
-        except MpoxflowError:
-            pass
         login = getattr(request.state, "login", None)
     return i18n.activate(i18n.language_of(getattr(login, "language", None), request.headers.get("accept-language")))
 
@@ -78,6 +77,9 @@ LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
 CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
 #: The navigation's lists, from the registry: (link, name).
 NAV = [(f"/list/{COLLECTIONS[kind]}", name) for kind, name in LISTS.items()]
+#: The lists' headings (msgids).
+LIST_TITLES = {"cases": i18n.N_("Cases"), "contacts": i18n.N_("Close contacts"),
+               "courses": i18n.N_("Vaccination courses (Imvanex)"), "persons": i18n.N_("Persons")}
 Listed = Literal[tuple(LISTABLE)]  # type: ignore[valid-type]
 Kind = Literal[tuple(WORKFLOWS)]  # type: ignore[valid-type]
 
@@ -221,6 +223,37 @@ templates.env.filters["fact"] = i18n.fact
 templates.env.filters["task"] = i18n.task
 WEEKDAYS = (i18n.N_("Mon"), i18n.N_("Tue"), i18n.N_("Wed"), i18n.N_("Thu"), i18n.N_("Fri"), i18n.N_("Sat"),
             i18n.N_("Sun"))
+
+OBJECT_ID = re.compile(r"^(person|case|contact|course)-\d+$")
+INSTANT_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T")
+
+
+def fact_value(value: Any) -> Markup:
+    """A fact as an object's page shows it: dates ``dd.mm.åååå``, instants with their time, ids as links, yes
+    and no, declared values (exposure kinds, symptoms...) in the page's language, records as ``name value``."""
+    if value is True or value is False:
+        return Markup(escape(i18n.term("yes" if value else "no")))
+    if value is None or value == "":
+        return Markup("–")
+    if isinstance(value, str):
+        if ISO_DAY.match(value):
+            return Markup(escape(dk_date(value)))
+        if INSTANT_TEXT.match(value):
+            return Markup(escape(dk_time(value)))
+        if OBJECT_ID.match(value):
+            return Markup('<a href="/objects/{0}">{0}</a>').format(value)
+        return Markup(escape(i18n.term(value)))
+    if isinstance(value, dict):
+        return Markup(" · ").join(Markup("{} {}").format(i18n.fact(str(k)), fact_value(v))
+                                  for k, v in value.items() if v not in (None, ""))
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, dict) for v in value):
+            return Markup("").join(Markup("<div>{}</div>").format(fact_value(v)) for v in value)
+        return Markup(", ").join(fact_value(v) for v in value)
+    return Markup(escape(str(value)))
+
+
+templates.env.filters["fact_value"] = fact_value
 
 # ---- forms drawn from the operations' declarations -------------------------------------------------------------
 
@@ -554,7 +587,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
             state: str | None = None) -> Response:
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
-    return render(request, "list.html", what=what, kind=kind, rows=rows, state=state,
+    return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -761,7 +794,7 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng) -> Respons
     counts = engine.state_counts(kind)
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
-                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS))
+                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS)
 
 
 @router.get("/calendar")
