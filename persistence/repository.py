@@ -791,6 +791,7 @@ def _clock_and_login(via: str | None) -> Select[Any]:
     found = _TOKEN_USER if via == "token" else _SESSION_USER
     login = found.subquery("login")
     csrf = login.c.csrf if via == "session" else literal_column("NULL").label("csrf")
+    language = login.c.language if via == "session" else literal_column("NULL").label("language")
     return (select(clock.c.simulated, clock.c.now, login.c.id.label("login_id"), login.c.user_id, login.c.name,
-                   login.c.role, csrf)
+                   login.c.role, csrf, language)
             .select_from(clock.outerjoin(login, true())).where(clock.c.id == 1))

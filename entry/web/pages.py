@@ -840,7 +840,8 @@ async def account_language(request: Request, who: Who, engine: Eng) -> Response:
         return render(request, "account.html", status_code=http_status(error)[0], error=error,
                       languages=LANGUAGE_NAMES)
     i18n.activate(i18n.language_of(None if chosen == "browser" else chosen, request.headers.get("accept-language")))
-    return RedirectResponse(f"/account?{urlencode({'done': _('your language is set')})}", status_code=303)
+    done = _("your language is set")
+    return RedirectResponse(f"/account?{urlencode({'done': done})}", status_code=303)
 
 
 @router.post("/account")
@@ -856,7 +857,8 @@ async def account_change(request: Request, who: Who, engine: Eng) -> Response:
             raise
         return render(request, "account.html", status_code=http_status(error)[0], error=error,
                       languages=LANGUAGE_NAMES)
-    return RedirectResponse(f"/account?{urlencode({'done': _('your password is set')})}", status_code=303)
+    done = _("your password is set")
+    return RedirectResponse(f"/account?{urlencode({'done': done})}", status_code=303)
 
 
 @router.post("/users")
