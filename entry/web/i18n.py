@@ -144,8 +144,9 @@ def operation(name: str) -> str:
 
 
 def fact(name: str) -> str:
-    """A fact's name (``pcr_on``) as a page's table of facts says it."""
-    return pgettext("fact", name)
+    """A fact's name (``pcr_on``) as a page's table of facts says it (in English its words: ``pcr on``)."""
+    shown = pgettext("fact", name)
+    return shown.replace("_", " ") if shown == name else shown
 
 
 def label(declared: Any) -> str:

@@ -112,7 +112,7 @@ def dk_time(value: Any) -> str:
         return "–"
     if not isinstance(when, datetime):
         return dk_date(when)
-    return to_local(when).strftime("%d.%m.%Y ") + _("at %(time)s") % {"time": to_local(when).strftime("%H.%M")}
+    return to_local(when).strftime("%d.%m.%Y kl. %H.%M")  # the Danish format, on the English pages too
 
 
 def last_day(due_at: datetime) -> tuple[date, bool]:
@@ -206,8 +206,8 @@ def shown_date(value: Any) -> str:
     if isinstance(value, date):
         return value.strftime("%d.%m.%Y")
     text = str(value)
-    found = ISO_DAY.match(text)
-    return f"{found[3]}.{found[2]}.{found[1]}" if found else text
+    day = parse_dk_date(text) if ISO_DAY.match(text) else None
+    return day.strftime("%d.%m.%Y") if day is not None else text
 
 
 ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b(?!T)")
@@ -417,6 +417,8 @@ def _page_terms(text: str) -> str:
 def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) -> str:
     """A refusal as a page says it: the known keys in the page's language; a guideline rule's refusal (whose
     wording is the engine's, in English) with its fields by their labels and no command lines."""
+    if i18n.current() == "en":  # the engine's own words, its fields by their English labels
+        return _page_terms(error.render(named))
     params = error.params
     key = error.key
     if key == "trigger_not_allowed":
