@@ -51,6 +51,8 @@ MAX_FAILURES_PER_ADDRESS = 20
 #: Once a name has its failures from other addresses, one attempt per this interval from a new address.
 SLOW_ATTEMPT_INTERVAL = timedelta(minutes=1)
 MIN_PASSWORD_LENGTH = 10
+#: The languages of the pages a user may choose (issue 16): Danish first, English second.
+LANGUAGES = ("da", "en")
 
 class Hasher(Protocol):
     """What a ``pwdlib.PasswordHash`` does for the accounts."""
@@ -199,6 +201,8 @@ class Login:
     session_id: int | None = None
     csrf: str | None = None
     token_id: int | None = None
+    #: The language the user chose for the pages (``LANGUAGES``), or None: none chosen.
+    language: str | None = None
 
     @property
     def actor(self) -> Actor:
@@ -300,6 +304,32 @@ class Accounts:
             raise NotPermitted("current_password: that is not your current password, so it was not changed. "
                                "This refusal is recorded in the audit log", actor=user.name, role=user.role,
                                user=user.id, command="user password", target=format_id("user", user.id))
+
+    # ---- the language of the pages ----------------------------------------------------------------------
+
+    def set_language(self, name: str, language: str | None, *, actor: str) -> dict[str, Any]:
+        """Set the language ``name`` reads the pages in (``da``, ``en``; None: none chosen, the browser decides).
+        A user sets their own; an admin anyone's. Appended to the user's audit chain like any account change."""
+        if language is not None and language not in LANGUAGES:
+            raise UsageError(f"'{shown(language)}' is not a language of the pages: choose one of "
+                             f"{', '.join(LANGUAGES)}")
+        with unit_of_work(self.runtime, actor, "user language", None, USER_ROLES) as uow:
+            repo = uow.repo
+            user = repo.user_by_name(name)
+            if user is None:
+                raise NotFound(shown(name), "user")
+            if user.name != uow.actor.name and uow.actor.role not in ADMIN_ROLES:
+                raise NotPermitted("only an admin sets another user's language", actor=uow.actor.name,
+                                   role=uow.actor.role, user=user.id, command="user language",
+                                   target=format_id("user", user.id))
+            before = user.language
+            if before != language:
+                repo.set_user(user.id, language=language)
+                self._audit_user(uow, user.id, "language_set", uow.actor,
+                                 changes={"language": language}, data={"from_language": before})
+            uow.commit()
+        log.info("user_language", user=format_id("user", user.id), language=language)
+        return {"id": format_id("user", user.id), "kind": "user", "name": user.name, "language": language}
 
     # ---- disabling and roles (admins) ----------------------------------------------------------------------
 
@@ -535,7 +565,8 @@ def session_login(repo: Repository, secret: str, now: datetime) -> Login | None:
     """The login of a live session cookie at ``now`` (the wall clock's), or None (unknown, logged out, expired,
     or its user disabled): one lookup of the secret's SHA-256."""
     row = repo.session_user(_digest(secret), now)
-    return None if row is None else Login(row.user_id, row.name, row.role, session_id=row.id, csrf=row.csrf)
+    return None if row is None else Login(row.user_id, row.name, row.role, session_id=row.id, csrf=row.csrf,
+                                          language=row.language)
 
 
 def _token_view(token: Any) -> dict[str, Any]:

@@ -119,7 +119,8 @@ def request_engine(db: Database, settings: Settings, *, bearer: str | None = Non
     if clock_row is not None and clock_row._mapping.get("login_id") is not None:
         row = clock_row
         login = (Login(row.user_id, row.name, row.role, token_id=row.login_id) if bearer is not None
-                 else Login(row.user_id, row.name, row.role, session_id=row.login_id, csrf=row.csrf))
+                 else Login(row.user_id, row.name, row.role, session_id=row.login_id, csrf=row.csrf,
+                            language=row.language))
     if clock_row is None:
         raise UsageError("this database has no clock yet: run `mpoxflow init` first")
     engine = _engine_with_clock(db, settings, clock_row)

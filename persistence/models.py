@@ -239,6 +239,9 @@ class User(AuditHead, Base):
     #: When an admin disabled the user (migration 0010); None while enabled. A disabled user's sessions and
     #: tokens stop at once, and the user can neither log in nor act.
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The language the user chose for the pages (migration 0012): ``da`` or ``en``; None: none chosen (the
+    #: browser's Accept-Language decides, else Danish).
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
 
 
 class LoginSession(Base):

@@ -166,7 +166,7 @@ _ARMED = "mpoxflow_earliest_armed"
 _USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("name"))
 _SESSION_USER = (
     select(_table(LoginSession).c.id, _table(LoginSession).c.csrf, _table(LoginSession).c.expires_at,
-           _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role)
+           _table(User).c.id.label("user_id"), _table(User).c.name, _table(User).c.role, _table(User).c.language)
     .join(_table(User), _table(User).c.id == _table(LoginSession).c.user_id)
     .where(_table(LoginSession).c.secret_hash == bindparam("secret_hash"),
            _table(LoginSession).c.expires_at > bindparam("now"), _table(User).c.disabled_at.is_(None))
@@ -437,7 +437,7 @@ class Repository:
         return int(self._core.execute(insert(table).returning(table.c.id), values).scalar_one())
 
     def session_user(self, secret_hash: str, now: datetime) -> Any:
-        """The live session of that secret with its user: ``id, csrf, expires_at, user_id, name, role``."""
+        """The live session of that secret with its user: ``id, csrf, expires_at, user_id, name, role, language``."""
         return self._core.execute(_SESSION_USER, {"secret_hash": secret_hash, "now": now}).one_or_none()
 
     def delete_session(self, secret_hash: str) -> Any:
@@ -946,6 +946,7 @@ def _clock_and_login(via: str | None) -> Select[Any]:
     found = _TOKEN_USER if via == "token" else _SESSION_USER
     login = found.subquery("login")
     csrf = login.c.csrf if via == "session" else literal_column("NULL").label("csrf")
+    language = login.c.language if via == "session" else literal_column("NULL").label("language")
     return (select(clock.c.simulated, clock.c.now, login.c.id.label("login_id"), login.c.user_id, login.c.name,
-                   login.c.role, csrf)
+                   login.c.role, csrf, language)
             .select_from(clock.outerjoin(login, true())).where(clock.c.id == 1))

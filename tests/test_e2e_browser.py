@@ -116,7 +116,9 @@ def served(cli_db: str) -> Iterator[Served]:
 
 @pytest.fixture
 def context(browser: Browser, served: Served) -> Iterator[BrowserContext]:
-    made = browser.new_context(base_url=served.base_url, viewport={"width": 1280, "height": 900}, locale="da-DK",
+    # English pages (the browser asks for en): these tests are about the pages' behaviour; the Danish pages, the
+    # default, are tests/test_i18n.py's.
+    made = browser.new_context(base_url=served.base_url, viewport={"width": 1280, "height": 900}, locale="en-GB",
                                timezone_id="Europe/Copenhagen")
     made.set_default_timeout(TIMEOUT_MS)
     yield made

@@ -98,6 +98,18 @@ def done_of(response: Any) -> str:
 
 
 @pytest.fixture
+def client_for(client_for: ClientFor) -> ClientFor:
+    """The conftest's clients with a browser that asks for English: these tests are about the pages' behaviour,
+    read in English (the Danish pages are tests/test_i18n.py's)."""
+    def make(*args: Any, **kwargs: Any) -> Client:
+        client = client_for(*args, **kwargs)
+        client.headers["Accept-Language"] = "en"
+        return client
+
+    return make
+
+
+@pytest.fixture
 def db(cli_db: str) -> Iterator[Database]:
     """The web application's database, for "nothing changed" checks."""
     database = Database(cli_db)
@@ -206,7 +218,7 @@ def test_a_login_without_the_login_forms_token_is_refused_with_403(client_for: C
     token = browser.get("/login").cookies.get(LOGIN_CSRF)
     missing = browser.post("/login", data={"name": STAFF, "password": PASSWORD})
     assert missing.status_code == 403
-    assert "the login form was stale" in error_box(missing.text)
+    assert "The login form was stale" in error_box(missing.text)
     assert not any(c.startswith(f"{SESSION}=") for c in set_cookies(missing))
     wrong = browser.post("/login", data={"name": STAFF, "password": PASSWORD, "csrf_token": token + "x"})
     assert wrong.status_code == 403
@@ -384,7 +396,7 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     assert [pos for pos, _ in rows] == ["2", "1"]
     newest = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", rows[0][1])).split())
     assert "03.03.2025 kl. 08.00 confirm suspected → confirmed" in newest
-    assert "armed phone_notification_due due 03.03.2025 kl. 17.00" in newest
+    assert "armed phone_notification_due, by today at 17.00" in newest
     assert "staff:test (staff) PCR positive" in newest and "§1.1" in newest
     # And the list of cases.
     listing = staff.get("/list/cases").text
@@ -406,7 +418,7 @@ def test_a_case_refused_by_a_rule_re_renders_with_the_message_and_rule_and_chang
     assert "Rule: SST-mpox-7.1 §4.1" in box and "Nothing was changed." in box
     heal = form(response.text, "heal")
     assert heal is not None and 'class="action failed"' in heal
-    assert value_of(heal, "on") == "2025-03-10"  # the value typed stays
+    assert value_of(heal, "on") == "10.03.2025"  # the value typed stays, as Danes write it
     assert re.search(r'id="state">confirmed<', response.text)
     assert contents(db) == before
 
@@ -419,16 +431,17 @@ def test_a_case_refused_by_a_rule_re_renders_with_the_message_and_rule_and_chang
     # An impossible date: the form says which field, and nothing reaches the engine.
     response = post(staff, "/objects/case-1/heal", {"on": "2025-02-30", "if_version": "2"})
     assert response.status_code == 422
-    assert "some fields need correcting" in error_box(response.text)
+    assert "Some fields need correcting" in error_box(response.text)
     heal = form(response.text, "heal")
-    assert heal is not None and re.search(r'<div class="field-error"[^>]*>on: [^<]+</div>', heal)
+    assert heal is not None and re.search(
+        r'<div class="field-error"[^>]*>Healed on: “2025-02-30” is not a date [^<]+</div>', heal)
     assert value_of(heal, "on") == "2025-02-30"
     assert contents(db) == before
 
     # A required field left empty.
     response = post(staff, "/objects/case-1/isolate", {"if_version": "2"})
     assert response.status_code == 422
-    assert re.search(r'<div class="field-error"[^>]*>mode: [^<]+</div>', form(response.text, "isolate") or "")
+    assert re.search(r'<div class="field-error"[^>]*>Isolation: [^<]+</div>', form(response.text, "isolate") or "")
     assert contents(db) == before
 
     # Changed meanwhile: a form from an older version of the page.
@@ -440,7 +453,7 @@ def test_a_case_refused_by_a_rule_re_renders_with_the_message_and_rule_and_chang
     # No such action for a case.
     response = post(staff, "/objects/case-1/dose", {"on": "2025-03-03"})
     assert response.status_code == 422
-    assert "there is no 'dose' for a case" in error_box(response.text)
+    assert "There is no such action for this object" in error_box(response.text)
     assert contents(db) == before
 
 
@@ -455,7 +468,7 @@ def test_a_creation_form_refused_re_renders_with_the_values_typed(client_for: Cl
     response = post(staff, "/new/case_open", {"person": "person-1", "onset": "someday", "symptoms": ["rash"]})
     assert response.status_code == 422
     again = form(response.text, "case_open")
-    assert again is not None and re.search(r'<div class="field-error"[^>]*>onset: ', again)
+    assert again is not None and re.search(r'<div class="field-error"[^>]*>Symptom onset: ', again)
     assert 'value="rash" checked' in again and value_of(again, "onset") == "someday"
     assert contents(db) == before
 

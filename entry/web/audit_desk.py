@@ -17,21 +17,21 @@ from datetime import date, datetime, time, timedelta
 from typing import IO, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from engine.auditing import DESK_FORMATS
 from engine.core import Engine
 from engine.queries import DEFAULT_AUDIT_PAGE
 from entry.web.i18n import gettext as _
-from entry.web.pages import Eng, Who, dk_time, render
+from entry.web.pages import Eng, Who, dk_time, render, request_language
 from persistence.repository import parse_id
 from workflows.calendar import DANISH, local_midnight
 from workflows.errors import MpoxflowError, NotFound, UsageError
 from workflows.limits import MAX_NAME, check_instant
 from workflows.registry import WORKFLOWS
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(request_language)])
 
 
 #: The page sizes offered; any size from 1 to ``MAX_PAGE`` is accepted.

@@ -7,6 +7,7 @@ and the values typed. Every form carries the session's CSRF token.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
@@ -54,13 +56,29 @@ from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
 
-router = APIRouter(include_in_schema=False)
+
+async def request_language(request: Request) -> str:
+    """The language of the request's page (``entry.web.i18n``), set for the request: the user's stored choice,
+    else the browser's, else Danish. The session is read once per request (``engine_dependency`` keeps it)."""
+    login = getattr(request.state, "login", None)
+    if login is None and request.cookies.get(SESSION_COOKIE) and not hasattr(request.state, "login"):
+        with contextlib.suppress(MpoxflowError):
+            await engine_dependency(request)
+        login = getattr(request.state, "login", None)
+    return i18n.activate(i18n.language_of(getattr(login, "language", None), request.headers.get("accept-language")))
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(request_language)])
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
-i18n.install(templates.env)  # `_()` in the templates (the i18n branch supplies the catalogs)
+i18n.install(templates.env)
+_ = i18n.gettext
 LOGIN_CSRF_COOKIE = "mpoxflow_login_csrf"
 CREATING = {op.operation_id: op for op in OPERATIONS if op.creates}
 #: The navigation's lists, from the registry: (link, name).
 NAV = [(f"/list/{COLLECTIONS[kind]}", name) for kind, name in LISTS.items()]
+#: The lists' headings (msgids).
+LIST_TITLES = {"cases": i18n.N_("Cases"), "contacts": i18n.N_("Close contacts"),
+               "courses": i18n.N_("Vaccination courses (Imvanex)"), "persons": i18n.N_("Persons")}
 Listed = Literal[tuple(LISTABLE)]  # type: ignore[valid-type]
 Kind = Literal[tuple(WORKFLOWS)]  # type: ignore[valid-type]
 
@@ -93,17 +111,65 @@ def dk_time(value: Any) -> str:
         return "–"
     if not isinstance(when, datetime):
         return dk_date(when)
-    return to_local(when).strftime("%d.%m.%Y kl. %H.%M")
+    return to_local(when).strftime("%d.%m.%Y kl. %H.%M")  # the Danish format, on the English pages too
+
+
+def last_day(due_at: datetime) -> tuple[date, bool]:
+    """The last day a deadline covers, and whether it ends at that day's end: a window closing at 00:00 local on
+    D+1 covers D to its end (``senest D``); a deadline at any other hour ends on its own day, at that time."""
+    local = to_local(due_at)
+    if local.time() == datetime.min.time():
+        return local.date() - timedelta(days=1), True
+    return local.date(), False
+
+
+def _day_name(day: date, today: date | None) -> str:
+    if today is not None and day == today:
+        return _("today")
+    if today is not None and day == today + timedelta(days=1):
+        return _("tomorrow")
+    return day.strftime("%d.%m.%Y")
+
+
+def deadline_text(value: Any, now: Any = None) -> str:
+    """A deadline as the last day it covers: ``senest 01.07.2025``, ``senest i dag``; a deadline at another hour
+    than midnight with its time (``senest i morgen kl. 14.30``)."""
+    when = _when(value)
+    if not isinstance(when, datetime):
+        return dk_date(when)
+    current = _when(now)
+    today = to_local(current).date() if isinstance(current, datetime) else None
+    day, whole = last_day(when)
+    text = _day_name(day, today)
+    if not whole:
+        text += " " + _("at %(time)s") % {"time": to_local(when).strftime("%H.%M")}
+    return _("by %(day)s") % {"day": text}
+
+
+def deadline(value: Any, now: Any = None) -> Markup:
+    """:func:`deadline_text` in a ``<time>`` whose title is the instant itself (shown on hover)."""
+    when = _when(value)
+    if not isinstance(when, datetime):
+        return Markup(escape(dk_date(when)))
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        instant(when), _("closes %(instant)s") % {"instant": dk_time(when)}, deadline_text(when, now))
+
+
+def _span(seconds: int) -> str:
+    hours = abs(seconds) // 3600
+    if hours >= 24:
+        return _("%(days)d d %(hours)d h") % {"days": hours // 24, "hours": hours % 24}
+    return _("%(hours)d h %(minutes)d min") % {"hours": hours, "minutes": abs(seconds) % 3600 // 60}
 
 
 def left(due_at: Any, now: datetime) -> str:
-    """Time left until a deadline (or how long it is overdue), in days and hours."""
+    """Time left until a deadline (``2 d 3 t tilbage``), or how long it is overdue (``overskredet med 5 t``)."""
     when = _when(due_at)
     assert isinstance(when, datetime)
     seconds = int((when - now).total_seconds())
-    hours = abs(seconds) // 3600
-    text = f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h {abs(seconds) % 3600 // 60} min"
-    return f"{text} left" if seconds > 0 else f"overdue by {text}"
+    if seconds > 0:
+        return _("%(span)s left") % {"span": _span(seconds)}
+    return _("overdue by %(span)s") % {"span": _span(seconds)}
 
 
 def dk_dates(text: Any) -> str:
@@ -111,11 +177,82 @@ def dk_dates(text: Any) -> str:
     return ISO_DATE.sub(lambda m: f"{m[3]}.{m[2]}.{m[1]}", str(text))
 
 
+#: The ways a date may be typed: ``24.11.2026``, ``24-11-2026``, ``24/11/2026`` (day first, one or two digits),
+#: and ISO ``2026-11-24``.
+DANISH_DATE = re.compile(r"^(\d{1,2})[.\-/](\d{1,2})[.\-/](\d{4})$")
+ISO_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+def parse_dk_date(text: str) -> date | None:
+    """A typed date (``24.11.2026``, ``24.1.2026``, ``2026-11-24``), or None when it is not a real date."""
+    raw = text.strip()
+    found = DANISH_DATE.match(raw)
+    try:
+        if found:
+            return date(int(found[3]), int(found[2]), int(found[1]))
+        found = ISO_DAY.match(raw)
+        if found:
+            return date(int(found[1]), int(found[2]), int(found[3]))
+    except ValueError:
+        return None
+    return None
+
+
+def shown_date(value: Any) -> str:
+    """A date field's value as its input shows it: ``dd.mm.åååå`` (what was typed, when it could not be read)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, date):
+        return value.strftime("%d.%m.%Y")
+    text = str(value)
+    day = parse_dk_date(text) if ISO_DAY.match(text) else None
+    return day.strftime("%d.%m.%Y") if day is not None else text
+
+
 ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b(?!T)")
 templates.env.filters["dkdates"] = dk_dates
 templates.env.filters["dkdate"] = dk_date
 templates.env.filters["dktime"] = dk_time
-WEEKDAYS = ("man", "tir", "ons", "tor", "fre", "lør", "søn")
+templates.env.filters["deadline"] = deadline
+templates.env.filters["state"] = i18n.state
+templates.env.filters["term"] = i18n.term
+templates.env.filters["trigger"] = i18n.trigger
+templates.env.filters["opname"] = i18n.operation
+templates.env.filters["fact"] = i18n.fact
+templates.env.filters["task"] = i18n.task
+WEEKDAYS = (i18n.N_("Mon"), i18n.N_("Tue"), i18n.N_("Wed"), i18n.N_("Thu"), i18n.N_("Fri"), i18n.N_("Sat"),
+            i18n.N_("Sun"))
+
+OBJECT_ID = re.compile(r"^(person|case|contact|course)-\d+$")
+INSTANT_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T")
+
+
+def fact_value(value: Any) -> Markup:
+    """A fact as an object's page shows it: dates ``dd.mm.åååå``, instants with their time, ids as links, yes
+    and no, declared values (exposure kinds, symptoms...) in the page's language, records as ``name value``."""
+    if value is True or value is False:
+        return Markup(escape(i18n.term("yes" if value else "no")))
+    if value is None or value == "":
+        return Markup("–")
+    if isinstance(value, str):
+        if ISO_DAY.match(value):
+            return Markup(escape(dk_date(value)))
+        if INSTANT_TEXT.match(value):
+            return Markup(escape(dk_time(value)))
+        if OBJECT_ID.match(value):
+            return Markup('<a href="/objects/{0}">{0}</a>').format(value)
+        return Markup(escape(i18n.term(value)))
+    if isinstance(value, dict):
+        return Markup(" · ").join(Markup("{} {}").format(i18n.fact(str(k)), fact_value(v))
+                                  for k, v in value.items() if v not in (None, ""))
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, dict) for v in value):
+            return Markup("").join(Markup("<div>{}</div>").format(fact_value(v)) for v in value)
+        return Markup(", ").join(fact_value(v) for v in value)
+    return Markup(escape(str(value)))
+
+
+templates.env.filters["fact_value"] = fact_value
 
 # ---- forms drawn from the operations' declarations -------------------------------------------------------------
 
@@ -127,20 +264,24 @@ class Field:
     input: str  # date, select, checkboxes, checkbox, number, text, textarea, hidden
     required: bool
     value: Any = None
-    choices: tuple[str, ...] = ()
+    #: (value, the page's word for it) of a select's options or a fieldset's checkboxes.
+    choices: tuple[tuple[str, str], ...] = ()
     help: str | None = None
 
 
-#: The input of each declared field type.
+#: The input of each declared field type (a date is typed ``dd.mm.åååå``: a text input, read by ``form_values``).
 INPUTS = {"date": "date", "choice": "select", "choices": "checkboxes", "flag": "checkbox", "yesno": "checkbox",
           "count": "number", "note": "textarea", "text": "text", "id": "text"}
+#: A help text that only lists the choices (``home|covered|hospital``, ``Comma-separated: ...``): the form's
+#: options say it, so the page leaves it out.
+LISTING_HELP = re.compile(r"(^|: )[a-z_\-|, IVab]+\.?$|Comma-separated")
 
 
 def label_of(op: Operation) -> Callable[[str], str]:
-    """How a page names ``op``'s fields (in its help texts and refusals): by their Danish label."""
+    """How a page names ``op``'s fields (in its help texts and refusals): by their label in the page's language."""
     def label(name: str) -> str:
         declared = op.declared.field(name)
-        return declared.label if declared is not None else name.replace("_", " ")
+        return i18n.label(declared) if declared is not None else i18n.fact(name)
 
     return label
 
@@ -150,8 +291,16 @@ def declared_fields(op: Operation) -> tuple[DeclaredField, ...]:
     return (*op.declared.fields, op.declared.reason)
 
 
+def field_help(declared: DeclaredField, named: Callable[[str], str]) -> str | None:
+    """A field's help in the page's language, with the fields it names by their labels."""
+    if not declared.help or (declared.choices and LISTING_HELP.search(declared.help)):
+        return None
+    return rendered(_(declared.help), named) or None
+
+
 def form_fields(op: Operation, values: dict[str, Any], hidden: tuple[str, ...] = ()) -> list[Field]:
-    """The inputs of ``op``'s form, labelled in Danish, with ``values`` filled in; ``if_version`` hidden."""
+    """The inputs of ``op``'s form, labelled in the page's language, with ``values`` filled in (dates as
+    ``dd.mm.åååå``); ``if_version`` hidden."""
     named = label_of(op)
     fields = []
     if op.declared.versioned:
@@ -161,15 +310,19 @@ def form_fields(op: Operation, values: dict[str, Any], hidden: tuple[str, ...] =
         kind = "hidden" if declared.name in hidden else INPUTS[declared.type]
         if kind == "checkboxes":
             value = value or []
-        fields.append(Field(declared.name, declared.label, kind, declared.required, value,
-                            declared.choices if kind in ("select", "checkboxes") else (),
-                            rendered(declared.help, named) or None))
+        if declared.type == "date" and kind != "hidden":
+            value = shown_date(value)
+        choices = tuple((c, i18n.term(c)) for c in declared.choices) if kind in ("select", "checkboxes") else ()
+        fields.append(Field(declared.name, i18n.label(declared), kind, declared.required, value, choices,
+                            field_help(declared, named)))
     return fields
 
 
-def form_values(op: Operation, form: FormData) -> dict[str, Any]:
+def form_values(op: Operation, form: FormData, problems: dict[str, str] | None = None) -> dict[str, Any]:
     """What a form posted, as ``op``'s fields: lists from repeated fields, booleans from checkboxes, empty
-    inputs left out (so the body's defaults and its required-field messages apply)."""
+    inputs left out (so the body's defaults and its required-field messages apply), dates read as Danes write
+    them (``24.11.2026``, also ``24.1.2026`` and ISO ``2026-11-24``) into ISO. A date that cannot be read stays as
+    typed, with a message at its field in ``problems``."""
     data: dict[str, Any] = {}
     names = [(f.name, f.type) for f in declared_fields(op)]
     if op.declared.versioned:
@@ -183,6 +336,14 @@ def form_values(op: Operation, form: FormData) -> dict[str, Any]:
             raw = form.get(name)
             if isinstance(raw, str) and raw.strip():
                 data[name] = raw.strip()
+                if kind == "date":
+                    day = parse_dk_date(raw)
+                    if day is not None:
+                        data[name] = day.isoformat()
+                    elif problems is not None:
+                        problems[name] = _("%(field)s: “%(typed)s” is not a date that can be read: write it as "
+                                           "dd.mm.yyyy, e.g. 24.11.2026") % {
+                            "field": label_of(op)(name), "typed": raw.strip()[:40]}
     return data
 
 
@@ -192,12 +353,93 @@ def _resolve_values(form: FormData) -> dict[str, Any]:
             if isinstance(form.get(name), str) and str(form.get(name)).strip()}
 
 
-def validation_messages(error: ValidationError) -> dict[str, str]:
+#: Pydantic's error types as a page says them (the field's label goes before).
+VALIDATION_TEXTS = {
+    "missing": i18n.N_("must be filled in"),
+    "string_too_long": i18n.N_("is too long"),
+    "string_too_short": i18n.N_("is too short"),
+    "too_short": i18n.N_("needs at least one choice"),
+    "too_long": i18n.N_("has too many choices"),
+    "int_parsing": i18n.N_("must be a whole number"),
+    "int_from_float": i18n.N_("must be a whole number"),
+    "greater_than_equal": i18n.N_("is too small"),
+    "less_than_equal": i18n.N_("is too large"),
+    "literal_error": i18n.N_("is not one of the choices"),
+    "enum": i18n.N_("is not one of the choices"),
+    "date_parsing": i18n.N_("is not a date that can be read: write it as dd.mm.yyyy, e.g. 24.11.2026"),
+    "date_from_datetime_parsing": i18n.N_("is not a date that can be read: write it as dd.mm.yyyy, e.g. 24.11.2026"),
+    "bool_parsing": i18n.N_("must be yes or no"),
+    "string_type": i18n.N_("must be a text"),
+    "extra_forbidden": i18n.N_("is not a field of this form"),
+}
+
+
+def validation_messages(error: ValidationError, op: Operation | None = None) -> dict[str, str]:
+    """Each field's first problem, in the page's language and naming the field by its label."""
+    named = label_of(op) if op is not None else i18n.fact
     found: dict[str, str] = {}
     for problem in error.errors():
         where = str(problem["loc"][0]) if problem["loc"] else "form"
-        found.setdefault(where, problem["msg"])
+        text = VALIDATION_TEXTS.get(str(problem.get("type")))
+        if text is not None:
+            message = _(text)
+        else:
+            detail = str(problem.get("msg", "")).removeprefix("Value error, ")
+            message = _("cannot be used: %(detail)s") % {"detail": rendered(detail, named)}
+        found.setdefault(where, f"{named(where)}: {message}" if where != "form" else message)
     return found
+
+
+# ---- refusals in the page's language -------------------------------------------------------------------------
+
+#: A command line written inside an engine message (`` `case consent case-3 ⟦tracing⟧ yes` ``).
+COMMAND = re.compile(r"`([^`]*)`")
+
+
+def _page_terms(text: str) -> str:
+    """An engine message's command lines as a page says them: the operation's name (the form on the object's
+    page), ``mpoxflow show X`` as X's page; no other CLI text."""
+    def command(match: re.Match[str]) -> str:
+        inside = match[1].strip()
+        if inside.startswith("mpoxflow show "):
+            return _("the page of %(object)s") % {"object": inside.removeprefix("mpoxflow show ").split()[0]}
+        inside = inside.removeprefix("mpoxflow ")
+        for name in sorted(BY_NAME, key=len, reverse=True):
+            if inside.startswith(name):
+                return "«" + i18n.operation(name) + "»"
+        return "«" + inside + "»"
+
+    text = COMMAND.sub(command, text)
+    return text.replace(" (the schema is at /openapi.json)", "")
+
+
+def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) -> str:
+    """A refusal as a page says it: the known keys in the page's language; a guideline rule's refusal (whose
+    wording is the engine's, in English) with its fields by their labels and no command lines."""
+    if i18n.current() == "en":  # the engine's own words, its fields by their English labels
+        return _page_terms(error.render(named))
+    params = error.params
+    key = error.key
+    if key == "trigger_not_allowed":
+        allowed = ", ".join(f"«{i18n.trigger(t)}»" for t in params.get("allowed", ())) or _("nothing: the state "
+                                                                                            "is final")
+        return _("%(object)s is %(state)s: “%(trigger)s” is not possible in that state. Possible now: "
+                 "%(allowed)s.") % {"object": params.get("object"), "state": i18n.state(str(params.get("state"))),
+                                    "trigger": i18n.trigger(str(params.get("trigger"))), "allowed": allowed}
+    if key == "not_found":
+        return _("Nothing by the id %(object)s was found: check the id.") % {"object": params.get("object")}
+    if key == "conflict":
+        return _("Someone else changed this meanwhile, so nothing was saved: reload the page and try again.")
+    if key == "too_many_attempts":
+        return _("Too many failed logins: wait a few minutes and try again, or ask an admin to set a new "
+                 "password.")
+    if key == "not_authenticated":
+        return _("Wrong user name or password: check both and try again.")
+    if key == "not_permitted" and "CSRF" in error.template:
+        return _("The form was stale: reload the page and submit it again.")
+    if key == "not_permitted":
+        return _("Your role may not do this.") + " " + _page_terms(error.render(named))
+    return _page_terms(error.render(named))
 
 
 # ---- the login, for every page -------------------------------------------------------------------------------
@@ -211,7 +453,12 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     login: Login | None = getattr(request.state, "login", None)
     engine: Engine | None = getattr(request.state, "engine", None)
     now = engine.clock.now() if engine is not None else None
+    lang = i18n.activate(i18n.language_of(getattr(login, "language", None), request.headers.get("accept-language")))
+    error = context.get("error")
+    if isinstance(error, MpoxflowError) and not context.get("error_text"):
+        context["error_text"] = refusal_text(error)
     base = {
+        "lang": lang, "label_of": i18n.label,
         "request": request, "login": login, "csrf": login.csrf if login else None,
         "can_act": login is not None and login.role in ACTING_ROLES,
         "is_admin": login is not None and login.role in ADMIN_ROLES,
@@ -263,14 +510,14 @@ async def login_submit(request: Request, engine: Eng) -> Response:
     sent = form.get(CSRF_FIELD)
     if not cookie or not isinstance(sent, str) or not secrets.compare_digest(cookie, sent):
         return render(request, "login.html", status_code=403, next=target, login_csrf=cookie or "",
-                      error="the login form was stale: it has been reloaded, log in again")
+                      error=_("The login form was stale: it has been reloaded, log in again."))
     try:
-        _, secret = Accounts(engine).login(str(form.get("name") or ""), str(form.get("password") or ""),
+        _login, secret = Accounts(engine).login(str(form.get("name") or ""), str(form.get("password") or ""),
                                            client_address(request))
     except MpoxflowError as error:
-        status, _ = http_status(error)
+        status = http_status(error)[0]
         return render(request, "login.html", status_code=status, next=target, login_csrf=cookie,
-                      error=error.message, name=str(form.get("name") or ""))
+                      error=refusal_text(error), name=str(form.get("name") or ""))
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(request, response, secret)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
@@ -309,9 +556,11 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None) 
     now = engine.clock.now()
     tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
     week = tomorrow + timedelta(days=7)
+    today = to_local(now).date()
     sections: dict[str, list[dict[str, Any]]] = {"Missed": [], "Overdue": [], "Due today": [], "Next 7 days": []}
-    # One page, in the worklist's order; what falls due after the next 7 days is not on the worklist page.
-    page = engine.worklist_page(week - now - timedelta(microseconds=1), limit=WORKLIST_PAGE, after=after)
+    # One page, in the worklist's order; what falls due after the next 7 days is not on the worklist page (a
+    # deadline at 00:00 after the 7th day covers that day: it is on it).
+    page = engine.worklist_page(week - now, limit=WORKLIST_PAGE, after=after)
     for item in page["items"]:
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
@@ -320,13 +569,15 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None) 
             sections["Missed"].append(item)
         elif item["overdue"]:
             sections["Overdue"].append(item)
-        elif due_at < tomorrow:
+        elif last_day(due_at)[0] <= today:  # a deadline at 00:00 tonight is today's
             sections["Due today"].append(item)
         else:
             sections["Next 7 days"].append(item)
     more = f"/worklist?{urlencode({'after': page['next']})}" if page["next"] else None
+    titles = {"Missed": _("Missed"), "Overdue": _("Overdue"), "Due today": _("Due today"),
+              "Next 7 days": _("Next 7 days")}
     return render(request, "worklist.html", sections=sections, operations=BY_NAME, more=more,
-                  first=after is not None)
+                  first=after is not None, titles=titles)
 
 
 # ---- lists and objects ---------------------------------------------------------------------------------------
@@ -337,7 +588,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
             state: str | None = None) -> Response:
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
-    return render(request, "list.html", what=what, kind=kind, rows=rows, state=state,
+    return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -400,11 +651,11 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
 
 
 def _error_text(error: MpoxflowError | None, op_name: str | None) -> str | None:
-    """A refusal of a form's operation as the page says it: its fields named by their Danish labels."""
+    """A refusal of a form's operation as the page says it: its fields named by their labels."""
     if error is None:
         return None
     op = BY_NAME.get(op_name or "")
-    return error.render(label_of(op)) if op is not None else error.message
+    return refusal_text(error, label_of(op)) if op is not None else refusal_text(error)
 
 
 @router.get("/objects/{object_id}")
@@ -415,25 +666,28 @@ def show_object(request: Request, object_id: str, who: Who, engine: Eng) -> Resp
 @router.post("/objects/{object_id}/{verb}")
 async def change_object(request: Request, object_id: str, verb: str, who: Who, engine: Eng) -> Response:
     form = await posted(request, who)
-    kind, _ = parse_id(object_id)
+    kind = parse_id(object_id)[0]
     op = next((op for op in transitions_of(kind) if op.verb == verb), None)
     if op is None:
-        raise UsageError(f"there is no '{verb}' for a {kind}: use the actions on its page")
-    values = form_values(op, form)
+        raise UsageError(_("There is no such action for this object: use the actions on its page."))
+    problems: dict[str, str] = {}
+    values = form_values(op, form, problems)
+    refusal = UsageError(_("Some fields need correcting: see the messages at the form."))
+    if problems:
+        return object_page(request, engine, object_id, status_code=422, failed=(op.name, values, problems, refusal))
     try:
         body = op.body.model_validate(values)
     except ValidationError as error:
-        refusal = UsageError("some fields need correcting: see the messages at the form")
         return object_page(request, engine, object_id, status_code=422,
-                           failed=(op.name, values, validation_messages(error), refusal))
+                           failed=(op.name, values, validation_messages(error, op), refusal))
     try:
         result = op.call(engine, who.name, body, object_id)
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
-        status, _ = http_status(error)
+        status = http_status(error)[0]
         return object_page(request, engine, object_id, status_code=status, failed=(op.name, values, {}, error))
-    done = f"{op.name}: {result.get('state', '')}".strip()
+    done = i18n.operation(op.name) + (f": {i18n.state(result['state'])}" if result.get("state") else "")
     return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}", status_code=303)
 
 
@@ -445,8 +699,8 @@ async def resolve_task(request: Request, timer_id: str, who: Who, engine: Eng) -
     try:
         body = TaskResolve.model_validate(_resolve_values(form))
     except ValidationError as error:
-        refusal = UsageError("to record what happened, choose an outcome and give a reason: "
-                             + "; ".join(f"{k}: {v}" for k, v in validation_messages(error).items()))
+        refusal = UsageError(_("To record what happened, choose an outcome and give a reason: ")
+                             + "; ".join(validation_messages(error).values()))
         return object_page(request, engine, timer["object"], status_code=422, failed=("task resolve", {}, {},
                                                                                         refusal))
     try:
@@ -454,17 +708,17 @@ async def resolve_task(request: Request, timer_id: str, who: Who, engine: Eng) -
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
-        status, _ = http_status(error)
+        status = http_status(error)[0]
         return object_page(request, engine, timer["object"], status_code=status,
                            failed=("task resolve", {}, {}, error))
-    done = f"task resolve: {timer_id} {body.outcome}"
+    done = _("task resolved: %(timer)s %(outcome)s") % {"timer": timer_id, "outcome": i18n.term(body.outcome)}
     return RedirectResponse(f"/objects/{timer['object']}?{urlencode({'done': done})}", status_code=303)
 
 
 @router.get("/new/{op_id}")
 def new_form(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
     if op_id not in CREATING:
-        raise UsageError(f"nothing is created by '{op_id}': use one of {', '.join(CREATING)}")
+        raise UsageError(_("Nothing is created that way: use the forms on the pages."))
     values = dict(request.query_params)
     return render(request, "new.html", form=_creation_form(op_id, values))
 
@@ -473,21 +727,27 @@ def new_form(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
 async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
     form = await posted(request, who)
     if op_id not in CREATING:
-        raise UsageError(f"nothing is created by '{op_id}': use one of {', '.join(CREATING)}")
+        raise UsageError(_("Nothing is created that way: use the forms on the pages."))
     op = CREATING[op_id]
-    values = form_values(op, form)
+    problems: dict[str, str] = {}
+    values = form_values(op, form, problems)
+    refusal = UsageError(_("Some fields need correcting: see the messages at the form."))
+    if problems:
+        return render(request, "new.html", status_code=422, form=_creation_form(op_id, values, problems),
+                      error=refusal)
     try:
         body = op.body.model_validate(values)
         result = op.call(engine, who.name, body)
     except ValidationError as error:
         return render(request, "new.html", status_code=422, form=_creation_form(
-            op_id, values, validation_messages(error)), error=UsageError("some fields need correcting"))
+            op_id, values, validation_messages(error, op)), error=refusal)
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
         return render(request, "new.html", status_code=http_status(error)[0],
                       form=_creation_form(op_id, values), error=error, error_text=_error_text(error, op.name))
-    return RedirectResponse(f"/objects/{result['id']}?{urlencode({'done': op.name})}", status_code=303)
+    return RedirectResponse(f"/objects/{result['id']}?{urlencode({'done': i18n.operation(op.name)})}",
+                            status_code=303)
 
 
 # ---- the simulated clock -------------------------------------------------------------------------------------
@@ -500,11 +760,13 @@ async def clock_advance(request: Request, who: Who, engine: Eng) -> Response:
     amount = str(form.get("amount") or "").strip()
     unit = str(form.get("unit") or "days")
     if not amount.isdigit() or unit not in ("days", "hours"):
-        raise UsageError("move the clock by a whole number of days or hours, e.g. 1 day")
+        raise UsageError(_("Move the clock by a whole number of days or hours, e.g. 1 day."))
     steps = int(amount)
     result = firing.clock_advance(engine, who.name, days=steps if unit == "days" else None,
                                   hours=steps if unit == "hours" else None)
-    done = f"clock moved to {dk_time(result['now'])}: {len(result['fired'])} timer(s) fired"
+    fired = len(result["fired"])
+    done = i18n.ngettext("clock moved to %(now)s: %(n)d timer fired", "clock moved to %(now)s: %(n)d timers fired",
+                         fired) % {"now": dk_time(result["now"]), "n": fired}
     separator = "&" if "?" in target else "?"
     return RedirectResponse(f"{target}{separator}{urlencode({'done': done})}", status_code=303)
 
@@ -518,7 +780,7 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng) -> Respons
     counts = engine.state_counts(kind)
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
-                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS))
+                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS)
 
 
 @router.get("/calendar")
@@ -542,8 +804,30 @@ def users_page(request: Request, who: Who, engine: Eng) -> Response:
 
 @router.get("/account")
 def account_page(request: Request, who: Who, engine: Eng) -> Response:
-    """Your own password (any role)."""
-    return render(request, "account.html")
+    """Your own password and the pages' language (any role)."""
+    return render(request, "account.html", languages=LANGUAGE_NAMES)
+
+
+#: The languages a user may choose, by their own names.
+LANGUAGE_NAMES = {"da": "Dansk", "en": "English"}
+
+
+@router.post("/account/language")
+async def account_language(request: Request, who: Who, engine: Eng) -> Response:
+    """Your language of the pages: stored with your user (it applies to every session, now and later);
+    "browser" forgets the choice (the browser's language decides, else Danish)."""
+    form = await posted(request, who)
+    chosen = str(form.get("language") or "")
+    try:
+        Accounts(engine).set_language(who.name, None if chosen == "browser" else chosen, actor=who.name)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return render(request, "account.html", status_code=http_status(error)[0], error=error,
+                      languages=LANGUAGE_NAMES)
+    i18n.activate(i18n.language_of(None if chosen == "browser" else chosen, request.headers.get("accept-language")))
+    done = _("your language is set")
+    return RedirectResponse(f"/account?{urlencode({'done': done})}", status_code=303)
 
 
 @router.post("/account")
@@ -557,8 +841,10 @@ async def account_change(request: Request, who: Who, engine: Eng) -> Response:
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
-        return render(request, "account.html", status_code=http_status(error)[0], error=error)
-    return RedirectResponse(f"/account?{urlencode({'done': 'your password is set'})}", status_code=303)
+        return render(request, "account.html", status_code=http_status(error)[0], error=error,
+                      languages=LANGUAGE_NAMES)
+    done = _("your password is set")
+    return RedirectResponse(f"/account?{urlencode({'done': done})}", status_code=303)
 
 
 @router.post("/users")
@@ -573,27 +859,27 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
         if action == "add":
             password = str(form.get("password") or "") or None
             accounts.add_user(name, str(form.get("role") or ""), password, actor=who.name, reason=reason)
-            done = f"user {name} added"
+            done = _("user %(name)s added") % {"name": name}
         elif action == "password":
             accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason,
                                   keep_session=who.session_id, require_current=True,
                                   current_password=str(form.get("current_password") or "") or None,
                                   address=client_address(request))
-            done = f"password set for {name}"
+            done = _("password set for %(name)s") % {"name": name}
         elif action in ("disable", "enable"):
             accounts.set_disabled(name, action == "disable", actor=who.name, reason=reason)
-            done = f"user {name} {action}d"
+            done = (_("user %(name)s disabled") if action == "disable" else _("user %(name)s enabled")) % {"name": name}
         elif action == "role":
             accounts.set_role(name, str(form.get("role") or ""), actor=who.name, reason=reason)
-            done = f"role of {name} set"
+            done = _("role of %(name)s set") % {"name": name}
         elif action == "token":
             issued = accounts.issue_token(name, str(form.get("label") or ""), actor=who.name, reason=reason)
-            done = f"token {issued['id']} issued for {name}"
+            done = _("token %(token)s issued for %(name)s") % {"token": issued["id"], "name": name}
         elif action == "revoke":
             accounts.revoke_token(str(form.get("token") or ""), actor=who.name, reason=reason)
-            done = f"token {form.get('token')} revoked"
+            done = _("token %(token)s revoked") % {"token": form.get("token")}
         else:
-            raise UsageError("choose add, password, disable, enable, role, token or revoke")
+            raise UsageError(_("Choose one of the forms on the page."))
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated) or who.role not in ADMIN_ROLES:
             raise  # a page of its own: the users and tokens are not listed to others
