@@ -24,4 +24,68 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
+  // Search as you type: the header's box shows the first results under it (GET /api/search), 250 ms after the
+  // last key; Enter still submits the form for the whole results page. A person picker fills its <datalist>.
+  const search = (text, done) => {
+    fetch("/api/search?" + new URLSearchParams({q: text, limit: "10"}), {credentials: "same-origin"})
+      .then((response) => (response.ok ? response.json() : []))
+      .then(done)
+      .catch(() => done([]));
+  };
+  const debounced = (input, act) => {
+    let timer = null;
+    input.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => act(input.value.trim()), 250);
+    });
+  };
+  const box = document.getElementById("search-q");
+  const list = document.getElementById("search-suggestions");
+  if (box && list) {
+    debounced(box, (text) => {
+      if (text.length < 2) { list.hidden = true; list.replaceChildren(); return; }
+      search(text, (results) => {
+        list.replaceChildren(...results.map((r) => {
+          const item = document.createElement("li");
+          const link = document.createElement("a");
+          link.href = "/objects/" + r.id;
+          link.textContent = r.id + " · " + r.ref + (r.kind !== "person" && r.state ? " · " + r.state : "");
+          item.append(link);
+          return item;
+        }));
+        list.hidden = results.length === 0;
+      });
+    });
+  }
+  for (const picker of document.querySelectorAll("input[data-search=person]")) {
+    const options = document.getElementById(picker.getAttribute("list"));
+    if (!options) continue;
+    debounced(picker, (text) => {
+      if (text.length < 2) return;
+      search(text, (results) => {
+        options.replaceChildren(...results.filter((r) => r.kind === "person").map((r) => {
+          const option = document.createElement("option");
+          option.value = r.id;
+          option.label = r.ref;
+          option.textContent = r.ref;
+          return option;
+        }));
+      });
+    });
+  }
+  // A final step asks first, with its consequence; the server asks again without the script (confirmed=1).
+  for (const form of document.querySelectorAll("form[data-final]")) {
+    form.addEventListener("submit", (event) => {
+      if (event.submitter && event.submitter.name === "step") return;
+      if (!window.confirm(form.dataset.final)) {
+        event.preventDefault();
+        return;
+      }
+      const confirmed = document.createElement("input");
+      confirmed.type = "hidden";
+      confirmed.name = "confirmed";
+      confirmed.value = "1";
+      form.append(confirmed);
+    });
+  }
 });

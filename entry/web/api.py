@@ -234,6 +234,16 @@ def due(who: Reader, engine: Eng,
     return engine.worklist(days, kind=kind, task=task)
 
 
+@router.get("/search", operation_id="search", tags=["reading"])
+def search(who: Reader, engine: Eng,
+           q: Annotated[str, Query(min_length=1, max_length=200, description="A person's reference (or its "
+                                   "beginning), or an id: person-3, case-7, contact-2, course-4.")],
+           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[dict[str, Any]]:
+    """The search box's results as you type: persons by reference or id, with their cases, contacts and courses
+    (each with ``ref``, the reference staff see: never logged)."""
+    return engine.search(q, limit=limit)
+
+
 @router.get("/calendar", operation_id="calendar", tags=["reading"])
 def calendar(who: Reader, engine: Eng, weeks: Annotated[int, Query(ge=1, le=52)] = 8) -> list[dict[str, Any]]:
     """Per Danish day from this week's Monday: doses 2 falling due (§6.4) and last days of monitoring (§5.5)."""

@@ -51,7 +51,7 @@ from entry.web.operations import (
 from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
-from workflows.errors import MpoxflowError, NotAuthenticated, UsageError
+from workflows.errors import MpoxflowError, NotAuthenticated, NotFound, UsageError
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
@@ -267,6 +267,8 @@ class Field:
     #: (value, the page's word for it) of a select's options or a fieldset's checkboxes.
     choices: tuple[tuple[str, str], ...] = ()
     help: str | None = None
+    #: The suggestions of a person picker (``person``: a text input that takes person-N or a reference).
+    picker: bool = False
 
 
 #: The input of each declared field type (a date is typed ``dd.mm.åååå``: a text input, read by ``form_values``).
@@ -313,9 +315,23 @@ def form_fields(op: Operation, values: dict[str, Any], hidden: tuple[str, ...] =
         if declared.type == "date" and kind != "hidden":
             value = shown_date(value)
         choices = tuple((c, i18n.term(c)) for c in declared.choices) if kind in ("select", "checkboxes") else ()
+        picker = declared.type == "id" and declared.of == "person" and kind != "hidden"
+        help_text = _("A person's id (person-N) or reference: start typing to search.") if picker else None
         fields.append(Field(declared.name, i18n.label(declared), kind, declared.required, value, choices,
-                            field_help(declared, named)))
+                            help_text or field_help(declared, named), picker))
+    if op.name in NEW_PERSON_OPS:
+        fields.append(Field(NEW_PERSON_FIELD, _("New person: reference (CPR)"), "text", False,
+                            values.get(NEW_PERSON_FIELD),
+                            help=_("Not registered yet? Type the reference and press “Register the person”: "
+                                   "the person is registered and picked here, then add the contact.")))
     return fields
+
+
+#: The creations whose form can register a new person first (the contact's form, issue 16 item 3).
+NEW_PERSON_OPS = ("contact add",)
+NEW_PERSON_FIELD = "new_person_ref"
+#: The button of such a form that registers the person (a submit named ``step``).
+REGISTER_STEP = "register_person"
 
 
 def form_values(op: Operation, form: FormData, problems: dict[str, str] | None = None) -> dict[str, Any]:
@@ -464,7 +480,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         "is_admin": login is not None and login.role in ADMIN_ROLES,
         "now": instant(now) if now else None, "simulated": engine.clock.simulated if engine else False,
         "outcomes": TASK_OUTCOMES, "nav": NAV,
-        "done": request.query_params.get("done"),
+        "done": context.get("flash") or request.query_params.get("done"),
     }
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
 
@@ -551,16 +567,26 @@ def task_action(timer: str) -> tuple[str, str | None, dict[str, str]] | None:
 WORKLIST_PAGE = 100
 
 
+#: The worklist's sections, in the order a shift works them (their keys are the tables' ``data-section``).
+SECTIONS = {"Overdue": i18n.N_("Overdue"), "Due today": i18n.N_("Due today"), "Next 7 days": i18n.N_("Coming"),
+            "Missed": i18n.N_("Missed")}
+#: The worklist's sorts: by deadline, or by kind of object (then deadline).
+SORT_NAMES = {"due": i18n.N_("by deadline"), "kind": i18n.N_("by kind of object")}
+
+
 @router.get("/worklist")
-def worklist(request: Request, who: Who, engine: Eng, after: str | None = None) -> Response:
+def worklist(request: Request, who: Who, engine: Eng, after: str | None = None, task: str | None = None,
+             kind: str | None = None, sort: str | None = None) -> Response:
     now = engine.clock.now()
     tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
     week = tomorrow + timedelta(days=7)
     today = to_local(now).date()
-    sections: dict[str, list[dict[str, Any]]] = {"Missed": [], "Overdue": [], "Due today": [], "Next 7 days": []}
+    filters = {"task": task or None, "kind": kind or None, "sort": sort or None}
+    sections: dict[str, list[dict[str, Any]]] = {key: [] for key in SECTIONS}
     # One page, in the worklist's order; what falls due after the next 7 days is not on the worklist page (a
     # deadline at 00:00 after the 7th day covers that day: it is on it).
-    page = engine.worklist_page(week - now, limit=WORKLIST_PAGE, after=after)
+    page = engine.worklist_page(week - now, limit=WORKLIST_PAGE, after=after, task=filters["task"],
+                                kind=filters["kind"], sort=filters["sort"] or "due")
     for item in page["items"]:
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
@@ -573,11 +599,35 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None) 
             sections["Due today"].append(item)
         else:
             sections["Next 7 days"].append(item)
-    more = f"/worklist?{urlencode({'after': page['next']})}" if page["next"] else None
-    titles = {"Missed": _("Missed"), "Overdue": _("Overdue"), "Due today": _("Due today"),
-              "Next 7 days": _("Next 7 days")}
+    kept = {k: v for k, v in filters.items() if v}
+    more = f"/worklist?{urlencode({**kept, 'after': page['next']})}" if page["next"] else None
+    titles = {key: _(name) for key, name in SECTIONS.items()}
     return render(request, "worklist.html", sections=sections, operations=BY_NAME, more=more,
-                  first=after is not None, titles=titles)
+                  first=after is not None, titles=titles, filters=filters, kinds=list(WORKFLOWS),
+                  task_names=worklist_tasks(), sorts=SORT_NAMES, kind_titles=LISTS,
+                  first_page=f"/worklist?{urlencode(kept)}")
+
+
+def worklist_tasks() -> list[str]:
+    """The timers the worklist can be filtered by: the workflows' timed triggers that are staff tasks."""
+    return sorted({spec.trigger for d in WORKFLOWS.values() for spec in d.transitions if spec.timed})
+
+
+@router.get("/search")
+def search_page(request: Request, who: Who, engine: Eng, q: str = "") -> Response:
+    """The search box's results (a person's reference or its beginning, an id): the page works without the
+    script that shows them as you type."""
+    query = q.strip()
+    results: list[dict[str, Any]] = []
+    problem = None
+    if query:
+        try:
+            results = engine.search(query[:200], limit=50)
+        except UsageError:
+            problem = _("That cannot be searched for: type a person's reference (or its beginning) or an id such "
+                        "as case-7.")
+    return render(request, "search.html", q=query, results=results, problem=problem,
+                  status_code=422 if problem else 200)
 
 
 # ---- lists and objects ---------------------------------------------------------------------------------------
@@ -589,6 +639,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
+                  refs=person_refs(engine) if kind != "person" else {},
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -620,17 +671,29 @@ def offered_here(kind: str, view: dict[str, Any]) -> list[tuple[str, dict[str, A
 
 
 def object_page(request: Request, engine: Engine, object_id: str, *, status_code: int = 200,
-                failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None) -> Response:
-    """One object: facts, state, timers, related objects, the actions allowed now (as forms), its timeline."""
+                failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None,
+                prefill: tuple[str, dict[str, Any]] | None = None, confirming: str | None = None,
+                flash: str | None = None) -> Response:
+    """One object: facts, state, timers, related objects, the actions allowed now (as forms), its timeline.
+    ``failed``: (operation, values typed, problems at the fields, the refusal) re-rendered at its form;
+    ``prefill``: (operation, values) of a form filled in without a refusal; ``confirming``: the consequence of
+    ``failed``'s final step, asked to be confirmed (its form then carries ``confirmed=1``)."""
     view = engine.show(object_id)
     kind = view.get("kind") or parse_id(object_id)[0]  # a timer's view names no kind
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
+    refs = person_refs(engine)
+    if failed is None and prefill is not None:
+        failed = (prefill[0], prefill[1], {}, None)
     forms: list[dict[str, Any]] = []
     if kind in WORKFLOWS:
         for op in allowed_now(kind, view["state"]):
             values, errors = (failed[1], failed[2]) if failed and failed[0] == op.name else ({}, {})
-            forms.append(_transition_form(op, object_id, view["version"], values, errors))
+            shaped = _transition_form(op, object_id, view["version"], values, errors)
+            shaped["final"] = final_consequence(op, view["state"])
+            if confirming is not None and failed and failed[0] == op.name:
+                shaped["confirming"] = confirming
+            forms.append(shaped)
     else:  # a person's facts: always changeable, the form shows them as they are
         for op in transitions_of(kind):
             current = {f.name: view.get(f.shown_as or f.name) for f in op.declared.fields}
@@ -645,9 +708,54 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
     facts = {k: v for k, v in view.items()
              if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
     error = failed[3] if failed else None
+    failed_op = failed[0] if failed and (error is not None or failed[2]) else None
     return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
                   related=related, timeline=timeline, forms=forms, creations=creations, error=error,
-                  error_text=_error_text(error, failed[0] if failed else None), failed_op=failed[0] if failed else None)
+                  error_text=_error_text(error, failed[0] if failed else None), failed_op=failed_op,
+                  refs=refs, flash=flash, confirming_op=failed[0] if confirming and failed else None)
+
+
+def person_refs(engine: Engine) -> dict[str, str]:
+    """Every person's reference by id, for the pages staff read (never for logs, audit entries or exports)."""
+    return {str(p["id"]): str(p["ref"]) for p in engine.list("person")}
+
+
+#: What a final step does, by the final state it leads to (issue 16 item 5): said before it is confirmed.
+CONSEQUENCES = {
+    ("case", "discarded"): i18n.N_("The case is discarded (not mpox): all its open deadlines are cancelled and no "
+                                   "further step is possible. This cannot be undone; nothing is deleted, and the "
+                                   "audit log keeps the case as it was."),
+    ("case", "deceased"): i18n.N_("The person is recorded as deceased: the case is closed, all its open deadlines "
+                                  "are cancelled and no further step is possible. This cannot be undone; nothing "
+                                  "is deleted, and the audit log keeps the case as it was."),
+    ("course", "declined"): i18n.N_("The person declines the vaccination: the course ends, its open deadlines "
+                                    "(the next dose) are cancelled and no further dose can be recorded in it. This "
+                                    "cannot be undone; a later vaccination needs a new course."),
+    ("course", "completed"): i18n.N_("The course is completed with this dose: its open deadlines are cancelled and "
+                                     "no further dose can be recorded in it. This cannot be undone; a wrong date "
+                                     "stays on record in the audit log."),
+}
+GENERIC_CONSEQUENCE = i18n.N_("%(object)s becomes “%(state)s”, a final state: all its open deadlines are cancelled "
+                              "and no further step is possible. This cannot be undone; nothing is deleted.")
+
+
+def final_consequence(op: Operation, state: str) -> str | None:
+    """The consequence of ``op`` from ``state`` when it leads to a final state of its workflow (every row of its
+    trigger from that state does: the workflows' declarations decide, not a list), in the page's language; None
+    for a step that is not final (or only may be, by a guard's choice)."""
+    if op.kind not in WORKFLOWS or op.trigger is None:
+        return None
+    definition = WORKFLOWS[op.kind]
+    rows = [spec for spec in definition.transitions
+            if spec.trigger == op.trigger and state in spec.source and not spec.timed and not spec.internal]
+    dests = {spec.dest for spec in rows}
+    if not rows or len(dests) != 1 or not dests <= definition.final:
+        return None
+    dest = str(next(iter(dests)))
+    known = CONSEQUENCES.get((op.kind, dest))
+    if known is not None:
+        return _(known)
+    return _(GENERIC_CONSEQUENCE) % {"object": op.kind, "state": i18n.state(dest)}
 
 
 def _error_text(error: MpoxflowError | None, op_name: str | None) -> str | None:
@@ -680,6 +788,11 @@ async def change_object(request: Request, object_id: str, verb: str, who: Who, e
     except ValidationError as error:
         return object_page(request, engine, object_id, status_code=422,
                            failed=(op.name, values, validation_messages(error, op), refusal))
+    if who.role in ACTING_ROLES and form.get("confirmed") != "1":  # others are refused by the engine (audited)
+        consequence = final_consequence(op, str(engine.show(object_id).get("state")))
+        if consequence is not None:  # a final step: said, and asked again; nothing changes yet
+            return object_page(request, engine, object_id, failed=(op.name, values, {}, None),
+                               confirming=consequence)
     try:
         result = op.call(engine, who.name, body, object_id)
     except MpoxflowError as error:
@@ -723,6 +836,60 @@ def new_form(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
     return render(request, "new.html", form=_creation_form(op_id, values))
 
 
+PERSON_ID = re.compile(r"^person-\d{1,10}$", re.I)
+
+
+def resolve_person(engine: Engine, typed: str, label: str) -> tuple[str | None, str | None]:
+    """A person picker's text as the person it names: ``person-N`` of a registered person, or a reference that
+    belongs to exactly one person (as typed). Else (None, the message at the field: what to do)."""
+    text = typed.strip()
+    if PERSON_ID.match(text):
+        pid = text.lower()
+        try:
+            engine.show(pid)
+        except NotFound:
+            return None, _("%(field)s: no person %(id)s is registered: check the id, or search by the "
+                           "reference.") % {"field": label, "id": pid}
+        return pid, None
+    try:
+        persons = [r for r in engine.search(text, limit=20) if r["kind"] == "person"]
+    except UsageError:
+        persons = []
+    exact = [r for r in persons if r["ref"] == text]
+    if len(exact) == 1:
+        return str(exact[0]["id"]), None
+    if persons:
+        names = ", ".join(f"{r['ref']} ({r['id']})" for r in persons[:5])
+        return None, _("%(field)s: no person has exactly that reference. Did you mean %(names)s? Pick one of the "
+                       "suggestions or type the person's id.") % {"field": label, "names": names}
+    return None, _("%(field)s: no person is registered with that reference: check it, or register the person "
+                   "first.") % {"field": label}
+
+
+def _offered_from(op: Operation, values: dict[str, Any]) -> str | None:
+    """The object whose page offers ``op``'s form with these values (a contact's case), when it names one."""
+    for offer in op.declared.offered:
+        for name, key in offer.from_view.items():
+            target = values.get(name)
+            if key == "id" and isinstance(target, str) and re.fullmatch(rf"{offer.kind}-\d{{1,10}}", target):
+                return target
+    return None
+
+
+def _creation_failed(request: Request, engine: Engine, op: Operation, values: dict[str, Any],
+                     problems: dict[str, str], error: MpoxflowError, status: int) -> Response:
+    """A refused creation re-rendered where its form was: on the page of the object that offers it (a contact's
+    case), with the values typed; on the creation's own page otherwise."""
+    origin = _offered_from(op, values)
+    if origin is not None:
+        try:
+            return object_page(request, engine, origin, status_code=status, failed=(op.name, values, problems, error))
+        except NotFound:
+            pass
+    return render(request, "new.html", status_code=status, form=_creation_form(op.operation_id, values, problems),
+                  error=error, error_text=_error_text(error, op.name))
+
+
 @router.post("/new/{op_id}")
 async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Response:
     form = await posted(request, who)
@@ -732,22 +899,68 @@ async def create(request: Request, op_id: str, who: Who, engine: Eng) -> Respons
     problems: dict[str, str] = {}
     values = form_values(op, form, problems)
     refusal = UsageError(_("Some fields need correcting: see the messages at the form."))
+    new_ref = str(form.get(NEW_PERSON_FIELD) or "").strip() if op.name in NEW_PERSON_OPS else ""
+    if new_ref:
+        values[NEW_PERSON_FIELD] = new_ref
+    picker = next((f for f in op.declared.fields if f.type == "id" and f.of == "person"), None)
+    if picker is not None and form.get("step") == REGISTER_STEP and op.name in NEW_PERSON_OPS:
+        return _register_from(request, engine, who, op, values, new_ref)
+    if picker is not None and not values.get(picker.name) and new_ref and op.name in NEW_PERSON_OPS:
+        # Registering the person and adding the contact are two units of work in the engine: were the contact
+        # refused, the person would be left registered. So the page does not do both at once.
+        problems[NEW_PERSON_FIELD] = _("%(field)s: the person is not registered yet. Press “Register the person” "
+                                       "first, then add the contact.") % {
+            "field": _("New person: reference (CPR)")}
+    elif picker is not None and values.get(picker.name):
+        pid, problem = resolve_person(engine, str(values[picker.name]), i18n.label(picker))
+        if problem is not None:
+            problems[picker.name] = problem
+        else:
+            values[picker.name] = pid
     if problems:
-        return render(request, "new.html", status_code=422, form=_creation_form(op_id, values, problems),
-                      error=refusal)
+        return _creation_failed(request, engine, op, values, problems, refusal, 422)
+    body_values = {k: v for k, v in values.items() if k != NEW_PERSON_FIELD}
     try:
-        body = op.body.model_validate(values)
+        body = op.body.model_validate(body_values)
         result = op.call(engine, who.name, body)
     except ValidationError as error:
-        return render(request, "new.html", status_code=422, form=_creation_form(
-            op_id, values, validation_messages(error, op)), error=refusal)
+        return _creation_failed(request, engine, op, values, validation_messages(error, op), refusal, 422)
     except MpoxflowError as error:
         if isinstance(error, NotAuthenticated):
             raise
-        return render(request, "new.html", status_code=http_status(error)[0],
-                      form=_creation_form(op_id, values), error=error, error_text=_error_text(error, op.name))
+        return _creation_failed(request, engine, op, values, {}, error, http_status(error)[0])
     return RedirectResponse(f"/objects/{result['id']}?{urlencode({'done': i18n.operation(op.name)})}",
                             status_code=303)
+
+
+def _register_from(request: Request, engine: Engine, who: Login, op: Operation, values: dict[str, Any],
+                   new_ref: str) -> Response:
+    """"Register the person" in a contact's form: the person is registered (its own change, audited without the
+    reference) and the form comes back with the values typed and the new person picked; the contact is added
+    by the form's own button. A refusal (a reference registered already) is shown at the field."""
+    label = _("New person: reference (CPR)")
+    if not new_ref:
+        problems = {NEW_PERSON_FIELD: _("%(field)s: type the new person's reference first.") % {"field": label}}
+        return _creation_failed(request, engine, op, values, problems,
+                                UsageError(_("Some fields need correcting: see the messages at the form.")), 422)
+    adding = CREATING["person_add"]
+    try:
+        person = adding.call(engine, who.name, adding.body.model_validate({"ref": new_ref}))
+    except ValidationError as error:
+        problems = {NEW_PERSON_FIELD: f"{label}: " + "; ".join(validation_messages(error, adding).values())}
+        return _creation_failed(request, engine, op, values, problems,
+                                UsageError(_("Some fields need correcting: see the messages at the form.")), 422)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        problems = {NEW_PERSON_FIELD: f"{label}: {refusal_text(error)}"}
+        return _creation_failed(request, engine, op, values, problems, error, http_status(error)[0])
+    picked = {**{k: v for k, v in values.items() if k != NEW_PERSON_FIELD}, "person": person["id"]}
+    origin = _offered_from(op, values)
+    done = _("person registered as %(person)s: check the fields and add the contact") % {"person": person["id"]}
+    if origin is not None:
+        return object_page(request, engine, origin, prefill=(op.name, picked), flash=done)
+    return render(request, "new.html", form=_creation_form(op.operation_id, picked), flash=done)
 
 
 # ---- the simulated clock -------------------------------------------------------------------------------------
@@ -764,11 +977,21 @@ async def clock_advance(request: Request, who: Who, engine: Eng) -> Response:
     steps = int(amount)
     result = firing.clock_advance(engine, who.name, days=steps if unit == "days" else None,
                                   hours=steps if unit == "hours" else None)
-    fired = len(result["fired"])
-    done = i18n.ngettext("clock moved to %(now)s: %(n)d timer fired", "clock moved to %(now)s: %(n)d timers fired",
-                         fired) % {"now": dk_time(result["now"]), "n": fired}
+    done = _("clock moved to %(now)s") % {"now": dk_time(result["now"])} + ": " + fired_text(result["fired"])
     separator = "&" if "?" in target else "?"
     return RedirectResponse(f"{target}{separator}{urlencode({'done': done})}", status_code=303)
+
+
+def fired_text(fired: list[dict[str, Any]]) -> str:
+    """Which deadlines a clock step fired, by their names and objects: ``2 frister udløb: telefonisk anmeldelse
+    (case-3), skriftlig anmeldelse (case-3)`` (the first ten; then how many more)."""
+    if not fired:
+        return _("no deadline fired")
+    named = ", ".join(f"{i18n.trigger(f['name'])} ({f['object']})" for f in fired[:10])
+    if len(fired) > 10:
+        named += ", " + _("and %(n)d more") % {"n": len(fired) - 10}
+    return i18n.ngettext("%(n)d deadline fired: %(names)s", "%(n)d deadlines fired: %(names)s",
+                         len(fired)) % {"n": len(fired), "names": named}
 
 
 # ---- reading: audit, diagrams, calendar ----------------------------------------------------------------------
