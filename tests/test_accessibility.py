@@ -19,7 +19,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from entry.web import diagram
+from entry.web import diagram, i18n
 from tests import test_e2e_browser as e2e
 from tests.test_e2e_browser import ARTIFACTS, TIMEOUT_MS, Served, log_in
 from workflows.registry import WORKFLOWS
@@ -64,11 +64,15 @@ def world(served: Served, client_for: Callable[..., Any]) -> Served:
 
 def pages(served: Served) -> list[str]:
     """Every page a logged-in user reaches: the worklist, the lists, an object of each kind, the new-object forms,
-    the calendar, the diagrams, the audit log, the account and the users (an admin's; a refusal to the others)."""
+    the calendar, the diagrams, the audit desk (filtered by Danish dates, its checks, an object as it was), the
+    account and the users (an admin's; a refusal to the others)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
             "/new/person_add", "/new/case_open", "/new/contact_add", "/new/vaccine_offer", "/calendar",
-            *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/account", "/users"]
+            *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
+            f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
+            f"/audit/as-of?object={served.case}&at=04.03.2025",
+            "/account", "/users"]
 
 
 # ---- what is checked on each page ------------------------------------------------------------------------------
@@ -162,6 +166,11 @@ def test_every_page_fits_a_phone_and_has_no_serious_axe_violation(
             assert response.status == expected, f"{path} as {role}: {response.status}"
             check(page, f"{width} {path}", problems, f"a11y-{role}-{width}-{n:02d}-{slug(path)}")
             checked += 1
+        # An audit entry's detail (its data, changes, timers and hashes): the case's confirmation, from the desk.
+        page.goto(f"/audit?entity={world.case}&trigger=confirm")
+        page.locator("a.entry-link").first.click()
+        expect(page).to_have_url(re.compile(r"/audit/entries/\d+$"))
+        check(page, f"{width} an audit entry", problems, f"a11y-{role}-{width}-98-audit-entry")
         if role != "auditor":  # a form sent with a field missing: its error tied to the field
             page.goto("/new/person_add")
             page.locator("form#person_add [required]").evaluate_all("els => els.forEach(e => e.required = false)")
@@ -258,7 +267,15 @@ def test_a_state_diagram_is_laid_out_by_graphviz_with_no_label_over_another_or_o
 def test_each_state_is_one_node_with_its_count_and_each_moving_trigger_labels_an_edge() -> None:
     definition = WORKFLOWS["case"]
     counts = {"suspected": 3, "confirmed": 1}
-    drawn = diagram.svg(definition, counts)
+    i18n.activate("da")  # the counts in the page's language: Danish by default
+    danish = diagram.svg(definition, counts)
+    assert re.search(r'<g id="state_suspected".*?3 objekter</text>', danish, re.S)
+    assert re.search(r'<g id="state_confirmed".*?1 objekt</text>', danish, re.S)
+    i18n.activate("en")
+    try:
+        drawn = diagram.svg(definition, counts)
+    finally:
+        i18n.activate(None)
     assert drawn.startswith("<svg ") and 'data-layout="graphviz"' in drawn and 'role="img"' in drawn
     assert "<script" not in drawn and "style=" not in drawn and "<!--" not in drawn and "<?xml" not in drawn
     for state in ["new", *definition.states]:
@@ -330,13 +347,14 @@ def test_staff_log_in_open_a_case_and_confirm_it_with_the_keyboard_alone(
 
     tab_to(page, f'#listing a[href="/objects/{served.case}"]')
     page.keyboard.press("Enter")
-    expect(page.locator("#state")).to_have_text("suspected")
+    expect(page.locator("#state")).to_have_text("mistænkt")  # the pages in Danish (the browser's da-DK)
     tab_to(page, "form#confirm input[name=pcr_on]")
-    page.keyboard.type("03032025")  # a date field's day, month and year, typed
-    expect(page.locator("form#confirm input[name=pcr_on]")).to_have_value("2025-03-03")
+    page.keyboard.type("03.03.2025")  # a date field is text: dd.mm.åååå, typed
+    expect(page.locator("form#confirm input[name=pcr_on]")).to_have_value("03.03.2025")
     tab_to(page, "form#confirm button[type=submit]")
     page.keyboard.press("Space")
-    expect(page.locator("#state")).to_have_text("confirmed")
-    expect(page.locator("[role=status]")).to_contain_text("confirmed")
-    expect(page.locator("#timeline")).to_contain_text("suspected → confirmed")
+    expect(page.locator("#state")).to_have_text("bekræftet")
+    expect(page.locator("[role=status]")).to_contain_text("bekræftet")
+    expect(page.locator("#timeline")).to_contain_text("mistænkt → bekræftet")
+    expect(page.locator("#facts tr", has_text="Dato for positiv PCR")).to_contain_text("03.03.2025")
     page.screenshot(path=ARTIFACTS / "keyboard-case-confirmed.png", full_page=True)

@@ -43,6 +43,18 @@ def at(text: str) -> datetime:
 
 
 @pytest.fixture
+def client_for(client_for: ClientFor) -> ClientFor:
+    """The conftest's clients with a browser that asks for English: these tests are about the desk's behaviour,
+    read in English (the Danish pages are tests/test_i18n.py's), as tests/test_web_pages.py reads its pages."""
+    def make(*args: Any, **kwargs: Any) -> Any:
+        client = client_for(*args, **kwargs)
+        client.headers["Accept-Language"] = "en"
+        return client
+
+    return make
+
+
+@pytest.fixture
 def db(cli_db: str) -> Iterator[Database]:
     database = Database(cli_db)
     yield database

@@ -239,13 +239,15 @@ def test_staff_confirm_a_case_add_a_contact_and_watch_the_worklist_as_the_clock_
     shot("case-with-contact")
 
     # The worklist on Monday 08:00: phoning STPS is due by 17:00 today; the written notification (24 h) and
-    # informing the contact (one day) fall due tomorrow at 08:00.
+    # informing the contact (one day) fall due tomorrow at 08:00; the PEP assessment is there from the contact's
+    # registration (§6.2: best within 4 days of the exposure, at the latest 14).
     page.get_by_role("navigation").get_by_role("link", name="Worklist").click()
     expect(page.locator(f'tr[data-object="{contact}"][data-task="inform_due"]')).to_be_visible()
     assert rows(page, "Overdue") == []
     assert rows(page, "Due today") == [(served.case, "phone_notification_due")]
     assert set(rows(page, "Next 7 days")) == {(served.case, "written_notification_due"), (contact, "inform_due"),
-                                              (served.case, "sequencing_sample_due")}  # §2.4: Tuesday 17:00
+                                              (served.case, "sequencing_sample_due"),  # §2.4: Tuesday 17:00
+                                              (contact, "pep_assessment_due")}
     expect(page.locator('table.worklist[data-section="Due today"] tr[data-task="phone_notification_due"]')) \
         .to_contain_text("9 h 0 min left")
     shot("worklist-monday")
@@ -264,6 +266,7 @@ def test_staff_confirm_a_case_add_a_contact_and_watch_the_worklist_as_the_clock_
                                          (served.case, "sequencing_sample_due")}
     assert rows(page, "Due today") == []
     assert (contact, "inform_due") not in rows(page, "Next 7 days")
+    assert (contact, "pep_assessment_due") in rows(page, "Next 7 days")  # its window is still open (16.03)
     expect(page.locator('table.worklist[data-section="Missed"] tr[data-task="inform_due"] td.overdue')) \
         .to_contain_text("overdue by 1 d 0 h")
     shot("worklist-wednesday")

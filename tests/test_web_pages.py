@@ -476,7 +476,10 @@ def test_a_creation_form_refused_re_renders_with_the_values_typed(client_for: Cl
 def test_every_kind_of_id_has_a_page_and_an_unknown_one_a_404(client_for: ClientFor) -> None:
     staff = client_for(STAFF)
     confirmed_case(staff)
-    timer = staff.get("/objects/timer-1")
+    # timer-1 is the suspected case's chase of its test result, done by the confirmation; timer-2 the phone call.
+    chase = re.search(r'<table id="facts">.*?</table>', staff.get("/objects/timer-1").text, re.S)
+    assert chase is not None and "test_result_due" in chase.group(0) and "task done in time" in chase.group(0)
+    timer = staff.get("/objects/timer-2")
     assert timer.status_code == 200
     facts = re.search(r'<table id="facts">.*?</table>', timer.text, re.S)
     assert facts is not None

@@ -359,6 +359,7 @@ def test_the_worklist_page_shows_one_page_and_links_the_next(cli_db, client_for,
     assert len(shown) > 8
     monkeypatch.setattr(web_pages, "WORKLIST_PAGE", 4)
     staff = client_for(STAFF)
+    staff.headers["Accept-Language"] = "en"  # the page's English words (the Danish pages are tests/test_i18n.py's)
     seen, path, count = [], "/worklist", 0
     while path:
         page = staff.get(path)

@@ -234,8 +234,8 @@ def declared_messages() -> Iterator[tuple[str | None, str]]:
 def TASK_TEXTS() -> tuple[str, ...]:  # noqa: N802 (a constant read late: workflows/ is imported on use)
     from workflows import case, contact
 
-    return (case.PAEDIATRIC_TASK, case.SEQUENCING_TASK, contact.INFORM_TASK, contact.DOCTOR_INFORM_TASK,
-            "notify STPS by phone", "notify SSI and STPS in writing",
+    return (case.PAEDIATRIC_TASK, case.SEQUENCING_TASK, case.TEST_RESULT_TASK, contact.INFORM_TASK,
+            contact.DOCTOR_INFORM_TASK, "notify STPS by phone", "notify SSI and STPS in writing",
             "PEP window closed after {0}: record a dose 1 given by then, or decline (the offer ends "
             "without a dose)", *DATED_TASKS)
 
