@@ -489,7 +489,9 @@ def test_every_kind_of_id_has_a_page_and_an_unknown_one_a_404(client_for: Client
     user = staff.get(f"/objects/{me}").text
     assert "staff:test" in text(user) and "login" in text(user)  # the user's own chain
     person = staff.get("/objects/person-1").text
-    assert re.search(r'<a href="/objects/case-1">case-1</a></td><td><span class="state">confirmed</span>', person)
+    # The related case with its person (and the reference beside it: issue 16) and its state.
+    assert re.search(r'<a href="/objects/case-1">case-1</a></td><td>[^\n]*?REF-[^\n]*?</td>'
+                     r'<td><span class="state">confirmed</span>', person)
     for missing in ("/objects/case-99", "/objects/timer-99", "/objects/course-1"):
         response = staff.get(missing)
         assert response.status_code == 404, missing
