@@ -698,4 +698,4 @@ def test_http_contact_rules_are_409_with_their_rule(client_for: Any, cli_db: str
     # The worklist's button for the PEP assessment task, once it is due within the week.
     done(staff, "/api/clock/advance", {"to": "2025-03-12T09:00:00+01:00"})
     page = staff.get("/worklist").text
-    assert "assess PEP by 17.03.2025 (best by 07.03.2025)" in page and "Assess and offer PEP" in page
+    assert "vurdér PEP senest 17.03.2025 (bedst senest 07.03.2025)" in page and "Vurdér og tilbyd PEP" in page
