@@ -20,8 +20,8 @@ default 5), each call's latency on its own:
 * transition: ``POST /api/cases/{id}/confirm`` against ``Engine.apply(id, "confirm", ...)``, a case each.
 
 Throughput is R over the wall time of the R calls; p50 and p99 nearest-rank. Checked (exit 1 otherwise): every
-status 200; the HTTP worklist equals ``Engine.worklist()`` and holds 3N + 2 (R + W) tasks; every confirm answers the case
-confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and every audit chain is intact.
+status 200; the HTTP worklist equals ``Engine.worklist()`` and holds 3N + 2 (R + W) tasks; every confirm answers
+the case confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and every audit chain is intact.
 
 **The worklist at scale** (issue 15), on a second scratch database: C open contacts (``--contacts``, default
 100,000; each exposed in a household, so informing it and assessing PEP are its tasks, §5.5, §6.2, beside its

@@ -14,8 +14,8 @@ the actor of every change) gets 2N suspected cases, one person each: copies of o
   ``BEGIN IMMEDIATE`` on SQLite as the engine's, the entry chained with the product's ``Head.link``.
 
 Checked (exit 1 otherwise): each phase leaves its N cases confirmed with 3 pending timers, the chase task done, and
-1 ``confirm`` entry each; a raw case's rows equal an engine case's (ids and hashes aside); ``Engine.audit_verify()`` finds every chain
-intact over the expected entries. Target: engine/raw >= 0.5.
+1 ``confirm`` entry each; a raw case's rows equal an engine case's (ids and hashes aside); ``Engine.audit_verify()``
+finds every chain intact over the expected entries. Target: engine/raw >= 0.5.
 """
 
 from __future__ import annotations

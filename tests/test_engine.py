@@ -265,23 +265,25 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
     case_id = suspected(setup, person(setup))
     seen_version = setup.show(case_id)["version"]  # both staff looked at the case at this version
     engines = [Engine(Database(database_url), clock) for _ in range(2)]
-    barrier = threading.Barrier(2)
+    try:
+        barrier = threading.Barrier(2)
 
-    def confirm(i: int) -> str:
-        barrier.wait()
-        return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=STAFF[i],
-                                expected_version=seen_version)["state"]
+        def confirm(i: int) -> str:
+            barrier.wait()
+            return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=STAFF[i],
+                                    expected_version=seen_version)["state"]
 
-    outcomes = race(confirm)
-    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
-    assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
-    assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
-    # One confirmation's three deadlines (§3.1, §2.4) beside the open's chase task it did (§2.1): not twice.
-    assert sorted((t["name"], t["status"]) for t in setup.show(case_id)["timers"]) == [
-        ("phone_notification_due", "pending"), ("sequencing_sample_due", "pending"),
-        ("test_result_due", "cancelled"), ("written_notification_due", "pending")]
-    for e in (setup, *engines):
-        e.db.dispose()
+        outcomes = race(confirm)
+        assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
+        assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
+        assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
+        # One confirmation's three deadlines (§3.1, §2.4) beside the open's chase task it did (§2.1): not twice.
+        assert sorted((t["name"], t["status"]) for t in setup.show(case_id)["timers"]) == [
+            ("phone_notification_due", "pending"), ("sequencing_sample_due", "pending"),
+            ("test_result_due", "cancelled"), ("written_notification_due", "pending")]
+    finally:  # even when an assertion fails: no connection left open for a later test
+        for e in (setup, *engines):
+            e.db.dispose()
 
 
 # ---- the database and its clock ----------------------------------------------------------------------------
@@ -304,19 +306,21 @@ def test_a_simulated_clock_is_kept_by_the_database(database_url):
     case_id = confirmed(first, person(first))
     advance_simulated_clock(first, T("2025-03-04T12:00:00+01:00"))
     second = open_engine(database_url)
-    assert second.clock.now() == T("2025-03-04T12:00:00+01:00")
-    # Every deadline passed undone (§2.4 sample due 2025-03-04 17:00 still ahead): missed, never "fired, done".
-    assert timers(second, case_id) == {"phone_notification_due": ("2025-03-03T17:00:00+01:00", "missed"),
-                                       "written_notification_due": ("2025-03-04T08:00:00+01:00", "missed"),
-                                       "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending"),
-                                       # §2.1 done by the confirmation before it was due: never fires.
-                                       "test_result_due": ("2025-03-06T00:00:00+01:00", "cancelled")}
-    with pytest.raises(UsageError, match="only moves forward"):
-        advance_simulated_clock(second, T("2025-03-04T11:00:00+01:00"))
-    with pytest.raises(UsageError, match="already"), Database(database_url) as again:
-        init_database(again, T("2025-01-01T00:00:00+01:00"))
-    for e in (first, second):
-        e.db.dispose()
+    try:
+        assert second.clock.now() == T("2025-03-04T12:00:00+01:00")
+        # Every deadline passed undone (§2.4 sample due 2025-03-04 17:00 still ahead): missed, never "fired, done".
+        assert timers(second, case_id) == {"phone_notification_due": ("2025-03-03T17:00:00+01:00", "missed"),
+                                           "written_notification_due": ("2025-03-04T08:00:00+01:00", "missed"),
+                                           "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending"),
+                                           # §2.1 done by the confirmation before it was due: never fires.
+                                           "test_result_due": ("2025-03-06T00:00:00+01:00", "cancelled")}
+        with pytest.raises(UsageError, match="only moves forward"):
+            advance_simulated_clock(second, T("2025-03-04T11:00:00+01:00"))
+        with pytest.raises(UsageError, match="already"), Database(database_url) as again:
+            init_database(again, T("2025-01-01T00:00:00+01:00"))
+    finally:  # even when an assertion fails: no connection left open for a later test
+        for e in (first, second):
+            e.db.dispose()
 
 
 def test_a_real_time_database_refuses_to_move_its_clock(database_url):
