@@ -7,7 +7,8 @@ Per backend a scratch database (bench/harness.py) on a simulated clock at a fixe
 --simulated-clock``), with its users and an API token for the staff ``bench`` (``Accounts.issue_token``: a bearer
 token, so no login, Argon2 or CSRF on the timed path), gets N confirmed cases (``--cases``, default 1,000; a
 worklist of 3N tasks: each case's phone and written notifications, §3.1, and its sample to SSI, §2.4) and 2 (R + W)
-suspected ones, copies of cases the engine made (bench/seed.py; not timed). The clock then moves an hour on.
+suspected ones (a task each on the worklist: chase the test result, §2.1), copies of cases the engine made
+(bench/seed.py; not timed). The clock then moves an hour on.
 
 The server is the product's application (``entry.web.server.create_app``) under uvicorn in a thread on a free port of
 127.0.0.1; the client one keep-alive ``httpx2`` client. The baseline is the same call on one ``Engine`` on the same
@@ -19,8 +20,8 @@ default 5), each call's latency on its own:
 * transition: ``POST /api/cases/{id}/confirm`` against ``Engine.apply(id, "confirm", ...)``, a case each.
 
 Throughput is R over the wall time of the R calls; p50 and p99 nearest-rank. Checked (exit 1 otherwise): every
-status 200; the HTTP worklist equals ``Engine.worklist()`` and holds 3N tasks; every confirm answers the case
-confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and every audit chain is intact.
+status 200; the HTTP worklist equals ``Engine.worklist()`` and holds 3N + 2 (R + W) tasks; every confirm answers
+the case confirmed; afterwards every case is confirmed with 3 tasks on the worklist, and every audit chain is intact.
 
 **The worklist at scale** (issue 15), on a second scratch database: C open contacts (``--contacts``, default
 100,000; each exposed in a household, so informing it and assessing PEP are its tasks, §5.5, §6.2, beside its
@@ -180,7 +181,9 @@ def run_backend(backend: str, args: Any, units: list[Any], table: harness.Table)
         engine.save_clock()
         # The tasks a confirmed case puts on the worklist (§3.1 phone and written, §2.4 the sample), as the engine made
         per_case = sum(t["task"] is not None and t["status"] == "pending" for t in units[0].timers)
-        tasks = per_case * args.cases
+        # and a suspected case's (§2.1 chase the test result: done by the confirm, so gone after the run).
+        per_suspected = sum(t["task"] is not None and t["status"] == "pending" for t in units[1].timers)
+        tasks = per_case * args.cases + per_suspected * spare
         with serving(db.url) as base, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"},
                                                 timeout=60) as client:
             expected = engine.worklist()

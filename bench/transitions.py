@@ -7,14 +7,15 @@ the actor of every change) gets 2N suspected cases, one person each: copies of o
 (bench/seed.py; not timed). Then, timed, one durable transaction per transition:
 
 * engine: ``Engine.apply(case, "confirm", ...)`` on N of them (the actor's role looked up, the person's facts
-  read for §3.4, three tasks armed, the person's courses looked up for the §6.3 cascade, the audit entry chained
+  read for §3.4, the chase of the test result marked done (§2.1), three tasks armed, the person's courses looked
+  up for the §6.3 cascade, the audit entry chained
   after the case's head, the case's values, version check and head in one UPDATE);
 * raw (the baseline): the same statements by hand with SQLAlchemy Core on the other N, the transaction begun with
   ``BEGIN IMMEDIATE`` on SQLite as the engine's, the entry chained with the product's ``Head.link``.
 
-Checked (exit 1 otherwise): each phase leaves its N cases confirmed with 3 pending timers and 1 ``confirm`` entry
-each; a raw case's rows equal an engine case's (ids and hashes aside); ``Engine.audit_verify()`` finds every chain
-intact over the expected entries. Target: engine/raw >= 0.5.
+Checked (exit 1 otherwise): each phase leaves its N cases confirmed with 3 pending timers, the chase task done, and
+1 ``confirm`` entry each; a raw case's rows equal an engine case's (ids and hashes aside); ``Engine.audit_verify()``
+finds every chain intact over the expected entries. Target: engine/raw >= 0.5.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ CONFIRM_AT = START + timedelta(hours=1)
 PCR_ON = date(2025, 3, 3)
 TARGET = 0.5
 TIMERS = ("phone_notification_due", "written_notification_due", "sequencing_sample_due")
+#: The suspected case's task (§2.1, chase the test result) that the confirm does: its timer ends "task done in time".
+CHASE, DONE = "test_result_due", "task done in time"
 
 
 def suspected(at: Any) -> list[str]:
@@ -76,6 +79,8 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
         ("offered", "dose1_given", "dose2_due"))).order_by(courses.c.id)
     select_pending = select(timers).where(timers.c.object_kind == "case", timers.c.object_id == bindparam("pk"),
                                           timers.c.status == "pending")
+    done_timers = update(timers).where(timers.c.id == bindparam("timer")).values(
+        status="cancelled", satisfied_at=bindparam("now"), closed_at=bindparam("now"), note=DONE)
     insert_timers = insert(timers).returning(timers.c.id, sort_by_parameter_order=True)
     insert_audit = insert(audit).returning(audit.c.seq)
     update_case = update(cases).where(cases.c.id == bindparam("pk"), cases.c.version == bindparam("seen")).values(
@@ -100,8 +105,12 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
                        "antiviral_consider": antiviral_consider(person, bool(row.child))}
             if connection.execute(select_courses, {"person": row.person_id}).first() is not None:
                 raise BenchFailure(f"person-{row.person_id} has a course to end: the baseline ends none")
-            if connection.execute(select_pending, {"pk": pk}).first() is not None:
-                raise BenchFailure(f"case-{pk} has pending timers to re-arm: the baseline re-arms none")
+            pending = connection.execute(select_pending, {"pk": pk}).all()
+            if [(t.name, t.task is not None, t.satisfied_at) for t in pending] != [(CHASE, True, None)]:
+                raise BenchFailure(f"case-{pk} has pending timers other than its {CHASE} task: the baseline re-arms "
+                                   "none")
+            [chase] = pending
+            connection.execute(done_timers, {"timer": chase.id, "now": now})
             armed = [(TIMERS[0], phone_notification_due(now, settings), S3_1, "notify STPS by phone"),
                      (TIMERS[1], written_notification_due(now), S3_1, "notify SSI and STPS in writing"),
                      (TIMERS[2], sequencing_sample_due(now, settings), S2_4, SEQUENCING_TASK)]
@@ -118,7 +127,8 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
                 "timers_armed": [{"timer": f"timer-{i}", "name": name, "due_at": jsonable(due_at), "rule": rule,
                                   "task": task, "overdue_at": None}
                                  for i, (name, due_at, rule, task) in zip(timer_ids, armed, strict=True)],
-                "timers_cancelled": [], "timers_done": [],
+                "timers_cancelled": [{"timer": f"timer-{chase.id}", "name": CHASE, "why": DONE}],
+                "timers_done": [{"timer": f"timer-{chase.id}", "name": CHASE}],
             })
             seq = connection.execute(insert_audit, entry).scalar_one()
             if connection.execute(update_case, {"pk": pk, "seen": row.version, **written, "updated_at": now,
@@ -148,7 +158,8 @@ def rows(db: Any, pk: int) -> dict[str, Any]:
                       *((t, ("id", "object_id")) for t in timers)):
         for key in keys:
             row.pop(key)
-    entry["timers_armed"] = [{k: v for k, v in t.items() if k != "timer"} for t in entry["timers_armed"]]
+    for key in ("timers_armed", "timers_cancelled", "timers_done"):
+        entry[key] = [{k: v for k, v in t.items() if k != "timer"} for t in entry[key]]
     return {"case": case, "timers": timers, "audit": entry}
 
 
@@ -164,6 +175,9 @@ def check_phase(db: Any, phase: str, pks: list[int]) -> None:
             "pending timers": connection.scalar(select(func.count()).where(
                 Timer.object_kind == "case", Timer.object_id.in_(pks), Timer.status == "pending",
                 Timer.name.in_(TIMERS))) / 3,
+            "chase tasks done": connection.scalar(select(func.count()).where(
+                Timer.object_kind == "case", Timer.object_id.in_(pks), Timer.name == CHASE,
+                Timer.status == "cancelled", Timer.note == DONE, Timer.satisfied_at.is_not(None))),
             "confirm entries": connection.scalar(select(func.count()).where(
                 AuditEntry.object_kind == "case", AuditEntry.object_id.in_(pks), AuditEntry.trigger == "confirm")),
         }

@@ -403,7 +403,13 @@ def test_confirming_at_the_simulated_clock_arms_the_notification_deadlines_at_ex
     timers = timers_of(confirm(one_case, "case-1"))
     assert timers["phone_notification_due"]["due_at"] == "2025-03-03T17:00:00+01:00"
     assert timers["written_notification_due"]["due_at"] == "2025-03-04T08:00:00+01:00"
-    assert {t["status"] for t in timers.values()} == {"pending"}
+    assert {name: t["status"] for name, t in timers.items()} == {
+        "phone_notification_due": "pending", "written_notification_due": "pending",
+        "sequencing_sample_due": "pending",
+        "test_result_due": "cancelled",  # §2.1 the suspected case's chase task, done by the positive PCR
+    }
+    assert timers["test_result_due"]["satisfied_at"] == "2025-03-03T08:00:00+01:00"
+    assert timers["test_result_due"]["note"] == "task done in time"
     # show prints the same timers.
     assert timers_of(doc(one_case, "show", "case-1"))["written_notification_due"]["due_at"] == (
         "2025-03-04T08:00:00+01:00")
@@ -579,12 +585,14 @@ def test_healing_arms_the_condom_advice_which_closes_the_case_when_the_clock_pas
 
 
 def test_due_lists_the_notification_tasks_marks_them_overdue_and_drops_done_ones(one_case: str) -> None:
-    assert doc(one_case, "due") == []
-    confirm(one_case, "case-1")
-    ok(one_case, "case", "sample-sent", "case-1", "--on", "2025-03-03")  # §2.4, not this test's subject
-
     def worklist() -> list[tuple[str, str, str, bool]]:
         return [(t["object"], t["task"], t["due_at"], t["overdue"]) for t in doc(one_case, "due")]
+
+    # §2.1 the suspected case's only task: chase its test result (2 days from 03.03, senest 05.03).
+    chase = "chase the PCR test result of the suspected case"
+    assert worklist() == [("case-1", chase, "2025-03-06T00:00:00+01:00", False)]
+    confirm(one_case, "case-1")  # the positive PCR is the result chased: its task is done and drops out
+    ok(one_case, "case", "sample-sent", "case-1", "--on", "2025-03-03")  # §2.4, not this test's subject
 
     phone, written = "notify STPS by phone", "notify SSI and STPS in writing"
     assert worklist() == [

@@ -60,7 +60,8 @@ def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
         assert {name for _, name in tasks} >= {"inform_due", "pep_assessment_due"}
         assert len([1 for _, name in tasks if name == "inform_due"]) == 3
         page = staff.get("/worklist").text
-        assert "Phone notification to STPS done" in page and "01.07.2025" in page
+        # The one-click action for the phone notification, in Danish (issue 16 item 1), and the demo's last day.
+        assert "Telefonisk anmeldelse til STPS udført" in page and "01.07.2025" in page
         assert auditor.post("/api/login", json={"name": "auditor:lis", "password": DEMO_PASSWORD}).status_code == 200
         assert 'id="confirm"' in staff.get("/objects/case-6").text  # the suspected case: staff may confirm it
         assert 'id="confirm"' not in auditor.get("/objects/case-6").text

@@ -116,8 +116,10 @@ def test_confirm_writes_state_timers_and_audit_in_one_go(engine, db, clock):
         "written_notification_due": ("2025-03-04T08:00:00+01:00", "pending"),
         # §2.4: the positive sample to SSI by the end of the next working day.
         "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending"),
+        # §2.1 armed by the open (chase the test result, senest 05.03); the positive PCR does it.
+        "test_result_due": ("2025-03-06T00:00:00+01:00", "cancelled"),
     }
-    entry = engine.audit(entity=case_id)[-1]
+    opened, entry = engine.audit(entity=case_id)
     assert (entry["trigger"], entry["from"], entry["to"], entry["actor"], entry["rule"]) == (
         "confirm", "suspected", "confirmed", "staff:test", "SST-mpox-7.1 §1.1")
     assert entry["at"] == "2025-03-03T08:00:00+01:00"
@@ -126,9 +128,14 @@ def test_confirm_writes_state_timers_and_audit_in_one_go(engine, db, clock):
     assert {n: a["rule"] for n, a in armed.items()} == {
         "phone_notification_due": "SST-mpox-7.1 §3.1", "written_notification_due": "SST-mpox-7.1 §3.1",
         "sequencing_sample_due": "SST-mpox-7.1 §2.4"}
+    # The same entry records the chase task it did, by the timer's id.
+    assert entry["timers_done"] == [{"timer": opened["timers_armed"][0]["timer"], "name": "test_result_due"}]
+    assert entry["timers_cancelled"] == [
+        {"timer": opened["timers_armed"][0]["timer"], "name": "test_result_due", "why": "task done in time"}]
     with db.reading() as session:
         stored = {t.id: t.name for t in session.scalars(select(Timer))}
-    assert {f"timer-{i}": n for i, n in stored.items()} == {a["timer"]: n for n, a in armed.items()}
+    assert {f"timer-{i}": n for i, n in stored.items()} == {
+        a["timer"]: a["name"] for a in (*opened["timers_armed"], *entry["timers_armed"])}
 
 
 @pytest.mark.parametrize(
@@ -258,20 +265,25 @@ def test_two_concurrent_confirms_one_wins_one_conflicts(database_url, clock):
     case_id = suspected(setup, person(setup))
     seen_version = setup.show(case_id)["version"]  # both staff looked at the case at this version
     engines = [Engine(Database(database_url), clock) for _ in range(2)]
-    barrier = threading.Barrier(2)
+    try:
+        barrier = threading.Barrier(2)
 
-    def confirm(i: int) -> str:
-        barrier.wait()
-        return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=STAFF[i],
-                                expected_version=seen_version)["state"]
+        def confirm(i: int) -> str:
+            barrier.wait()
+            return engines[i].apply(case_id, "confirm", data={"pcr_on": D("2025-03-02")}, actor=STAFF[i],
+                                    expected_version=seen_version)["state"]
 
-    outcomes = race(confirm)
-    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
-    assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
-    assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
-    assert len(setup.show(case_id)["timers"]) == 3
-    for e in (setup, *engines):
-        e.db.dispose()
+        outcomes = race(confirm)
+        assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "str"]
+        assert [o for o in outcomes if isinstance(o, str)] == ["confirmed"]
+        assert [e["trigger"] for e in setup.audit(entity=case_id)] == ["open", "confirm"]
+        # One confirmation's three deadlines (§3.1, §2.4) beside the open's chase task it did (§2.1): not twice.
+        assert sorted((t["name"], t["status"]) for t in setup.show(case_id)["timers"]) == [
+            ("phone_notification_due", "pending"), ("sequencing_sample_due", "pending"),
+            ("test_result_due", "cancelled"), ("written_notification_due", "pending")]
+    finally:  # even when an assertion fails: no connection left open for a later test
+        for e in (setup, *engines):
+            e.db.dispose()
 
 
 # ---- the database and its clock ----------------------------------------------------------------------------
@@ -294,17 +306,21 @@ def test_a_simulated_clock_is_kept_by_the_database(database_url):
     case_id = confirmed(first, person(first))
     advance_simulated_clock(first, T("2025-03-04T12:00:00+01:00"))
     second = open_engine(database_url)
-    assert second.clock.now() == T("2025-03-04T12:00:00+01:00")
-    # Every deadline passed undone (§2.4 sample due 2025-03-04 17:00 still ahead): missed, never "fired, done".
-    assert timers(second, case_id) == {"phone_notification_due": ("2025-03-03T17:00:00+01:00", "missed"),
-                                       "written_notification_due": ("2025-03-04T08:00:00+01:00", "missed"),
-                                       "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending")}
-    with pytest.raises(UsageError, match="only moves forward"):
-        advance_simulated_clock(second, T("2025-03-04T11:00:00+01:00"))
-    with pytest.raises(UsageError, match="already"), Database(database_url) as again:
-        init_database(again, T("2025-01-01T00:00:00+01:00"))
-    for e in (first, second):
-        e.db.dispose()
+    try:
+        assert second.clock.now() == T("2025-03-04T12:00:00+01:00")
+        # Every deadline passed undone (§2.4 sample due 2025-03-04 17:00 still ahead): missed, never "fired, done".
+        assert timers(second, case_id) == {"phone_notification_due": ("2025-03-03T17:00:00+01:00", "missed"),
+                                           "written_notification_due": ("2025-03-04T08:00:00+01:00", "missed"),
+                                           "sequencing_sample_due": ("2025-03-04T17:00:00+01:00", "pending"),
+                                           # §2.1 done by the confirmation before it was due: never fires.
+                                           "test_result_due": ("2025-03-06T00:00:00+01:00", "cancelled")}
+        with pytest.raises(UsageError, match="only moves forward"):
+            advance_simulated_clock(second, T("2025-03-04T11:00:00+01:00"))
+        with pytest.raises(UsageError, match="already"), Database(database_url) as again:
+            init_database(again, T("2025-01-01T00:00:00+01:00"))
+    finally:  # even when an assertion fails: no connection left open for a later test
+        for e in (first, second):
+            e.db.dispose()
 
 
 def test_a_real_time_database_refuses_to_move_its_clock(database_url):

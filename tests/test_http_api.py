@@ -44,6 +44,8 @@ NOTIFICATIONS = {"phone_notification_due": "2025-03-03T17:00:00+01:00",
                  "written_notification_due": "2025-03-04T08:00:00+01:00",
                  # §2.4: the positive sample to SSI, by the end of the next working day (armed with the two above).
                  "sequencing_sample_due": "2025-03-04T17:00:00+01:00"}
+#: §2.1 (Decision): a suspected case opened at NOW has its test result chased 2 days on (senest 05.03.2025).
+CHASE = {"test_result_due": "2025-03-06T00:00:00+01:00"}
 CONSENT = {"consent": True, "indication_note": "sexual partner, high risk (Table 1)",
            "justification": "exposed yesterday, optimal window"}
 Client = Any
@@ -187,11 +189,15 @@ SCENARIOS = [
              {"id": "person-2", "kind": "person", "breastfeeding": True, "doses_elsewhere": 1,
               "last_dose_elsewhere_on": "2025-01-20", "pregnant": False},
              ("person-2", "update", None, None, None), actor="nurse:ida"),
+    # Issue 16 item 5: a person's immunodeficiency found out later (§6.4), on the person with case-1.
+    Scenario("person-correct", "person correct", "/api/persons/person-1/correct", {"immunocompromised": True},
+             {"id": "person-1", "kind": "person", "ref": "REF-CASE", "immunocompromised": True, "pregnant": False},
+             ("person-1", "correct", None, None, S6_4), actor="nurse:ida"),
     Scenario("case-open-suspected", "case open", *SUSPECTED_CASE_2,
              {"id": "case-2", "kind": "case", "workflow": "case@SST-mpox-7.1", "state": "suspected",
               "person": "person-2", "onset": "2025-03-01", "symptoms": ["rash", "fever"], "criteria": ["msm"],
               "pcr_on": None, "version": 1},
-             ("case-2", "open", None, "suspected", S1_1), pending={}, status=201),
+             ("case-2", "open", None, "suspected", S1_1), pending=CHASE, status=201),
     Scenario("case-open-confirmed", "case open", "/api/cases",
              {"person": "person-2", "onset": "2025-03-01", "symptoms": ["rash"], "confirmed": True,
               "pcr_on": "2025-03-03", "clade": "IIb"},
@@ -203,10 +209,13 @@ SCENARIOS = [
              {"id": "case-2", "state": "confirmed", "pcr_on": "2025-03-03", "clade": "Ib", "confirmed_at": NOW,
               "version": 2},
              ("case-2", "confirm", "suspected", "confirmed", S1_1), pending=NOTIFICATIONS,
+             timers={"test_result_due": "cancelled"},  # the positive PCR is the result chased (§2.1)
              setup=(SUSPECTED_CASE_2,), actor="staff:lab"),
     Scenario("case-discard", "case discard", "/api/cases/case-2/discard", {},
              {"id": "case-2", "state": "discarded"},
-             ("case-2", "discard", "suspected", "discarded", S2_2_1), pending={}, setup=(SUSPECTED_CASE_2,)),
+             ("case-2", "discard", "suspected", "discarded", S2_2_1), pending={},
+             timers={"test_result_due": "cancelled"},  # the negative test is the result chased (§2.1)
+             setup=(SUSPECTED_CASE_2,)),
     Scenario("case-isolate", "case isolate", "/api/cases/case-1/isolate", {"mode": "hospital"},
              {"id": "case-1", "state": "isolated", "isolation_mode": "hospital"},
              ("case-1", "isolate", "confirmed", "isolated", S4_1), pending=NOTIFICATIONS),
@@ -230,7 +239,7 @@ SCENARIOS = [
              setup=(CONFIRMED_CASE_2,), actor="stps:maria"),
     Scenario("case-source", "case source", "/api/cases/case-2/source", {"case": "case-1", "on": "2025-03-01"},
              {"id": "case-2", "state": "suspected", "sources": [{"case": "case-1", "on": "2025-03-01"}]},
-             ("case-2", "source", "suspected", "suspected", S5_2), pending={}, setup=(SUSPECTED_CASE_2,),
+             ("case-2", "source", "suspected", "suspected", S5_2), pending=CHASE, setup=(SUSPECTED_CASE_2,),
              actor="stps:maria"),
     Scenario("case-sample-sent", "case sample-sent", "/api/cases/case-1/sample-sent", {"on": "2025-03-03"},
              {"id": "case-1", "state": "confirmed", "sample_sent_on": "2025-03-03"},
@@ -240,9 +249,13 @@ SCENARIOS = [
     Scenario("case-clade", "case clade", "/api/cases/case-1/clade", {"clade": "IIb"},
              {"id": "case-1", "state": "confirmed", "clade": "IIb"},
              ("case-1", "clade", "confirmed", "confirmed", S2_4), pending=NOTIFICATIONS, actor="staff:lab"),
+    # Issue 16 item 5: a wrong onset corrected (§5.1: it starts the infectious period); the deadlines stay.
+    Scenario("case-correct", "case correct", "/api/cases/case-1/correct", {"onset": "2025-02-27"},
+             {"id": "case-1", "state": "confirmed", "onset": "2025-02-27", "pcr_on": "2025-03-02", "version": 3},
+             ("case-1", "correct", "confirmed", "confirmed", S5_1), pending=NOTIFICATIONS, actor="stps:maria"),
     Scenario("case-paediatric", "case paediatric", "/api/cases/case-2/paediatric", {},
              {"id": "case-2", "state": "suspected", "child": True, "paediatric_referred_at": NOW},
-             ("case-2", "paediatric", "suspected", "suspected", S3_2), pending={},
+             ("case-2", "paediatric", "suspected", "suspected", S3_2), pending=CHASE,
              timers={"paediatric_referral_due": "cancelled"},
              setup=(("/api/persons", {"ref": "REF-CHILD", "born": "2015-01-01"}),
                     ("/api/cases", {"person": "person-4", "onset": "2025-03-01", "symptoms": ["rash"],
@@ -737,7 +750,9 @@ def test_list_cases_contacts_courses_and_persons_with_the_state_filter(traced: C
 
 def test_due_after_confirm_lists_phone_and_written_notification_in_danish_time(traced: Client) -> None:
     done(traced, *SUSPECTED_CASE_2)
-    assert [t for t in get(traced, "/api/due") if t["object"] == "case-2"] == []
+    # §2.1 the suspected case's only task is to chase its test result; the positive PCR does it.
+    assert [(t["name"], t["due_at"], t["last_day"]) for t in get(traced, "/api/due") if t["object"] == "case-2"] == [
+        ("test_result_due", CHASE["test_result_due"], "2025-03-05")]
     done(traced, "/api/cases/case-2/confirm", {"pcr_on": "2025-03-03"})
     done(traced, "/api/cases/case-2/sample-sent", {"on": "2025-03-03"})  # §2.4, not this test's subject
     tasks = [(t["task"], t["due_at"], t["overdue"], t["rule"]) for t in get(traced, "/api/due")

@@ -59,8 +59,9 @@ def test_a_new_operation_is_one_declaration_in_the_cli_the_openapi_schema_and_a_
 
     fields = {f.name: f for f in form_fields(WithBody(NOTE, body_model(NOTE)), {"if_version": 3})}
     assert (fields["text"].label, fields["text"].input, fields["text"].required) == ("Notat", "textarea", True)
-    assert (fields["on"].input, fields["channel"].input, fields["channel"].choices) == ("date", "select",
-                                                                                        ("phone", "written"))
+    assert (fields["on"].input, fields["channel"].input) == ("date", "select")
+    # The declared choices, in order, each with its Danish term (the value posted, the term shown).
+    assert fields["channel"].choices == (("phone", "telefonisk (STPS)"), ("written", "skriftlig (SSI og STPS)"))
     assert (fields["if_version"].input, fields["if_version"].value) == ("hidden", 3)
     assert fields["reason"].label == "Begrundelse"
 

@@ -731,5 +731,5 @@ def test_http_refusals_are_409_with_the_rule(client_for, cli_db):
                                                         "reason": "extensive lesions"})
     assert view["antiviral"]["reason"] == "extensive lesions"
     page = staff.get("/objects/case-1").text
-    assert "assessed by dr. Holm" in page and "&#39;at&#39;" not in page
+    assert "Vurderet af dr. Holm" in page and "&#39;at&#39;" not in page  # the assessment, not a dict
     assert 'id="sample-sent"' in page and 'id="antiviral"' in page

@@ -698,4 +698,7 @@ def test_http_contact_rules_are_409_with_their_rule(client_for: Any, cli_db: str
     # The worklist's button for the PEP assessment task, once it is due within the week.
     done(staff, "/api/clock/advance", {"to": "2025-03-12T09:00:00+01:00"})
     page = staff.get("/worklist").text
-    assert "assess PEP by 17.03.2025 (best by 07.03.2025)" in page and "Assess and offer PEP" in page
+    coming = page.split('<table class="worklist" data-section="Next 7 days">', 1)[1].split("</table>", 1)[0]
+    row = coming.split('data-task="pep_assessment_due"', 1)[1].split("</tr>", 1)[0]
+    assert "vurdér PEP senest 17.03.2025" in row and "07.03.2025" in row  # the 14-day window, best by the 4-day one
+    assert 'href="/objects/contact-1#vaccine_offer">Vurdér og tilbyd PEP' in row

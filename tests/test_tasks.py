@@ -198,7 +198,7 @@ def test_the_api_and_the_worklist_page_resolve_a_missed_task(client_for: Any, cl
     assert post("/api/clock/advance", {"to": "2025-03-04T09:00:00+01:00"}).status_code == 200
     page = staff.get("/worklist").text
     missed_section = page.split('data-section="Missed"', 1)[1].split("</table>", 1)[0]
-    assert "notify SSI and STPS in writing" in missed_section
+    assert "anmeld skriftligt til SSI og STPS" in missed_section
     assert f'action="/timers/{pending}/resolve"' in missed_section
     response = staff.post(f"/timers/{pending}/resolve", data={"csrf_token": staff.csrf, "outcome": "not-reachable",
                                                               "reason": "no answer at SSI"})
@@ -207,7 +207,7 @@ def test_the_api_and_the_worklist_page_resolve_a_missed_task(client_for: Any, cl
     assert (timer["status"], timer["outcome"], timer["resolution"]) == ("missed", "not-reachable", "no answer at SSI")
     assert f'/timers/{pending}/resolve' not in staff.get("/worklist").text
     case_page = staff.get("/objects/case-1").text
-    assert "resolved not-reachable" in case_page
+    assert "afklaret kunne ikke kontaktes" in case_page  # resolved: not reachable
 
 
 def test_a_missed_task_survives_a_dst_change_in_the_worklist(engine: Engine, clock: Any) -> None:

@@ -137,7 +137,7 @@ def test_a_committed_change_that_arms_timers_notifies_once_with_the_earliest_due
     engine = open_engine(pg_url)
     listener = engine.db.listener()
     try:
-        case = traced_case(engine, "CASE-N")  # confirm arms three timers; the others none
+        case = traced_case(engine, "CASE-N")  # open arms one (§2.1 chase), confirm three; the others none
         contact = add_contact(engine, case, "CONTACT-N")  # two timers, one already due
         send_sentinel(engine.db, "end")
         got = notifications(listener, "end")
@@ -147,13 +147,16 @@ def test_a_committed_change_that_arms_timers_notifies_once_with_the_earliest_due
     with Database(pg_url) as db, db.engine.connect() as connection:
         armed = connection.execute(select(TIMERS.c.object_kind, TIMERS.c.object_id, TIMERS.c.name, TIMERS.c.due_at)
                                    .order_by(TIMERS.c.id)).all()
-    assert len(armed) == 5
-    earliest_of_case = min(t.due_at for t in armed if t.object_kind == "case")
+    # The open's chase task (§2.1), the confirmation's three deadlines (§3.1, §2.4), the contact's two.
+    assert [(t.object_kind, t.name) for t in armed][:1] == [("case", "test_result_due")]
+    assert [t.object_kind for t in armed] == ["case"] * 4 + ["contact"] * 2
+    [chase_due] = [t.due_at for t in armed if t.name == "test_result_due"]
+    earliest_of_confirm = min(t.due_at for t in armed[1:4])
     earliest_of_contact = min(t.due_at for t in armed if t.object_kind == "contact")
     assert [t.name for t in armed if t.due_at == earliest_of_contact] == ["monitoring_ends"]
     assert f"contact-{armed[-1].object_id}" == contact
-    # One per arming transaction (confirm, contact add), none for those that arm nothing.
-    assert [datetime.fromisoformat(p) for p in got] == [earliest_of_case, earliest_of_contact]
+    # One per arming transaction (open, confirm, contact add), none for those that arm nothing.
+    assert [datetime.fromisoformat(p) for p in got] == [chase_due, earliest_of_confirm, earliest_of_contact]
 
 
 def test_no_notification_when_the_arming_transaction_rolls_back(pg_url):
