@@ -222,3 +222,15 @@ def test_an_end_of_today_deadline_is_due_today_not_in_the_next_7_days(client_for
             if ends_today:
                 assert name == "Due today", (name, due)
     assert "senest" in main(page)
+
+
+def test_a_record_fact_names_its_parts_in_danish() -> None:
+    """A fact that is a record (a case's antiviral assessment, §3.4; a PEP dose's consent) shows its parts by their
+    Danish names, not its keys."""
+    i18n.activate("da")
+    shown = str(pages.fact_value({"at": "2025-03-03T08:00:00+01:00", "assessed_by": "dr. Holm",
+                                  "decision": "start", "reason": "svær sygdom"}))
+    assert shown.lower().startswith("tidspunkt 03.03.2025 kl. 08.00 · vurderet af dr. holm · beslutning ")
+    assert not re.search(r"\b(at|assessed_by|decision)\b", shown)
+    consent = str(pages.fact_value({"informed_consent": True, "indication": "tæt kontakt", "justification": "4 dage"}))
+    assert "informeret samtykke ja" in consent.lower() and "indikation tæt kontakt" in consent.lower()

@@ -250,7 +250,9 @@ EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolv
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",
                "created_at", "updated_at", "opened_at", "closed_at", "cases", "contacts", "courses", "on", "kind",
-               "reason")
+               "reason",
+               # the keys of facts that are records: a case's antiviral assessment (§3.4), a PEP dose's consent
+               "at", "assessed_by", "decision", "informed_consent", "indication", "justification")
 #: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
 BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
 #: The headings of an object's related objects (``object.html``).
