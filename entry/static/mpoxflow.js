@@ -24,10 +24,11 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
-  // Search as you type: the header's box shows the first results under it (GET /api/search), 250 ms after the
+  // Search as you type: the header's box shows the first results under it (POST /api/search: the text stays out of URLs), 250 ms after the
   // last key; Enter still submits the form for the whole results page. A person picker fills its <datalist>.
   const search = (text, done) => {
-    fetch("/api/search?" + new URLSearchParams({q: text, limit: "10"}), {credentials: "same-origin"})
+    fetch("/api/search", {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+                          body: JSON.stringify({q: text, limit: 10})})
       .then((response) => (response.ok ? response.json() : []))
       .then(done)
       .catch(() => done([]));

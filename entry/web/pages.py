@@ -614,10 +614,19 @@ def worklist_tasks() -> list[str]:
 
 
 @router.get("/search")
-def search_page(request: Request, who: Who, engine: Eng, q: str = "") -> Response:
+def search_form(request: Request, who: Who, engine: Eng) -> Response:
+    """The search page with its box and no results (a search is posted: its text stays out of the URL)."""
+    return render(request, "search.html", q="", results=[], problem=None)
+
+
+@router.post("/search")
+async def search_page(request: Request, who: Who, engine: Eng) -> Response:
     """The search box's results (a person's reference or its beginning, an id): the page works without the
-    script that shows them as you type."""
-    query = q.strip()
+    script that shows them as you type. Posted, so that a reference (a CPR number) is never in a URL, a proxy's
+    log or the browser's history; a read, so it needs no CSRF token."""
+    form = await request.form()
+    raw = form.get("q")
+    query = raw.strip() if isinstance(raw, str) else ""
     results: list[dict[str, Any]] = []
     problem = None
     if query:
