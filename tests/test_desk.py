@@ -274,9 +274,12 @@ def test_corrections_are_on_the_case_and_person_pages_with_their_required_reason
     confirmed_case(staff)
     correct = form(staff.get("/objects/case-1").text, "correct")
     assert correct is not None and 'action="/objects/case-1/correct"' in correct
-    assert re.search(r'<textarea id="correct-reason" name="reason"', correct)
+    assert re.search(r'<textarea id="correct-reason" name="reason"[^>]*\brequired\b', correct)
     response = post(staff, "/objects/case-1/correct", {"onset": "28.02.2025", "if_version": "2"})
-    assert response.status_code in (409, 422) and "reason" in error_box(response.text).lower()
+    # The reason is declared required (the rules always refuse a correction without it): refused at its field.
+    assert response.status_code == 422 and "correcting" in error_box(response.text).lower()
+    assert re.search(r'<div class="field-error" id="correct-reason-error">Reason: must be filled in</div>',
+                     response.text)
     response = post(staff, "/objects/case-1/correct", {"onset": "28.02.2025", "if_version": "2",
                                                        "reason": "onset was misread"})
     assert response.status_code == 303

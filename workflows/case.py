@@ -993,6 +993,7 @@ OPERATIONS: tuple[Operation, ...] = (
                       "Corrected clade", choices=CLADES)),
         rule=S5_1, id_help=_CASE_ID, reason_in_data=True,
         reason_help="Why the recorded value was wrong (required): goes into the audit entry.",
+        reason_required=True,
     ),
     Operation(
         "case paediatric", "case", "paediatric", _summary("paediatric"),
@@ -1024,6 +1025,7 @@ OPERATIONS: tuple[Operation, ...] = (
         rule=S3_4, id_help=_CASE_ID, reason_in_data=True,
         # §3.4: the specialist's reasoning is part of the recorded decision (and the audit entry's reason).
         reason_help="The specialist's reasoning (required): recorded with the decision and in the audit entry.",
+        reason_required=True,
     ),
     Operation(
         "case work", "case", "work", _summary("work"),

@@ -669,7 +669,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "(§6.2 Table 1): risk, PEP window and timers recomputed; a later exposure brings its own risk.",
         fields=(Field("risk", "choice", "The clinician's risk level: high|medium|low.", "Risiko", "Risk",
                       required=True, choices=RISKS),),
-        rule=S6_2, id_help=_CONTACT_ID, reason_in_data=True,
+        rule=S6_2, id_help=_CONTACT_ID, reason_in_data=True, reason_required=True,
+        reason_help="The clinician's reasoning for the risk level (required): goes into the audit entry.",
     ),
     Operation(
         "contact correct", "contact", "correct", _summary("correct"),

@@ -121,6 +121,9 @@ class Operation:
     reason_in_data: bool = False
     #: Without a reason, the audit entry's reason is this data field's value (case open's second-case reason).
     reason_from: str | None = None
+    #: The rules always refuse this operation without a reason (a correction, a clinician's assessment): the form
+    #: marks it required, the API's body requires it.
+    reason_required: bool = False
     #: The id argument's help (``The case's id (case-N).``) for a change of an existing object.
     id_help: str | None = None
     custom_prepare: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]] | None = None
@@ -145,8 +148,10 @@ class Operation:
 
     @property
     def reason(self) -> Field:
-        return REASON if self.reason_help is None else Field(
-            "reason", "note", self.reason_help, label_da=REASON.label_da, label_en=REASON.label_en)
+        if self.reason_help is None and not self.reason_required:
+            return REASON
+        return Field("reason", "note", self.reason_help or REASON.help, label_da=REASON.label_da,
+                     label_en=REASON.label_en, required=self.reason_required)
 
     def field(self, name: str) -> Field | None:
         """The declared field ``name`` (``reason`` included), or None."""

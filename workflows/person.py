@@ -118,6 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         id_help="The person's id (person-N).",
         reason_help="Why the recorded value was wrong (required): goes into the audit entry.",
+        reason_required=True,
     ),
 )
 

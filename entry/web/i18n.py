@@ -252,13 +252,19 @@ EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", 
                "created_at", "updated_at", "opened_at", "closed_at", "cases", "contacts", "courses", "on", "kind",
                "reason",
                # the keys of facts that are records: a case's antiviral assessment (§3.4), a PEP dose's consent
-               "at", "assessed_by", "decision", "informed_consent", "indication", "justification")
+               "at", "assessed_by", "decision", "informed_consent", "indication", "justification",
+               # the keys of an audit entry's data and of its timers (the auditor's desk, an entry's detail)
+               "timer", "due_at", "fired_late_by_seconds", "outcome", "note", "attempts", "error", "object", "name",
+               "rule", "task", "overdue_at", "why", "resolution", "status", "born_changed", "before", "rules",
+               "role", "changes", "session", "label", "token", "disabled", "password")
 #: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
 BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
 #: The headings of an object's related objects (``object.html``).
 RELATED = (N_("Contact records"), N_("Vaccination courses"))
 #: Other values a page shows (yes/no answers).
-EXTRA_VALUES = ("yes", "no", "staff", "auditor", "admin", "timer")
+EXTRA_VALUES = ("yes", "no", "staff", "auditor", "admin", "timer",
+                # why the engine closed a timer (an audit entry's cancelled timers, engine/commands.py)
+                "re-armed", "cancelled by the transition", "task done in time")
 
 
 def extract_declarations(fileobj: Any, keywords: Any, comment_tags: Any,

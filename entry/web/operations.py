@@ -76,8 +76,8 @@ def _camel(name: str) -> str:
 
 def body_model(op: Declared) -> type[BaseModel]:
     """The request body of ``op``: its fields, ``reason`` and (a change of an existing object) ``if_version``."""
-    fields: dict[str, Any] = {"reason": (str | None, Describe(None, description=rendered(op.reason.help, as_declared),
-                                                               max_length=MAX_NOTE))}
+    fields: dict[str, Any] = {"reason": body_field(op.reason) if op.reason.required else (
+        str | None, Describe(None, description=rendered(op.reason.help, as_declared), max_length=MAX_NOTE))}
     if op.versioned:
         fields["if_version"] = (int | None, Describe(None, ge=1, le=MAX_ID, description="Refuse (409) unless the "
                                                      "object is still at this version."))

@@ -254,6 +254,130 @@ def fact_value(value: Any) -> Markup:
 
 templates.env.filters["fact_value"] = fact_value
 
+# ---- the audit log's machine texts in the page's language ------------------------------------------------------
+# The engine writes its own actors and reasons in English (they are hash-chained history and never change); a page
+# recognises their known shapes and says them in its language. Anything else (a reason staff typed) is as typed.
+
+_OBJECT = r"(?:person|case|contact|course|user)-\d+"
+_NAME = r"[a-z][a-z0-9_]*"
+_INSTANT = r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?"
+#: What the engine's timers write as an entry's reason (engine/firing.py).
+TIMER_REASONS = (
+    ("missed", re.compile(rf"missed: the task '(?P<task>.*)' was not done by its deadline (?P<when>{_INSTANT})",
+                          re.DOTALL)),
+    ("due", re.compile(rf"due (?P<when>{_INSTANT})")),
+    ("skipped", re.compile(r"skipped: (?P<note>.*)", re.DOTALL)),
+    ("parked", re.compile(r"parked as failed after (?P<attempts>\d+) attempts: (?P<error>.*)", re.DOTALL)),
+)
+#: What the engine writes as the reason of a change another object's change made (engine/commands.py), and as a
+#: task's resolution when it was recorded after its deadline.
+CASCADE_REASON = re.compile(rf"from (?P<object>{_OBJECT}): (?P<trigger>{_NAME})")
+LATE_RESOLUTION = re.compile(rf"recorded late \((?P<object>{_OBJECT}): (?P<state>{_NAME})\)")
+
+
+def _instant_text(text: str) -> str:
+    try:
+        return dk_time(datetime.fromisoformat(text))
+    except ValueError:
+        return text
+
+
+def actor_text(actor: Any) -> str:
+    """Who made an entry: a timer (``timer:phone_notification_due``) by its name in the page's language
+    (``Tidsfrist: telefonisk anmeldelse til STPS``); a user by their name, as it is."""
+    if not isinstance(actor, str):
+        return "" if actor is None else str(actor)
+    kind, _sep, name = actor.partition(":")
+    if kind == "timer" and re.fullmatch(_NAME, name):
+        return _("Deadline: %(timer)s") % {"timer": i18n.trigger(name)}
+    return actor
+
+
+def reason_text(reason: Any, actor: Any = None) -> str:
+    """An entry's reason (or a task's resolution) in the page's language when the engine wrote it (a timer's
+    "missed"/"due"/"skipped"/"parked", a change another object's change made, a task recorded late), with its
+    instants the Danish way and its task text translated; a reason staff typed as it was typed. ``actor``: the
+    entry's, when known (a timer's reasons are only recognised on a timer's entries)."""
+    if not isinstance(reason, str) or not reason:
+        return "" if reason is None else str(reason)
+    by_timer = actor is None or (isinstance(actor, str) and actor.startswith("timer:"))
+    if by_timer:
+        for shape, pattern in TIMER_REASONS:
+            found = pattern.fullmatch(reason)
+            if found is None:
+                continue
+            if shape == "missed":
+                return _("missed: the task “%(task)s” was not done by its deadline %(when)s") % {
+                    "task": i18n.task(found["task"]), "when": _instant_text(found["when"])}
+            if shape == "due":
+                return _("due %(when)s") % {"when": _instant_text(found["when"])}
+            if shape == "skipped":
+                return _("skipped: %(note)s") % {"note": dk_dates(found["note"])}
+            return _("parked as failed after %(attempts)s attempts: %(error)s") % {
+                "attempts": found["attempts"], "error": found["error"]}
+    found = CASCADE_REASON.fullmatch(reason)
+    if found is not None:
+        return _("from %(object)s: %(trigger)s") % {"object": found["object"],
+                                                    "trigger": i18n.trigger(found["trigger"])}
+    found = LATE_RESOLUTION.fullmatch(reason)
+    if found is not None:
+        return _("recorded late (%(object)s: %(state)s)") % {"object": found["object"],
+                                                             "state": i18n.state(found["state"])}
+    return reason
+
+
+def duration_text(seconds: Any) -> str:
+    """A number of seconds as days, hours and minutes (``1 d 2 t 5 min``); under a minute in seconds."""
+    try:
+        total = abs(int(seconds))
+    except (TypeError, ValueError):
+        return str(seconds)
+    if total < 60:
+        return _("%(seconds)d s") % {"seconds": total}
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    parts = [_("%(days)d d") % {"days": days}] if days else []
+    if hours:
+        parts.append(_("%(hours)d h") % {"hours": hours})
+    if rest // 60:
+        parts.append(_("%(minutes)d min") % {"minutes": rest // 60})
+    return " ".join(parts)
+
+
+#: The keys of an entry's data and timers whose values are seconds, timer or trigger names, task texts, engine
+#: reasons (the rest are shown as facts: dates, declared values, ids).
+SECONDS_KEYS = frozenset({"fired_late_by_seconds"})
+NAME_KEYS = frozenset({"name"})
+TASK_KEYS = frozenset({"task"})
+REASON_KEYS = frozenset({"resolution", "why"})
+PLAIN_KEYS = frozenset({"timer", "rule", "error", "note"})
+
+
+def entry_value(value: Any, key: str = "") -> Markup:
+    """A value of an audit entry's data or of its timers, by its key: seconds as a duration, a timer's name and
+    task in the page's language, the engine's notes translated, everything else as :func:`fact_value`."""
+    if value is None or value == "":
+        return Markup("–")
+    if key in SECONDS_KEYS:
+        return Markup(escape(duration_text(value)))
+    if isinstance(value, str):
+        if key in NAME_KEYS:
+            return Markup(escape(i18n.trigger(value)))
+        if key in TASK_KEYS:
+            return Markup(escape(i18n.task(value)))
+        if key in REASON_KEYS:
+            shown = reason_text(value)
+            return Markup(escape(i18n.term(shown) if shown == value else shown))
+        if key in PLAIN_KEYS:
+            return Markup(escape(dk_dates(value)))
+    return fact_value(value)
+
+
+templates.env.filters["actor"] = actor_text
+templates.env.filters["reason"] = reason_text
+templates.env.filters["entry_value"] = entry_value
+templates.env.filters["duration"] = duration_text
+
 # ---- forms drawn from the operations' declarations -------------------------------------------------------------
 
 
