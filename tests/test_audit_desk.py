@@ -363,7 +363,9 @@ def test_no_export_holds_personal_data(client_for: ClientFor, history: Engine) -
             assert len(list(sheet.iter_rows())) == len(entries_of(history)) + 1
         else:
             content = body.decode("utf-8-sig")
-        for secret in (*REFS, BORN.isoformat(), BORN.strftime("%d.%m.%Y"), "1985"):
+        # The birth year alone, as a word of its own (not inside a hash, where any four digits may occur).
+        assert not re.search(rf"(?<![0-9a-f]){BORN.year}(?![0-9a-f])", content), fmt
+        for secret in (*REFS, BORN.isoformat(), BORN.strftime("%d.%m.%Y")):
             assert secret not in content, (fmt, secret)
         assert "register" in content and "pregnant" in content  # the persons' entries are there, their flags only
 
