@@ -685,7 +685,10 @@ def test_http_contact_rules_are_409_with_their_rule(client_for: Any, cli_db: str
     done(staff, "/api/contacts", contact)
     assert 'id="assess"' in staff.get("/objects/contact-1").text  # the page offers the re-assessment
     before = snapshot(cli_db)
-    check_error(post(staff, "/api/contacts/contact-1/assess", {"risk": "low"}), 409, "refused", 3, S6_2)
+    # An assessment without its reason: the operation declares the reason required (a clinician's assessment is
+    # always explained, §6.2), so the body itself is refused, naming the field.
+    body = check_error(post(staff, "/api/contacts/contact-1/assess", {"risk": "low"}), 422, "usage", 2)
+    assert "reason" in body["message"]
     check_error(post(staff, "/api/contacts/contact-1/assess", {"reason": "x"}), 422, "usage", 2)
     check_error(post(staff, "/api/contacts/contact-1/symptoms", {"onset": "2025-03-03", "symptoms": ["other"]}),
                 409, "refused", 3, S1_1)

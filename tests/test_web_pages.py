@@ -575,7 +575,7 @@ def test_an_auditor_reads_every_page_without_any_action(client_for: ClientFor) -
         assert 'id="clock-advance"' not in response.text, path
         assert form_ids(response.text) <= {"audit-filters"}, (path, form_ids(response.text))
         posts = re.findall(r'<form method="post" action="([^"]+)"', response.text)
-        assert posts == ["/logout"], (path, posts)  # the only thing an auditor posts
+        assert posts == ["/search", "/logout"], (path, posts)  # what an auditor posts: a search (a read), log out
     page = auditor.get("/objects/case-1").text
     assert re.search(r'id="state">confirmed<', page)
     assert "Your role (auditor) reads and audits; it changes nothing." in page
