@@ -51,7 +51,7 @@ from entry.web.operations import (
 from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
-from workflows.errors import MpoxflowError, NotAuthenticated, NotFound, UsageError
+from workflows.errors import FIELD_REF, GuardRefused, MpoxflowError, NotAuthenticated, NotFound, UsageError
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
@@ -429,6 +429,36 @@ def _page_terms(text: str) -> str:
     return text.replace(" (the schema is at /openapi.json)", "")
 
 
+def danish_refusal(error: MpoxflowError) -> str:
+    """A refusal made with ``because`` in the page's language: its template from the catalog (context
+    ``refusal``), its values shown the page's way (dates ``dd.mm.åååå``, declared values as the page's terms, lists
+    joined), its rule cited as the engine cites it."""
+    params = error.params
+    template = str(params["template"])
+    values = {name: _refusal_value(value) for name, value in dict(params.get("values") or {}).items()}
+    try:
+        text = i18n.pgettext("refusal", template) % values
+    except (KeyError, TypeError, ValueError):  # a translation that does not fit its values: the English one
+        text = template % values
+    if isinstance(error, GuardRefused) and error.rule:
+        text += f" ({error.rule})"
+    return text
+
+
+def _refusal_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_refusal_value(v) for v in value)
+    if not isinstance(value, str):
+        return str(value)
+    if ISO_DAY.fullmatch(value):
+        return f"{value[8:10]}.{value[5:7]}.{value[0:4]}"
+    shown = i18n.pgettext("refusal", value)
+    return shown if shown != value else str(i18n.term(value))
+
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) -> str:
     """A refusal as a page says it: the known keys in the page's language; a guideline rule's refusal (whose
     wording is the engine's, in English) with its fields by their labels and no command lines."""
@@ -436,6 +466,8 @@ def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) 
         return _page_terms(error.render(named))
     params = error.params
     key = error.key
+    if isinstance(params.get("template"), str):
+        return _page_terms(FIELD_REF.sub(lambda m: named(m[1]), danish_refusal(error)))
     if key == "trigger_not_allowed":
         allowed = ", ".join(f"«{i18n.trigger(t)}»" for t in params.get("allowed", ())) or _("nothing: the state "
                                                                                             "is final")
