@@ -435,7 +435,7 @@ def danish_refusal(error: MpoxflowError) -> str:
     joined), its rule cited as the engine cites it."""
     params = error.params
     template = str(params["template"])
-    values = {name: _refusal_value(value) for name, value in dict(params.get("values") or {}).items()}
+    values = {name: _refusal_value(value, name) for name, value in dict(params.get("values") or {}).items()}
     try:
         text = i18n.pgettext("refusal", template) % values
     except (KeyError, TypeError, ValueError):  # a translation that does not fit its values: the English one
@@ -445,18 +445,20 @@ def danish_refusal(error: MpoxflowError) -> str:
     return text
 
 
-def _refusal_value(value: Any) -> str:
+def _refusal_value(value: Any, name: str) -> str:
+    """A refusal's value as a Danish page shows it: a state (``state``, ``status``...) or a declared value by its
+    Danish term, a phrase of the refusal's by its translation, dates ``dd.mm.åååå``, a list's items joined."""
     if isinstance(value, list):
-        return ", ".join(_refusal_value(v) for v in value)
+        return ", ".join(_refusal_value(v, name) for v in value)
     if not isinstance(value, str):
         return str(value)
-    if ISO_DAY.fullmatch(value):
-        return f"{value[8:10]}.{value[5:7]}.{value[0:4]}"
-    shown = i18n.pgettext("refusal", value)
-    return shown if shown != value else str(i18n.term(value))
-
-
-ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+    if name == "state":
+        shown = i18n.state(value)
+    else:
+        shown = i18n.pgettext("refusal", value)
+        if shown == value:
+            shown = str(i18n.term(value))
+    return i18n.ISO_DATE.sub(lambda m: f"{m[3]}.{m[2]}.{m[1]}", shown)
 
 
 def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) -> str:
