@@ -187,6 +187,27 @@ def test_the_page_renders_values_the_danish_way() -> None:
         i18n.activate(None)
 
 
+def test_a_part_made_with_because_and_a_dated_phrase_are_danish_too() -> None:
+    when = because("dose 1 was given on %(on)s", on=date(2025, 3, 1))
+    made = because("%(course)s is under way and %(when)s (%(where)s)", course="course-1", when=when,
+                   where=["2025-01-02 (given elsewhere)"])
+    assert made == "course-1 is under way and dose 1 was given on 2025-03-01 (2025-01-02 (given elsewhere))"
+    assert made.values["when"] == {"template": "dose 1 was given on %(on)s", "values": {"on": "2025-03-01"}}
+    error = GuardRefused(made, rule="SST-mpox-7.1 §6.4", params=refusal_params(made))
+    i18n.activate("da")
+    try:
+        assert pages.danish_refusal(error) == ("course-1 is under way and dosis 1 blev givet den 01.03.2025 "
+                                               "(02.01.2025 (givet andetsteds)) (SST-mpox-7.1 §6.4)")
+    finally:
+        i18n.activate(None)
+
+
+def test_the_reasons_a_course_ended_are_in_the_catalog_as_they_are_stored() -> None:
+    from workflows import course
+
+    assert set(course.ENDED_PHRASES) == {course.PEP_WINDOW_ENDED, course.MPOX_ENDED}
+
+
 def _catalog() -> Any:
     with (ROOT / "entry/locale/da/LC_MESSAGES/messages.po").open("rb") as po:
         return read_po(po, locale="da")

@@ -66,6 +66,9 @@ CHILD_UNDER = 12
 #: Why a course ended when its PEP window closed without dose 1 (and no late entry came in the grace).
 PEP_WINDOW_ENDED = f"PEP window closed before dose 1 ({S6_2})"
 MPOX_ENDED = f"mpox confirmed for the person ({S6_3})"
+#: The reasons a course ended (``ended_because``) as a refusal names them, for the catalog (the same texts).
+ENDED_PHRASES = (phrase("PEP window closed before dose 1 (SST-mpox-7.1 §6.2)"),
+                 phrase("mpox confirmed for the person (SST-mpox-7.1 §6.3)"))
 LATE_ENTRY = "pep_late_entry_ends"
 
 
@@ -113,11 +116,12 @@ def dose_plan(person: PersonFacts) -> tuple[int, str, str]:
     (explicitly, or born in 1970 or earlier) get 1; everyone else 2 at least 28 days apart."""
     born_early = person.born is not None and person.born.year <= SMALLPOX_VACCINATED_BORN_BY
     if person.immunocompromised:
-        return 2, S6_4, "immunocompromised: 2 doses at least 28 days apart, even if smallpox-vaccinated"
-    if person.smallpox_vaccinated or born_early:
-        why = "smallpox-vaccinated" if person.smallpox_vaccinated else "born in 1970 or earlier: smallpox-vaccinated"
-        return 1, S6_4, f"{why}: one dose is enough"
-    return 2, S6_4, "2 doses at least 28 days apart"
+        return 2, S6_4, phrase("immunocompromised: 2 doses at least 28 days apart, even if smallpox-vaccinated")
+    if person.smallpox_vaccinated:
+        return 1, S6_4, phrase("smallpox-vaccinated: one dose is enough")
+    if born_early:
+        return 1, S6_4, phrase("born in 1970 or earlier: smallpox-vaccinated: one dose is enough")
+    return 2, S6_4, phrase("2 doses at least 28 days apart")
 
 
 def dose2_due(dose1_on: date) -> Any:
@@ -176,7 +180,7 @@ def _doses_so_far(subject: Subject) -> tuple[int, list[date], list[tuple[str, da
     own = _own_doses(subject.facts)
     others = [(f"course-{course}", on) for course, on in person.course_doses if course != pk]
     if person.last_dose_elsewhere_on is not None and person.doses_elsewhere:
-        others.append(("given elsewhere", person.last_dose_elsewhere_on))
+        others.append((phrase("given elsewhere"), person.last_dose_elsewhere_on))
     count = len(own) + person.doses_besides(pk)[0]
     return count, own, others
 
@@ -422,16 +426,19 @@ def _after_previous_dose(subject: Subject, data: Mapping[str, Any]) -> str | Non
     count, own, others = _doses_so_far(subject)
     if count == 0:
         return None
-    dated = [(phrase("dose 1"), on) for on in own] + [(f"the person's previous dose, {at}", on) for at, on in others]
+    dated = [(None, on) for on in own] + [(at, on) for at, on in others]
     if len(dated) < count:
         return because("%(person)s has a dose given elsewhere whose date is not recorded: record it with `person "
                        "update %(person)s ⟦doses_elsewhere⟧ ⟦last_dose_on⟧` (dose 2 is at least 28 days after it)",
                        person=subject.person)
-    what, previous = max(dated, key=lambda d: d[1])
+    at, previous = max(dated, key=lambda d: d[1])
     earliest = previous + timedelta(days=DOSE_INTERVAL_DAYS)
+    if data["on"] < earliest and at is None:
+        return because("dose 2 must be at least 28 days after dose 1 (%(previous)s): not before %(earliest)s",
+                       previous=previous, earliest=earliest)
     if data["on"] < earliest:
-        return because("dose 2 must be at least 28 days after %(what)s (%(previous)s): not before %(earliest)s",
-                       what=what, previous=previous, earliest=earliest)
+        return because("dose 2 must be at least 28 days after the person's previous dose, %(at)s (%(previous)s): "
+                       "not before %(earliest)s", at=at, previous=previous, earliest=earliest)
     return None
 
 
@@ -587,7 +594,8 @@ def _plan_change_is_safe(subject: Subject, data: Mapping[str, Any]) -> str | Non
         return None
     given = _own_doses(facts)
     if given or facts.prior_doses:
-        when = f"dose 1 was given on {given[0]}" if given else "the person had a dose before this course"
+        when = (because("dose 1 was given on %(on)s", on=given[0]) if given
+                else phrase("the person had a dose before this course"))
         return because("%(course)s is under way with a %(planned)s-dose plan and %(when)s; with the corrected facts "
                        "the plan would be %(doses)s dose (%(why)s), and mpoxflow does not shorten a course under way "
                        "by itself: record dose 2 or decline the course (`vaccine decline %(course)s`) as the "

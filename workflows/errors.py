@@ -39,8 +39,8 @@ class Because(str):
 
     def __new__(cls, template: str, values: Mapping[str, Any]) -> Because:
         plain = {k: _plain(v) for k, v in values.items()}
-        text = template % {k: getattr(values[k], "sep", ", ").join(map(str, v)) if isinstance(v, list) else v
-                           for k, v in plain.items()}
+        text = template % {k: getattr(values[k], "sep", ", ").join(map(str, v)) if isinstance(v, list)
+                           else str(values[k]) if isinstance(v, dict) else v for k, v in plain.items()}
         made = super().__new__(cls, text)
         made.template = template
         made.values = plain
@@ -57,7 +57,10 @@ class Joined(list[Any]):
 
 
 def _plain(value: Any) -> Any:
-    """A value as a refusal keeps it: text, a number, an ISO date, a list of those."""
+    """A value as a refusal keeps it: text, a number, an ISO date, a list of those, or a part made with ``because``
+    (its ``{"template", "values"}``)."""
+    if isinstance(value, Because):
+        return {"template": value.template, "values": dict(value.values)}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, (bool, int, float)) or value is None:

@@ -433,16 +433,24 @@ def danish_refusal(error: MpoxflowError) -> str:
     """A refusal made with ``because`` in the page's language: its template from the catalog (context
     ``refusal``), its values shown the page's way (dates ``dd.mm.åååå``, declared values as the page's terms, lists
     joined), its rule cited as the engine cites it."""
-    params = error.params
-    template = str(params["template"])
-    values = {name: _refusal_value(value, name) for name, value in dict(params.get("values") or {}).items()}
-    try:
-        text = i18n.pgettext("refusal", template) % values
-    except (KeyError, TypeError, ValueError):  # a translation that does not fit its values: the English one
-        text = template % values
+    text = _refusal_part(error.params)
     if isinstance(error, GuardRefused) and error.rule:
         text += f" ({error.rule})"
     return text
+
+
+#: A phrase in brackets at the end of a value (``2025-03-01 (given elsewhere)``).
+PARENTHESIS = re.compile(r"\(([^()]+)\)$")
+
+
+def _refusal_part(part: dict[str, Any]) -> str:
+    """A template and its values (a refusal's, or a part of one) in the page's language."""
+    template = str(part["template"])
+    values = {name: _refusal_value(value, name) for name, value in dict(part.get("values") or {}).items()}
+    try:
+        return i18n.pgettext("refusal", template) % values
+    except (KeyError, TypeError, ValueError):  # a translation that does not fit its values: the English one
+        return template % values
 
 
 def _refusal_value(value: Any, name: str) -> str:
@@ -450,6 +458,8 @@ def _refusal_value(value: Any, name: str) -> str:
     Danish term, a phrase of the refusal's by its translation, dates ``dd.mm.åååå``, a list's items joined."""
     if isinstance(value, list):
         return ", ".join(_refusal_value(v, name) for v in value)
+    if isinstance(value, dict) and isinstance(value.get("template"), str):
+        return _refusal_part(value)
     if not isinstance(value, str):
         return str(value)
     if name == "state":
@@ -458,6 +468,8 @@ def _refusal_value(value: Any, name: str) -> str:
         shown = i18n.pgettext("refusal", value)
         if shown == value:
             shown = str(i18n.term(value))
+        if shown == value:  # "2025-03-01 (given elsewhere)": the phrase in brackets
+            shown = PARENTHESIS.sub(lambda m: f"({i18n.pgettext('refusal', m[1])})", value)
     return i18n.ISO_DATE.sub(lambda m: f"{m[3]}.{m[2]}.{m[1]}", shown)
 
 
