@@ -27,7 +27,7 @@ from persistence.repository import Repository, facts_from_row, facts_values, for
 from workflows.calendar import local_date
 from workflows.course import MAX_DOSES  # §6.3 no more than 2 doses over the person
 from workflows.definition import NEW, Related, Subject, WorkflowDefinition
-from workflows.errors import Conflict, RuleRefused, UsageError
+from workflows.errors import Conflict, Joined, RuleRefused, UsageError, because
 from workflows.limits import MAX_ID, check_born, check_clinical_date, check_count, check_data, check_text, shown
 from workflows.registry import BY_NAME, WORKFLOWS
 
@@ -100,7 +100,7 @@ class Commands:
         NotPermitted (audited) for an actor who may not."""
         ref = check_text(ref.strip(), "ref")
         if not ref:
-            raise UsageError("⟦ref⟧ is empty: give the person's external reference")
+            raise UsageError(because("⟦ref⟧ is empty: give the person's external reference"))
         if reason is not None:
             check_text(reason, "reason")
         flags = {
@@ -117,8 +117,8 @@ class Commands:
                 existing = Repository(session).person_by_ref(ref)
             if existing is None:
                 raise
-            raise RuleRefused(f"a person with that reference is registered already as "
-                              f"{format_id('person', existing.id)}: use that id") from None
+            raise RuleRefused(because("a person with that reference is registered already as %(person)s: use that "
+                                      "id", person=format_id("person", existing.id))) from None
 
     def _register(self, ref: str, born: date | None, flags: dict[str, Any], *, actor: str,
                   reason: str | None) -> dict[str, Any]:
@@ -127,10 +127,8 @@ class Commands:
             _check_person(flags, born, local_date(now))
             existing = uow.repo.person_by_ref(ref)
             if existing is not None:
-                raise RuleRefused(
-                    f"a person with that reference is registered already as {format_id('person', existing.id)}: "
-                    "use that id"
-                )
+                raise RuleRefused(because("a person with that reference is registered already as %(person)s: use "
+                                          "that id", person=format_id("person", existing.id)))
             person = Person(ref=ref, born=born, created_at=now, **flags)
             uow.session.add(person)
             uow.session.flush()
@@ -160,9 +158,9 @@ class Commands:
         if unknown:
             raise UsageError(f"a person has no field {', '.join(unknown)}: change {', '.join(PERSON_FIELDS)}")
         if not changes:
-            raise UsageError("nothing to change: give at least one of ⟦born⟧, ⟦pregnant⟧, "
-                             "⟦breastfeeding⟧, ⟦immunocompromised⟧, "
-                             "⟦previous_mpox⟧, ⟦smallpox_vaccinated⟧, ⟦doses_elsewhere⟧ with ⟦last_dose_on⟧")
+            raise UsageError(because("nothing to change: give at least one of ⟦born⟧, ⟦pregnant⟧, ⟦breastfeeding⟧, "
+                                     "⟦immunocompromised⟧, ⟦previous_mpox⟧, ⟦smallpox_vaccinated⟧, "
+                                     "⟦doses_elsewhere⟧ with ⟦last_dose_on⟧"))
         return self._change_person(person_id, changes, actor=actor, reason=reason, trigger="update")
 
     def correct_person(self, person_id: str, *, changes: Mapping[str, Any], actor: str,
@@ -174,12 +172,14 @@ class Commands:
         without a reason."""
         unknown = sorted(set(changes) - set(CORRECTABLE_PERSON))
         if unknown:
-            raise UsageError(f"`person correct` corrects {', '.join(f'⟦{k}⟧' for k in CORRECTABLE_PERSON)}; "
-                             "other facts change with `person update`")
+            raise UsageError(because("`person correct` corrects %(fields)s; other facts change with `person update`",
+                                     fields=[f"⟦{k}⟧" for k in CORRECTABLE_PERSON]))
         if not changes:
-            raise UsageError("nothing to correct: give the corrected ⟦born⟧, ⟦pregnant⟧ or ⟦immunocompromised⟧")
+            raise UsageError(because("nothing to correct: give the corrected ⟦born⟧, ⟦pregnant⟧ or "
+                                     "⟦immunocompromised⟧"))
         if not (reason or "").strip():
-            raise UsageError("a correction needs its reason: say why the recorded value was wrong with ⟦reason⟧")
+            raise UsageError(because("a correction needs its reason: say why the recorded value was wrong with "
+                                     "⟦reason⟧"))
         return self._change_person(person_id, changes, actor=actor, reason=reason, trigger="correct")
 
     def _change_person(self, person_id: str, changes: Mapping[str, Any], *, actor: str, reason: str | None,
@@ -203,7 +203,8 @@ class Commands:
             written = {k: v for k, v in flags.items() if getattr(person, k) != v}
             born_changed = born != person.born
             if not written and not born_changed:
-                raise UsageError(f"{format_id('person', pk)} already has these values: nothing to change")
+                raise UsageError(because("%(person)s already has these values: nothing to change",
+                                         person=format_id("person", pk)))
             before = {k: getattr(person, k) for k in written}
             for column, value in written.items():
                 setattr(person, column, value)
@@ -456,7 +457,8 @@ class Commands:
         if outcome not in TASK_OUTCOMES:
             raise UsageError(f"'{shown(outcome)}' is not an outcome: use one of {', '.join(TASK_OUTCOMES)} (⟦outcome⟧)")
         if not (reason or "").strip():
-            raise UsageError("say what happened with ⟦reason⟧: it goes into the audit entry and onto the task")
+            raise UsageError(because("say what happened with ⟦reason⟧: it goes into the audit entry and onto the "
+                                     "task"))
         assert reason is not None
         label = format_id("timer", pk)
         with unit_of_work(self.runtime, actor, "task resolve", label) as uow:
@@ -464,24 +466,25 @@ class Commands:
             if timer is None:
                 raise not_found(label, "timer")
             if timer.task is None:
-                raise RuleRefused(f"{label} ({timer.name}) is an automatic timer, not a task: nothing to resolve",
-                                  rule=timer.rule)
+                raise RuleRefused(because("%(timer)s (%(name)s) is an automatic timer, not a task: nothing to "
+                                          "resolve", timer=label, name=timer.name), rule=timer.rule)
             if timer.resolved_at is not None:
-                raise RuleRefused(f"{label} is resolved already ({timer.outcome}, {instant(timer.resolved_at)}): "
-                                  "see `mpoxflow show " + label + "`", rule=timer.rule)
+                raise RuleRefused(because("%(timer)s is resolved already (%(outcome)s, %(at)s): see `mpoxflow show "
+                                          "%(timer)s`", timer=label, outcome=timer.outcome,
+                                          at=instant(timer.resolved_at)), rule=timer.rule)
             if timer.satisfied_at is not None:
-                raise RuleRefused(f"{label} was done in time ({instant(timer.satisfied_at)}): nothing to resolve",
-                                  rule=timer.rule)
+                raise RuleRefused(because("%(timer)s was done in time (%(at)s): nothing to resolve", timer=label,
+                                          at=instant(timer.satisfied_at)), rule=timer.rule)
             if timer.status == "missed":
                 pass
             elif timer.status in ("pending", "fired"):
                 if outcome == "done-late":
-                    raise RuleRefused(f"{label} is not missed (due {instant(timer.due_at)}): record the task itself "
-                                      "(its command), or resolve it as not-reachable, declined or not-needed",
-                                      rule=timer.rule)
+                    raise RuleRefused(because("%(timer)s is not missed (due %(due)s): record the task itself (its "
+                                              "command), or resolve it as not-reachable, declined or not-needed",
+                                              timer=label, due=instant(timer.due_at)), rule=timer.rule)
             else:
-                raise RuleRefused(f"{label} is {timer.status}: only an open or missed task can be resolved",
-                                  rule=timer.rule)
+                raise RuleRefused(because("%(timer)s is %(status)s: only an open or missed task can be resolved",
+                                          timer=label, status=timer.status), rule=timer.rule)
             now = uow.now()
             kind, object_pk = timer.object_kind, timer.object_id
             row = uow.repo.load_object(kind, object_pk)
@@ -505,21 +508,23 @@ class Commands:
 def _check_person(flags: Mapping[str, Any], born: date | None, today: date) -> None:
     """UsageError (saying which option to fix) for a person's facts that cannot be true."""
     if born is not None and born > today:
-        raise UsageError(f"the birth date is after today ({today}): correct the date (⟦born⟧)")
+        raise UsageError(because("the birth date is after today (%(today)s): correct the date (⟦born⟧)",
+                                 today=today))
     if born is not None:
         check_born(born)
     doses, last = flags["doses_elsewhere"], flags["last_dose_elsewhere_on"]
     if isinstance(doses, bool) or not isinstance(doses, int) or not 0 <= doses <= MAX_DOSES:
         raise UsageError(f"⟦doses_elsewhere⟧ {doses!r}: give 0, 1 or 2 (no more than 2 doses, SST-mpox-7.1 §6.3)")
     if doses and last is None:
-        raise UsageError("doses given elsewhere need the date of the last one: add ⟦last_dose_on⟧ (§6.3: the "
-                         "next dose is at least 28 days after it)")
+        raise UsageError(because("doses given elsewhere need the date of the last one: add ⟦last_dose_on⟧ (§6.3: "
+                                 "the next dose is at least 28 days after it)"))
     if not doses and last is not None:
-        raise UsageError("⟦last_dose_on⟧ goes with ⟦doses_elsewhere⟧ 1 or 2")
+        raise UsageError(because("⟦last_dose_on⟧ goes with ⟦doses_elsewhere⟧ 1 or 2"))
     if last is not None and last > today:
-        raise UsageError(f"⟦last_dose_on⟧ {last} is after today ({today}): record a dose once given")
+        raise UsageError(because("⟦last_dose_on⟧ %(last)s is after today (%(today)s): record a dose once given",
+                                 last=last, today=today))
     if last is not None and born is not None and last < born:
-        raise UsageError(f"⟦last_dose_on⟧ {last} is before the birth date: correct the date")
+        raise UsageError(because("⟦last_dose_on⟧ %(last)s is before the birth date: correct the date", last=last))
     if last is not None:
         check_clinical_date(last, "last_dose_on", today)
 
@@ -566,10 +571,11 @@ def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: 
     same = {"person_id": values["person_id"], **{k: values[k] for k in definition.identity}}
     existing = repo.find_object(definition.kind, same)
     if existing is not None:
-        described = " and ".join(format_id(k.removesuffix("_id"), v) for k, v in same.items())
+        described = Joined([format_id(k.removesuffix("_id"), v) for k, v in same.items()], " and ")
         raise RuleRefused(
-            f"there is already a {definition.kind} for {described}: {format_id(definition.kind, existing)}; "
-            f"record the change on that one (`mpoxflow show {format_id(definition.kind, existing)}`)",
+            because("there is already a %(kind)s for %(described)s: %(existing)s; record the change on that one "
+                    "(`mpoxflow show %(existing)s`)", kind=definition.kind, described=described,
+                    existing=format_id(definition.kind, existing)),
             rule=definition.identity_rule,
         )
 

@@ -105,7 +105,9 @@ def test_every_message_of_the_sources_is_translated_in_the_danish_catalog() -> N
     """Extract the messages from the sources (as ``pybabel extract -F babel.cfg`` does) and compare with the
     Danish catalog: every msgid there, translated, none fuzzy. Fails when someone adds ``_("New text")``."""
     method_map = [("entry/web/**.py", "python"), ("entry/templates/**.html", "jinja2"),
-                  ("workflows/registry.py", "entry.web.i18n:extract_declarations")]
+                  ("workflows/registry.py", "entry.web.i18n:extract_declarations"),
+                  ("workflows/**.py", "entry.web.i18n:extract_refusals"),
+                  ("engine/**.py", "entry.web.i18n:extract_refusals")]
     found = set()
     for _file, _line, message, _comments, context in extract_from_dir(str(ROOT), method_map=method_map):
         found.add((context, message if isinstance(message, str) else message[0]))

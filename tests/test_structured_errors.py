@@ -93,7 +93,11 @@ def test_a_guard_refusal_carries_the_guard_as_its_key(engine: Engine) -> None:
     assert refused.value.key == "covered_needs_no_general_symptoms"
     assert "mode" in refused.value.fields and refused.value.rule == "SST-mpox-7.1 §4.1"
     assert refused.value.params == {"object": case, "trigger": "isolate", "state": "suspected",
-                                    "fields": list(refused.value.fields)}
+                                    "fields": list(refused.value.fields),
+                                    # the refusal's parts, for a page to say it in Danish (issue 16)
+                                    "template": refused.value.params["template"],
+                                    "values": {"case": case, "symptoms": ["fever"]}}
+    assert refused.value.params["template"].startswith("%(case)s has general symptoms (%(symptoms)s)")
     with pytest.raises(TriggerNotAllowed) as not_allowed:
         engine.apply(case, "heal", data={"on": date(2025, 3, 5)}, actor="staff:test")
     assert not_allowed.value.key == "trigger_not_allowed"

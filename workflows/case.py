@@ -24,7 +24,7 @@ from workflows.definition import (
     TransitionSpec,
     WorkflowDefinition,
 )
-from workflows.errors import UsageError
+from workflows.errors import Because, UsageError, because, phrase
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
@@ -237,50 +237,50 @@ def _no_open_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return None
     case_id, state = person.open_cases[-1]
     if data.get("from_contact") is not None:
-        return (f"{subject.person} already has an open case, {case_id} ({state}): record the symptoms on it "
-                f"(`mpoxflow show {case_id}`), or open a second case with `case open ⟦second_case_reason⟧`")
-    return (f"{subject.person} already has an open case, {case_id} ({state}): record the change on it "
-            f"(`mpoxflow show {case_id}`); a second case needs the clinician's reason (⟦second_case_reason⟧, "
-            "e.g. a re-infection after the first case healed)")
+        return because("%(person)s already has an open case, %(case)s (%(state)s): record the symptoms on it "
+                       "(`mpoxflow show %(case)s`), or open a second case with `case open ⟦second_case_reason⟧`",
+                       person=subject.person, case=case_id, state=state)
+    return because("%(person)s already has an open case, %(case)s (%(state)s): record the change on it "
+                   "(`mpoxflow show %(case)s`); a second case needs the clinician's reason (⟦second_case_reason⟧, "
+                   "e.g. a re-infection after the first case healed)", person=subject.person, case=case_id,
+                   state=state)
 
 
 def _case_definition(subject: Subject, data: Mapping[str, Any]) -> str | None:
     symptoms = list(data.get("symptoms") or [])
     criteria = list(data.get("criteria") or [])
-    missing = []
+    if not symptoms and not criteria:
+        return because("not a suspected case: the case definition needs a symptom: unexplained rash, or another "
+                       "symptom that can be mpox (%(symptoms)s) AND a criterion within 21 days before onset "
+                       "(%(criteria)s); give them with ⟦symptoms⟧ and ⟦criteria⟧",
+                       symptoms=list(SYMPTOMS[1:]), criteria=list(CRITERIA))
     if not symptoms:
-        missing.append(
-            "a symptom: unexplained rash, or another symptom that can be mpox (" + ", ".join(SYMPTOMS[1:]) + ")"
-        )
+        return because("not a suspected case: the case definition needs a symptom: unexplained rash, or another "
+                       "symptom that can be mpox (%(symptoms)s); give them with ⟦symptoms⟧ and ⟦criteria⟧",
+                       symptoms=list(SYMPTOMS[1:]))
     if not criteria:
-        missing.append(
-            "a criterion within 21 days before onset (" + ", ".join(CRITERIA) + ")"
-        )
-    if missing:
-        return (
-            "not a suspected case: the case definition needs " + " AND ".join(missing)
-            + "; give them with ⟦symptoms⟧ and ⟦criteria⟧"
-        )
+        return because("not a suspected case: the case definition needs a criterion within 21 days before onset "
+                       "(%(criteria)s); give them with ⟦symptoms⟧ and ⟦criteria⟧", criteria=list(CRITERIA))
     return None
 
 
 def _suspected_needs_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("onset") is None:
-        return "a suspected case needs its symptom onset: give ⟦onset⟧, the day symptoms began"
+        return because("a suspected case needs its symptom onset: give ⟦onset⟧, the day symptoms began")
     return None
 
 
 def _other_has_a_note(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if "other" in (data.get("symptoms") or []) and not (data.get("symptom_note") or "").strip():
-        return "the symptom 'other' needs a description: give it with ⟦symptom_note⟧"
+        return because("the symptom 'other' needs a description: give it with ⟦symptom_note⟧")
     return None
 
 
 def _symptoms_have_an_onset(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("onset") is None and data.get("symptoms"):
-        return ("symptoms are given without their onset: give ⟦onset⟧, since the infectious period starts at "
-                "symptom onset; only a case without symptoms is registered without one (its period then starts at "
-                "the sample date)")
+        return because("symptoms are given without their onset: give ⟦onset⟧, since the infectious period starts "
+                       "at symptom onset; only a case without symptoms is registered without one (its period then "
+                       "starts at the sample date)")
     return None
 
 
@@ -288,7 +288,8 @@ def _onset_not_in_future(subject: Subject, data: Mapping[str, Any]) -> str | Non
     onset: date | None = data.get("onset")
     today = local_date(subject.now)
     if onset is not None and onset > today:
-        return f"symptom onset {onset} is after today ({today}): give the date symptoms began"
+        return because("symptom onset %(onset)s is after today (%(today)s): give the date symptoms began",
+                       onset=onset, today=today)
     return None
 
 
@@ -297,9 +298,9 @@ def _start_of(subject: Subject, data: Mapping[str, Any]) -> tuple[date | None, s
     facts: CaseFacts | None = subject.facts
     onset = facts.onset if facts is not None else data.get("onset")
     if onset is not None:
-        return onset, "symptom onset"
+        return onset, phrase("symptom onset")
     pcr_on = facts.pcr_on if facts is not None else None
-    return pcr_on, "the PCR sample date (no symptom onset)"
+    return pcr_on, phrase("the PCR sample date (no symptom onset)")
 
 
 def _date_between_onset_and_today(field_name: str, what: str) -> Any:
@@ -308,9 +309,11 @@ def _date_between_onset_and_today(field_name: str, what: str) -> Any:
         start, called = _start_of(subject, data)
         today = local_date(subject.now)
         if start is not None and given < start:
-            return f"the {what} date {given} is before {called} {start}: correct the date"
+            return because("the %(what)s date %(given)s is before %(called)s %(start)s: correct the date",
+                           what=what, given=given, called=called, start=start)
         if given > today:
-            return f"the {what} date {given} is after today ({today}): a date cannot be in the future"
+            return because("the %(what)s date %(given)s is after today (%(today)s): a date cannot be in the future",
+                           what=what, given=given, today=today)
         return None
 
     return check
@@ -319,11 +322,11 @@ def _date_between_onset_and_today(field_name: str, what: str) -> Any:
 def _not_yet_notified(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CaseFacts = subject.facts
     if facts.confirmed_at is None:
-        return "the case was never confirmed, so no notification is due"
+        return because("the case was never confirmed, so no notification is due")
     channel = data["channel"]
     done = facts.phone_notified_at if channel == "phone" else facts.written_notified_at
     if done is not None:
-        return f"the {channel} notification is already recorded for this case"
+        return because("the %(channel)s notification is already recorded for this case", channel=channel)
     return None
 
 
@@ -333,21 +336,22 @@ def _covered_needs_no_general_symptoms(subject: Subject, data: Mapping[str, Any]
     facts: CaseFacts | None = subject.facts
     general = general_symptoms(facts.symptoms if facts is not None else None)
     if general:
-        return (f"{subject.object_id} has general symptoms ({', '.join(general)}): moving about with the lesions "
-                "covered needs no general symptoms; record self-isolation at home (⟦mode⟧ home), or hospital if "
-                "admitted")
+        return because("%(case)s has general symptoms (%(symptoms)s): moving about with the lesions covered needs "
+                       "no general symptoms; record self-isolation at home (⟦mode⟧ home), or hospital if admitted",
+                       case=subject.object_id, symptoms=general)
     return None
 
 
 def _is_admitted(subject: Subject, data: Mapping[str, Any]) -> str | None:
     mode = subject.facts.isolation_mode
     if mode != "hospital":
-        return (f"{subject.object_id} is not admitted (isolation: {mode or 'none recorded'}): a discharge is "
-                f"recorded only for a case in hospital (`case isolate {subject.object_id} ⟦mode⟧ hospital`)")
+        return because("%(case)s is not admitted (isolation: %(mode)s): a discharge is recorded only for a case in "
+                       "hospital (`case isolate %(case)s ⟦mode⟧ hospital`)", case=subject.object_id,
+                       mode=mode or phrase("none recorded"))
     return None
 
 
-def _named(key: str, message: str) -> Any:
+def _named(key: str, message: Because) -> Any:
     def check(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return message if not str(data.get(key) or "").strip() else None
 
@@ -357,10 +361,10 @@ def _named(key: str, message: str) -> Any:
 def _child_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CaseFacts = subject.facts
     if not facts.child:
-        return (f"{subject.object_id} is not a child case (under 18 on the onset day, from the person's birth "
-                "date): the referral to the paediatric level is for children")
+        return because("%(case)s is not a child case (under 18 on the onset day, from the person's birth date): "
+                       "the referral to the paediatric level is for children", case=subject.object_id)
     if facts.paediatric_referred_at is not None:
-        return f"the paediatric referral of {subject.object_id} is already recorded"
+        return because("the paediatric referral of %(case)s is already recorded", case=subject.object_id)
     return None
 
 
@@ -369,40 +373,44 @@ def _sample_sent_date(subject: Subject, data: Mapping[str, Any]) -> str | None:
     on: date = data["on"]
     today = local_date(subject.now)
     if facts.sample_sent_on is not None:
-        return f"the sample of {subject.object_id} is already recorded as sent to SSI on {facts.sample_sent_on}"
+        return because("the sample of %(case)s is already recorded as sent to SSI on %(sent)s",
+                       case=subject.object_id, sent=facts.sample_sent_on)
     if facts.pcr_on is not None and on < facts.pcr_on:
-        return f"the sample sent date {on} is before the PCR sample date {facts.pcr_on}: correct the date"
+        return because("the sample sent date %(on)s is before the PCR sample date %(pcr_on)s: correct the date",
+                       on=on, pcr_on=facts.pcr_on)
     if on > today:
-        return f"the sample sent date {on} is after today ({today}): a date cannot be in the future"
+        return because("the sample sent date %(on)s is after today (%(today)s): a date cannot be in the future",
+                       on=on, today=today)
     return None
 
 
 def _source_not_discarded(subject: Subject, data: Mapping[str, Any]) -> str | None:
     other = subject.context["case"]
     if other.state == "discarded":
-        return (f"{other.id} was discarded after a negative test: a discarded case is no source of infection; "
-                "give a suspected or confirmed case with ⟦case⟧")
+        return because("%(source)s was discarded after a negative test: a discarded case is no source of "
+                       "infection; give a suspected or confirmed case with ⟦case⟧", source=other.id)
     return None
 
 
 def _source_in_range(subject: Subject, data: Mapping[str, Any]) -> str | None:
     other = subject.context["case"]
     if other.id == subject.object_id:
-        return "a case cannot be its own source: give the other case with ⟦case⟧"
+        return because("a case cannot be its own source: give the other case with ⟦case⟧")
     start, called = _start_of(subject, data)
     if start is None:
         return None
     on: date = data["on"]
     earliest = start - timedelta(days=SOURCE_DAYS)
     if not earliest <= on <= start:
-        return (f"the exposure date {on} is outside the 21 days before {called} ({earliest} to {start}) "
-                "in which STPS looks for the source")
+        return because("the exposure date %(on)s is outside the 21 days before %(called)s (%(earliest)s to "
+                       "%(start)s) in which STPS looks for the source", on=on, called=called, earliest=earliest,
+                       start=start)
     return None
 
 
 def _correction_reason(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if not str(data.get("reason") or "").strip():
-        return "a correction needs its reason: say why the recorded value was wrong with ⟦reason⟧"
+        return because("a correction needs its reason: say why the recorded value was wrong with ⟦reason⟧")
     return None
 
 
@@ -411,16 +419,21 @@ def _correction_fits(subject: Subject, data: Mapping[str, Any]) -> str | None:
     confirmed."""
     given = [name for name in CORRECTABLE if data.get(name) is not None]
     if not given:
-        return "nothing to correct: give the corrected ⟦onset⟧, ⟦pcr_on⟧ or ⟦clade⟧"
+        return because("nothing to correct: give the corrected ⟦onset⟧, ⟦pcr_on⟧ or ⟦clade⟧")
     facts: CaseFacts = subject.facts
     unconfirmed = [name for name in given if name != "onset" and facts.pcr_on is None]
     if unconfirmed:
-        return (f"{subject.object_id} is not confirmed yet: it has no {' or '.join(f'⟦{n}⟧' for n in unconfirmed)} "
-                f"to correct; record the positive PCR with `case confirm {subject.object_id}`")
+        if len(unconfirmed) > 1:  # CORRECTABLE's order: the PCR date, then the clade
+            return because("%(case)s is not confirmed yet: it has no ⟦pcr_on⟧ or ⟦clade⟧ to correct; record the "
+                           "positive PCR with `case confirm %(case)s`", case=subject.object_id)
+        return because("%(case)s is not confirmed yet: it has no %(field)s to correct; record the positive PCR with "
+                       "`case confirm %(case)s`", case=subject.object_id, field=ref(unconfirmed[0]))
     unchanged = [name for name in given if getattr(facts, name) == data[name]]
     if len(unchanged) == len(given):  # a value given as it is recorded is simply not corrected (a prefilled form)
-        return (f"{', '.join(f'⟦{n}⟧' for n in unchanged)} already "
-                f"{'is' if len(unchanged) == 1 else 'are'} recorded as given: nothing to correct")
+        if len(unchanged) == 1:
+            return because("%(fields)s already is recorded as given: nothing to correct", fields=ref(unchanged[0]))
+        return because("%(fields)s already are recorded as given: nothing to correct",
+                       fields=[ref(n) for n in unchanged])
     return None
 
 
@@ -435,22 +448,25 @@ def _corrected_dates(subject: Subject, data: Mapping[str, Any]) -> str | None:
     first day of the infectious period on or before what followed it (healing, discharge, the sample sent)."""
     after = _corrected(subject, data)
     today = local_date(subject.now)
-    for name, what in (("onset", "symptom onset"), ("pcr_on", "the PCR sample date")):
+    for name, what in (("onset", phrase("symptom onset")), ("pcr_on", phrase("the PCR sample date"))):
         value: date | None = data.get(name)
         if value is not None and value > today:
-            return f"the corrected {what} {value} is after today ({today}): a date cannot be in the future (⟦{name}⟧)"
+            return because("the corrected %(what)s %(value)s is after today (%(today)s): a date cannot be in the "
+                           "future (%(field)s)", what=what, value=value, today=today, field=ref(name))
     if after.onset is not None and after.pcr_on is not None and after.pcr_on < after.onset:
         name = "onset" if data.get("onset") is not None else "pcr_on"
-        return (f"the PCR sample date {after.pcr_on} would be before symptom onset {after.onset}: correct "
-                f"⟦{name}⟧ (the sample is taken once symptoms began)")
+        return because("the PCR sample date %(pcr_on)s would be before symptom onset %(onset)s: correct %(field)s "
+                       "(the sample is taken once symptoms began)", pcr_on=after.pcr_on, onset=after.onset,
+                       field=ref(name))
     start = infectious_from(after)
     name = "onset" if after.onset is not None else "pcr_on"
-    for later, what in ((after.healed_on, "healed"), (after.discharged_on, "discharge")):
+    for later, what in ((after.healed_on, phrase("healed")), (after.discharged_on, phrase("discharge"))):
         if start is not None and later is not None and start > later:
-            return (f"the corrected ⟦{name}⟧ {start} would be after the {what} date {later}: correct the date")
+            return because("the corrected %(field)s %(start)s would be after the %(what)s date %(later)s: correct "
+                           "the date", field=ref(name), start=start, what=what, later=later)
     if after.pcr_on is not None and after.sample_sent_on is not None and after.sample_sent_on < after.pcr_on:
-        return (f"the corrected ⟦pcr_on⟧ {after.pcr_on} would be after the day the sample was sent to SSI "
-                f"({after.sample_sent_on}): correct the date")
+        return because("the corrected ⟦pcr_on⟧ %(pcr_on)s would be after the day the sample was sent to SSI "
+                       "(%(sent)s): correct the date", pcr_on=after.pcr_on, sent=after.sample_sent_on)
     return None
 
 
@@ -465,14 +481,16 @@ def _period_still_holds(subject: Subject, data: Mapping[str, Any]) -> str | None
     for contact in subject.linked.get("contact", ()):
         first = getattr(contact.facts, "exposed_on", None)
         if first is not None and first < after:
-            return (f"{contact.id} was exposed on {first}, before the corrected start of the infectious period "
-                    f"{after} (⟦{name}⟧): correct that exposure first (`contact correct {contact.id}`), since only "
-                    "exposures in the infectious period make a close contact")
+            return because("%(contact)s was exposed on %(first)s, before the corrected start of the infectious "
+                           "period %(after)s (%(field)s): correct that exposure first (`contact correct "
+                           "%(contact)s`), since only exposures in the infectious period make a close contact",
+                           contact=contact.id, first=first, after=after, field=ref(name))
     for source in subject.facts.sources:
         on = date.fromisoformat(source["on"])
         if not after - timedelta(days=SOURCE_DAYS) <= on <= after:
-            return (f"the possible source {source['case']} (exposure on {on}) would lie outside the 21 days before "
-                    f"the corrected ⟦{name}⟧ {after} in which STPS looks for the source: correct the date")
+            return because("the possible source %(source)s (exposure on %(on)s) would lie outside the 21 days "
+                           "before the corrected %(field)s %(after)s in which STPS looks for the source: correct the "
+                           "date", source=source["case"], on=on, field=ref(name), after=after)
     return None
 
 
@@ -658,7 +676,7 @@ def _person_corrected(subject: Subject, data: Mapping[str, Any]) -> None:
     _child_and_antiviral(subject)
 
 
-PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", "PCR sample"))
+PCR_DATE = Guard(S1_1, _date_between_onset_and_today("pcr_on", phrase("PCR sample")))
 OTHER_NOTE = Guard(S1_1, _other_has_a_note)
 ONE_OPEN_CASE = Guard(S3_1, _no_open_case)
 COVERED = Guard(S4_1, _covered_needs_no_general_symptoms)
@@ -741,7 +759,7 @@ CASE = WorkflowDefinition(
         TransitionSpec(
             "heal", ("confirmed", "isolated"), "healed", S4_1,
             "lesions healed, scabs fallen off, no general symptoms",
-            guards=(Guard(S4_1, _date_between_onset_and_today("on", "healed")),), effect=_heal,
+            guards=(Guard(S4_1, _date_between_onset_and_today("on", phrase("healed"))),), effect=_heal,
         ),
         TransitionSpec(
             "condom_advice_ends", ("healed",), "closed", S4_1, "12 weeks of condom advice after healing are over",
@@ -750,7 +768,7 @@ CASE = WorkflowDefinition(
         TransitionSpec(
             "die", ("suspected", "confirmed", "isolated", "healed"), "deceased", S3,
             "the person died (a side exit the guideline implies)",
-            guards=(Guard(S3, _date_between_onset_and_today("on", "death")),), effect=_die,
+            guards=(Guard(S3, _date_between_onset_and_today("on", phrase("death"))),), effect=_die,
         ),
         TransitionSpec(
             "notify", AFTER_CONFIRMATION, None, S3_1, "the notification to STPS/SSI is recorded",
@@ -794,18 +812,20 @@ CASE = WorkflowDefinition(
             "discharge", ("suspected", "isolated"), None, S3_2,
             "discharged from hospital, as the infection-medicine department decided; isolation goes on at home",
             guards=(Guard(S3_2, _is_admitted),
-                    Guard(S3_2, _named("decided_by", "a discharge is decided by the infection-medicine department: "
-                                                     "give who decided it with ⟦decided_by⟧")),
-                    Guard(S3_2, _date_between_onset_and_today("on", "discharge")), COVERED),
+                    Guard(S3_2, _named("decided_by", because(
+                        "a discharge is decided by the infection-medicine department: give who decided it with "
+                        "⟦decided_by⟧"))),
+                    Guard(S3_2, _date_between_onset_and_today("on", phrase("discharge"))), COVERED),
             effect=_discharge,
         ),
         TransitionSpec(
             "antiviral", ("confirmed", "isolated"), None, S3_4,
             "an infection-medicine specialist's decision on antiviral treatment is recorded",
-            guards=(Guard(S3_4, _named("assessed_by", "antiviral treatment rests on an individual assessment by a "
-                                                      "specialist in infection medicine: give who assessed it with "
-                                                      "⟦assessed_by⟧")),
-                    Guard(S3_4, _named("reason", "give the specialist's reasoning for the decision with ⟦reason⟧"))),
+            guards=(Guard(S3_4, _named("assessed_by", because(
+                        "antiviral treatment rests on an individual assessment by a specialist in infection "
+                        "medicine: give who assessed it with ⟦assessed_by⟧"))),
+                    Guard(S3_4, _named("reason", because(
+                        "give the specialist's reasoning for the decision with ⟦reason⟧")))),
             effect=_antiviral, references=("person",),
         ),
         TransitionSpec(
@@ -843,15 +863,14 @@ def case_open_request(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     note = (values.get("symptom_note") or "").strip() or None
     second_case_reason = values.get("second_case_reason")
     if not confirmed and (pcr_on is not None or clade is not None):
-        raise UsageError(f"{ref('pcr_on')} and {ref('clade')} go with {ref('confirmed')} (or use "
-                         "`case confirm` later)")
+        raise UsageError(because("⟦pcr_on⟧ and ⟦clade⟧ go with ⟦confirmed⟧ (or use `case confirm` later)"))
     if "other" in symptoms and note is None:
-        raise UsageError(f"the symptom 'other' needs a description: give {ref('symptom_note')}")
+        raise UsageError(because("the symptom 'other' needs a description: give ⟦symptom_note⟧"))
     data: dict[str, Any] = {"symptoms": symptoms, "criteria": criteria}
     if second_case_reason is not None:
         if not second_case_reason.strip():
-            raise UsageError(f"{ref('second_case_reason')} needs the clinician's reason for a second open case, "
-                             "e.g. a re-infection after the first case healed")
+            raise UsageError(because("⟦second_case_reason⟧ needs the clinician's reason for a second open case, "
+                                     "e.g. a re-infection after the first case healed"))
         data["second_case_reason"] = second_case_reason.strip()
     if onset is not None:
         data = {"onset": onset, **data}
@@ -859,11 +878,11 @@ def case_open_request(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         data["symptom_note"] = note
     if confirmed:
         if pcr_on is None:
-            raise UsageError(f"a confirmed case needs {ref('pcr_on')}, the date of the positive PCR")
+            raise UsageError(because("a confirmed case needs ⟦pcr_on⟧, the date of the positive PCR"))
         return "open_confirmed", {**data, "pcr_on": pcr_on, "clade": clade}
     if onset is None:
-        raise UsageError(f"a suspected case needs {ref('onset')}, the day symptoms began; only a case confirmed "
-                         f"by PCR without symptoms ({ref('confirmed')}) is registered without one")
+        raise UsageError(because("a suspected case needs ⟦onset⟧, the day symptoms began; only a case confirmed by "
+                                 "PCR without symptoms (⟦confirmed⟧) is registered without one"))
     return "open", data
 
 

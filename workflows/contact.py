@@ -30,6 +30,7 @@ from workflows.definition import (
     TransitionSpec,
     WorkflowDefinition,
 )
+from workflows.errors import Joined, because, phrase
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
 from workflows.profile import CalendarCount, Profile
@@ -210,27 +211,28 @@ def _kind_of(subject: Subject, data: Mapping[str, Any]) -> str:
 def _source_case_confirmed(subject: Subject, data: Mapping[str, Any]) -> str | None:
     case = _case(subject)
     if case.state not in CONFIRMED_CASE_STATES:
-        return (f"{case.id} is {case.state}: close contacts are registered only for a confirmed case; "
-                f"confirm it first with `case confirm {case.id}`")
+        return because("%(case)s is %(state)s: close contacts are registered only for a confirmed case; confirm it "
+                       "first with `case confirm %(case)s`", case=case.id, state=case.state)
     if case.facts.confirmed_at is None and case.facts.pcr_on is None:
-        return (f"{case.id} died as a suspected case, never confirmed by PCR: close contacts are registered only "
-                "for a confirmed case, so do not register this one; a person who falls ill is opened as a suspected "
-                "case of their own (`case open ... ⟦criteria⟧ epi_link`)")
+        return because("%(case)s died as a suspected case, never confirmed by PCR: close contacts are registered "
+                       "only for a confirmed case, so do not register this one; a person who falls ill is opened as "
+                       "a suspected case of their own (`case open ... ⟦criteria⟧ epi_link`)", case=case.id)
     return None
 
 
 def _not_the_case_itself(subject: Subject, data: Mapping[str, Any]) -> str | None:
     case = _case(subject)
     if case.person == subject.person:
-        return f"{subject.person} is {case.id}'s own person: a case is not a close contact of itself"
+        return because("%(person)s is %(case)s's own person: a case is not a close contact of itself",
+                       person=subject.person, case=case.id)
     return None
 
 
 def _kind_is_a_close_contact(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data["kind"] == NOT_A_CONTACT and not (data.get("risk") and data.get("reason")):
-        return ("health or lab staff who wore the prescribed protective equipment are not, as a rule, close "
-                "contacts: register one only after an individual assessment of the exposure, given with "
-                "⟦risk⟧ ⟦reason⟧")
+        return because("health or lab staff who wore the prescribed protective equipment are not, as a rule, close "
+                       "contacts: register one only after an individual assessment of the exposure, given with "
+                       "⟦risk⟧ ⟦reason⟧")
     return None
 
 
@@ -239,8 +241,9 @@ def _after_death_only_the_body(subject: Subject, data: Mapping[str, Any]) -> str
     died, exposed, kind = case.facts.died_on, data["exposed"], _kind_of(subject, data)
     if died is None or case.facts.healed_on is not None or exposed <= died or kind in BODY_HANDLING:
         return None
-    return (f"{case.id} died on {died}: after death only handling the body exposes, as with a patient "
-            f"({', '.join(BODY_HANDLING)}); a {kind} exposure on {exposed} is not one: correct the date or the kind")
+    return because("%(case)s died on %(died)s: after death only handling the body exposes, as with a patient "
+                   "(%(body)s); a %(kind)s exposure on %(exposed)s is not one: correct the date or the kind",
+                   case=case.id, died=died, body=list(BODY_HANDLING), kind=kind, exposed=exposed)
 
 
 def _within_infectious_period(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -250,12 +253,14 @@ def _within_infectious_period(subject: Subject, data: Mapping[str, Any]) -> str 
     start, end = infectious_period(case.state, case.facts, today, kind)
     exposed: date = data["exposed"]
     if exposed > today:
-        return f"exposure date {exposed} is after today ({today}): a date cannot be in the future"
+        return because("exposure date %(exposed)s is after today (%(today)s): a date cannot be in the future",
+                       exposed=exposed, today=today)
     if not start <= exposed <= end:
         still = case.facts.healed_on is None and (case.facts.died_on is None or kind in BODY_HANDLING)
-        until = "today" if still else str(end)
-        return (f"exposure date {exposed} is outside {case.id}'s infectious period, {start} to {until}: "
-                "only exposures in that period make a close contact")
+        until = phrase("today") if still else str(end)
+        return because("exposure date %(exposed)s is outside %(case)s's infectious period, %(start)s to %(until)s: "
+                       "only exposures in that period make a close contact", exposed=exposed, case=case.id,
+                       start=start, until=until)
     return None
 
 
@@ -264,12 +269,12 @@ def _consent_or_anonymous(subject: Subject, data: Mapping[str, Any]) -> str | No
     if data.get("anonymous_via_doctor") or case.facts.tracing_consent is True:
         return None  # anonymous tracing: the §5.4 guard decides
     if case.facts.tracing_consent is False:
-        return (f"{case.id}'s consent to contact tracing by STPS is declined: STPS does not trace its contacts; "
-                "the treating doctor may contact this one anonymously: register it with ⟦anonymous_via_doctor⟧ "
-                "(§5.4)")
-    return (f"{case.id}'s consent to contact tracing by STPS is not recorded: ask the case and record it with "
-            f"`case consent {case.id} ⟦tracing⟧ yes` (if the case declines, `⟦tracing⟧ no`, the treating doctor may "
-            "trace anonymously with ⟦anonymous_via_doctor⟧, §5.4)")
+        return because("%(case)s's consent to contact tracing by STPS is declined: STPS does not trace its "
+                       "contacts; the treating doctor may contact this one anonymously: register it with "
+                       "⟦anonymous_via_doctor⟧ (§5.4)", case=case.id)
+    return because("%(case)s's consent to contact tracing by STPS is not recorded: ask the case and record it with "
+                   "`case consent %(case)s ⟦tracing⟧ yes` (if the case declines, `⟦tracing⟧ no`, the treating doctor "
+                   "may trace anonymously with ⟦anonymous_via_doctor⟧, §5.4)", case=case.id)
 
 
 def _anonymous_only_when_declined(subject: Subject, data: Mapping[str, Any]) -> str | None:
@@ -277,27 +282,27 @@ def _anonymous_only_when_declined(subject: Subject, data: Mapping[str, Any]) -> 
         return None
     case = _case(subject)
     if case.facts.tracing_consent is True:
-        return (f"{case.id} consents to contact tracing by STPS, so STPS traces and informs this contact: register "
-                "it without ⟦anonymous_via_doctor⟧ (anonymous tracing by the treating doctor is for a case that "
-                "declined)")
+        return because("%(case)s consents to contact tracing by STPS, so STPS traces and informs this contact: "
+                       "register it without ⟦anonymous_via_doctor⟧ (anonymous tracing by the treating doctor is for "
+                       "a case that declined)", case=case.id)
     if case.facts.tracing_consent is None:
-        return (f"{case.id}'s consent to contact tracing by STPS is not recorded: anonymous tracing by the treating "
-                f"doctor is only for a case that declined it; ask the case and record the answer with "
-                f"`case consent {case.id} ⟦tracing⟧ yes|no`")
+        return because("%(case)s's consent to contact tracing by STPS is not recorded: anonymous tracing by the "
+                       "treating doctor is only for a case that declined it; ask the case and record the answer with "
+                       "`case consent %(case)s ⟦tracing⟧ yes|no`", case=case.id)
     return None
 
 
 def _clinician_risk_has_reason(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data.get("risk") and not data.get("reason"):
-        return ("a risk level given with ⟦risk⟧ is a clinician's individual assessment of the exposure: give its "
-                "reason with ⟦reason⟧")
+        return because("a risk level given with ⟦risk⟧ is a clinician's individual assessment of the exposure: give "
+                       "its reason with ⟦reason⟧")
     return None
 
 
 def _assessment_given(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if not data.get("risk") or not data.get("reason"):
-        return ("a re-assessment is a clinician's individual assessment: give the risk level with ⟦risk⟧ "
-                f"({'|'.join(RISKS)}) and its reason with ⟦reason⟧")
+        return because("a re-assessment is a clinician's individual assessment: give the risk level with ⟦risk⟧ "
+                       "(%(risks)s) and its reason with ⟦reason⟧", risks=Joined(RISKS, "|"))
     return None
 
 
@@ -306,17 +311,20 @@ def _onset_after_exposure(subject: Subject, data: Mapping[str, Any]) -> str | No
     onset: date = data["onset"]
     today = local_date(subject.now)
     if onset > today:
-        return f"symptom onset {onset} is after today ({today}): give the date symptoms began"
+        return because("symptom onset %(onset)s is after today (%(today)s): give the date symptoms began",
+                       onset=onset, today=today)
     if onset < facts.exposed_on:
-        return f"symptom onset {onset} is before the first exposure ({facts.exposed_on}): correct the date"
+        return because("symptom onset %(onset)s is before the first exposure (%(exposed)s): correct the date",
+                       onset=onset, exposed=facts.exposed_on)
     if not data.get("symptoms"):
-        return "give the symptoms seen (⟦symptoms⟧), so the suspected case meets the case definition (§1.1)"
+        return because("give the symptoms seen (⟦symptoms⟧), so the suspected case meets the case definition "
+                       "(§1.1)")
     return None
 
 
 def _other_symptom_has_note(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if "other" in (data.get("symptoms") or []) and not (data.get("symptom_note") or "").strip():
-        return "the symptom 'other' needs a note saying what it is: give it with ⟦symptom_note⟧"
+        return because("the symptom 'other' needs a note saying what it is: give it with ⟦symptom_note⟧")
     return None
 
 
@@ -324,7 +332,7 @@ def _exposure_number_exists(subject: Subject, data: Mapping[str, Any]) -> str | 
     count = len(subject.facts.exposures)
     number = count if data.get("exposure") is None else data["exposure"]
     if not 1 <= number <= count:
-        return f"this contact has exposures 1 to {count}: give one of them with ⟦exposure⟧"
+        return because("this contact has exposures 1 to %(count)s: give one of them with ⟦exposure⟧", count=count)
     return None
 
 

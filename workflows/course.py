@@ -29,7 +29,7 @@ from workflows.contact import (
     pep_window_closes,
 )
 from workflows.definition import NEW, Cascade, Guard, Related, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
-from workflows.errors import UsageError
+from workflows.errors import Joined, UsageError, because, phrase
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
 from workflows.person import PersonFacts, age_on
@@ -45,12 +45,12 @@ INDICATIONS = ("pep", "prep")
 PREP_CRITERIA = ("msm_two_partners_12w", "msm_sti_24w", "individual_assessment", "travel_clade_i")
 #: §6.1 the criteria that look back from the offer day: "inden for de sidste 12 uger" / "24 uger" (in days).
 PREP_LOOKBACK_DAYS = {"msm_two_partners_12w": 12 * 7, "msm_sti_24w": 24 * 7}
-PREP_LOOKBACK_WHAT = {"msm_two_partners_12w": "intercourse with at least two male partners",
-                      "msm_sti_24w": "a sexually transmitted infection"}
+PREP_LOOKBACK_WHAT = {"msm_two_partners_12w": phrase("intercourse with at least two male partners"),
+                      "msm_sti_24w": phrase("a sexually transmitted infection")}
 #: §6.1 the criteria that rest on a doctor's assessment.
 PREP_NEEDS_ASSESSOR = {
-    "individual_assessment": "an individual medical assessment (give the doctor with ⟦assessed_by⟧)",
-    "travel_clade_i": "an assessment by an infection-medicine doctor (give the doctor with ⟦assessed_by⟧)",
+    "individual_assessment": phrase("an individual medical assessment (give the doctor with ⟦assessed_by⟧)"),
+    "travel_clade_i": phrase("an assessment by an infection-medicine doctor (give the doctor with ⟦assessed_by⟧)"),
 }
 STATES = ("offered", "dose1_given", "dose2_due", "completed", "declined", "cancelled")
 FINAL = ("completed", "declined", "cancelled")
@@ -66,6 +66,9 @@ CHILD_UNDER = 12
 #: Why a course ended when its PEP window closed without dose 1 (and no late entry came in the grace).
 PEP_WINDOW_ENDED = f"PEP window closed before dose 1 ({S6_2})"
 MPOX_ENDED = f"mpox confirmed for the person ({S6_3})"
+#: The reasons a course ended (``ended_because``) as a refusal names them, for the catalog (the same texts).
+ENDED_PHRASES = (phrase("PEP window closed before dose 1 (SST-mpox-7.1 §6.2)"),
+                 phrase("mpox confirmed for the person (SST-mpox-7.1 §6.3)"))
 LATE_ENTRY = "pep_late_entry_ends"
 
 
@@ -113,11 +116,12 @@ def dose_plan(person: PersonFacts) -> tuple[int, str, str]:
     (explicitly, or born in 1970 or earlier) get 1; everyone else 2 at least 28 days apart."""
     born_early = person.born is not None and person.born.year <= SMALLPOX_VACCINATED_BORN_BY
     if person.immunocompromised:
-        return 2, S6_4, "immunocompromised: 2 doses at least 28 days apart, even if smallpox-vaccinated"
-    if person.smallpox_vaccinated or born_early:
-        why = "smallpox-vaccinated" if person.smallpox_vaccinated else "born in 1970 or earlier: smallpox-vaccinated"
-        return 1, S6_4, f"{why}: one dose is enough"
-    return 2, S6_4, "2 doses at least 28 days apart"
+        return 2, S6_4, phrase("immunocompromised: 2 doses at least 28 days apart, even if smallpox-vaccinated")
+    if person.smallpox_vaccinated:
+        return 1, S6_4, phrase("smallpox-vaccinated: one dose is enough")
+    if born_early:
+        return 1, S6_4, phrase("born in 1970 or earlier: smallpox-vaccinated: one dose is enough")
+    return 2, S6_4, phrase("2 doses at least 28 days apart")
 
 
 def dose2_due(dose1_on: date) -> Any:
@@ -141,11 +145,11 @@ def late_entry_ends(exposure_on: date, grace: timedelta) -> datetime:
 def severe_disease_risk(person: PersonFacts, on: date) -> str | None:
     """§6.2 (with §6.2.1-2 and §6.4): why the person is at higher risk of severe disease, or None."""
     if person.born is not None and age_on(person.born, on) < CHILD_UNDER:
-        return "a child under 12"
+        return phrase("a child under 12")
     if person.pregnant_or_breastfeeding:
-        return "pregnant or breastfeeding"
+        return phrase("pregnant or breastfeeding")
     if person.immunocompromised:
-        return "immunocompromised"
+        return phrase("immunocompromised")
     return None
 
 
@@ -176,7 +180,7 @@ def _doses_so_far(subject: Subject) -> tuple[int, list[date], list[tuple[str, da
     own = _own_doses(subject.facts)
     others = [(f"course-{course}", on) for course, on in person.course_doses if course != pk]
     if person.last_dose_elsewhere_on is not None and person.doses_elsewhere:
-        others.append(("given elsewhere", person.last_dose_elsewhere_on))
+        others.append((phrase("given elsewhere"), person.last_dose_elsewhere_on))
     count = len(own) + person.doses_besides(pk)[0]
     return count, own, others
 
@@ -195,18 +199,20 @@ def _pep_window_from(contact: ContactFacts) -> date | None:
 def _never_had_mpox(subject: Subject, data: Mapping[str, Any]) -> str | None:
     person = _person(subject)
     if person.previous_mpox or person.confirmed_mpox:
-        how = "has a confirmed mpox case" if person.confirmed_mpox else "has had mpox"
-        return f"{subject.person} {how} and is not vaccinated"
+        if person.confirmed_mpox:
+            return because("%(person)s has a confirmed mpox case and is not vaccinated", person=subject.person)
+        return because("%(person)s has had mpox and is not vaccinated", person=subject.person)
     return None
 
 
 def _no_other_course(subject: Subject, data: Mapping[str, Any]) -> str | None:
     states = _person(subject).courses
     if any(s in OPEN for s in states):
-        return (f"{subject.person} has a course under way: record its doses on it (`mpoxflow list courses`); an "
-                "offered PEP course whose window has closed (lapsed) can be ended first with `vaccine decline`")
+        return because("%(person)s has a course under way: record its doses on it (`mpoxflow list courses`); an "
+                       "offered PEP course whose window has closed (lapsed) can be ended first with `vaccine "
+                       "decline`", person=subject.person)
     if "completed" in states:
-        return f"{subject.person} has completed a course: no more than 2 doses, no boosters"
+        return because("%(person)s has completed a course: no more than 2 doses, no boosters", person=subject.person)
     return None
 
 
@@ -214,14 +220,14 @@ def _doses_left_to_give(subject: Subject, data: Mapping[str, Any]) -> str | None
     """§6.3 counted over the person: 2 doses (in any course, whatever became of it, or elsewhere) end vaccination;
     a one-dose plan (§6.4) ends with one."""
     count, _, others = _doses_so_far(subject)
-    where = ", ".join(f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1])) or "dates not recorded"
+    where = [f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1])] or phrase("dates not recorded")
     if count >= MAX_DOSES:
-        return (f"{subject.person} has had {count} doses already ({where}): no more than 2 doses, no boosters; "
-                "no new course")
+        return because("%(person)s has had %(count)s doses already (%(where)s): no more than 2 doses, no boosters; "
+                       "no new course", person=subject.person, count=count, where=where)
     planned, _, why = dose_plan(_person(subject))
     if count >= planned:
-        return (f"{subject.person} has had {count} dose already ({where}) and the plan is one dose ({why}): "
-                "no more than that, no boosters")
+        return because("%(person)s has had %(count)s dose already (%(where)s) and the plan is one dose (%(why)s): "
+                       "no more than that, no boosters", person=subject.person, count=count, where=where, why=why)
     return None
 
 
@@ -230,9 +236,10 @@ def _prep_not_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str | No
         return None
     born, today = _person(subject).born, local_date(subject.now)
     if born is not None and age_on(born, today) < CHILD_UNDER:
-        return (f"{subject.person} is under 12 today ({today}): a child is vaccinated only as PEP, for a close "
-                "contact after a specific medical assessment; PrEP is not offered (offer PEP with ⟦indication⟧ pep "
-                "⟦contact⟧ if the child is a close contact)")
+        return because("%(person)s is under 12 today (%(today)s): a child is vaccinated only as PEP, for a close "
+                       "contact after a specific medical assessment; PrEP is not offered (offer PEP with "
+                       "⟦indication⟧ pep ⟦contact⟧ if the child is a close contact)", person=subject.person,
+                       today=today)
     return None
 
 
@@ -240,9 +247,9 @@ def _prep_not_when_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | 
     if data["indication"] != "prep":
         return None
     if _person(subject).pregnant_or_breastfeeding:
-        return (f"{subject.person} is pregnant or breastfeeding: vaccinated only as PEP, for a close contact after "
-                "a specific medical assessment; PrEP is not offered (record the change with `person update` once it "
-                "no longer holds)")
+        return because("%(person)s is pregnant or breastfeeding: vaccinated only as PEP, for a close contact after "
+                       "a specific medical assessment; PrEP is not offered (record the change with `person update` "
+                       "once it no longer holds)", person=subject.person)
     return None
 
 
@@ -251,33 +258,39 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
         return None
     contact: Related | None = subject.context.get("contact")
     if contact is None:
-        return "PEP is for a close contact: give the contact with ⟦contact⟧"
+        return because("PEP is for a close contact: give the contact with ⟦contact⟧")
     facts: ContactFacts = contact.facts
     if contact.person != subject.person:
-        return f"{contact.id} is about {contact.person}, not {subject.person}"
+        return because("%(contact)s is about %(of)s, not %(person)s", contact=contact.id, of=contact.person,
+                       person=subject.person)
     if contact.state == "symptomatic":
-        return f"{contact.id} has symptoms and is a suspected case: PEP is for contacts without symptoms"
+        return because("%(contact)s has symptoms and is a suspected case: PEP is for contacts without symptoms",
+                       contact=contact.id)
     if not pep_indicated(facts.risk):
         severe = severe_disease_risk(_person(subject), local_date(subject.now))
         if severe is None:
-            return (f"{contact.id}'s risk is {facts.risk}: PEP is not needed (Table 1); only a contact at risk of "
-                    "severe disease (a child under 12, pregnant or breastfeeding, immunocompromised) may be offered "
-                    "it after an assessment")
+            return because("%(contact)s's risk is %(risk)s: PEP is not needed (Table 1); only a contact at risk of "
+                           "severe disease (a child under 12, pregnant or breastfeeding, immunocompromised) may be "
+                           "offered it after an assessment", contact=contact.id, risk=facts.risk)
         if not data.get("assessment_note"):
-            return (f"{contact.id}'s risk is {facts.risk}: PEP is not needed by the exposure alone (Table 1); for "
-                    f"{subject.person} ({severe}, at risk of severe disease) the assessor must record why PEP is "
-                    "offered: give it with ⟦assessment_note⟧")
+            return because("%(contact)s's risk is %(risk)s: PEP is not needed by the exposure alone (Table 1); for "
+                           "%(person)s (%(severe)s, at risk of severe disease) the assessor must record why PEP is "
+                           "offered: give it with ⟦assessment_note⟧", contact=contact.id, risk=facts.risk,
+                           person=subject.person, severe=severe)
     since = _pep_window_from(facts)
     if since is None or pep_window_at(since, subject.now) == "closed":
-        return (f"{contact.id}'s PEP window closed with day 14 after the exposure"
-                f"{f' of {since}' if since else ''}: PEP is no longer offered")
+        if since:
+            return because("%(contact)s's PEP window closed with day 14 after the exposure of %(since)s: PEP is no "
+                           "longer offered", contact=contact.id, since=since)
+        return because("%(contact)s's PEP window closed with day 14 after the exposure: PEP is no longer offered",
+                       contact=contact.id)
     return None
 
 
 def _pep_assessed(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if data["indication"] == "pep" and not data.get("assessed_by"):
-        return ("PEP is offered after an assessment by a doctor or STPS (the exposure risk, Table 1, and the risk "
-                "of severe disease): give who assessed it with ⟦assessed_by⟧")
+        return because("PEP is offered after an assessment by a doctor or STPS (the exposure risk, Table 1, and the "
+                       "risk of severe disease): give who assessed it with ⟦assessed_by⟧")
     return None
 
 
@@ -288,23 +301,28 @@ def _prep_target_group(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return None
     criteria = list(data.get("criteria") or [])
     if not criteria:
-        return "PrEP is for the §6.1 target groups: give one with ⟦criteria⟧ (" + ", ".join(PREP_CRITERIA) + ")"
+        return because("PrEP is for the §6.1 target groups: give one with ⟦criteria⟧ (%(criteria)s)",
+                       criteria=list(PREP_CRITERIA))
     today = local_date(subject.now)
     on: date | None = data.get("criterion_on")
     for criterion in criteria:
         if criterion in PREP_LOOKBACK_DAYS:
             days, what = PREP_LOOKBACK_DAYS[criterion], PREP_LOOKBACK_WHAT[criterion]
             if on is None:
-                return (f"{criterion} looks back {days // 7} weeks from the offer: give the date of {what} with "
-                        "⟦criterion_on⟧")
+                return because("%(criterion)s looks back %(weeks)s weeks from the offer: give the date of %(what)s "
+                               "with ⟦criterion_on⟧", criterion=criterion, weeks=days // 7, what=what)
             if on > today:
-                return f"the criterion date {on} is after today ({today}): give the date it happened"
+                return because("the criterion date %(on)s is after today (%(today)s): give the date it happened",
+                               on=on, today=today)
             if (today - on).days > days:
                 oldest = today - timedelta(days=days)
-                return (f"{criterion}: {what} on {on} is {(today - on).days} days before today, more than "
-                        f"{days // 7} weeks ({days} days): the criterion does not hold (it needs {oldest} or later)")
+                return because("%(criterion)s: %(what)s on %(on)s is %(ago)s days before today, more than %(weeks)s "
+                               "weeks (%(days)s days): the criterion does not hold (it needs %(oldest)s or later)",
+                               criterion=criterion, what=what, on=on, ago=(today - on).days, weeks=days // 7,
+                               days=days, oldest=oldest)
         if criterion in PREP_NEEDS_ASSESSOR and not data.get("assessed_by"):
-            return f"{criterion} needs {PREP_NEEDS_ASSESSOR[criterion]}"
+            return because("%(criterion)s needs %(needs)s", criterion=criterion,
+                           needs=PREP_NEEDS_ASSESSOR[criterion])
     return None
 
 
@@ -316,9 +334,11 @@ def _dose_date(subject: Subject, data: Mapping[str, Any]) -> str | None:
     on: date = data["on"]
     today = local_date(subject.now)
     if on > today:
-        return f"the dose date {on} is after today ({today}): record a dose once given"
+        return because("the dose date %(on)s is after today (%(today)s): record a dose once given", on=on,
+                       today=today)
     if facts.exposure_on is not None and on < facts.exposure_on:
-        return f"the dose date {on} is before the exposure ({facts.exposure_on}) it is to protect against"
+        return because("the dose date %(on)s is before the exposure (%(exposure)s) it is to protect against", on=on,
+                       exposure=facts.exposure_on)
     return None
 
 
@@ -328,8 +348,8 @@ def _pep_within_window(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return None
     latest = facts.exposure_on + timedelta(days=PEP_LATEST_DAYS)
     if data["on"] > latest:
-        return (f"dose 1 on {data['on']} is after day 14 from the exposure on {facts.exposure_on} (last day "
-                f"{latest}): PEP is no longer given")
+        return because("dose 1 on %(on)s is after day 14 from the exposure on %(exposure)s (last day %(latest)s): "
+                       "PEP is no longer given", on=data["on"], exposure=facts.exposure_on, latest=latest)
     return None
 
 
@@ -340,8 +360,9 @@ def _pep_special_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return None
     day = (data["on"] - facts.exposure_on).days
     if PEP_OPTIMAL_DAYS < day <= PEP_LATEST_DAYS and not data.get("special_reason"):
-        return (f"dose 1 on {data['on']} is day {day} after the exposure on {facts.exposure_on}: after day 4 PEP is "
-                "given only in special cases; give the reason with ⟦special_reason⟧")
+        return because("dose 1 on %(on)s is day %(day)s after the exposure on %(exposure)s: after day 4 PEP is "
+                       "given only in special cases; give the reason with ⟦special_reason⟧", on=data["on"], day=day,
+                       exposure=facts.exposure_on)
     return None
 
 
@@ -351,52 +372,52 @@ def _pep_consent(subject: Subject, data: Mapping[str, Any]) -> str | None:
     missing = [name for key, name in (("consent", "⟦consent⟧"), ("indication_note", "⟦indication_note⟧"),
                                       ("justification", "⟦justification⟧")) if not data.get(key)]
     if missing:
-        return ("PEP is off-label: informed consent, indication and justification must be recorded with dose 1; "
-                "missing " + ", ".join(missing))
+        return because("PEP is off-label: informed consent, indication and justification must be recorded with "
+                       "dose 1; missing %(missing)s", missing=missing)
     return None
 
 
 def _no_prep_dose_when_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if subject.facts.indication == "prep" and _person(subject).pregnant_or_breastfeeding:
-        return (f"{subject.person} is now pregnant or breastfeeding: vaccinated only as PEP after a specific medical "
-                "assessment, so no PrEP dose; give it once that no longer holds (`person update`), or decline the "
-                "course")
+        return because("%(person)s is now pregnant or breastfeeding: vaccinated only as PEP after a specific "
+                       "medical assessment, so no PrEP dose; give it once that no longer holds (`person update`), or "
+                       "decline the course", person=subject.person)
     return None
 
 
 def _no_prep_dose_for_a_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
     born, on = _person(subject).born, data["on"]
     if subject.facts.indication == "prep" and born is not None and age_on(born, on) < CHILD_UNDER:
-        return (f"{subject.person} is under 12 on {on}: a child is vaccinated only as PEP, so no PrEP dose; decline "
-                "the course")
+        return because("%(person)s is under 12 on %(on)s: a child is vaccinated only as PEP, so no PrEP dose; "
+                       "decline the course", person=subject.person, on=on)
     return None
 
 
 def _assessed_if_pregnant(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if _person(subject).pregnant_or_breastfeeding and not data.get("assessed_by"):
-        return ("pregnant or breastfeeding: off-label, needs an individual medical assessment; "
-                "give the doctor with ⟦assessed_by⟧")
+        return because("pregnant or breastfeeding: off-label, needs an individual medical assessment; give the "
+                       "doctor with ⟦assessed_by⟧")
     return None
 
 
 def _assessed_if_child(subject: Subject, data: Mapping[str, Any]) -> str | None:
     born, on = _person(subject).born, data["on"]
     if born is not None and age_on(born, on) < CHILD_UNDER and not data.get("assessed_by"):
-        return (f"a child of {age_on(born, on)} on {on}: under 12 is off-label and needs an individual medical "
-                "assessment; give the doctor with ⟦assessed_by⟧")
+        return because("a child of %(age)s on %(on)s: under 12 is off-label and needs an individual medical "
+                       "assessment; give the doctor with ⟦assessed_by⟧", age=age_on(born, on), on=on)
     return None
 
 
 def _no_more_than_two(subject: Subject, data: Mapping[str, Any]) -> str | None:
     """§6.3 re-checked at every dose, over the person: doses elsewhere may have been recorded since the offer."""
     count, _, others = _doses_so_far(subject)
-    elsewhere = ", ".join(f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1]))
+    elsewhere = [f"{on} ({at})" for at, on in sorted(others, key=lambda o: o[1])]
     if count >= MAX_DOSES:
-        return (f"{subject.person} has had {count} doses already ({elsewhere or 'dates not recorded'}): no more than "
-                "2 doses, no boosters")
+        return because("%(person)s has had %(count)s doses already (%(where)s): no more than 2 doses, no boosters",
+                       person=subject.person, count=count, where=elsewhere or phrase("dates not recorded"))
     if subject.facts.doses_planned == 1 and count >= 1:
-        return (f"{subject.person} has had the one dose the plan needs ({elsewhere or 'date not recorded'}): no more "
-                "than that, no boosters")
+        return because("%(person)s has had the one dose the plan needs (%(where)s): no more than that, no boosters",
+                       person=subject.person, where=elsewhere or phrase("date not recorded"))
     return None
 
 
@@ -405,37 +426,43 @@ def _after_previous_dose(subject: Subject, data: Mapping[str, Any]) -> str | Non
     count, own, others = _doses_so_far(subject)
     if count == 0:
         return None
-    dated = [("dose 1", on) for on in own] + [(f"the person's previous dose, {at}", on) for at, on in others]
+    dated = [(None, on) for on in own] + [(at, on) for at, on in others]
     if len(dated) < count:
-        return (f"{subject.person} has a dose given elsewhere whose date is not recorded: record it with `person "
-                f"update {subject.person} ⟦doses_elsewhere⟧ ⟦last_dose_on⟧` (dose 2 is at least 28 days "
-                "after it)")
-    what, previous = max(dated, key=lambda d: d[1])
+        return because("%(person)s has a dose given elsewhere whose date is not recorded: record it with `person "
+                       "update %(person)s ⟦doses_elsewhere⟧ ⟦last_dose_on⟧` (dose 2 is at least 28 days after it)",
+                       person=subject.person)
+    at, previous = max(dated, key=lambda d: d[1])
     earliest = previous + timedelta(days=DOSE_INTERVAL_DAYS)
+    if data["on"] < earliest and at is None:
+        return because("dose 2 must be at least 28 days after dose 1 (%(previous)s): not before %(earliest)s",
+                       previous=previous, earliest=earliest)
     if data["on"] < earliest:
-        return f"dose 2 must be at least 28 days after {what} ({previous}): not before {earliest}"
+        return because("dose 2 must be at least 28 days after the person's previous dose, %(at)s (%(previous)s): "
+                       "not before %(earliest)s", at=at, previous=previous, earliest=earliest)
     return None
 
 
 def _course_ended(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CourseFacts = subject.facts
-    then = {"cancelled": "offer a new course if one is indicated",
-            "declined": "if the person wants the vaccine after all, offer a new course (`vaccine offer`)"}
+    then = {"cancelled": phrase("offer a new course if one is indicated"),
+            "declined": phrase("if the person wants the vaccine after all, offer a new course (`vaccine offer`)")}
     if subject.state == "cancelled" and facts.ended_because and S6_2 in facts.ended_because:
-        return (f"{subject.object_id} is cancelled ({facts.ended_because}): PEP is no longer given for the exposure "
-                f"of {facts.exposure_on}; no dose on it")
-    return f"{subject.object_id} is {subject.state} ({facts.ended_because}): no further dose; {then[subject.state]}"
+        return because("%(course)s is cancelled (%(why)s): PEP is no longer given for the exposure of "
+                       "%(exposure)s; no dose on it", course=subject.object_id, why=facts.ended_because,
+                       exposure=facts.exposure_on)
+    return because("%(course)s is %(state)s (%(why)s): no further dose; %(then)s", course=subject.object_id,
+                   state=subject.state, why=facts.ended_because, then=then[subject.state])
 
 
 def _no_third_dose(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CourseFacts = subject.facts
     if facts.doses_planned == 1:
-        given = "its one dose"
+        given = phrase("its one dose")
     elif len(_own_doses(facts)) == 1:
-        given = "the person's dose 2"
+        given = phrase("the person's dose 2")
     else:
-        given = "its 2 doses"
-    return f"the course is completed with {given}: no more than 2 doses, no boosters"
+        given = phrase("its 2 doses")
+    return because("the course is completed with %(given)s: no more than 2 doses, no boosters", given=given)
 
 
 # ---- effects ---------------------------------------------------------------------------------------------------
@@ -567,11 +594,13 @@ def _plan_change_is_safe(subject: Subject, data: Mapping[str, Any]) -> str | Non
         return None
     given = _own_doses(facts)
     if given or facts.prior_doses:
-        when = f"dose 1 was given on {given[0]}" if given else "the person had a dose before this course"
-        return (f"{subject.object_id} is under way with a {facts.doses_planned}-dose plan and {when}; with the "
-                f"corrected facts the plan would be {doses} dose ({why}), and mpoxflow does not shorten a course "
-                f"under way by itself: record dose 2 or decline the course (`vaccine decline {subject.object_id}`) "
-                "as the clinician decides, then correct the person's facts")
+        when = (because("dose 1 was given on %(on)s", on=given[0]) if given
+                else phrase("the person had a dose before this course"))
+        return because("%(course)s is under way with a %(planned)s-dose plan and %(when)s; with the corrected facts "
+                       "the plan would be %(doses)s dose (%(why)s), and mpoxflow does not shorten a course under way "
+                       "by itself: record dose 2 or decline the course (`vaccine decline %(course)s`) as the "
+                       "clinician decides, then correct the person's facts", course=subject.object_id,
+                       planned=facts.doses_planned, when=when, doses=doses, why=why)
     return None
 
 
@@ -684,17 +713,17 @@ def vaccine_offer_data(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     criteria = list(values.get("criteria") or [])
     criterion_on = values.get("criterion_on")
     if indication == "pep" and criteria:
-        raise UsageError(f"{ref('criteria')} go with indication prep; PEP takes the contact ({ref('contact')})")
+        raise UsageError(because("⟦criteria⟧ go with indication prep; PEP takes the contact (⟦contact⟧)"))
     if indication == "prep" and contact:
-        raise UsageError(f"{ref('contact')} goes with indication pep; PrEP takes criteria ({ref('criteria')})")
+        raise UsageError(because("⟦contact⟧ goes with indication pep; PrEP takes criteria (⟦criteria⟧)"))
     if criterion_on is not None:
         dated = [c for c in criteria if c in PREP_LOOKBACK_DAYS]
         if indication != "prep" or not dated:
-            raise UsageError(f"{ref('criterion_on')} dates a PrEP criterion that looks back: "
-                             + " or ".join(PREP_LOOKBACK_DAYS))
+            raise UsageError(because("⟦criterion_on⟧ dates a PrEP criterion that looks back: %(criteria)s",
+                                     criteria=Joined(PREP_LOOKBACK_DAYS, " or ")))
         if len(dated) > 1:
-            raise UsageError(f"{ref('criterion_on')} dates one criterion: give "
-                             + " or ".join(PREP_LOOKBACK_DAYS) + ", not both (one is enough, §6.1)")
+            raise UsageError(because("⟦criterion_on⟧ dates one criterion: give %(criteria)s, not both (one is "
+                                     "enough, §6.1)", criteria=Joined(PREP_LOOKBACK_DAYS, " or ")))
     return "offer", {"indication": indication, "contact": contact, "criteria": criteria,
                      "assessed_by": values.get("assessed_by"), "assessment_note": values.get("assessment_note"),
                      "criterion_on": criterion_on}

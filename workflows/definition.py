@@ -18,7 +18,7 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
-from workflows.errors import FIELD_REF, GuardRefused, TriggerNotAllowed
+from workflows.errors import FIELD_REF, GuardRefused, TriggerNotAllowed, refusal_params
 
 #: The state of an object before it exists; creation triggers leave it. Never stored.
 NEW = "new"
@@ -191,7 +191,8 @@ def _run_guard(guard: Guard) -> Callable[[Any], bool]:
         if refusal is not None:
             raise GuardRefused(f"{refusal} ({guard.rule})", rule=guard.rule, key=_guard_key(guard, refusal),
                                params={"object": subject.object_id, "trigger": event.event.name,
-                                       "state": subject.state, "fields": FIELD_REF.findall(refusal)})
+                                       "state": subject.state, "fields": FIELD_REF.findall(refusal),
+                                       **refusal_params(refusal)})
         return True
 
     return condition

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 #: A declared field named inside a message (see :func:`field`).
@@ -25,6 +26,67 @@ FIELD_REF = re.compile(r"\u27e6([a-z_]+)\u27e7")
 def field(name: str) -> str:
     """A reference to the declared field ``name`` inside a message, rendered by each entry point in its terms."""
     return f"\u27e6{name}\u27e7"
+
+
+class Because(str):
+    """A refusal's text (a ``str``: every caller that reads a refusal as text keeps doing so) with what it is made
+    of: its ``template`` (English, with ``%(name)s`` placeholders and field references) and its ``values`` (plain
+    text and numbers, dates as ISO strings, lists of declared values). A page says it in its own language: the
+    template is a catalog entry of context ``refusal`` (``entry.web.i18n.extract_refusals``)."""
+
+    template: str
+    values: dict[str, Any]
+
+    def __new__(cls, template: str, values: Mapping[str, Any]) -> Because:
+        plain = {k: _plain(v) for k, v in values.items()}
+        text = template % {k: getattr(values[k], "sep", ", ").join(map(str, v)) if isinstance(v, list)
+                           else str(values[k]) if isinstance(v, dict) else v for k, v in plain.items()}
+        made = super().__new__(cls, text)
+        made.template = template
+        made.values = plain
+        return made
+
+
+class Joined(list[Any]):
+    """A list value of a refusal that its English text joins with ``sep`` (``high|medium|low``); kept as a plain
+    list in the refusal's values (a page joins it its own way)."""
+
+    def __init__(self, items: Any, sep: str) -> None:
+        super().__init__(items)
+        self.sep = sep
+
+
+def _plain(value: Any) -> Any:
+    """A value as a refusal keeps it: text, a number, an ISO date, a list of those, or a part made with ``because``
+    (its ``{"template", "values"}``)."""
+    if isinstance(value, Because):
+        return {"template": value.template, "values": dict(value.values)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def because(template: str, **values: object) -> Because:
+    """A refusal: ``template % values`` (lists joined with ", "), keeping ``template`` and ``values`` for a page to
+    translate. ``template`` is a literal (the catalog's extractor reads it), English, cites no rule."""
+    return Because(template, values)
+
+
+def phrase(text: str) -> str:
+    """A phrase given to a refusal as a value (``the %(what)s date``): unchanged here, marked for the catalog
+    (context ``refusal``) so a page translates it."""
+    return text
+
+
+def refusal_params(text: str) -> dict[str, Any]:
+    """The ``template`` and ``values`` a refusal's params carry (none for a plain text)."""
+    if isinstance(text, Because):
+        return {"template": text.template, "values": dict(text.values)}
+    return {}
 
 
 def as_declared(name: str) -> str:
@@ -46,7 +108,7 @@ class MpoxflowError(Exception):
         self.template = message
         self.rule = rule
         self.key = key or self.code
-        self.params: dict[str, Any] = dict(params or {})
+        self.params: dict[str, Any] = {**refusal_params(message), **dict(params or {})}
 
     @property
     def message(self) -> str:

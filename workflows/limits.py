@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from workflows.errors import UsageError, field
+from workflows.errors import UsageError, because, field
 
 #: PostgreSQL's INTEGER, the type of every id column.
 MAX_ID = 2**31 - 1
@@ -69,11 +69,13 @@ def check_text(value: str, field: str) -> str:
     """UsageError for text longer than the field's limit or with control characters; the value is not echoed."""
     limit = text_limit(field)
     if len(value) > limit:
-        raise UsageError(f"{flag(field)} is {len(value)} characters long: at most {limit}")
+        raise UsageError(because("%(field)s is %(length)s characters long: at most %(limit)s", field=flag(field),
+                                 length=len(value), limit=limit))
     allowed = "\t\n\r" if field in MULTILINE else ""
     for ch in value:
         if ch not in allowed and unicodedata.category(ch) in ("Cc", "Cs"):
-            raise UsageError(f"{flag(field)} contains a control character (U+{ord(ch):04X}): remove it")
+            raise UsageError(because("%(field)s contains a control character (U+%(code)s): remove it",
+                                     field=flag(field), code=f"{ord(ch):04X}"))
     return value
 
 
@@ -97,15 +99,17 @@ def check_instant(value: datetime, what: str) -> datetime:
 
 def check_born(value: date, field: str = "born") -> date:
     if value < EARLIEST_BIRTH:
-        raise UsageError(f"the birth date is before {EARLIEST_BIRTH}: correct the date ({flag(field)})")
+        raise UsageError(because("the birth date is before %(earliest)s: correct the date (%(field)s)",
+                                 earliest=EARLIEST_BIRTH, field=flag(field)))
     return value
 
 
 def check_clinical_date(value: date, field: str, today: date) -> date:
     earliest = _years_before(today, CLINICAL_LOOKBACK_YEARS)
     if value < earliest:
-        raise UsageError(f"{flag(field)} {value} is more than {CLINICAL_LOOKBACK_YEARS} years ago (before "
-                         f"{earliest}): correct the date")
+        raise UsageError(because("%(field)s %(value)s is more than %(years)s years ago (before %(earliest)s): "
+                                 "correct the date", field=flag(field), value=value, years=CLINICAL_LOOKBACK_YEARS,
+                                 earliest=earliest))
     return value
 
 

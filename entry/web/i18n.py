@@ -282,6 +282,34 @@ def extract_declarations(fileobj: Any, keywords: Any, comment_tags: Any,
             yield 1, "pgettext", (context, message), []
 
 
+# ---- Babel's extractor of the refusals ---------------------------------------------------------------------------
+
+#: The functions whose first argument, a literal, is a refusal's template or a phrase given to one (workflows.errors).
+REFUSAL_KEYWORDS = ("because", "phrase")
+
+
+def refusal_templates(source: str) -> Iterator[tuple[int, str]]:
+    """Every (line, literal) given as the first argument of ``because(...)`` or ``phrase(...)`` in ``source``."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        first = node.args[0]
+        if name in REFUSAL_KEYWORDS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+            yield node.lineno, first.value
+
+
+def extract_refusals(fileobj: Any, keywords: Any, comment_tags: Any,
+                     options: dict[str, Any]) -> Iterator[tuple[int, str, Any, list[str]]]:
+    """A Babel extractor (``babel.cfg``: ``[refusals: workflows/**.py]``): each refusal's template, as if written
+    ``pgettext("refusal", template)`` where ``because(template, ...)`` is."""
+    source = fileobj.read()
+    for line, text in refusal_templates(source.decode("utf-8") if isinstance(source, bytes) else source):
+        yield line, "pgettext", ("refusal", text), []
+
+
 def install(env: Any) -> None:
     """Install the translations in a Jinja2 environment (``_()``, ``{% trans %}``), translating per request."""
     env.add_extension("jinja2.ext.i18n")

@@ -51,7 +51,7 @@ from entry.web.operations import (
 from persistence.repository import parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
-from workflows.errors import MpoxflowError, NotAuthenticated, NotFound, UsageError
+from workflows.errors import FIELD_REF, GuardRefused, MpoxflowError, NotAuthenticated, NotFound, UsageError
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
@@ -553,6 +553,50 @@ def _page_terms(text: str) -> str:
     return text.replace(" (the schema is at /openapi.json)", "")
 
 
+def danish_refusal(error: MpoxflowError) -> str:
+    """A refusal made with ``because`` in the page's language: its template from the catalog (context
+    ``refusal``), its values shown the page's way (dates ``dd.mm.åååå``, declared values as the page's terms, lists
+    joined), its rule cited as the engine cites it."""
+    text = _refusal_part(error.params)
+    if isinstance(error, GuardRefused) and error.rule:
+        text += f" ({error.rule})"
+    return text
+
+
+#: A phrase in brackets at the end of a value (``2025-03-01 (given elsewhere)``).
+PARENTHESIS = re.compile(r"\(([^()]+)\)$")
+
+
+def _refusal_part(part: dict[str, Any]) -> str:
+    """A template and its values (a refusal's, or a part of one) in the page's language."""
+    template = str(part["template"])
+    values = {name: _refusal_value(value, name) for name, value in dict(part.get("values") or {}).items()}
+    try:
+        return i18n.pgettext("refusal", template) % values
+    except (KeyError, TypeError, ValueError):  # a translation that does not fit its values: the English one
+        return template % values
+
+
+def _refusal_value(value: Any, name: str) -> str:
+    """A refusal's value as a Danish page shows it: a state (``state``, ``status``...) or a declared value by its
+    Danish term, a phrase of the refusal's by its translation, dates ``dd.mm.åååå``, a list's items joined."""
+    if isinstance(value, list):
+        return ", ".join(_refusal_value(v, name) for v in value)
+    if isinstance(value, dict) and isinstance(value.get("template"), str):
+        return _refusal_part(value)
+    if not isinstance(value, str):
+        return str(value)
+    if name == "state":
+        shown = i18n.state(value)
+    else:
+        shown = i18n.pgettext("refusal", value)
+        if shown == value:
+            shown = str(i18n.term(value))
+        if shown == value:  # "2025-03-01 (given elsewhere)": the phrase in brackets
+            shown = PARENTHESIS.sub(lambda m: f"({i18n.pgettext('refusal', m[1])})", value)
+    return i18n.ISO_DATE.sub(lambda m: f"{m[3]}.{m[2]}.{m[1]}", shown)
+
+
 def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) -> str:
     """A refusal as a page says it: the known keys in the page's language; a guideline rule's refusal (whose
     wording is the engine's, in English) with its fields by their labels and no command lines."""
@@ -560,6 +604,8 @@ def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) 
         return _page_terms(error.render(named))
     params = error.params
     key = error.key
+    if isinstance(params.get("template"), str):
+        return _page_terms(FIELD_REF.sub(lambda m: named(m[1]), danish_refusal(error)))
     if key == "trigger_not_allowed":
         allowed = ", ".join(f"«{i18n.trigger(t)}»" for t in params.get("allowed", ())) or _("nothing: the state "
                                                                                             "is final")
