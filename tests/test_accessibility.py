@@ -233,7 +233,7 @@ BOXES = """() => {
     labels: Array.from(svg.querySelectorAll("g.edge")).filter((g) => g.querySelector("text"))
       .map((g) => ({edge: g.querySelector("title").textContent, box: union(Array.from(g.querySelectorAll("text"))),
                     text: Array.from(g.querySelectorAll("text")).map((t) => t.textContent)})),
-    states: Array.from(svg.querySelectorAll("g.node")).map((g) => ({state: g.querySelector("title").textContent,
+    states: Array.from(svg.querySelectorAll("g.node")).map((g) => ({state: g.id.replace(/^state_/, ""),
                                                                     box: box(g.querySelector("path, polygon"))})),
   };
 }"""

@@ -12,6 +12,7 @@ CLI (exit 3 with the section) and the HTTP API (409 with ``rule``).
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -181,8 +182,15 @@ def test_no_contact_state_is_final_and_the_diagram_still_draws():
     assert CONTACT.problems() == []
     assert [(s.dest, s.rule) for s in CONTACT.transitions if s.trigger == "case_discarded"] == [
         ("monitored", S5_5), ("exposed", S5_5), ("released", S5_5)]
+    from entry.web import i18n
+
+    i18n.activate("en")
     drawn = svg(CONTACT, dict.fromkeys(CONTACT.states, 0))
     assert "case_discarded" in drawn and "symptomatic" in drawn
+    i18n.activate("da")  # the page's language: the states and triggers in Danish, the node ids as they are
+    drawn = svg(CONTACT, dict.fromkeys(CONTACT.states, 0))
+    assert "tilfælde afkræftet" in drawn and 'id="state_symptomatic"' in drawn
+    assert not re.search(r">[^<]*\b(case_discarded|symptomatic)\b[^<]*<", drawn)
     assert "case_discarded" in CONTACT.mermaid()
 
 

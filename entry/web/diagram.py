@@ -20,6 +20,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from html import escape
 
+from entry.web import i18n
 from entry.web.i18n import ngettext
 from workflows.definition import NEW, WorkflowDefinition
 
@@ -46,13 +47,15 @@ def _html(text: str) -> str:
     return escape(text, quote=True)
 
 
-def edge_labels(definition: WorkflowDefinition) -> dict[tuple[str, str], list[str]]:
-    """Each pair of states a transition moves between, with its labels (trigger, section, ⏱ for a timer's)."""
+def edge_labels(definition: WorkflowDefinition,
+                trigger_text: Callable[[str], str] = i18n.trigger) -> dict[tuple[str, str], list[str]]:
+    """Each pair of states a transition moves between, with its labels (trigger in the page's language, section,
+    ⏱ for a timer's)."""
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
     for spec in definition.transitions:
         if spec.dest is None:
             continue
-        label = f"{spec.trigger} {spec.rule.removeprefix('SST-mpox-7.1 ')}" + (" ⏱" if spec.timed else "")
+        label = f"{trigger_text(spec.trigger)} {spec.rule.removeprefix('SST-mpox-7.1 ')}" + (" ⏱" if spec.timed else "")
         for source in spec.source:
             if label not in edges[(source, spec.dest)]:
                 edges[(source, spec.dest)].append(label)
@@ -69,7 +72,7 @@ def dot_source(definition: WorkflowDefinition, counts: dict[str, int],
              f'  edge [color="#555" fontname="{FONT}" fontsize=11 fontcolor="#222"];']
     for state in [NEW, *definition.states]:
         final = state in definition.final
-        text = f"<B>{_html(state)}</B>"
+        text = f"<B>{_html(state if state == NEW else i18n.state(state))}</B>"
         if state != NEW:
             text += f'<BR/><FONT POINT-SIZE="11">{_html(count_text(counts.get(state, 0)))}</FONT>'
         fill = "#eeeeee" if state == NEW else ("#e6e6e6" if final else "#dde8f3")
@@ -101,6 +104,7 @@ def _layout(source: str, dot: str) -> str:
 
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
+_TITLE = re.compile(r"<title>([^<]*)</title>")
 _SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
 
 
@@ -112,6 +116,10 @@ def svg(definition: WorkflowDefinition, counts: dict[str, int], count_text: Call
     except DotMissing:
         return ""
     drawn = _COMMENT.sub("", _PROLOG.sub("", drawn, count=1)).strip()
+    # dot titles each node and edge by its name (a tooltip): the states in the page's language there too.
+    shown = {_html(state): _html(i18n.state(state)) for state in definition.states}
+    drawn = _TITLE.sub(lambda m: "<title>" + "&#45;&gt;".join(shown.get(part, part) for part in
+                                                              m[1].split("&#45;&gt;")) + "</title>", drawn)
     name = title or f"{definition.name} state diagram"
     # Its own size in CSS pixels (dot's points are 4/3 px); the stylesheet lets it shrink to the page's width.
     drawn = _SIZE.sub(lambda m: f'<svg width="{round(float(m[1]) * 4 / 3)}" height="{round(float(m[2]) * 4 / 3)}" '
