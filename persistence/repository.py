@@ -214,22 +214,39 @@ def _ready_timers(now: datetime, limit: int, *, skip_locked: bool) -> Select[Any
     first; with ``skip_locked`` (PostgreSQL) only those of objects this transaction locks, ``FOR UPDATE SKIP
     LOCKED``."""
     table = _table(Timer)
-    query = (
-        select(table.c.id)
-        .where(table.c.status == "pending", table.c.due_at <= now,
-               or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
-        .order_by(table.c.due_at, table.c.id).limit(limit)
-    )
-    if skip_locked:
-        query = _one_worker_per_object(query, table).with_for_update(skip_locked=True)
-    return query
+    ready = (table.c.status == "pending", table.c.due_at <= now,
+             or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
+    if not skip_locked:
+        return select(table.c.id).where(*ready).order_by(table.c.due_at, table.c.id).limit(limit)
+    return _one_worker_per_object(table, ready, limit)
 
 
-def _one_worker_per_object(query: Select[Any], timers: Table) -> Select[Any]:
+#: PostgreSQL: how many ready timers, per timer of a batch, a claim looks at for objects it can lock (so that
+#: a second and a third worker find objects of their own among them while the first holds its batch's).
+CANDIDATES_PER_TIMER = 3
+
+
+def _one_worker_per_object(timers: Table, ready: tuple[Any, ...], limit: int) -> Select[Any]:
     """PostgreSQL: only timers of objects whose transaction-scoped advisory lock this transaction gets, so that
     the due timers of one object are never split between two workers' batches (one of them would fire a later
-    timer before the other fired the earlier one). The row locks alone (SKIP LOCKED) share timers, not objects."""
-    return query.where(func.pg_try_advisory_xact_lock(func.hashtext(timers.c.object_kind), timers.c.object_id))
+    timer before the other fired the earlier one). The row locks alone (SKIP LOCKED) share timers, not objects.
+
+    The locks are tried one candidate at a time, in due order, until ``limit`` are held: the first
+    ``CANDIDATES_PER_TIMER * limit`` ready timers are read without a lock (a materialized CTE), sorted behind a
+    fence (``OFFSET 0``: PostgreSQL never pushes a volatile condition into such a subquery), and only then
+    filtered by ``pg_try_advisory_xact_lock`` under the ``LIMIT``. A claim therefore holds at most ``limit``
+    advisory locks, whatever plan PostgreSQL chooses; with the lock in the scan's own condition, a plan that sorted
+    the due timers took one lock per due object, and past PostgreSQL's shared lock table (64 per connection by
+    default) every claim failed with "out of shared memory" (found by ``bench/backlog.py`` at 500,000 due timers)."""
+    candidates = (select(timers.c.id, timers.c.object_kind, timers.c.object_id, timers.c.due_at)
+                  .where(*ready).order_by(timers.c.due_at, timers.c.id).limit(CANDIDATES_PER_TIMER * limit)
+                  .cte("candidates").prefix_with("MATERIALIZED", dialect="postgresql"))
+    ordered = select(candidates).order_by(candidates.c.due_at, candidates.c.id).offset(0).subquery("ordered")
+    locked = (select(ordered.c.id)
+              .where(func.pg_try_advisory_xact_lock(func.hashtext(ordered.c.object_kind), ordered.c.object_id))
+              .limit(limit).cte("locked").prefix_with("MATERIALIZED", dialect="postgresql"))
+    return (select(timers.c.id).join(locked, locked.c.id == timers.c.id).where(timers.c.status == "pending")
+            .with_for_update(skip_locked=True, of=timers))
 
 
 class Repository:

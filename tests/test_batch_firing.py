@@ -233,3 +233,26 @@ def test_two_workers_never_split_one_objects_due_timers_between_their_batches(pg
             first.rollback()
     finally:
         db.dispose()
+
+
+def test_a_claim_holds_no_more_advisory_locks_than_its_batch_whatever_the_plan(pg_url: str) -> None:
+    """PostgreSQL: a claim tries the objects' advisory locks one candidate at a time, in due order, until its batch
+    is full, so it holds at most ``limit`` of them even when the planner sorts every due timer first (a plan that
+    took one lock per due object ran out of PostgreSQL's shared lock table at 500,000 due timers: every claim
+    failed with "out of shared memory"). The batch is still the earliest due timers."""
+    timers = bulk_due_timers(pg_url, 300, due=START - timedelta(hours=1))
+    db = Database(pg_url)
+    try:
+        with db.transaction() as session:
+            connection = session.connection()
+            # A plan without the due-order index: PostgreSQL sorts all 300 due timers.
+            connection.exec_driver_sql("SET LOCAL enable_indexscan = off")
+            connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            claimed = Repository(session).claim_due_timers(START, 10, skip_locked=True)
+            held = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").scalar_one()
+            assert [t.id for t in claimed] == timers[:10]
+            assert held == 10
+            session.rollback()
+    finally:
+        db.dispose()
