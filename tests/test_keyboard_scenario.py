@@ -24,13 +24,14 @@ from tests import test_e2e_browser as e2e
 from tests.conftest import PASSWORD
 from tests.test_e2e_browser import ARTIFACTS, Served, rows
 from tests.test_staff_scenario import SENEST, danish_only, fact, landed, object_id, timer_row
+from tests import test_web_pages as web
+from tests.test_web_pages import STAFF, ClientFor, confirmed_case, form, post
 
 playwright = e2e.playwright
 browser = e2e.browser
 served = e2e.served
 new_context = a11y.new_context
-
-pytestmark = pytest.mark.slow
+client_for = web.client_for  # the pages' tests' clients (English pages)
 
 TABS = 200  # presses of Tab before a control counts as unreachable (the longest page, a case's, has ~90 stops)
 
@@ -119,6 +120,7 @@ def button(form: str, name: str) -> str:
     return f"form#{form} button[type=submit] @ {name}"
 
 
+@pytest.mark.slow
 def test_a_case_worker_works_the_whole_scenario_with_the_keyboard_alone(
         served: Served, cli_db: str, new_context: Callable[[str], BrowserContext]) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
@@ -194,8 +196,8 @@ def test_a_case_worker_works_the_whole_scenario_with_the_keyboard_alone(
     expect(add.locator("input[name=exposed]")).to_have_value("02.03.2025")  # what was typed is kept
     expect(add.locator("select[name=kind]")).to_have_value("household")
     focus = page.evaluate(FOCUS)["where"]
-    assert page.evaluate("!!document.activeElement.closest('form#contact_add')"), (
-        f"after registering the person the focus is on {focus}, not in the contact's form")
+    assert focused(page, "form#contact_add input[name=person]"), (
+        f"after registering the person the focus is on {focus}, not on the person picked in the contact's form")
     visible_focus(page, "the contact's form after the person was registered")
     shot("contact-person-registered")
     press(page, button("contact_add", "Registrér nær kontakt"))
@@ -353,3 +355,44 @@ def test_a_case_worker_works_the_whole_scenario_with_the_keyboard_alone(
             assert ref not in text, f"{ref} in the audit log"
     finally:
         engine.db.dispose()
+
+
+# ---- where the focus is when a form comes back (no browser: the pages' HTML) ----------------------------------
+
+
+def autofocused(html: str) -> list[str]:
+    """The elements of a page with ``autofocus``, as their opening tags."""
+    return re.findall(r"<(?:input|select|textarea|button)\b[^>]*\bautofocus\b[^>]*>", html)
+
+
+def test_a_form_that_comes_back_has_the_focus_where_the_keyboard_goes_on_and_a_plain_page_has_none(
+        client_for: ClientFor) -> None:
+    staff = client_for(STAFF)
+    confirmed_case(staff)
+    assert post(staff, "/objects/case-1/consent", {"tracing": "on", "if_version": "2"}).status_code == 303
+    assert autofocused(staff.get("/objects/case-1").text) == []  # a page as opened: the focus at its start
+
+    # A person registered from inside the contact's form: the focus on the person picked.
+    registered = post(staff, "/new/contact_add", {"case": "case-1", "exposed": "02.03.2025", "kind": "household",
+                                                  "new_person_ref": "KB-1", "step": "register_person"})
+    assert registered.status_code == 200, registered.text
+    focus = autofocused(registered.text)
+    assert len(focus) == 1 and 'name="person"' in focus[0] and 'value="person-2"' in focus[0], focus
+    assert focus[0] in (form(registered.text, "contact_add") or "")
+
+    # A field to correct: the focus on the first such field (the exposure date), nowhere else.
+    refused = post(staff, "/new/contact_add", {"case": "case-1", "person": "person-2", "exposed": "2.13.2025",
+                                               "kind": "household"})
+    assert refused.status_code == 422, refused.text
+    focus = autofocused(refused.text)
+    assert len(focus) == 1 and 'name="exposed"' in focus[0] and 'aria-invalid="true"' in focus[0], focus
+
+    # A final step asked again (without the script's dialog): the focus on its Yes button.
+    suspected = post(staff, "/new/person_add", {"ref": "KB-2"})
+    assert suspected.status_code == 303
+    assert post(staff, "/new/case_open", {"person": "person-3", "onset": "2025-03-01", "symptoms": ["rash"],
+                                          "criteria": ["msm"]}).status_code == 303
+    asked = post(staff, "/objects/case-2/discard", {"if_version": "1"})
+    assert asked.status_code == 200 and 'name="confirmed" value="1"' in asked.text, asked.text
+    focus = autofocused(asked.text)
+    assert len(focus) == 1 and focus[0].startswith('<button type="submit" class="danger"'), focus
