@@ -21,10 +21,10 @@ from playwright.sync_api import BrowserContext, Page, expect
 from engine.bootstrap import open_engine
 from tests import test_accessibility as a11y
 from tests import test_e2e_browser as e2e
+from tests import test_web_pages as web
 from tests.conftest import PASSWORD
 from tests.test_e2e_browser import ARTIFACTS, Served, rows
 from tests.test_staff_scenario import SENEST, danish_only, fact, landed, object_id, timer_row
-from tests import test_web_pages as web
 from tests.test_web_pages import STAFF, ClientFor, confirmed_case, form, post
 
 playwright = e2e.playwright
@@ -41,7 +41,7 @@ FOCUS = """() => {
   const style = getComputedStyle(el);
   const outline = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
   const where = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (el.name ? `[name=${el.name}]` : "");
-  return {where, visible: outline || (style.boxShadow && style.boxShadow !== "none"), focusVisible: el.matches(":focus-visible")};
+  return {where, visible: outline || (style.boxShadow && style.boxShadow !== "none")};
 }"""
 
 
