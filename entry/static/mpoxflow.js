@@ -58,19 +58,44 @@ document.addEventListener("DOMContentLoaded", () => {
       });
     });
   }
+  // The suggestions are also buttons under the field, the next Tab stops after it: a datalist's popup is not
+  // reached by the keyboard everywhere (nor read by every screen reader). A button picks its person and gives
+  // the focus back to the field.
   for (const picker of document.querySelectorAll("input[data-search=person]")) {
     const options = document.getElementById(picker.getAttribute("list"));
+    const picks = document.getElementById(picker.getAttribute("aria-controls"));
     if (!options) continue;
     debounced(picker, (text) => {
-      if (text.length < 2) return;
+      if (text.length < 2) {
+        if (picks) { picks.hidden = true; picks.replaceChildren(); }
+        return;
+      }
       search(text, (results) => {
-        options.replaceChildren(...results.filter((r) => r.kind === "person").map((r) => {
+        const persons = results.filter((r) => r.kind === "person");
+        options.replaceChildren(...persons.map((r) => {
           const option = document.createElement("option");
           option.value = r.id;
           option.label = r.ref;
           option.textContent = r.ref;
           return option;
         }));
+        if (!picks) return;
+        picks.replaceChildren(...persons.map((r) => {
+          const item = document.createElement("li");
+          const pick = document.createElement("button");
+          pick.type = "button";
+          pick.dataset.pick = r.id;
+          pick.textContent = r.id + " · " + r.ref;
+          pick.addEventListener("click", () => {
+            picker.value = r.id;
+            picks.hidden = true;
+            picks.replaceChildren();
+            picker.focus();
+          });
+          item.append(pick);
+          return item;
+        }));
+        picks.hidden = persons.length === 0 || picker.value.trim() !== text;
       });
     });
   }

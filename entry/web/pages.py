@@ -456,6 +456,8 @@ NEW_PERSON_OPS = ("contact add",)
 NEW_PERSON_FIELD = "new_person_ref"
 #: The button of such a form that registers the person (a submit named ``step``).
 REGISTER_STEP = "register_person"
+#: The field such a form picks the registered person in (it has the focus when the form comes back).
+PICKED = "person"
 
 
 def form_values(op: Operation, form: FormData, problems: dict[str, str] | None = None) -> dict[str, Any]:
@@ -883,7 +885,10 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
         problems: dict[str, str] = {}
         if failed and failed[0] == CREATING[op_id].name:
             prefilled, problems = {**prefilled, **failed[1]}, failed[2]
-        creations.append(_creation_form(op_id, prefilled, problems))
+        creation = _creation_form(op_id, prefilled, problems)
+        if prefill is not None and prefill[0] == CREATING[op_id].name:
+            creation["focus"] = PICKED  # the person just registered in it: the keyboard goes on from there
+        creations.append(creation)
     facts = {k: v for k, v in view.items()
              if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
     error = failed[3] if failed else None
@@ -1139,7 +1144,7 @@ def _register_from(request: Request, engine: Engine, who: Login, op: Operation, 
     done = _("person registered as %(person)s: check the fields and add the contact") % {"person": person["id"]}
     if origin is not None:
         return object_page(request, engine, origin, prefill=(op.name, picked), flash=done)
-    return render(request, "new.html", form=_creation_form(op.operation_id, picked), flash=done)
+    return render(request, "new.html", form={**_creation_form(op.operation_id, picked), "focus": PICKED}, flash=done)
 
 
 # ---- the simulated clock -------------------------------------------------------------------------------------
