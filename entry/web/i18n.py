@@ -2,8 +2,9 @@
 
 Messages are gettext catalogs kept with Babel in ``entry/locale/{da,en}/LC_MESSAGES/messages.po``; their msgids are
 English, ``da`` is the default language; ``en`` keeps the pages' own texts as they are (identity) and gives the
-declarations' words (the entries with a context below) readable English (``dose1_given``: "dose 1 given"). The catalogs are read from the ``.po`` files when
-first used (no compiled ``.mo`` is needed, so a fresh clone has no build step; ``pybabel compile`` still works).
+declarations' words (the entries with a context below) readable English (``dose1_given``: "dose 1 given").
+The catalogs are read from the ``.po`` files when first used (no compiled ``.mo`` is needed, so a fresh clone has
+no build step; ``pybabel compile`` still works).
 Fuzzy entries are not used.
 
 The language of a request (a :class:`~contextvars.ContextVar`, set per request by the pages) is the user's stored
