@@ -146,7 +146,8 @@ def operation(name: str) -> str:
 
 
 def fact(name: str) -> str:
-    """A fact's name (``pcr_on``) as a page's table of facts says it; one the catalog lacks in its words (``pcr on``)."""
+    """A fact's name (``pcr_on``) as a page's table of facts says it; one the catalog lacks
+    in its words (``pcr on``)."""
     shown = pgettext("fact", name)
     return shown.replace("_", " ") if shown == name else shown
 
