@@ -398,7 +398,7 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     assert [pos for pos, _ in rows] == ["2", "1"]
     newest = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", rows[0][1])).split())
     assert "03.03.2025 kl. 08.00 confirm suspected → confirmed" in newest
-    assert "armed phone_notification_due, by today at 17.00" in newest
+    assert "armed phone notification to STPS due, by today at 17.00" in newest
     assert "staff:test (staff) PCR positive" in newest and "§1.1" in newest
     # And the list of cases.
     listing = staff.get("/list/cases").text
