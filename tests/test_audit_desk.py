@@ -21,6 +21,7 @@ import openpyxl
 import pytest
 
 from engine.core import Engine
+from entry.web import i18n
 from persistence.database import Database
 from tests.helpers import contents
 from workflows.calendar import DANISH, local_date
@@ -263,7 +264,15 @@ def test_an_entrys_detail_shows_its_changes_before_and_after_and_its_hashes(clie
     assert pcr is not None and "–" in shown_text(pcr.group(1)) and "30.03.2025" in shown_text(pcr.group(1))
     armed = re.search(r'<table id="timers-armed">(.*?)</table>', page, re.S)
     assert armed is not None
-    assert {t["name"] for t in confirm["timers_armed"]} <= set(re.findall(r"<td>\s*(\w+_due)\s*</td>", armed.group(1)))
+    # Each armed timer by its English name (``phone_notification_due``: "phone notification to STPS due").
+    i18n.activate("en")
+    try:
+        named = {i18n.trigger(t["name"]) for t in confirm["timers_armed"]}
+    finally:
+        i18n.activate(None)
+    assert "phone notification to STPS due" in named
+    cells = {shown_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", armed.group(1), re.S)}
+    assert named <= cells and not re.search(r"\b\w+_due\b", shown_text(armed.group(1)))
     assert link(page, "as-of-here") is not None
     assert auditor.get("/audit/entries/99999").status_code == 404
 

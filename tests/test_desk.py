@@ -242,7 +242,7 @@ def test_a_final_step_asks_for_confirmation_with_its_consequence_and_changes_not
 
     response = post(staff, "/objects/case-1/discard", {"if_version": "1", "reason": "PCR negative",
                                                        "confirmed": "1"})
-    assert done_of(response) == "case discard: discarded"
+    assert done_of(response) == "Discard (negative test): discarded"
     assert staff.get("/api/show/case-1").json()["state"] == "discarded"
 
 
@@ -376,9 +376,9 @@ def test_search_as_you_type_and_the_final_steps_dialog_in_the_browser(page: Page
     messages: list[str] = []
     discard = page.locator("form#discard")
     page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
-    discard.get_by_role("button", name="case discard").click()
+    discard.get_by_role("button", name="Discard (negative test)").click()
     expect(page.locator("#state")).to_have_text("suspected")
     assert messages and "The case is discarded" in messages[0]
     page.once("dialog", lambda dialog: dialog.accept())
-    discard.get_by_role("button", name="case discard").click()
+    discard.get_by_role("button", name="Discard (negative test)").click()
     expect(page.locator("#state")).to_have_text("discarded")

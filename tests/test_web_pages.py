@@ -133,16 +133,16 @@ def post(client: Client, path: str, data: dict[str, Any] | None = None, *, csrf:
 def suspected_case(staff: Client) -> None:
     """person-1 and case-1 (suspected), made through the pages' forms."""
     response = post(staff, "/new/person_add", {"ref": "REF-1", "born": "1990-05-17"})
-    assert response.headers["location"] == "/objects/person-1?done=person+add"
+    assert response.headers["location"] == "/objects/person-1?done=Register+a+person"
     response = post(staff, "/new/case_open", {"person": "person-1", "onset": "2025-03-01",
                                                "symptoms": ["rash", "fever"], "criteria": ["msm"]})
-    assert response.headers["location"] == "/objects/case-1?done=case+open", response.text
+    assert response.headers["location"] == "/objects/case-1?done=Open+a+case", response.text
 
 
 def confirmed_case(staff: Client) -> None:
     suspected_case(staff)
     response = post(staff, "/objects/case-1/confirm", {"pcr_on": "2025-03-03", "if_version": "1"})
-    assert done_of(response) == "case confirm: confirmed"
+    assert done_of(response) == "Confirm (positive PCR): confirmed"
 
 
 def api(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -343,9 +343,9 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     assert form(persons, "person_add") is not None
 
     response = post(staff, "/new/person_add", {"ref": "REF-1", "born": "1990-05-17", "pregnant": "on"})
-    assert response.status_code == 303 and done_of(response) == "person add"
+    assert response.status_code == 303 and done_of(response) == "Register a person"
     person = staff.get(response.headers["location"]).text
-    assert "Done: person add" in person
+    assert "Done: Register a person" in person
     assert "17.05.1990" in text(person)  # the birth date, the Danish way
     opening = form(person, "case_open")
     assert opening is not None and value_of(opening, "person") == "person-1"  # prefilled
@@ -353,12 +353,13 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
 
     response = post(staff, "/new/case_open", {"person": "person-1", "onset": "2025-03-01",
                                                "symptoms": ["rash", "fever"], "criteria": ["msm", "travel"]})
-    assert response.status_code == 303 and response.headers["location"] == "/objects/case-1?done=case+open"
+    assert response.status_code == 303 and response.headers["location"] == "/objects/case-1?done=Open+a+case"
     page = staff.get("/objects/case-1").text
     assert re.search(r'<span class="state" id="state">suspected</span>', page)
     assert "version 1" in page
     facts = text(page)
-    assert "onset 01.03.2025" in facts and "symptoms rash, fever" in facts and "criteria msm, travel" in facts
+    assert "Symptom onset 01.03.2025" in facts and "Symptoms rash, fever" in facts
+    assert "Criteria MSM, travel" in facts
     allowed = form_ids(page)
     # A suspected case may already self-isolate (§2.2.1).
     assert {"confirm", "discard", "die", "consent", "source", "isolate"} <= allowed
@@ -372,13 +373,13 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     response = post(staff, "/objects/case-1/confirm", {"pcr_on": "2025-03-03", "clade": "IIb", "if_version": "1",
                                                        "reason": "PCR positive"})
     assert response.status_code == 303
-    assert response.headers["location"] == "/objects/case-1?done=case+confirm%3A+confirmed"
+    assert response.headers["location"] == "/objects/case-1?done=Confirm+%28positive+PCR%29%3A+confirmed"
     page = staff.get(response.headers["location"]).text
-    assert '<div class="flash" role="status">Done: case confirm: confirmed</div>' in page
+    assert '<div class="flash" role="status">Done: Confirm (positive PCR): confirmed</div>' in page
     assert re.search(r'id="state">confirmed</span>', page)
     assert "version 2" in page
     facts = text(page)
-    assert "pcr on 03.03.2025" in facts and "clade IIb" in facts
+    assert "PCR sample date 03.03.2025" in facts and "Clade IIb" in facts
     assert "2025-03-03" not in re.search(r'<table id="facts">.*?</table>', page, re.S).group(0)  # type: ignore[union-attr]
     allowed = form_ids(page)
     assert {"isolate", "heal", "notify", "die"} <= allowed
@@ -387,8 +388,9 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     # The deadlines the confirmation armed, with Danish times.
     timers = re.search(r'<table id="timers">.*?</table>', page, re.S)
     assert timers is not None
-    assert "phone_notification_due" in timers.group(0) and "03.03.2025 kl. 17.00" in timers.group(0)
-    assert "written_notification_due" in timers.group(0) and "04.03.2025 kl. 08.00" in timers.group(0)
+    shown_timers = text("<main>" + timers.group(0))
+    assert "phone notification to STPS due" in shown_timers and "03.03.2025 kl. 17.00" in timers.group(0)
+    assert "written notification to SSI and STPS due" in shown_timers and "04.03.2025 kl. 08.00" in timers.group(0)
     # The timeline, newest first: who did what, when, why, under which rule.
     timeline = re.search(r'<table id="timeline">.*?</table>', page, re.S)
     assert timeline is not None
@@ -396,7 +398,7 @@ def test_staff_register_a_person_open_and_confirm_a_case_through_the_forms(clien
     assert [pos for pos, _ in rows] == ["2", "1"]
     newest = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", rows[0][1])).split())
     assert "03.03.2025 kl. 08.00 confirm suspected → confirmed" in newest
-    assert "armed phone_notification_due, by today at 17.00" in newest
+    assert "armed phone notification to STPS due, by today at 17.00" in newest
     assert "staff:test (staff) PCR positive" in newest and "§1.1" in newest
     # And the list of cases.
     listing = staff.get("/list/cases").text
@@ -521,7 +523,7 @@ def test_the_worklist_shows_the_notifications_and_their_buttons_do_them(client_f
     assert "Overdue" not in sections and re.search(r"Overdue <span class=\"muted\">\(0\)</span>", page)
 
     response = post(staff, "/objects/case-1/notify", {"channel": "phone"})
-    assert done_of(response) == "case notify: confirmed"
+    assert done_of(response) == "Notification: confirmed"
     sections = worklist_rows(staff.get("/worklist").text)
     tasks = [(o, t) for rows in sections.values() for o, t, _ in rows]
     assert tasks == [("case-1", "written_notification_due")]

@@ -1,8 +1,10 @@
 """The pages' languages: Danish first, English second (issue 16).
 
 Messages are gettext catalogs kept with Babel in ``entry/locale/{da,en}/LC_MESSAGES/messages.po``; their msgids are
-English, ``da`` is the default language and ``en`` the identity. The catalogs are read from the ``.po`` files when
-first used (no compiled ``.mo`` is needed, so a fresh clone has no build step; ``pybabel compile`` still works).
+English, ``da`` is the default language; ``en`` keeps the pages' own texts as they are (identity) and gives the
+declarations' words (the entries with a context below) readable English (``dose1_given``: "dose 1 given").
+The catalogs are read from the ``.po`` files when first used (no compiled ``.mo`` is needed, so a fresh clone has
+no build step; ``pybabel compile`` still works).
 Fuzzy entries are not used.
 
 The language of a request (a :class:`~contextvars.ContextVar`, set per request by the pages) is the user's stored
@@ -144,7 +146,8 @@ def operation(name: str) -> str:
 
 
 def fact(name: str) -> str:
-    """A fact's name (``pcr_on``) as a page's table of facts says it (in English its words: ``pcr on``)."""
+    """A fact's name (``pcr_on``) as a page's table of facts says it; one the catalog lacks
+    in its words (``pcr on``)."""
     shown = pgettext("fact", name)
     return shown.replace("_", " ") if shown == name else shown
 
