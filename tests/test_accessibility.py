@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from html import escape as _html
 from typing import Any
 
 import pytest
@@ -274,6 +275,7 @@ def test_each_state_is_one_node_with_its_count_and_each_moving_trigger_labels_an
     i18n.activate("en")
     try:
         drawn = diagram.svg(definition, counts)
+        shown = {spec.trigger: i18n.trigger(spec.trigger) for spec in definition.transitions}
     finally:
         i18n.activate(None)
     assert drawn.startswith("<svg ") and 'data-layout="graphviz"' in drawn and 'role="img"' in drawn
@@ -286,7 +288,7 @@ def test_each_state_is_one_node_with_its_count_and_each_moving_trigger_labels_an
     edge_text = " ".join(re.findall(r'<g id="edge\d+" class="edge transition">.*?</g>', drawn, re.S))
     for spec in definition.transitions:
         if spec.dest is not None:
-            assert f">{spec.trigger} " in edge_text, spec.trigger
+            assert f">{_html(shown[spec.trigger])} " in edge_text, spec.trigger  # by its English name
     assert definition.mermaid().startswith("---")  # the Mermaid text stays as it was
 
 
