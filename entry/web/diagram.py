@@ -72,7 +72,7 @@ def dot_source(definition: WorkflowDefinition, counts: dict[str, int],
              f'  edge [color="#555" fontname="{FONT}" fontsize=11 fontcolor="#222"];']
     for state in [NEW, *definition.states]:
         final = state in definition.final
-        text = f"<B>{_html(state if state == NEW else i18n.state(state))}</B>"
+        text = f"<B>{_html(i18n.state(state))}</B>"
         if state != NEW:
             text += f'<BR/><FONT POINT-SIZE="11">{_html(count_text(counts.get(state, 0)))}</FONT>'
         fill = "#eeeeee" if state == NEW else ("#e6e6e6" if final else "#dde8f3")
@@ -117,7 +117,7 @@ def svg(definition: WorkflowDefinition, counts: dict[str, int], count_text: Call
         return ""
     drawn = _COMMENT.sub("", _PROLOG.sub("", drawn, count=1)).strip()
     # dot titles each node and edge by its name (a tooltip): the states in the page's language there too.
-    shown = {_html(state): _html(i18n.state(state)) for state in definition.states}
+    shown = {_html(state): _html(i18n.state(state)) for state in [NEW, *definition.states]}
     drawn = _TITLE.sub(lambda m: "<title>" + "&#45;&gt;".join(shown.get(part, part) for part in
                                                               m[1].split("&#45;&gt;")) + "</title>", drawn)
     name = title or f"{definition.name} state diagram"

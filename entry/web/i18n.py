@@ -197,6 +197,7 @@ def declared_messages() -> Iterator[tuple[str | None, str]]:
     from workflows import contact, course
     from workflows.registry import OPERATIONS, PROFILES, WORKFLOWS
 
+    yield "state", "new"  # the diagrams' start, before an object exists (workflows.definition.NEW)
     for definition in WORKFLOWS.values():
         for name in definition.states:
             yield "state", name
