@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 
 from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
+from engine.queries import last_day as worklist_last_day
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
 from entry.web import diagram, i18n
@@ -115,12 +116,10 @@ def dk_time(value: Any) -> str:
 
 
 def last_day(due_at: datetime) -> tuple[date, bool]:
-    """The last day a deadline covers, and whether it ends at that day's end: a window closing at 00:00 local on
-    D+1 covers D to its end (``senest D``); a deadline at any other hour ends on its own day, at that time."""
-    local = to_local(due_at)
-    if local.time() == datetime.min.time():
-        return local.date() - timedelta(days=1), True
-    return local.date(), False
+    """The last day a deadline covers (the engine's rule, ``engine.queries.last_day``), and whether it ends at that
+    day's end: a window closing at 00:00 local on D+1 covers D to its end (``senest D``); a deadline at any other
+    hour ends on its own day, at that time."""
+    return worklist_last_day(due_at), to_local(due_at).time() == datetime.min.time()
 
 
 def _day_name(day: date, today: date | None) -> str:
