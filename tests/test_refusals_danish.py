@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 
 from entry.web import i18n, pages
 from tests.helpers import contents
+from tests.test_i18n import flow
 from tests.test_web_pages import STAFF, db, error_box, post  # noqa: F401
 from workflows import case
 from workflows.definition import Settings, Subject
@@ -32,20 +33,6 @@ SOURCES = sorted([*ROOT.glob("workflows/*.py"), *ROOT.glob("engine/*.py")])
 SNAKE = re.compile(r"\b[a-z0-9]+_[a-z0-9_]+\b")
 #: Words of the engine's English sentences that a Danish refusal never has.
 ENGLISH = re.compile(r"\b(the|give|needs|with|is|after|before|already|record|nothing|assessment|case definition)\b")
-
-
-def flow(staff: Any) -> None:
-    """A person with a confirmed case and a consenting tracing; a second person, its close contact (medium risk)."""
-    assert post(staff, "/new/person_add", {"ref": "REF-1", "born": "17.05.1990"}).status_code == 303
-    assert post(staff, "/new/person_add", {"ref": "REF-2", "born": "1985-01-02"}).status_code == 303
-    response = post(staff, "/new/case_open", {"person": "person-1", "onset": "1.3.2025", "symptoms": ["rash"],
-                                               "criteria": ["msm"]})
-    assert response.status_code == 303, response.text
-    assert post(staff, "/objects/case-1/confirm", {"pcr_on": "03.03.2025", "if_version": "1"}).status_code == 303
-    assert post(staff, "/objects/case-1/consent", {"tracing": "on", "if_version": "2"}).status_code == 303
-    response = post(staff, "/new/contact_add", {"case": "case-1", "person": "person-2", "exposed": "02.03.2025",
-                                                "kind": "face_to_face"})
-    assert response.status_code == 303, response.text
 
 
 PEP_DOSE = {"consent": "on", "indication_note": "close contact", "justification": "medium risk, day 6"}
