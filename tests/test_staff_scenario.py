@@ -302,6 +302,16 @@ def test_a_case_worker_works_a_case_from_registration_to_a_resolved_missed_task_
     walk.clean()
 
     # The database, through the engine.
+    scenario_recorded(cli_db, person=person, case=case, new_person=new_person, first=first, second=second,
+                      course=course, outcome=outcome)
+
+
+
+def scenario_recorded(cli_db: str, *, person: str, case: str, new_person: str, first: str, second: str,
+                      course: str, outcome: str) -> None:
+    """What the whole staff scenario leaves in the database, read through the engine (the mouse's and the
+    keyboard's, ``tests/test_keyboard_scenario.py``): the states, dates and timers, an audit entry of staff's for
+    every step, and no person's reference anywhere in the audit log."""
     engine = open_engine(cli_db)
     try:
         shown = engine.show(case)
@@ -336,7 +346,6 @@ def test_a_case_worker_works_a_case_from_registration_to_a_resolved_missed_task_
             assert ref not in text, f"{ref} in the audit log"
     finally:
         engine.db.dispose()
-
 
 
 # ---- 2. the auditor's desk -------------------------------------------------------------------------------------
