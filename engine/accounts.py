@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -23,10 +24,12 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from engine.units import UnitTree, return_to_pool
 from engine.uow import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Runtime, UnitOfWork, unit_of_work
 from engine.views import instant, user_view
 from persistence.audit import Head
 from persistence.database import DuplicateKey
+from persistence.models import ROOT_UNIT
 from persistence.repository import Repository, format_id
 from workflows.errors import (
     Conflict,
@@ -36,6 +39,7 @@ from workflows.errors import (
     RuleRefused,
     TooManyAttempts,
     UsageError,
+    because,
 )
 from workflows.limits import MAX_ID, check_text, shown
 
@@ -135,13 +139,13 @@ class Users:
         return name
 
     def add_user(self, name: str, role: str, *, actor: str, reason: str | None = None,
-                 password_hash: str | None = None) -> dict[str, Any]:
+                 password_hash: str | None = None, units: Sequence[str] = ()) -> dict[str, Any]:
         """Register a user with a role (staff, auditor, admin), with a password hash to log in with
         (``Accounts.add_user`` makes it) or none (API tokens only); returns the user's view. Only an admin may
         (NotPermitted, audited). Raises UsageError for a bad name or role, RuleRefused when the name is taken."""
         name = self.check_new_user(name, role)
         with unit_of_work(self.runtime, actor, "user add", None, ADMIN_ROLES) as uow:
-            view = _insert_user(uow, name, role, uow.actor, reason, password_hash)
+            view = _insert_user(uow, name, role, uow.actor, reason, password_hash, units=_memberships(uow, units))
             uow.commit()
         return view
 
@@ -157,7 +161,8 @@ class Users:
                 if uow.repo.has_users():
                     return []
                 admin = Actor(first_admin, "admin")
-                made = [_insert_user(uow, first_admin, "admin", admin, "first admin: created the database")]
+                made = [_insert_user(uow, first_admin, "admin", admin, "first admin: created the database",
+                                     units=[(ROOT_UNIT, "lead")])]
                 if first_admin != TIMER_USER:
                     made.append(_insert_user(uow, TIMER_USER, TIMER_USER, admin,
                                              "the scheduler: actor of every timer's firing"))
@@ -172,9 +177,25 @@ class Users:
             raise
 
 
+def _memberships(uow: UnitOfWork, given: Sequence[str]) -> list[tuple[int, str]]:
+    """The units a new user joins, from ``UNIT`` or ``UNIT:lead`` (member by default). None given: the root, when
+    it is the only unit there is; else UsageError (a new user's units are chosen, never guessed)."""
+    tree = UnitTree.load(uow.repo)
+    if not given:
+        if len(tree.names) == 1:
+            return [(ROOT_UNIT, "member")]
+        raise UsageError(because("say which unit the new user works in with ⟦unit⟧ (`UNIT`, or `UNIT:lead` for a "
+                                 "lead; repeat it for several): `mpoxflow unit list` shows the units"))
+    found: dict[int, str] = {}
+    for text in given:
+        unit, _, role = text.rpartition(":") if text.endswith((":lead", ":member")) else (text, "", "member")
+        found[tree.find(unit)] = role
+    return list(found.items())
+
+
 def _insert_user(uow: UnitOfWork, name: str, role: str, who: Actor, reason: str | None,
-                 password_hash: str | None = None) -> dict[str, Any]:
-    """Insert and audit one user; RuleRefused when the name is taken."""
+                 password_hash: str | None = None, units: Sequence[tuple[int, str]] = ()) -> dict[str, Any]:
+    """Insert and audit one user, a member of ``units`` (unit, role there); RuleRefused when the name is taken."""
     repo = uow.repo
     existing = repo.user_by_name(name)
     if existing is not None:
@@ -184,9 +205,14 @@ def _insert_user(uow: UnitOfWork, name: str, role: str, who: Actor, reason: str 
     pk = repo.insert_user({"name": name, "role": role, "created_at": now, "audit_pos": None,
                            "audit_seq": None, "audit_hash": None, "password_hash": password_hash})
     changes = {"name": name, "role": role} | ({"password": "(set)"} if password_hash else {})
+    for unit, unit_role in units:
+        repo.insert_membership({"user_id": pk, "unit_id": unit, "role": unit_role, "created_at": now})
+    data: dict[str, Any] = {"role": role}
+    if units:
+        data["units"] = [{"unit": format_id("unit", u), "role": r} for u, r in units]
     uow.audit(Head.of(None), kind="user", pk=pk, workflow=None, trigger="add", from_state=None,
-              to_state=None, actor=who, reason=reason, now=now, rule=None, data={"role": role},
-              changes=changes)
+              to_state=None, actor=who, reason=reason, now=now, rule=None, data=data,
+              changes=changes, unit=units[0][0] if units else None)
     log_engine.info("user_added", user=format_id("user", pk), role=role)
     return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now, password_hash=password_hash))
 
@@ -238,13 +264,14 @@ class Accounts:
     # ---- passwords -----------------------------------------------------------------------------------------
 
     def add_user(self, name: str, role: str, password: str | None, *, actor: str,
-                 reason: str | None = None) -> dict[str, Any]:
-        """A new user with a password (None: no password login, for a system that uses API tokens)."""
+                 reason: str | None = None, units: Sequence[str] = ()) -> dict[str, Any]:
+        """A new user with a password (None: no password login, for a system that uses API tokens), a member of
+        ``units`` (``UNIT`` or ``UNIT:lead``; none: the root while it is the only unit)."""
         _check_reason(reason)
         if password is not None:
             check_password_rules(password)
         hashed = password_hash.hash(password) if password is not None else None
-        return self.users.add_user(name, role, actor=actor, reason=reason, password_hash=hashed)
+        return self.users.add_user(name, role, actor=actor, reason=reason, password_hash=hashed, units=units)
 
     def set_password(self, name: str, password: str, *, actor: str, reason: str | None = None,
                      keep_session: int | None = None, current_password: str | None = None,
@@ -345,8 +372,10 @@ class Accounts:
             if disabled and user.disabled_at is None:
                 repo.set_user(user.id, disabled_at=self._now())
                 ended = repo.delete_sessions_of(user.id)
+                # No task is left with someone who cannot do it: their work goes back to its units' pools.
+                returned = return_to_pool(uow, user.id, f"{name} was disabled", uow.now())
                 self._audit_user(uow, user.id, "disabled", uow.actor, reason=reason,
-                                 changes={"disabled": True}, data={"sessions_ended": ended})
+                                 changes={"disabled": True}, data={"sessions_ended": ended, "returned": returned})
             elif not disabled and user.disabled_at is not None:
                 repo.set_user(user.id, disabled_at=None)
                 self._audit_user(uow, user.id, "enabled", uow.actor, reason=reason, changes={"disabled": False})
@@ -366,8 +395,10 @@ class Accounts:
             user = self._managed_user(repo, name, actor, "user role")
             if user.role != role:
                 repo.set_user(user.id, role=role)
+                returned = (return_to_pool(uow, user.id, f"{name} is an auditor now", uow.now())
+                            if role == "auditor" else [])
                 self._audit_user(uow, user.id, "role_changed", uow.actor, reason=reason,
-                                 changes={"role": role}, data={"from_role": user.role})
+                                 changes={"role": role}, data={"from_role": user.role, "returned": returned})
             view = user_view(repo.user_by_name(name))
             uow.commit()
         log.info("user_role_set", user=view["id"], role=role)

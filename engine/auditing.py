@@ -25,7 +25,7 @@ from persistence.audit import (
     grouped,
     verify_object,
 )
-from persistence.models import OBJECT_MODELS
+from persistence.models import OBJECT_MODELS, ROOT_UNIT
 from persistence.repository import HEAD_MODELS, Repository, format_id
 from workflows.calendar import to_local
 from workflows.errors import NotFound, UsageError
@@ -77,6 +77,8 @@ def verify(repo: Repository) -> Verification:
     report = Verification()
     for kind in sorted(HEAD_MODELS):
         for pk, entries, row in _merge(repo.stream_chains(kind), repo.stream_rows(kind)):
+            if kind == "unit" and pk == ROOT_UNIT and not entries and row is not None and row["audit_pos"] is None:
+                continue  # the root unit is the schema's (migration 0013): it has a history once changed
             verify_object(format_id(kind, pk), entries, None if row is None else Head.of(row), report)
     for (kind, pk), entries in grouped(_keyed(repo.stream_foreign_entries()), "key"):
         verify_object(f"{kind}-{pk}", entries, None, report)
@@ -189,6 +191,10 @@ def as_of(repo: Repository, kind: str, pk: int, when: datetime) -> dict[str, Any
     row = SimpleNamespace(
         id=pk, state=rebuilt.state, workflow=values["workflow"], person_id=values["person_id"],
         version=rebuilt.version, created_at=rebuilt.created_at, updated_at=rebuilt.updated_at, **facts,
+        # Whose it was then (issue 17): the unit and the assignee as the log's assign and transfer entries left
+        # them (an object written before migration 0013 belongs to the root unit).
+        unit_id=values.get("unit_id", ROOT_UNIT), assignee_id=values.get("assignee_id"),
+        failed_attempts=values.get("failed_attempts", 0),
     )
     timers = [
         SimpleNamespace(

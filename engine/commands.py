@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from engine import units
 from engine.uow import Actor, Runtime, UnitOfWork, unit_of_work
 from engine.views import instant, jsonable, object_view, person_view, timer_view
 from persistence.audit import Head
@@ -264,9 +265,15 @@ class Commands:
             # The person's row is held until the commit: parallel creations for one person run in turn, so the
             # guards (one course under way, one open case) read what the one before committed.
             uow.repo.lock_person(person_pk)
+            parent = units.PARENT_OF.get(kind)
+            parent_unit = units.parent_unit(uow.repo, kind, data)
+            if parent is not None and parent_unit is not None:
+                # What a new object belongs to must be the creator's to act on (a contact of a case of theirs).
+                units.check_acts_on(uow, parent, parse_id(str(data[parent]), kind=parent)[1], parent_unit,
+                                    f"{kind} {trigger}")
             changed = self.transition(
                 uow, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
-                actor=uow.actor, reason=reason, now=uow.now(), person_pk=person_pk,
+                actor=uow.actor, reason=reason, now=uow.now(), person_pk=person_pk, parent_unit=parent_unit,
             )
             uow.save_clock()
             uow.commit()
@@ -293,6 +300,7 @@ class Commands:
         check_count(expected_version, "⟦if_version⟧", low=1, high=MAX_ID)
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", format_id(kind, pk)) as uow:
             row = uow.repo.load_object(kind, pk)
+            units.check_acts_on(uow, kind, pk, row.unit_id, f"{kind} {trigger}")
             if expected_version is not None and row.version != expected_version:
                 raise Conflict(
                     f"{object_id} was changed meanwhile (it is at version {row.version}, you expected "
@@ -331,10 +339,13 @@ class Commands:
         now: datetime,
         person_pk: int | None = None,
         timer_pk: int | None = None,
+        parent_unit: int | None = None,
     ) -> Changed:
         """The one transition path, inside the caller's unit of work (``row`` None creates the object; ``timers``
         are the object's rows as loaded; ``timer_pk`` the timer whose firing this is). Returns the object as
-        left, with all its timers. Raises TriggerNotAllowed and GuardRefused (the workflow's refusals),
+        left, with all its timers. A new object goes where its kind's placement rule says
+        (``engine.units.place``; ``parent_unit``: the unit of what it belongs to). Raises TriggerNotAllowed and
+        GuardRefused (the workflow's refusals),
         RuleRefused for a duplicate object, Conflict when a concurrent change wrote the object first; the caller
         rolls back."""
         repo = uow.repo
@@ -366,7 +377,7 @@ class Commands:
             born = self.transition(
                 uow, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[],
                 trigger=spawn.trigger, data=spawn.data, actor=actor, reason=f"from {subject.object_id}: {trigger}",
-                now=now, person_pk=person,
+                now=now, person_pk=person, parent_unit=row.unit_id if row is not None else parent_unit,
             )
             setattr(subject.facts, spawn.link, format_id(spawn.kind, born.obj.id))
 
@@ -377,8 +388,11 @@ class Commands:
             # audit_* start empty: the head is set once the entry is written, below
             values.update(audit_pos=None, audit_seq=None, audit_hash=None)
             _refuse_duplicate(repo, definition, values)
+            unit, assignee = units.place(uow, kind, actor, parent_unit, now)
+            values.update(unit_id=unit, assignee_id=assignee, failed_attempts=0)
             obj = SimpleNamespace(id=repo.insert_object(kind, values), **values)
-            changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name})
+            changes = jsonable({**written, "person_id": person_pk, "workflow": definition.name, "unit_id": unit,
+                                "assignee_id": assignee})
         else:
             # Equal values are equal as JSON: only the ones that differ are made JSON to compare.
             changes = {k: jsonable(v) for k, v in written.items()
@@ -390,7 +404,8 @@ class Commands:
         new_rows = [
             {"object_kind": kind, "object_id": obj.id, "name": spec.name, "due_at": spec.due_at, "rule": spec.rule,
              "task": spec.task, "overdue_at": spec.overdue_at, "status": "pending", "armed_at": now,
-             "closed_at": None, "satisfied_at": None, "note": None}
+             "closed_at": None, "satisfied_at": None, "note": None, "unit_id": obj.unit_id,
+             "assignee_id": obj.assignee_id}
             for spec in subject.armed
         ]
         # In memory as a loaded row would be (a batch of firings may carry them to the object's next timer).
@@ -404,6 +419,7 @@ class Commands:
             armed=[{"timer": format_id("timer", t.id), "name": t.name, "due_at": jsonable(t.due_at),
                     "rule": t.rule, "task": t.task, "overdue_at": jsonable(t.overdue_at)} for t in armed],
             cancelled=cancelled, done=done, timer_pk=timer_pk, move_head=row is None,
+            unit=units.acting_unit(uow, actor, obj.unit_id),
         )
         seq = head.seq
         assert seq is not None
@@ -488,6 +504,7 @@ class Commands:
             now = uow.now()
             kind, object_pk = timer.object_kind, timer.object_id
             row = uow.repo.load_object(kind, object_pk)
+            units.check_acts_on(uow, kind, object_pk, row.unit_id, "task resolve")
             text = reason.strip()
             timer.outcome, timer.resolved_at, timer.resolution = outcome, now, text
             uow.session.flush()
@@ -495,7 +512,7 @@ class Commands:
                 Head.of(row), kind=kind, pk=object_pk, workflow=row.workflow, trigger="resolve",
                 from_state=row.state, to_state=row.state, actor=uow.actor, reason=text, now=now, rule=timer.rule,
                 data={"timer": label, "name": timer.name, "outcome": outcome, "status": timer.status},
-                changes=None,
+                changes=None, unit=units.acting_unit(uow, uow.actor, row.unit_id),
             ).seq
             uow.save_clock()
             log.info("task_resolved", timer=label, object=format_id(kind, object_pk), outcome=outcome,

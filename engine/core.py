@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Any
 
 from engine.accounts import Users
 from engine.clock import Clock, SimulatedClock, SystemClock, simulated
 from engine.commands import TASK_OUTCOMES, Commands
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
+from engine.organisation import Organisation
 from engine.queries import TIMER_STATUSES, Queries
 from engine.uow import (
     ACTING_ROLES,
@@ -63,6 +65,7 @@ class Engine:
         self.firing = Firing(self.runtime, self.commands)
         self.queries = Queries(self.runtime)
         self.user_registry = Users(self.runtime)
+        self.organisation = Organisation(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -78,6 +81,15 @@ class Engine:
         self.check_new_user = self.user_registry.check_new_user
         self.add_user = self.user_registry.add_user
         self.bootstrap_users = self.user_registry.bootstrap_users
+        # Units, assignment, access (issue 17).
+        self.add_unit = self.organisation.add_unit
+        self.list_units = self.organisation.list_units
+        self.set_member = self.organisation.set_member
+        self.remove_member = self.organisation.remove_member
+        self.placements = self.organisation.placements
+        self.set_placement = self.organisation.set_placement
+        self.assign = self.organisation.assign
+        self.transfer = self.organisation.transfer
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list
@@ -149,6 +161,17 @@ class Engine:
         like moving a simulated clock, or before asking for a new user's password); returns the actor.
         NotPermitted otherwise, audited."""
         return check_actor(self.runtime, actor, command, roles)
+
+    def viewing_as(self, viewer: str | None) -> Engine:
+        """Reads from now on show what ``viewer`` may see (``Runtime.viewer``; None: everything); returns self."""
+        self.runtime.viewer = viewer
+        return self
+
+    def read_outside(self, object_id: str, *, actor: str, reason: str | None) -> dict[str, Any]:
+        """Break the glass: record why ``actor`` reads an object outside their units (on its chain), then show
+        it. UsageError without a reason."""
+        self.organisation.break_glass(object_id, actor=actor, reason=reason)
+        return self.queries.show(object_id, glass=True)
 
     # ---- the simulated clock -------------------------------------------------------------------------------
 

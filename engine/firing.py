@@ -217,7 +217,7 @@ class Firing:
                 Head.of(row), kind=kind, pk=row.id, workflow=row.workflow, trigger=name,
                 from_state=row.state, to_state=row.state, actor=actor, reason=f"skipped: {note}", now=now,
                 rule=timer.rule, data=jsonable({**data, "outcome": "skipped", "note": note}), changes=None,
-                timer_pk=timer.id,
+                timer_pk=timer.id, unit=getattr(row, "unit_id", None),
             )
             assert skip.seq is not None
             seq, changed = skip.seq, None
@@ -264,7 +264,7 @@ def _timer_failed(uow: UnitOfWork, timer_id: int, now: datetime, error: Exceptio
             reason=f"parked as failed after {attempts} attempts: {what}", now=now, rule=timer.rule,
             data={"timer": format_id("timer", timer_id), "object": format_id(timer.object_kind, timer.object_id),
                   "attempts": attempts, "outcome": "failed", "error": what},
-            changes=None, timer_pk=timer_id,
+            changes=None, timer_pk=timer_id, unit=timer.unit_id,
         )
         log.error("timer_failed", timer=format_id("timer", timer_id), name=timer.name, attempts=attempts,
                   error=type(error).__name__)

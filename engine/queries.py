@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import dataclasses
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
@@ -17,6 +18,7 @@ from typing import IO, Any
 import structlog
 
 from engine import auditing
+from engine.units import Scope, UnitTree, outside, scope_of
 from engine.uow import Runtime
 from engine.views import audit_view, instant, object_view, person_view, timer_view, user_view
 from persistence.models import OBJECT_MODELS, Timer
@@ -40,15 +42,50 @@ class Queries:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
+    def _scope(self, repo: Repository) -> Scope | None:
+        """The viewer's scope (``Runtime.viewer``, issue 17); None: everything (no viewer, an auditor, a member of
+        the root unit)."""
+        if self.runtime.viewer is None:
+            return None
+        scope = scope_of(repo, self.runtime.viewer)
+        return None if scope.everything else scope
+
+    def _units(self, repo: Repository) -> builtins.list[int] | None:
+        scope = self._scope(repo)
+        return None if scope is None else sorted(scope.units or ())
+
+    def _readable(self, repo: Repository, scope: Scope | None, kind: str, pk: int, unit: int | None,
+                  glass: bool) -> None:
+        """OutsideUnits when the viewer may not read the object without a reason (``glass``: one was given and
+        recorded)."""
+        if scope is not None and not glass and not scope.covers(unit):
+            raise outside(scope, format_id(kind, pk), unit or 1, "show", reading=True)
+
     # ---- objects -------------------------------------------------------------------------------------------
 
-    def show(self, object_id: str, *, as_of: datetime | None = None) -> dict[str, Any]:
+    def show(self, object_id: str, *, as_of: datetime | None = None, glass: bool = False) -> dict[str, Any]:
         """One object's view (a case, contact or course with its timers; a person with their cases; a timer; a
-        user); with ``as_of``, a case, contact or course as its audit entries up to that instant describe it
-        (the log alone, not the tables)."""
+        user; a unit); with ``as_of``, a case, contact or course as its audit entries up to that instant describe
+        it (the log alone, not the tables). OutsideUnits for an object outside the viewer's units, unless
+        ``glass`` (the reading was recorded: ``Organisation.break_glass``)."""
         kind, pk = parse_id(object_id)
         with self.runtime.db.reading() as session:
             repo = Repository(session)
+            scope = self._scope(repo)
+            if kind in OBJECT_MODELS:
+                self._readable(repo, scope, kind, pk, repo.workflow_object(kind, pk).unit_id, glass)
+            elif kind == "timer" and scope is not None:
+                timer = session.get(Timer, pk)
+                if timer is None:
+                    raise not_found(object_id, "timer")
+                self._readable(repo, scope, timer.object_kind, timer.object_id, timer.unit_id, glass)
+            if kind == "unit":
+                tree = UnitTree.load(repo)
+                if pk not in tree.names:
+                    raise not_found(object_id, "unit")
+                from engine.units import unit_view
+
+                return unit_view(tree, pk, repo.memberships(unit_pk=pk))
             if as_of is not None:
                 if as_of.tzinfo is None:
                     raise UsageError(f"⟦as_of⟧ {as_of.isoformat()} has no offset: give an instant with one")
@@ -61,7 +98,8 @@ class Queries:
                 return user_view(repo.head_row("user", pk))
             if kind == "person":
                 person = repo.person(pk)
-                cases = repo.objects_linked("case", "person_id", pk)
+                cases = [c for c in repo.objects_linked("case", "person_id", pk)
+                         if scope is None or scope.covers(c.unit_id)]
                 return person_view(person, [format_id("case", c.id) for c in cases])
             if kind == "timer":
                 timer = session.get(Timer, pk)
@@ -83,7 +121,7 @@ class Queries:
                 raise UsageError(
                     f"'{shown(state)}' is not a {kind} state: use one of {', '.join(WORKFLOWS[kind].states)}"
                 )
-            rows = repo.objects(kind, state)
+            rows = repo.objects(kind, state, self._units(repo))
             timers = repo.timers_of_many(kind, [r.id for r in rows])
             return [object_view(kind, r, timers[r.id]) for r in rows]
 
@@ -93,7 +131,9 @@ class Queries:
         kind, pk = parse_id(object_id)
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            found = {k: repo.objects_linked(k, column, pk) for k, column in linked_to(kind).items()}
+            scope = self._scope(repo)
+            found = {k: [r for r in repo.objects_linked(k, column, pk) if scope is None or scope.covers(r.unit_id)]
+                     for k, column in linked_to(kind).items()}
             views: dict[str, builtins.list[dict[str, Any]]] = {}
             for k, rows in found.items():
                 timers = repo.timers_of_many(k, [r.id for r in rows])
@@ -105,7 +145,8 @@ class Queries:
         if kind not in WORKFLOWS:
             raise UsageError(f"'{shown(kind)}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
         with self.runtime.db.reading() as session:
-            counts = Repository(session).state_counts(kind)
+            repo = Repository(session)
+            counts = repo.state_counts(kind, self._units(repo))
         return {state: counts.get(state, 0) for state in WORKFLOWS[kind].states}
 
     def users(self) -> builtins.list[dict[str, Any]]:
@@ -121,7 +162,8 @@ class Queries:
             raise UsageError(f"'{shown(status)}' is not a timer status: use one of {', '.join(TIMER_STATUSES)}")
         check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
         with self.runtime.db.reading() as session:
-            return [timer_view(t) for t in Repository(session).timers(status, limit)]
+            repo = Repository(session)
+            return [timer_view(t) for t in repo.timers(status, limit, self._units(repo))]
 
     def timer_status(self) -> dict[str, Any]:
         """What an operator checks first: pending, overdue and failed counts, and how late the oldest is."""
@@ -134,7 +176,8 @@ class Queries:
                 "now": instant(now)}
 
     def worklist(self, within: timedelta | None = None, *, kind: str | None = None,
-                 task: str | None = None, sort: str = "due") -> builtins.list[dict[str, Any]]:
+                 task: str | None = None, sort: str = "due", mine: bool = False,
+                 unit: str | None = None) -> builtins.list[dict[str, Any]]:
         """Staff tasks not done yet, soonest first (due instant, then timer id); ``overdue`` once their deadline
         has passed, ``missed`` once it passed undone (in its place in that order, until resolved); timers
         parked as failed too (an operator's task, ``failed``). Without ``within``, every open task; with it,
@@ -143,11 +186,14 @@ class Queries:
         (the default) or ``kind`` (by object kind, then due). Each item carries its object's person (``person``,
         and ``ref``, the reference staff see: never logged), a contact's ``case``, a course's ``contact``, the
         deadline's last day (``last_day``, local) and a contact's open 4-day PEP window (``pep_best_by``). The
-        whole list: ``worklist_page`` reads it a page at a time."""
-        return self._worklist(within, kind=kind, task=task, sort=sort)[0]
+        whole list: ``worklist_page`` reads it a page at a time. Only the work of the viewer's units (issue 17);
+        ``mine``: the viewer's own (assigned to them, or unassigned in one of their units); ``unit``: of that unit
+        and those below it. Each item carries its object's ``unit`` and ``assignee`` (ids and names)."""
+        return self._worklist(within, kind=kind, task=task, sort=sort, mine=mine, unit=unit)[0]
 
     def worklist_page(self, within: timedelta | None = None, *, limit: int | None = None, after: str | None = None,
-                      kind: str | None = None, task: str | None = None, sort: str = "due") -> dict[str, Any]:
+                      kind: str | None = None, task: str | None = None, sort: str = "due", mine: bool = False,
+                      unit: str | None = None) -> dict[str, Any]:
         """One page of the worklist (``worklist``'s items, in its order): at most ``limit`` (default
         ``DEFAULT_PAGE``) items after the cursor ``after`` (the ``next`` of the page before; none: the first
         page), as ``{"items": [...], "next": cursor or None}``; ``next`` is None on the last page. The cursor is
@@ -161,12 +207,14 @@ class Queries:
         check_count(limit, "⟦limit⟧", low=1, high=MAX_LIMIT)
         _check_sort(sort)
         position = None if after is None else decode_position(after, sort=sort)
-        items, more = self._worklist(within, kind=kind, task=task, limit=limit, after=position, sort=sort)
+        items, more = self._worklist(within, kind=kind, task=task, limit=limit, after=position, sort=sort,
+                                     mine=mine, unit=unit)
         return {"items": items, "next": encode_cursor(items[-1], sort=sort) if more else None}
 
     def _worklist(self, within: timedelta | None, *, kind: str | None, task: str | None, limit: int | None = None,
                   after: tuple[str | None, datetime, int] | None = None,
-                  sort: str = "due") -> tuple[builtins.list[dict[str, Any]], bool]:
+                  sort: str = "due", mine: bool = False,
+                  unit: str | None = None) -> tuple[builtins.list[dict[str, Any]], bool]:
         """(items, whether more follow): the query runs in the database, ``limit + 1`` rows to know. Sorted by
         kind, the kinds are read one after another, each in due order (the same query with its kind)."""
         if within is not None and not timedelta(0) <= within <= timedelta(days=MAX_DAYS):
@@ -178,9 +226,10 @@ class Queries:
         wanted = None if limit is None else limit + 1
         with self.runtime.db.reading() as session:
             repo = Repository(session)
+            owner = self._owner(repo, mine, unit)
             if sort == "due":
                 rows = repo.worklist(until, after=None if after is None else after[1:], limit=wanted, kind=kind,
-                                     name=task)
+                                     name=task, **owner)
             else:
                 rows = []
                 for each in sorted(WORKFLOWS) if kind is None else [kind]:
@@ -188,13 +237,37 @@ class Queries:
                         continue
                     at = after[1:] if after is not None and after[0] == each else None
                     rows += repo.worklist(until, after=at, limit=None if wanted is None else wanted - len(rows),
-                                          kind=each, name=task)
+                                          kind=each, name=task, **owner)
                     if wanted is not None and len(rows) >= wanted:
                         break
             more = limit is not None and len(rows) > limit
             rows = rows[:limit] if more else rows
             context = repo.worklist_context([(r.object_kind, r.object_id) for r in rows])
-        return [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {})) for row in rows], more
+            names = self._owner_names(repo, rows)
+        return [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {}), names)
+                for row in rows], more
+
+    def _owner(self, repo: Repository, mine: bool, unit: str | None) -> dict[str, Any]:
+        """The worklist's owner filters: the viewer's units (and ``unit``'s, below it), the viewer's own work."""
+        if (mine or unit is not None) and self.runtime.viewer is None:
+            raise UsageError("⟦mine⟧ and ⟦unit⟧ are a user's views: give the user (⟦actor⟧)")
+        if self.runtime.viewer is None:
+            return {}
+        scope = scope_of(repo, self.runtime.viewer)
+        units: set[int] | None = None if scope.everything else set(scope.units or ())
+        if unit is not None:
+            below = scope.tree.below(scope.tree.find(unit, "unit"))
+            units = below if units is None else units & below
+        found: dict[str, Any] = {"units": None if units is None else sorted(units)}
+        if mine:
+            found["mine"] = (scope.user_id or 0, sorted(scope.direct()))
+        return found
+
+    def _owner_names(self, repo: Repository, rows: builtins.list[Any]) -> dict[str, dict[int, str]]:
+        """The names of the units and assignees of worklist rows."""
+        tree = UnitTree.load(repo)
+        return {"units": tree.names,
+                "users": repo.user_names([r.assignee_id for r in rows if r.assignee_id is not None])}
 
     def search(self, query: str, limit: int = 20) -> builtins.list[dict[str, Any]]:
         """The one search box (issue 16): by an object's id (``case-7``, ``person-3``, ``contact-2``,
@@ -230,9 +303,12 @@ class Queries:
                     pass
             for person in repo.persons_by_ref(text, limit):
                 found += _person_results(repo, person, "ref")
+            scope = self._scope(repo)
         seen: set[str] = set()
         unique = []
         for result in found:
+            if scope is not None and "unit" in result and not scope.covers(parse_id(result["unit"])[1]):
+                continue  # another unit's: not shown (a person is, the shared register)
             if result["id"] not in seen:
                 seen.add(result["id"])
                 unique.append(result)
@@ -246,7 +322,8 @@ class Queries:
         today = local_date(self.runtime.clock.now())
         days = [today + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "forecast"))]
         with self.runtime.db.reading() as session:
-            due = _due_per_day(Repository(session), "course", "dose2_due", days)
+            repo = Repository(session)
+            due = _due_per_day(repo, "course", "dose2_due", days, units=self._units(repo))
         return [{"date": day.isoformat(), "doses_due": n} for day, n in due.items()]
 
     def calendar(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:
@@ -259,7 +336,9 @@ class Queries:
         days = [monday + timedelta(days=i) for i in range(7 * _whole_weeks(weeks, "calendar"))]
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            counted = {count.key: _due_per_day(repo, kind, count.timer, days, day_before=count.day_before)
+            units = self._units(repo)
+            counted = {count.key: _due_per_day(repo, kind, count.timer, days, day_before=count.day_before,
+                                               units=units)
                        for kind, count in CALENDAR}
         return [{"date": day.isoformat(), "past": day < today, "today": day == today,
                  **{key: per_day[day] for key, per_day in counted.items()}} for day in days]
@@ -268,9 +347,11 @@ class Queries:
 
     def audit(
         self, *, entity: str | None = None, since: datetime | None = None, until: datetime | None = None,
-        actor: str | None = None, trigger: str | None = None, limit: int | None = None,
+        actor: str | None = None, trigger: str | None = None, limit: int | None = None, unit: str | None = None,
     ) -> builtins.list[dict[str, Any]]:
-        """Audit entries by sequence number, filtered (all filters together); ``limit``: the newest so many."""
+        """Audit entries by sequence number, filtered (all filters together); ``limit``: the newest so many;
+        ``unit``: entries of users who acted through that unit or one below it (issue 17). A viewer outside the
+        root unit reads the entries of their units' cases, contacts and courses only."""
         kind = pk = None
         if entity is not None:
             kind, pk = parse_id(entity)
@@ -286,14 +367,30 @@ class Queries:
             if value is not None:
                 check_instant(value, what)
         with self.runtime.db.reading() as session:
-            return [audit_view(e) for e in Repository(session).audit_entries(
-                kind=kind, pk=pk, since=since, until=until, actor=actor, trigger=trigger, limit=limit)]
+            repo = Repository(session)
+            acting = self._acting(repo, unit)
+            return [audit_view(e) for e in repo.audit_entries(
+                kind=kind, pk=pk, since=since, until=until, actor=actor, trigger=trigger, limit=limit,
+                scope=self._units(repo), acting=acting)]
+
+    def _acting(self, repo: Repository, unit: str | None) -> builtins.list[int] | None:
+        """``audit --unit``: that unit and those below it."""
+        if unit is None:
+            return None
+        tree = UnitTree.load(repo)
+        return sorted(tree.below(tree.find(unit, "unit")))
 
     def audit_timeline(self, object_id: str) -> builtins.list[dict[str, Any]]:
         """One object's life: its entries in chain order. NotFound when it has none."""
         kind, pk = parse_id(object_id)
         with self.runtime.db.reading() as session:
-            history = Repository(session).object_history(kind, pk)
+            repo = Repository(session)
+            scope = self._scope(repo)
+            if kind in OBJECT_MODELS and scope is not None:
+                self._readable(repo, scope, kind, pk, repo.workflow_object(kind, pk).unit_id, False)
+            elif scope is not None:
+                raise outside(scope, object_id, 1, "audit timeline", reading=True)
+            history = repo.object_history(kind, pk)
         if not history:
             raise not_found(object_id, kind)
         return [audit_view(e) for e in history]
@@ -323,10 +420,13 @@ class Queries:
         if fmt not in auditing.DESK_FORMATS:
             raise UsageError(f"⟦format⟧ '{shown(fmt)}' is not an export format: use one of "
                              f"{', '.join(auditing.DESK_FORMATS)}")
-        filtered = any(v is not None for v in (entity, since, before, actor, trigger))
         where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger)
         with self.runtime.db.snapshot() as session:
             repo = Repository(session)
+            units = self._units(repo)
+            if units is not None:
+                where = dataclasses.replace(where, scope=tuple(units))
+            filtered = any(v is not None for v in (entity, since, before, actor, trigger, units))
             entries = repo.stream_audit_filtered(where) if filtered else None
             if fmt == "xlsx":
                 return auditing.export_xlsx(entries if entries is not None else repo.stream_audit(), out)
@@ -368,8 +468,11 @@ class Queries:
         for position, what in ((older_than, "⟦older_than⟧"), (newer_than, "⟦newer_than⟧")):
             check_count(position, what, low=0, high=MAX_ID)
         with self.runtime.db.reading() as session:
-            rows, older, newer = Repository(session).audit_page(where, limit=limit, older_than=older_than,
-                                                                newer_than=newer_than)
+            repo = Repository(session)
+            units = self._units(repo)
+            if units is not None:
+                where = dataclasses.replace(where, scope=tuple(units))
+            rows, older, newer = repo.audit_page(where, limit=limit, older_than=older_than, newer_than=newer_than)
         items = [audit_view(e) for e in rows]
         return {"items": items, "older": items[-1]["seq"] if older and items else None,
                 "newer": items[0]["seq"] if newer and items else None}
@@ -384,7 +487,18 @@ class Queries:
         """One entry with its changes before and after (``engine.auditing.entry_detail``); NotFound."""
         check_count(seq, "⟦seq⟧", low=1, high=MAX_ID)
         with self.runtime.db.reading() as session:
-            return auditing.entry_detail(Repository(session), seq)
+            repo = Repository(session)
+            detail = auditing.entry_detail(repo, seq)
+            scope = self._scope(repo)
+            if scope is not None:
+                row = repo.audit_entry(seq)
+                assert row is not None
+                unit = (repo.workflow_object(row.object_kind, row.object_id).unit_id
+                        if row.object_kind in OBJECT_MODELS else None)
+                if unit is None or not scope.covers(unit):
+                    raise outside(scope, format_id(row.object_kind, row.object_id), unit or 1, "audit entry",
+                                  reading=True)
+            return detail
 
 
 def _whole_weeks(weeks: int, what: str) -> int:
@@ -394,14 +508,14 @@ def _whole_weeks(weeks: int, what: str) -> int:
 
 
 def _due_per_day(repo: Repository, kind: str, name: str, days: builtins.list[date], *,
-                 day_before: bool = False) -> dict[date, int]:
+                 day_before: bool = False, units: builtins.list[int] | None = None) -> dict[date, int]:
     """A kind's pending timers of one name per Danish day of ``days`` (consecutive), from one grouped query. Each
     such timer falls due at a local midnight, so each due instant is one day; ``day_before``: a timer at 00:00
     counts for the day that ends there (the last day of a window)."""
     shift = timedelta(days=1 if day_before else 0)
     counts = dict.fromkeys(days, 0)
     for due_at, n in repo.timer_forecast(kind, name, local_midnight(days[0] + shift),
-                                         local_midnight(days[-1] + timedelta(days=1) + shift)):
+                                         local_midnight(days[-1] + timedelta(days=1) + shift), units):
         counts[local_date(due_at) - shift] += n
     return counts
 
@@ -473,7 +587,8 @@ def _search_result(repo: Repository, kind: str, row: Any, match: str, ref: str |
     if ref is None:
         ref = repo.person(row.person_id).ref
     result: dict[str, Any] = {"id": format_id(kind, row.id), "kind": kind, "state": row.state,
-                              "person": format_id("person", row.person_id), "ref": ref, "match": match}
+                              "person": format_id("person", row.person_id), "ref": ref, "match": match,
+                              "unit": format_id("unit", row.unit_id)}
     if kind == "contact":
         result["case"] = format_id("case", row.case_id)
     if kind == "course" and row.contact_id is not None:
@@ -514,11 +629,18 @@ def last_day(due_at: datetime) -> date:
     return local_date(due_at - timedelta(microseconds=1))
 
 
-def _worklist_item(row: Any, now: datetime, context: dict[str, Any] | None = None) -> dict[str, Any]:
+def _worklist_item(row: Any, now: datetime, context: dict[str, Any] | None = None,
+                   names: dict[str, dict[int, str]] | None = None) -> dict[str, Any]:
     """One item of the worklist from its timer's row (``Repository.worklist``) and what a desk needs beside it
-    (``Repository.worklist_context``)."""
+    (``Repository.worklist_context``; ``names``: of units and users)."""
     context = context or {}
-    item: dict[str, Any] = {"object": format_id(row.object_kind, row.object_id), "name": row.name}
+    names = names or {"units": {}, "users": {}}
+    unit = getattr(row, "unit_id", None) or 1
+    assignee = getattr(row, "assignee_id", None)
+    item: dict[str, Any] = {"object": format_id(row.object_kind, row.object_id), "name": row.name,
+                            "unit": format_id("unit", unit), "unit_name": names["units"].get(unit),
+                            "assignee": None if assignee is None else format_id("user", assignee),
+                            "assignee_name": None if assignee is None else names["users"].get(assignee)}
     if context.get("person_id") is not None:
         item["person"] = format_id("person", context["person_id"])
         item["ref"] = context.get("ref")

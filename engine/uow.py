@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy.orm import Session, SessionTransaction
 
 from engine.clock import Clock
+from engine.units import Scope, scope_of
 from persistence.audit import Head
 from persistence.database import Database
 from persistence.repository import Repository, format_id
@@ -73,6 +74,9 @@ class Runtime:
     #: user its token or session cookie stands for (read in the same request, never kept across requests), so its
     #: changes authorize that user without reading the row again. Empty on the CLI and the Python API.
     known_users: dict[str, str] = field(default_factory=dict)
+    #: Whose reads these are (issue 17): the queries show only the objects of this user's units and those below
+    #: (``engine.units``); None: no one's in particular (the Python API, the worker, tests), everything.
+    viewer: str | None = None
 
 
 def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...],
@@ -109,6 +113,13 @@ def authorize(repo: Repository, actor: str, command: str, target: str | None, ro
                "This refusal is recorded in the audit log")
     raise NotPermitted(f"'{command}' refused for {actor} ({user.role}): {why}", actor=actor, role=user.role,
                        user=user.id, command=command, target=target)
+
+
+class _Default:
+    """The default of an argument that may be given as None."""
+
+
+DEFAULT = _Default()
 
 
 class Deferred:
@@ -162,6 +173,7 @@ class UnitOfWork:
         self.committed = False
         self.clock_saved: datetime | None = None
         self.deferred: Deferred | None = None
+        self._scopes: dict[str, Scope] = {}
 
     def flush(self) -> None:
         """Send the writes held back (nothing when none are): before reading what they would change."""
@@ -192,6 +204,19 @@ class UnitOfWork:
         self._actor = authorize(self.repo, actor, command, target, roles, self.runtime.known_users)
         return self._actor
 
+    def scope(self, actor: Actor | None = None) -> Scope | None:
+        """What ``actor`` (default: this unit's) may see and act on (``engine.units``), read once per unit of work;
+        None for no actor or the scheduler (everything)."""
+        if actor is None:
+            if self._actor is None:
+                return None
+            actor = self._actor
+        if actor.role == TIMER_USER:
+            return None
+        if actor.name not in self._scopes:
+            self._scopes[actor.name] = scope_of(self.repo, actor.name, actor.role)
+        return self._scopes[actor.name]
+
     def now(self) -> datetime:
         """The engine clock's now (read when asked: a transition reads it after loading its object)."""
         return self.runtime.clock.now()
@@ -201,23 +226,27 @@ class UnitOfWork:
         to_state: str | None, actor: Actor, reason: str | None, now: datetime, rule: str | None,
         data: dict[str, Any], changes: dict[str, Any] | None, armed: list[Any] | None = None,
         cancelled: list[Any] | None = None, done: list[Any] | None = None, timer_pk: int | None = None,
-        move_head: bool = True,
+        move_head: bool = True, unit: int | None | _Default = DEFAULT,
     ) -> Head:
         """Append the audit entry of a change to an object's chain, after ``head`` (the object's last entry, as
         its row holds it), and move the row's head to it; returns the new head (its ``seq`` is the entry's
         sequence number). ``changes``: the columns the change wrote (None: the object was not written).
         ``timer_pk``: the timer whose firing this is (unique in the log: a timer's firing can be recorded only
         once). ``move_head`` False: the caller writes the returned head with the object's own UPDATE. Raises
-        UsageError for a reason too long or with control characters (rolled back with the change)."""
+        UsageError for a reason too long or with control characters (rolled back with the change). ``unit``: the
+        unit the actor acted through (default: the actor's first unit; a timer's entry names its object's)."""
         if reason:
             check_text(reason, "reason")  # every change's reason, whichever way it came
+        if isinstance(unit, _Default):
+            scope = self.scope(actor) if actor.role != TIMER_USER else None
+            unit = scope.home if scope is not None else None
         entry = head.link({
             "timer_id": timer_pk,
             "object_kind": kind, "object_id": pk, "workflow": workflow, "trigger": trigger,
             "from_state": from_state, "to_state": to_state, "actor": actor.name, "role": actor.role,
             "reason": reason or None, "at": now, "recorded_at": self.runtime.wall_clock.now(), "rule": rule,
             "data": data, "changes": changes, "timers_armed": armed or [], "timers_cancelled": cancelled or [],
-            "timers_done": done or [],
+            "timers_done": done or [], "unit_id": unit,
         })
         if self.deferred is not None:
             entry["seq"] = self.deferred.next_seq()

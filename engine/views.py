@@ -79,6 +79,11 @@ def object_view(kind: str, row: Any, timers: list[Timer]) -> dict[str, Any]:
             view[kind] = None if value is None else format_id(kind, value)
         else:
             view[f.name] = _field(value)
+    # Whose work it is (issue 17): the unit it belongs to and its assignee (None: the unit's unassigned pool).
+    view["unit"] = format_id("unit", getattr(row, "unit_id", None) or 1)
+    assignee = getattr(row, "assignee_id", None)
+    view["assignee"] = None if assignee is None else format_id("user", assignee)
+    view["failed_attempts"] = getattr(row, "failed_attempts", 0) or 0
     view["created_at"] = instant(row.created_at)
     view["updated_at"] = instant(row.updated_at)
     view["timers"] = [timer_view(t) for t in timers]

@@ -20,7 +20,9 @@ The sequence number itself is not hashed (it is assigned by the database on inse
 successor's ``prev_seq`` and by the head. Limits: someone who can write every table may rewrite a whole chain
 and its head consistently; only a copy of the heads kept elsewhere (an export) shows that.
 
-The content format is frozen: ``FORMAT`` 1. Changing what is hashed means a new format number, never an edit.
+The content formats are frozen: ``FORMAT`` 1 hashes ``HASHED``; format 2 (migration 0013, issue 17) also the
+acting user's unit (``unit_id``). Changing what is hashed means a new format number, never an edit: an entry is
+checked by the fields of its own format.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 #: Entries written before the hash chain existed, chained by the migration that added it (no ``changes``).
 LEGACY_FORMAT = 0
 GENESIS = "0" * 64
@@ -43,6 +45,8 @@ HASHED = (
     "from_state", "to_state", "actor", "role", "reason", "at", "recorded_at", "rule", "data", "changes",
     "timers_armed", "timers_cancelled", "timers_done",
 )
+#: The fields each format's hash covers (format 0 entries were chained by migration 0007 as format 1's).
+HASHED_BY_FORMAT = {0: HASHED, 1: HASHED, 2: (*HASHED, "unit_id")}
 #: How many problems ``verify`` keeps (the earliest by sequence number); the count is always complete.
 MAX_PROBLEMS = 1000
 
@@ -58,7 +62,8 @@ def _canonical_value(value: Any) -> Any:
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The bytes an entry's hash is taken over: its ``HASHED`` fields as compact, key-sorted, ASCII JSON,
     instants in UTC with microseconds (``2025-03-03T07:00:00.000000Z``)."""
-    content = {name: _canonical_value(entry[name]) for name in HASHED}
+    fields = HASHED_BY_FORMAT.get(entry.get("format", FORMAT), HASHED)
+    content = {name: _canonical_value(entry[name]) for name in fields}
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
@@ -207,6 +212,9 @@ def verify_object(label: str, entries: Iterable[Mapping[str, Any]], head: Head |
 
 #: Object columns that ``changes`` never carries: bookkeeping the fold derives itself.
 BOOKKEEPING = ("id", "version", "created_at", "updated_at", "audit_pos", "audit_seq", "audit_hash")
+#: Columns added after objects were written, with the value the migration gave every existing object: what the
+#: fold starts from (migration 0013: the root unit, nobody assigned, no failed contact attempts).
+ADDED_LATER = {"unit_id": 1, "assignee_id": None, "failed_attempts": 0}
 
 
 @dataclass
@@ -237,7 +245,7 @@ def timer_id_of(text: str) -> int:
 
 def fold(kind: str, pk: int, entries: Iterable[Mapping[str, Any]]) -> Rebuilt:
     """Apply one object's entries, in chain order, to an empty object."""
-    obj = Rebuilt(kind, pk)
+    obj = Rebuilt(kind, pk, values=dict(ADDED_LATER))
     for entry in entries:
         apply_entry(obj, entry)
     return obj

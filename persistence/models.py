@@ -102,6 +102,13 @@ class WorkflowObject(AuditHead):
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Since migration 0013 (issue 17):
+    #: The unit the object belongs to (``units.id``; objects written before 0013 belong to the root, 1).
+    unit_id: Mapped[int] = mapped_column(Integer)
+    #: The user whose work it is (``users.id``), a member of the unit; None: the unit's unassigned pool.
+    assignee_id: Mapped[int | None] = mapped_column(Integer)
+    #: Contact attempts that did not reach the person since the last one that did (three: hard to reach).
+    failed_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
@@ -190,7 +197,8 @@ class Timer(Base):
         # The worklist, paged (``Repository.worklist``): open tasks only (done and resolved ones leave the
         # index), the status's equality before the worklist's order; by object kind and by timer name too.
         *(Index(f"ix_timers_worklist{suffix}", *columns, "status", "due_at", "id", **partial(OPEN_TASK))
-          for suffix, columns in (("", ()), ("_kind", ("object_kind",)), ("_task", ("name",)))),
+          for suffix, columns in (("", ()), ("_kind", ("object_kind",)), ("_task", ("name",)),
+                                  ("_unit", ("unit_id",)), ("_assignee", ("assignee_id",)))),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -218,6 +226,9 @@ class Timer(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(Text)
+    #: The object's unit and assignee, written with the object's (migration 0013): the worklist filters by them.
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    assignee_id: Mapped[int | None] = mapped_column(Integer)
 
 
 #: The roles a user can have; ``timer`` is the scheduler's own (its actors are ``timer:<timer name>``).
@@ -299,6 +310,7 @@ class AuditEntry(Base):
         Index("ix_audit_actor", "actor", "seq"),
         # A timer's firing is recorded once: a second fire of one timer cannot be written.
         Index("uq_audit_timer", "timer_id", unique=True),
+        Index("ix_audit_unit", "unit_id", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -333,6 +345,10 @@ class AuditEntry(Base):
     timers_cancelled: Mapped[list[Any]]
     #: Staff tasks this change completed (their timers' ``satisfied_at`` is the entry's instant).
     timers_done: Mapped[list[Any]]
+    #: The unit the acting user acted through (migration 0013; hashed from format 2): for a change of a case,
+    #: contact or course the user's unit that gives access to it, for a timer the object's unit, else the user's
+    #: first unit. None before 0013.
+    unit_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ClockSetting(Base):
@@ -343,6 +359,72 @@ class ClockSetting(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     simulated: Mapped[bool] = mapped_column(Boolean)
     now: Mapped[datetime | None]
+
+
+#: The root unit: made by migration 0013, the top of the tree (every object written before it belongs here).
+ROOT_UNIT = 1
+#: A member works the unit's objects; a lead also deals out its work to others and transfers it.
+MEMBERSHIP_ROLES = ("member", "lead")
+#: Where a new object goes: the unit of the object it belongs to, the creating user's unit, or a configured one.
+PLACEMENT_RULES = ("parent", "creator", "unit")
+
+
+class Unit(AuditHead, Base):
+    """An organisational unit (STPS and its teams; a region, its departments and clinics): a tree."""
+
+    __tablename__ = "units"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
+    created_at: Mapped[datetime]
+
+
+class Membership(Base):
+    """A user in a unit, with a role there."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "unit_id", name="uq_memberships_user_unit"),
+                      CheckConstraint("role IN ('member', 'lead')", name="ck_memberships_role"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    #: When round-robin last gave this member an object: the next goes to the member waiting longest.
+    last_assigned_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Placement(Base):
+    """By object kind: which unit a new object goes to, and whether it is dealt out round-robin there."""
+
+    __tablename__ = "placement"
+    __table_args__ = (CheckConstraint("rule IN ('parent', 'creator', 'unit')", name="ck_placement_rule"),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(16))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    round_robin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class Note(Base):
+    """The text of a note or a contact attempt on an object (append-only, as the audit log: database triggers
+    refuse UPDATE and DELETE). Its audit entry names it (``note-N``) and never holds the text."""
+
+    __tablename__ = "notes"
+    __table_args__ = (Index("ix_notes_object", "object_kind", "object_id", "id"),
+                      CheckConstraint("kind IN ('note', 'attempt')", name="ck_notes_kind"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
 
 
 #: Workflow object models by kind.
@@ -378,3 +460,8 @@ class Course(WorkflowObject, Base):
 OBJECT_MODELS: dict[str, type[Case] | type[Contact] | type[Course]] = {
     "case": Case, "contact": Contact, "course": Course,
 }
+
+# Migration 0013: each workflow table by unit (and state), and by assignee.
+for _model in OBJECT_MODELS.values():
+    Index(f"ix_{_model.__tablename__}_unit_state", _model.unit_id, _model.state)
+    Index(f"ix_{_model.__tablename__}_assignee", _model.assignee_id)

@@ -40,8 +40,12 @@ from persistence.models import (
     ClockSetting,
     LoginFailure,
     LoginSession,
+    Membership,
+    Note,
     Person,
+    Placement,
     Timer,
+    Unit,
     User,
 )
 from workflows.definition import Related
@@ -49,11 +53,11 @@ from workflows.errors import NotFound
 from workflows.limits import MAX_ID, shown
 from workflows.person import OPEN_CASE_STATES, PersonFacts
 
-ID_KINDS = ("person", "timer", "user", *OBJECT_MODELS)
+ID_KINDS = ("person", "timer", "user", "unit", *OBJECT_MODELS)
 #: Kinds a person can list with ``mpoxflow list KINDs``.
 LISTED_KINDS = ("person", *OBJECT_MODELS)
 #: Kinds whose rows keep the head of their audit chain.
-HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, **OBJECT_MODELS}
+HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, "unit": Unit, **OBJECT_MODELS}
 #: How many rows a streamed read fetches at a time (export, verify, replay): memory stays flat.
 STREAM_CHUNK = 2000
 
@@ -69,6 +73,20 @@ class AuditWhere:
     before: datetime | None = None
     actor: str | None = None
     trigger: str | None = None
+    #: Entries of the cases, contacts and courses of these units only (a user's scope, issue 17); None: any.
+    scope: tuple[int, ...] | None = None
+    #: Entries of users who acted through these units (``audit_log.unit_id``); None: any.
+    acting: tuple[int, ...] | None = None
+
+
+def scoped_entries(table: Table, scope: Sequence[int]) -> Any:
+    """Audit entries of the workflow objects of ``scope``'s units (what a member of those units may read)."""
+    arms = []
+    for kind, model in OBJECT_MODELS.items():
+        objects = _table(model)
+        arms.append(and_(table.c.object_kind == kind, table.c.object_id.in_(
+            select(objects.c.id).where(objects.c.unit_id.in_(list(scope))))))
+    return or_(*arms)
 
 
 def not_found(object_id: str, kind: str | None) -> NotFound:
@@ -275,11 +293,14 @@ class Repository:
             raise not_found(format_id(kind, pk), kind)
         return row
 
-    def objects(self, kind: str, state: str | None = None) -> Sequence[Any]:
+    def objects(self, kind: str, state: str | None = None, units: Sequence[int] | None = None) -> Sequence[Any]:
+        """A kind's objects by id (in ``state``; of ``units``, None: any)."""
         model = OBJECT_MODELS[kind]
         query = select(model).order_by(model.id)
         if state is not None:
             query = query.where(model.state == state)
+        if units is not None:
+            query = query.where(model.unit_id.in_(list(units)))
         return self.session.scalars(query).all()
 
     def persons(self) -> Sequence[Person]:
@@ -572,10 +593,13 @@ class Repository:
     def timer_row(self, timer_id: int) -> Row[Any]:
         return self._core.execute(select(_table(Timer)).where(_table(Timer).c.id == timer_id)).one()
 
-    def timers(self, status: str | None = None, limit: int | None = None) -> Sequence[Timer]:
+    def timers(self, status: str | None = None, limit: int | None = None,
+               units: Sequence[int] | None = None) -> Sequence[Timer]:
         query = select(Timer).order_by(Timer.due_at, Timer.id)
         if status is not None:
             query = query.where(Timer.status == status)
+        if units is not None:
+            query = query.where(Timer.unit_id.in_(list(units)))
         if limit is not None:
             query = query.limit(limit)
         return self.session.scalars(query).all()
@@ -639,15 +663,23 @@ class Repository:
             found[timer.object_id].append(timer)
         return found
 
-    def timer_forecast(self, kind: str, name: str, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-        """(due instant, count) of a kind's pending timers of one name due in ``[since, until)``."""
-        return [(row.due_at, int(row.due))
-                for row in self._core.execute(_forecast(kind, name), {"since": since, "until": until})]
+    def timer_forecast(self, kind: str, name: str, since: datetime, until: datetime,
+                       units: Sequence[int] | None = None) -> list[tuple[datetime, int]]:
+        """(due instant, count) of a kind's pending timers of one name due in ``[since, until)`` (of objects of
+        ``units``, None: any)."""
+        query = _forecast(kind, name)
+        params: dict[str, Any] = {"since": since, "until": until}
+        if units is not None:
+            query = query.where(_table(Timer).c.unit_id.in_(bindparam("units", expanding=True)))
+            params["units"] = list(units)
+        return [(row.due_at, int(row.due)) for row in self._core.execute(query, params)]
 
-    def state_counts(self, kind: str) -> dict[str, int]:
+    def state_counts(self, kind: str, units: Sequence[int] | None = None) -> dict[str, int]:
         model = _table(OBJECT_MODELS[kind])
-        return {state: int(n) for state, n in self._core.execute(
-            select(model.c.state, func.count()).group_by(model.c.state))}
+        query = select(model.c.state, func.count()).group_by(model.c.state)
+        if units is not None:
+            query = query.where(model.c.unit_id.in_(list(units)))
+        return {state: int(n) for state, n in self._core.execute(query)}
 
     def open_tasks(self, until: datetime) -> Sequence[Timer]:
         """Deadline timers whose task is not done or resolved yet, due by ``until``, and every missed task not
@@ -665,10 +697,15 @@ class Repository:
         self, *, kind: str | None = None, pk: int | None = None,
         since: datetime | None = None, until: datetime | None = None,
         actor: str | None = None, trigger: str | None = None, limit: int | None = None,
+        scope: Sequence[int] | None = None, acting: Sequence[int] | None = None,
     ) -> Sequence[Row[Any]]:
         """Entries by sequence number, filtered; with ``limit``, the newest ``limit`` of them."""
         table = _table(AuditEntry)
         query = select(table)
+        if scope is not None:
+            query = query.where(scoped_entries(table, scope))
+        if acting is not None:
+            query = query.where(table.c.unit_id.in_(list(acting)))
         if kind is not None:
             query = query.where(table.c.object_kind == kind)
         if pk is not None:
@@ -703,6 +740,10 @@ class Repository:
             query = query.where(table.c.actor == where.actor)
         if where.trigger is not None:
             query = query.where(table.c.trigger == where.trigger)
+        if where.scope is not None:
+            query = query.where(scoped_entries(table, where.scope))
+        if where.acting is not None:
+            query = query.where(table.c.unit_id.in_(list(where.acting)))
         return query
 
     def audit_page(self, where: AuditWhere, *, limit: int, older_than: int | None = None,
@@ -807,18 +848,126 @@ class Repository:
         else:
             row.simulated, row.now = simulated, now
 
+    # ---- units, memberships, placement, assignment, notes (issue 17) ---------------------------------------
+
+    def units(self) -> list[Row[Any]]:
+        """Every unit (id, name, parent_id, created_at), by id: the tree is small and read whole."""
+        table = _table(Unit)
+        return list(self._core.execute(select(table.c.id, table.c.name, table.c.parent_id, table.c.created_at)
+                                       .order_by(table.c.id)))
+
+    def unit_by_name(self, name: str) -> Row[Any] | None:
+        table = _table(Unit)
+        return self._core.execute(select(table).where(table.c.name == name)).first()
+
+    def insert_unit(self, values: dict[str, Any]) -> int:
+        return int(self._core.execute(insert(_table(Unit)).values(**values).returning(_table(Unit).c.id)).scalar_one())
+
+    def memberships(self, user_pk: int | None = None, unit_pk: int | None = None) -> list[Row[Any]]:
+        """Memberships (id, user_id, unit_id, role, last_assigned_at, and the user's name, role and whether
+        disabled), by membership id; of one user or one unit when given."""
+        m, u = _table(Membership), _table(User)
+        query = (select(m.c.id, m.c.user_id, m.c.unit_id, m.c.role, m.c.last_assigned_at, u.c.name,
+                        u.c.role.label("user_role"), u.c.disabled_at)
+                 .join(u, u.c.id == m.c.user_id).order_by(m.c.id))
+        if user_pk is not None:
+            query = query.where(m.c.user_id == user_pk)
+        if unit_pk is not None:
+            query = query.where(m.c.unit_id == unit_pk)
+        return list(self._core.execute(query))
+
+    def memberships_of_name(self, name: str) -> tuple[Row[Any] | None, list[Row[Any]]]:
+        """A user by name (or None) and their memberships (unit_id, role), in one round trip each."""
+        user = self.user_by_name(name)
+        if user is None:
+            return None, []
+        m = _table(Membership)
+        return user, list(self._core.execute(select(m.c.unit_id, m.c.role).where(m.c.user_id == user.id)
+                                             .order_by(m.c.id)))
+
+    def insert_membership(self, values: dict[str, Any]) -> int:
+        table = _table(Membership)
+        return int(self._core.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
+
+    def update_membership(self, pk: int, **values: Any) -> None:
+        m = _table(Membership)
+        self._core.execute(update(m).where(m.c.id == pk).values(**values))
+
+    def delete_membership(self, pk: int) -> None:
+        m = _table(Membership)
+        self._core.execute(m.delete().where(m.c.id == pk))
+
+    def placements(self) -> dict[str, Row[Any]]:
+        table = _table(Placement)
+        return {row.kind: row for row in self._core.execute(select(table))}
+
+    def set_placement(self, kind: str, **values: Any) -> None:
+        table = _table(Placement)
+        self._core.execute(update(table).where(table.c.kind == kind).values(**values))
+
+    def assigned_objects(self, kind: str, user_pk: int, unit_pks: Sequence[int] | None = None) -> list[Row[Any]]:
+        """Objects of ``kind`` assigned to a user (in ``unit_pks`` when given), by id."""
+        table = _table(OBJECT_MODELS[kind])
+        query = select(table).where(table.c.assignee_id == user_pk).order_by(table.c.id)
+        if unit_pks is not None:
+            query = query.where(table.c.unit_id.in_(list(unit_pks)))
+        return list(self._core.execute(query))
+
+    def objects_where(self, kind: str, *, units: Sequence[int] | None, states: Sequence[str] | None = None,
+                      assignee: int | None = None, unassigned: bool = False, limit: int) -> list[Row[Any]]:
+        """Objects of ``kind`` in ``units`` (None: any), in ``states``, of one assignee or unassigned, by id, at
+        most ``limit``: a bulk assignment's filter."""
+        table = _table(OBJECT_MODELS[kind])
+        query = select(table).order_by(table.c.id).limit(limit)
+        if units is not None:
+            query = query.where(table.c.unit_id.in_(list(units)))
+        if states:
+            query = query.where(table.c.state.in_(list(states)))
+        if assignee is not None:
+            query = query.where(table.c.assignee_id == assignee)
+        if unassigned:
+            query = query.where(table.c.assignee_id.is_(None))
+        return list(self._core.execute(query))
+
+    def set_timers_owner(self, kind: str, pk: int, unit_pk: int, assignee_pk: int | None) -> None:
+        """The object's unit and assignee on its timers (the worklist filters by them)."""
+        t = _table(Timer)
+        self._core.execute(update(t).where(t.c.object_kind == kind, t.c.object_id == pk)
+                           .values(unit_id=unit_pk, assignee_id=assignee_pk))
+
+    def insert_note(self, values: dict[str, Any]) -> int:
+        table = _table(Note)
+        return int(self._core.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
+
+    def notes_of(self, kind: str, pk: int) -> list[Row[Any]]:
+        table = _table(Note)
+        return list(self._core.execute(select(table).where(table.c.object_kind == kind, table.c.object_id == pk)
+                                       .order_by(table.c.id)))
+
+    def user_names(self, pks: Sequence[int]) -> dict[int, str]:
+        u = _table(User)
+        found: dict[int, str] = {}
+        for chunk in _chunks(sorted(set(pks))):
+            found.update({r.id: r.name for r in self._core.execute(select(u.c.id, u.c.name).where(u.c.id.in_(chunk)))})
+        return found
+
     # ---- the worklist, paged (issue 15) --------------------------------------------------------------------
 
     def worklist(self, until: datetime | None, *, after: tuple[datetime, int] | None = None,
-                 limit: int | None = None, kind: str | None = None, name: str | None = None) -> list[Row[Any]]:
+                 limit: int | None = None, kind: str | None = None, name: str | None = None,
+                 units: Sequence[int] | None = None, mine: tuple[int, Sequence[int]] | None = None) -> list[Row[Any]]:
         """The worklist's timers in its order (due instant, then id): every timer parked as ``failed`` (an
         operator's task), every missed task not resolved yet, and the tasks not done or resolved yet that are
         pending or fired (and due by ``until``, when given); after the position ``after`` (the due instant and id
         of the previous page's last item), at most ``limit``, of one object kind and one timer name when given.
-        Filter, order and limit run in the database (``_worklist``)."""
-        values = {"until": until, "after_due": after[0] if after else None, "after_id": after[1] if after else None,
-                  "limit": limit, "kind": kind, "name": name}
-        query = _worklist(*(values[k] is not None for k in ("until", "after_due", "limit", "kind", "name")))
+        Filter, order and limit run in the database (``_worklist``). ``units``: of objects of these units only
+        (issue 17); ``mine``: (a user, their units): assigned to the user, or unassigned in one of their units."""
+        values: dict[str, Any] = {
+            "until": until, "after_due": after[0] if after else None, "after_id": after[1] if after else None,
+            "limit": limit, "kind": kind, "name": name, "units": None if units is None else list(units),
+            "me": None if mine is None else mine[0], "pool": None if mine is None else list(mine[1]) or [0]}
+        query = _worklist(*(values[k] is not None for k in ("until", "after_due", "limit", "kind", "name", "units",
+                                                            "me")))
         return list(self._core.execute(query, {k: v for k, v in values.items() if v is not None}))
 
 
@@ -884,7 +1033,19 @@ SHOWN_WHEN_ARMED = ("pep_assessment_due",)
 
 #: The columns a worklist item is made of.
 _WORKLIST_COLUMNS = ("id", "object_kind", "object_id", "name", "task", "due_at", "overdue_at", "status", "rule",
-                     "attempts")
+                     "attempts", "unit_id", "assignee_id")
+
+
+def _owner_filter(timers: Table, units: bool, mine: bool) -> list[Any]:
+    """The worklist's filters by owner (issue 17): the objects' units, and one user's work (assigned to them, or
+    unassigned in one of their units)."""
+    where: list[Any] = []
+    if units:
+        where.append(timers.c.unit_id.in_(bindparam("units", expanding=True)))
+    if mine:
+        where.append(or_(timers.c.assignee_id == bindparam("me"),
+                         and_(timers.c.assignee_id.is_(None), timers.c.unit_id.in_(bindparam("pool", expanding=True)))))
+    return where
 
 
 def _chunks(values: list[int], size: int = 500) -> Iterator[list[int]]:
@@ -900,7 +1061,8 @@ def open_task(timers: Table) -> Any:
 
 
 @functools.cache
-def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> Select[Any]:
+def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool, units: bool = False,
+              mine: bool = False) -> Select[Any]:
     """The worklist's query: per status, ordered ranges of one index read up to ``limit``, merged in the same
     order. Statuses: a task pending or fired and due by ``until``, a task missed (whatever its due instant: it
     stays until resolved), a timer parked as failed (task or not). Each range's equalities (the status, and the
@@ -924,6 +1086,7 @@ def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> 
             where.append(timers.c.object_kind == bindparam("kind"))
         if name:
             where.append(timers.c.name == bindparam("name"))
+        where += _owner_filter(timers, units, mine)
         ranges = ([[timers.c.due_at == at, timers.c.id > bindparam("after_id")], [timers.c.due_at > at]] if after
                   else [[]])
         for position in ranges:
@@ -942,6 +1105,7 @@ def _worklist(until: bool, after: bool, limit: bool, kind: bool, name: bool) -> 
                 where.append(timers.c.object_kind == bindparam("kind"))
             if name:
                 where.append(timers.c.name == bindparam("name"))
+            where += _owner_filter(timers, units, mine)
             ranges = ([[timers.c.due_at == at, timers.c.id > bindparam("after_id")], [timers.c.due_at > at]]
                       if after else [[]])
             for position in ranges:

@@ -184,7 +184,8 @@ def test_the_partial_indexes_are_the_ones_the_models_declare(db):
     open_task = "task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL"
     assert declared == {"ix_timers_retry": "status = 'pending' AND next_attempt_at IS NOT NULL",
                         "uq_timers_pending_name": "status = 'pending'", "ix_timers_worklist": open_task,
-                        "ix_timers_worklist_kind": open_task, "ix_timers_worklist_task": open_task}
+                        "ix_timers_worklist_kind": open_task, "ix_timers_worklist_task": open_task,
+                        "ix_timers_worklist_unit": open_task, "ix_timers_worklist_assignee": open_task}
     found = {}
     with db.engine.connect() as connection:
         inspector = sa_inspect(connection)

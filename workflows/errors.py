@@ -203,6 +203,13 @@ class NotPermitted(RuleRefused):
         self.target = target
 
 
+class OutsideUnits(NotPermitted):
+    """The object belongs to a unit outside the user's units and the units below them (issue 17): acting on it is
+    refused; reading it needs a reason (breaking the glass), which is audited."""
+
+    code = "outside_units"
+
+
 class NotAuthenticated(RuleRefused):
     """A login failed (wrong name or password), or a session or API token is unknown, expired or revoked."""
 
