@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from engine.units import UnitTree, return_to_pool
+from engine.units import UnitTree, memberships_from, return_to_pool
 from engine.uow import ADMIN_ROLES, TIMER_USER, USER_ROLES, Actor, Runtime, UnitOfWork, unit_of_work
 from engine.views import instant, user_view
 from persistence.audit import Head
@@ -39,7 +39,6 @@ from workflows.errors import (
     RuleRefused,
     TooManyAttempts,
     UsageError,
-    because,
 )
 from workflows.limits import MAX_ID, check_text, shown
 
@@ -178,19 +177,7 @@ class Users:
 
 
 def _memberships(uow: UnitOfWork, given: Sequence[str]) -> list[tuple[int, str]]:
-    """The units a new user joins, from ``UNIT`` or ``UNIT:lead`` (member by default). None given: the root, when
-    it is the only unit there is; else UsageError (a new user's units are chosen, never guessed)."""
-    tree = UnitTree.load(uow.repo)
-    if not given:
-        if len(tree.names) == 1:
-            return [(ROOT_UNIT, "member")]
-        raise UsageError(because("say which unit the new user works in with ⟦unit⟧ (`UNIT`, or `UNIT:lead` for a "
-                                 "lead; repeat it for several): `mpoxflow unit list` shows the units"))
-    found: dict[int, str] = {}
-    for text in given:
-        unit, _, role = text.rpartition(":") if text.endswith((":lead", ":member")) else (text, "", "member")
-        found[tree.find(unit)] = role
-    return list(found.items())
+    return memberships_from(UnitTree.load(uow.repo), given)
 
 
 def _insert_user(uow: UnitOfWork, name: str, role: str, who: Actor, reason: str | None,
@@ -212,7 +199,7 @@ def _insert_user(uow: UnitOfWork, name: str, role: str, who: Actor, reason: str 
         data["units"] = [{"unit": format_id("unit", u), "role": r} for u, r in units]
     uow.audit(Head.of(None), kind="user", pk=pk, workflow=None, trigger="add", from_state=None,
               to_state=None, actor=who, reason=reason, now=now, rule=None, data=data,
-              changes=changes, unit=units[0][0] if units else None)
+              changes=changes)
     log_engine.info("user_added", user=format_id("user", pk), role=role)
     return user_view(SimpleNamespace(id=pk, name=name, role=role, created_at=now, password_hash=password_hash))
 

@@ -84,6 +84,7 @@ class Engine:
         # Units, assignment, access (issue 17).
         self.add_unit = self.organisation.add_unit
         self.list_units = self.organisation.list_units
+        self.check_units = self.organisation.check_units
         self.set_member = self.organisation.set_member
         self.remove_member = self.organisation.remove_member
         self.placements = self.organisation.placements

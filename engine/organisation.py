@@ -36,6 +36,11 @@ class Organisation:
             uow.commit()
         return view
 
+    def check_units(self, given: Sequence[str]) -> None:
+        """UsageError or NotFound for units a new user could not join (before a password is asked for)."""
+        with self.runtime.db.reading() as session:
+            units.memberships_from(units.UnitTree.load(Repository(session)), given)
+
     def list_units(self) -> builtins.list[dict[str, Any]]:
         """Every unit, depth first from the root (siblings by name), with its members and their roles there."""
         with self.runtime.db.reading() as session:

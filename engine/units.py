@@ -260,6 +260,21 @@ def parent_unit(repo: Repository, kind: str, data: dict[str, Any] | Any) -> int 
         return None  # the guards refuse the missing object with their own words
 
 
+def memberships_from(tree: UnitTree, given: Sequence[str]) -> list[tuple[int, str]]:
+    """The units a new user joins, from ``UNIT`` or ``UNIT:lead`` (member by default). None given: the root, when
+    it is the only unit there is; else UsageError (a new user's units are chosen, never guessed)."""
+    if not given:
+        if len(tree.names) == 1:
+            return [(ROOT_UNIT, "member")]
+        raise UsageError(because("say which unit the new user works in with ⟦unit⟧ (`UNIT`, or `UNIT:lead` for a "
+                                 "lead; repeat it for several): `mpoxflow unit list` shows the units"))
+    found: dict[int, str] = {}
+    for text in given:
+        unit, _, role = text.rpartition(":") if text.endswith((":lead", ":member")) else (text, "", "member")
+        found[tree.find(unit)] = role
+    return list(found.items())
+
+
 # ---- what admins and leads do -------------------------------------------------------------------------------
 
 

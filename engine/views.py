@@ -141,4 +141,6 @@ def audit_view(entry: AuditEntry | Any) -> dict[str, Any]:
         "timers_done": entry.timers_done,
         "prev_seq": entry.prev_seq,
         "hash": entry.hash,
+        # The unit the actor acted through (issue 17; None before migration 0013).
+        "unit": None if getattr(entry, "unit_id", None) is None else format_id("unit", entry.unit_id),
     }

@@ -76,6 +76,10 @@ Actor = Annotated[
     str | None, typer.Option("--actor", help="Who makes the change (default $MPOXFLOW_ACTOR, else your user name).")
 ]
 Reason = Annotated[str | None, typer.Option("--reason", help="Why: goes into the audit entry.")]
+ReadAs = Annotated[
+    str | None, typer.Option("--as", metavar="USER", help="Read as this user: only what their units may see "
+                             "(default $MPOXFLOW_ACTOR, else your user name).")
+]
 IfVersion = Annotated[
     int | None,
     typer.Option("--if-version", help="Refuse with exit 5 unless the object is still at this version."),
@@ -149,6 +153,12 @@ def _engine(ctx: typer.Context, first_admin: str | None = None) -> Engine:
     engine = open_engine(_options(ctx).db, first_admin=first_admin)
     ctx.find_root().call_on_close(engine.db.dispose)
     return engine
+
+
+def _reader(ctx: typer.Context, as_user: str | None) -> Engine:
+    """The engine for a reading command, reading as ``as_user``: only the objects of their units and the units
+    below them (issue 17)."""
+    return _engine(ctx).viewing_as(_actor(as_user))
 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
@@ -440,13 +450,24 @@ def show(
         str | None, typer.Option("--as-of", help="A case, contact or course as it was at this instant, rebuilt "
                                                  "from the audit log.")
     ] = None,
+    break_glass: Annotated[
+        str | None, typer.Option("--break-glass", metavar="REASON", help="Read an object outside your units: why "
+                                 "(recorded in its audit log).")
+    ] = None,
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
-    """Show one object, with its timers; with --as-of, as it was then."""
+    """Show one object, with its timers; with --as-of, as it was then. An object outside your units needs
+    --break-glass REASON (the reading is recorded in its audit log)."""
 
     def action() -> dict[str, Any]:
         when = parse_instant(as_of, "--as-of") if as_of else None
-        return _engine(ctx).show(object_id, as_of=when)
+        engine = _reader(ctx, as_user)
+        if break_glass is not None:
+            if when is not None:
+                raise UsageError("--break-glass shows the object as it is: drop --as-of")
+            return engine.read_outside(object_id, actor=_actor(as_user), reason=break_glass)
+        return engine.show(object_id, as_of=when)
 
     _run(as_json, action, render_object)
 
@@ -456,14 +477,15 @@ def list_objects(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(metavar="|".join(LISTABLE), help="What to list.")],
     state: Annotated[str | None, typer.Option("--state", help="Only objects in this state.")] = None,
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
-    """List persons or workflow objects."""
+    """List persons or workflow objects (those of your units and the units below them)."""
 
     def action() -> list[dict[str, Any]]:
         kind = LISTABLE.get(parse_choice(what, LISTABLE, "listing"))
         assert kind is not None
-        return _engine(ctx).list(kind, state)
+        return _reader(ctx, as_user).list(kind, state)
 
     def render(rows: list[dict[str, Any]]) -> str:
         return render_rows(rows, list(PROFILES[LISTABLE[what]].columns), f"no {what}")
@@ -483,30 +505,40 @@ def due(
                                              help="Only tasks of this kind of object.")] = None,
     task: Annotated[str | None, typer.Option("--task", metavar="TIMER_NAME", help="Only tasks of this timer "
                                              "name (inform_due, dose2_due, ...).")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only my work: assigned to me, or unassigned in one of my "
+                                       "units.")] = False,
+    unit: Annotated[str | None, typer.Option("--unit", metavar="UNIT", help="Only the work of this unit and the "
+                                             "units below it.")] = None,
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
     """The staff worklist: what needs doing, soonest first, overdue marked. With --limit or --after, one page of
     it: --json prints {"items": [...], "next": CURSOR or null}; pass --after CURSOR for the page after.
 
-    Examples: `mpoxflow due --within 1`, `mpoxflow due --kind contact --task inform_due --limit 50`."""
+    Only the work of your units and the units below them; --mine: yours; --unit U: that unit's.
+
+    Examples: `mpoxflow due --within 1`, `mpoxflow due --kind contact --task inform_due --limit 50`,
+    `mpoxflow due --mine`."""
     paged = limit is not None or after is not None
 
     def action() -> Any:
         if within is not None and not 0 <= within <= MAX_DAYS:
             raise UsageError(f"--within takes a number of days from 0 to {MAX_DAYS}")
         days = timedelta(days=within) if within is not None else None
+        engine = _reader(ctx, as_user)
         if paged:
-            return _engine(ctx).worklist_page(days, limit=limit, after=after, kind=kind, task=task)
-        return _engine(ctx).worklist(days, kind=kind, task=task)
+            return engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine, unit=unit)
+        return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit)
 
     def render(result: Any) -> str:
         rows = result["items"] if paged else result
         text = render_rows(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
-            ["mark", "due_at", "timer", "object", "task", "rule"], "nothing due",
+            ["mark", "due_at", "timer", "object", "task", "rule", "unit_name", "assignee_name"], "nothing due",
         )
         if paged and result["next"]:
-            given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task)) if v is not None]
+            given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task), ("unit", unit))
+                     if v is not None] + (["--mine"] if mine else [])
             text += f"\nnext page: mpoxflow due {' '.join([*given, f'--limit {len(rows)}'])} --after {result['next']}"
         return text
 
@@ -554,6 +586,9 @@ def audit(
     since: Annotated[str | None, typer.Option("--since", help="Entries at or after this instant.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Entries at or before this instant.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N matching entries.")] = None,
+    unit: Annotated[str | None, typer.Option("--unit", metavar="UNIT", help="Only entries of users acting "
+                                             "through this unit or one below it.")] = None,
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
     """List audit entries, oldest first (filters combine). Subcommands verify, replay, export, timeline."""
@@ -561,8 +596,8 @@ def audit(
         return
 
     def action() -> list[dict[str, Any]]:
-        return _engine(ctx).audit(
-            entity=entity, actor=actor, trigger=trigger, limit=limit,
+        return _reader(ctx, as_user).audit(
+            entity=entity, actor=actor, trigger=trigger, limit=limit, unit=unit,
             since=parse_instant(since, "--since") if since else None,
             until=parse_instant(until, "--until") if until else None,
         )
@@ -609,13 +644,14 @@ def audit_export(
     ctx: typer.Context,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")],
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    as_user: ReadAs = None,
 ) -> None:
     """Stream the whole log, oldest first, with a header (fields: README, "Audit export")."""
 
     def action() -> dict[str, Any]:
         if fmt not in EXPORT_FORMATS:  # before --output is opened (and emptied)
             raise UsageError(f"'{fmt}' is not an export format: use --format jsonl or --format csv")
-        engine = _engine(ctx)
+        engine = _reader(ctx, as_user)
         if output is None:
             return {"entries": engine.audit_export(fmt, sys.stdout)}
         try:
@@ -634,10 +670,11 @@ def audit_export(
 def audit_timeline(
     ctx: typer.Context,
     object_id: Annotated[str, typer.Argument(metavar="ID", help="case-N, contact-N, course-N, person-N, user-N.")],
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
     """One object's life, entry by entry: what happened, who did it, why, under which rule."""
-    _run(as_json, lambda: _engine(ctx).audit_timeline(object_id), render_timeline)
+    _run(as_json, lambda: _reader(ctx, as_user).audit_timeline(object_id), render_timeline)
 
 
 user_app = typer.Typer(help="Users and their roles: staff act, auditors read, admins manage users.",
@@ -671,6 +708,9 @@ def user_add(
     password_stdin: PasswordStdin = False,
     no_password: Annotated[bool, typer.Option("--no-password", help="No password login (a system that uses "
                                                                     "API tokens: `mpoxflow user token`).")] = False,
+    unit: Annotated[list[str] | None, typer.Option("--unit", metavar="UNIT[:lead]", help="A unit the user works "
+                                                   "in (repeat for several; `:lead` to lead it). Required once "
+                                                   "there is more than the root unit.")] = None,
     actor: Actor = None,
     reason: Reason = None,
     as_json: Json = False,
@@ -683,8 +723,10 @@ def user_add(
         engine = _engine(ctx)
         engine.check_new_user(name, role)  # before the prompt: a bad name, role or actor asks for nothing
         engine.authorize(_actor(actor), "user add", ADMIN_ROLES)
+        engine.check_units(unit or [])
         password = None if no_password else _password(password_stdin)
-        return Accounts(engine).add_user(name, role, password, actor=_actor(actor), reason=reason)
+        return Accounts(engine).add_user(name, role, password, actor=_actor(actor), reason=reason,
+                                         units=unit or [])
 
     _run(as_json, action, lambda u: f"{u['id']}  {u['name']}  {u['role']}")
 
@@ -790,6 +832,171 @@ def user_role(
          lambda u: f"{u['id']} ({u['name']}) is now {u['role']}")
 
 
+# ---- units, assignment (issue 17) ----------------------------------------------------------------------------
+
+unit_app = typer.Typer(help="Organisational units: the tree, who works in which, where new work goes.",
+                       no_args_is_help=True)
+app.add_typer(unit_app, name="unit")
+
+
+def render_units(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for u in rows:
+        members = ", ".join(m["name"] + (" (lead)" if m["role"] == "lead" else "")
+                            + (" [disabled]" if m["disabled"] else "") for m in u["members"])
+        lines.append(f"{'  ' * u['depth']}{u['id']}  {u['name']}" + (f"  — {members}" if members else ""))
+    return "\n".join(lines)
+
+
+@unit_app.command("add")
+def unit_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The unit's name (e.g. 'Region Hovedstaden').")],
+    parent: Annotated[str, typer.Option("--parent", metavar="UNIT", help="The unit above it (a name or unit-N).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Add a unit under another (admins only)."""
+    _run(as_json, lambda: _engine(ctx).add_unit(name, parent=parent, actor=_actor(actor), reason=reason),
+         lambda u: f"{u['id']}  {u['path']}")
+
+
+@unit_app.command("list")
+def unit_list(ctx: typer.Context, as_json: Json = False) -> None:
+    """The units as a tree, each with its members (leads marked)."""
+    _run(as_json, lambda: _engine(ctx).list_units(), render_units)
+
+
+@unit_app.command("member")
+def unit_member(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Argument(metavar="UNIT", help="The unit (a name or unit-N).")],
+    user: Annotated[str, typer.Argument(metavar="USER", help="The user's name.")],
+    role: Annotated[str, typer.Option("--role", help="member or lead.")] = "member",
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Make a user a member (or a lead) of a unit, or change their role there (admins only)."""
+    _run(as_json, lambda: _engine(ctx).set_member(unit, user, role=parse_choice(role, ("member", "lead"), "role"),
+                                                  actor=_actor(actor), reason=reason),
+         lambda m: f"{m['name']} is a {m['role']} of {m['unit_name']} ({m['unit']})")
+
+
+@unit_app.command("leave")
+def unit_leave(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Argument(metavar="UNIT", help="The unit (a name or unit-N).")],
+    user: Annotated[str, typer.Argument(metavar="USER", help="The user's name.")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """End a user's membership of a unit (admins only); their work there goes back to the unit's pool."""
+    _run(as_json, lambda: _engine(ctx).remove_member(unit, user, actor=_actor(actor), reason=reason),
+         lambda m: f"{m['name']} left {m['unit_name']}; back to its pool: {', '.join(m['returned']) or 'nothing'}")
+
+
+def render_placements(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['kind']:8} {r['rule']}" + (f" {r['unit_name']} ({r['unit']})" if r["unit"] else "")
+                     + ("  round-robin" if r["round_robin"] else "") for r in rows)
+
+
+@unit_app.command("rules")
+def unit_rules(ctx: typer.Context, as_json: Json = False) -> None:
+    """Where each kind's new objects go: `parent` (the unit of the case a contact belongs to, of the contact a
+    course belongs to), `creator` (the creating user's first unit) or `unit` (a configured one); round-robin
+    assigns each to the unit's member who has waited longest."""
+    _run(as_json, lambda: _engine(ctx).placements(), render_placements)
+
+
+@unit_app.command("rule")
+def unit_rule(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="case|contact|course", help="Which kind of object.")],
+    rule: Annotated[str, typer.Option("--rule", help="parent, creator or unit.")],
+    unit: Annotated[str | None, typer.Option("--unit", metavar="UNIT", help="With --rule unit: the unit.")] = None,
+    round_robin: Annotated[bool | None, typer.Option("--round-robin/--no-round-robin", help="Deal new objects out "
+                                                     "among the unit's members in turn.")] = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Change where a kind's new objects go (admins only)."""
+    _run(as_json, lambda: _engine(ctx).set_placement(kind, rule, unit=unit, round_robin=round_robin,
+                                                     actor=_actor(actor), reason=reason),
+         lambda r: render_placements([r]))
+
+
+Ids = Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="The objects (case-N, contact-N, "
+                                                 "course-N); or select them with the filters.")]
+FKind = Annotated[str | None, typer.Option("--kind", metavar="case|contact|course",
+                                           help="Filter: every object of this kind (in your units) that the "
+                                           "other filters select.")]
+FState = Annotated[list[str] | None, typer.Option("--state", help="Filter: in this state (repeat for several).")]
+FInUnit = Annotated[str | None, typer.Option("--in-unit", metavar="UNIT", help="Filter: of this unit and those "
+                                             "below it.")]
+FUnassigned = Annotated[bool, typer.Option("--unassigned", help="Filter: assigned to nobody.")]
+FOfUser = Annotated[str | None, typer.Option("--of-user", metavar="USER", help="Filter: assigned to this user.")]
+FLimit = Annotated[int, typer.Option("--limit", help="Filter: at most this many (1 to 1000).")]
+
+
+def render_moved(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['id']}  {r['unit']}  {r['assignee'] or 'unassigned'}" for r in rows)
+
+
+@app.command()
+def assign(
+    ctx: typer.Context,
+    ids: Ids = None,
+    unit: Annotated[str | None, typer.Option("--unit", metavar="UNIT", help="Within this unit (default: each "
+                                             "object's own; one of your units or below).")] = None,
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="To this member of the unit "
+                                             "(none: back to the unit's unassigned pool).")] = None,
+    kind: FKind = None, state: FState = None, in_unit: FInUnit = None, unassigned: FUnassigned = False,
+    of_user: FOfUser = None, limit: FLimit = 1000,
+    actor: Actor = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required): goes into each audit entry.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Assign work: to a member of the unit (--user), or back to its pool (no --user). Leads deal work out; a
+    member takes unassigned work for themselves and gives their own back. Changes no clinical state.
+
+    Examples: `mpoxflow assign contact-4 --user anna --reason "ringer i dag"`,
+    `mpoxflow assign --kind contact --state exposed --unassigned --in-unit "STPS Øst" --user bo --reason ...`."""
+    _run(as_json, lambda: _engine(ctx).assign(
+        ids or [], unit=unit, user=user, kind=kind, states=state or [], in_unit=in_unit, unassigned=unassigned,
+        of_user=of_user, limit=limit, actor=_actor(actor), reason=reason), render_moved)
+
+
+@app.command()
+def transfer(
+    ctx: typer.Context,
+    ids: Ids = None,
+    unit: Annotated[str | None, typer.Option("--unit", metavar="UNIT", help="The unit that takes the work over "
+                                             "(any unit).")] = None,
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="To this member of that unit "
+                                             "(none: its unassigned pool).")] = None,
+    kind: FKind = None, state: FState = None, in_unit: FInUnit = None, unassigned: FUnassigned = False,
+    of_user: FOfUser = None, limit: FLimit = 1000,
+    actor: Actor = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required): goes into each audit entry.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Hand work over to another unit (leads and admins): the objects leave your units' lists. Changes no
+    clinical state."""
+
+    def action() -> list[dict[str, Any]]:
+        if not unit:
+            raise UsageError("a transfer names the unit that takes the work over: give --unit UNIT")
+        return _engine(ctx).transfer(ids or [], unit=unit, user=user, kind=kind, states=state or [],
+                                     in_unit=in_unit, unassigned=unassigned, of_user=of_user, limit=limit,
+                                     actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_moved)
+
+
 @app.command()
 def diagram(
     kind: Annotated[str, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")],
@@ -813,6 +1020,7 @@ def timers_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option("--status", help="|".join(TIMER_STATUSES))] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, soonest first.")] = 1000,
+    as_user: ReadAs = None,
     as_json: Json = False,
 ) -> None:
     """List timers, soonest first; `mpoxflow timers status` for the counts."""
@@ -822,7 +1030,7 @@ def timers_list(
     def render(rows: list[dict[str, Any]]) -> str:
         return render_rows(rows, ["id", "object", "name", "due_at", "status", "attempts", "last_error"], "no timers")
 
-    _run(as_json, lambda: _engine(ctx).timers(status, limit), render)
+    _run(as_json, lambda: _reader(ctx, as_user).timers(status, limit), render)
 
 
 @timers_app.command("status")

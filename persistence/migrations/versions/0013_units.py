@@ -50,7 +50,8 @@ def upgrade() -> None:
         sa.Column("audit_seq", sa.Integer),
         sa.Column("audit_hash", sa.String(64)),
     )
-    op.bulk_insert(units, [{"id": 1, "name": "Danmark", "parent_id": None, "created_at": now}])
+    # The first row: id 1 on every backend (given by the id's own sequence, so PostgreSQL's goes on from it).
+    op.bulk_insert(units, [{"name": "Danmark", "parent_id": None, "created_at": now}])
     memberships = op.create_table(
         "memberships",
         sa.Column("id", sa.Integer, primary_key=True),
