@@ -209,7 +209,7 @@ def raw_fire_all(db: Any) -> int:
                         "data": jsonable({"timer": f"timer-{timer_pk}", "due_at": timer.due_at,
                                           "fired_late_by_seconds": max(0, int((now - timer.due_at).total_seconds()))}),
                         "changes": {"state": "closed"}, "timers_armed": [], "timers_cancelled": [],
-                        "timers_done": [],
+                        "timers_done": [], "unit_id": 1,  # a timer acts for its object's unit (the root here)
                     })
                     seq = connection.execute(insert_audit, entry).scalar_one()
                     connection.execute(set_head, {"pk": timer.object_id, "head_pos": entry["pos"], "head_seq": seq,

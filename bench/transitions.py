@@ -116,7 +116,8 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
                      (TIMERS[2], sequencing_sample_due(now, settings), S2_4, SEQUENCING_TASK)]
             timer_ids = connection.execute(insert_timers, [
                 {"object_kind": "case", "object_id": pk, "name": name, "due_at": due_at, "rule": rule, "task": task,
-                 "status": "pending", "armed_at": now, "closed_at": None, "satisfied_at": None, "note": None}
+                 "status": "pending", "armed_at": now, "closed_at": None, "satisfied_at": None, "note": None,
+                 "unit_id": 1, "assignee_id": None}
                 for name, due_at, rule, task in armed]).scalars().all()
             entry = Head.of(row).link({
                 "timer_id": None, "object_kind": "case", "object_id": pk, "workflow": row.workflow,
@@ -129,6 +130,7 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
                                  for i, (name, due_at, rule, task) in zip(timer_ids, armed, strict=True)],
                 "timers_cancelled": [{"timer": f"timer-{chase.id}", "name": CHASE, "why": DONE}],
                 "timers_done": [{"timer": f"timer-{chase.id}", "name": CHASE}],
+                "unit_id": 1,  # the actor's unit that gives access to the case (the root here)
             })
             seq = connection.execute(insert_audit, entry).scalar_one()
             if connection.execute(update_case, {"pk": pk, "seen": row.version, **written, "updated_at": now,
