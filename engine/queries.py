@@ -47,7 +47,7 @@ class Queries:
         the root unit)."""
         if self.runtime.viewer is None:
             return None
-        scope = scope_of(repo, self.runtime.viewer)
+        scope = scope_of(repo, self.runtime.viewer, reading=True)
         return None if scope.everything else scope
 
     def _units(self, repo: Repository) -> builtins.list[int] | None:
@@ -253,7 +253,7 @@ class Queries:
             raise UsageError("⟦mine⟧ and ⟦unit⟧ are a user's views: give the user (⟦actor⟧)")
         if self.runtime.viewer is None:
             return {}
-        scope = scope_of(repo, self.runtime.viewer)
+        scope = scope_of(repo, self.runtime.viewer, reading=True)
         units: set[int] | None = None if scope.everything else set(scope.units or ())
         if unit is not None:
             below = scope.tree.below(scope.tree.find(unit, "unit"))

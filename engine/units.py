@@ -163,18 +163,23 @@ class Scope:
         return frozenset(self.memberships)
 
 
-def scope_of(repo: Repository, name: str, role: str | None = None, tree: UnitTree | None = None) -> Scope:
+def scope_of(repo: Repository, name: str, role: str | None = None, tree: UnitTree | None = None,
+             reading: bool = False) -> Scope:
     """The scope of the user ``name`` (read now). The scheduler's and auditors' is everything. NotPermitted for a
     name that is no user (nothing to scope)."""
+    check_text(name, "as")
     tree = tree or UnitTree.load(repo)
     user, rows = repo.memberships_of_name(name)
     if user is None:
         if name.startswith("timer:") or role == "timer":
             return Scope(None, name, "timer", {}, None, tree)
         raise NotPermitted(
-            f"'{name}' is not a user of this database, so nothing can be shown: give ⟦actor⟧ (or $MPOXFLOW_ACTOR) "
-            "a registered name (`mpoxflow user list` shows who there is)",
+            f"'{name}' is not a user of this database, so nothing can be shown: read as a registered user with "
+            "⟦as⟧ (or $MPOXFLOW_ACTOR; `mpoxflow user list` shows who there is)",
             actor=name, role=None, user=None, command="read", target=None)
+    if reading and user.disabled_at is not None:
+        raise NotPermitted(f"{name} is disabled, so nothing can be shown; ask an admin (`mpoxflow user enable "
+                           f"{name}`)", actor=name, role=user.role, user=None, command="read", target=None)
     memberships = {r.unit_id: r.role for r in rows}
     if user.role in ("auditor", "timer"):
         units: frozenset[int] | None = None

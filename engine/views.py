@@ -142,5 +142,10 @@ def audit_view(entry: AuditEntry | Any) -> dict[str, Any]:
         "prev_seq": entry.prev_seq,
         "hash": entry.hash,
         # The unit the actor acted through (issue 17; None before migration 0013).
-        "unit": None if getattr(entry, "unit_id", None) is None else format_id("unit", entry.unit_id),
+        "unit": _unit_of(entry),
     }
+
+
+def _unit_of(entry: Any) -> str | None:
+    unit = getattr(entry, "unit_id", None)
+    return None if unit is None else format_id("unit", int(unit))
