@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -877,13 +878,16 @@ class Repository:
         return list(self._core.execute(query))
 
     def memberships_of_name(self, name: str) -> tuple[Row[Any] | None, list[Row[Any]]]:
-        """A user by name (or None) and their memberships (unit_id, role), in one round trip each."""
-        user = self.user_by_name(name)
-        if user is None:
+        """A user by name (id, name, role, disabled_at; or None) and their memberships (unit_id, role), by
+        membership, in one query."""
+        u, m = _table(User), _table(Membership)
+        rows = list(self._core.execute(
+            select(u.c.id, u.c.name, u.c.role, u.c.disabled_at, m.c.unit_id, m.c.role.label("unit_role"))
+            .outerjoin(m, m.c.user_id == u.c.id).where(u.c.name == name).order_by(m.c.id)))
+        if not rows:
             return None, []
-        m = _table(Membership)
-        return user, list(self._core.execute(select(m.c.unit_id, m.c.role).where(m.c.user_id == user.id)
-                                             .order_by(m.c.id)))
+        memberships = [SimpleNamespace(unit_id=r.unit_id, role=r.unit_role) for r in rows if r.unit_id is not None]
+        return rows[0], memberships  # type: ignore[return-value]
 
     def insert_membership(self, values: dict[str, Any]) -> int:
         table = _table(Membership)
