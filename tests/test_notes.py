@@ -233,3 +233,166 @@ def test_an_auditor_is_refused_and_the_refusal_audited(engine: Engine, db: Datab
         engine.attempt(case_id, channel="phone", outcome="reached", actor="auditor:test", reason="r")
     assert engine.notes_of(case_id) == []
     assert [e["data"]["command"] for e in engine.audit(trigger="refused")] == ["note", "attempt"]
+
+
+# ---- the command line ------------------------------------------------------------------------------------------
+
+
+def cli(url: str, *args: str) -> Any:
+    """A command, as staff:test when it changes something (`due` takes no actor)."""
+    actor = [] if args[0] == "due" else ["--actor", STAFF]
+    return runner.invoke(app, ["--db", url, *args, *actor])
+
+
+def cli_json(url: str, *args: str, code: int = 0) -> Any:
+    result = cli(url, *args, "--json")
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_the_cli_writes_notes_and_attempts_and_due_lists_the_hard_to_reach(cli_db: str) -> None:
+    cli_json(cli_db, "person", "add", "--ref", "R-1")
+    cli_json(cli_db, "case", "open", "--person", "person-1", "--onset", "2025-03-01", "--symptoms", "rash",
+               "--criteria", "msm")
+    note = cli_json(cli_db, "note", "case-1", "--text", "ring efter kl. 16", "--reason", "handover")
+    assert (note["id"], note["kind"], note["text"]) == ("note-1", "note", "ring efter kl. 16")
+    shown = cli(cli_db, "note", "case-1", "--text", "bor hos søster")
+    assert shown.exit_code == 0 and "note-2  note on case-1" in shown.output
+    for _ in range(3):
+        made = cli_json(cli_db, "attempt", "case-1", "--channel", "phone", "--outcome", "no-answer", "--reason",
+                        "voicemail")
+    assert (made["failed_attempts"], made["hard_to_reach"]) == (3, True)
+    due = cli(cli_db, "due")
+    assert due.exit_code == 0 and "HARD TO REACH" in due.output
+    assert due.output.split("HARD TO REACH", 1)[1].count("case-1") == 1
+    items = cli_json(cli_db, "due")
+    tasks, hard = [i for i in items if not i.get("hard_to_reach")], [i for i in items if i.get("hard_to_reach")]
+    assert tasks and all("timer" in i for i in tasks) and items[-1] is hard[0]
+    assert (hard[0]["object"], hard[0]["failed_attempts"], hard[0]["last_outcome"]) == ("case-1", 3, "no-answer")
+    page = cli_json(cli_db, "due", "--limit", "10")
+    assert set(page) == {"items", "next", "hard_to_reach"} and page["hard_to_reach"][0]["object"] == "case-1"
+    assert not any(i.get("hard_to_reach") for i in page["items"])
+    assert not any(i.get("hard_to_reach") for i in cli_json(cli_db, "due", "--task", "test_result_due"))
+    assert not any(i.get("hard_to_reach") for i in cli_json(cli_db, "due", "--kind", "contact"))
+    # Reached: off the list.
+    cli_json(cli_db, "attempt", "case-1", "--channel", "visit", "--outcome", "reached", "--reason", "home")
+    assert "HARD TO REACH" not in cli(cli_db, "due").output
+
+
+def test_the_cli_refuses_bad_notes_and_attempts_with_their_exit_codes(cli_db: str) -> None:
+    assert cli(cli_db, "person", "add", "--ref", "R-1").exit_code == 0
+    empty = cli_json(cli_db, "note", "person-1", "--text", " ", code=2)
+    assert empty["options"] == ["--text"] and empty["exit_code"] == 2
+    fax = cli_json(cli_db, "attempt", "case-9", "--channel", "fax", "--outcome", "reached", "--reason", "r",
+                   code=2)
+    assert fax["options"] == ["--channel"]
+    assert cli_json(cli_db, "attempt", "case-9", "--channel", "sms", "--outcome", "reached", "--reason", "r",
+                    code=4)["exit_code"] == 4
+    no_reason = cli_json(cli_db, "attempt", "case-9", "--channel", "sms", "--outcome", "reached", code=2)
+    assert no_reason["options"] == ["--reason"]
+    auditor = runner.invoke(app, ["--db", cli_db, "note", "person-1", "--text", "x", "--actor", "auditor:test"])
+    assert auditor.exit_code == 3
+    assert cli(cli_db, "note", "--help").exit_code == 0
+
+
+# ---- the HTTP API and the pages -----------------------------------------------------------------------------
+
+
+def api_post(client: Any, path: str, body: dict[str, Any]) -> Any:
+    return client.post(path, json=body, headers={"X-CSRF-Token": client.csrf})
+
+
+def test_the_api_takes_notes_and_attempts(client_for: Any) -> None:
+    staff = client_for(STAFF)
+    assert api_post(staff, "/api/persons", {"ref": "R-1"}).status_code == 201
+    assert api_post(staff, "/api/cases", {"person": "person-1", "onset": "2025-03-01", "symptoms": ["rash"],
+                                          "criteria": ["msm"]}).status_code == 201
+    made = api_post(staff, "/api/objects/case-1/note", {"text": "tolk: arabisk"})
+    assert made.status_code == 201 and made.json()["id"] == "note-1"
+    tried = api_post(staff, "/api/objects/case-1/attempt", {"channel": "sms", "outcome": "wrong-number",
+                                                            "reason": "number not in use"})
+    assert tried.status_code == 201 and tried.json()["failed_attempts"] == 1
+    listed = staff.get("/api/objects/case-1/notes")
+    assert listed.status_code == 200
+    assert [(n["kind"], n["text"]) for n in listed.json()] == [("note", "tolk: arabisk"),
+                                                               ("attempt", "number not in use")]
+    for body in ({"channel": "fax", "outcome": "reached", "reason": "r"}, {"channel": "sms", "outcome": "reached"},
+                 {"channel": "sms", "outcome": "reached", "reason": "r", "extra": 1}):
+        refused = api_post(staff, "/api/objects/case-1/attempt", body)
+        assert refused.status_code == 422, body
+        assert {"error", "message", "exit_code", "status"} <= set(refused.json())
+    assert api_post(staff, "/api/objects/case-1/note", {"text": "   "}).status_code == 422
+    assert api_post(staff, "/api/objects/timer-1/note", {"text": "x"}).status_code == 422
+    assert api_post(staff, "/api/objects/case-9/note", {"text": "x"}).status_code == 404
+    assert staff.get("/api/hard-to-reach").json() == []
+    auditor = client_for("auditor:test")
+    assert api_post(auditor, "/api/objects/case-1/note", {"text": ""}).status_code == 403
+    assert len(staff.get("/api/objects/case-1/notes").json()) == 2
+
+
+def test_the_api_refuses_notes_outside_the_users_units(client_for: Any, cli_db: str) -> None:
+    from engine.accounts import Accounts
+    from engine.bootstrap import open_engine
+    from tests.conftest import PASSWORD
+
+    engine = open_engine(cli_db)
+    try:
+        engine.add_unit("Region Nord", parent="Danmark", actor=ADMIN)
+        engine.add_unit("Region Syd", parent="Danmark", actor=ADMIN)
+        for name, unit in (("nord:staff", "Region Nord"), ("syd:staff", "Region Syd")):
+            Accounts(engine).add_user(name, "staff", PASSWORD, actor=ADMIN, units=[unit])
+    finally:
+        engine.db.dispose()
+    syd = client_for("syd:staff")
+    assert api_post(syd, "/api/persons", {"ref": "SYD-1"}).status_code == 201
+    assert api_post(syd, "/api/cases", {"person": "person-1", "onset": "2025-03-01", "symptoms": ["rash"],
+                                        "criteria": ["msm"]}).status_code == 201
+    assert api_post(syd, "/api/objects/case-1/note", {"text": "ours"}).status_code == 201
+    nord = client_for("nord:staff")
+    refused = api_post(nord, "/api/objects/case-1/note", {"text": "theirs"})
+    assert refused.status_code == 403 and refused.json()["error"] == "outside_units"
+    assert api_post(nord, "/api/objects/case-1/attempt", {"channel": "phone", "outcome": "reached",
+                                                          "reason": "r"}).status_code == 403
+    assert nord.get("/api/objects/case-1/notes").status_code == 403
+    assert [n["text"] for n in syd.get("/api/objects/case-1/notes").json()] == ["ours"]
+
+
+def test_the_page_shows_the_notes_and_their_forms_in_danish(client_for: Any) -> None:
+    from tests.test_web_pages import error_box, form, post
+    from tests.test_web_pages import text as visible
+
+    staff = client_for(STAFF)
+    assert api_post(staff, "/api/persons", {"ref": "R-1"}).status_code == 201
+    assert api_post(staff, "/api/cases", {"person": "person-1", "onset": "2025-03-01", "symptoms": ["rash"],
+                                          "criteria": ["msm"]}).status_code == 201
+    page = staff.get("/objects/case-1").text
+    assert "Noter og kontaktforsøg" in visible(page) and "Ingen noter eller kontaktforsøg endnu." in visible(page)
+    note_form, attempt_form = form(page, "note-form"), form(page, "attempt-form")
+    assert note_form is not None and "Ny note" in note_form and 'action="/objects/case-1/notes/add"' in note_form
+    assert attempt_form is not None and "Kontaktforsøg" in attempt_form
+    for word in ("telefon", "sms", "brev", "besøg", "truffet", "intet svar", "forkert nummer", "Begrundelse"):
+        assert word in attempt_form, word
+    response = post(staff, "/objects/case-1/notes/add", {"text": "Ring efter kl. 16 <b>"})
+    assert response.status_code == 303 and response.headers["location"].endswith("#notes")
+    page = staff.get(response.headers["location"]).text
+    assert "Ring efter kl. 16 &lt;b&gt;" in page  # escaped
+    shown = visible(page)
+    assert "Ring efter kl. 16 <b>" in shown.split("Noter og kontaktforsøg", 1)[1]
+    assert "03.03.2025 kl. 08.00" in shown.split("Noter og kontaktforsøg", 1)[1].split("Tidslinje", 1)[0]
+    timeline = page.split("Tidslinje", 1)[1]
+    assert 'data-note="note-1"' in timeline and "Ring efter kl. 16 &lt;b&gt;" in timeline
+    refused = post(staff, "/objects/case-1/notes/add", {"text": "  "})
+    assert refused.status_code == 422 and "Tekst er tom" in error_box(refused.text)
+    for _ in range(3):
+        done = post(staff, "/objects/case-1/attempts/add", {"channel": "phone", "outcome": "no-answer",
+                                                            "reason": "telefonsvarer"})
+        assert done.status_code == 303
+    page = staff.get("/objects/case-1").text
+    assert "telefon, intet svar" in page.split("Tidslinje", 1)[1]
+    assert "svær at nå" in visible(page)
+    worklist = staff.get("/worklist").text
+    assert "Svære at nå" in visible(worklist)
+    section = worklist.split('id="hard-to-reach-list"', 1)[1].split("</table>", 1)[0]
+    assert 'data-object="case-1" data-failed-attempts="3"' in section and "intet svar" in section
+    bad = post(staff, "/objects/case-1/attempts/add", {"channel": "fax", "outcome": "reached", "reason": "r"})
+    assert bad.status_code == 422 and "ingen kanal" in error_box(bad.text)
