@@ -490,8 +490,8 @@ def due(
     it: --json prints {"items": [...], "next": CURSOR or null}; pass --after CURSOR for the page after.
 
     Open cases and contacts with 3 or more failed contact attempts since the last one that
-    reached the person follow in a section HARD TO REACH (not with --task; with --json: items with
-    "hard_to_reach": true after the tasks, or a page's "hard_to_reach" list on its first page).
+    reached the person follow in a section HARD TO REACH (not with --task; on a page, on the first; with --json,
+    the whole list ends with them, as items with "hard_to_reach": true, and a page is the API's page: tasks only).
 
     Examples: `mpoxflow due --within 1`, `mpoxflow due --kind contact --task inform_due --limit 50`."""
     paged = limit is not None or after is not None
@@ -503,8 +503,12 @@ def due(
         engine = _engine(ctx)
         if paged:
             page = engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task)
-            return page if after is not None else {**page, "hard_to_reach": _hard_to_reach(engine, kind, task)}
+            if after is None and not as_json:
+                first_page_hard.extend(_hard_to_reach(engine, kind, task))
+            return page
         return engine.worklist(days, kind=kind, task=task) + _hard_to_reach(engine, kind, task)
+
+    first_page_hard: list[dict[str, Any]] = []  # a page's JSON stays the API's page: the section is in its text
 
     def render(result: Any) -> str:
         rows = result["items"] if paged else [r for r in result if not r.get("hard_to_reach")]
@@ -512,7 +516,7 @@ def due(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
             ["mark", "due_at", "timer", "object", "task", "rule"], "nothing due",
         )
-        hard = result.get("hard_to_reach", []) if paged else [r for r in result if r.get("hard_to_reach")]
+        hard = first_page_hard if paged else [r for r in result if r.get("hard_to_reach")]
         if hard:
             text += "\n\n" + render_hard_to_reach(hard)
         if paged and result["next"]:
@@ -579,14 +583,16 @@ def note(
     ctx: typer.Context,
     object_id: Annotated[str, typer.Argument(metavar="ID", help="The case, contact, course or person (case-N, "
                                                                 "person-N).")],
-    text: Annotated[str, typer.Option("--text", help="The note (up to 2000 characters). It is kept in the notes; "
-                                                     "the audit entry names the note, never its text.")],
+    text: Annotated[str | None, typer.Option("--text", help="The note (required; up to 2000 characters). It is "
+                                                            "kept in the notes; the audit entry names the note, never "
+                                                            "its text.")] = None,
     actor: Actor = None,
     reason: Reason = None,
     as_json: Json = False,
 ) -> None:
     """Write a note on a case, contact, course or person: append-only, audited, shown in its timeline."""
-    _run(as_json, lambda: _engine(ctx).note(object_id, text=text, actor=_actor(actor), reason=reason), render_note)
+    _run(as_json, lambda: _engine(ctx).note(object_id, text=text or "", actor=_actor(actor), reason=reason),
+         render_note)
 
 
 @app.command()
