@@ -24,6 +24,7 @@ from engine.clock import Clock, SimulatedClock, SystemClock, simulated
 from engine.commands import TASK_OUTCOMES, Commands
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
+from engine.notes import Notes
 from engine.organisation import Organisation
 from engine.queries import TIMER_STATUSES, Queries
 from engine.uow import (
@@ -66,6 +67,7 @@ class Engine:
         self.queries = Queries(self.runtime)
         self.user_registry = Users(self.runtime)
         self.organisation = Organisation(self.runtime)
+        self.notes = Notes(self.runtime, self.commands)
 
         # The command path.
         self.open = self.commands.open
@@ -91,6 +93,11 @@ class Engine:
         self.set_placement = self.organisation.set_placement
         self.assign = self.organisation.assign
         self.transfer = self.organisation.transfer
+        # Notes and contact attempts (issue 17).
+        self.note = self.notes.note
+        self.attempt = self.notes.attempt
+        self.notes_of = self.notes.notes_of
+        self.hard_to_reach = self.notes.hard_to_reach
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

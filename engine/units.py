@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -31,8 +31,10 @@ from persistence.repository import Repository, format_id, parse_id
 from workflows.errors import NotFound, NotPermitted, OutsideUnits, RuleRefused, UsageError, because
 from workflows.limits import MAX_LIMIT, check_text, shown
 
-if TYPE_CHECKING:
-    from engine.uow import Actor, UnitOfWork
+#: ``engine.uow.UnitOfWork`` and ``engine.uow.Actor``: not imported, since ``engine.uow`` imports this module (its
+#: scopes); the functions here take the caller's unit of work and actor as they are.
+UnitOfWork = Any
+Actor = Any
 
 log = structlog.get_logger("mpoxflow.engine")
 
@@ -202,8 +204,8 @@ def outside(scope: Scope, object_id: str, unit: int, command: str, *, reading: b
     else:
         message = because(
             "%(object)s belongs to %(unit)s, outside your units (%(mine)s), so '%(command)s' was refused: ask "
-            "that unit, or a lead there to transfer it (`mpoxflow transfer %(object)s --unit UNIT`). This refusal "
-            "is recorded in the audit log", object=object_id, unit=where, mine=mine, command=command)
+            "that unit to do it, or its leads to hand it over to yours (`mpoxflow transfer %(object)s`). This "
+            "refusal is recorded in the audit log", object=object_id, unit=where, mine=mine, command=command)
     return OutsideUnits(message, actor=scope.name, role=scope.role, user=scope.user_id, command=command,
                         target=object_id)
 
@@ -221,7 +223,7 @@ def acting_unit(uow: UnitOfWork, actor: Actor, object_unit: int | None) -> int |
     a user through their unit that gives access to the object (else their first unit)."""
     if actor.role == "timer":
         return object_unit
-    scope = uow.scope(actor)
+    scope: Scope | None = uow.scope(actor)
     if scope is None:
         return object_unit
     if object_unit is not None:

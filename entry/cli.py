@@ -30,6 +30,7 @@ from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
+from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
 from entry import coercion
 from entry.operations import LISTABLE, run_operation
@@ -515,7 +516,10 @@ def due(
     """The staff worklist: what needs doing, soonest first, overdue marked. With --limit or --after, one page of
     it: --json prints {"items": [...], "next": CURSOR or null}; pass --after CURSOR for the page after.
 
-    Only the work of your units and the units below them; --mine: yours; --unit U: that unit's.
+    Only the work of your units and the units below them; --mine: yours; --unit U: that unit's. Open cases and
+    contacts with 3 or more failed contact attempts since the last one that reached the person follow in a
+    section HARD TO REACH (not with --task; on a page, on the first; with --json, the whole list ends with them,
+    as items with "hard_to_reach": true, and a page is the API's page: tasks only).
 
     Examples: `mpoxflow due --within 1`, `mpoxflow due --kind contact --task inform_due --limit 50`,
     `mpoxflow due --mine`."""
@@ -527,15 +531,23 @@ def due(
         days = timedelta(days=within) if within is not None else None
         engine = _reader(ctx, as_user)
         if paged:
-            return engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine, unit=unit)
-        return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit)
+            page = engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine, unit=unit)
+            if after is None and not as_json:
+                first_page_hard.extend(_hard_to_reach(engine, kind, task))
+            return page
+        return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit) + _hard_to_reach(engine, kind, task)
+
+    first_page_hard: list[dict[str, Any]] = []  # a page's JSON stays the API's page: the section is in its text
 
     def render(result: Any) -> str:
-        rows = result["items"] if paged else result
+        rows = result["items"] if paged else [r for r in result if not r.get("hard_to_reach")]
         text = render_rows(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
             ["mark", "due_at", "timer", "object", "task", "rule", "unit_name", "assignee_name"], "nothing due",
         )
+        hard = first_page_hard if paged else [r for r in result if r.get("hard_to_reach")]
+        if hard:
+            text += "\n\n" + render_hard_to_reach(hard)
         if paged and result["next"]:
             given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task), ("unit", unit))
                      if v is not None] + (["--mine"] if mine else [])
@@ -568,6 +580,70 @@ def task_resolve(
                                          actor=_actor(actor), reason=reason)
 
     _run(as_json, action, render_object)
+
+
+def _hard_to_reach(engine: Engine, kind: str | None, task: str | None) -> list[dict[str, Any]]:
+    """The hard-to-reach objects `due` lists after its tasks (none when it lists one task's timers only)."""
+    if task is not None or (kind is not None and kind not in ATTEMPT_KINDS):
+        return []
+    return [i for i in engine.hard_to_reach() if kind is None or i["kind"] == kind]
+
+
+def render_hard_to_reach(items: list[dict[str, Any]]) -> str:
+    return (f"HARD TO REACH ({HARD_TO_REACH_AFTER} or more failed contact attempts since the last that reached the "
+            "person)\n" + render_rows(items, ["object", "state", "failed_attempts", "last_attempt_at", "last_channel",
+                                              "last_outcome", "rule"], ""))
+
+
+def render_note(view: dict[str, Any]) -> str:
+    what = view["kind"] if view["kind"] == "note" else f"attempt ({view['channel']}, {view['outcome']})"
+    text = (f"{view['id']}  {what} on {view['object']}  by {view['actor']} at {view['at']}  "
+            f"(audit seq {view['audit_seq']})")
+    if view["kind"] == "attempt":
+        text += f"\n  failed attempts since the last that reached the person: {view['failed_attempts']}"
+        if view["hard_to_reach"]:
+            text += "  HARD TO REACH"
+        if view["informed"]:
+            text += f"\n  the contact is informed (§5.5): {view['state']}"
+    return text
+
+
+@app.command()
+def note(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="The case, contact, course or person (case-N, "
+                                                                "person-N).")],
+    text: Annotated[str | None, typer.Option("--text", help="The note (required; up to 2000 characters). It is "
+                                                            "kept in the notes; the audit entry names the note, never "
+                                                            "its text.")] = None,
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Write a note on a case, contact, course or person: append-only, audited, shown in its timeline."""
+    _run(as_json, lambda: _engine(ctx).note(object_id, text=text or "", actor=_actor(actor), reason=reason),
+         render_note)
+
+
+@app.command()
+def attempt(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="The case or contact (case-N, contact-N).")],
+    channel: Annotated[str, typer.Option("--channel", help="|".join(CHANNELS))],
+    outcome: Annotated[str, typer.Option("--outcome", help="|".join(OUTCOMES))],
+    reason: Annotated[str | None, typer.Option("--reason", help="How it went (required): goes into the audit "
+                                                                "entry.")] = None,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Record an attempt to reach the person of a case or contact. One that reached the person of a contact still
+    to inform does the inform task (§5.5); 3 failed attempts since the last that reached the person list it in
+    `due` as HARD TO REACH."""
+
+    def action() -> dict[str, Any]:
+        return _engine(ctx).attempt(object_id, channel=channel, outcome=outcome, actor=_actor(actor), reason=reason)
+
+    _run(as_json, action, render_note)
 
 
 audit_app = typer.Typer(

@@ -948,6 +948,36 @@ class Repository:
         return list(self._core.execute(select(table).where(table.c.object_kind == kind, table.c.object_id == pk)
                                        .order_by(table.c.id)))
 
+    def notes_by_id(self, pks: Sequence[int]) -> dict[int, Row[Any]]:
+        """Notes by id (the timeline joins its note and attempt entries' texts with them)."""
+        table = _table(Note)
+        found: dict[int, Row[Any]] = {}
+        for chunk in _chunks(sorted(set(pks))):
+            found.update({r.id: r for r in self._core.execute(select(table).where(table.c.id.in_(chunk)))})
+        return found
+
+    def hard_to_reach(self, kind: str, states: Sequence[str], minimum: int, units: Sequence[int] | None,
+                      limit: int) -> list[Row[Any]]:
+        """Objects of ``kind`` in ``states`` with at least ``minimum`` failed contact attempts (of ``units``;
+        None: any), by id, at most ``limit``."""
+        table = _table(OBJECT_MODELS[kind])
+        query = (select(table).where(table.c.failed_attempts >= minimum, table.c.state.in_(list(states)))
+                 .order_by(table.c.id).limit(limit))
+        if units is not None:
+            query = query.where(table.c.unit_id.in_(list(units)))
+        return list(self._core.execute(query))
+
+    def last_attempts(self, kind: str, pks: Sequence[int]) -> dict[int, Row[Any]]:
+        """Each object's newest contact attempt (its notes row), by object id."""
+        table = _table(Note)
+        found: dict[int, Row[Any]] = {}
+        for chunk in _chunks(sorted(set(pks))):
+            newest = (select(func.max(table.c.id)).where(table.c.object_kind == kind, table.c.kind == "attempt",
+                                                         table.c.object_id.in_(chunk))
+                      .group_by(table.c.object_id))
+            found.update({r.object_id: r for r in self._core.execute(select(table).where(table.c.id.in_(newest)))})
+        return found
+
     def user_names(self, pks: Sequence[int]) -> dict[int, str]:
         u = _table(User)
         found: dict[int, str] = {}

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
+from engine.notes import CHANNELS, DEFAULT_HARD_TO_REACH, OUTCOMES
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
 from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, parse_instant
@@ -30,7 +31,7 @@ from entry.web.app import (
     login_dependency,
     set_session_cookie,
 )
-from entry.web.operations import OPERATIONS, Operation, TaskResolve
+from entry.web.operations import OPERATIONS, Body, Operation, TaskResolve
 from scheduler import firing
 from workflows.errors import UsageError
 from workflows.registry import WORKFLOWS
@@ -92,6 +93,8 @@ UserEnableAdmin = may_admin("user enable")
 UserRoleAdmin = may_admin("user role")
 UserTokenAdmin = may_admin("user token")
 UserRevokeAdmin = may_admin("user revoke")
+NoteActor = may_act("note")
+AttemptActor = may_act("attempt")
 
 
 def _instant(text: str | None, what: str) -> Any:
@@ -321,6 +324,58 @@ def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv", "exce
     export"). Written from one snapshot to a spooled file first (memory stays small; disk past a few MB), then
     streamed."""
     return audit_desk.export_response(engine, format, audit_desk.api_filters(entity, actor, trigger, since, until))
+
+
+# ---- notes and contact attempts (issue 17) -------------------------------------------------------------------
+
+
+class NewNote(Body):
+    text: str = Field(min_length=1, max_length=MAX_NOTE, description="The note. Kept in the notes (append-only); "
+                      "the audit entry names the note, never its text.")
+    reason: str | None = Field(None, max_length=MAX_NOTE, description="Why: goes into the audit entry.")
+
+
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+AttemptOutcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+
+
+class NewAttempt(Body):
+    channel: Channel = Field(description="How the person was tried: phone, sms, letter or visit.")
+    outcome: AttemptOutcome = Field(description="What came of it: reached, no-answer or wrong-number.")
+    reason: str = Field(min_length=1, max_length=MAX_NOTE, description="How it went (required): goes into the "
+                        "audit entry.")
+
+
+@router.post("/objects/{object_id}/note", operation_id="note", status_code=201, tags=["notes"], summary="note")
+def note(object_id: str, body: NewNote, who: NoteActor, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow note`: a note on a case, contact, course or person, append-only and audited (the entry names the
+    note, never its text)."""
+    return engine.note(object_id, text=body.text, actor=who.name, reason=body.reason)
+
+
+@router.post("/objects/{object_id}/attempt", operation_id="attempt", status_code=201, tags=["notes"],
+             summary="attempt")
+def attempt(object_id: str, body: NewAttempt, who: AttemptActor, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow attempt`: an attempt to reach the person of a case or contact. One that reached the person of a
+    contact still to inform does the inform task (§5.5, `informed`); 3 failed attempts since the last that reached
+    the person make it hard to reach (`hard_to_reach`)."""
+    return engine.attempt(object_id, channel=body.channel, outcome=body.outcome, actor=who.name,
+                          reason=body.reason)
+
+
+@router.get("/objects/{object_id}/notes", operation_id="notes", tags=["notes"])
+def notes(object_id: str, who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """An object's notes and contact attempts, oldest first (a case, contact or course of your units; a
+    person's)."""
+    return engine.viewing_as(who.name).notes_of(object_id)
+
+
+@router.get("/hard-to-reach", operation_id="hard_to_reach", tags=["notes"])
+def hard_to_reach(who: Reader, engine: Eng,
+                  limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_HARD_TO_REACH) -> list[dict[str, Any]]:
+    """Open cases and contacts of your units with 3 or more failed contact attempts since the last one that
+    reached the person (the worklist's "hard to reach")."""
+    return engine.viewing_as(who.name).hard_to_reach(limit)
 
 
 # ---- users and tokens ----------------------------------------------------------------------------------------

@@ -233,6 +233,22 @@ def declared_messages() -> Iterator[tuple[str | None, str]]:
         yield "value", value
     for text in TASK_TEXTS():
         yield None, text
+    yield from note_words()
+
+
+def note_words() -> Iterator[tuple[str, str]]:
+    """The words of notes and contact attempts (issue 17): their audit triggers, their fields (as a refusal names
+    them), an attempt's channels (context ``channel``) and outcomes (``outcome``)."""
+    from engine.notes import CHANNELS, OUTCOMES
+
+    yield "trigger", "note"
+    yield "trigger", "attempt"
+    yield "fact", "text"
+    yield "fact", "channel"
+    for channel in CHANNELS:
+        yield "channel", channel
+    for outcome in OUTCOMES:
+        yield "outcome", outcome
 
 
 def TASK_TEXTS() -> tuple[str, ...]:  # noqa: N802 (a constant read late: workflows/ is imported on use)

@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 
 from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
+from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, NOTE_KINDS, OUTCOMES
 from engine.queries import last_day as worklist_last_day
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
@@ -776,7 +777,17 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None, 
     return render(request, "worklist.html", sections=sections, operations=BY_NAME, more=more,
                   first=after is not None, titles=titles, filters=filters, kinds=list(WORKFLOWS),
                   task_names=worklist_tasks(), sorts=SORT_NAMES, kind_titles=LISTS,
-                  first_page=f"/worklist?{urlencode(kept)}")
+                  first_page=f"/worklist?{urlencode(kept)}",
+                  hard_to_reach=worklist_hard_to_reach(engine, filters) if after is None else None,
+                  hard_to_reach_after=HARD_TO_REACH_AFTER)
+
+
+def worklist_hard_to_reach(engine: Engine, filters: dict[str, str | None]) -> list[dict[str, Any]]:
+    """The worklist's "hard to reach" section (issue 17): open cases and contacts with 3 failed contact attempts
+    since the last that reached the person; none when the list is filtered by a task, or by another kind."""
+    if filters["task"] or (filters["kind"] and filters["kind"] not in ATTEMPT_KINDS):
+        return []
+    return [i for i in engine.hard_to_reach() if not filters["kind"] or i["kind"] == filters["kind"]]
 
 
 def worklist_tasks() -> list[str]:
@@ -862,6 +873,7 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
     kind = view.get("kind") or parse_id(object_id)[0]  # a timer's view names no kind
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
+    notes = engine.notes_of(object_id) if kind in NOTE_KINDS else []
     refs = person_refs(engine)
     if failed is None and prefill is not None:
         failed = (prefill[0], prefill[1], {}, None)
@@ -895,7 +907,12 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
     return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
                   related=related, timeline=timeline, forms=forms, creations=creations, error=error,
                   error_text=_error_text(error, failed[0] if failed else None), failed_op=failed_op,
-                  refs=refs, flash=flash, confirming_op=failed[0] if confirming and failed else None)
+                  refs=refs, flash=flash, confirming_op=failed[0] if confirming and failed else None,
+                  notes=notes, notes_by_id={n["id"]: n for n in notes}, note_kinds=NOTE_KINDS,
+                  attempt_kinds=ATTEMPT_KINDS, channels=CHANNELS, attempt_outcomes=OUTCOMES,
+                  note_typed=failed[1] if failed and failed[0] in NOTE_FORMS else {},
+                  note_failed=failed[0] if failed and failed[0] in NOTE_FORMS else None,
+                  hard_to_reach_after=HARD_TO_REACH_AFTER)
 
 
 def person_refs(engine: Engine) -> dict[str, str]:
@@ -1009,6 +1026,52 @@ async def resolve_task(request: Request, timer_id: str, who: Who, engine: Eng) -
                            failed=("task resolve", {}, {}, error))
     done = _("task resolved: %(timer)s %(outcome)s") % {"timer": timer_id, "outcome": i18n.term(body.outcome)}
     return RedirectResponse(f"/objects/{timer['object']}?{urlencode({'done': done})}", status_code=303)
+
+
+#: The note and contact-attempt forms of an object's page (issue 17), by the name their refusals come back under.
+NOTE_FORMS = ("note", "attempt")
+
+
+def _typed(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+@router.post("/objects/{object_id}/notes/add")
+async def add_note(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
+    """The "new note" form of an object's page: the note is kept, the page shows it."""
+    form = await posted(request, who)
+    typed = {"text": _typed(form, "text"), "reason": _typed(form, "reason")}
+    try:
+        engine.note(object_id, text=typed["text"], actor=who.name, reason=typed["reason"].strip() or None)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return object_page(request, engine, object_id, status_code=http_status(error)[0],
+                           failed=("note", typed, {}, error))
+    done = _("note saved")
+    return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}#notes", status_code=303)
+
+
+@router.post("/objects/{object_id}/attempts/add")
+async def add_attempt(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
+    """The "contact attempt" form of a case's or contact's page."""
+    form = await posted(request, who)
+    typed = {k: _typed(form, k) for k in ("channel", "outcome", "reason")}
+    try:
+        result = engine.attempt(object_id, channel=typed["channel"], outcome=typed["outcome"], actor=who.name,
+                                reason=typed["reason"])
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return object_page(request, engine, object_id, status_code=http_status(error)[0],
+                           failed=("attempt", typed, {}, error))
+    done = _("contact attempt recorded: %(outcome)s") % {"outcome": i18n.pgettext("outcome", result["outcome"])}
+    if result["informed"]:
+        done += "; " + _("the contact is informed")
+    elif result["hard_to_reach"]:
+        done += "; " + _("hard to reach")
+    return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': done})}#notes", status_code=303)
 
 
 @router.get("/new/{op_id}")
