@@ -34,6 +34,7 @@ from engine.units import UnitTree, outside, scope_of
 from engine.uow import Runtime, UnitOfWork, unit_of_work
 from engine.views import instant
 from persistence.audit import Head
+from persistence.models import HARD_TO_REACH
 from persistence.repository import Repository, format_id, parse_id
 from workflows import case, contact
 from workflows.errors import Conflict, UsageError, because
@@ -50,7 +51,7 @@ OUTCOMES = ("reached", "no-answer", "wrong-number")
 FAILED_OUTCOMES = ("no-answer", "wrong-number")
 #: The rule: this many failed attempts since the last one that reached the person make an open case or contact
 #: hard to reach (the worklist's section).
-HARD_TO_REACH_AFTER = 3
+HARD_TO_REACH_AFTER = HARD_TO_REACH
 #: What a note goes on (a person: the shared register, no unit), and what a contact attempt goes on.
 NOTE_KINDS = ("case", "contact", "course", "person")
 ATTEMPT_KINDS = ("case", "contact")

@@ -361,6 +361,8 @@ class ClockSetting(Base):
     now: Mapped[datetime | None]
 
 
+#: Failed contact attempts (since the last that reached the person) that make an object hard to reach (issue 17).
+HARD_TO_REACH = 3
 #: The root unit: made by migration 0013, the top of the tree (every object written before it belongs here).
 ROOT_UNIT = 1
 #: A member works the unit's objects; a lead also deals out its work to others and transfers it.
@@ -465,3 +467,4 @@ OBJECT_MODELS: dict[str, type[Case] | type[Contact] | type[Course]] = {
 for _model in OBJECT_MODELS.values():
     Index(f"ix_{_model.__tablename__}_unit_state", _model.unit_id, _model.state)
     Index(f"ix_{_model.__tablename__}_assignee", _model.assignee_id)
+    Index(f"ix_{_model.__tablename__}_hard_to_reach", _model.id, **partial(f"failed_attempts >= {HARD_TO_REACH}"))

@@ -961,7 +961,9 @@ class Repository:
         """Objects of ``kind`` in ``states`` with at least ``minimum`` failed contact attempts (of ``units``;
         None: any), by id, at most ``limit``."""
         table = _table(OBJECT_MODELS[kind])
-        query = (select(table).where(table.c.failed_attempts >= minimum, table.c.state.in_(list(states)))
+        # The threshold as a constant: the partial index ``ix_<table>_hard_to_reach`` holds exactly these rows.
+        query = (select(table).where(table.c.failed_attempts >= literal_column(str(int(minimum))),
+                                     table.c.state.in_(list(states)))
                  .order_by(table.c.id).limit(limit))
         if units is not None:
             query = query.where(table.c.unit_id.in_(list(units)))

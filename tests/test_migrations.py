@@ -185,7 +185,8 @@ def test_the_partial_indexes_are_the_ones_the_models_declare(db):
     assert declared == {"ix_timers_retry": "status = 'pending' AND next_attempt_at IS NOT NULL",
                         "uq_timers_pending_name": "status = 'pending'", "ix_timers_worklist": open_task,
                         "ix_timers_worklist_kind": open_task, "ix_timers_worklist_task": open_task,
-                        "ix_timers_worklist_unit": open_task, "ix_timers_worklist_assignee": open_task}
+                        "ix_timers_worklist_unit": open_task, "ix_timers_worklist_assignee": open_task,
+                        **{f"ix_{t}_hard_to_reach": "failed_attempts >= 3" for t in ("cases", "contacts", "courses")}}
     found = {}
     with db.engine.connect() as connection:
         inspector = sa_inspect(connection)

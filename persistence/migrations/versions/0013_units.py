@@ -32,6 +32,7 @@ depends_on = None
 INSTANT = sa.DateTime(timezone=True)
 OPEN_TASK = sa.text("task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL")
 OBJECT_TABLES = ("cases", "contacts", "courses")
+HARD_TO_REACH = sa.text("failed_attempts >= 3")
 
 
 def upgrade() -> None:
@@ -88,6 +89,9 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("failed_attempts", sa.Integer, nullable=False, server_default=sa.text("0")))
         op.create_index(f"ix_{table}_unit_state", table, ["unit_id", "state"])
         op.create_index(f"ix_{table}_assignee", table, ["assignee_id"])
+        # The worklist's "hard to reach" (three failed contact attempts): only those objects are in it.
+        op.create_index(f"ix_{table}_hard_to_reach", table, ["id"], sqlite_where=HARD_TO_REACH,
+                        postgresql_where=HARD_TO_REACH)
     op.add_column("timers", sa.Column("unit_id", sa.Integer, nullable=True))
     op.add_column("timers", sa.Column("assignee_id", sa.Integer, nullable=True))
     timers = sa.table("timers", sa.column("unit_id", sa.Integer))
@@ -139,6 +143,7 @@ def downgrade() -> None:
     op.drop_column("timers", "assignee_id")
     op.drop_column("timers", "unit_id")
     for table in OBJECT_TABLES:
+        op.drop_index(f"ix_{table}_hard_to_reach", table)
         op.drop_index(f"ix_{table}_assignee", table)
         op.drop_index(f"ix_{table}_unit_state", table)
         with op.batch_alter_table(table) as batch:
