@@ -141,4 +141,6 @@ def audit_view(entry: AuditEntry | Any) -> dict[str, Any]:
         "timers_done": entry.timers_done,
         "prev_seq": entry.prev_seq,
         "hash": entry.hash,
+        # the unit the actor acted through (issue 17; None before audit format 2)
+        "unit": None if (unit := getattr(entry, "unit_id", None)) is None else format_id("unit", int(unit)),
     }
