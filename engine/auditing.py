@@ -35,12 +35,12 @@ from workflows.registry import BY_NAME
 EXPORT_FIELDS = (
     "seq", "format", "object_kind", "object_id", "pos", "prev_seq", "prev_hash", "hash", "timer_id", "workflow",
     "trigger", "from_state", "to_state", "actor", "role", "reason", "at", "recorded_at", "rule", "data", "changes",
-    "timers_armed", "timers_cancelled", "timers_done",
+    "timers_armed", "timers_cancelled", "timers_done", "unit_id",
 )
 #: Fields holding JSON documents (a JSON text in a CSV cell).
 JSON_FIELDS = ("data", "changes", "timers_armed", "timers_cancelled", "timers_done")
 INSTANT_FIELDS = ("at", "recorded_at")
-INTEGER_FIELDS = ("seq", "format", "object_id", "pos", "prev_seq", "timer_id")
+INTEGER_FIELDS = ("seq", "format", "object_id", "pos", "prev_seq", "timer_id", "unit_id")
 EXPORT_FORMATS = ("jsonl", "csv")
 #: What the auditor's desk exports a filtered view as: the two above, a CSV Danish Excel opens as it is
 #: (semicolons, UTF-8 with a BOM, Danish local dates and times) and an Excel workbook.
