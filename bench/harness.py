@@ -27,6 +27,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = os.environ.get("MPOXFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+#: The first word of the scratch PostgreSQL databases' names (``$MPOXFLOW_BENCH_PG_PREFIX``, default ``bench``).
+PG_PREFIX = os.environ.get("MPOXFLOW_BENCH_PG_PREFIX", "bench")
 #: The first admin of every scratch database (``Engine.bootstrap_users``, as ``mpoxflow init`` does), and the
 #: staff user the benches act as.
 ADMIN = "bench:admin"
@@ -152,7 +154,8 @@ def rss_mb(pid: int | str = "self", name: str = "VmHWM") -> float:
 
 class Scratch:
     """Scratch databases of one backend, made on demand and all removed by ``close`` whatever happens: SQLite
-    files in a temporary directory, PostgreSQL databases ``bench_<pid>_<phase>`` (dropped ``WITH (FORCE)``)."""
+    files in a temporary directory, PostgreSQL databases ``bench_<pid>_<phase>`` (``PG_PREFIX`` first; dropped
+    ``WITH (FORCE)``)."""
 
     def __init__(self, backend: str, pg_url: str) -> None:
         self.backend = backend
@@ -185,10 +188,10 @@ class Scratch:
             return f"sqlite:///{path}"
         from sqlalchemy.exc import OperationalError
 
-        name = f"bench_{os.getpid()}_{phase}"
+        name = f"{PG_PREFIX}_{os.getpid()}_{phase}"
         self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.names.append(name)
-        copy = "" if template is None else f' TEMPLATE "bench_{os.getpid()}_{template}"'
+        copy = "" if template is None else f' TEMPLATE "{PG_PREFIX}_{os.getpid()}_{template}"'
         for attempt in range(20):  # autovacuum may be looking at the template for a moment
             try:
                 self._sql(f'CREATE DATABASE "{name}"{copy}')

@@ -1,6 +1,6 @@
 """The HTTP API's cost: the worklist and a transition over real HTTP against the same calls on the Python API.
 
-    .venv/bin/python bench/http.py [--cases N] [--contacts C] [--page P] [--requests R] [--warmup W]
+    .venv/bin/python bench/http.py [--cases N] [--contacts C] [--units U] [--page P] [--requests R] [--warmup W]
                                    [--backend sqlite|postgresql|both] [--pg-url URL]
 
 Per backend a scratch database (bench/harness.py) on a simulated clock at a fixed instant (as ``mpoxflow init
@@ -26,16 +26,27 @@ the case confirmed; afterwards every case is confirmed with 3 tasks on the workl
 **The worklist at scale** (issue 15), on a second scratch database: C open contacts (``--contacts``, default
 100,000; each exposed in a household, so informing it and assessing PEP are its tasks, §5.5, §6.2, beside its
 monitoring and PEP-window timers), of C/10 confirmed cases (three tasks each), copies of a contact and a case the
-engine made (not timed; PostgreSQL then analysed, as autovacuum leaves it). Timed, R calls each after W warm-up
-calls, one page of P items (``--page``, default 50) three ways: the query written by hand in SQL (``hand_query``: the
-same index ranges merged, run with SQLAlchemy's ``text`` on a pooled connection, rows fetched), the Python API
-(``Engine.worklist_page``: the same read, the items and the cursor made) and HTTP (``GET /api/due?limit=P``, read
-and decoded): the first page, the first page of the cases' tasks only (``kind=case``, a tenth of the tasks) and a
-page from the middle of the list (``after``: a cursor at its median). Checked: every way gives the same items, and
-the first page answers in under 100 ms (p50) over HTTP and on the Python API: the issue's target, printed as met
-or not. On the same database, the auditor's desk's first page (``GET /audit``, its pickers and newest entries)
-against ``Engine.audit_choices`` and ``Engine.audit_page``: under 300 ms (p50), printed as met or not (the contacts
-are seeded without their history, so the log there is short).
+engine made (not timed; PostgreSQL then analysed, as autovacuum leaves it), spread over U units under the root
+(``--units``, default 10, ``Bench team N``, made with ``Engine.add_unit``): the cases dealt out over them in turn,
+each contact in its case's unit, every timer carrying its object's unit (as the engine writes them). Timed, R calls
+each after W warm-up calls, one page of P items (``--page``, default 50) three ways: the query written by hand in
+SQL (``hand_query``: the same index ranges merged, run with SQLAlchemy's ``text`` on a pooled connection, rows
+fetched), the Python API (``Engine.worklist_page``: the same read, the items and the cursor made) and HTTP (``GET
+/api/due?limit=P``, read and decoded): the first page, the first page of the cases' tasks only (``kind=case``, a
+tenth of the tasks) and a page from the middle of the list (``after``: a cursor at its median). Checked: every way
+gives the same items, and the first page answers in under 100 ms (p50) over HTTP and on the Python API: the issue's
+target, printed as met or not. On the same database, the auditor's desk's first page (``GET /audit``, its pickers
+and newest entries) against ``Engine.audit_choices`` and ``Engine.audit_page``: under 300 ms (p50), printed as met
+or not (the contacts are seeded without their history, so the log there is short).
+
+**The worklist with access filtering** (issue 17), on the same database: the staff ``bench:team``, a member of the
+first unit alone (its objects a U-th of them), reads the first page of their worklist (100 items) four ways, R calls
+each after W warm-up calls: by hand (``UNIT_QUERY``: one SELECT over the timers of the user's units with the
+open-task predicate, by due instant and id), on the Python API (``Engine.worklist_page`` viewing as the user), over
+HTTP with the user's token (``GET /api/due?limit=100``) and as the worklist page (``GET /worklist``: its first 100
+tasks of the next 7 days). Checked: by hand, the Python API and HTTP give the same items, all of the user's unit,
+and the page shows its tasks; printed: each against the query by hand, and whether the first page answers in
+under 100 ms (p50) over HTTP and as the page.
 """
 
 from __future__ import annotations
@@ -61,6 +72,11 @@ from bench.seed import Seeder, templates  # noqa: E402
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")
 TIMED_AT = START + timedelta(hours=1)
 PCR_ON = date(2025, 3, 3)
+#: The units the worklist at scale is spread over (``--units``, each ``Bench team N`` under the root), the staff
+#: member of the first of them whose worklist is timed, and the size of its first page.
+TEAM = "Bench team"
+TEAM_USER = "bench:team"
+UNIT_PAGE = 100
 
 
 def cases(at: Any) -> list[str]:
@@ -252,18 +268,34 @@ def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table) -
     from workflows.definition import Settings
 
     with harness.fresh(backend, args.pg_url, start=START) as db:
-        seeder = Seeder(db)
-        cases_made = seeder.add([units[0]] * max(1, args.contacts // 10), history=False)
-        case_of = iter(cases_made * (args.contacts // len(cases_made) + 1))
-
-        def of_a_case(copy: Any) -> None:
-            for kind, row in copy.objects:
-                if kind == "contact":
-                    row["case_id"] = next(case_of)
-
-        seeder.add([units[1]] * args.contacts, history=False, adjust=of_a_case)
-        harness.settle(db)
         engine = engine_on(db, Settings())
+        teams = [engine.add_unit(f"{TEAM} {n}", parent="Danmark", actor=ADMIN)["id"] for n in range(1, args.units + 1)]
+        team_pks = [int(team.removeprefix("unit-")) for team in teams]
+        if team_pks:
+            engine.add_user(TEAM_USER, "staff", actor=ADMIN, units=[teams[0]])
+        seeder = Seeder(db)
+        # The cases dealt out over the units in turn, each contact in its case's unit (the placement rule
+        # ``parent``), their timers beside them (as the engine writes them: the object's unit on each timer).
+        dealt = iter(range(10**9))
+        unit_of: dict[int, int] = {}
+
+        def in_a_unit(copy: Any, unit: int | None = None) -> None:
+            for kind, row in copy.objects:
+                if kind == "case":
+                    unit = team_pks[next(dealt) % len(team_pks)] if team_pks else row["unit_id"]
+                    unit_of[row["id"]] = unit
+                elif kind == "contact":
+                    row["case_id"] = next(case_of)
+                    unit = unit_of[row["case_id"]]
+                row["unit_id"] = unit
+            for timer in copy.timers:
+                timer["unit_id"] = unit
+
+        cases_made = seeder.add([units[0]] * max(1, args.units, args.contacts // 10), history=False,
+                                adjust=in_a_unit)
+        case_of = iter(cases_made * (args.contacts // len(cases_made) + 1))
+        seeder.add([units[1]] * args.contacts, history=False, adjust=in_a_unit)
+        harness.settle(db)
         secret = Accounts(engine).issue_token(ACTOR, "bench/http.py", actor=ADMIN)["secret"]
         engine.simulated_clock.set(TIMED_AT)
         engine.save_clock()
@@ -320,6 +352,107 @@ def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table) -
                           f"{p50['raw'] / p50['http']:.2f}")
             time_worklist_page(backend, args, engine, client, contacts=args.contacts)
             time_audit_desk(backend, args, engine, client, contacts=args.contacts)
+            if team_pks:
+                team_secret = Accounts(engine).issue_token(TEAM_USER, "bench/http.py", actor=ADMIN)["secret"]
+                with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {team_secret}"},
+                                  timeout=60) as team_client:
+                    time_one_unit(backend, args, db, team_client, team_pks, table, tasks=tasks)
+
+
+#: The worklist of one unit's member by hand: the open tasks of the objects of the user's units (the timers carry
+#: their object's unit), in the worklist's order.
+UNIT_QUERY = """SELECT id, object_kind, object_id, name, task, due_at, overdue_at, status, rule, attempts, unit_id,
+       assignee_id FROM timers
+ WHERE unit_id IN :units AND task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL
+   AND status IN ('pending', 'fired', 'missed')
+ ORDER BY due_at, id LIMIT :n"""
+
+
+def time_one_unit(backend: str, args: Any, db: Any, client: Any, teams: list[int], table: harness.Table, *,
+                  tasks: int) -> None:
+    """The worklist with access filtering (issue 17): a staff member of the first of the units, whose objects
+    are a ``1/units`` share of them, reads the first page of their worklist by hand in SQL (``UNIT_QUERY``, the
+    user's units given), on the Python API (``Engine.worklist_page`` viewing as the user), over HTTP
+    (``GET /api/due?limit=100``) and as the worklist page (``GET /worklist``: its first 100 tasks of the next 7
+    days, against ``Engine.worklist_page`` of the same within)."""
+    from sqlalchemy import bindparam, text
+
+    from engine.bootstrap import engine_on
+    from engine.units import UnitTree, scope_of
+    from entry.web.pages import WORKLIST_PAGE
+    from persistence.repository import Repository
+    from workflows.calendar import DANISH
+    from workflows.definition import Settings
+
+    viewer = engine_on(db, Settings()).viewing_as(TEAM_USER)
+    with db.reading() as session:
+        repo = Repository(session)
+        scope, tree = scope_of(repo, TEAM_USER), UnitTree.load(repo)
+    mine = sorted(scope.units or ())
+    if scope.everything or mine != [teams[0]]:
+        raise BenchFailure(f"{TEAM_USER} is not a member of {TEAM} 1 alone: {mine}")
+    by_hand = text(UNIT_QUERY).bindparams(bindparam("units", expanding=True))
+    values = {"units": mine, "n": UNIT_PAGE}
+    with db.engine.connect() as connection:
+        own = connection.exec_driver_sql(
+            "SELECT count(*) FROM timers WHERE task IS NOT NULL AND satisfied_at IS NULL AND resolved_at IS NULL "
+            f"AND status IN ('pending', 'fired', 'missed') AND unit_id = {teams[0]}").scalar_one()
+    now = viewer.clock.now()
+    week = datetime.combine(now.astimezone(DANISH).date() + timedelta(days=8), datetime.min.time(),
+                            tzinfo=DANISH) - now  # as the page: the next 7 days after today
+
+    def raw() -> list[int]:
+        with db.engine.connect() as connection:
+            return [row.id for row in connection.execute(by_hand, values)]
+
+    def python() -> dict[str, Any]:
+        return viewer.worklist_page(limit=UNIT_PAGE)
+
+    def http() -> dict[str, Any]:
+        return ok(client.get("/api/due", params={"limit": UNIT_PAGE}))  # type: ignore[no-any-return]
+
+    def page_python() -> dict[str, Any]:
+        return viewer.worklist_page(week, limit=WORKLIST_PAGE)
+
+    def page_http() -> str:
+        response = client.get("/worklist")
+        if response.status_code != 200:
+            raise BenchFailure(f"GET /worklist as {TEAM_USER}: status {response.status_code}")
+        return str(response.text)
+
+    expected = python()
+    unit_id = f"unit-{teams[0]}"
+    if [f"timer-{pk}" for pk in raw()] != [i["timer"] for i in expected["items"]] or http() != expected or \
+            len(expected["items"]) != min(UNIT_PAGE, own) or any(i["unit"] != unit_id for i in expected["items"]):
+        raise BenchFailure(f"the first page of {TEAM_USER}'s worklist by hand, on the Python API and over HTTP "
+                           f"differ, or hold another unit's tasks ({len(expected['items'])} of {own})")
+    shown = page_python()["items"]
+    html = page_http()
+    if not all(f'href="/objects/{i["object"]}"' in html for i in shown) or html.count("<tr") < len(shown):
+        raise BenchFailure(f"GET /worklist as {TEAM_USER} does not show its first page of tasks")
+    say(f"{backend:<11} worklist of one unit: {TEAM_USER} in {tree.path(teams[0])} ({len(teams)} units), {own} of "
+        f"{tasks} open tasks")
+    measured = {}
+    for way, call in (("raw", raw), ("python", python), ("http", http), ("page python", page_python),
+                      ("page http", page_http)):
+        for _ in range(args.warmup):
+            call()
+        measured[way] = 1000 * harness.percentile(calls([call] * args.requests)[1], 50)
+    say(f"{backend:<11} worklist of one unit, first page ({UNIT_PAGE})   by hand {measured['raw']:7.2f} ms   python "
+        f"{measured['python']:7.2f} ms   http {measured['http']:7.2f} ms   GET /worklist {measured['page http']:7.2f}"
+        f" ms (python {measured['page python']:.2f} ms)")
+    harness.ratio("python/by-hand worklist of one unit", backend, measured["raw"] / measured["python"])
+    harness.ratio("http/by-hand worklist of one unit", backend, measured["raw"] / measured["http"])
+    harness.ratio("page/by-hand worklist of one unit", backend, measured["raw"] / measured["page http"])
+    met = measured["http"] < 100 and measured["page http"] < 100
+    say(f"{backend:<11} first page of one unit's worklist under 100 ms (p50, GET /api/due and GET /worklist, "
+        f"{args.contacts} open contacts in {len(teams)} units): {'met' if met else 'NOT met'}")
+    table.add(backend, f"one unit of {len(teams)}, first page ({UNIT_PAGE} a page, {own} of {tasks} open tasks)",
+              f"{measured['raw']:.2f}", f"{measured['python']:.2f}", f"{measured['http']:.2f}",
+              f"{measured['raw'] / measured['python']:.2f}", f"{measured['raw'] / measured['http']:.2f}")
+    table.add(backend, f"one unit of {len(teams)}, `GET /worklist` ({WORKLIST_PAGE} tasks)", f"{measured['raw']:.2f}",
+              f"{measured['page python']:.2f}", f"{measured['page http']:.2f}",
+              f"{measured['raw'] / measured['page python']:.2f}", f"{measured['raw'] / measured['page http']:.2f}")
 
 
 def time_worklist_page(backend: str, args: Any, engine: Any, client: Any, *, contacts: int) -> None:
@@ -400,9 +533,12 @@ if __name__ == "__main__":
     options.add_argument("--cases", type=int, default=1000, help="confirmed cases, 3 tasks each (default 1000)")
     options.add_argument("--contacts", type=int, default=100_000,
                          help="open contacts for the worklist at scale (default 100,000; 0: skip it)")
+    options.add_argument("--units", type=int, default=10,
+                         help="units the contacts at scale are spread over, one user's worklist timed (default 10; "
+                         "0: none)")
     options.add_argument("--page", type=int, default=50, help="items on a worklist page (default 50)")
     options.add_argument("--requests", type=int, default=200, help="timed calls per operation and side (200)")
     options.add_argument("--warmup", type=int, default=5, help="untimed calls per operation and side first (5)")
     arguments = options.parse_args()
-    harness.at_least(arguments, options, cases=1, contacts=0, page=1, requests=1, warmup=0)
+    harness.at_least(arguments, options, cases=1, contacts=0, units=0, page=1, requests=1, warmup=0)
     sys.exit(harness.main("http", arguments, run))

@@ -413,20 +413,21 @@ class Queries:
         return {"matches": not differences, "objects": count, "differences": differences}
 
     def audit_export(self, fmt: str, out: IO[Any], *, entity: str | None = None, since: datetime | None = None,
-                     before: datetime | None = None, actor: str | None = None, trigger: str | None = None) -> int:
+                     before: datetime | None = None, actor: str | None = None, trigger: str | None = None,
+                     unit: str | None = None) -> int:
         """Stream the whole log, or the entries the filters select (as ``audit_page``'s), to ``out`` in sequence
         order; returns the entries written. ``jsonl``, ``csv`` or ``excel-csv`` (with a header) to a text stream,
         ``xlsx`` to a binary one (``engine.auditing.DESK_FORMATS``)."""
         if fmt not in auditing.DESK_FORMATS:
             raise UsageError(f"⟦format⟧ '{shown(fmt)}' is not an export format: use one of "
                              f"{', '.join(auditing.DESK_FORMATS)}")
-        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger)
+        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger, unit=unit)
         with self.runtime.db.snapshot() as session:
             repo = Repository(session)
             units = self._units(repo)
             if units is not None:
                 where = dataclasses.replace(where, scope=tuple(units))
-            filtered = any(v is not None for v in (entity, since, before, actor, trigger, units))
+            filtered = any(v is not None for v in (entity, since, before, actor, trigger, units, where.acting))
             entries = repo.stream_audit_filtered(where) if filtered else None
             if fmt == "xlsx":
                 return auditing.export_xlsx(entries if entries is not None else repo.stream_audit(), out)
@@ -436,9 +437,11 @@ class Queries:
 
     def audit_where(self, *, entity: str | None = None, since: datetime | None = None,
                     before: datetime | None = None, actor: str | None = None,
-                    trigger: str | None = None) -> AuditWhere:
+                    trigger: str | None = None, unit: str | None = None) -> AuditWhere:
         """The desk's filters, checked: an object id, instants (``since`` inclusive, ``before`` exclusive), an
-        actor and a trigger. UsageError naming the field otherwise."""
+        actor, a trigger and an acting unit (``unit``, a name or ``unit-N``: the entries of users who acted
+        through it or a unit below it, issue 17). UsageError naming the field otherwise; NotFound for a unit
+        there is none of."""
         kind = pk = None
         if entity is not None:
             kind, pk = parse_id(entity)
@@ -449,19 +452,25 @@ class Queries:
                 check_instant(value, what)
         if since is not None and before is not None and before <= since:
             raise UsageError(f"⟦until⟧ ({instant(before)}) is not after ⟦since⟧ ({instant(since)}): swap them")
-        for text, field in ((actor, "actor"), (trigger, "trigger")):
+        for text, field in ((actor, "actor"), (trigger, "trigger"), (unit, "unit")):
             if text is not None:
                 check_text(text, field)
-        return AuditWhere(kind=kind, pk=pk, since=since, before=before, actor=actor, trigger=trigger)
+        acting = None
+        if unit is not None:
+            with self.runtime.db.reading() as session:
+                acting = self._acting(Repository(session), unit)
+        return AuditWhere(kind=kind, pk=pk, since=since, before=before, actor=actor, trigger=trigger,
+                          acting=None if acting is None else tuple(acting))
 
     def audit_page(self, *, entity: str | None = None, since: datetime | None = None,
                    before: datetime | None = None, actor: str | None = None, trigger: str | None = None,
                    limit: int = DEFAULT_AUDIT_PAGE, older_than: int | None = None,
-                   newer_than: int | None = None) -> dict[str, Any]:
+                   newer_than: int | None = None, unit: str | None = None) -> dict[str, Any]:
         """One page of the filtered log, newest first, by keyset on the sequence number: ``{"items", "older",
         "newer"}``, where ``older`` (``newer``) is the ``older_than`` (``newer_than``) of the next (previous)
-        page, None at the end (the start). UsageError for a malformed filter, limit or position."""
-        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger)
+        page, None at the end (the start). ``unit``: the entries of users who acted through that unit or one
+        below it (``audit_where``). UsageError for a malformed filter, limit or position."""
+        where = self.audit_where(entity=entity, since=since, before=before, actor=actor, trigger=trigger, unit=unit)
         check_count(limit, "⟦limit⟧", low=1, high=MAX_AUDIT_PAGE)
         if older_than is not None and newer_than is not None:
             raise UsageError("give ⟦older_than⟧ or ⟦newer_than⟧, not both")

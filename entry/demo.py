@@ -1,5 +1,11 @@
 """``mpoxflow demo``: a small outbreak on a throwaway simulated-clock SQLite database, run through its timers
-and printed as a timeline of every transition with its actor and rule."""
+and printed as a timeline of every transition with its actor and rule.
+
+The demo's organisation (issue 17) is the national response's: Styrelsen for Patientsikkerhed (STPS) with its two
+contact-tracing teams, and the five regions, each with its infection-medicine department(s), three with a
+vaccination clinic. The case workers work at Hvidovre's infection medicine (a case is placed in its creator's
+unit), STPS traces the contacts (the department's lead hands them over), the vaccination clinic gives the doses
+(the courses' placement rule names it), and a suspected case found by tracing goes back to the department."""
 
 from __future__ import annotations
 
@@ -21,9 +27,35 @@ from workflows.errors import NotPermitted
 
 START = "2025-03-03T08:00:00+01:00"
 ADMIN = "admin:demo"
-#: The demo's users: case workers, STPS tracing staff, a clinic, and an auditor who may only read.
-USERS = {"staff:anna": "staff", "staff:jonas": "staff", "stps:maria": "staff", "nurse:holm": "staff",
-         "doctor:lund": "staff", "auditor:lis": "auditor"}
+#: The demo's units, each under its parent (the root, ``Danmark``, is every database's).
+STPS = "Styrelsen for Patientsikkerhed"
+TRACING_EAST, TRACING_WEST = "STPS Smitteopsporing Øst", "STPS Smitteopsporing Vest"
+CAPITAL = "Region Hovedstaden"
+HVIDOVRE = "Hvidovre Hospital Infektionsmedicinsk Afdeling"
+RIGSHOSPITALET = "Rigshospitalet Infektionsmedicinsk Klinik"
+CLINIC = "Hvidovre Hospital Vaccinationsklinik"
+UNITS = {
+    STPS: "Danmark", TRACING_EAST: STPS, TRACING_WEST: STPS,
+    CAPITAL: "Danmark", RIGSHOSPITALET: CAPITAL, HVIDOVRE: CAPITAL, CLINIC: CAPITAL,
+    "Region Sjælland": "Danmark",
+    "Sjællands Universitetshospital Roskilde Infektionsmedicinsk Afdeling": "Region Sjælland",
+    "Region Syddanmark": "Danmark",
+    "Odense Universitetshospital Infektionsmedicinsk Afdeling": "Region Syddanmark",
+    "Odense Universitetshospital Vaccinationsklinik": "Region Syddanmark",
+    "Region Midtjylland": "Danmark",
+    "Aarhus Universitetshospital Infektionssygdomme": "Region Midtjylland",
+    "Aarhus Universitetshospital Vaccinationsklinik": "Region Midtjylland",
+    "Region Nordjylland": "Danmark",
+    "Aalborg Universitetshospital Infektionsmedicinsk Afdeling": "Region Nordjylland",
+}
+#: The demo's users, their roles and units (``UNIT:lead``: a lead there): case workers and a doctor at Hvidovre's
+#: infection medicine, the region's lead and a doctor at Rigshospitalet, STPS tracing staff and their lead, the
+#: vaccination clinic's nurse, and an auditor who may only read.
+USERS = {"staff:anna": ("staff", [HVIDOVRE]), "staff:jonas": ("staff", [HVIDOVRE]),
+         "stps:maria": ("staff", [TRACING_EAST]), "nurse:holm": ("staff", [CLINIC]),
+         "doctor:lund": ("staff", [HVIDOVRE]), "auditor:lis": ("auditor", ["Danmark"]),
+         "region:karen": ("staff", [f"{CAPITAL}:lead"]), "region:peter": ("staff", [RIGSHOSPITALET]),
+         "stps:ole": ("staff", [f"{STPS}:lead"]), "stps:sofie": ("staff", [TRACING_WEST])}
 #: The password of every demo user in `mpoxflow demo --serve` (a throwaway training database).
 DEMO_PASSWORD = "mpoxflow-demo"
 
@@ -42,6 +74,7 @@ def _story(engine: Engine) -> None:
     flatmate = engine.add_person(ref="DEMO-0005", born=d("1985-02-03"), actor=anna)["id"]
     colleague = engine.add_person(ref="DEMO-0006", born=d("1972-09-21"), actor=anna)["id"]
     older = engine.add_person(ref="DEMO-0007", born=d("1965-04-18"), actor=jonas)["id"]
+    karen, ole = "region:karen", "stps:ole"
 
     # Monday: a suspected case and a second suspicion the same morning.
     c1 = engine.open("case", "open", person=p1, actor=anna, reason="seen at dermato-venereology", data={
@@ -62,6 +95,12 @@ def _story(engine: Engine) -> None:
         "case": c1, "exposed": d("2025-03-02"), "kind": "household"})["id"]
     k_colleague = engine.open("contact", "add", person=colleague, actor=anna, reason="same office", data={
         "case": c1, "exposed": d("2025-02-28"), "kind": "face_to_face"})["id"]
+    # The contacts are opened in the case's unit; the region's lead hands them over to STPS's tracing team (§5.2),
+    # two of them to its tracer, the third to the team's pool, where the team's lead deals it out.
+    engine.transfer([k_partner, k_colleague], unit=TRACING_EAST, user="stps:maria", actor=karen,
+                    reason="contact tracing by STPS (§5.2)")
+    engine.transfer([k_flatmate], unit=TRACING_EAST, actor=karen, reason="contact tracing by STPS (§5.2)")
+    engine.assign([k_flatmate], user="stps:maria", actor=ole, reason="the tracer of case-1's contacts")
     engine.apply(k_partner, "inform", actor="stps:maria", reason="phoned")
     engine.apply(k_colleague, "inform", actor="stps:maria", reason="phoned")
     # Tuesday: c2's PCR is negative; c1's written notification was forgotten: missed at 10:30 (never done);
@@ -75,7 +114,10 @@ def _story(engine: Engine) -> None:
     engine.apply(k_flatmate, "inform", actor="stps:maria", reason="reached on the second try")
     engine.apply(k_flatmate, "expose", data={"exposed": d("2025-03-04"), "kind": "household"}, actor="stps:maria",
                  reason="stayed another night")
-    # PEP for the flatmate inside the optimal 4 days (§6.2), off-label: consent, indication, justification.
+    # PEP for the flatmate inside the optimal 4 days (§6.2), off-label: consent, indication, justification. STPS
+    # refers the contact to infection medicine for the assessment; the course goes to the vaccination clinic.
+    engine.transfer([k_flatmate], unit=HVIDOVRE, user="doctor:lund", actor=ole,
+                    reason="PEP assessment at infection medicine (§6.2)")
     pep = engine.open("course", "offer", person=flatmate, actor="doctor:lund", reason="assessed at infection medicine",
                       data={"indication": "pep", "contact": k_flatmate, "criteria": [],
                             "assessed_by": "doctor:lund"})["id"]
@@ -94,6 +136,7 @@ def _story(engine: Engine) -> None:
     c3 = engine.open("case", "open_confirmed", person=p3, actor=jonas, reason="PCR positive, immunocompromised",
                      data={"onset": d("2025-03-01"), "pcr_on": d("2025-03-05"), "symptoms": ["rash", "proctitis"],
                            "criteria": []})["id"]
+    engine.assign([c3], user=jonas, actor=jonas, reason="my admission")
     engine.apply(c3, "notify", data={"channel": "phone"}, actor=jonas, reason="phoned STPS on-call")
     engine.apply(c3, "isolate", data={"mode": "hospital"}, actor=jonas, reason="admitted, infection medicine")
     engine.apply(c3, "notify", data={"channel": "written"}, actor=jonas, reason="SEI2")
@@ -103,6 +146,8 @@ def _story(engine: Engine) -> None:
     c4 = engine.apply(k_partner, "symptoms", data={"onset": d("2025-03-07"),
                                                    "symptoms": ["rash", "lymphadenopathy"]},
                       actor="stps:maria", reason="called the hotline")["became_case"]
+    # The new suspected case is opened in the tracer's unit; STPS's lead hands it to the department (§2).
+    engine.transfer([c4], unit=HVIDOVRE, user=anna, actor=ole, reason="suspected case: to infection medicine")
     _at(engine, "2025-03-08T09:00:00+01:00")
     engine.apply(c4, "confirm", data={"pcr_on": d("2025-03-08"), "clade": "IIb"}, actor=anna, reason="PCR positive")
     engine.apply(c4, "notify", data={"channel": "phone"}, actor=anna, reason="phoned STPS")
@@ -136,9 +181,13 @@ def build_demo(url: str, password: str | None = None) -> Engine:
     with Database(url) as fresh:
         init_database(fresh, parse_instant(START, "demo"))
     engine = open_engine(url, first_admin=ADMIN)
+    for name, parent in UNITS.items():
+        engine.add_unit(name, parent=parent, actor=ADMIN, reason="the national mpox response")
+    # Doses are given at the vaccination clinic: a course goes there, whoever offers it (§6).
+    engine.set_placement("course", "unit", unit=CLINIC, actor=ADMIN, reason="doses at the vaccination clinic")
     hashed = accounts.password_hash.hash(password) if password else None
-    for name, role in USERS.items():
-        engine.add_user(name, role, actor=ADMIN, reason="demo team", password_hash=hashed)
+    for name, (role, units) in USERS.items():
+        engine.add_user(name, role, actor=ADMIN, reason="demo team", password_hash=hashed, units=units)
     if password:
         Accounts(engine).set_password(ADMIN, password, actor=ADMIN, reason="demo team")
     _story(engine)
@@ -147,7 +196,8 @@ def build_demo(url: str, password: str | None = None) -> Engine:
 
 def _open_work(engine: Engine) -> None:
     """For the web application: a new outbreak on the demo's last day, so the worklist, the case pages and the
-    calendar have work in them (a confirmed case not yet notified, contacts to inform, PEP windows, a dose 2)."""
+    calendar have work in them (a confirmed case not yet notified, contacts to inform, PEP windows, a dose 2): the
+    contacts in the department's pool, to be handed over to STPS."""
     d = date.fromisoformat
     anna, maria = "staff:anna", "stps:maria"
     day = to_local(engine.clock.now()).date()
@@ -158,7 +208,7 @@ def _open_work(engine: Engine) -> None:
     engine.apply(case, "consent", data={"tracing": True}, actor=anna, reason="consents to STPS tracing")
     for n, (kind, days_ago) in enumerate((("sexual", 2), ("household", 1), ("intact_skin", 3)), start=1):
         contact_person = engine.add_person(ref=f"DEMO-01{10 + n}", born=d("1990-01-01"), actor=maria)["id"]
-        engine.open("contact", "add", person=contact_person, actor=maria, reason="named by the case", data={
+        engine.open("contact", "add", person=contact_person, actor=anna, reason="named by the case", data={
             "case": case, "exposed": day - timedelta(days=days_ago), "kind": kind})
     suspected = engine.add_person(ref="DEMO-0120", born=d("1983-08-15"), actor=anna)["id"]
     engine.open("case", "open", person=suspected, actor=anna, reason="referred by GP", data={
@@ -176,8 +226,9 @@ def serve_demo(host: str, port: int, password: str = DEMO_PASSWORD) -> None:
         engine = build_demo(url, password)
         _open_work(engine)
         engine.db.dispose()
-        print(f"mpoxflow demo: http://{host}:{port}/  log in as staff:anna (staff), auditor:lis (auditor) or "
-              f"admin:demo (admin), password {password!r}. Ctrl-C stops it and deletes the data.", flush=True)
+        print(f"mpoxflow demo: http://{host}:{port}/  log in as staff:anna (staff at {HVIDOVRE}), region:karen "
+              f"(lead of {CAPITAL}), stps:maria (STPS tracing), auditor:lis (auditor) or admin:demo (admin), password "
+              f"{password!r}. Ctrl-C stops it and deletes the data.", flush=True)
         uvicorn.run(create_app(url), host=host, port=port, log_level="warning")
 
 
@@ -194,7 +245,10 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
         courses = engine.list("course")
         verified = engine.audit_verify()
         replayed = engine.audit_replay()
+        units = engine.list_units()
+        users = {u["id"]: u["name"] for u in engine.users()}
         engine.db.dispose()
+    names = {u["id"]: u["name"] for u in units}
     lines = ["mpoxflow demo: a simulated outbreak, every transition with its actor and rule", ""]
     for e in timeline:
         when = datetime.fromisoformat(e["at"])
@@ -206,6 +260,12 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
                   else "nothing changed")
         if any(d.get("outcome") == "done-late" for d in e["timers_done"]):
             change = "done late: " + change
+        if e["object"].startswith("unit-") and e["trigger"] == "add":
+            change = names.get(e["object"], e["object"])
+        if e["trigger"] in ("assign", "transfer"):
+            data = e["data"] or {}
+            change = f"→ {names.get(data.get('unit'), data.get('unit'))}" + (
+                f", {users.get(data['assignee'], data['assignee'])}" if data.get("assignee") else ", its pool")
         lines.append(
             f"{to_local(when):%Y-%m-%d %H:%M %z}  {e['object']:<10} {e['trigger']:<26} {change:<32} "
             f"{e['actor'] + ' (' + e['role'] + ')':<40} {e['rule'] or ''}"
@@ -216,4 +276,4 @@ def run_demo(directory: str | None = None) -> dict[str, Any]:
                  + "; replay " + ("matches the tables" if replayed["matches"]
                                   else f"differs in {len(replayed['differences'])} places"))
     return {"timeline": timeline, "cases": cases, "contacts": contacts, "courses": courses, "verify": verified,
-            "replay": replayed, "text": "\n".join(lines)}
+            "replay": replayed, "units": units, "text": "\n".join(lines)}

@@ -58,3 +58,21 @@ def test_bench_runs_and_prints_its_figures(script: str) -> None:
         # a figure, or figures with their unit: "+9.1 / +9.0", "21.8 (no hash 1.2)", "100%"
         assert NUMBER.match(cell), (cell, done.stdout)
         float(NUMBER.match(cell)[0].replace(",", "").rstrip("%"))
+
+
+@pytest.mark.slow
+def test_http_bench_times_the_worklist_of_a_member_of_one_unit() -> None:
+    """bench/http.py's worklist with access filtering (issue 17): a member of one of the units reads the first page
+    of their worklist by hand, on the Python API, over HTTP and as the page, the ways checked equal by the script
+    (exit 1 otherwise) and each compared with the query by hand."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "http.py"), "--cases", "1", "--contacts", "40",
+                           "--units", "4", "--requests", "2", "--warmup", "1", "--backend", "sqlite"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratios = {found[1] for found in map(RATIO.fullmatch, done.stdout.splitlines()) if found}
+    assert {"python/by-hand worklist of one unit", "http/by-hand worklist of one unit",
+            "page/by-hand worklist of one unit"} <= ratios, done.stdout
+    assert "bench:team in Danmark › Bench team 1 (4 units)" in done.stdout
+    assert re.search(r"first page of one unit's worklist under 100 ms .*: (met|NOT met)$", done.stdout, re.M)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| sqlite | one unit of 4")]
+    assert len(rows) == 2, done.stdout

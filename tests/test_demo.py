@@ -65,4 +65,50 @@ def test_demo_serve_opens_the_story_with_open_work_and_demo_logins(tmp_path):
         assert auditor.post("/api/login", json={"name": "auditor:lis", "password": DEMO_PASSWORD}).status_code == 200
         assert 'id="confirm"' in staff.get("/objects/case-6").text  # the suspected case: staff may confirm it
         assert 'id="confirm"' not in auditor.get("/objects/case-6").text
+        # The department's new contacts are its own work, not yet STPS's: the tracer sees none of case-5's.
+    with TestClient(app, follow_redirects=False) as tracer:
+        assert tracer.post("/api/login", json={"name": "stps:maria", "password": DEMO_PASSWORD}).status_code == 200
+        assert not [t for t in tracer.get("/api/due").json() if t.get("case") == "case-5" or t["object"] == "case-5"]
     app.state.web.db.dispose()
+
+
+def test_the_demo_has_the_national_response_as_its_units_and_every_object_in_one():
+    from entry.demo import CAPITAL, CLINIC, HVIDOVRE, STPS, TRACING_EAST, TRACING_WEST
+
+    result = run_demo()
+    units = {u["name"]: u for u in result["units"]}
+    parent = {name: u["parent_name"] for name, u in units.items()}
+    assert parent["Danmark"] is None and parent[STPS] == "Danmark"
+    assert parent[TRACING_EAST] == parent[TRACING_WEST] == STPS
+    regions = {"Region Hovedstaden", "Region Sjælland", "Region Syddanmark", "Region Midtjylland",
+               "Region Nordjylland"}
+    assert {name for name, p in parent.items() if p == "Danmark"} == regions | {STPS}
+    # Each region has an infection-medicine department; at least two have a vaccination clinic.
+    for region in regions:
+        below = [name for name, p in parent.items() if p == region]
+        assert any("Infektion" in name for name in below), region
+    clinics = {parent[name] for name in parent if "Vaccinationsklinik" in name}
+    assert len(clinics) >= 2 and clinics <= regions
+    assert units[HVIDOVRE]["path"] == f"Danmark › {CAPITAL} › {HVIDOVRE}"
+    members = {(m["name"], name, m["role"]) for name, u in units.items() for m in u["members"]}
+    assert {("staff:anna", HVIDOVRE, "member"), ("stps:maria", TRACING_EAST, "member"),
+            ("region:karen", CAPITAL, "lead"), ("stps:ole", STPS, "lead"), ("nurse:holm", CLINIC, "member"),
+            ("stps:sofie", TRACING_WEST, "member")} <= members
+    ids = {u["name"]: u["id"] for u in result["units"]}
+    users = {e["data"].get("assignee") for e in result["timeline"] if e["trigger"] in ("assign", "transfer")}
+    assert None not in {o["unit"] for o in result["cases"] + result["contacts"] + result["courses"]}
+    owners = {o["id"]: (o["unit"], o["assignee"]) for o in result["cases"] + result["contacts"] + result["courses"]}
+    assert {k: u for k, (u, _) in owners.items()} == {
+        "case-1": ids[HVIDOVRE], "case-2": ids[HVIDOVRE], "case-3": ids[HVIDOVRE], "case-4": ids[HVIDOVRE],
+        "contact-1": ids[TRACING_EAST], "contact-2": ids[HVIDOVRE], "contact-3": ids[TRACING_EAST],
+        "course-1": ids[CLINIC], "course-2": ids[CLINIC]}  # the courses by the placement rule: the clinic
+    assigned = {k for k, (_, a) in owners.items() if a is not None}
+    assert assigned == {"case-3", "case-4", "contact-1", "contact-2", "contact-3"} and len(users) >= 3
+    # The handovers are audited transitions that change no state, with the rule that names who does what.
+    moves = [e for e in result["timeline"] if e["trigger"] in ("assign", "transfer")]
+    assert all(e["from"] == e["to"] and e["rule"] == "SST-mpox-7.1 §5.5" and e["reason"] for e in moves)
+    assert {e["actor"] for e in moves if e["trigger"] == "transfer"} == {"region:karen", "stps:ole"}
+    # Every entry records the unit its actor acted through: the tracer's are the tracing team's.
+    assert {e["unit"] for e in result["timeline"] if e["actor"] == "stps:maria"} == {ids[TRACING_EAST]}
+    assert result["verify"]["intact"] and result["replay"]["matches"]
+    assert f"→ {TRACING_EAST}, stps:maria" in result["text"] and f"→ {HVIDOVRE}, staff:anna" in result["text"]

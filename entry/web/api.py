@@ -286,10 +286,12 @@ def timers_status(who: Reader, engine: Eng) -> dict[str, Any]:
 @router.get("/audit", operation_id="audit", tags=["audit"])
 def audit(who: Reader, engine: Eng, entity: str | None = None, actor: str | None = None,
           trigger: str | None = None, since: str | None = None, until: str | None = None,
-          limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None) -> list[dict[str, Any]]:
-    """Audit entries, oldest first; the filters combine; limit keeps the newest."""
+          limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+          unit: str | None = None) -> list[dict[str, Any]]:
+    """Audit entries, oldest first; the filters combine; limit keeps the newest; unit: the entries of users who
+    acted through that unit (its name or unit-N) or one below it."""
     return engine.audit(entity=entity, actor=actor, trigger=trigger, limit=limit,
-                        since=_instant(since, "since"), until=_instant(until, "until"))
+                        since=_instant(since, "since"), until=_instant(until, "until"), unit=unit)
 
 
 @router.get("/audit/verify", operation_id="audit_verify", tags=["audit"])
@@ -318,12 +320,14 @@ def audit_timeline(object_id: str, who: Reader, engine: Eng) -> list[dict[str, A
                                          XLSX: {"schema": {"type": "string", "format": "binary"}}}}})
 def audit_export(who: Reader, engine: Eng, format: Literal["jsonl", "csv", "excel-csv", "xlsx"] = "jsonl",
                  entity: str | None = None, actor: str | None = None, trigger: str | None = None,
-                 since: str | None = None, until: str | None = None) -> StreamingResponse:
+                 since: str | None = None, until: str | None = None,
+                 unit: str | None = None) -> StreamingResponse:
     """The whole log, or the entries the filters select (as the auditor's desk: since and until a date, the
-    whole Danish day, dd.mm.yyyy or ISO; or an instant), oldest first, as a download (fields: README, "Audit
-    export"). Written from one snapshot to a spooled file first (memory stays small; disk past a few MB), then
-    streamed."""
-    return audit_desk.export_response(engine, format, audit_desk.api_filters(entity, actor, trigger, since, until))
+    whole Danish day, dd.mm.yyyy or ISO; or an instant; unit: the entries of users who acted through that unit,
+    its name or unit-N, or one below it), oldest first, as a download (fields: README, "Audit export"). Written
+    from one snapshot to a spooled file first (memory stays small; disk past a few MB), then streamed."""
+    return audit_desk.export_response(engine, format, audit_desk.api_filters(entity, actor, trigger, since, until,
+                                                                             unit))
 
 
 # ---- notes and contact attempts (issue 17) -------------------------------------------------------------------

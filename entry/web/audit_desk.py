@@ -107,6 +107,7 @@ class Filters:
     trigger: str = ""
     actor: str = ""
     size: str = ""
+    unit: str = ""
     errors: dict[str, str] = field(default_factory=dict)
     engine_filters: dict[str, Any] = field(default_factory=dict)
     limit: int = DEFAULT_AUDIT_PAGE
@@ -116,7 +117,7 @@ class Filters:
         """The filters from the query string (``since``/``until`` taken for ``fra``/``til`` too), checked."""
         query = request.query_params
         typed = {name: (query.get(name) or "").strip()[:200] for name in ("entity", "fra", "til", "trigger",
-                                                                           "actor", "size")}
+                                                                           "actor", "size", "unit")}
         typed["fra"] = typed["fra"] or (query.get("since") or "").strip()[:200]
         typed["til"] = typed["til"] or (query.get("until") or "").strip()[:200]
         filters = cls(**typed)
@@ -140,7 +141,7 @@ class Filters:
                     errors[name] = _date_message()
         if "since" in found and "before" in found and found["before"] <= found["since"]:
             errors["til"] = _("The end date is before the start date: swap them.")
-        for name in ("trigger", "actor"):
+        for name in ("trigger", "actor", "unit"):
             value = getattr(self, name)
             if value:
                 if len(value) > MAX_NAME or not value.isprintable():
@@ -155,7 +156,7 @@ class Filters:
 
     def query(self, **more: Any) -> str:
         """The query string of these filters (as typed), with ``more``."""
-        kept = {name: getattr(self, name) for name in ("entity", "fra", "til", "trigger", "actor", "size")}
+        kept = {name: getattr(self, name) for name in ("entity", "fra", "til", "trigger", "actor", "size", "unit")}
         return urlencode({k: v for k, v in {**kept, **more}.items() if v not in ("", None)})
 
 
@@ -176,7 +177,7 @@ def audit_page(request: Request, who: Who, engine: Eng, older: str | None = None
                verify: bool = False, replay: bool = False) -> Response:
     """The filtered log, newest first, a page at a time; the checks when asked for."""
     filters = Filters.read(request)
-    choices = engine.audit_choices()
+    choices = desk_choices(engine)
     context: dict[str, Any] = {
         "filters": filters, "choices": choices, "sizes": PAGE_SIZES, "formats": FORMAT_LABELS,
         "report": engine.audit_verify() if verify else None,
@@ -184,8 +185,14 @@ def audit_page(request: Request, who: Who, engine: Eng, older: str | None = None
     }
     if filters.errors:
         return render(request, "audit.html", status_code=422, page=None, **context)
-    page = engine.audit_page(limit=filters.limit, older_than=_position(older), newer_than=_position(newer),
-                             **filters.engine_filters)
+    try:
+        page = engine.audit_page(limit=filters.limit, older_than=_position(older), newer_than=_position(newer),
+                                 **filters.engine_filters)
+    except NotFound:
+        if "unit" not in filters.engine_filters:
+            raise
+        filters.errors["unit"] = _unit_message()
+        return render(request, "audit.html", status_code=422, page=None, **context)
     links = {
         "older": f"/audit?{filters.query(older=page['older'])}" if page["older"] else None,
         "newer": f"/audit?{filters.query(newer=page['newer'])}" if page["newer"] else None,
@@ -199,7 +206,8 @@ def audit_entry_page(request: Request, seq: int, who: Who, engine: Eng) -> Respo
     """One entry: who, when, why, the rule; its data; its changes before and after; its timers; its hashes."""
     entry = engine.audit_entry(seq)
     kind = entry["object"].rsplit("-", 1)[0]
-    return render(request, "audit_entry.html", entry=entry, kind=kind, replayable=kind in WORKFLOWS)
+    return render(request, "audit_entry.html", entry=entry, kind=kind, replayable=kind in WORKFLOWS,
+                  unit_names=desk_choices(engine)["unit_names"])
 
 
 @router.get("/audit/as-of")
@@ -237,9 +245,32 @@ def audit_as_of_page(request: Request, who: Who, engine: Eng, object: str | None
             errors.update(_not_yet(engine, typed["object"]))
     status = 200 if not errors else 404 if errors.pop("missing", None) else 422
     facts = {k: v for k, v in (view or {}).items()
-             if k not in ("id", "kind", "state", "workflow", "version", "timers", "as_of", "audit_seq")}
+             if k not in ("id", "kind", "state", "workflow", "version", "timers", "as_of", "audit_seq", "unit",
+                          "assignee")}
     return render(request, "audit_as_of.html", status_code=status, typed=typed, errors=errors, view=view,
-                  facts=facts, when=when)
+                  facts=facts, when=when, owner=responsible(engine, view) if view else None)
+
+
+def responsible(engine: Engine, view: dict[str, Any]) -> dict[str, str | None]:
+    """Who was responsible for an object as the log tells it (issue 17): its unit (the path from the root) and
+    the user it was assigned to (None: the unit's unassigned pool), by name; an id no longer known as itself."""
+    paths = {u["id"]: u["path"] for u in engine.list_units()}
+    unit, assignee = view.get("unit"), view.get("assignee")
+    names = {u["id"]: u["name"] for u in engine.users()} if assignee else {}
+    return {"unit": paths.get(unit, unit) if unit else None, "unit_id": unit,
+            "assignee": names.get(assignee, assignee) if assignee else None, "assignee_id": assignee}
+
+
+def desk_choices(engine: Engine) -> dict[str, Any]:
+    """The desk's pickers: the log's triggers and actors, and every unit (``units``: id and path, in the tree's
+    order; ``unit_names``: id to name, to show each entry's acting unit)."""
+    units = engine.list_units()
+    return {**engine.audit_choices(), "units": [(u["id"], u["path"]) for u in units],
+            "unit_names": {u["id"]: u["name"] for u in units}}
+
+
+def _unit_message() -> str:
+    return _("Choose a unit from the list.")
 
 
 def _not_yet(engine: Engine, object_id: str) -> dict[str, str]:
@@ -291,17 +322,25 @@ def audit_export_page(request: Request, who: Who, engine: Eng, format: str = "js
         if format not in DESK_FORMATS:
             filters.errors["format"] = _("Choose an export format from the list.")
         return render(request, "audit.html", status_code=422, page=None, filters=filters,
-                      choices=engine.audit_choices(), sizes=PAGE_SIZES, formats=FORMAT_LABELS, report=None,
+                      choices=desk_choices(engine), sizes=PAGE_SIZES, formats=FORMAT_LABELS, report=None,
                       replayed=None)
-    return export_response(engine, format, filters.engine_filters)
+    try:
+        return export_response(engine, format, filters.engine_filters)
+    except NotFound:
+        if "unit" not in filters.engine_filters:
+            raise
+        filters.errors["unit"] = _unit_message()
+        return render(request, "audit.html", status_code=422, page=None, filters=filters,
+                      choices=desk_choices(engine), sizes=PAGE_SIZES, formats=FORMAT_LABELS, report=None,
+                      replayed=None)
 
 
 def api_filters(entity: str | None, actor: str | None, trigger: str | None, since: str | None,
-                until: str | None) -> dict[str, Any]:
-    """The API export's filters as the desk reads them (a day: the whole Danish day); UsageError naming the
-    parameter otherwise."""
+                until: str | None, unit: str | None = None) -> dict[str, Any]:
+    """The API export's filters as the desk reads them (a day: the whole Danish day; ``unit``: the acting unit,
+    a name or ``unit-N``); UsageError naming the parameter otherwise."""
     filters = Filters(entity=(entity or "").strip(), fra=(since or "").strip(), til=(until or "").strip(),
-                      trigger=(trigger or "").strip(), actor=(actor or "").strip())
+                      trigger=(trigger or "").strip(), actor=(actor or "").strip(), unit=(unit or "").strip())
     filters.check()
     if filters.errors:
         names = {"fra": "since", "til": "until"}
