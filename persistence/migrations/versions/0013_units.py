@@ -19,8 +19,6 @@ Revises: 0012
 Create Date: 2026-12-01
 """
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,9 +36,6 @@ HARD_TO_REACH = sa.text("failed_attempts >= 3")
 def upgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
-    now = datetime.now(UTC)
-    if sqlite:
-        now = now.replace(tzinfo=None)
     units = op.create_table(
         "units",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -51,9 +46,10 @@ def upgrade() -> None:
         sa.Column("audit_seq", sa.Integer),
         sa.Column("audit_hash", sa.String(64)),
     )
-    # The first row: id 1 on every backend (given by the id's own sequence, so PostgreSQL's goes on from it).
-    op.bulk_insert(units, [{"name": "Danmark", "parent_id": None, "created_at": now}])
-    memberships = op.create_table(
+    # The first row: id 1 on every backend (given by the id's own sequence, so PostgreSQL's goes on from it),
+    # made at the database's own time (UTC: CURRENT_TIMESTAMP on SQLite, now() on PostgreSQL).
+    op.execute(units.insert().values(name="Danmark", parent_id=None, created_at=sa.func.current_timestamp()))
+    op.create_table(
         "memberships",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
@@ -64,12 +60,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "unit_id", name="uq_memberships_user_unit"),
         sa.CheckConstraint("role IN ('member', 'lead')", name="ck_memberships_role"),
     )
-    users = sa.table("users", sa.column("id", sa.Integer), sa.column("role", sa.String))
-    existing = list(bind.execute(sa.select(users.c.id, users.c.role).where(users.c.role != "timer")
-                                 .order_by(users.c.id)))
-    if existing:
-        op.bulk_insert(memberships, [{"user_id": u.id, "unit_id": 1, "role": "lead" if u.role == "admin" else "member",
-                                      "created_at": now} for u in existing])
+    op.execute("INSERT INTO memberships (user_id, unit_id, role, created_at) "
+               "SELECT id, 1, CASE WHEN role = 'admin' THEN 'lead' ELSE 'member' END, CURRENT_TIMESTAMP "
+               "FROM users WHERE role <> 'timer' ORDER BY id")
     placement = op.create_table(
         "placement",
         sa.Column("kind", sa.String(16), primary_key=True),
