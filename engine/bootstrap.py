@@ -126,6 +126,7 @@ def request_engine(db: Database, settings: Settings, *, bearer: str | None = Non
     engine = _engine_with_clock(db, settings, clock_row)
     if login is not None:
         engine.runtime.known_users[login.name] = login.role
+        engine.viewing_as(login.name)  # every read shows what the user may see (issue 17)
     return engine, login
 
 

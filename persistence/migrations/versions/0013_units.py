@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("audit_hash", sa.String(64)),
     )
     op.bulk_insert(units, [{"id": 1, "name": "Danmark", "parent_id": None, "created_at": now}])
+    if not sqlite:  # the root's id was given: the next unit's comes after it (PostgreSQL's sequence is not moved)
+        op.execute("SELECT setval(pg_get_serial_sequence('units', 'id'), 1)")
     memberships = op.create_table(
         "memberships",
         sa.Column("id", sa.Integer, primary_key=True),
