@@ -25,6 +25,7 @@ from workflows.errors import (
     NotAuthenticated,
     NotFound,
     NotPermitted,
+    OutsideUnits,
     RuleRefused,
     TooManyAttempts,
     TriggerNotAllowed,
@@ -62,7 +63,7 @@ def test_every_error_carries_its_exit_status_http_status_and_code() -> None:
                 NotFound: (4, 404, "not_found"), Conflict: (5, 409, "conflict"),
                 NotPermitted: (3, 403, "not_permitted"), NotAuthenticated: (3, 401, "not_authenticated"),
                 TooManyAttempts: (3, 429, "too_many_attempts"), StorageError: (1, 503, "storage"),
-                DuplicateKey: (3, 409, "refused")}
+                DuplicateKey: (3, 409, "refused"), OutsideUnits: (3, 403, "outside_units")}
     for cls, (exit_code, status, code) in expected.items():
         assert (cls.exit_code, cls.http_status, cls.code) == (exit_code, status, code), cls
     # Every error class of the hierarchy is in the table.

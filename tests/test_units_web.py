@@ -290,7 +290,7 @@ def test_breaking_the_glass_on_the_page_records_it_and_shows_the_case_read_only(
     page = post(hov, f"/objects/{world.syd_case}/break-glass", {"reason": "akut henvendelse fra patienten"})
     assert page.status_code == 200
     shown = text(page.text)
-    assert "Du læser case-2 uden for dine enheder" in shown and "registreret i auditloggen" in shown
+    assert "Du læser case-2 uden for dine enheder" in shown and "registreret i revisionsloggen" in shown
     assert 'id="state">bekræftet</span>' in page.text
     assert f"Danmark › {SYD}" in shown and "ikke tildelt" in shown  # the responsibility box, read-only
     assert 'id="actions"' not in page.text and form(page.text, "owner-take") is None
@@ -399,6 +399,9 @@ def test_the_owner_forms_on_the_object_page_assign_give_back_and_hand_over(
     assert assign and f'value="{HOV_NURSE}"' in assign and f'value="{SYD_NURSE}"' not in assign
     transfer = form(page, "owner-transfer")
     assert transfer and f'value="{world.syd_unit}"' in transfer and f'value="{world.hov_unit}"' not in transfer
+    nobody = post(lead, f"/objects/{world.hov_case}/owner", {"action": "assign", "user": "", "reason": "x"})
+    assert nobody.status_code == 422 and "Medlem: vælg, hvem der udfører opgaven" in text(nobody.text)
+    assert owner(db, "case", 1) == (2, None)
     response = post(lead, f"/objects/{world.hov_case}/owner", {"action": "assign", "user": HOV_NURSE,
                                                                 "reason": "din sag"})
     assert response.status_code == 303
@@ -462,3 +465,145 @@ def test_the_worklists_views_mine_my_unit_and_all(world: World, client_for: Clie
     # The root's staff see both regions' work; an auditor reads the worklist too.
     assert {world.hov_case, world.syd_case} <= worklist_objects(client_for(ROOT_STAFF).get("/worklist").text)
     assert client_for(AUDITOR).get("/worklist").status_code == 200
+
+
+# ---- units: the API and the admins' page ---------------------------------------------------------------------------
+
+
+def test_units_members_and_placement_rules_through_the_api(world: World, client_for: ClientFor,
+                                                           db: Database) -> None:
+    admin, staff, auditor = client_for(ADMIN), client_for(SYD_NURSE), client_for(AUDITOR)
+    units = staff.get("/api/units").json()
+    assert [(u["name"], u["depth"]) for u in units] == [("Danmark", 0), (HOV, 1), (SYD, 1), (ODENSE, 2)]
+    assert {(m["name"], m["role"]) for m in units[2]["members"]} == {(SYD_NURSE, "member"), (SYD_LEAD, "lead"),
+                                                                    (SYD_OTHER, "member")}
+    # Admins only: staff are refused before their body is read (403, audited).
+    before = contents(db)
+    assert api_post(staff, "/api/units", {"name": "Vejle team", "parent": SYD}).status_code == 403
+    assert api_post(staff, f"/api/units/{world.syd_unit}/members", {"user": SYD_NURSE, "role": "lead"}
+                    ).status_code == 403
+    assert api_post(staff, "/api/units/rules/contact", {"rule": "creator"}).status_code == 403
+    after = contents(db)
+    assert {t for t in before if before[t] != after[t]} <= {"audit_log", "users"}
+    made = api_post(admin, "/api/units", {"name": "Vejle team", "parent": world.syd_unit, "reason": "new team"})
+    assert made.status_code == 201, made.text
+    assert (made.json()["id"], made.json()["path"]) == ("unit-5", f"Danmark › {SYD} › Vejle team")
+    assert api_post(admin, "/api/units", {"name": "vejle TEAM", "parent": SYD}).status_code == 409
+    assert api_post(admin, "/api/units", {"name": "X", "parent": "Nowhere"}).status_code == 404
+    assert api_post(admin, "/api/units", {"name": "unit-9", "parent": SYD}).status_code == 422
+    # Members: join, change role, leave (their work there back to the pool, audited).
+    joined = api_post(admin, "/api/units/unit-5/members", {"user": SYD_NURSE, "reason": "helps out"})
+    assert joined.status_code == 200 and joined.json()["role"] == "member"
+    assert api_post(admin, "/api/units/Vejle team/members", {"user": SYD_NURSE, "role": "lead"}).json()[
+        "role"] == "lead"
+    assert api_post(admin, "/api/units/unit-5/members", {"user": SYD_NURSE, "role": "lead"}).status_code == 409
+    assert api_post(admin, "/api/units/unit-5/members", {"user": "nobody"}).status_code == 404
+    assert api_post(admin, "/api/units/unit-5/members", {"user": SYD_NURSE, "role": "boss"}).status_code == 422
+    assert api_post(admin, "/api/transfer", {"ids": [world.syd_contact], "unit": "unit-5", "user": SYD_NURSE,
+                                             "reason": "Vejle calls"}).status_code == 200
+    left = api_post(admin, f"/api/units/unit-5/members/{SYD_NURSE}/remove", {"reason": "back home"})
+    assert left.status_code == 200, left.text
+    assert left.json()["returned"] == [world.syd_contact]
+    assert owner(db, "contact", 2) == (5, None)
+    assert api_post(admin, f"/api/units/unit-5/members/{SYD_NURSE}/remove", {}).status_code == 409
+    only = api_post(admin, f"/api/units/{world.hov_unit}/members/{HOV_NURSE}/remove", {})
+    assert only.status_code == 409 and "only unit" in only.json()["message"]
+    users = {e["data"].get("unit") for e in auditor.get("/api/audit", params={"actor": ADMIN}).json()
+             if e["trigger"] in ("join", "member_role", "leave")}
+    assert users == {"unit-5"}
+    # A new user through the API: in the units given (several units now: none given is refused).
+    made = api_post(admin, "/api/users", {"name": "api:nurse", "role": "staff", "units": [f"{ODENSE}:lead", HOV]})
+    assert made.status_code == 201, made.text
+    roles = {u["name"]: {m["name"]: m["role"] for m in u["members"]} for u in admin.get("/api/units").json()}
+    assert roles[ODENSE]["api:nurse"] == "lead" and roles[HOV]["api:nurse"] == "member"
+    assert api_post(admin, "/api/users", {"name": "api:none", "role": "staff"}).status_code == 422
+    assert api_post(admin, "/api/users", {"name": "api:none", "role": "staff", "units": ["Mars"]}).status_code == 404
+    # Placement rules: read by all, set by admins; a new contact of the rule's unit, round-robin to its member.
+    rules = {r["kind"]: r for r in staff.get("/api/units/rules").json()}
+    assert (rules["case"]["rule"], rules["contact"]["rule"], rules["course"]["rule"]) == ("creator", "parent",
+                                                                                           "parent")
+    assert api_post(admin, "/api/units/rules/contact", {"rule": "unit"}).status_code == 422  # which unit?
+    assert api_post(admin, "/api/units/rules/contact", {"rule": "parent", "unit": SYD}).status_code == 422
+    assert api_post(admin, "/api/units/rules/person", {"rule": "parent"}).status_code == 422
+    rule = api_post(admin, "/api/units/rules/contact", {"rule": "unit", "unit": ODENSE, "round_robin": True,
+                                                         "reason": "Odense traces"})
+    assert rule.status_code == 200 and rule.json() == {"kind": "contact", "rule": "unit", "unit": world.odense_unit,
+                                                       "unit_name": ODENSE, "round_robin": True}
+    person = api_post(staff, "/api/persons", {"ref": "SYD-0606"}).json()["id"]
+    contact = api_post(staff, "/api/contacts", {"case": world.syd_case, "person": person, "exposed": "2025-03-02",
+                                                "kind": "household"}).json()
+    assert contact["unit"] == world.odense_unit and contact["assignee"] is not None  # syd:ole, Odense's member
+
+
+def test_the_units_page_shows_the_tree_and_its_forms_change_it(world: World, client_for: ClientFor,
+                                                               db: Database) -> None:
+    admin, staff = client_for(ADMIN), client_for(HOV_LEAD)
+    page = admin.get("/units")
+    assert page.status_code == 200
+    tree = re.search(r'<ul class="unit-tree" id="units">.*?\n</ul>', page.text, re.S)
+    assert tree
+    depths = re.findall(r'<li data-unit="(unit-\d+)" data-depth="(\d+)"', tree.group(0))
+    assert depths == [("unit-1", "0"), ("unit-2", "1"), ("unit-3", "1"), ("unit-4", "2")]
+    assert re.search(rf'data-member="{re.escape(HOV_LEAD)}" data-role="lead">{re.escape(HOV_LEAD)} '
+                     r'<span class="muted">\(leder\)', tree.group(0))
+    shown = text(page.text)
+    assert "Enheder og deres medlemmer" in shown and "Hvor nye opgaver placeres" in shown
+    for form_id in ("units-unit_add", "units-member", "units-remove", "units-rule-case", "units-rule-contact",
+                    "units-rule-course"):
+        assert form(page.text, form_id), form_id
+    assert '<a href="/units">Enheder</a>' in page.text  # the admins' menu
+    # Staff: no page (403, audited), no menu entry.
+    refused = staff.get("/units")
+    assert refused.status_code == 403 and '<a href="/units">' not in refused.text
+    # A new unit, a member, a lead, a membership ended, a rule: each a redirect with what was done.
+    def done(response: Any) -> str:
+        assert response.status_code == 303, text(response.text)
+        return text(admin.get(response.headers["location"]).text)
+    assert "enheden Danmark › Region Hovedstaden › Hvidovre vaccination er oprettet" in done(post(
+        admin, "/units", {"action": "unit_add", "name": "Hvidovre vaccination", "parent": world.hov_unit,
+                          "reason": "ny klinik"}))
+    assert f"{HOV_NURSE} er leder i Hvidovre vaccination" in done(post(
+        admin, "/units", {"action": "member", "unit": "unit-5", "user": HOV_NURSE, "role": "lead"}))
+    assert f"{HOV_NURSE} er fjernet fra Hvidovre vaccination" in done(post(
+        admin, "/units", {"action": "remove", "unit": "unit-5", "user": HOV_NURSE, "reason": "tilbage"}))
+    shown = done(post(admin, "/units", {"action": "rule", "kind": "course", "rule": "unit", "unit": "unit-5",
+                                        "round_robin": "on", "reason": "klinikken vaccinerer"}))
+    assert "placeringsregel for Vaccinationer gemt" in shown
+    assert "en enhed valgt her: Hvidovre vaccination" in shown
+    # A refusal re-renders the page with the message in Danish and the values typed; nothing changes.
+    before = contents(db)
+    again = post(admin, "/units", {"action": "unit_add", "name": "Hvidovre vaccination", "parent": "unit-1"})
+    assert again.status_code == 409
+    assert "der findes allerede en enhed ved navn Hvidovre vaccination" in error_box(again.text)
+    assert 'value="Hvidovre vaccination"' in (form(again.text, "units-unit_add") or "")
+    only = post(admin, "/units", {"action": "remove", "unit": world.hov_unit, "user": HOV_NURSE})
+    assert only.status_code == 409 and "den eneste enhed for hov:nurse" in error_box(only.text)
+    no_unit = post(admin, "/units", {"action": "rule", "kind": "case", "rule": "unit", "unit": ""})
+    assert no_unit.status_code == 422 and "vælg den (Enhed)" in error_box(no_unit.text)
+    assert contents(db) == before
+    assert post(staff, "/units", {"action": "unit_add", "name": "Mine", "parent": "unit-1"}).status_code == 403
+
+
+def test_the_users_page_shows_each_users_units_and_adds_a_user_to_units(world: World, client_for: ClientFor,
+                                                                        db: Database) -> None:
+    admin = client_for(ADMIN)
+    page = admin.get("/users").text
+    row = re.search(rf'<tr data-user="{re.escape(SYD_OTHER)}">.*?</tr>', page, re.S)
+    assert row and f'data-unit="{world.syd_unit}">{SYD}</div>' in row.group(0)
+    assert f'data-unit="{world.odense_unit}">{ODENSE}</div>' in row.group(0)
+    lead = re.search(rf'<tr data-user="{re.escape(HOV_LEAD)}">.*?</tr>', page, re.S)
+    assert lead and "(leder)" in lead.group(0)
+    adding = form(page, "user-add")
+    assert adding and '<select name="units" multiple' in adding and f'value="{world.odense_unit}"' in adding
+    # Several units now: a new user's units are chosen, never guessed.
+    refused = post(admin, "/users", {"action": "add", "name": "ny:nurse", "role": "staff",
+                                     "password": PASSWORD})
+    assert refused.status_code == 422 and "angiv den eller de enheder" in error_box(refused.text)
+    added = admin.post("/users", data={"action": "add", "name": "ny:lead", "role": "staff", "password": PASSWORD,
+                                       "units": [world.hov_unit, world.odense_unit], "unit_role": "lead",
+                                       "csrf_token": admin.csrf})
+    assert added.status_code == 303, text(added.text)
+    units = {u["name"]: {m["name"]: m["role"] for m in u["members"]} for u in admin.get("/api/units").json()}
+    assert units[HOV]["ny:lead"] == "lead" and units[ODENSE]["ny:lead"] == "lead" and "ny:lead" not in units[SYD]
+    newcomer = client_for("ny:lead")
+    assert {i["unit_name"] for i in newcomer.get("/api/due").json()} == {HOV}

@@ -351,6 +351,9 @@ class NewUser(BaseModel):
     role: Literal["staff", "auditor", "admin"]
     password: Password | None = Field(None, description="None: no password login (API tokens only).")
     reason: Reason = None
+    units: list[Annotated[str, Field(max_length=MAX_NAME + 7)]] = Field(
+        default_factory=list, max_length=64, description="The units the user works in: `UNIT` (a name or unit-N) "
+        "or `UNIT:lead`; none: the root, while it is the only unit.")
 
 
 class NewPassword(BaseModel):
@@ -388,7 +391,10 @@ def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 @router.post("/users", operation_id="user_add", status_code=201, tags=["users"])
 def user_add(body: NewUser, who: UserAddAdmin, engine: Eng) -> dict[str, Any]:
     """Add a user (admins only)."""
-    return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason)
+    for unit in body.units:
+        check_text(unit, "unit")
+    return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason,
+                                     units=body.units)
 
 
 @router.post("/users/{name}/password", operation_id="user_password", tags=["users"])

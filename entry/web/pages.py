@@ -1119,8 +1119,14 @@ async def change_owner(request: Request, object_id: str, who: Who, engine: Eng) 
         raise UsageError(_("Choose one of the forms on the page."))
     values = {name: str(form.get(name) or "").strip() for name in ("reason", "user", "unit")}
     failed_as = f"owner {action}"
+    problems: dict[str, str] = {}
+    if action == "assign" and not values["user"]:
+        problems["user"] = _("%(field)s: choose who does the work.") % {"field": _("Member")}
+    if action == "transfer" and not values["unit"]:
+        problems["unit"] = _("%(field)s: choose the unit that takes the work over.") % {"field": _("Unit")}
     if not values["reason"]:
-        problems = {"reason": _(REASON_REQUIRED) % {"field": _("Reason")}}
+        problems["reason"] = _(REASON_REQUIRED) % {"field": _("Reason")}
+    if problems:
         refusal = UsageError(_("Some fields need correcting: see the messages at the form."))
         return object_page(request, engine, object_id, status_code=422,
                            failed=(failed_as, values, problems, refusal))
@@ -1129,7 +1135,7 @@ async def change_owner(request: Request, object_id: str, who: Who, engine: Eng) 
         if action == "take":
             done = engine.assign([object_id], user=who.name, actor=who.name, reason=reason)
         elif action == "assign":
-            done = engine.assign([object_id], user=values["user"] or None, actor=who.name, reason=reason)
+            done = engine.assign([object_id], user=values["user"], actor=who.name, reason=reason)
         elif action == "return":
             done = engine.assign([object_id], user=None, actor=who.name, reason=reason)
         else:
@@ -1509,6 +1515,8 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
 PLACEMENT_NAMES = {"parent": i18n.N_("the unit of the object it belongs to (a contact: its case's)"),
                    "creator": i18n.N_("the unit of the user who creates it"),
                    "unit": i18n.N_("a unit chosen here")}
+#: A member's role in a unit, as the pages say it.
+ROLE_NAMES = {"member": i18n.N_("member"), "lead": i18n.N_("lead")}
 #: The units page's forms (``action``).
 UNIT_ACTIONS = ("unit_add", "member", "remove", "rule")
 
@@ -1543,8 +1551,8 @@ async def units_change(request: Request, who: Who, engine: Eng) -> Response:
             role = values.get("role", "member")
             made = engine.set_member(values.get("unit", ""), values.get("user", ""), role=role, actor=who.name,
                                      reason=reason)
-            done = _("%(user)s is a %(role)s of %(unit)s") % {"user": made["name"], "role": i18n.term(role),
-                                                              "unit": made["unit_name"]}
+            done = _("%(user)s is a %(role)s of %(unit)s") % {
+                "user": made["name"], "role": _(ROLE_NAMES.get(role, role)), "unit": made["unit_name"]}
         elif action == "remove":
             made = engine.remove_member(values.get("unit", ""), values.get("user", ""), actor=who.name,
                                         reason=reason)
