@@ -186,7 +186,7 @@ def test_hostile_values_through_every_command(full_db: str, group: int, logs: Ca
 
 #: A well-formed value for each path parameter and each required body field, by name.
 PATH_VALUES = {"object_id": "case-1", "timer_id": "timer-1", "token_id": "token-1", "name": "staff:test",
-               "what": "cases", "kind": "case"}
+               "what": "cases", "kind": "case", "unit": "unit-1", "user": "staff:test"}
 BODY_VALUES = {"person": "person-2", "case": "case-1", "contact": "contact-1", "onset": "2025-03-04",
                "pcr_on": "2025-03-03", "on": "2025-03-05", "exposed": "2025-03-02", "ref": "NEW-REF",
                "password": "a long enough password 1", "label": "hostile", "reason": "because"}
@@ -298,7 +298,7 @@ def test_hostile_values_through_every_operation(full_db: str, client_for: Any, w
     for method, path, body, query, what in requests:
         # An admin's operations by the admin; one's own password by its owner (who must give the current one).
         own_password = path.endswith("/password")
-        caller = admin if path.startswith(("/api/users", "/api/tokens")) and not own_password else staff
+        caller = admin if path.startswith(("/api/users", "/api/tokens", "/api/units")) and not own_password else staff
         if method == "GET":
             response = caller.get(path, params=query)
         else:

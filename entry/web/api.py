@@ -7,7 +7,7 @@ each one's body model from its annotations.
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -33,7 +33,8 @@ from entry.web.app import (
 )
 from entry.web.operations import OPERATIONS, Body, Operation, TaskResolve
 from scheduler import firing
-from workflows.errors import UsageError
+from workflows.errors import OutsideUnits, UsageError, field
+from workflows.limits import check_text
 from workflows.registry import WORKFLOWS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -197,8 +198,13 @@ def clock_advance(body: ClockAdvance, who: ClockAdvanceActor, engine: Eng) -> di
 
 @router.get("/show/{object_id}", operation_id="show", tags=["reading"])
 def show(object_id: str, who: Reader, engine: Eng, as_of: str | None = None) -> dict[str, Any]:
-    """One object with its timers; with as_of, a case, contact or course as the audit log had it then."""
-    return engine.show(object_id, as_of=_instant(as_of, "as_of"))
+    """One object with its timers; with as_of, a case, contact or course as the audit log had it then. An object
+    outside the user's units is a 403 `outside_units`: read it with `POST /api/objects/{object_id}/break-glass`
+    and the reason (audited)."""
+    try:
+        return engine.show(object_id, as_of=_instant(as_of, "as_of"))
+    except OutsideUnits as error:
+        raise over_http(error) from None
 
 
 @router.get("/list/{what}", operation_id="list", tags=["reading"])
@@ -228,13 +234,20 @@ def due(who: Reader, engine: Eng,
                                                                 "object.")] = None,
         task: Annotated[str | None, Query(max_length=64, description="Only tasks of this timer name "
                                           "(inform_due, dose2_due, ...).")] = None,
+        mine: Annotated[bool, Query(description="Only the user's own work: assigned to them, or unassigned in "
+                                    "one of their units.")] = False,
+        unit: Annotated[str | None, Query(max_length=MAX_NAME, description="Only the work of this unit (a name "
+                                          "or unit-N) and the units below it.")] = None,
         ) -> list[dict[str, Any]] | WorklistPage:
-    """The staff worklist: what needs doing, soonest first, overdue marked. The whole list, or with `limit` or
-    `after` one page of it: `{"items": [...], "next": cursor or null}`."""
+    """The staff worklist: what needs doing, soonest first, overdue marked; only the work of the user's units
+    (each item with its `unit` and `assignee`). The whole list, or with `limit` or `after` one page of it:
+    `{"items": [...], "next": cursor or null}`."""
     days = timedelta(days=within) if within is not None else None
+    _checked(unit=unit)
     if limit is not None or after is not None:
-        return WorklistPage(**engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task))
-    return engine.worklist(days, kind=kind, task=task)
+        return WorklistPage(**engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine,
+                                                   unit=unit))
+    return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit)
 
 
 class SearchQuery(BaseModel):
@@ -308,8 +321,11 @@ def audit_replay(who: Reader, engine: Eng) -> dict[str, Any]:
 
 @router.get("/audit/timeline/{object_id}", operation_id="audit_timeline", tags=["audit"])
 def audit_timeline(object_id: str, who: Reader, engine: Eng) -> list[dict[str, Any]]:
-    """One object's life, entry by entry."""
-    return engine.audit_timeline(object_id)
+    """One object's life, entry by entry (403 `outside_units` for an object outside the user's units)."""
+    try:
+        return engine.audit_timeline(object_id)
+    except OutsideUnits as error:
+        raise over_http(error) from None
 
 
 @router.get("/audit/export", operation_id="audit_export", tags=["audit"], response_class=StreamingResponse,
@@ -394,6 +410,9 @@ class NewUser(BaseModel):
     role: Literal["staff", "auditor", "admin"]
     password: Password | None = Field(None, description="None: no password login (API tokens only).")
     reason: Reason = None
+    units: list[Annotated[str, Field(max_length=MAX_NAME + 7)]] = Field(
+        default_factory=list, max_length=64, description="The units the user works in: `UNIT` (a name or unit-N) "
+        "or `UNIT:lead`; none: the root, while it is the only unit.")
 
 
 class NewPassword(BaseModel):
@@ -431,7 +450,10 @@ def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 @router.post("/users", operation_id="user_add", status_code=201, tags=["users"])
 def user_add(body: NewUser, who: UserAddAdmin, engine: Eng) -> dict[str, Any]:
     """Add a user (admins only)."""
-    return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason)
+    for unit in body.units:
+        check_text(unit, "unit")
+    return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason,
+                                     units=body.units)
 
 
 @router.post("/users/{name}/password", operation_id="user_password", tags=["users"])
@@ -478,6 +500,171 @@ def user_tokens(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 def user_revoke(token_id: str, body: Revoke, who: UserRevokeAdmin, engine: Eng) -> dict[str, Any]:
     """Revoke an API token (admins only)."""
     return Accounts(engine).revoke_token(token_id, actor=who.name, reason=body.reason)
+
+
+# ---- units, assignment and access by unit (issue 17) ----------------------------------------------------------
+
+
+UnitAddAdmin = may_admin("unit add")
+UnitMemberAdmin = may_admin("unit member")
+UnitLeaveAdmin = may_admin("unit leave")
+UnitRuleAdmin = may_admin("unit rule")
+AssignActor = may_act("assign")
+TransferActor = may_act("transfer")
+BreakGlassActor = may_act("break glass")
+#: The most objects one assignment names (``engine.units.MAX_BULK``: one transaction).
+MAX_BULK = 1000
+UnitName = Annotated[str, Path(max_length=MAX_NAME, description="A unit's name or id (unit-N).")]
+UserName = Annotated[str, Path(max_length=MAX_NAME, description="A user's name.")]
+ObjectKind = Literal[tuple(WORKFLOWS)]  # type: ignore[valid-type]
+
+
+def _checked(**values: str | None) -> None:
+    """UsageError for a name with a control character (a NUL, a lone surrogate), before it is looked up."""
+    for name, value in values.items():
+        if value is not None:
+            check_text(value, name)
+
+
+def over_http(error: OutsideUnits) -> OutsideUnits:
+    """The refusal of reading an object outside the user's units, with the API's way to read it anyway."""
+    target = str(error.target or "ID")
+    template = str(error.template).replace(field("break_glass"),
+                                           f"POST /api/objects/{target}/break-glass (its body's reason)")
+    made = OutsideUnits(template, actor=error.actor, role=error.role, user=None, command=error.command,
+                        target=error.target)
+    made.params = error.params
+    return made
+
+
+class NewUnit(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_NAME, description="The unit's name, unique (not unit-N).")
+    parent: str = Field(min_length=1, max_length=MAX_NAME, description="The unit it is part of: a name or unit-N.")
+    reason: Reason = None
+
+
+class NewMember(BaseModel):
+    user: str = Field(min_length=1, max_length=MAX_NAME, description="The user's name.")
+    role: Literal["member", "lead"] = Field("member", description="A lead deals out and transfers the unit's "
+                                                                   "work; a member takes unassigned work.")
+    reason: Reason = None
+
+
+class MemberRemove(BaseModel):
+    reason: Reason = None
+
+
+class NewPlacement(BaseModel):
+    rule: Literal["parent", "creator", "unit"] = Field(description="Where a new object goes: the unit of the "
+                                                       "object it belongs to, the creator's unit, or `unit`.")
+    unit: str | None = Field(None, max_length=MAX_NAME, description="With the rule `unit`: that unit.")
+    round_robin: bool | None = Field(None, description="Assign each new object to the unit's member who waited "
+                                                       "longest (null: as it is).")
+    reason: Reason = None
+
+
+class Selection(BaseModel):
+    """The objects an assignment takes: their ids, or a filter within the user's units."""
+
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_BULK,
+                                                            description="case-N, contact-N, course-N.")
+    kind: ObjectKind | None = Field(None, description="The filter: objects of this kind.")
+    state: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=32,
+                                                              description="The filter: in one of these states.")
+    in_unit: str | None = Field(None, max_length=MAX_NAME, description="The filter: of this unit and below.")
+    unassigned: bool = Field(False, description="The filter: assigned to no one.")
+    of_user: str | None = Field(None, max_length=MAX_NAME, description="The filter: assigned to this user.")
+    user: str | None = Field(None, max_length=MAX_NAME, description="Assign to this member of the unit (none: "
+                                                                  "to the unit's unassigned pool).")
+    reason: str = Field(min_length=1, max_length=MAX_NOTE, description="Why: goes into each object's audit "
+                                                                       "entry.")
+
+
+class Assignment(Selection):
+    unit: str | None = Field(None, max_length=MAX_NAME, description="Within this unit (default: each object's "
+                                                                  "own).")
+
+
+class Handover(Selection):
+    unit: str = Field(min_length=1, max_length=MAX_NAME, description="The unit that takes the work over.")
+
+
+class BreakGlass(BaseModel):
+    reason: str = Field(min_length=1, max_length=MAX_NOTE, description="Why you read an object outside your "
+                                                                       "units: goes into its audit log.")
+
+
+@router.get("/units", operation_id="unit_list", tags=["units"])
+def unit_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """`mpoxflow unit list`: every unit, depth first from the root, with its members and their roles."""
+    return engine.list_units()
+
+
+@router.post("/units", operation_id="unit_add", status_code=201, tags=["units"])
+def unit_add(body: NewUnit, who: UnitAddAdmin, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow unit add`: a new unit under its parent (admins only)."""
+    _checked(name=body.name, parent=body.parent)
+    return engine.add_unit(body.name, parent=body.parent, actor=who.name, reason=body.reason)
+
+
+@router.post("/units/{unit}/members", operation_id="unit_member", tags=["units"])
+def unit_member(unit: UnitName, body: NewMember, who: UnitMemberAdmin, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow unit member`: make a user a member or a lead of the unit, or change their role there (admins
+    only; audited on the user's chain)."""
+    _checked(unit=unit, user=body.user)
+    return engine.set_member(unit, body.user, role=body.role, actor=who.name, reason=body.reason)
+
+
+@router.post("/units/{unit}/members/{user}/remove", operation_id="unit_leave", tags=["units"])
+def unit_leave(unit: UnitName, user: UserName, body: MemberRemove, who: UnitLeaveAdmin,
+               engine: Eng) -> dict[str, Any]:
+    """`mpoxflow unit leave`: end a user's membership of the unit (admins only); their work there goes back to
+    the unit's unassigned pool, each object audited."""
+    _checked(unit=unit, user=user)
+    return engine.remove_member(unit, user, actor=who.name, reason=body.reason)
+
+
+@router.get("/units/rules", operation_id="unit_rules", tags=["units"])
+def unit_rules(who: Reader, engine: Eng) -> list[dict[str, Any]]:
+    """`mpoxflow unit rules`: where each kind's new objects go, and whether round-robin."""
+    return engine.placements()
+
+
+@router.post("/units/rules/{kind}", operation_id="unit_rule", tags=["units"])
+def unit_rule(kind: ObjectKind, body: NewPlacement, who: UnitRuleAdmin, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow unit rule`: change where a kind's new objects go (admins only; audited)."""
+    _checked(unit=body.unit)
+    return engine.set_placement(kind, body.rule, unit=body.unit, round_robin=body.round_robin, actor=who.name,
+                                reason=body.reason)
+
+
+def _selection(body: Selection) -> dict[str, Any]:
+    _checked(in_unit=body.in_unit, of_user=body.of_user, user=body.user, unit=getattr(body, "unit", None))
+    return {"kind": body.kind, "states": body.state, "in_unit": body.in_unit, "unassigned": body.unassigned,
+            "of_user": body.of_user, "user": body.user, "unit": getattr(body, "unit", None), "reason": body.reason}
+
+
+@router.post("/assign", operation_id="assign", tags=["units"])
+def assign(body: Assignment, who: AssignActor, engine: Eng) -> list[dict[str, Any]]:
+    """`mpoxflow assign`: assign objects (by id, or a filter) to a member of their unit, or back to its pool.
+    A lead deals out the unit's work; a member takes unassigned work for themselves and gives their own back.
+    Each object one audited entry (trigger `assign`, the state unchanged); all or nothing."""
+    return engine.assign(body.ids, actor=who.name, **_selection(body))
+
+
+@router.post("/transfer", operation_id="transfer", tags=["units"])
+def transfer(body: Handover, who: TransferActor, engine: Eng) -> list[dict[str, Any]]:
+    """`mpoxflow transfer`: hand objects over to another unit (to its pool, or to one of its members); leads
+    only. Each object one audited entry (trigger `transfer`); all or nothing."""
+    return engine.transfer(body.ids, actor=who.name, **_selection(body))
+
+
+@router.post("/objects/{object_id}/break-glass", operation_id="break_glass", tags=["units"])
+def break_glass(object_id: str, body: BreakGlass, who: BreakGlassActor, engine: Eng) -> dict[str, Any]:
+    """`mpoxflow show ID --break-glass REASON`: read an object outside your units. The reason is appended to the
+    object's audit log (trigger `break_glass`) before the object is shown; one of your units' objects is shown
+    without an entry."""
+    return engine.read_outside(object_id, actor=who.name, reason=body.reason)
 
 
 __all__ = ["router", "current_login"]

@@ -62,8 +62,8 @@ def error_body(error: MpoxflowError) -> dict[str, Any]:
 class ErrorBody(BaseModel):
     """Every error the API answers (401, 403, 404, 409, 422, 429, 503), in one shape."""
 
-    error: str = Field(description="not_authenticated, not_permitted, not_found, conflict, refused, usage, "
-                                   "too_many_attempts, storage or internal.")
+    error: str = Field(description="not_authenticated, not_permitted, outside_units, not_found, conflict, refused, "
+                                   "usage, too_many_attempts, storage or internal.")
     message: str = Field(description="What is wrong and what to do, naming internal ids only.")
     rule: str | None = Field(description="The guideline section that decides (SST-mpox-7.1 §...), when one does.")
     exit_code: int = Field(description="The command line's exit status for the same error (2, 3, 4, 5).")
@@ -88,8 +88,9 @@ def _documented(description: str) -> dict[str, Any]:
 #: The errors every API operation may answer, documented in the OpenAPI schema with their body.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _documented("Not logged in: no, an unknown, an expired or a revoked session or token."),
-    403: _documented("The role does not allow it (audited), or a change made with the cookie lacks the CSRF "
-                     "token."),
+    403: _documented("The role does not allow it (audited), a change made with the cookie lacks the CSRF "
+                     "token, or the object belongs to a unit outside the user's (`outside_units`: acting is refused "
+                     "and audited; reading needs `POST /api/objects/{object_id}/break-glass` with a reason)."),
     404: _documented("No object by that id."),
     409: _documented("Refused by a rule (the section in `rule`), or changed meanwhile (`conflict`)."),
     422: _documented("Malformed: a value out of its bounds, of the wrong type or missing."),

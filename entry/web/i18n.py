@@ -265,7 +265,9 @@ TIMER_NAMES = ("condom_advice_ends", "inform_due", "monitoring_ends", "paediatri
                "pep_assessment_due", "pep_window_closes", "pep_optimal_window_closes", "phone_notification_due",
                "sequencing_sample_due", "written_notification_due", "dose2_due")
 #: Audit triggers that are not a workflow's (a person's facts, a task's resolution, a refusal).
-EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolve")
+EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolve",
+                  # whose work, and who looked (issue 17): engine/units.py, engine/organisation.py
+                  "assign", "transfer", "break_glass", "join", "member_role", "leave", "placement")
 #: Facts of a view besides the workflow's facts dataclass.
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",
@@ -276,7 +278,10 @@ EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", 
                # the keys of an audit entry's data and of its timers (the auditor's desk, an entry's detail)
                "timer", "due_at", "fired_late_by_seconds", "outcome", "note", "attempts", "error", "object", "name",
                "rule", "task", "overdue_at", "why", "resolution", "status", "born_changed", "before", "rules",
-               "role", "changes", "session", "label", "token", "disabled", "password")
+               "role", "changes", "session", "label", "token", "disabled", "password",
+               # units and assignment (issue 17): the fields their refusals name, their entries' data
+               "unit", "assignee", "parent", "in_unit", "of_user", "unassigned", "round_robin", "user",
+               "break_glass", "mine", "read", "returned", "units")
 #: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
 BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
 #: The headings of an object's related objects (``object.html``).

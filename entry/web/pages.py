@@ -28,6 +28,7 @@ from engine.accounts import Accounts, Login
 from engine.core import ACTING_ROLES, ADMIN_ROLES, TASK_OUTCOMES, Engine
 from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, NOTE_KINDS, OUTCOMES
 from engine.queries import last_day as worklist_last_day
+from engine.units import Scope, UnitTree, scope_of
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
 from entry.web import diagram, i18n
@@ -50,10 +51,18 @@ from entry.web.operations import (
     allowed_now,
     transitions_of,
 )
-from persistence.repository import parse_id
+from persistence.repository import Repository, parse_id
 from scheduler import firing
 from workflows.calendar import DANISH, to_local
-from workflows.errors import FIELD_REF, GuardRefused, MpoxflowError, NotAuthenticated, NotFound, UsageError
+from workflows.errors import (
+    FIELD_REF,
+    GuardRefused,
+    MpoxflowError,
+    NotAuthenticated,
+    NotFound,
+    OutsideUnits,
+    UsageError,
+)
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
@@ -746,19 +755,35 @@ SECTIONS = {"Overdue": i18n.N_("Overdue"), "Due today": i18n.N_("Due today"), "N
 SORT_NAMES = {"due": i18n.N_("by deadline"), "kind": i18n.N_("by kind of object")}
 
 
+#: The worklist's views (issue 17): the user's own work (assigned to them, or unassigned in their units), one of
+#: their units' (and those below it), everything they may see (the default).
+VIEW_NAMES = {"mine": i18n.N_("Mine"), "unit": i18n.N_("My unit"), "all": i18n.N_("All I may see")}
+
+
 @router.get("/worklist")
 def worklist(request: Request, who: Who, engine: Eng, after: str | None = None, task: str | None = None,
-             kind: str | None = None, sort: str | None = None) -> Response:
+             kind: str | None = None, sort: str | None = None, view: str | None = None,
+             unit: str | None = None) -> Response:
     now = engine.clock.now()
     tomorrow = datetime.combine(to_local(now).date() + timedelta(days=1), datetime.min.time(), tzinfo=DANISH)
     week = tomorrow + timedelta(days=7)
     today = to_local(now).date()
-    filters = {"task": task or None, "kind": kind or None, "sort": sort or None}
+    if view not in (None, "", *VIEW_NAMES):
+        raise UsageError(_("Choose one of the worklist's views: mine, my unit or all I may see."))
+    mine_units = organisation(engine, who).direct()
+    chosen = view if view in ("mine", "unit") else None
+    if chosen == "unit" and not unit:
+        if not mine_units:
+            raise UsageError(_("You are a member of no unit: the worklist shows all you may see."))
+        unit = str(mine_units[0]["id"])  # one's first unit (a select offers the others)
+    filters = {"task": task or None, "kind": kind or None, "sort": sort or None, "view": chosen,
+               "unit": unit if chosen == "unit" else None}
     sections: dict[str, list[dict[str, Any]]] = {key: [] for key in SECTIONS}
     # One page, in the worklist's order; what falls due after the next 7 days is not on the worklist page (a
     # deadline at 00:00 after the 7th day covers that day: it is on it).
     page = engine.worklist_page(week - now, limit=WORKLIST_PAGE, after=after, task=filters["task"],
-                                kind=filters["kind"], sort=filters["sort"] or "due")
+                                kind=filters["kind"], sort=filters["sort"] or "due", mine=chosen == "mine",
+                                unit=filters["unit"])
     for item in page["items"]:
         due_at = datetime.fromisoformat(item["due_at"])
         item["left"] = left(due_at, now)
@@ -777,7 +802,7 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None, 
     return render(request, "worklist.html", sections=sections, operations=BY_NAME, more=more,
                   first=after is not None, titles=titles, filters=filters, kinds=list(WORKFLOWS),
                   task_names=worklist_tasks(), sorts=SORT_NAMES, kind_titles=LISTS,
-                  first_page=f"/worklist?{urlencode(kept)}",
+                  first_page=f"/worklist?{urlencode(kept)}", views=VIEW_NAMES, my_units=mine_units,
                   hard_to_reach=worklist_hard_to_reach(engine, filters) if after is None else None,
                   hard_to_reach_after=HARD_TO_REACH_AFTER)
 
@@ -864,12 +889,30 @@ def offered_here(kind: str, view: dict[str, Any]) -> list[tuple[str, dict[str, A
 def object_page(request: Request, engine: Engine, object_id: str, *, status_code: int = 200,
                 failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None,
                 prefill: tuple[str, dict[str, Any]] | None = None, confirming: str | None = None,
-                flash: str | None = None) -> Response:
-    """One object: facts, state, timers, related objects, the actions allowed now (as forms), its timeline.
-    ``failed``: (operation, values typed, problems at the fields, the refusal) re-rendered at its form;
-    ``prefill``: (operation, values) of a form filled in without a refusal; ``confirming``: the consequence of
-    ``failed``'s final step, asked to be confirmed (its form then carries ``confirmed=1``)."""
+                flash: str | None = None, glass: dict[str, Any] | None = None) -> Response:
+    """One object: facts, state, timers, related objects, whose work it is, the actions allowed now (as forms),
+    its timeline. ``failed``: (operation, values typed, problems at the fields, the refusal) re-rendered at its
+    form; ``prefill``: (operation, values) of a form filled in without a refusal; ``confirming``: the consequence
+    of ``failed``'s final step, asked to be confirmed (its form then carries ``confirmed=1``); ``glass``: the
+    view of an object outside the user's units read by breaking the glass (recorded): shown read-only, with its
+    related objects and timeline as an auditor reads them."""
+    if glass is not None:
+        view = glass
+        viewer = engine.runtime.viewer
+        engine.viewing_as(None)  # the reading is recorded on the object's chain: its page is read whole
+        try:
+            return _object_page(request, engine, object_id, view, status_code=status_code, read_only=True)
+        finally:
+            engine.viewing_as(viewer)
     view = engine.show(object_id)
+    return _object_page(request, engine, object_id, view, status_code=status_code, failed=failed, prefill=prefill,
+                        confirming=confirming, flash=flash)
+
+
+def _object_page(request: Request, engine: Engine, object_id: str, view: dict[str, Any], *, status_code: int = 200,
+                 failed: tuple[str, dict[str, Any], dict[str, str], MpoxflowError | None] | None = None,
+                 prefill: tuple[str, dict[str, Any]] | None = None, confirming: str | None = None,
+                 flash: str | None = None, read_only: bool = False) -> Response:
     kind = view.get("kind") or parse_id(object_id)[0]  # a timer's view names no kind
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
@@ -901,9 +944,13 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
             creation["focus"] = PICKED  # the person just registered in it: the keyboard goes on from there
         creations.append(creation)
     facts = {k: v for k, v in view.items()
-             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases")}
+             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases", *OWNER_FACTS)}
     error = failed[3] if failed else None
     failed_op = failed[0] if failed and (error is not None or failed[2]) else None
+    if read_only:
+        forms, creations = [], []
+    login: Login | None = getattr(request.state, "login", None)
+    owner = ownership(engine, login, view, failed, read_only) if kind in WORKFLOWS and login is not None else None
     return render(request, "object.html", status_code=status_code, view=view, kind=kind, facts=facts,
                   related=related, timeline=timeline, forms=forms, creations=creations, error=error,
                   error_text=_error_text(error, failed[0] if failed else None), failed_op=failed_op,
@@ -912,7 +959,7 @@ def object_page(request: Request, engine: Engine, object_id: str, *, status_code
                   attempt_kinds=ATTEMPT_KINDS, channels=CHANNELS, attempt_outcomes=OUTCOMES,
                   note_typed=failed[1] if failed and failed[0] in NOTE_FORMS else {},
                   note_failed=failed[0] if failed and failed[0] in NOTE_FORMS else None,
-                  hard_to_reach_after=HARD_TO_REACH_AFTER)
+                  hard_to_reach_after=HARD_TO_REACH_AFTER, owner=owner, read_only=read_only)
 
 
 def person_refs(engine: Engine) -> dict[str, str]:
@@ -968,7 +1015,167 @@ def _error_text(error: MpoxflowError | None, op_name: str | None) -> str | None:
 
 @router.get("/objects/{object_id}")
 def show_object(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
-    return object_page(request, engine, object_id)
+    try:
+        return object_page(request, engine, object_id)
+    except OutsideUnits as error:  # another unit's: a page that says whose, and asks why to read it anyway
+        return outside_page(request, object_id, error)
+
+
+# ---- whose work, and reading outside one's units (issue 17) ----------------------------------------------------
+# Before the operations' ``/objects/{object_id}/{verb}``: these paths would match it.
+
+#: The view's fields the "Responsibility" box shows (not the facts table).
+OWNER_FACTS = ("unit", "assignee")
+#: The owner forms' actions: take (assign to me), assign (to a member: leads), return (to the unit's pool),
+#: transfer (to another unit: leads).
+OWNER_ACTIONS = ("take", "assign", "return", "transfer")
+REASON_REQUIRED = i18n.N_("%(field)s: give the reason: it goes into the audit log.")
+
+
+@dataclass
+class Organisation:
+    """The units as the pages show them, and the logged-in user's scope in them (``engine.units.Scope``)."""
+
+    units: list[dict[str, Any]]
+    scope: Scope
+
+    @property
+    def tree(self) -> UnitTree:
+        return self.scope.tree
+
+    def unit(self, unit_id: str) -> dict[str, Any] | None:
+        return next((u for u in self.units if u["id"] == unit_id), None)
+
+    def user_name(self, user_id: str | None) -> str | None:
+        for unit in self.units:
+            for member in unit["members"]:
+                if member["user"] == user_id:
+                    return str(member["name"])
+        return None
+
+    def direct(self) -> list[dict[str, Any]]:
+        """The user's own units (the ones they are a member of), in the tree's order."""
+        mine = {f"unit-{pk}" for pk in self.scope.memberships}
+        return [u for u in self.units if u["id"] in mine]
+
+    def units_of(self, name: str) -> list[tuple[dict[str, Any], str]]:
+        """A user's units and their role in each."""
+        return [(u, m["role"]) for u in self.units for m in u["members"] if m["name"] == name]
+
+
+def organisation(engine: Engine, login: Login) -> Organisation:
+    listed = engine.list_units()
+    with engine.runtime.db.reading() as session:
+        scope = scope_of(Repository(session), login.name)
+    return Organisation(listed, scope)
+
+
+def ownership(engine: Engine, login: Login, view: dict[str, Any], failed: Any, read_only: bool) -> dict[str, Any]:
+    """The "Responsibility" box of an object's page: its unit and assignee, and the owner forms the user may
+    use (none read-only, or for a role that changes nothing)."""
+    org = organisation(engine, login)
+    unit_id = str(view.get("unit") or "unit-1")
+    pk = parse_id(unit_id)[1]
+    assignee = view.get("assignee")
+    me = f"user-{org.scope.user_id}" if org.scope.user_id is not None else None
+    unit = org.unit(unit_id) or {"members": []}
+    acting = login.role in ACTING_ROLES and not read_only and org.scope.covers(pk)
+    leads = acting and org.scope.leads(pk)
+    member = pk in org.scope.memberships
+    failed_action = str(failed[0]).removeprefix("owner ") if failed and str(failed[0]).startswith("owner ") else None
+    return {
+        "unit": unit_id, "path": org.tree.path(pk) if pk in org.tree.names else unit_id,
+        "assignee": assignee, "assignee_name": org.user_name(assignee) or assignee,
+        "take": acting and member and assignee != me and (assignee is None or leads),
+        "assign_to": [m for m in unit["members"] if not m["disabled"]] if leads else [],
+        "give_back": acting and assignee is not None and (assignee == me or leads),
+        "transfer_to": [u for u in org.units if u["id"] != unit_id] if leads else [],
+        "failed": failed_action, "values": failed[1] if failed_action else {},
+        "errors": failed[2] if failed_action else {},
+    }
+
+
+def outside_page(request: Request, object_id: str, error: OutsideUnits, *, status_code: int = 403,
+                 problem: str | None = None, reason: str = "") -> Response:
+    """An object outside the user's units: whose it is, and a form to read it anyway with a reason."""
+    values = dict(error.params.get("values") or {})
+    return render(request, "outside.html", status_code=status_code, object_id=str(values.get("object") or
+                  error.target or object_id), unit_path=str(values.get("unit") or ""),
+                  mine=str(values.get("mine") or ""), problem=problem, reason=reason)
+
+
+@router.post("/objects/{object_id}/break-glass")
+async def break_glass(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
+    """Read an object outside one's units: the reason is recorded on its chain (``Engine.read_outside``), then the
+    object's page is shown read-only."""
+    form = await posted(request, who)
+    reason = str(form.get("reason") or "").strip()
+    if not reason:
+        try:
+            engine.show(object_id)
+        except OutsideUnits as error:
+            return outside_page(request, object_id, error, status_code=422, reason=reason,
+                                problem=_(REASON_REQUIRED) % {"field": _("Reason for reading the case")})
+        return RedirectResponse(f"/objects/{object_id}", status_code=303)  # one's own: nothing to record
+    view = engine.read_outside(object_id, actor=who.name, reason=reason[:MAX_REASON])
+    return object_page(request, engine, object_id, glass=view)
+
+
+#: The longest reason a page's form sends on (the engine refuses a longer one; a browser's maxlength says so).
+MAX_REASON = 2000
+
+
+@router.post("/objects/{object_id}/owner")
+async def change_owner(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
+    """The "Responsibility" box's forms: take the work, assign it to a member, give it back to the pool, hand it
+    over to another unit. Each an audited entry on the object's chain; a refusal re-renders the page."""
+    form = await posted(request, who)
+    action = str(form.get("action") or "")
+    if action not in OWNER_ACTIONS:
+        raise UsageError(_("Choose one of the forms on the page."))
+    values = {name: str(form.get(name) or "").strip() for name in ("reason", "user", "unit")}
+    failed_as = f"owner {action}"
+    problems: dict[str, str] = {}
+    if action == "assign" and not values["user"]:
+        problems["user"] = _("%(field)s: choose who does the work.") % {"field": _("Member")}
+    if action == "transfer" and not values["unit"]:
+        problems["unit"] = _("%(field)s: choose the unit that takes the work over.") % {"field": _("Unit")}
+    if not values["reason"]:
+        problems["reason"] = _(REASON_REQUIRED) % {"field": _("Reason")}
+    if problems:
+        refusal = UsageError(_("Some fields need correcting: see the messages at the form."))
+        return object_page(request, engine, object_id, status_code=422,
+                           failed=(failed_as, values, problems, refusal))
+    reason = values["reason"]
+    try:
+        if action == "take":
+            done = engine.assign([object_id], user=who.name, actor=who.name, reason=reason)
+        elif action == "assign":
+            done = engine.assign([object_id], user=values["user"], actor=who.name, reason=reason)
+        elif action == "return":
+            done = engine.assign([object_id], user=None, actor=who.name, reason=reason)
+        else:
+            done = engine.transfer([object_id], unit=values["unit"], actor=who.name, reason=reason)
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return object_page(request, engine, object_id, status_code=http_status(error)[0],
+                           failed=(failed_as, values, {}, error))
+    changed = done[0]
+    if action == "transfer":
+        unit = changed["unit"]
+        text_done = _("%(object)s handed over to %(unit)s") % {"object": changed["id"],
+                                                               "unit": engine.show(unit)["path"]}
+    elif changed["assignee"] is None:
+        text_done = _("%(object)s given back to the unit's unassigned work") % {"object": changed["id"]}
+    else:
+        text_done = _("%(object)s assigned to %(user)s") % {"object": changed["id"],
+                                                            "user": engine.show(changed["assignee"])["name"]}
+    try:
+        engine.show(object_id)
+    except OutsideUnits:  # handed over out of one's units: its page is no longer one's to read
+        return RedirectResponse(f"/worklist?{urlencode({'done': text_done})}", status_code=303)
+    return RedirectResponse(f"/objects/{object_id}?{urlencode({'done': text_done})}", status_code=303)
 
 
 @router.post("/objects/{object_id}/{verb}")
@@ -1268,7 +1475,8 @@ def calendar_page(request: Request, who: Who, engine: Eng) -> Response:
 @router.get("/users")
 def users_page(request: Request, who: Who, engine: Eng) -> Response:
     engine.authorize(who.name, "user list", ADMIN_ROLES)  # users and tokens are listed to admins only
-    return render(request, "users.html", users=engine.users(), tokens=Accounts(engine).tokens())
+    return render(request, "users.html", users=engine.users(), units=engine.list_units(),
+                  tokens=Accounts(engine).tokens())
 
 
 @router.get("/account")
@@ -1327,7 +1535,10 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
     try:
         if action == "add":
             password = str(form.get("password") or "") or None
-            accounts.add_user(name, str(form.get("role") or ""), password, actor=who.name, reason=reason)
+            lead = form.get("unit_role") == "lead"
+            units = [f"{u}:lead" if lead else u for u in form.getlist("units") if isinstance(u, str) and u]
+            accounts.add_user(name, str(form.get("role") or ""), password, actor=who.name, reason=reason,
+                              units=units)
             done = _("user %(name)s added") % {"name": name}
         elif action == "password":
             accounts.set_password(name, str(form.get("password") or ""), actor=who.name, reason=reason,
@@ -1353,8 +1564,75 @@ async def users_change(request: Request, who: Who, engine: Eng) -> Response:
         if isinstance(error, NotAuthenticated) or who.role not in ADMIN_ROLES:
             raise  # a page of its own: the users and tokens are not listed to others
         return render(request, "users.html", status_code=http_status(error)[0], users=engine.users(),
-                      tokens=accounts.tokens(), error=error)
+                      units=engine.list_units(), tokens=accounts.tokens(), error=error)
     if issued is not None:  # the secret is shown on this page once, never again
-        return render(request, "users.html", users=engine.users(), tokens=accounts.tokens(), issued=issued,
-                      done_now=done)
+        return render(request, "users.html", users=engine.users(), units=engine.list_units(),
+                      tokens=accounts.tokens(), issued=issued, done_now=done)
     return RedirectResponse(f"/users?{urlencode({'done': done})}", status_code=303)
+
+
+# ---- units (admins, issue 17) ----------------------------------------------------------------------------------
+
+#: The placement rules as the units page names them.
+PLACEMENT_NAMES = {"parent": i18n.N_("the unit of the object it belongs to (a contact: its case's)"),
+                   "creator": i18n.N_("the unit of the user who creates it"),
+                   "unit": i18n.N_("a unit chosen here")}
+#: A member's role in a unit, as the pages say it.
+ROLE_NAMES = {"member": i18n.N_("member"), "lead": i18n.N_("lead")}
+#: The units page's forms (``action``).
+UNIT_ACTIONS = ("unit_add", "member", "remove", "rule")
+
+
+def _units_page(request: Request, engine: Engine, status_code: int = 200, **context: Any) -> Response:
+    context = {"values": {}, "failed": None, **context}
+    return render(request, "units.html", status_code=status_code, units=engine.list_units(),
+                  rules=engine.placements(), users=[u for u in engine.users() if u["role"] != "timer"],
+                  placement_names=PLACEMENT_NAMES, kind_titles=LISTS, **context)
+
+
+@router.get("/units")
+def units_page(request: Request, who: Who, engine: Eng) -> Response:
+    """The tree of units with their members and roles, and the admins' forms: a new unit, a member added or their
+    role changed, a membership ended, each kind's placement rule."""
+    engine.authorize(who.name, "unit list", ADMIN_ROLES)  # managed by admins; the refusal is audited
+    return _units_page(request, engine)
+
+
+@router.post("/units")
+async def units_change(request: Request, who: Who, engine: Eng) -> Response:
+    form = await posted(request, who)
+    action = str(form.get("action") or "")
+    values = {k: str(v).strip() for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+    reason = values.get("reason") or None
+    try:
+        if action == "unit_add":
+            made = engine.add_unit(values.get("name", ""), parent=values.get("parent", ""), actor=who.name,
+                                   reason=reason)
+            done = _("unit %(unit)s added") % {"unit": made["path"]}
+        elif action == "member":
+            role = values.get("role", "member")
+            made = engine.set_member(values.get("unit", ""), values.get("user", ""), role=role, actor=who.name,
+                                     reason=reason)
+            done = _("%(user)s is a %(role)s of %(unit)s") % {
+                "user": made["name"], "role": _(ROLE_NAMES.get(role, role)), "unit": made["unit_name"]}
+        elif action == "remove":
+            made = engine.remove_member(values.get("unit", ""), values.get("user", ""), actor=who.name,
+                                        reason=reason)
+            done = _("%(user)s left %(unit)s") % {"user": made["name"], "unit": made["unit_name"]}
+            if made["returned"]:
+                done += " " + _("(their work there is back in the unit's unassigned work: %(objects)s)") % {
+                    "objects": ", ".join(made["returned"])}
+        elif action == "rule":
+            rule = values.get("rule", "")
+            made = engine.set_placement(values.get("kind", ""), rule, unit=values.get("unit") or None,
+                                        round_robin=form.get("round_robin") in ("on", "true", "1"),
+                                        actor=who.name, reason=reason)
+            done = _("placement of %(kind)s set") % {"kind": _(LISTS.get(made["kind"], made["kind"]))}
+        else:
+            raise UsageError(_("Choose one of the forms on the page."))
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated) or who.role not in ADMIN_ROLES:
+            raise  # a page of its own: the units' forms are for admins
+        return _units_page(request, engine, status_code=http_status(error)[0], error=error, failed=action,
+                           values=values)
+    return RedirectResponse(f"/units?{urlencode({'done': done})}", status_code=303)
