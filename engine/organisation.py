@@ -23,6 +23,12 @@ log = structlog.get_logger("mpoxflow.engine")
 READING_ROLES = ("staff", "admin", "auditor")
 
 
+def _check_reason(reason: str | None) -> None:
+    """UsageError for a reason too long or with control characters, before anything is read."""
+    if reason is not None:
+        check_text(reason, "reason")
+
+
 class Organisation:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -31,6 +37,7 @@ class Organisation:
 
     def add_unit(self, name: str, *, parent: str, actor: str, reason: str | None = None) -> dict[str, Any]:
         """A new unit under ``parent`` (a name or ``unit-N``). Admins only."""
+        _check_reason(reason)
         with unit_of_work(self.runtime, actor, "unit add", None, ADMIN_ROLES) as uow:
             view = units.add_unit(uow, name, parent, reason)
             uow.commit()
@@ -53,12 +60,14 @@ class Organisation:
 
     def set_member(self, unit: str, user: str, *, role: str = "member", actor: str,
                    reason: str | None = None) -> dict[str, Any]:
+        _check_reason(reason)
         with unit_of_work(self.runtime, actor, "unit member", None, ADMIN_ROLES) as uow:
             view = units.set_member(uow, unit, user, role, reason)
             uow.commit()
         return view
 
     def remove_member(self, unit: str, user: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        _check_reason(reason)
         with unit_of_work(self.runtime, actor, "unit leave", None, ADMIN_ROLES) as uow:
             view = units.remove_member(uow, unit, user, reason)
             uow.commit()
@@ -74,6 +83,7 @@ class Organisation:
 
     def set_placement(self, kind: str, rule: str, *, unit: str | None = None, round_robin: bool | None = None,
                       actor: str, reason: str | None = None) -> dict[str, Any]:
+        _check_reason(reason)
         with unit_of_work(self.runtime, actor, "unit rule", None, ADMIN_ROLES) as uow:
             view = units.set_placement(uow, kind, rule, unit, round_robin, reason)
             uow.commit()

@@ -105,8 +105,9 @@ class UnitTree:
         return out
 
     def find(self, given: str, option: str = "unit") -> int:
-        """A unit by its name or its id (``unit-3``). NotFound otherwise, with the next step."""
-        text = given.strip()
+        """A unit by its name or its id (``unit-3``). NotFound otherwise, with the next step; UsageError for a text
+        no name can be (too long, control characters), not echoed."""
+        text = check_text(given.strip(), option)
         if text.startswith("unit-"):
             _, pk = parse_id(text, kind="unit")
             if pk in self.names:
@@ -327,7 +328,7 @@ def set_member(uow: UnitOfWork, unit: str, user_name: str, role: str, reason: st
         raise UsageError(because("'%(role)s' is not a role in a unit: use member or lead (⟦role⟧)", role=shown(role)))
     tree = UnitTree.load(uow.repo)
     unit_pk = tree.find(unit)
-    user = uow.repo.user_by_name(user_name)
+    user = uow.repo.user_by_name(check_text(user_name, "user"))
     if user is None or user.role == "timer":
         raise NotFound(shown(user_name), "user", hint="`mpoxflow user list` shows the users")
     current = {m.unit_id: m for m in uow.repo.memberships(user_pk=user.id)}
@@ -354,7 +355,7 @@ def remove_member(uow: UnitOfWork, unit: str, user_name: str, reason: str | None
     """End a user's membership of a unit; their work there goes back to the unit's pool (same transaction)."""
     tree = UnitTree.load(uow.repo)
     unit_pk = tree.find(unit)
-    user = uow.repo.user_by_name(user_name)
+    user = uow.repo.user_by_name(check_text(user_name, "user"))
     if user is None:
         raise NotFound(shown(user_name), "user", hint="`mpoxflow user list` shows the users")
     current = {m.unit_id: m for m in uow.repo.memberships(user_pk=user.id)}
@@ -507,7 +508,7 @@ def _selected(uow: UnitOfWork, tree: UnitTree, selection: Selection) -> list[tup
         units = below if units is None else units & below
     assignee = None
     if selection.of_user:
-        user = uow.repo.user_by_name(selection.of_user)
+        user = uow.repo.user_by_name(check_text(selection.of_user, "of_user"))
         if user is None:
             raise NotFound(shown(selection.of_user), "user", hint="`mpoxflow user list` shows the users")
         assignee = user.id
@@ -533,7 +534,7 @@ def assign(uow: UnitOfWork, selection: Selection, *, unit: str | None, user: str
         raise UsageError(because("a transfer names the unit that takes the work over: give ⟦unit⟧"))
     user_row = None
     if user:
-        user_row = uow.repo.user_by_name(user)
+        user_row = uow.repo.user_by_name(check_text(user, "user"))
         if user_row is None or user_row.role == "timer":
             raise NotFound(shown(user), "user", hint="`mpoxflow user list` shows the users")
         if user_row.disabled_at is not None:

@@ -49,20 +49,21 @@ NOT_DRIVEN = {"demo": "runs on a throwaway database of its own, never the one gi
 #: A well-formed value for each argument (by parameter name) and each required option of the commands.
 ARGUMENTS = {"object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
              "timer_id": "timer-1", "person_id": "person-1", "token": "token-1", "name": "staff:test",
-             "what": "cases", "kind": "case"}
+             "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test"}
 REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03", "--on": "2025-03-05",
             "--exposed": "2025-03-02", "--onset": "2025-03-04", "--symptoms": "rash", "--kind": EXPOSURE_KINDS[0],
             "--mode": ISOLATION_MODES[0], "--channel": CHANNELS[0], "--tracing": "yes", "--clade": CLADES[0],
             "--decision": "not-indicated", "--work": WORK[0], "--risk": RISKS[0], "--indication": "pep",
             "--outcome": "not-needed", "--format": "jsonl", "--role": "staff", "--label": "hostile",
-            "--ref": "NEW-REF"}
+            "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note"}
 ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}
 NUMBER_OPTIONS = {"--within", "--limit", "--days", "--hours", "--if-version", "--doses-elsewhere", "--poll",
                   "--batch", "--max-attempts", "--backoff", "--port"}
 CHOICE_OPTIONS = {"--mode", "--channel", "--tracing", "--clade", "--decision", "--work", "--risk", "--indication",
-                  "--outcome", "--format", "--role", "--kind", "--symptoms", "--criteria", "--exposure", "--state"}
+                  "--outcome", "--format", "--role", "--kind", "--symptoms", "--criteria", "--exposure", "--state",
+                  "--rule"}
 #: Options whose value is not data: where to write, where to listen.
 NOT_DATA = {"--json", "--output", "--host", "--forwarded-allow-ips", "--admin"}
 #: Ids the CLI also accepts as a name (a user), so a bad one may be "no such user" (4) or malformed (2).
@@ -89,7 +90,7 @@ def _hostile_argvs(path: tuple[str, ...], command: Any) -> Iterator[tuple[list[s
     options = [p for p in command.params if p.param_type_name == "option" and not p.is_flag]
     base_args = [ARGUMENTS[p.name] for p in arguments]
     base_opts = {p.opts[0]: REQUIRED[p.opts[0]] for p in options if p.required}
-    actor = ["--actor", "admin:test" if path[0] in ("user", "init") else "staff:test"] if any(
+    actor = ["--actor", "admin:test" if path[0] in ("user", "init", "unit") else "staff:test"] if any(
         p.opts[0] == "--actor" for p in options) else []
 
     def argv(args: list[str], opts: dict[str, str]) -> list[str]:
@@ -100,6 +101,12 @@ def _hostile_argvs(path: tuple[str, ...], command: Any) -> Iterator[tuple[list[s
         return [*path, *args, *flat, *(["--json"] if with_json else [])]
 
     for index, argument in enumerate(arguments):
+        if path == ("unit", "add"):  # a new unit's name is free text: any text but a too long or control one
+            for bad in BAD_TEXT:
+                args = list(base_args)
+                args[index] = bad
+                yield argv(args, base_opts), {2}, argument.name
+            continue
         for bad in BAD_IDS + [NUL]:
             args = list(base_args)
             args[index] = bad

@@ -574,12 +574,12 @@ def test_the_units_page_shows_the_tree_and_its_forms_change_it(world: World, cli
     before = contents(db)
     again = post(admin, "/units", {"action": "unit_add", "name": "Hvidovre vaccination", "parent": "unit-1"})
     assert again.status_code == 409
-    assert "der findes allerede en enhed ved navn Hvidovre vaccination" in error_box(again.text)
+    assert "der findes allerede en enhed med navnet Hvidovre vaccination" in error_box(again.text)
     assert 'value="Hvidovre vaccination"' in (form(again.text, "units-unit_add") or "")
     only = post(admin, "/units", {"action": "remove", "unit": world.hov_unit, "user": HOV_NURSE})
     assert only.status_code == 409 and "den eneste enhed for hov:nurse" in error_box(only.text)
     no_unit = post(admin, "/units", {"action": "rule", "kind": "case", "rule": "unit", "unit": ""})
-    assert no_unit.status_code == 422 and "vælg den (Enhed)" in error_box(no_unit.text)
+    assert no_unit.status_code == 422 and "angiv den med Enhed" in error_box(no_unit.text)
     assert contents(db) == before
     assert post(staff, "/units", {"action": "unit_add", "name": "Mine", "parent": "unit-1"}).status_code == 403
 
@@ -598,7 +598,7 @@ def test_the_users_page_shows_each_users_units_and_adds_a_user_to_units(world: W
     # Several units now: a new user's units are chosen, never guessed.
     refused = post(admin, "/users", {"action": "add", "name": "ny:nurse", "role": "staff",
                                      "password": PASSWORD})
-    assert refused.status_code == 422 and "angiv den eller de enheder" in error_box(refused.text)
+    assert refused.status_code == 422 and "hvilken enhed den nye bruger arbejder i" in error_box(refused.text)
     added = admin.post("/users", data={"action": "add", "name": "ny:lead", "role": "staff", "password": PASSWORD,
                                        "units": [world.hov_unit, world.odense_unit], "unit_role": "lead",
                                        "csrf_token": admin.csrf})

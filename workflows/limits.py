@@ -42,6 +42,8 @@ MAX_NOTE = 2000
 TEXT_LIMITS: dict[str, int] = {
     "ref": MAX_REF, "actor": MAX_NAME, "label": MAX_NAME, "assessed_by": MAX_NAME, "decided_by": MAX_NAME,
     "name": MAX_NAME, "trigger": MAX_NAME, "reason": MAX_NOTE,
+    # Units and users named on assignment and reading (issue 17).
+    "unit": MAX_NAME, "parent": MAX_NAME, "in_unit": MAX_NAME, "user": MAX_NAME, "of_user": MAX_NAME, "as": MAX_NAME,
 }
 #: Free-text fields that may span lines.
 MULTILINE = frozenset({"reason", "symptom_note", "assessment_note", "indication_note", "justification",
