@@ -281,7 +281,9 @@ EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", 
                "role", "changes", "session", "label", "token", "disabled", "password",
                # units and assignment (issue 17): the fields their refusals name, their entries' data
                "unit", "assignee", "parent", "in_unit", "of_user", "unassigned", "round_robin", "user",
-               "break_glass", "mine", "read", "returned", "units")
+               "break_glass", "mine", "read", "returned", "units",
+               # contact attempts (issue 17): the object's count of failed ones since the last that reached
+               "failed_attempts")
 #: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
 BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
 #: The headings of an object's related objects (``object.html``).
