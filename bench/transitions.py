@@ -10,7 +10,8 @@ the actor of every change) gets 2N suspected cases, one person each: copies of o
   read for §3.4, the chase of the test result marked done (§2.1), three tasks armed, the person's courses looked
   up for the §6.3 cascade, the audit entry chained
   after the case's head, the case's values, version check and head in one UPDATE);
-* raw (the baseline): the same statements by hand with SQLAlchemy Core on the other N, the transaction begun with
+* raw (the baseline): the same statements by hand with SQLAlchemy Core on the other N (the actor's units and the
+  unit tree read too, to check the case is theirs: issue 17), the transaction begun with
   ``BEGIN IMMEDIATE`` on SQLite as the engine's, the entry chained with the product's ``Head.link``.
 
 Checked (exit 1 otherwise): each phase leaves its N cases confirmed with 3 pending timers, the chase task done, and
@@ -57,7 +58,7 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
     from engine.core import ACTING_ROLES
     from engine.views import jsonable  # the product's JSON form of dates and instants (a pure function)
     from persistence.audit import Head
-    from persistence.models import AuditEntry, Case, Course, Person, Timer, User
+    from persistence.models import AuditEntry, Case, Course, Membership, Person, Timer, Unit, User
     from workflows.case import (
         S1_1,
         S2_4,
@@ -73,6 +74,11 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
     cases, timers, audit, users, courses, persons = (m.__table__ for m in (Case, Timer, AuditEntry, User, Course,
                                                                            Person))
     select_role = select(users.c.role).where(users.c.name == bindparam("name"))
+    # Access by unit (issue 17): the actor's units, and the tree, to see the case is theirs to change.
+    memberships, unit_table = Membership.__table__, Unit.__table__
+    select_units = (select(memberships.c.unit_id).join(users, users.c.id == memberships.c.user_id)
+                    .where(users.c.name == bindparam("name")))
+    select_tree = select(unit_table.c.id, unit_table.c.parent_id)
     select_case = select(cases).where(cases.c.id == bindparam("pk"))
     select_person = select(persons.c.immunocompromised).where(persons.c.id == bindparam("person"))
     select_courses = select(courses.c.id).where(courses.c.person_id == bindparam("person"), courses.c.state.in_(
@@ -97,6 +103,14 @@ def raw_confirm(db: Any, settings: Any, clock: Any) -> tuple[Any, Any]:
             if role not in ACTING_ROLES:
                 raise BenchFailure(f"{ACTOR} may not change cases (role {role})")
             row = connection.execute(select_case, {"pk": pk}).one()
+            mine = set(connection.execute(select_units, {"name": ACTOR}).scalars())
+            unit: int | None = row.unit_id
+            if 1 not in mine:  # a member of the root may change every case; anyone else: walk up the tree
+                parents = {r.id: r.parent_id for r in connection.execute(select_tree)}
+                while unit is not None and unit not in mine:
+                    unit = parents.get(unit)
+            if unit is None:
+                raise BenchFailure(f"{ACTOR} may not change case-{pk}: outside their units")
             if row.state != "suspected" or not row.onset <= PCR_ON:
                 raise BenchFailure(f"case-{pk} cannot be confirmed (state {row.state})")
             person = PersonFacts(immunocompromised=connection.execute(select_person, {"person": row.person_id})

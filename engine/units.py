@@ -18,7 +18,7 @@ as audited transitions that change no clinical state (trigger ``assign`` / ``tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -133,7 +133,16 @@ class Scope:
     role: str
     memberships: dict[int, str]
     units: frozenset[int] | None
-    tree: UnitTree = field(repr=False)
+    #: The unit tree, or how to read it: a member of the root alone (or an auditor, a timer) needs it only for
+    #: names and paths, so it is read on first use.
+    loaded: UnitTree | Callable[[], UnitTree] = field(repr=False)
+
+    @property
+    def tree(self) -> UnitTree:
+        if not isinstance(self.loaded, UnitTree):
+            object.__setattr__(self, "loaded", self.loaded())
+        assert isinstance(self.loaded, UnitTree)
+        return self.loaded
 
     @property
     def everything(self) -> bool:
@@ -150,6 +159,10 @@ class Scope:
 
     def via(self, unit: int) -> int | None:
         """The user's unit that gives access to ``unit``: the nearest membership at or above it."""
+        if unit in self.memberships:
+            return unit
+        if list(self.memberships) == [ROOT_UNIT]:
+            return ROOT_UNIT  # the root is above every unit
         for ancestor in self.tree.ancestors(unit):
             if ancestor in self.memberships:
                 return ancestor
@@ -159,6 +172,8 @@ class Scope:
         """A lead of the unit or of a unit above it (admins count as leads everywhere in their scope)."""
         if self.role == "admin" and self.covers(unit):
             return True
+        if list(self.memberships) == [ROOT_UNIT]:
+            return self.memberships[ROOT_UNIT] == "lead"
         return any(self.memberships.get(a) == "lead" for a in self.tree.ancestors(unit))
 
     def direct(self) -> frozenset[int]:
@@ -171,11 +186,11 @@ def scope_of(repo: Repository, name: str, role: str | None = None, tree: UnitTre
     """The scope of the user ``name`` (read now). The scheduler's and auditors' is everything. NotPermitted for a
     name that is no user (nothing to scope)."""
     check_text(name, "as")
-    tree = tree or UnitTree.load(repo)
+    loaded: UnitTree | Callable[[], UnitTree] = tree or (lambda: UnitTree.load(repo))
     user, rows = repo.memberships_of_name(name)
     if user is None:
         if name.startswith("timer:") or role == "timer":
-            return Scope(None, name, "timer", {}, None, tree)
+            return Scope(None, name, "timer", {}, None, loaded)
         raise NotPermitted(
             f"'{name}' is not a user of this database, so nothing can be shown: read as a registered user with "
             "⟦as⟧ (or $MPOXFLOW_ACTOR; `mpoxflow user list` shows who there is)",
@@ -184,14 +199,16 @@ def scope_of(repo: Repository, name: str, role: str | None = None, tree: UnitTre
         raise NotPermitted(f"{name} is disabled, so nothing can be shown; ask an admin (`mpoxflow user enable "
                            f"{name}`)", actor=name, role=user.role, user=None, command="read", target=None)
     memberships = {r.unit_id: r.role for r in rows}
-    if user.role in ("auditor", "timer"):
+    if user.role in ("auditor", "timer") or ROOT_UNIT in memberships:
         units: frozenset[int] | None = None
     else:
+        whole = loaded if isinstance(loaded, UnitTree) else loaded()
+        loaded = whole
         reach: set[int] = set()
         for unit in memberships:
-            reach |= tree.below(unit)
-        units = None if ROOT_UNIT in memberships else frozenset(reach)
-    return Scope(user.id, user.name, user.role, memberships, units, tree)
+            reach |= whole.below(unit)
+        units = frozenset(reach)
+    return Scope(user.id, user.name, user.role, memberships, units, loaded)
 
 
 def outside(scope: Scope, object_id: str, unit: int, command: str, *, reading: bool) -> OutsideUnits:
