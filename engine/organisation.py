@@ -101,7 +101,7 @@ class Organisation:
                           unassigned=unassigned, of_user=of_user, limit=limit, actor=actor, reason=reason,
                           transfer=False)
 
-    def transfer(self, ids: Sequence[str] = (), *, unit: str, user: str | None = None, kind: str | None = None,
+    def transfer(self, ids: Sequence[str] = (), *, unit: str | None, user: str | None = None, kind: str | None = None,
                  states: Sequence[str] = (), in_unit: str | None = None, unassigned: bool = False,
                  of_user: str | None = None, limit: int = units.MAX_BULK, actor: str,
                  reason: str | None = None) -> builtins.list[dict[str, Any]]:

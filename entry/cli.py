@@ -1016,6 +1016,7 @@ FInUnit = Annotated[str | None, typer.Option("--in-unit", metavar="UNIT", help="
 FUnassigned = Annotated[bool, typer.Option("--unassigned", help="Filter: assigned to nobody.")]
 FOfUser = Annotated[str | None, typer.Option("--of-user", metavar="USER", help="Filter: assigned to this user.")]
 FLimit = Annotated[int, typer.Option("--limit", help="Filter: at most this many (1 to 1000).")]
+MoveReason = Annotated[str | None, typer.Option("--reason", help="Why (required): goes into each audit entry.")]
 
 
 def render_moved(rows: list[dict[str, Any]]) -> str:
@@ -1033,7 +1034,7 @@ def assign(
     kind: FKind = None, state: FState = None, in_unit: FInUnit = None, unassigned: FUnassigned = False,
     of_user: FOfUser = None, limit: FLimit = 1000,
     actor: Actor = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (required): goes into each audit entry.")] = None,
+    reason: MoveReason = None,
     as_json: Json = False,
 ) -> None:
     """Assign work: to a member of the unit (--user), or back to its pool (no --user). Leads deal work out; a
@@ -1057,20 +1058,15 @@ def transfer(
     kind: FKind = None, state: FState = None, in_unit: FInUnit = None, unassigned: FUnassigned = False,
     of_user: FOfUser = None, limit: FLimit = 1000,
     actor: Actor = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (required): goes into each audit entry.")] = None,
+    reason: MoveReason = None,
     as_json: Json = False,
 ) -> None:
     """Hand work over to another unit (leads and admins): the objects leave your units' lists. Changes no
     clinical state."""
 
-    def action() -> list[dict[str, Any]]:
-        if not unit:
-            raise UsageError("a transfer names the unit that takes the work over: give --unit UNIT")
-        return _engine(ctx).transfer(ids or [], unit=unit, user=user, kind=kind, states=state or [],
-                                     in_unit=in_unit, unassigned=unassigned, of_user=of_user, limit=limit,
-                                     actor=_actor(actor), reason=reason)
-
-    _run(as_json, action, render_moved)
+    _run(as_json, lambda: _engine(ctx).transfer(
+        ids or [], unit=unit, user=user, kind=kind, states=state or [], in_unit=in_unit, unassigned=unassigned,
+        of_user=of_user, limit=limit, actor=_actor(actor), reason=reason), render_moved)
 
 
 @app.command()

@@ -34,7 +34,6 @@ from entry.web.app import (
 from entry.web.operations import OPERATIONS, Body, Operation, TaskResolve
 from scheduler import firing
 from workflows.errors import OutsideUnits, UsageError, field
-from workflows.limits import check_text
 from workflows.registry import WORKFLOWS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -243,7 +242,6 @@ def due(who: Reader, engine: Eng,
     (each item with its `unit` and `assignee`). The whole list, or with `limit` or `after` one page of it:
     `{"items": [...], "next": cursor or null}`."""
     days = timedelta(days=within) if within is not None else None
-    _checked(unit=unit)
     if limit is not None or after is not None:
         return WorklistPage(**engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine,
                                                    unit=unit))
@@ -450,8 +448,6 @@ def user_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 @router.post("/users", operation_id="user_add", status_code=201, tags=["users"])
 def user_add(body: NewUser, who: UserAddAdmin, engine: Eng) -> dict[str, Any]:
     """Add a user (admins only)."""
-    for unit in body.units:
-        check_text(unit, "unit")
     return Accounts(engine).add_user(body.name, body.role, body.password, actor=who.name, reason=body.reason,
                                      units=body.units)
 
@@ -517,13 +513,6 @@ MAX_BULK = 1000
 UnitName = Annotated[str, Path(max_length=MAX_NAME, description="A unit's name or id (unit-N).")]
 UserName = Annotated[str, Path(max_length=MAX_NAME, description="A user's name.")]
 ObjectKind = Literal[tuple(WORKFLOWS)]  # type: ignore[valid-type]
-
-
-def _checked(**values: str | None) -> None:
-    """UsageError for a name with a control character (a NUL, a lone surrogate), before it is looked up."""
-    for name, value in values.items():
-        if value is not None:
-            check_text(value, name)
 
 
 def over_http(error: OutsideUnits) -> OutsideUnits:
@@ -603,7 +592,6 @@ def unit_list(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 @router.post("/units", operation_id="unit_add", status_code=201, tags=["units"])
 def unit_add(body: NewUnit, who: UnitAddAdmin, engine: Eng) -> dict[str, Any]:
     """`mpoxflow unit add`: a new unit under its parent (admins only)."""
-    _checked(name=body.name, parent=body.parent)
     return engine.add_unit(body.name, parent=body.parent, actor=who.name, reason=body.reason)
 
 
@@ -611,7 +599,6 @@ def unit_add(body: NewUnit, who: UnitAddAdmin, engine: Eng) -> dict[str, Any]:
 def unit_member(unit: UnitName, body: NewMember, who: UnitMemberAdmin, engine: Eng) -> dict[str, Any]:
     """`mpoxflow unit member`: make a user a member or a lead of the unit, or change their role there (admins
     only; audited on the user's chain)."""
-    _checked(unit=unit, user=body.user)
     return engine.set_member(unit, body.user, role=body.role, actor=who.name, reason=body.reason)
 
 
@@ -620,7 +607,6 @@ def unit_leave(unit: UnitName, user: UserName, body: MemberRemove, who: UnitLeav
                engine: Eng) -> dict[str, Any]:
     """`mpoxflow unit leave`: end a user's membership of the unit (admins only); their work there goes back to
     the unit's unassigned pool, each object audited."""
-    _checked(unit=unit, user=user)
     return engine.remove_member(unit, user, actor=who.name, reason=body.reason)
 
 
@@ -633,13 +619,11 @@ def unit_rules(who: Reader, engine: Eng) -> list[dict[str, Any]]:
 @router.post("/units/rules/{kind}", operation_id="unit_rule", tags=["units"])
 def unit_rule(kind: ObjectKind, body: NewPlacement, who: UnitRuleAdmin, engine: Eng) -> dict[str, Any]:
     """`mpoxflow unit rule`: change where a kind's new objects go (admins only; audited)."""
-    _checked(unit=body.unit)
     return engine.set_placement(kind, body.rule, unit=body.unit, round_robin=body.round_robin, actor=who.name,
                                 reason=body.reason)
 
 
 def _selection(body: Selection) -> dict[str, Any]:
-    _checked(in_unit=body.in_unit, of_user=body.of_user, user=body.user, unit=getattr(body, "unit", None))
     return {"kind": body.kind, "states": body.state, "in_unit": body.in_unit, "unassigned": body.unassigned,
             "of_user": body.of_user, "user": body.user, "unit": getattr(body, "unit", None), "reason": body.reason}
 
