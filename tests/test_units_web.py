@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -82,13 +82,6 @@ def _make_world(url: str) -> World:
 @pytest.fixture
 def world(web_app: Any, cli_db: str) -> World:
     return _make_world(cli_db)
-
-
-@pytest.fixture
-def db(cli_db: str) -> Iterator[Database]:
-    database = Database(cli_db)
-    yield database
-    database.dispose()
 
 
 def headers(client: Any) -> dict[str, str]:
