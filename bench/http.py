@@ -144,6 +144,16 @@ def calls(run: list[Callable[[], None]]) -> tuple[float, list[float]]:
     return time.perf_counter() - started, latencies
 
 
+def p50_ms(args: Any, ways: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """Each way's median latency in milliseconds, over ``args.requests`` calls after ``args.warmup`` unmeasured."""
+    measured = {}
+    for way, call in ways.items():
+        for _ in range(args.warmup):
+            call()
+        measured[way] = 1000 * harness.percentile(calls([call] * args.requests)[1], 50)
+    return measured
+
+
 @contextmanager
 def serving(url: str) -> Iterator[str]:
     """The product's application over ``url`` under uvicorn in a thread; yields its base URL."""
@@ -432,12 +442,8 @@ def time_one_unit(backend: str, args: Any, db: Any, client: Any, teams: list[int
         raise BenchFailure(f"GET /worklist as {TEAM_USER} does not show its first page of tasks")
     say(f"{backend:<11} worklist of one unit: {TEAM_USER} in {tree.path(teams[0])} ({len(teams)} units), {own} of "
         f"{tasks} open tasks")
-    measured = {}
-    for way, call in (("raw", raw), ("python", python), ("http", http), ("page python", page_python),
-                      ("page http", page_http)):
-        for _ in range(args.warmup):
-            call()
-        measured[way] = 1000 * harness.percentile(calls([call] * args.requests)[1], 50)
+    measured = p50_ms(args, {"raw": raw, "python": python, "http": http, "page python": page_python,
+                             "page http": page_http})
     say(f"{backend:<11} worklist of one unit, first page ({UNIT_PAGE})   by hand {measured['raw']:7.2f} ms   python "
         f"{measured['python']:7.2f} ms   http {measured['http']:7.2f} ms   GET /worklist {measured['page http']:7.2f}"
         f" ms (python {measured['page python']:.2f} ms)")
@@ -468,11 +474,7 @@ def time_worklist_page(backend: str, args: Any, engine: Any, client: Any, *, con
         if response.status_code != 200 or response.text.count('href="/objects/') < WORKLIST_PAGE:
             raise BenchFailure(f"GET /worklist: status {response.status_code}, not a page of tasks")
 
-    measured = {}
-    for way, call in (("python", python), ("http", http)):
-        for _ in range(args.warmup):
-            call()
-        measured[way] = 1000 * harness.percentile(calls([call] * args.requests)[1], 50)
+    measured = p50_ms(args, {"python": python, "http": http})
     say(f"{backend:<11} worklist page ({WORKLIST_PAGE} tasks)   python {measured['python']:7.2f} ms   "
         f"http {measured['http']:7.2f} ms")
     say(f"{backend:<11} the worklist page under 300 ms (p50, {contacts} open contacts): "
@@ -494,11 +496,7 @@ def time_audit_desk(backend: str, args: Any, engine: Any, client: Any, *, contac
         if response.status_code != 200 or response.text.count("<tr data-seq=") != entries:
             raise BenchFailure(f"GET /audit: status {response.status_code}, not the {entries} newest entries")
 
-    measured = {}
-    for way, call in (("python", python), ("http", http)):
-        for _ in range(args.warmup):
-            call()
-        measured[way] = 1000 * harness.percentile(calls([call] * args.requests)[1], 50)
+    measured = p50_ms(args, {"python": python, "http": http})
     with engine.db.engine.connect() as connection:
         logged = connection.exec_driver_sql("SELECT count(*) FROM audit_log").scalar_one()
     say(f"{backend:<11} audit desk first page ({logged} entries in the log)   python {measured['python']:7.2f} ms   "
