@@ -30,7 +30,7 @@ import structlog
 
 from engine import units
 from engine.commands import Commands
-from engine.units import UnitTree, outside, scope_of
+from engine.units import UnitTree
 from engine.uow import Runtime, UnitOfWork, unit_of_work
 from engine.views import instant
 from persistence.audit import Head
@@ -221,10 +221,8 @@ class Notes:
             if kind == "person":
                 repo.person(pk)  # NotFound
             else:
-                unit = repo.load_object(kind, pk).unit_id
-                scope = self._scope(repo)
-                if scope is not None and not glass and not scope.covers(unit):
-                    raise outside(scope, format_id(kind, pk), unit or 1, "show", reading=True)
+                units.check_reads(units.reader_scope(repo, self.runtime.viewer), kind, pk,
+                                  repo.load_object(kind, pk).unit_id, glass=glass)
             return [note_view(r) for r in repo.notes_of(kind, pk)]
 
     def hard_to_reach(self, limit: int = DEFAULT_HARD_TO_REACH) -> builtins.list[dict[str, Any]]:
@@ -239,7 +237,7 @@ class Notes:
         found: builtins.list[dict[str, Any]] = []
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            scope = self._scope(repo)
+            scope = units.reader_scope(repo, self.runtime.viewer)
             scoped = None if scope is None else sorted(scope.units or ())
             rows: builtins.list[tuple[str, Any]] = []
             for kind in ATTEMPT_KINDS:
@@ -271,12 +269,6 @@ class Notes:
             found.append(item)
         return found
 
-    def _scope(self, repo: Repository) -> units.Scope | None:
-        """The viewer's scope, as the queries read it (None: everything)."""
-        if self.runtime.viewer is None:
-            return None
-        scope = scope_of(repo, self.runtime.viewer)
-        return None if scope.everything else scope
 
 
 __all__ = ["ATTEMPT_KINDS", "CHANNELS", "HARD_TO_REACH_AFTER", "NOTE_KINDS", "OUTCOMES", "Notes"]

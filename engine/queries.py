@@ -18,7 +18,7 @@ from typing import IO, Any
 import structlog
 
 from engine import auditing
-from engine.units import Scope, UnitTree, outside, scope_of
+from engine.units import Scope, UnitTree, check_reads, outside, reader_scope, scope_of
 from engine.uow import Runtime
 from engine.views import audit_view, instant, object_view, person_view, timer_view, user_view
 from persistence.models import OBJECT_MODELS, Timer
@@ -43,23 +43,12 @@ class Queries:
         self.runtime = runtime
 
     def _scope(self, repo: Repository) -> Scope | None:
-        """The viewer's scope (``Runtime.viewer``, issue 17); None: everything (no viewer, an auditor, a member of
-        the root unit)."""
-        if self.runtime.viewer is None:
-            return None
-        scope = scope_of(repo, self.runtime.viewer, reading=True)
-        return None if scope.everything else scope
+        """The viewer's scope (``Runtime.viewer``, issue 17; ``engine.units.reader_scope``)."""
+        return reader_scope(repo, self.runtime.viewer)
 
     def _units(self, repo: Repository) -> builtins.list[int] | None:
         scope = self._scope(repo)
         return None if scope is None else sorted(scope.units or ())
-
-    def _readable(self, repo: Repository, scope: Scope | None, kind: str, pk: int, unit: int | None,
-                  glass: bool) -> None:
-        """OutsideUnits when the viewer may not read the object without a reason (``glass``: one was given and
-        recorded)."""
-        if scope is not None and not glass and not scope.covers(unit):
-            raise outside(scope, format_id(kind, pk), unit or 1, "show", reading=True)
 
     # ---- objects -------------------------------------------------------------------------------------------
 
@@ -72,13 +61,13 @@ class Queries:
         with self.runtime.db.reading() as session:
             repo = Repository(session)
             scope = self._scope(repo)
-            if kind in OBJECT_MODELS:
-                self._readable(repo, scope, kind, pk, repo.workflow_object(kind, pk).unit_id, glass)
+            if kind in OBJECT_MODELS and scope is not None:
+                check_reads(scope, kind, pk, repo.workflow_object(kind, pk).unit_id, glass=glass)
             elif kind == "timer" and scope is not None:
                 timer = session.get(Timer, pk)
                 if timer is None:
                     raise not_found(object_id, "timer")
-                self._readable(repo, scope, timer.object_kind, timer.object_id, timer.unit_id, glass)
+                check_reads(scope, timer.object_kind, timer.object_id, timer.unit_id, glass=glass)
             if kind == "unit":
                 tree = UnitTree.load(repo)
                 if pk not in tree.names:
@@ -226,7 +215,7 @@ class Queries:
         wanted = None if limit is None else limit + 1
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            owner = self._owner(repo, mine, unit)
+            owner, scope = self._owner(repo, mine, unit)
             if sort == "due":
                 rows = repo.worklist(until, after=None if after is None else after[1:], limit=wanted, kind=kind,
                                      name=task, **owner)
@@ -243,16 +232,17 @@ class Queries:
             more = limit is not None and len(rows) > limit
             rows = rows[:limit] if more else rows
             context = repo.worklist_context([(r.object_kind, r.object_id) for r in rows])
-            names = self._owner_names(repo, rows)
+            names = self._owner_names(repo, rows, scope.tree if scope is not None else UnitTree.load(repo))
         return [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {}), names)
                 for row in rows], more
 
-    def _owner(self, repo: Repository, mine: bool, unit: str | None) -> dict[str, Any]:
-        """The worklist's owner filters: the viewer's units (and ``unit``'s, below it), the viewer's own work."""
+    def _owner(self, repo: Repository, mine: bool, unit: str | None) -> tuple[dict[str, Any], Scope | None]:
+        """The worklist's owner filters (the viewer's units, and ``unit``'s, below it; the viewer's own work),
+        and the viewer's scope (None: no viewer)."""
         if (mine or unit is not None) and self.runtime.viewer is None:
             raise UsageError("⟦mine⟧ and ⟦unit⟧ are a user's views: give the user (⟦actor⟧)")
         if self.runtime.viewer is None:
-            return {}
+            return {}, None
         scope = scope_of(repo, self.runtime.viewer, reading=True)
         units: set[int] | None = None if scope.everything else set(scope.units or ())
         if unit is not None:
@@ -261,11 +251,10 @@ class Queries:
         found: dict[str, Any] = {"units": None if units is None else sorted(units)}
         if mine:
             found["mine"] = (scope.user_id or 0, sorted(scope.direct()))
-        return found
+        return found, scope
 
-    def _owner_names(self, repo: Repository, rows: builtins.list[Any]) -> dict[str, dict[int, str]]:
+    def _owner_names(self, repo: Repository, rows: builtins.list[Any], tree: UnitTree) -> dict[str, dict[int, str]]:
         """The names of the units and assignees of worklist rows."""
-        tree = UnitTree.load(repo)
         return {"units": tree.names,
                 "users": repo.user_names([r.assignee_id for r in rows if r.assignee_id is not None])}
 
@@ -387,7 +376,7 @@ class Queries:
             repo = Repository(session)
             scope = self._scope(repo)
             if kind in OBJECT_MODELS and scope is not None:
-                self._readable(repo, scope, kind, pk, repo.workflow_object(kind, pk).unit_id, False)
+                check_reads(scope, kind, pk, repo.workflow_object(kind, pk).unit_id)
             elif scope is not None:
                 raise outside(scope, object_id, 1, "audit timeline", reading=True)
             history = repo.object_history(kind, pk)
@@ -497,17 +486,15 @@ class Queries:
         check_count(seq, "⟦seq⟧", low=1, high=MAX_ID)
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            detail = auditing.entry_detail(repo, seq)
             scope = self._scope(repo)
-            if scope is not None:
-                row = repo.audit_entry(seq)
-                assert row is not None
+            row = repo.audit_entry(seq) if scope is not None else None
+            if scope is not None and row is not None:  # refused before the detail is worked out
                 unit = (repo.workflow_object(row.object_kind, row.object_id).unit_id
                         if row.object_kind in OBJECT_MODELS else None)
                 if unit is None or not scope.covers(unit):
                     raise outside(scope, format_id(row.object_kind, row.object_id), unit or 1, "audit entry",
                                   reading=True)
-            return detail
+            return auditing.entry_detail(repo, seq)
 
 
 def _whole_weeks(weeks: int, what: str) -> int:

@@ -28,8 +28,9 @@ import structlog
 from persistence.audit import Head
 from persistence.models import MEMBERSHIP_ROLES, OBJECT_MODELS, PLACEMENT_RULES, ROOT_UNIT
 from persistence.repository import Repository, format_id, parse_id
-from workflows.errors import NotFound, NotPermitted, OutsideUnits, RuleRefused, UsageError, because
+from workflows.errors import Conflict, NotFound, NotPermitted, OutsideUnits, RuleRefused, UsageError, because
 from workflows.limits import MAX_LIMIT, check_text, shown
+from workflows.registry import WORKFLOWS
 
 #: ``engine.uow.UnitOfWork`` and ``engine.uow.Actor``: not imported, since ``engine.uow`` imports this module (its
 #: scopes); the functions here take the caller's unit of work and actor as they are.
@@ -211,6 +212,23 @@ def scope_of(repo: Repository, name: str, role: str | None = None, tree: UnitTre
     return Scope(user.id, user.name, user.role, memberships, units, loaded)
 
 
+def reader_scope(repo: Repository, viewer: str | None) -> Scope | None:
+    """What ``viewer`` may read (``Runtime.viewer``); None: everything (no viewer, an auditor, a member of the
+    root unit). NotPermitted for a name that is no user, or a disabled one."""
+    if viewer is None:
+        return None
+    scope = scope_of(repo, viewer, reading=True)
+    return None if scope.everything else scope
+
+
+def check_reads(scope: Scope | None, kind: str, pk: int, unit: int | None, *, glass: bool = False,
+                command: str = "show") -> None:
+    """OutsideUnits when the reader may not read the object of ``unit`` without a reason (``glass``: one was
+    given and recorded)."""
+    if scope is not None and not glass and not scope.covers(unit):
+        raise outside(scope, format_id(kind, pk), unit or ROOT_UNIT, command, reading=True)
+
+
 def outside(scope: Scope, object_id: str, unit: int, command: str, *, reading: bool) -> OutsideUnits:
     """The refusal of acting on (or reading without a reason) an object outside the user's scope."""
     where = scope.tree.path(unit)
@@ -256,12 +274,13 @@ def place(uow: UnitOfWork, kind: str, actor: Actor, parent_unit: int | None, now
     rule = uow.repo.placements().get(kind)
     scope = uow.scope(actor) if actor.role != "timer" else None
     creator = (scope.home if scope is not None else None) or ROOT_UNIT
-    if rule is None or rule.rule == "creator":
-        unit = parent_unit if parent_unit is not None and rule is None else creator
-    elif rule.rule == "parent":
-        unit = parent_unit if parent_unit is not None else creator
-    else:
+    chosen = "parent" if rule is None else rule.rule
+    if chosen == "unit":
         unit = rule.unit_id or ROOT_UNIT
+    elif chosen == "parent" and parent_unit is not None:
+        unit = parent_unit
+    else:  # the creator's unit, or the rule parent with nothing to belong to
+        unit = creator
     assignee = None
     if rule is not None and rule.round_robin:
         members = [m for m in uow.repo.memberships(unit_pk=unit)
@@ -463,8 +482,6 @@ def _owner_change(uow: UnitOfWork, kind: str, row: Any, *, unit: int, assignee: 
     )
     values = {"unit_id": unit, "assignee_id": assignee, "updated_at": now, "audit_pos": head.pos,
               "audit_seq": head.seq, "audit_hash": head.hash}
-    from workflows.errors import Conflict
-
     if not uow.repo.update_object(kind, row.id, row.version, values):
         raise Conflict(f"{format_id(kind, row.id)} was changed by someone else meanwhile; nothing was written. "
                        "Show it again and retry.")
@@ -512,8 +529,6 @@ def _selected(uow: UnitOfWork, tree: UnitTree, selection: Selection) -> list[tup
                                  kind=shown(selection.kind)))
     if not 1 <= selection.limit <= MAX_BULK:
         raise UsageError(because("⟦limit⟧ is 1 to %(n)s", n=MAX_BULK))
-    from workflows.registry import WORKFLOWS
-
     for state in selection.states:
         if state not in WORKFLOWS[selection.kind].states:
             raise UsageError(because("'%(state)s' is not a %(kind)s state: use one of %(states)s (⟦state⟧)",

@@ -275,7 +275,7 @@ def test_work_of_a_disabled_user_or_one_who_leaves_goes_back_to_the_pool(engine,
     assert engine.audit_verify()["intact"] and engine.audit_replay()["matches"]
 
 
-def test_a_case_opened_by_a_contacts_symptoms_belongs_to_the_contacts_unit(engine):
+def test_a_case_opened_by_a_contacts_symptoms_goes_where_the_case_rule_says(engine):
     made = tree(engine)
     case = case_of(engine, "lead:h", "H-1")
     contact = contact_of(engine, "lead:h", case, "H-2")
@@ -284,6 +284,14 @@ def test_a_case_opened_by_a_contacts_symptoms_belongs_to_the_contacts_unit(engin
                            actor="member:stps")
     new_case = changed["became_case"]
     assert engine.show(new_case)["unit"] == made["STPS"]
+    # The case's own rule decides: by default `creator` (the recording user's first unit; here STPS's member), with
+    # `parent` the contact's unit whoever records the symptoms (an admin of the root here).
+    engine.set_placement("case", "parent", actor=ADMIN, reason="cases follow their contacts")
+    other = contact_of(engine, "lead:h", case, "H-3")
+    engine.transfer([other], unit="STPS", actor="lead:h", reason="STPS")
+    spawned = engine.apply(other, "symptoms", data={"onset": D("2025-03-03"), "symptoms": ["rash"]},
+                           actor=ADMIN)["became_case"]
+    assert engine.show(spawned)["unit"] == made["STPS"]
 
 
 def test_audit_entries_record_the_acting_users_unit_and_timers_their_objects(engine, db, clock):
