@@ -238,7 +238,7 @@ class UnitOfWork:
         if reason:
             check_text(reason, "reason")  # every change's reason, whichever way it came
         if isinstance(unit, _Default):
-            scope = self.scope(actor) if actor.role != TIMER_USER else None
+            scope = self.scope(actor)  # None for the scheduler (its callers give the object's unit)
             unit = scope.home if scope is not None else None
         entry = head.link({
             "timer_id": timer_pk,
