@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    LargeBinary,
     CheckConstraint,
     Date,
     DateTime,
@@ -427,6 +428,48 @@ class Note(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime]
+
+
+class Import(Base):
+    """One import of a file (issue 18): what was imported, by whom, with which options, and its report per row.
+    ``content`` is the file itself (personal data, as a person's reference: never logged)."""
+
+    __tablename__ = "imports"
+    __table_args__ = (Index("ix_imports_created", "created_at"),
+                      CheckConstraint("kind IN ('contacts', 'persons', 'cases')", name="ck_imports_kind"),
+                      CheckConstraint("format IN ('csv', 'xlsx')", name="ck_imports_format"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(8))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    options: Mapped[dict[str, Any]]
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any]]
+    report: Mapped[list[Any]]
+
+
+class NotificationDocument(Base):
+    """The written notification of a confirmed case to SSI and STPS (§3.1) as made: a FHIR document Bundle, the
+    SHA-256 of its content, the case's version it was made from, and its sending once recorded."""
+
+    __tablename__ = "notification_documents"
+    __table_args__ = (Index("ix_notification_documents_case", "case_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    channel: Mapped[str] = mapped_column(String(16), server_default=text("'written'"))
+    made_at: Mapped[datetime]
+    made_by: Mapped[str] = mapped_column(String(128))
+    case_version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    bundle: Mapped[dict[str, Any]]
+    sent_at: Mapped[datetime | None]
+    sent_by: Mapped[str | None] = mapped_column(String(128))
 
 
 #: Workflow object models by kind.
