@@ -40,14 +40,14 @@ from typing import Any
 
 import structlog
 
-from engine.uow import Runtime, UnitOfWork, batch
+from engine.uow import Runtime, UnitOfWork, audit_refusal, batch
 from engine.views import jsonable
 from persistence.audit import Head
 from persistence.models import Import
 from persistence.repository import format_id, not_found, parse_id
 from workflows.case import CLADES, CRITERIA, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS, RISKS
-from workflows.errors import MpoxflowError, NotFound, UsageError, as_declared, because
+from workflows.errors import MpoxflowError, NotFound, NotPermitted, UsageError, as_declared, because
 from workflows.limits import MAX_ID, shown
 from workflows.operations import Field, Operation
 from workflows.registry import BY_OPERATION
@@ -180,6 +180,12 @@ def read_table(content: bytes, filename: str) -> Table:
 def _shown_name(filename: str) -> str:
     """A file's name as a message shows it (its last part, shortened)."""
     return shown(re.split(r"[\\/]", filename)[-1] or "the file")
+
+
+def _stored_name(filename: str) -> str:
+    """A file's name as its import keeps it: its last part, printable, at most 255 characters."""
+    name = re.split(r"[\\/]", filename)[-1] or "import"
+    return "".join(ch if ch.isprintable() else "?" for ch in name)[:255]
 
 
 def _read_csv(content: bytes) -> Table:
@@ -496,6 +502,9 @@ class Importer:
         self.name_of = name_of
         self.progress = progress
         self.case_pk: int | None = None
+        #: Persons by reference, and the case's contacts by person (their id and exposures: date, kind).
+        self.persons: dict[str, int] = {}
+        self.contacts: dict[int, tuple[int, set[tuple[Any, Any]]]] = {}
 
     # -- preparing
 
@@ -530,6 +539,7 @@ class Importer:
         rows = table.rows
         if request.dry_run or request.all_or_nothing:
             with batch(self.runtime, request.actor, command) as uow:
+                self._load(uow, table, columns)
                 outcomes = [self._row(uow, number, cells, columns) for number, cells in rows]
                 counts = _counts(outcomes)
                 if not request.dry_run and not counts["refused"]:
@@ -539,6 +549,8 @@ class Importer:
             chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)] or [[]]
             for index, chunk in enumerate(chunks):
                 with batch(self.runtime, request.actor, command) as uow:
+                    if index == 0:
+                        self._load(uow, table, columns)
                     outcomes += [self._row(uow, number, cells, columns) for number, cells in chunk]
                     if index == len(chunks) - 1:
                         # The last chunk commits with the import's record and its audit entry.
@@ -565,12 +577,46 @@ class Importer:
                 return Outcome(number, "skipped", note="empty row")
             values = self._values(cells, columns)
             with uow.savepoint():
-                return self._do_row(uow, number, values)
+                outcome = self._do_row(uow, number, values)
+            self._remember(outcome, values)
+            return outcome
+        except NotPermitted as refused:
+            audit_refusal(self.runtime, refused)  # in the batch, now that the row's savepoint is rolled back
+            return self._refused(number, refused, columns)
         except MpoxflowError as error:
             return self._refused(number, error, columns)
         finally:
             if self.progress is not None:
                 self.progress(1)
+
+    def _remember(self, outcome: Outcome, values: Mapping[str, Any]) -> None:
+        """What a row made, for the rows after it (once its savepoint is kept)."""
+        if outcome.person is not None:
+            self.persons[str(values["ref"]).strip()] = parse_id(outcome.person, kind="person")[1]
+        if self.request.kind == "contacts" and outcome.object is not None:
+            person_pk = parse_id(outcome.person or "", kind="person")[1]
+            pk = parse_id(outcome.object, kind="contact")[1]
+            _, seen = self.contacts.get(person_pk, (pk, set()))
+            self.contacts[person_pk] = (pk, seen | {(jsonable(values.get("exposed")), values.get("kind"))})
+
+    def _load(self, uow: UnitOfWork, table: Table, columns: Columns) -> None:
+        """The persons the file's references name, and the case's contacts, read once (each row then asks these,
+        kept up to date as rows are kept)."""
+        from sqlalchemy import select
+
+        from persistence.models import Contact, Person
+
+        index = next(i for i, f in columns.fields.items() if f == "ref")
+        refs = sorted({_text(cells[index]).strip() for _, cells in table.rows if index < len(cells)} - {""})
+        for start in range(0, len(refs), 500):
+            found = uow.session.execute(select(Person.id, Person.ref).where(Person.ref.in_(refs[start:start + 500])))
+            self.persons.update({ref: pk for pk, ref in found})
+        if self.case_pk is not None:
+            rows = uow.session.execute(select(Contact.id, Contact.person_id, Contact.exposures, Contact.exposed_on,
+                                              Contact.exposure_kind).where(Contact.case_id == self.case_pk))
+            for pk, person_pk, exposures, exposed_on, kind in rows:
+                seen = {(e.get("on"), e.get("kind")) for e in exposures or []} or {(jsonable(exposed_on), kind)}
+                self.contacts[person_pk] = (pk, seen)
 
     def _values(self, cells: list[Any], columns: Columns) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -599,21 +645,21 @@ class Importer:
 
     def _do_row(self, uow: UnitOfWork, number: int, values: dict[str, Any]) -> Outcome:
         outcome = Outcome(number, "created")
-        person = uow.repo.person_by_ref(str(values["ref"]).strip())
-        if person is not None:
-            outcome.person = format_id("person", person.id)
+        person_pk = self.persons.get(str(values["ref"]).strip())
+        if person_pk is not None:
+            outcome.person = format_id("person", person_pk)
         else:
             person_values = {k: values.get(k) for k in PERSON_FIELDS}
             _, data = BY_OPERATION["person add"].prepare({**person_values, "reason": None})
             made = self.engine.add_person(**data, actor=self.request.actor, reason=self._reason(number, values))
             outcome.person = made["id"]
             outcome.ids.append(made["id"])
+            person_pk = parse_id(made["id"], kind="person")[1]
         kind = self.request.kind
         if kind == "persons":
             if not outcome.ids:
                 outcome.result, outcome.note = "present", "the person is registered already"
             return outcome
-        _, person_pk = parse_id(outcome.person, kind="person")
         existing = self._existing(uow, kind, person_pk, values)
         if existing is not None:
             outcome.result, outcome.object = "present", existing
@@ -642,16 +688,9 @@ class Importer:
         """The object a row would create, if it exists already: the case's contact for the person with this
         exposure (its date and kind), or the person's case with this onset (or PCR date)."""
         if kind == "contacts":
-            assert self.case_pk is not None
-            pk = uow.repo.find_object("contact", {"person_id": person_pk, "case_id": self.case_pk})
-            if pk is None:
-                return None
-            row = uow.repo.load_object("contact", pk)
-            exposed = values.get("exposed")
-            seen = [(e.get("on"), e.get("kind")) for e in (row.exposures or [])] or [
-                (jsonable(row.exposed_on), row.exposure_kind)]
-            same = (jsonable(exposed), values.get("kind")) in seen
-            return format_id("contact", pk) if same else None
+            pk, seen = self.contacts.get(person_pk, (None, set()))
+            same = (jsonable(values.get("exposed")), values.get("kind")) in seen
+            return format_id("contact", pk) if pk is not None and same else None
         onset, pcr_on = values.get("onset"), values.get("pcr_on")
         for pk in uow.repo.objects_of_person("case", person_pk, CASE_STATES):
             row = uow.repo.load_object("case", pk)
@@ -671,7 +710,7 @@ class Importer:
         options = {"case": format_id("case", self.case_pk) if self.case_pk else None, "map": dict(request.mapping),
                    "columns": columns.view(), "all_or_nothing": request.all_or_nothing, "delimiter": table.delimiter,
                    "encoding": table.encoding, "bom": table.bom, "reason": request.reason}
-        record = Import(kind=request.kind, filename=_shown_name(request.filename)[:255], format=table.format,
+        record = Import(kind=request.kind, filename=_stored_name(request.filename), format=table.format,
                         content=request.content, options=options, dry_run=False, actor=uow.actor.name,
                         created_at=started, finished_at=now, counts=counts, report=[o.view() for o in outcomes])
         uow.session.add(record)

@@ -309,26 +309,30 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
 @contextmanager
 def _within_batch(outer: UnitOfWork, actor: str | None, command: str | None, target: str | None,
                   roles: tuple[str, ...]) -> Iterator[UnitOfWork]:
-    """A unit of work inside a batch's transaction: a savepoint, released if ``commit()`` was called, else (or on
-    an exception) rolled back alone; the batch goes on. A NotPermitted is audited in the batch's transaction, after
-    the savepoint is rolled back (so a dry run leaves no trace of it either)."""
-    runtime = outer.runtime
-    try:
-        with translate_errors(), outer.session.begin_nested() as savepoint:
-            uow = UnitOfWork(runtime, outer.session)
-            uow._scopes = outer._scopes  # noqa: SLF001 - one actor's scope, read once per batch
-            if actor is not None:
-                assert command is not None
-                uow.authorize(actor, command, target, roles)
-            yield uow
-            if not uow.committed:
-                savepoint.rollback()
-            elif uow.clock_saved is not None:
-                outer.clock_saved = uow.clock_saved
-    except NotPermitted as refused:
-        if refused.user is not None:
-            _audit_refusal(runtime, refused)
-        raise
+    """A unit of work inside a batch's transaction (``batch``): it joins that transaction, and its caller holds a
+    savepoint around it (what it raises is rolled back there; its NotPermitted is audited by the caller once that
+    savepoint is rolled back, ``audit_refusal``). A unit that writes must end with ``commit()``: one that does not,
+    inside a batch, is a RuntimeError (its writes would be kept with the batch's)."""
+    with translate_errors():
+        uow = UnitOfWork(outer.runtime, outer.session)
+        uow._scopes = outer._scopes  # noqa: SLF001 - one actor's scope, read once per batch
+        if actor is not None:
+            assert command is not None
+            uow.authorize(actor, command, target, roles)
+        yield uow
+        if not uow.committed:
+            raise RuntimeError("a unit of work inside a batch ended without commit(): roll back its savepoint")
+        if uow.clock_saved is not None:
+            outer.clock_saved = uow.clock_saved
+
+
+def audit_refusal(runtime: Runtime, refused: NotPermitted) -> None:
+    """Audit a NotPermitted raised inside a batch (``_within_batch``), in the batch's transaction, after the
+    savepoint of the refused change was rolled back."""
+    if refused.user is None:
+        log.warning("change_refused", command=refused.command, reason="not a user")
+        return
+    _audit_refusal(runtime, refused)
 
 
 @contextmanager
@@ -337,7 +341,8 @@ def batch(runtime: Runtime, actor: str, command: str) -> Iterator[UnitOfWork]:
     lasts runs inside, each in a savepoint (``Runtime.batch``): a bulk import calls the engine's own operations
     (``add_person``, ``open``) row by row, so each row obeys the same rules and is audited the same way, and the
     import decides what commits (each row, all rows, or nothing for a dry run). Commits if ``commit()`` was
-    called, as ``unit_of_work``. The actor is looked up once for the whole batch (``Runtime.known_users``)."""
+    called, as ``unit_of_work``. The actor is looked up once for the whole batch (``Runtime.known_users``). The caller
+    holds a savepoint (``UnitOfWork.savepoint``) around each engine call it makes inside the batch."""
     if runtime.batch is not None:
         raise RuntimeError("a batch is already running on this engine")
     with unit_of_work(runtime, actor, command) as outer:
