@@ -83,7 +83,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {"persons": ("ref",), "contacts": ("ref",
 #: Header names each field is known by besides its name and its declared Danish and English labels (compared as
 #: ``normal`` makes them).
 HEADERS: dict[str, tuple[str, ...]] = {
-    "ref": ("CPR", "CPR-nr.", "CPR-nummer", "Personnummer", "Reference", "Ref", "Person", "Personreference", "ID",
+    "ref": ("CPR", "CPR-nr.", "CPR-nummer", "Personnummer", "Reference", "Ref", "Person", "Personreference",
             "Patient-id"),
     "born": ("Fødselsdato", "Født", "Fødselsdag", "Birth date", "Date of birth", "DOB", "Born on"),
     "exposed": ("Eksponeret", "Eksponeringsdato", "Dato for eksponering", "Sidste eksponering", "Exposure date",
@@ -126,6 +126,8 @@ CRITERION_WORDS = {"epidemiologiskforbindelse": "epi_link", "kontakt": "epi_link
 YES = frozenset({"ja", "j", "x", "1", "yes", "y", "true", "sand"})
 NO = frozenset({"nej", "n", "0", "no", "false", "falsk", ""})
 
+#: A CPR number's digits (a reference a workbook holds as a number of one digit less lost its leading zero).
+CPR_DIGITS = 10
 #: The date forms a file may use: ``dd.mm.åååå``, ``dd-mm-åååå``, ``d/m/åååå``, and ISO.
 DMY = re.compile(r"^(\d{1,2})[.\-/](\d{1,2})[.\-/](\d{4})$")
 YMD = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
@@ -306,6 +308,11 @@ class Columns:
     header: list[str]
     ignored: list[str] = field(default_factory=list)
 
+    def empty(self, cells: list[Any]) -> bool:
+        """A row with nothing in it but (an earlier report's) result columns."""
+        return all(_empty(c) for i, c in enumerate(cells)
+                   if i >= len(self.header) or self.header[i] not in REPORT_COLUMNS)
+
     def column_of(self, name: str) -> str | None:
         """The header of the column ``name`` comes from, if it comes from one."""
         return next((self.header[i] for i, f in self.fields.items() if f == name), None)
@@ -352,7 +359,9 @@ def map_columns(kind: str, header: list[str], mapping: Mapping[str, str | None] 
         chosen[index] = name
     known = known_headers(kind)
     for i, name in enumerate(header):
-        if i not in chosen and normal(name) in known:
+        if name in REPORT_COLUMNS and i not in chosen:
+            chosen[i] = None  # an earlier report's columns: a corrected report imports again
+        elif i not in chosen and normal(name) in known:
             chosen[i] = known[normal(name)]
     fields: dict[int, str] = {}
     for i, name in sorted(chosen.items()):
@@ -371,7 +380,7 @@ def map_columns(kind: str, header: list[str], mapping: Mapping[str, str | None] 
                                  "column %(examples)s, or map yours with ⟦map⟧ \"Your column=%(first)s\"",
                                  missing=missing, columns=[shown(h) for h in header if h] or ["none"],
                                  examples=[f"'{examples.get(m, m)}'" for m in missing], first=missing[0]))
-    ignored = [h for i, h in enumerate(header) if i not in fields and h]
+    ignored = [h for i, h in enumerate(header) if i not in fields and h and h not in REPORT_COLUMNS]
     return Columns(fields, list(header), ignored)
 
 
@@ -429,6 +438,10 @@ def parse_cell(kind: str, name: str, value: Any) -> Any:
     """A cell's value as the field ``name`` takes it (None for an empty cell). UsageError naming the field."""
     if _empty(value):
         return None
+    if name == "ref" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # A CPR number that a spreadsheet stored as a number lost its leading zero (010190-1234 as 101901234).
+        text = _text(value)
+        return text.zfill(CPR_DIGITS) if text.isdigit() and len(text) == CPR_DIGITS - 1 else text
     declared = _declared(kind, name)
     kind_of = declared.type if declared is not None else "note"
     if kind_of == "date":
@@ -573,7 +586,7 @@ class Importer:
     def _row(self, uow: UnitOfWork, number: int, cells: list[Any], columns: Columns) -> Outcome:
         """One row in a savepoint of its own: all of it is kept, or (refused) none of it."""
         try:
-            if all(_empty(c) for c in cells):
+            if columns.empty(cells):
                 return Outcome(number, "skipped", note="empty row")
             values = self._values(cells, columns)
             with uow.savepoint():
@@ -607,7 +620,8 @@ class Importer:
         from persistence.models import Contact, Person
 
         index = next(i for i, f in columns.fields.items() if f == "ref")
-        refs = sorted({_text(cells[index]).strip() for _, cells in table.rows if index < len(cells)} - {""})
+        refs = sorted({str(parse_cell(self.request.kind, "ref", cells[index]) or "").strip()
+                       for _, cells in table.rows if index < len(cells)} - {""})
         for start in range(0, len(refs), 500):
             found = uow.session.execute(select(Person.id, Person.ref).where(Person.ref.in_(refs[start:start + 500])))
             self.persons.update({ref: pk for pk, ref in found})
