@@ -111,8 +111,10 @@ KIND_WORDS = {
     "rengoring": "cleaning",
     "intakthud": "intact_skin", "hud": "intact_skin",
     "passager": "passenger_8h", "passager8timer": "passenger_8h", "passager8t": "passenger_8h",
-    "sundhedspersonaleudenvaernemidler": "healthcare_no_ppe", "sundhedspersonaleudenvaernemiddel": "healthcare_no_ppe",
-    "sundhedspersonalemedvaernemidler": "healthcare_with_ppe", "sundhedspersonalemedvaernemiddel": "healthcare_with_ppe",
+    "sundhedspersonaleudenvaernemidler": "healthcare_no_ppe",
+    "sundhedspersonaleudenvaernemiddel": "healthcare_no_ppe",
+    "sundhedspersonalemedvaernemidler": "healthcare_with_ppe",
+    "sundhedspersonalemedvaernemiddel": "healthcare_with_ppe",
     "ansigttilansigt": "face_to_face",
 }
 RISK_WORDS = {"hoj": "high", "middel": "medium", "mellem": "medium", "moderat": "medium", "lav": "low"}
@@ -347,26 +349,27 @@ def map_columns(kind: str, header: list[str], mapping: Mapping[str, str | None] 
         if normal(name):
             by_normal.setdefault(normal(name), i)
     chosen: dict[int, str | None] = {}
-    for column, name in (mapping or {}).items():
-        if name is not None and name not in allowed:
+    for column, wanted in (mapping or {}).items():
+        if wanted is not None and wanted not in allowed:
             raise UsageError(because("⟦map⟧ %(column)s=%(field)s: a %(kind)s file has no field '%(field)s'; map to "
-                                     "one of %(fields)s", column=shown(column), field=shown(name), kind=kind,
+                                     "one of %(fields)s", column=shown(column), field=shown(wanted), kind=kind,
                                      fields=list(allowed)))
         index = by_normal.get(normal(column))
         if index is None:
             raise UsageError(because("⟦map⟧ %(column)s: the file has no column '%(column)s'; its columns are "
                                      "%(columns)s", column=shown(column), columns=[shown(h) for h in header if h]))
-        chosen[index] = name
+        chosen[index] = wanted
     known = known_headers(kind)
-    for i, name in enumerate(header):
-        if name in REPORT_COLUMNS and i not in chosen:
+    for i, heading in enumerate(header):
+        if heading in REPORT_COLUMNS and i not in chosen:
             chosen[i] = None  # an earlier report's columns: a corrected report imports again
-        elif i not in chosen and normal(name) in known:
-            chosen[i] = known[normal(name)]
+        elif i not in chosen and normal(heading) in known:
+            chosen[i] = known[normal(heading)]
     fields: dict[int, str] = {}
-    for i, name in sorted(chosen.items()):
-        if name is None:
+    for i, chosen_field in sorted(chosen.items()):
+        if chosen_field is None:
             continue
+        name = chosen_field
         other = next((header[j] for j, f in fields.items() if f == name), None)
         if other is not None:
             raise UsageError(because("the columns '%(first)s' and '%(second)s' are both %(field)s: leave one out "
@@ -796,7 +799,7 @@ def load_import(engine: Any, import_id: str) -> Import:
     """The stored import. NotFound."""
     pk = import_pk(import_id)
     with engine.runtime.db.reading() as session:
-        record = session.get(Import, pk)
+        record: Import | None = session.get(Import, pk)
     if record is None:
         raise not_found(format_id("import", pk), "import")
     return record
