@@ -30,6 +30,7 @@ audit entry is the one the command line would give. What this module adds:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import unicodedata
@@ -409,13 +410,17 @@ def parse_date_cell(value: Any, name: str) -> date:
                              "åååå-mm-dd", field=name, text=shown(text)))
 
 
+@functools.lru_cache(maxsize=64)
+def _by_normal(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The allowed values by their ``normal`` form (``healthcarewithppe``: ``healthcare_with_ppe``)."""
+    return {normal(value): value for value in allowed}
+
+
 def _choice(text: str, name: str, allowed: Sequence[str], words: Mapping[str, str]) -> str:
     key = normal(text)
-    for value in allowed:
-        if normal(value) == key:
-            return value
-    if key in words:
-        return words[key]
+    found = _by_normal(tuple(allowed)).get(key) or words.get(key)
+    if found is not None:
+        return found
     raise UsageError(because("⟦%(field)s⟧ '%(text)s' is not one of %(allowed)s", field=name, text=shown(text),
                              allowed=list(allowed)))
 

@@ -289,6 +289,11 @@ def test_a_bad_mapping_or_a_missing_column_is_exit_2_and_changes_nothing(traced:
     assert no_case.exit_code == 2 and "--case" in no_case.stderr
     empty = cli(traced, "import", "contacts", write(tmp_path, "tom.csv", b""), "--case", "case-1", "--json")
     assert empty.exit_code == 2 and json.loads(empty.stdout)["exit_code"] == 2
+    old = cli(traced, "import", "contacts", write(tmp_path, "gammel.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+              "--case", "case-1")
+    assert old.exit_code == 2 and "save it as .xlsx or as CSV" in old.stderr
+    assert cli(traced, "import", "show", "import-9").exit_code == 4
+    assert cli(traced, "import", "contacts", str(tmp_path / "none.csv"), "--case", "case-1").exit_code == 2
 
 
 def test_the_summary_line_and_the_help_say_what_the_exit_status_means(traced: str, tmp_path: Path) -> None:
