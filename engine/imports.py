@@ -49,7 +49,7 @@ from persistence.repository import format_id, not_found, parse_id
 from workflows.case import CLADES, CRITERIA, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS, RISKS
 from workflows.errors import MpoxflowError, NotFound, NotPermitted, UsageError, as_declared, because
-from workflows.limits import MAX_ID, shown
+from workflows.limits import MAX_ID, check_text, shown
 from workflows.operations import Field, Operation
 from workflows.registry import BY_OPERATION
 
@@ -535,6 +535,9 @@ class Importer:
         if request.kind not in KINDS:
             raise UsageError(because("cannot import '%(kind)s': import %(kinds)s", kind=shown(request.kind),
                                      kinds=list(KINDS)))
+        check_text(request.actor, "actor")
+        if request.reason is not None:
+            check_text(request.reason, "reason")  # the rows' entries carry it: refused once, before any row
         table = read_table(request.content, request.filename)
         columns = map_columns(request.kind, table.header, request.mapping)
         if request.kind == "contacts":

@@ -34,7 +34,7 @@ from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
 from entry import coercion
 from entry.operations import LISTABLE, run_operation
-from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list
+from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list, shown
 from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.errors import MpoxflowError, UsageError
@@ -470,17 +470,29 @@ def _read_file(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
             return handle.read()
-    except OSError as error:
-        raise UsageError(f"FILE '{path}' cannot be read ({error.strerror}): give the path of a .csv or .xlsx "
+    except (OSError, ValueError) as error:
+        why = getattr(error, "strerror", None) or "not a file name"
+        raise UsageError(f"FILE '{shown(path)}' cannot be read ({why}): give the path of a .csv or .xlsx "
                          "file") from None
 
 
-def _write_report(path: str, data: bytes) -> None:
+def _check_report(path: str | None) -> None:
+    """UsageError (exit 2) before anything is imported when ``--report OUT`` cannot be written."""
+    if path is None:
+        return
     try:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    except OSError as error:
-        raise UsageError(f"--report '{path}' cannot be written ({error.strerror})") from None
+        with open(path, "ab"):
+            pass
+    except (OSError, ValueError) as error:
+        why = getattr(error, "strerror", None) or "not a file name"
+        raise UsageError(f"--report '{shown(path)}' cannot be written ({why}): give a file in a folder you "
+                         "may write to") from None
+
+
+def _write_report(path: str, data: bytes) -> None:
+    _check_report(path)
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def render_import(view: dict[str, Any]) -> str:
@@ -513,6 +525,7 @@ def _import(ctx: typer.Context, kind: str, path: str, case: str | None, mapping:
 
     def action() -> dict[str, Any]:
         nonlocal refused
+        _check_report(report)
         content = _read_file(path)
         request = imports.Request(
             kind=kind, content=content, filename=os.path.basename(path), actor=_actor(actor), reason=reason,
@@ -600,6 +613,7 @@ def import_show(
     from engine import imports
 
     def action() -> dict[str, Any]:
+        _check_report(report)
         record = imports.load_import(_engine(ctx), import_id)
         if report is not None:
             _write_report(report, imports.report_file(record.content, record.filename, record.report,
