@@ -384,3 +384,12 @@ def test_storage_dry_run_all_or_nothing_and_reimport_on_both_backends(case_engin
         entries = session.scalars(select(AuditEntry)).all()
     assert all(ref not in json.dumps([e.data, e.changes, e.reason]) for e in entries for ref in REFS)
     assert case_engine.audit_verify()["intact"]
+    assert case_engine.audit_replay()["matches"]
+
+
+def test_a_column_left_out_with_an_empty_mapping(traced: str, tmp_path: Path) -> None:
+    view = import_json(traced, write(tmp_path, "kontakter.csv", messy_csv()), "--map", "risiko=", "--dry-run")
+    assert "Risiko" not in view["columns"]
+    rows = {r["row"]: r for r in view["rows"]}
+    # Without its assessment, the health worker with protective equipment is refused too (§5.1).
+    assert (rows[7]["result"], rows[7]["rule"]) == ("refused", "SST-mpox-7.1 §5.1")
