@@ -41,6 +41,7 @@ from typing import Any
 
 import structlog
 
+from engine import units
 from engine.uow import Runtime, UnitOfWork, audit_refusal, batch
 from engine.views import jsonable
 from persistence.audit import Head
@@ -627,10 +628,15 @@ class Importer:
 
     def _load(self, uow: UnitOfWork, table: Table, columns: Columns) -> None:
         """The persons the file's references name, and the case's contacts, read once (each row then asks these,
-        kept up to date as rows are kept)."""
+        kept up to date as rows are kept). A case outside the actor's units refuses the whole import, once
+        (OutsideUnits, audited), rather than every row."""
         from sqlalchemy import select
 
         from persistence.models import Contact, Person
+
+        if self.case_pk is not None:
+            case = uow.repo.load_object("case", self.case_pk)
+            units.check_acts_on(uow, "case", self.case_pk, case.unit_id, "contact add")
 
         index = next(i for i, f in columns.fields.items() if f == "ref")
         refs = sorted({str(parse_cell(self.request.kind, "ref", cells[index]) or "").strip()

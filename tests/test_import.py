@@ -27,6 +27,7 @@ from persistence.database import Database
 from persistence.models import AuditEntry, Import
 from tests.helpers import contents
 from tests.test_cli import cli, describe, doc, ok
+from workflows.errors import OutsideUnits
 from workflows.registry import BY_OPERATION
 
 REFS = ("0101801111", "0202802222", "0303803333", "0404804444", "0505805555", "0606806666")
@@ -393,3 +394,19 @@ def test_a_column_left_out_with_an_empty_mapping(traced: str, tmp_path: Path) ->
     rows = {r["row"]: r for r in view["rows"]}
     # Without its assessment, the health worker with protective equipment is refused too (§5.1).
     assert (rows[7]["result"], rows[7]["rule"]) == ("refused", "SST-mpox-7.1 §5.1")
+
+
+def test_contacts_of_a_case_outside_the_importers_units_are_refused_once(engine: Engine, db: Database) -> None:
+    from tests.test_units import case_of, tree
+
+    tree(engine)
+    case = case_of(engine, "member:sj", "SJ-1")
+    before = contents(db)
+    request = Request(kind="contacts", content=messy_csv(), filename="kontakter.csv", actor="member:h", case=case)
+    with pytest.raises(OutsideUnits):
+        run_import(engine, request)
+    after = contents(db)
+    # Nothing written but the refusal, once, on the importer's own chain.
+    assert without_import(after) == without_import(before) and after["imports"] == []
+    new = after["audit_log"][len(before["audit_log"]):]
+    assert len(new) == 1
