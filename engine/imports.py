@@ -280,6 +280,7 @@ def _operation(kind: str) -> Operation:
     return BY_OPERATION[KINDS[kind]]
 
 
+@functools.lru_cache(maxsize=256)
 def _declared(kind: str, name: str) -> Field | None:
     """The declared field ``name`` of ``kind``'s rows (a person's, or the operation's own)."""
     if name in PERSON_FIELDS:
