@@ -1214,6 +1214,101 @@ def serve(
     _run(False, action, lambda r: "")
 
 
+# ---- FHIR (issue 18): the resources of ``engine.fhir``, read as --as USER -------------------------------------
+
+fhir_app = typer.Typer(help="FHIR R4 resources (read only): one as JSON, or a bulk export as NDJSON.",
+                       no_args_is_help=True)
+app.add_typer(fhir_app, name="fhir")
+
+
+def _fhir_reader(ctx: typer.Context, as_user: str | None) -> Any:
+    from engine.fhir import FhirReader, viewer_role
+
+    engine = _reader(ctx, as_user)
+    return FhirReader(engine, viewer_role(engine))
+
+
+@fhir_app.command("show")
+def fhir_show(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="person-N (Patient), case-N (Condition), contact-N "
+                                            "(Observation), course-N (ImmunizationRecommendation), "
+                                            "course-N-dose-K (Immunization), timer-N (Task), document-N (Bundle), "
+                                            "or Type/id.")],
+    as_user: ReadAs = None,
+) -> None:
+    """Print one FHIR resource as JSON (a person's CPR identifier only for a role that sees it on the pages)."""
+
+    def action() -> dict[str, Any]:
+        from engine.fhir import resource_address
+
+        resource_type, resource_id = resource_address(object_id)
+        return _fhir_reader(ctx, as_user).read(resource_type, resource_id)  # type: ignore[no-any-return]
+
+    _run(True, action, lambda r: "")
+
+
+@fhir_app.command("export")
+def fhir_export(
+    ctx: typer.Context,
+    types: Annotated[str | None, typer.Option("--type", help="Only these resource types, comma-separated "
+                                              "(Patient,Condition,Observation,ImmunizationRecommendation,"
+                                              "Immunization,Task,AuditEvent; default all).")] = None,
+    output: Annotated[str | None, typer.Option("--output", metavar="DIR|FILE", help="A directory (one TYPE.ndjson "
+                                               "per resource type, as a Bulk Data export) or a file (every "
+                                               "resource); default stdout.")] = None,
+    as_user: ReadAs = None,
+) -> None:
+    """Every FHIR resource you may read as NDJSON (one JSON resource a line): to stdout, a file, or a directory
+    with one file per resource type."""
+    from pathlib import Path
+
+    def action() -> dict[str, int]:
+        from engine.fhir import check_types
+
+        wanted = check_types((types or "").split(","))
+        reader = _fhir_reader(ctx, as_user)
+        try:
+            return write(reader, wanted)
+        except OSError as error:
+            raise UsageError(f"--output {output}: cannot write there ({error.strerror}): give a directory or a "
+                             "file you may write") from None
+
+    def write(reader: Any, wanted: set[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        target = Path(output) if output else None
+        if target is not None and (target.is_dir() or output.endswith(("/", "\\"))):
+            target.mkdir(parents=True, exist_ok=True)
+            files: dict[str, Any] = {}
+            try:
+                for resource in reader.export(wanted):
+                    kind = resource["resourceType"]
+                    if kind not in files:
+                        files[kind] = (target / f"{kind}.ndjson").open("w", encoding="utf-8")
+                    files[kind].write(json.dumps(resource, ensure_ascii=False) + "\n")
+                    counts[kind] = counts.get(kind, 0) + 1
+            finally:
+                for f in files.values():
+                    f.close()
+            return counts
+        out = target.open("w", encoding="utf-8") if target is not None else sys.stdout
+        try:
+            for resource in reader.export(wanted):
+                out.write(json.dumps(resource, ensure_ascii=False) + "\n")
+                counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+        finally:
+            if target is not None:
+                out.close()
+        return counts
+
+    def render(counts: dict[str, int]) -> str:
+        if not output:
+            return ""
+        return "\n".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "nothing to export"
+
+    _run(False, action, render)
+
+
 #: The options of ``mpoxflow`` itself (before the command) that take a value.
 ROOT_VALUE_OPTIONS = ("--db", "--log-format")
 
