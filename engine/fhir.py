@@ -69,7 +69,7 @@ S1_1, S3_1, S5_5, S6, S6_2, S6_4 = (f"SST-mpox-7.1 {s}" for s in ("§1.1", "§3.
 
 #: Each resource type we serve, and the engine's kind of id it reads.
 KIND_OF = {"Patient": "person", "Condition": "case", "Observation": "contact", "ImmunizationRecommendation": "course",
-           "Immunization": "course", "Task": "timer", "AuditEvent": "audit"}
+           "Immunization": "course", "Task": "timer", "AuditEvent": "audit", "Bundle": "document"}
 #: The resource types of the bulk export, in the order written.
 EXPORT_TYPES = ("Patient", "Condition", "Observation", "ImmunizationRecommendation", "Immunization", "Task",
                 "AuditEvent")
@@ -516,6 +516,9 @@ class FhirReader:
                 raise NotFound(shown(resource_id), "Immunization",
                                hint="an Immunization is a dose of a course: course-N-dose-1 or course-N-dose-2")
             return immunization(self.engine.show(f"course-{dose[1]}"), int(dose[2]))
+        if resource_type == "Bundle":  # a written notification (§3.1), as it was made
+            bundle = self.engine.document(resource_id)["bundle"]
+            return bundle if self.identity else without_identity(bundle)
         _check_id(resource_id, kind, resource_type)
         view = self.engine.show(resource_id)
         if resource_type == "Task":
@@ -598,6 +601,23 @@ class FhirReader:
         if "AuditEvent" in wanted:
             for entry in self.engine.audit():
                 yield audit_event(entry, self.units)
+
+
+def without_identity(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """A Bundle for a reader who may not see a person's reference: its Patients without identifier and birth
+    date (what the Bundle's hash covers is the stored document, unchanged)."""
+    copied: dict[str, Any] = json.loads(json.dumps(bundle))
+    for entry in copied.get("entry", ()):
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource.pop("identifier", None)
+            resource.pop("birthDate", None)
+        if resource["resourceType"] == "Composition":
+            resource.pop("extension", None)
+            for section in resource.get("section", ()):
+                if section.get("title") == "Patient":
+                    section.pop("text", None)
+    return copied
 
 
 def viewer_role(engine: Engine) -> str | None:

@@ -534,13 +534,17 @@ def due(
             page = engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine, unit=unit)
             if after is None and not as_json:
                 first_page_hard.extend(_hard_to_reach(engine, kind, task))
+                first_page_changed.extend(_changed_since_sent(engine, kind, task))
             return page
-        return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit) + _hard_to_reach(engine, kind, task)
+        return (engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit) + _hard_to_reach(engine, kind, task)
+                + _changed_since_sent(engine, kind, task))
 
     first_page_hard: list[dict[str, Any]] = []  # a page's JSON stays the API's page: the section is in its text
+    first_page_changed: list[dict[str, Any]] = []
 
     def render(result: Any) -> str:
-        rows = result["items"] if paged else [r for r in result if not r.get("hard_to_reach")]
+        rows = result["items"] if paged else [r for r in result
+                                              if not r.get("hard_to_reach") and not r.get("changed_since_sent")]
         text = render_rows(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
             ["mark", "due_at", "timer", "object", "task", "rule", "unit_name", "assignee_name"], "nothing due",
@@ -548,6 +552,9 @@ def due(
         hard = first_page_hard if paged else [r for r in result if r.get("hard_to_reach")]
         if hard:
             text += "\n\n" + render_hard_to_reach(hard)
+        changed = first_page_changed if paged else [r for r in result if r.get("changed_since_sent")]
+        if changed:
+            text += "\n\n" + render_changed_since_sent(changed)
         if paged and result["next"]:
             given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task), ("unit", unit))
                      if v is not None] + (["--mine"] if mine else [])
@@ -593,6 +600,42 @@ def render_hard_to_reach(items: list[dict[str, Any]]) -> str:
     return (f"HARD TO REACH ({HARD_TO_REACH_AFTER} or more failed contact attempts since the last that reached the "
             "person)\n" + render_rows(items, ["object", "state", "failed_attempts", "last_attempt_at", "last_channel",
                                               "last_outcome", "rule"], ""))
+
+
+def _changed_since_sent(engine: Engine, kind: str | None, task: str | None) -> list[dict[str, Any]]:
+    """The cases `due` lists after its tasks whose written notification (§3.1) no longer holds them (none when it
+    lists one task's timers, or another kind's)."""
+    if task is not None or kind not in (None, "case"):
+        return []
+    return engine.changed_since_sent()
+
+
+def render_changed_since_sent(items: list[dict[str, Any]]) -> str:
+    rows = [{**i, "changed": ", ".join(c["field"] for c in i["changes"])} for i in items]
+    return ("CHANGED SINCE SENT (the written notification no longer holds the case: make a new document with "
+            "`mpoxflow case document CASE` and send it)\n"
+            + render_rows(rows, ["object", "state", "document", "sent_at", "changed", "rule"], ""))
+
+
+def render_document(view: dict[str, Any]) -> str:
+    sent = f"sent {view['sent_at']} by {view['sent_by']}" if view.get("sent_at") else "not sent yet"
+    return (f"{view['id']}  written notification of {view['case']} ({view['rule']}), made {view['made_at']} by "
+            f"{view['made_by']} from version {view['case_version']}; {sent}\n  sha256 {view['content_hash']}\n"
+            f"  send it: mpoxflow case notify {view['case']} --channel written --document {view['id']}")
+
+
+@_group("case").command("document")
+def case_document(
+    ctx: typer.Context,
+    case_id: Annotated[str, typer.Argument(metavar="CASE", help="The confirmed case (case-N).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Make the written notification (SST-mpox-7.1 §3.1) of a confirmed case as a FHIR document Bundle, from the
+    case as it is now (document-N, with the SHA-256 of its content); its printable page is /documents/document-N.
+    Record its sending with `case notify CASE --channel written --document document-N`."""
+    _run(as_json, lambda: _engine(ctx).make_document(case_id, actor=_actor(actor), reason=reason), render_document)
 
 
 def render_note(view: dict[str, Any]) -> str:
