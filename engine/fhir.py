@@ -31,14 +31,14 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workflows.calendar import local_date, window_closes
 from workflows.errors import MpoxflowError, NotFound, UsageError
 from workflows.limits import MAX_ID, shown
 
-if TYPE_CHECKING:
-    from engine.core import Engine
+#: An ``engine.core.Engine`` (not imported: ``engine.core`` imports this module through ``engine.notification``).
+Engine = Any
 
 #: HL7 DK Core: the CPR number's identifier system.
 CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"
