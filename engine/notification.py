@@ -43,7 +43,7 @@ from engine.units import UnitTree, check_reads, reader_scope
 from engine.uow import Runtime, unit_of_work
 from engine.views import instant, jsonable, object_view, person_view
 from persistence.audit import Head
-from persistence.models import Case, Contact, NotificationDocument
+from persistence.models import Case, Contact, NotificationDocument, Person
 from persistence.repository import Repository, format_id, parse_id
 from workflows import case as case_workflow
 from workflows.errors import Conflict, NotFound, RuleRefused, UsageError, because
@@ -211,6 +211,25 @@ class Documents:
         unit = row.unit_id or 1
         return content_of(case, person, contacts, (format_id("unit", unit), names.get(unit, ""))), case, person
 
+    def _contents(self, session: Any, pks: Sequence[int],
+                  names: Mapping[int, str]) -> dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+        """``_content`` of many cases, from one query each for the cases, their persons and their contacts."""
+        if not pks:
+            return {}
+        cases = list(session.scalars(select(Case).where(Case.id.in_(pks))))
+        persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_({c.person_id
+                                                                                          for c in cases})))}
+        contacts: dict[int, list[dict[str, Any]]] = {}
+        for c in session.scalars(select(Contact).where(Contact.case_id.in_(pks)).order_by(Contact.id)):
+            contacts.setdefault(c.case_id, []).append(object_view("contact", c, []))
+        found = {}
+        for row in cases:
+            case, person = object_view("case", row, []), person_view(persons[row.person_id])
+            unit = row.unit_id or 1
+            found[row.id] = (content_of(case, person, contacts.get(row.id, []),
+                                        (format_id("unit", unit), names.get(unit, ""))), case, person)
+        return found
+
     # ---- making ---------------------------------------------------------------------------------------------
 
     def make(self, case_id: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
@@ -289,7 +308,9 @@ class Documents:
             touched = (select(Contact.id).where(Contact.case_id == Case.id)
                        .where(or_(Contact.updated_at >= NotificationDocument.made_at,
                                   Contact.created_at >= NotificationDocument.made_at)).exists())
-            query = (select(NotificationDocument, Case.id).join(last, last.c.id == NotificationDocument.id)
+            query = (select(NotificationDocument.id.label("document_pk"), NotificationDocument.content_hash,
+                            NotificationDocument.sent_at, Case.id.label("case_pk"))
+                     .join(last, last.c.id == NotificationDocument.id)
                      .join(Case, Case.id == NotificationDocument.case_id)
                      .where(Case.state.in_(FOLLOWED))
                      .where(or_(Case.version > NotificationDocument.case_version + 1, touched))
@@ -298,17 +319,19 @@ class Documents:
                 query = query.where(Case.id == parse_id(case_id, kind="case")[1])
             if scope is not None:
                 query = query.where(Case.unit_id.in_(sorted(scope.units or ())))
-            tree = UnitTree.load(repo)
+            candidates = session.execute(query).all()
+            contents = self._contents(session, [c.case_pk for c in candidates], UnitTree.load(repo).names)
             found = []
-            for document, pk in session.execute(query).all():
-                row = repo.workflow_object("case", pk)
-                content, case, person = self._content(repo, row, tree)
-                if content_hash(content) == document.content_hash:
+            for document_pk, sent_hash, sent_at, pk in candidates:
+                content, case, person = contents[pk]
+                if content_hash(content) == sent_hash:
                     continue
+                sent = session.get(NotificationDocument, document_pk)  # its Bundle, for what differs
+                assert sent is not None
                 found.append({"object": case["id"], "kind": "case", "state": case["state"], "person": person["id"],
-                              "ref": person["ref"], "document": format_id("document", document.id),
-                              "sent_at": instant(document.sent_at),
-                              "changes": differences(stored_content(document.bundle), content), "rule": S3_1,
+                              "ref": person["ref"], "document": format_id("document", document_pk),
+                              "sent_at": instant(sent_at),
+                              "changes": differences(stored_content(sent.bundle), content), "rule": S3_1,
                               "unit": case["unit"], "changed_since_sent": True})
         return found
 

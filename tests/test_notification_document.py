@@ -220,6 +220,9 @@ def test_api_page_and_fhir_bundle(client_for, cli_world):
                       headers={"X-CSRF-Token": staff.csrf}).status_code == 200
     worklist = staff.get("/worklist").text
     assert "Ændret efter afsendelse" in worklist and f'data-document="{doc}"' in worklist
+    [flagged] = staff.get("/api/changed-since-sent").json()
+    assert (flagged["object"], flagged["document"], flagged["changes"]) == (
+        cli_world.case, doc, [{"field": "condition.clade", "sent": None, "now": "Ib"}])
     case_page = staff.get(f"/objects/{cli_world.case}").text
     assert 'id="changed-since-sent"' in case_page and 'data-field="condition.clade"' in case_page
     # the button makes a new document; sending it clears the flag
@@ -229,4 +232,5 @@ def test_api_page_and_fhir_bundle(client_for, cli_world):
                       headers={"X-CSRF-Token": staff.csrf}).status_code == 200
     assert "Ændret efter afsendelse" in staff.get("/worklist").text  # the section stays, empty
     assert f'data-document="{doc}"' not in staff.get("/worklist").text
+    assert staff.get("/api/changed-since-sent").json() == []
     assert 'id="changed-since-sent"' not in staff.get(f"/objects/{cli_world.case}").text

@@ -46,6 +46,13 @@ def case_document(object_id: str, body: DocumentRequest, who: DocumentActor, eng
     return engine.make_document(object_id, actor=who.name, reason=body.reason)
 
 
+@api.get("/changed-since-sent", operation_id="changed_since_sent", tags=["case"])
+def changed_since_sent(who: Who, engine: Eng) -> list[dict[str, Any]]:
+    """Open confirmed cases of the user's units whose written notification (SST-mpox-7.1 §3.1) no longer holds
+    them: each with the last document sent, when, and what changed since (`changes`: field, sent, now)."""
+    return engine.changed_since_sent()
+
+
 @router.post("/cases/{object_id}/document")
 async def make_from_page(request: Request, object_id: str, who: Who, engine: Eng) -> Response:
     """The case page's button: make the document, then show its printable page."""
