@@ -74,7 +74,8 @@ def pages(served: Served) -> list[str]:
     account and the users (an admin's; a refusal to the others)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
-            "/documents/document-1", "/new/person_add", "/new/case_open", "/new/contact_add", "/new/vaccine_offer", "/calendar",
+            "/documents/document-1",
+            "/new/person_add", "/new/case_open", "/new/contact_add", "/new/vaccine_offer", "/calendar",
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
             f"/audit/as-of?object={served.case}&at=04.03.2025",
