@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from engine.clock import Clock
 from engine.units import Scope, scope_of
 from persistence.audit import Head
-from persistence.database import Database
+from persistence.database import Database, translate_errors
 from persistence.repository import Repository, format_id
 from workflows.definition import Settings
 from workflows.errors import Conflict, NotPermitted
@@ -77,6 +77,9 @@ class Runtime:
     #: Whose reads these are (issue 17): the queries show only the objects of this user's units and those below
     #: (``engine.units``); None: no one's in particular (the Python API, the worker, tests), everything.
     viewer: str | None = None
+    #: A batch's transaction (``batch``, for a bulk import): while set, every unit of work the engine opens runs
+    #: inside it, in a savepoint of its own, instead of in a transaction of its own.
+    batch: UnitOfWork | None = None
 
 
 def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...],
@@ -285,6 +288,10 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
     NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
     if actor is not None and command is None:
         raise ValueError("authorizing an actor needs the command they run")
+    if runtime.batch is not None:
+        with _within_batch(runtime.batch, actor, command, target, roles) as nested:
+            yield nested
+        return
     with refusals_audited(runtime), runtime.db.transaction() as session:
         uow = UnitOfWork(runtime, session)
         if actor is not None:
@@ -297,6 +304,56 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
             uow.repo.announce_timers()  # in the transaction: delivered only if it commits
     if uow.committed and uow.clock_saved is not None:
         runtime.stored_now = uow.clock_saved
+
+
+@contextmanager
+def _within_batch(outer: UnitOfWork, actor: str | None, command: str | None, target: str | None,
+                  roles: tuple[str, ...]) -> Iterator[UnitOfWork]:
+    """A unit of work inside a batch's transaction (``batch``): it joins that transaction, and its caller holds a
+    savepoint around it (what it raises is rolled back there; its NotPermitted is audited by the caller once that
+    savepoint is rolled back, ``audit_refusal``). A unit that writes must end with ``commit()``: one that does not,
+    inside a batch, is a RuntimeError (its writes would be kept with the batch's)."""
+    with translate_errors():
+        uow = UnitOfWork(outer.runtime, outer.session)
+        uow._scopes = outer._scopes  # noqa: SLF001 - one actor's scope, read once per batch
+        if actor is not None:
+            assert command is not None
+            uow.authorize(actor, command, target, roles)
+        yield uow
+        if not uow.committed:
+            raise RuntimeError("a unit of work inside a batch ended without commit(): roll back its savepoint")
+        if uow.clock_saved is not None:
+            outer.clock_saved = uow.clock_saved
+
+
+def audit_refusal(runtime: Runtime, refused: NotPermitted) -> None:
+    """Audit a NotPermitted raised inside a batch (``_within_batch``), in the batch's transaction, after the
+    savepoint of the refused change was rolled back."""
+    if refused.user is None:
+        log.warning("change_refused", command=refused.command, reason="not a user")
+        return
+    _audit_refusal(runtime, refused)
+
+
+@contextmanager
+def batch(runtime: Runtime, actor: str, command: str) -> Iterator[UnitOfWork]:
+    """One transaction, authorized for ``actor`` and ``command``, that every unit of work the engine opens while it
+    lasts runs inside, each in a savepoint (``Runtime.batch``): a bulk import calls the engine's own operations
+    (``add_person``, ``open``) row by row, so each row obeys the same rules and is audited the same way, and the
+    import decides what commits (each row, all rows, or nothing for a dry run). Commits if ``commit()`` was
+    called, as ``unit_of_work``. The actor is looked up once for the whole batch (``Runtime.known_users``). The caller
+    holds a savepoint (``UnitOfWork.savepoint``) around each engine call it makes inside the batch."""
+    if runtime.batch is not None:
+        raise RuntimeError("a batch is already running on this engine")
+    with unit_of_work(runtime, actor, command) as outer:
+        known = runtime.known_users
+        runtime.known_users = {**known, outer.actor.name: outer.actor.role}
+        runtime.batch = outer
+        try:
+            yield outer
+        finally:
+            runtime.batch = None
+            runtime.known_users = known
 
 
 def check_actor(runtime: Runtime, actor: str, command: str, roles: tuple[str, ...] = ACTING_ROLES) -> Actor:

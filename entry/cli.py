@@ -34,7 +34,7 @@ from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
 from entry import coercion
 from entry.operations import LISTABLE, run_operation
-from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list
+from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list, shown
 from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.errors import MpoxflowError, UsageError
@@ -439,6 +439,202 @@ def _group(name: str) -> typer.Typer:
 
 for _declared in OPERATIONS:
     operation_command(_declared, _group(_declared.group))
+
+# ---- bulk import (issue 18) ----------------------------------------------------------------------------------
+
+import_app = typer.Typer(
+    help="Bulk import of persons, close contacts and cases from a CSV or XLSX file: every row goes through the "
+         "same rules and audit as the typed command; a report says per row created, already present, refused "
+         "(with the rule and the message) or skipped.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+ImportFile = Annotated[str, typer.Argument(metavar="FILE", help="A .csv (UTF-8 or Windows-1252, ; or , "
+                                           "separated) or .xlsx file with a header row.")]
+MapOption = Annotated[list[str] | None, typer.Option(
+    "--map", metavar="COLUMN=FIELD", help="Which field a column is, when its header is not one the import knows "
+    "(repeat for several; COLUMN= leaves a column out). Fields: the options of the typed command (ref, born, "
+    "exposed, kind, risk, reason, onset, symptoms, criteria, confirmed, pcr_on, ...).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Run every row and report what would happen; write "
+                                      "nothing at all.")]
+AllOrNothing = Annotated[bool, typer.Option("--all-or-nothing", help="One transaction: if any row is refused, "
+                                            "nothing is written (exit 3); the report still answers every row.")]
+ReportOut = Annotated[str | None, typer.Option("--report", metavar="OUT", help="Write the file again with the "
+                                               "result columns (Resultat, Id, Regel, Besked), in its own format, "
+                                               "to correct the refused rows and import again.")]
+
+
+def _read_file(path: str) -> bytes:
+    """The file's bytes; UsageError (exit 2) for one that cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, ValueError) as error:
+        why = getattr(error, "strerror", None) or "not a file name"
+        raise UsageError(f"FILE '{shown(path)}' cannot be read ({why}): give the path of a .csv or .xlsx "
+                         "file") from None
+
+
+def _check_report(path: str | None) -> None:
+    """UsageError (exit 2) before anything is imported when ``--report OUT`` cannot be written."""
+    if path is None:
+        return
+    try:
+        with open(path, "ab"):
+            pass
+    except (OSError, ValueError) as error:
+        why = getattr(error, "strerror", None) or "not a file name"
+        raise UsageError(f"--report '{shown(path)}' cannot be written ({why}): give a file in a folder you "
+                         "may write to") from None
+
+
+def _write_report(path: str, data: bytes) -> None:
+    _check_report(path)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def render_import(view: dict[str, Any]) -> str:
+    """The rows that need a look (refused, and notes), then the summary line."""
+    lines = []
+    for row in view["rows"]:
+        ids = " ".join(row["ids"]) or " ".join(i for i in (row["person"], row["object"]) if i)
+        if row["result"] == "refused":
+            lines.append(f"row {row['row']}: refused: {row['message']}")
+        elif row["note"] and row["result"] != "skipped":
+            lines.append(f"row {row['row']}: {row['result']} {ids}: {row['note']}")
+    c = view["counts"]
+    summary = (f"{c['created']} created, {c['present']} already present, {c['refused']} refused, "
+               f"{c['skipped']} skipped")
+    if view["dry_run"]:
+        lines.append(f"dry run, nothing written: {summary}")
+    elif not view["written"]:
+        lines.append(f"nothing written (--all-or-nothing, {c['refused']} refused): {summary}")
+    else:
+        lines.append(f"{view['id']}: {summary}")
+    return "\n".join(lines)
+
+
+def _import(ctx: typer.Context, kind: str, path: str, case: str | None, mapping: list[str] | None,
+            dry_run: bool, all_or_nothing: bool, report: str | None, actor: str | None, reason: str | None,
+            as_json: bool) -> None:
+    from engine import imports
+
+    refused = False
+
+    def action() -> dict[str, Any]:
+        nonlocal refused
+        _check_report(report)
+        content = _read_file(path)
+        request = imports.Request(
+            kind=kind, content=content, filename=os.path.basename(path), actor=_actor(actor), reason=reason,
+            case=case, mapping=imports.parse_mapping(mapping or []), dry_run=dry_run,
+            all_or_nothing=all_or_nothing)
+        engine = _engine(ctx)
+        if sys.stderr.isatty():
+            with typer.progressbar(length=imports.count_rows(content, path), label="importing",
+                                   file=sys.stderr) as bar:
+                view = imports.run_import(engine, request, name_of=cli_flag, progress=bar.update)
+        else:
+            view = imports.run_import(engine, request, name_of=cli_flag)
+        if report is not None:
+            _write_report(report, imports.report_file(content, path, view["rows"]))
+        refused = all_or_nothing and view["counts"]["refused"] > 0
+        return view
+
+    _run(as_json, action, render_import)
+    if refused:
+        typer.echo("mpoxflow: --all-or-nothing: a row was refused, so nothing was written; correct the "
+                   "refused rows (see each row's rule and message, or --report OUT) and import again", err=True)
+        raise typer.Exit(3)
+
+
+@import_app.command("contacts")
+def import_contacts(
+    ctx: typer.Context,
+    path: ImportFile,
+    case: Annotated[str | None, typer.Option("--case", help="The confirmed case the contacts are of (case-N).")]
+    = None,
+    mapping: MapOption = None, dry_run: DryRun = False, all_or_nothing: AllOrNothing = False,
+    report: ReportOut = None, actor: Actor = None, reason: Reason = None, as_json: Json = False,
+) -> None:
+    """Import close contacts of a case (`contact add` per row, the person registered first when new: `person
+    add`). Columns: the reference (CPR, CPR-nr., Personnummer, Reference), the exposure date (Eksponeringsdato,
+    Dato for eksponering, Sidste eksponering), the kind (Kontakttype, Type: husstand, seksuel, ...), optionally
+    Risiko and Begrundelse (a clinician's assessment; needed for sundhedspersonale med værnemidler, §5.1) and
+    Fødselsdato. Dates dd.mm.åååå, dd-mm-åååå, d/m/åååå or åååå-mm-dd. A row whose contact (same case, person
+    and exposure) exists already is "already present": importing a file again creates nothing twice. By default
+    every valid row is imported, each on its own (a refused row never undoes another).
+
+    Exit 0 when the import ran, even with refused rows; 3 with --all-or-nothing when a row was refused (nothing
+    written); 2 for a file or mapping that cannot be read; 4 for an unknown case."""
+    _import(ctx, "contacts", path, case, mapping, dry_run, all_or_nothing, report, actor, reason, as_json)
+
+
+@import_app.command("persons")
+def import_persons(
+    ctx: typer.Context, path: ImportFile, mapping: MapOption = None, dry_run: DryRun = False,
+    all_or_nothing: AllOrNothing = False, report: ReportOut = None, actor: Actor = None, reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Import persons (`person add` per row): the reference (CPR, Reference), optionally Fødselsdato, Gravid,
+    Immunsupprimeret (ja/nej), ... A person whose reference is registered already is "already present".
+
+    Exit 0 when the import ran, even with refused rows; 3 with --all-or-nothing when a row was refused (nothing
+    written); 2 for a file or mapping that cannot be read."""
+    _import(ctx, "persons", path, None, mapping, dry_run, all_or_nothing, report, actor, reason, as_json)
+
+
+@import_app.command("cases")
+def import_cases(
+    ctx: typer.Context, path: ImportFile, mapping: MapOption = None, dry_run: DryRun = False,
+    all_or_nothing: AllOrNothing = False, report: ReportOut = None, actor: Actor = None, reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Import cases (`case open` per row, the person registered first when new): the reference, Symptomdebut,
+    Symptomer and Kriterier (a suspected case, §1.1), or Bekræftet (ja) with PCR-dato (a case confirmed by PCR).
+    A row whose person has a case with the same onset is "already present".
+
+    Exit 0 when the import ran, even with refused rows; 3 with --all-or-nothing when a row was refused (nothing
+    written); 2 for a file or mapping that cannot be read."""
+    _import(ctx, "cases", path, None, mapping, dry_run, all_or_nothing, report, actor, reason, as_json)
+
+
+@import_app.command("show")
+def import_show(
+    ctx: typer.Context,
+    import_id: Annotated[str, typer.Argument(metavar="ID", help="The import's id (import-N).")],
+    report: ReportOut = None,
+    as_json: Json = False,
+) -> None:
+    """An earlier import's report (every row's answer); --report OUT writes it as the file with its result
+    columns."""
+    from engine import imports
+
+    def action() -> dict[str, Any]:
+        _check_report(report)
+        record = imports.load_import(_engine(ctx), import_id)
+        if report is not None:
+            _write_report(report, imports.report_file(record.content, record.filename, record.report,
+                                                      delimiter=record.options.get("delimiter")))
+        return imports.import_view(record)
+
+    _run(as_json, action, render_import)
+
+
+@import_app.command("list")
+def import_list(ctx: typer.Context, as_json: Json = False) -> None:
+    """The imports, newest first, with their counts."""
+    from engine import imports
+
+    def render(rows: list[dict[str, Any]]) -> str:
+        return render_rows([{**r, **r["counts"]} for r in rows],
+                           ["id", "what", "created_at", "actor", "rows", "created", "present", "refused", "skipped"],
+                           "no imports")
+
+    _run(as_json, lambda: imports.list_imports(_engine(ctx)), render)
+
 
 # ---- reading -------------------------------------------------------------------------------------------------
 

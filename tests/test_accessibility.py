@@ -65,13 +65,19 @@ def world(served: Served, client_for: Callable[..., Any]) -> Served:
     # Two days on: tasks missed (their resolve forms on the worklist and the pages), days gone by in the calendar.
     moved = staff.post("/clock/advance", data={"amount": "2", "unit": "days", "csrf_token": staff.csrf})
     assert moved.status_code == 303, moved.text
+    # An import of persons (issue 18): its report page and the history of imports.
+    rows = "CPR;Fødselsdato\nA11Y-IMPORT-1;01.02.1990\n\nA11Y-IMPORT-2;31.02.1990\n".encode()
+    imported = staff.post("/import", data={"csrf_token": staff.csrf, "what": "persons"},
+                          files={"file": ("personer.csv", rows, "text/csv")})
+    assert (imported.status_code, imported.headers.get("location")) == (303, "/import/import-1"), imported.text
     return served
 
 
 def pages(served: Served) -> list[str]:
     """Every page a logged-in user reaches: the worklist, the lists, an object of each kind, the new-object forms,
     the calendar, the diagrams, the audit desk (filtered by Danish dates, its checks, an object as it was), the
-    account and the users (an admin's; a refusal to the others)."""
+    account and the users (an admin's; a refusal to the others), the import's form, an import's report and the
+    history of imports."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
             "/documents/document-1",
@@ -79,7 +85,7 @@ def pages(served: Served) -> list[str]:
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
             f"/audit/as-of?object={served.case}&at=04.03.2025",
-            "/account", "/users"]
+            "/account", "/users", "/import", "/import/import-1", "/imports"]
 
 
 # ---- what is checked on each page ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ RUNS = {
     "audit": ["--entries", "200", "--transitions", "2", "--workers", "0", "--backend", "sqlite"],
     "wakeup": ["--k", "2", "--gap", "0.1", "--backend", "sqlite"],
     "cli": ["--runs", "2", "--warmup", "1", "--backend", "sqlite"],
+    "import": ["--rows", "40", "--backend", "sqlite"],
 }
 
 

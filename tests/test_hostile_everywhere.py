@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -46,8 +48,12 @@ BAD_CHOICES = ["<script>", NUL]
 #: Commands left out, and why.
 NOT_DRIVEN = {"demo": "runs on a throwaway database of its own, never the one given"}
 
+#: A well-formed contact list for the import commands' FILE (issue 18).
+IMPORT_FILE = Path(tempfile.mkdtemp(prefix="mpoxflow-hostile-")) / "kontakter.csv"
+IMPORT_FILE.write_bytes(b"CPR;Eksponeringsdato;Kontakttype\nHOSTILE-1;02.03.2025;husstand\n")
 #: A well-formed value for each argument (by parameter name) and each required option of the commands.
-ARGUMENTS = {"object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
+ARGUMENTS = {"path": str(IMPORT_FILE), "import_id": "import-1",
+             "object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
              "timer_id": "timer-1", "person_id": "person-1", "token": "token-1", "name": "staff:test",
              "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test"}
 REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03", "--on": "2025-03-05",
