@@ -472,6 +472,94 @@ class NotificationDocument(Base):
     sent_by: Mapped[str | None] = mapped_column(String(128))
 
 
+class Event(Base):
+    """The outbox (issue 18): one event per transition, assignment or timer firing, appended in the change's own
+    transaction; internal ids only, never personal data. ``seq`` is allocated in commit order (``engine.events``).
+    Append-only: database triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object", "object_kind", "object_id", "seq"),
+                      Index("ix_events_type", "type", "seq"))
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: ``case.confirmed``: ``{kind}.{to_state}`` for a change of state, else ``{kind}.{trigger}``.
+    type: Mapped[str] = mapped_column(String(64))
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    workflow: Mapped[str | None] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str | None] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(64))
+    #: The clock's instant of the change (the audit entry's ``at``).
+    at: Mapped[datetime]
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    timer_id: Mapped[int | None] = mapped_column(Integer)
+    #: Internal ids only: the timer's outcome, an assignment's unit and assignee.
+    detail: Mapped[dict[str, Any]]
+
+
+class Webhook(Base):
+    """A subscription: events of ``event_types`` POSTed to ``url``, signed with ``secret``, delivered as ``role``."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (CheckConstraint("role IN ('staff', 'auditor', 'admin')", name="ck_webhooks_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[Any]]
+    secret: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    #: The payload carries the person's reference (a staff or admin subscription that asked for it).
+    personal_data: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    removed_at: Mapped[datetime | None]
+    #: Events up to this seq have been brought into ``webhook_objects`` (starts at the newest when made).
+    scanned_seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class WebhookObject(Base):
+    """Delivery state of one webhook for one object (order is kept per object)."""
+
+    __tablename__ = "webhook_objects"
+    __table_args__ = (Index("ix_webhook_objects_due", "webhook_id", "next_seq"),)
+
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), primary_key=True)
+    object_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    object_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The last event delivered (0: none yet); the next to send (None: nothing pending).
+    delivered_seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_seq: Mapped[int | None] = mapped_column(Integer)
+    #: Failed attempts of ``next_seq`` so far, and when it is tried again.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]
+    #: A worker sending ``next_seq`` holds it until then (a killed worker's lease runs out: sent again).
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class WebhookDelivery(Base):
+    """One delivery attempt: its outcome, HTTP status, error (never a body or personal data) and duration."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+                      Index("ix_webhook_deliveries_event", "event_seq", "id"),
+                      CheckConstraint("outcome IN ('delivered', 'failed')", name="ck_webhook_deliveries_outcome"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"))
+    event_seq: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
 #: Workflow object models by kind.
 class Course(WorkflowObject, Base):
     """A vaccination course (§6): its dose plan, doses and the records PEP needs."""
