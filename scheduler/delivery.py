@@ -119,10 +119,10 @@ def deliver_pass(webhooks: Webhooks, clock: Clock, *, owner: str | None = None, 
                             duration_ms=answer.duration_ms)
             attempts += 1
             if answer.delivered:
-                log.info("webhook_delivered", webhook=f"webhook-{claim.webhook}", event=claim.seq,
+                log.info("webhook_delivered", webhook=f"webhook-{claim.webhook}", event_seq=claim.seq,
                          attempt=claim.attempt)
             else:
-                log.warning("webhook_failed", webhook=f"webhook-{claim.webhook}", event=claim.seq,
+                log.warning("webhook_failed", webhook=f"webhook-{claim.webhook}", event_seq=claim.seq,
                             attempt=claim.attempt, error=answer.error)
         if limit is not None and attempts >= limit:
             break
