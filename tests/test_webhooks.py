@@ -367,3 +367,48 @@ def test_the_webhook_commands_refuse_non_admins_and_bad_input(cli_db, receiver):
     assert cli(cli_db, "webhook", "remove", "webhook-1").returncode == 0
     assert cli(cli_db, "webhook", "remove", "webhook-1").returncode == 3
     assert pk("webhook-1") == 1
+
+
+# ---- the web: GET /api/events, the admins' page --------------------------------------------------------------
+
+
+def test_the_events_api_pages_after_a_seq_for_a_token_and_refuses_a_reader_of_one_unit(web_app, client_for):
+    from fastapi.testclient import TestClient
+
+    from engine.accounts import Accounts
+
+    engine = web_app.state.web.engine()
+    case_id = suspected(engine, person(engine, CPR))
+    engine.apply(case_id, "confirm", data={"pcr_on": START.date()}, actor=STAFF)
+    token = Accounts(engine).issue_token("auditor:test", "STPS' dashboard", actor=ADMIN, reason=None)["secret"]
+    with TestClient(web_app) as system:
+        answer = system.get("/api/events", params={"after": 1}, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        assert [(e["seq"], e["type"], e["object"]) for e in answer.json()] == [(2, "case.confirmed", case_id)]
+        assert CPR not in answer.text
+        assert system.get("/api/events", params={"limit": 0},
+                          headers={"Authorization": f"Bearer {token}"}).status_code == 422
+        assert system.get("/api/events").status_code == 401
+    engine.add_unit("Region Syd", parent="Danmark", actor=ADMIN)
+    engine.add_user("staff:syd", "staff", actor=ADMIN, password_hash="x", units=["Region Syd"])
+    regional = Accounts(engine).issue_token("staff:syd", "regional", actor=ADMIN, reason=None)["secret"]
+    with TestClient(web_app) as system:
+        refused = system.get("/api/events", headers={"Authorization": f"Bearer {regional}"})
+        assert refused.status_code == 403 and "root unit" in refused.text
+
+
+def test_the_webhooks_page_shows_subscriptions_and_attempts_in_danish_to_admins_only(web_app, client_for, receiver):
+    engine = web_app.state.web.engine()
+    hooks = Webhooks(engine.runtime)
+    hooks.add(receiver.url, "case.suspected", actor=ADMIN, secret=SECRET)
+    suspected(engine, person(engine, "P1"))
+    assert deliver_pass(hooks, engine.clock) == 1  # the receiver is down: a failed attempt
+    page = client_for(ADMIN).get("/webhooks")
+    assert page.status_code == 200
+    assert "Webhooks" in page.text and "Seneste leveringsforsøg" in page.text
+    assert receiver.url in page.text and "case.suspected" in page.text
+    assert 'data-outcome="failed"' in page.text and "mislykkedes" in page.text
+    assert SECRET not in page.text
+    assert 'href="/webhooks"' in client_for(ADMIN).get("/worklist").text
+    assert client_for(STAFF).get("/webhooks").status_code == 403
+    assert 'href="/webhooks"' not in client_for(STAFF).get("/worklist").text
