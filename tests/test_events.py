@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
-from engine import events as outbox_events
 from engine import outbox
 from engine.clock import SimulatedClock
 from engine.core import Engine
@@ -32,7 +31,6 @@ from persistence.database import Database
 from persistence.models import AuditEntry, Event
 from tests.conftest import ADMIN, START
 from tests.helpers import confirmed, person, pk, suspected
-from tests.test_worker import raw_timer
 
 pytestmark = pytest.mark.both_backends
 
@@ -149,13 +147,13 @@ def test_a_rolled_back_change_leaves_no_event(engine, db):
         assert [e["type"] for e in uow.events] == ["case.confirmed"]
         # no commit(): rolled back
     assert (len(all_events(db)), audit_count(db)) == (events_before, audit_before)
-    with pytest.raises(Exception):  # noqa: B017 - any failure inside the unit rolls it back
-        with unit_of_work(engine.runtime, STAFF, "case confirm", case_id) as uow:
-            engine.commands.transition(uow, definition=BY_NAME[row.workflow], kind="case", row=row,
-                                       timers=uow.repo.object_timers("case", row.id), trigger="confirm",
-                                       data={"pcr_on": START.date()}, actor=uow.actor, reason=None, now=uow.now())
-            uow.commit()
-            raise RuntimeError("after the change, before the commit")
+    with pytest.raises(RuntimeError, match="before the commit"), \
+            unit_of_work(engine.runtime, STAFF, "case confirm", case_id) as uow:
+        engine.commands.transition(uow, definition=BY_NAME[row.workflow], kind="case", row=row,
+                                   timers=uow.repo.object_timers("case", row.id), trigger="confirm",
+                                   data={"pcr_on": START.date()}, actor=uow.actor, reason=None, now=uow.now())
+        uow.commit()
+        raise RuntimeError("after the change, before the commit")
     assert (len(all_events(db)), audit_count(db)) == (events_before, audit_before)
     # A refused change (a guard) leaves none either.
     engine.apply(case_id, "confirm", data={"pcr_on": START.date()}, actor=STAFF)
