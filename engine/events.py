@@ -48,6 +48,8 @@ EVENTS_LOCK = 0x6D706F78
 EVENTS_CHANNEL = "mpoxflow_events"
 #: The most events one read returns.
 MAX_LIMIT = 1000
+#: The largest seq there can be (the column is a 32-bit integer on every backend).
+MAX_SEQ = 2**31 - 1
 
 
 def event_type(kind: str, trigger: str, from_state: str | None, to_state: str | None) -> str:
@@ -129,12 +131,11 @@ def append(session: Session, events: list[dict[str, Any]]) -> None:
     ``EVENTS_LOCK`` (held to the commit: seq in commit order) and with a ``NOTIFY`` for the readers that follow."""
     if not events:
         return
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: the lock, and the notification (sent only when the transaction commits).
+        session.execute(text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
+                        {"key": EVENTS_LOCK, "channel": EVENTS_CHANNEL})
     session.execute(insert(TABLE), events)
-    if postgresql:
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
 
 
 def view(row: Any) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def last_seq(session: Session) -> int:
 def check_after(after: int | None, flag: str) -> int:
     if after is None:
         return 0
-    if after < 0:
+    if not 0 <= after <= MAX_SEQ:
         raise UsageError(f"{flag} is a seq (0 or more) an event stream showed: give 0 for the first event")
     return after
 

@@ -26,9 +26,10 @@ RECENT = 50
 
 
 @api_router.get("/events", operation_id="events", tags=["events"])
-def events_api(who: Who, engine: Eng, after: Annotated[int, Query(ge=0)] = 0,
+def events_api(who: Who, engine: Eng, after: Annotated[int, Query(ge=0, le=events.MAX_SEQ)] = 0,
                limit: Annotated[int, Query(ge=1, le=events.MAX_LIMIT)] = 100,
-               type: str | None = None) -> list[dict[str, Any]]:  # noqa: A002 - the CLI's --type
+               type: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - the CLI's --type
+               ) -> list[dict[str, Any]]:
     """Events after seq `after`, oldest first (transitions, assignments, timer firings; internal ids only):
     page on with the last seq you got. `type`: comma-separated event types. For an auditor or a member of the
     root unit."""
