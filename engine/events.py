@@ -31,6 +31,7 @@ from engine.views import instant
 from persistence.models import Event
 from persistence.repository import format_id
 from workflows.errors import UsageError
+from workflows.limits import shown
 
 TABLE = cast(Table, Event.__table__)
 #: The kinds whose changes are events.
@@ -90,7 +91,7 @@ def parse_types(text_value: str | None, flag: str) -> list[str]:
             if item not in wanted:
                 wanted.append(item)
             continue
-        raise UsageError(f"'{item[:64]}' is no event type: give {flag} one or more of the types "
+        raise UsageError(f"'{shown(item)}' is no event type: give {flag} one or more of the types "
                          "`mpoxflow events --types` lists (comma-separated; `case.*` for every type of a kind)")
     return wanted
 

@@ -87,8 +87,8 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf,
                 for event in outbox.follow(engine.runtime, actor=actor, after=after, types=type_, limit=limit,
                                            wait=wait):
                     _line(event)
-            except KeyboardInterrupt:
-                pass
+            except (KeyboardInterrupt, BrokenPipeError):
+                pass  # interrupted, or the reader went away (`| head`): the stream simply ends
             finally:
                 close()
 
