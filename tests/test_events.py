@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
+from engine import events as events_module
 from engine import outbox
 from engine.clock import SimulatedClock
 from engine.core import Engine
@@ -386,3 +387,40 @@ def _wait_for_lock_waiter(db: Database) -> None:
             if time.monotonic() > deadline:
                 pytest.fail("no transaction waited for the events lock")
             time.sleep(0.02)
+
+
+def test_without_the_lock_a_reader_would_skip_the_event_that_commits_late(pg_engine, monkeypatch):
+    """The control: with the append's lock taken away, T3 holds its commit after its append, T4 appends after it
+    and commits first, and a reader that read past T4's seq never sees T3's (smaller) one with ``--after``."""
+    from sqlalchemy import insert
+
+    engine = pg_engine
+    monkeypatch.setattr(events_module, "append",
+                        lambda session, rows: session.execute(insert(EVENTS), rows) if rows else None)
+    third = suspected(engine, person(engine, "T3"))
+    fourth = suspected(engine, person(engine, "T4"))
+    before = len(all_events(engine.db))
+    appended, hold = threading.Event(), threading.Event()
+
+    def held() -> None:
+        with unit_of_work(engine.runtime, STAFF, "case confirm", third) as uow:
+            row = uow.repo.load_object("case", pk(third))
+            from workflows.registry import BY_NAME
+
+            engine.commands.transition(uow, definition=BY_NAME[row.workflow], kind="case", row=row,
+                                       timers=uow.repo.object_timers("case", row.id), trigger="confirm",
+                                       data={"pcr_on": START.date()}, actor=uow.actor, reason=None, now=uow.now())
+            sa_event.listen(uow.session, "before_commit", lambda session: (appended.set(), hold.wait(30)))
+            uow.commit()
+
+    t3 = threading.Thread(target=held)
+    t3.start()
+    assert appended.wait(30)
+    engine.apply(fourth, "confirm", data={"pcr_on": START.date()}, actor=STAFF)  # commits first
+    seen = read(engine, after=before)
+    assert [e["object"] for e in seen] == [fourth]
+    hold.set()
+    t3.join(30)
+    late = [e for e in read(engine, after=before) if e["object"] == third]
+    assert late and late[0]["seq"] < seen[0]["seq"]  # committed below what the reader had read past
+    assert read(engine, after=seen[0]["seq"]) == []  # so `--after` would never give it: skipped
