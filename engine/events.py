@@ -91,8 +91,9 @@ def parse_types(text_value: str | None, flag: str) -> list[str]:
             if item not in wanted:
                 wanted.append(item)
             continue
-        raise UsageError(f"'{shown(item)}' is no event type: give {flag} one or more of the types "
-                         "`mpoxflow events --types` lists (comma-separated; `case.*` for every type of a kind)")
+        raise UsageError(f"'{shown(item)}' is no event type: give {flag} event types such as case.confirmed or "
+                         "contact.symptomatic, comma-separated (`case.*`: every type of a kind; the types are "
+                         "`{kind}.{state}` for a change of state, else `{kind}.{trigger}`)")
     return wanted
 
 

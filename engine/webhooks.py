@@ -105,6 +105,12 @@ def check_url(url: str) -> str:
     return text
 
 
+def check_reason(reason: str | None) -> None:
+    """A reason too long or with control characters is a usage error before anything is authorized or read."""
+    if reason:
+        check_text(reason, "reason")
+
+
 def webhook_pk(webhook_id: str | int) -> int:
     """``webhook-3`` or ``3`` -> 3. UsageError otherwise."""
     text = str(webhook_id).strip()
@@ -127,11 +133,12 @@ class Webhooks:
             personal_data: bool = False, reason: str | None = None) -> dict[str, Any]:
         """Subscribe ``url`` to ``types``; returns its view, with ``secret`` when one was generated (shown only
         now). UsageError (a bad URL, type, role or secret; personal data for an auditor), NotPermitted."""
+        check_reason(reason)
         target = check_url(url)
         wanted = types if isinstance(types, list) else events.parse_types(types, "⟦events⟧")
         if not wanted:
-            raise UsageError("give ⟦events⟧ the event types to deliver (comma-separated; `mpoxflow events --types` "
-                             "lists them; `*` for all)")
+            raise UsageError("give ⟦events⟧ the event types to deliver, comma-separated (case.confirmed, "
+                             "contact.symptomatic, ...; `case.*` for a kind's; `*` for all)")
         if role not in ROLES:
             raise UsageError(f"'{shown(role)}' is no role a webhook is delivered as: use staff, auditor or admin "
                              "(⟦role⟧)")
@@ -160,6 +167,7 @@ class Webhooks:
     def remove(self, webhook_id: str | int, *, actor: str, reason: str | None = None) -> dict[str, Any]:
         """Stop a subscription: nothing more is delivered to it (its history stays). NotFound, RuleRefused when it
         is removed already, NotPermitted."""
+        check_reason(reason)
         pk = webhook_pk(webhook_id)
         with unit_of_work(self.runtime, actor, "webhook remove", format_id("webhook", pk), ADMIN_ROLES) as uow:
             row = uow.session.execute(select(WEBHOOKS).where(WEBHOOKS.c.id == pk)).one_or_none()
