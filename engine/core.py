@@ -25,6 +25,7 @@ from engine.commands import TASK_OUTCOMES, Commands
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
 from engine.notes import Notes
+from engine.notification import Documents
 from engine.organisation import Organisation
 from engine.queries import TIMER_STATUSES, Queries
 from engine.uow import (
@@ -68,10 +69,12 @@ class Engine:
         self.user_registry = Users(self.runtime)
         self.organisation = Organisation(self.runtime)
         self.notes = Notes(self.runtime, self.commands)
+        self.documents = Documents(self.runtime, self.commands)
 
         # The command path.
         self.open = self.commands.open
-        self.apply = self.commands.apply
+        # A case's notify with a notification document sends the document (issue 18): ``Documents.apply``.
+        self.apply = self.documents.apply
         self.add_person = self.commands.add_person
         self.update_person = self.commands.update_person
         self.correct_person = self.commands.correct_person
@@ -98,6 +101,11 @@ class Engine:
         self.attempt = self.notes.attempt
         self.notes_of = self.notes.notes_of
         self.hard_to_reach = self.notes.hard_to_reach
+        # The written notification as a document (issue 18, §3.1).
+        self.make_document = self.documents.make
+        self.document = self.documents.show
+        self.documents_of = self.documents.of_case
+        self.changed_since_sent = self.documents.changed_since_sent
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

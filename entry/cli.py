@@ -534,13 +534,17 @@ def due(
             page = engine.worklist_page(days, limit=limit, after=after, kind=kind, task=task, mine=mine, unit=unit)
             if after is None and not as_json:
                 first_page_hard.extend(_hard_to_reach(engine, kind, task))
+                first_page_changed.extend(_changed_since_sent(engine, kind, task))
             return page
-        return engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit) + _hard_to_reach(engine, kind, task)
+        return (engine.worklist(days, kind=kind, task=task, mine=mine, unit=unit) + _hard_to_reach(engine, kind, task)
+                + _changed_since_sent(engine, kind, task))
 
     first_page_hard: list[dict[str, Any]] = []  # a page's JSON stays the API's page: the section is in its text
+    first_page_changed: list[dict[str, Any]] = []
 
     def render(result: Any) -> str:
-        rows = result["items"] if paged else [r for r in result if not r.get("hard_to_reach")]
+        rows = result["items"] if paged else [r for r in result
+                                              if not r.get("hard_to_reach") and not r.get("changed_since_sent")]
         text = render_rows(
             [{**r, "mark": "MISSED" if r.get("missed") else "OVERDUE" if r["overdue"] else ""} for r in rows],
             ["mark", "due_at", "timer", "object", "task", "rule", "unit_name", "assignee_name"], "nothing due",
@@ -548,6 +552,9 @@ def due(
         hard = first_page_hard if paged else [r for r in result if r.get("hard_to_reach")]
         if hard:
             text += "\n\n" + render_hard_to_reach(hard)
+        changed = first_page_changed if paged else [r for r in result if r.get("changed_since_sent")]
+        if changed:
+            text += "\n\n" + render_changed_since_sent(changed)
         if paged and result["next"]:
             given = [f"--{k} {v}" for k, v in (("within", within), ("kind", kind), ("task", task), ("unit", unit))
                      if v is not None] + (["--mine"] if mine else [])
@@ -593,6 +600,42 @@ def render_hard_to_reach(items: list[dict[str, Any]]) -> str:
     return (f"HARD TO REACH ({HARD_TO_REACH_AFTER} or more failed contact attempts since the last that reached the "
             "person)\n" + render_rows(items, ["object", "state", "failed_attempts", "last_attempt_at", "last_channel",
                                               "last_outcome", "rule"], ""))
+
+
+def _changed_since_sent(engine: Engine, kind: str | None, task: str | None) -> list[dict[str, Any]]:
+    """The cases `due` lists after its tasks whose written notification (§3.1) no longer holds them (none when it
+    lists one task's timers, or another kind's)."""
+    if task is not None or kind not in (None, "case"):
+        return []
+    return engine.changed_since_sent()
+
+
+def render_changed_since_sent(items: list[dict[str, Any]]) -> str:
+    rows = [{**i, "changed": ", ".join(c["field"] for c in i["changes"])} for i in items]
+    return ("CHANGED SINCE SENT (the written notification no longer holds the case: make a new document with "
+            "`mpoxflow case document CASE` and send it)\n"
+            + render_rows(rows, ["object", "state", "document", "sent_at", "changed", "rule"], ""))
+
+
+def render_document(view: dict[str, Any]) -> str:
+    sent = f"sent {view['sent_at']} by {view['sent_by']}" if view.get("sent_at") else "not sent yet"
+    return (f"{view['id']}  written notification of {view['case']} ({view['rule']}), made {view['made_at']} by "
+            f"{view['made_by']} from version {view['case_version']}; {sent}\n  sha256 {view['content_hash']}\n"
+            f"  send it: mpoxflow case notify {view['case']} --channel written --document {view['id']}")
+
+
+@_group("case").command("document")
+def case_document(
+    ctx: typer.Context,
+    case_id: Annotated[str, typer.Argument(metavar="CASE", help="The confirmed case (case-N).")],
+    actor: Actor = None,
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
+    """Make the written notification (SST-mpox-7.1 §3.1) of a confirmed case as a FHIR document Bundle, from the
+    case as it is now (document-N, with the SHA-256 of its content); its printable page is /documents/document-N.
+    Record its sending with `case notify CASE --channel written --document document-N`."""
+    _run(as_json, lambda: _engine(ctx).make_document(case_id, actor=_actor(actor), reason=reason), render_document)
 
 
 def render_note(view: dict[str, Any]) -> str:
@@ -1212,6 +1255,101 @@ def serve(
                     forwarded_allow_ips=trusted or "")
 
     _run(False, action, lambda r: "")
+
+
+# ---- FHIR (issue 18): the resources of ``engine.fhir``, read as --as USER -------------------------------------
+
+fhir_app = typer.Typer(help="FHIR R4 resources (read only): one as JSON, or a bulk export as NDJSON.",
+                       no_args_is_help=True)
+app.add_typer(fhir_app, name="fhir")
+
+
+def _fhir_reader(ctx: typer.Context, as_user: str | None) -> Any:
+    from engine.fhir import FhirReader, viewer_role
+
+    engine = _reader(ctx, as_user)
+    return FhirReader(engine, viewer_role(engine))
+
+
+@fhir_app.command("show")
+def fhir_show(
+    ctx: typer.Context,
+    object_id: Annotated[str, typer.Argument(metavar="ID", help="person-N (Patient), case-N (Condition), contact-N "
+                                            "(Observation), course-N (ImmunizationRecommendation), "
+                                            "course-N-dose-K (Immunization), timer-N (Task), document-N (Bundle), "
+                                            "or Type/id.")],
+    as_user: ReadAs = None,
+) -> None:
+    """Print one FHIR resource as JSON (a person's CPR identifier only for a role that sees it on the pages)."""
+
+    def action() -> dict[str, Any]:
+        from engine.fhir import resource_address
+
+        resource_type, resource_id = resource_address(object_id)
+        return _fhir_reader(ctx, as_user).read(resource_type, resource_id)  # type: ignore[no-any-return]
+
+    _run(True, action, lambda r: "")
+
+
+@fhir_app.command("export")
+def fhir_export(
+    ctx: typer.Context,
+    types: Annotated[str | None, typer.Option("--type", help="Only these resource types, comma-separated "
+                                              "(Patient,Condition,Observation,ImmunizationRecommendation,"
+                                              "Immunization,Task,AuditEvent; default all).")] = None,
+    output: Annotated[str | None, typer.Option("--output", metavar="DIR|FILE", help="A directory (one TYPE.ndjson "
+                                               "per resource type, as a Bulk Data export) or a file (every "
+                                               "resource); default stdout.")] = None,
+    as_user: ReadAs = None,
+) -> None:
+    """Every FHIR resource you may read as NDJSON (one JSON resource a line): to stdout, a file, or a directory
+    with one file per resource type."""
+    from pathlib import Path
+
+    def action() -> dict[str, int]:
+        from engine.fhir import check_types
+
+        wanted = check_types((types or "").split(","))
+        reader = _fhir_reader(ctx, as_user)
+        try:
+            return write(reader, wanted)
+        except OSError as error:
+            raise UsageError(f"--output {output}: cannot write there ({error.strerror}): give a directory or a "
+                             "file you may write") from None
+
+    def write(reader: Any, wanted: set[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        target = Path(output) if output else None
+        if target is not None and (target.is_dir() or output.endswith(("/", "\\"))):
+            target.mkdir(parents=True, exist_ok=True)
+            files: dict[str, Any] = {}
+            try:
+                for resource in reader.export(wanted):
+                    kind = resource["resourceType"]
+                    if kind not in files:
+                        files[kind] = (target / f"{kind}.ndjson").open("w", encoding="utf-8")
+                    files[kind].write(json.dumps(resource, ensure_ascii=False) + "\n")
+                    counts[kind] = counts.get(kind, 0) + 1
+            finally:
+                for f in files.values():
+                    f.close()
+            return counts
+        out = target.open("w", encoding="utf-8") if target is not None else sys.stdout
+        try:
+            for resource in reader.export(wanted):
+                out.write(json.dumps(resource, ensure_ascii=False) + "\n")
+                counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+        finally:
+            if target is not None:
+                out.close()
+        return counts
+
+    def render(counts: dict[str, int]) -> str:
+        if not output:
+            return ""
+        return "\n".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "nothing to export"
+
+    _run(False, action, render)
 
 
 # Events and webhooks (issue 18), in a module of their own.

@@ -45,8 +45,8 @@ def api(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def world(served: Served, client_for: Callable[..., Any]) -> Served:
-    """``served``'s case confirmed, consenting, with a household contact; a third person on a PrEP course; the
-    clock two days on."""
+    """``served``'s case confirmed, consenting, with a household contact, its written notification sent and the
+    clade given since (changed since sent); a third person on a PrEP course; the clock two days on."""
     staff = client_for("staff:test")
     api(staff, f"/api/cases/{served.case}/confirm", {"pcr_on": "2025-03-03"})
     api(staff, f"/api/cases/{served.case}/consent", {"tracing": True})
@@ -57,6 +57,11 @@ def world(served: Served, client_for: Callable[..., Any]) -> Served:
     course = api(staff, "/api/courses", {"person": person["id"], "indication": "prep",
                                          "criteria": ["msm_two_partners_12w"], "criterion_on": "2025-02-20"})
     assert course["id"] == "course-1"
+    # The case's written notification (§3.1), sent; then the clade given: the case is changed since sent.
+    document = api(staff, f"/api/cases/{served.case}/document", {})
+    assert document["id"] == "document-1"
+    api(staff, f"/api/cases/{served.case}/notify", {"channel": "written", "document": "document-1"})
+    api(staff, f"/api/cases/{served.case}/clade", {"clade": "IIb"})
     # Two days on: tasks missed (their resolve forms on the worklist and the pages), days gone by in the calendar.
     moved = staff.post("/clock/advance", data={"amount": "2", "unit": "days", "csrf_token": staff.csrf})
     assert moved.status_code == 303, moved.text
@@ -69,6 +74,7 @@ def pages(served: Served) -> list[str]:
     account and the users (an admin's; a refusal to the others)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
+            "/documents/document-1",
             "/new/person_add", "/new/case_open", "/new/contact_add", "/new/vaccine_offer", "/calendar",
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",

@@ -325,6 +325,8 @@ def _not_yet_notified(subject: Subject, data: Mapping[str, Any]) -> str | None:
         return because("the case was never confirmed, so no notification is due")
     channel = data["channel"]
     done = facts.phone_notified_at if channel == "phone" else facts.written_notified_at
+    if done is not None and channel == "written" and data.get("updates"):
+        return None  # §3.1 an updated written notification: the engine found the document sent before out of date
     if done is not None:
         return because("the %(channel)s notification is already recorded for this case", channel=channel)
     return None
@@ -580,8 +582,10 @@ def _notify(subject: Subject, data: Mapping[str, Any]) -> None:
     channel = data["channel"]
     if channel == "phone":
         subject.facts.phone_notified_at = subject.now
-    else:
+    elif subject.facts.written_notified_at is None:
         subject.facts.written_notified_at = subject.now
+    else:  # §3.1 an updated notification: the first met (or missed) the deadline; nothing is armed or done again
+        return
     subject.satisfy_timer(f"{channel}_notification_due")
 
 
@@ -960,7 +964,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "case notify", "case", "notify", _summary("notify"),
         "Record the notification of a confirmed case (§3.1): satisfies its deadline.",
         fields=(Field("channel", "choice", "phone (STPS) | written (SSI and STPS)", "Anmeldelse", "Channel",
-                      required=True, choices=CHANNELS),),
+                      required=True, choices=CHANNELS),
+                Field("document", "text", "written: the notification document sent (document-N, from `case "
+                      "document`); an updated notification of a case notified already needs a new one.",
+                      "Anmeldelsesdokument", "Notification document")),
         rule=S3_1, id_help=_CASE_ID,
         tasks=(Task("phone_notification_due", "Phone notification to STPS done", {"channel": "phone"}),
                Task("written_notification_due", "Written notification to SSI and STPS sent",

@@ -804,7 +804,9 @@ def worklist(request: Request, who: Who, engine: Eng, after: str | None = None, 
                   task_names=worklist_tasks(), sorts=SORT_NAMES, kind_titles=LISTS,
                   first_page=f"/worklist?{urlencode(kept)}", views=VIEW_NAMES, my_units=mine_units,
                   hard_to_reach=worklist_hard_to_reach(engine, filters) if after is None else None,
-                  hard_to_reach_after=HARD_TO_REACH_AFTER)
+                  hard_to_reach_after=HARD_TO_REACH_AFTER,
+                  changed_since_sent=engine.changed_since_sent()
+                  if after is None and not filters["task"] and filters["kind"] in (None, "", "case") else None)
 
 
 def worklist_hard_to_reach(engine: Engine, filters: dict[str, str | None]) -> list[dict[str, Any]]:
@@ -959,7 +961,15 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
                   attempt_kinds=ATTEMPT_KINDS, channels=CHANNELS, attempt_outcomes=OUTCOMES,
                   note_typed=failed[1] if failed and failed[0] in NOTE_FORMS else {},
                   note_failed=failed[0] if failed and failed[0] in NOTE_FORMS else None,
-                  hard_to_reach_after=HARD_TO_REACH_AFTER, owner=owner, read_only=read_only)
+                  hard_to_reach_after=HARD_TO_REACH_AFTER, owner=owner, read_only=read_only,
+                  notification=notification_box(engine, object_id) if kind == "case" else None)
+
+
+def notification_box(engine: Engine, case_id: str) -> dict[str, Any]:
+    """A case page's written notification (§3.1, issue 18): its documents, and what changed since the last one
+    sent (None: nothing)."""
+    changed = engine.changed_since_sent(case_id)
+    return {"documents": engine.documents_of(case_id), "changed": changed[0] if changed else None}
 
 
 def person_refs(engine: Engine) -> dict[str, str]:
