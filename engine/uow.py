@@ -15,7 +15,7 @@ attempt is on record and nothing of it is written.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import structlog
 from sqlalchemy.orm import Session, SessionTransaction
 
+from engine import events
 from engine.clock import Clock
 from engine.units import Scope, scope_of
 from persistence.audit import Head
@@ -177,6 +178,8 @@ class UnitOfWork:
         self.clock_saved: datetime | None = None
         self.deferred: Deferred | None = None
         self._scopes: dict[str, Scope] = {}
+        #: The events this unit's audit entries make (``engine.events``), inserted together just before the commit.
+        self.events: list[dict[str, Any]] = []
 
     def flush(self) -> None:
         """Send the writes held back (nothing when none are): before reading what they would change."""
@@ -237,7 +240,9 @@ class UnitOfWork:
         ``timer_pk``: the timer whose firing this is (unique in the log: a timer's firing can be recorded only
         once). ``move_head`` False: the caller writes the returned head with the object's own UPDATE. Raises
         UsageError for a reason too long or with control characters (rolled back with the change). ``unit``: the
-        unit the actor acted through (default: the actor's first unit; a timer's entry names its object's)."""
+        unit the actor acted through (default: the actor's first unit; a timer's entry names its object's). An
+        entry that is an event (a transition, an assignment, a timer's firing: ``engine.events``) adds it to the
+        events this unit inserts at its commit."""
         if reason:
             check_text(reason, "reason")  # every change's reason, whichever way it came
         if isinstance(unit, _Default):
@@ -257,6 +262,10 @@ class UnitOfWork:
             head = Head(entry["pos"], entry["seq"], entry["hash"])
         else:
             head = Head(entry["pos"], self.repo.insert_audit(entry), entry["hash"])
+        assert head.seq is not None
+        event = events.from_audit(entry, head.seq)
+        if event is not None:
+            self.events.append(event)
         if move_head:
             self.repo.set_head(kind, pk, head)
         return head
@@ -270,9 +279,17 @@ class UnitOfWork:
                 self.repo.save_clock(simulated=True, now=now)
                 self.clock_saved = now  # the database holds it once the unit commits
 
-    def savepoint(self) -> AbstractContextManager[SessionTransaction]:
-        """A nested transaction: what fails inside it is rolled back alone, the unit goes on."""
-        return self.session.begin_nested()
+    @contextmanager
+    def savepoint(self) -> Iterator[SessionTransaction]:
+        """A nested transaction: what fails inside it is rolled back alone (with the events its audit entries
+        made), the unit goes on."""
+        mark = len(self.events)
+        try:
+            with self.session.begin_nested() as nested:
+                yield nested
+        except BaseException:
+            del self.events[mark:]
+            raise
 
     def commit(self) -> None:
         """Keep the work: it commits when the ``with`` block ends without an error."""
@@ -284,7 +301,8 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
                  roles: tuple[str, ...] = ACTING_ROLES) -> Iterator[UnitOfWork]:
     """A unit of work on ``runtime``'s database; with ``actor``, authorized for ``command`` on ``target`` (an id,
     for the refusal's record) by ``roles`` first. Commits at the end of the block if ``commit()`` was called (on
-    PostgreSQL with one ``NOTIFY`` of the earliest timer it armed, for the workers), else rolls back. Raises
+    PostgreSQL with one ``NOTIFY`` of the earliest timer it armed, for the workers; its events are inserted just
+    before the commit, ``engine.events.append``), else rolls back. Raises
     NotPermitted (audited), and whatever the work raises (all of it rolled back)."""
     if actor is not None and command is None:
         raise ValueError("authorizing an actor needs the command they run")
@@ -300,8 +318,10 @@ def unit_of_work(runtime: Runtime, actor: str | None = None, command: str | None
         yield uow
         if not uow.committed:
             session.rollback()
-        elif runtime.announce_timers:
-            uow.repo.announce_timers()  # in the transaction: delivered only if it commits
+        else:
+            if runtime.announce_timers:
+                uow.repo.announce_timers()  # in the transaction: delivered only if it commits
+            events.append(session, uow.events)  # last: its lock is held only to the commit
     if uow.committed and uow.clock_saved is not None:
         runtime.stored_now = uow.clock_saved
 
@@ -316,6 +336,8 @@ def _within_batch(outer: UnitOfWork, actor: str | None, command: str | None, tar
     with translate_errors():
         uow = UnitOfWork(outer.runtime, outer.session)
         uow._scopes = outer._scopes  # noqa: SLF001 - one actor's scope, read once per batch
+        # Its events are the batch's: inserted at the batch's commit, dropped with the caller's savepoint.
+        uow.events = outer.events
         if actor is not None:
             assert command is not None
             uow.authorize(actor, command, target, roles)

@@ -32,7 +32,7 @@ from engine.bootstrap import database_url, default_actor, init_database, open_en
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
-from entry import coercion
+from entry import coercion, events_cli
 from entry.operations import LISTABLE, run_operation
 from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list, shown
 from persistence.database import Database, StorageError
@@ -1546,6 +1546,10 @@ def fhir_export(
         return "\n".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "nothing to export"
 
     _run(False, action, render)
+
+
+# Events and webhooks (issue 18), in a module of their own.
+events_cli.register(app, _run, _engine, _actor, render_rows)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.

@@ -13,6 +13,9 @@ indexed query). Either way a due instant earlier than the next wake-up re-arms t
 
 Each pass fires batches through ``Engine.fire_due``: claim, transition and audit entry of each timer in one
 transaction; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers share the load, never the same timer.
+
+Beside the firing, a thread of its own delivers webhooks (issue 18, ``scheduler.delivery``): a delivery pass every
+``DELIVERY_SECONDS``, each event leased so that several workers never send one event to one webhook at once.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ WATCH_SECONDS = 0.5
 LISTEN_TIMEOUT_SECONDS = 0.5
 #: The LISTEN connection lost: the first wait before reconnecting, doubled after each failure up to the last.
 RECONNECT_SECONDS = (0.5, 30.0)
+#: How often the delivery thread looks for events to send to webhooks (a pass that sent something goes on at once).
+DELIVERY_SECONDS = 1.0
 
 
 class Worker:
@@ -57,6 +62,7 @@ class Worker:
         policy: RetryPolicy | None = None,
         exit_when_idle: bool = False,
         wall_clock: Clock | None = None,
+        deliver_webhooks: bool = True,
     ) -> None:
         if poll_seconds <= 0 or batch <= 0:
             raise ValueError("poll_seconds and batch must be positive")
@@ -84,6 +90,8 @@ class Worker:
         self._in_pass = False
         self._hint: datetime | None = None
         self._watcher: threading.Thread | None = None
+        self.deliver_webhooks = deliver_webhooks
+        self._deliverer: threading.Thread | None = None
         self.scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -208,6 +216,27 @@ class Worker:
                     with contextlib.suppress(Exception):
                         connection.close()
 
+    # ---- webhooks ------------------------------------------------------------------------------------------
+
+    def _deliver(self) -> None:
+        """The delivery thread: a pass, then a pause when it sent nothing, until stopped. A failing pass (the
+        database away) is logged once and tried again."""
+        from engine.webhooks import Webhooks
+        from scheduler.delivery import deliver_pass
+
+        hooks = Webhooks(self.engine.runtime)
+        failing = False
+        while not self._stop.is_set():
+            try:
+                sent = deliver_pass(hooks, self.engine.clock, stop=self._stop.is_set)
+                failing = False
+            except Exception as error:  # noqa: BLE001 - logged; the next pass tries again
+                if not failing:
+                    log.error("worker_delivery_failed", **error_summary(error))
+                failing, sent = True, 0
+            if not sent:
+                self._stop.wait(DELIVERY_SECONDS)
+
     # ---- running -------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -227,6 +256,9 @@ class Worker:
         if not self.engine.clock.simulated:
             self._watcher = threading.Thread(target=self._watch, name="mpoxflow-worker-watch", daemon=True)
             self._watcher.start()
+        if self.deliver_webhooks:
+            self._deliverer = threading.Thread(target=self._deliver, name="mpoxflow-worker-deliver", daemon=True)
+            self._deliverer.start()
         try:
             while not self._stop.is_set() and not self._idle.is_set():
                 self._stop.wait(0.2)
@@ -234,6 +266,8 @@ class Worker:
             self._stop.set()
             if self._watcher is not None:
                 self._watcher.join(timeout=5)
+            if self._deliverer is not None:
+                self._deliverer.join(timeout=15)  # the request in hand ends within its timeout
             self.scheduler.shutdown(wait=True)  # lets the pass in hand finish its current timer
             log.info("worker_stopped", fired=self.fired, idle=self._idle.is_set())
         return self.fired

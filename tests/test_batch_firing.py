@@ -72,9 +72,10 @@ def test_a_batch_is_claimed_loaded_and_fired_without_a_statement_per_timer_beyon
     kinds = Counter(sent)
     # A constant number of statements for the whole batch, whatever its size: one claim (UPDATE ... RETURNING),
     # one load of the cases and one of their timers, sequence numbers for the audit entries, the entries in one
-    # executemany, the cases' UPDATEs in another; no savepoint.
+    # executemany, the cases' UPDATEs in another, their events in a third (issue 18; on PostgreSQL after the
+    # events' lock, one SELECT); no savepoint.
     assert kinds["SAVEPOINT"] == 0 and kinds["RELEASE"] == 0
-    assert kinds["INSERT"] <= 1 and kinds["SELECT"] <= 4 and kinds["UPDATE"] <= 2, kinds
+    assert kinds["INSERT"] <= 2 and kinds["SELECT"] <= 5 and kinds["UPDATE"] <= 2, kinds
     assert fired_per_timer(db) == Counter(timers)
     assert chains_intact(db)
 
@@ -182,8 +183,9 @@ def test_an_object_carried_through_a_batch_ends_as_if_its_timers_fired_one_batch
     assert len(fired) >= 8 and {f.object for f in fired} == set(together)
     assert {f.status for f in fired} == {"fired", "missed"}
     kinds = Counter(sent)
-    # One load of each kind's objects and of their timers; no object read again.
-    assert kinds["SAVEPOINT"] == 0 and kinds["SELECT"] <= 2 + 2 * 3, kinds
+    # One load of each kind's objects and of their timers; no object read again (and, on PostgreSQL, the events'
+    # lock: one SELECT, issue 18).
+    assert kinds["SAVEPOINT"] == 0 and kinds["SELECT"] <= 3 + 2 * 3, kinds
     with twin_engine(request, db, tmp_path) as (twin, twin_clock):
         alone = _outbreak_unit(twin, "UNIT")
         twin_clock.set(later)

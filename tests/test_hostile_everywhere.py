@@ -55,13 +55,15 @@ IMPORT_FILE.write_bytes(b"CPR;Eksponeringsdato;Kontakttype\nHOSTILE-1;02.03.2025
 ARGUMENTS = {"path": str(IMPORT_FILE), "import_id": "import-1",
              "object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
              "timer_id": "timer-1", "person_id": "person-1", "token": "token-1", "name": "staff:test",
-             "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test"}
+             "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test",
+             "url": "http://127.0.0.1:9/hook", "webhook": "webhook-1"}
 REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03", "--on": "2025-03-05",
             "--exposed": "2025-03-02", "--onset": "2025-03-04", "--symptoms": "rash", "--kind": EXPOSURE_KINDS[0],
             "--mode": ISOLATION_MODES[0], "--channel": CHANNELS[0], "--tracing": "yes", "--clade": CLADES[0],
             "--decision": "not-indicated", "--work": WORK[0], "--risk": RISKS[0], "--indication": "pep",
             "--outcome": "not-needed", "--format": "jsonl", "--role": "staff", "--label": "hostile",
-            "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note"}
+            "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note",
+            "--events": "case.confirmed"}
 ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from engine.core import Engine
 from engine.imports import Request, normal, read_table, run_import
 from persistence.database import Database
-from persistence.models import AuditEntry, Import
+from persistence.models import AuditEntry, Event, Import
 from tests.helpers import contents
 from tests.test_cli import cli, describe, doc, ok
 from workflows.errors import OutsideUnits
@@ -386,6 +386,29 @@ def test_storage_dry_run_all_or_nothing_and_reimport_on_both_backends(case_engin
     assert all(ref not in json.dumps([e.data, e.changes, e.reason]) for e in entries for ref in REFS)
     assert case_engine.audit_verify()["intact"]
     assert case_engine.audit_replay()["matches"]
+
+
+@pytest.mark.both_backends
+def test_imported_rows_make_the_events_the_typed_commands_make_and_refused_or_dry_rows_none(
+        case_engine: Engine, db: Database) -> None:
+    """Each row runs in a savepoint of the import's transaction (``engine.uow.batch``): the events of its units of
+    work are the batch's, committed with it; a refused row's and a dry run's are gone with their savepoint."""
+    def contact_events() -> list[tuple[str, int, str]]:
+        with db.reading() as session:
+            return [(e.type, e.object_id, e.trigger) for e in session.scalars(
+                select(Event).where(Event.object_kind == "contact").order_by(Event.seq))]
+
+    run_import(case_engine, _request(dry_run=True))
+    assert contact_events() == []
+    real = run_import(case_engine, _request())
+    created = sorted(int(i.split("-")[1]) for r in real["rows"] if r["result"] == "created"
+                     for i in r["ids"] if i.startswith("contact-"))
+    assert created and real["counts"]["refused"] > 0
+    # One creation event per imported contact, in the order the rows were imported, and nothing else.
+    assert [(object_id, trigger) for _, object_id, trigger in contact_events()] == [(pk, "add") for pk in created]
+    assert {kind for kind, _, _ in contact_events()} == {f"contact.{case_engine.show(f'contact-{created[0]}')['state']}"}
+    run_import(case_engine, _request())  # again: all present, no new event
+    assert len(contact_events()) == len(created)
 
 
 def test_a_column_left_out_with_an_empty_mapping(traced: str, tmp_path: Path) -> None:
