@@ -13,12 +13,13 @@ and message or the status: never the response body, never a header, never the ev
 
 A receiver verifies a request like this (refusing stale timestamps as replays)::
 
-    import hashlib, hmac, time
+    import hashlib, hmac
 
-    def verify(secret: bytes, body: bytes, header: str, tolerance: int = 300) -> bool:
+    def verify(secret: bytes, body: bytes, header: str, now: float, tolerance: int = 300) -> bool:
+        """``now``: the receiver's clock, in Unix seconds."""
         parts = dict(item.split("=", 1) for item in header.split(","))
         t, v1 = parts["t"], parts["v1"]
-        if abs(time.time() - int(t)) > tolerance:      # older than 5 minutes (or from the future): refuse
+        if abs(now - int(t)) > tolerance:      # older than 5 minutes (or from the future): refuse
             return False
         expected = hmac.new(secret, t.encode() + b"." + body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, v1)
