@@ -16,7 +16,7 @@ A receiver verifies a request like this (refusing stale timestamps as replays)::
     import hashlib, hmac
 
     def verify(secret: bytes, body: bytes, header: str, now: float, tolerance: int = 300) -> bool:
-        """``now``: the receiver's clock, in Unix seconds."""
+        # now: the receiver's clock, in Unix seconds
         parts = dict(item.split("=", 1) for item in header.split(","))
         t, v1 = parts["t"], parts["v1"]
         if abs(now - int(t)) > tolerance:      # older than 5 minutes (or from the future): refuse
