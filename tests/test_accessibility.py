@@ -11,6 +11,7 @@ The browser and the served application are ``tests/test_e2e_browser.py``'s fixtu
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from html import escape as _html
@@ -145,14 +146,23 @@ def new_context(browser: Browser, served: Served) -> Iterator[Callable[[str], Br
         context.close()
 
 
+#: Set (to anything) to keep a full-page screenshot of every page checked, for a person to look through; without it
+#: a screenshot is kept of a page that has a problem only (a full-page PNG of every page, both widths, three roles
+#: was a third of these tests' time).
+ALL_SHOTS = bool(os.environ.get("MPOXFLOW_A11Y_SHOTS"))
+
+
 def check(page: Page, label: str, problems: list[str], shots: str) -> None:
-    """``page`` as loaded now: its width and axe; a full-page screenshot under ``shots``."""
+    """``page`` as loaded now: its width and axe; a full-page screenshot under ``shots`` when it has a problem (or
+    ``MPOXFLOW_A11Y_SHOTS`` is set)."""
+    found = len(problems)
     wider = overflow(page)
     if wider > 0:
         problems.append(f"{label}: {wider} px wider than the window (horizontal scrolling): {widest(page)}")
     for violation in blocking_violations(page):
         problems.append(f"{label}: axe {violation}")
-    page.screenshot(path=ARTIFACTS / f"{shots}.png", full_page=True)
+    if ALL_SHOTS or len(problems) > found:
+        page.screenshot(path=ARTIFACTS / f"{shots}.png", full_page=True)
 
 
 # ---- every page, each role, both widths ------------------------------------------------------------------------
