@@ -126,13 +126,14 @@ class Commands:
         with unit_of_work(self.runtime, actor, "person add") as uow:
             now = uow.now()
             _check_person(flags, born, local_date(now))
-            existing = uow.repo.person_by_ref(ref)
+            existing = uow.repo.person_id_by_ref(ref)
             if existing is not None:
                 raise RuleRefused(because("a person with that reference is registered already as %(person)s: use "
-                                          "that id", person=format_id("person", existing.id)))
-            person = Person(ref=ref, born=born, created_at=now, **flags)
-            uow.session.add(person)
-            uow.session.flush()
+                                          "that id", person=format_id("person", existing)))
+            # Core statements, not the ORM's flush (a third of a bulk import's time per row went to it); the
+            # Person made here is the row's values, for the view.
+            values = {"ref": ref, "born": born, "created_at": now, **flags}
+            person = Person(id=uow.repo.insert_person(values), **values)
             # The audit keeps internal ids and flags only: never the reference or the birth date.
             uow.audit(
                 Head.of(None), kind="person", pk=person.id, workflow=None, trigger="register",
