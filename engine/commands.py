@@ -115,11 +115,11 @@ class Commands:
             # A parallel registration of the same reference committed first (past the check below): name the
             # person it made, never the reference.
             with self.runtime.db.reading() as session:
-                existing = Repository(session).person_by_ref(ref)
+                existing = Repository(session).person_id_by_ref(ref)
             if existing is None:
                 raise
             raise RuleRefused(because("a person with that reference is registered already as %(person)s: use that "
-                                      "id", person=format_id("person", existing.id))) from None
+                                      "id", person=format_id("person", existing))) from None
 
     def _register(self, ref: str, born: date | None, flags: dict[str, Any], *, actor: str,
                   reason: str | None) -> dict[str, Any]:

@@ -56,14 +56,14 @@ def assert_no_personal_data(*texts: str) -> None:
 def lose_the_check_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The race of two registrations of one reference: the first look for it finds nothing (as when the other
     registration has not committed yet), so the insert runs into the unique key; later looks see the truth."""
-    real = Repository.person_by_ref
+    real = Repository.person_id_by_ref
     calls: list[str] = []
 
     def racing(self: Repository, ref: str) -> Any:
         calls.append(ref)
         return None if len(calls) == 1 else real(self, ref)
 
-    monkeypatch.setattr(Repository, "person_by_ref", racing)
+    monkeypatch.setattr(Repository, "person_id_by_ref", racing)
 
 
 # ---- ids -----------------------------------------------------------------------------------------------------
