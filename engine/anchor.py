@@ -198,7 +198,7 @@ def checkpoint(repo: Repository, key: Ed25519PrivateKey, made_at: datetime) -> d
     """The signed anchor of the log as ``repo`` sees it: every chain's last entry (read from the log, not from
     the rows' heads), the highest sequence number, the Merkle root, the public key and the signature."""
     heads = [{"kind": row["object_kind"], "id": row["object_id"], "pos": row["pos"], "seq": row["seq"],
-              "hash": row["hash"]} for row in repo.stream_chain_ends()]
+              "hash": row["hash"]} for row in repo.audit_chain_ends()]
     heads.sort(key=lambda h: (h["kind"], h["id"]))
     body: dict[str, Any] = {
         "mpoxflow_anchor": ANCHOR_FORMAT, "made_at": instant(made_at), "max_seq": repo.audit_max_seq(),
@@ -313,6 +313,8 @@ def _verify_kind(repo: Repository, kind: str, heads: Mapping[tuple[str, int], An
         anchored = heads[(kind, pk)]
         verify_object(format_id(kind, pk), (dict(e) for e in entries if e["pos"] <= anchored.pos),
                       Head(anchored.pos, anchored.seq, anchored.hash), report)
+    for _ in chains:
+        pass  # read to its end: a server-side cursor is closed only then
 
 
 def verify_log(runtime: Runtime, anchor: Mapping[str, Any], public_key: Ed25519PublicKey) -> dict[str, Any]:

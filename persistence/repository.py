@@ -836,17 +836,18 @@ class Repository:
         table = _table(AuditEntry)
         return self._stream(select(table).where(table.c.seq <= seq).order_by(table.c.seq))
 
-    def stream_chain_ends(self) -> Iterator[Any]:
+    def audit_chain_ends(self) -> list[Any]:
         """The last entry of every chain in the log itself (the highest position per object, whatever the rows'
-        heads say), by (object_kind, object_id), streamed: what an anchor checkpoints (``engine.anchor``)."""
+        heads say), by (object_kind, object_id): what an anchor checkpoints (``engine.anchor``). Not streamed: it
+        runs inside a writing unit of work, and one row per object is what the anchor holds anyway."""
         table = _table(AuditEntry)
         last = (select(table.c.object_kind, table.c.object_id, func.max(table.c.pos).label("pos"))
                 .group_by(table.c.object_kind, table.c.object_id).subquery())
-        return self._stream(
+        return list(self._core.execute(
             select(table.c.object_kind, table.c.object_id, table.c.pos, table.c.seq, table.c.hash)
             .join(last, (table.c.object_kind == last.c.object_kind) & (table.c.object_id == last.c.object_id)
                   & (table.c.pos == last.c.pos))
-            .order_by(table.c.object_kind, table.c.object_id))
+            .order_by(table.c.object_kind, table.c.object_id)).mappings())
 
     def audit_max_seq(self) -> int:
         """The log's highest sequence number (0: an empty log)."""
