@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 # First of the project's modules: entry.logs imports structlog (before the engine does) without Rich.
@@ -977,7 +977,7 @@ def audit_anchor(
     key: Annotated[str, typer.Option("--key", metavar="PRIVATE.pem", help="The Ed25519 private key (anchor.key of "
                                      "`audit anchor-key`), kept outside the database.")],
     output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE", help="Write the anchor here "
-                                               "(default: anchor-<instant>.json in this directory).")] = None,
+                                               "(default: anchor-<UTC instant>.json in this directory).")] = None,
     actor: Actor = None,
     as_json: Json = False,
 ) -> None:
@@ -990,8 +990,8 @@ def audit_anchor(
         private = anchoring.load_private_key(key)
 
         def write(document: dict[str, Any]) -> str:
-            stamp = document["made_at"][:19].replace("-", "").replace(":", "")
-            path = output or f"anchor-{stamp}.json"
+            made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
+            path = output or f"anchor-{made_at:%Y%m%dT%H%M%SZ}.json"  # UTC: no name twice at the autumn's DST
             try:
                 with open(path, "x", encoding="utf-8") as out:
                     json.dump(document, out, indent=2)

@@ -341,7 +341,7 @@ def test_the_cli_makes_keys_anchors_and_verifies(cli_db: str, db: Database, engi
     assert made.exit_code == 0, describe(made)
     [file] = list(tmp_path.glob("anchor-*.json"))
     document = json.loads(file.read_text())
-    assert file.name == "anchor-20250303T080000.json"
+    assert file.name == "anchor-20250303T070000Z.json"
     assert f"anchor written to {file.name}" in made.stdout
     assert f"merkle root {document['merkle_root']}" in made.stdout
     assert f"{len(document['heads'])} chains up to seq {document['max_seq']}" in made.stdout
