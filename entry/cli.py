@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 # First of the project's modules: entry.logs imports structlog (before the engine does) without Rich.
@@ -935,10 +935,98 @@ def _exit_3_unless(ok_key: str, as_json: Json, action: Callable[[], dict[str, An
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context, as_json: Json = False) -> None:
+def audit_verify(
+    ctx: typer.Context,
+    anchor: Annotated[str | None, typer.Option("--anchor", metavar="FILE", help="Also prove every entry up to "
+                                               "this anchor's checkpoint unchanged (with --public-key).")] = None,
+    public_key: Annotated[str | None, typer.Option("--public-key", metavar="PUB.pem", help="The public key of "
+                                                   "the pair that signed --anchor.")] = None,
+    as_json: Json = False,
+) -> None:
     """Check every object's hash chain: exit 0 when intact, 3 when an entry was modified, deleted, inserted or
-    reordered (the report names the first bad sequence number)."""
-    _exit_3_unless("intact", as_json, lambda: _engine(ctx).audit_verify(), render_verify)
+    reordered (the report names the first bad sequence number). With --anchor: against a signed checkpoint (exit
+    3 also for an anchor file that was changed)."""
+    if anchor is None and public_key is None:
+        _exit_3_unless("intact", as_json, lambda: _engine(ctx).audit_verify(), render_verify)
+        return
+
+    def action() -> dict[str, Any]:
+        from engine import anchor as anchoring
+
+        if anchor is None or public_key is None:
+            raise UsageError("--anchor and --public-key go together: give the anchor file and the public key "
+                             "(anchor.pub) of the pair that signed it")
+        key = anchoring.load_public_key(public_key)
+        document = anchoring.read_anchor(anchor)
+        return anchoring.verify_log(_engine(ctx).runtime, document, key)
+
+    _exit_3_unless("intact", as_json, action, render_anchor_verify)
+
+
+def render_anchor_verify(r: dict[str, Any]) -> str:
+    a = r["anchor"]
+    against = f"the anchor made {a['made_at']} ({a['chains']} chains up to seq {a['max_seq']}, root {a['merkle_root']})"
+    if r["intact"]:
+        return f"intact: every entry up to seq {a['max_seq']} is as {against} recorded it"
+    return f"NOT as {against} recorded it\n" + render_verify(r)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Option("--key", metavar="PRIVATE.pem", help="The Ed25519 private key (anchor.key of "
+                                     "`audit anchor-key`), kept outside the database.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE", help="Write the anchor here "
+                                               "(default: anchor-<UTC instant>.json in this directory).")] = None,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Write a signed checkpoint of every audit chain's head (a Merkle root, Ed25519): hand it to an auditor;
+    `audit verify --anchor FILE --public-key PUB.pem` proves later that nothing up to it changed."""
+
+    def action() -> dict[str, Any]:
+        from engine import anchor as anchoring
+
+        private = anchoring.load_private_key(key)
+
+        def write(document: dict[str, Any]) -> str:
+            made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
+            path = output or f"anchor-{made_at:%Y%m%dT%H%M%SZ}.json"  # UTC: no name twice at the autumn's DST
+            try:
+                with open(path, "x", encoding="utf-8") as out:
+                    json.dump(document, out, indent=2)
+                    out.write("\n")
+            except FileExistsError:
+                raise UsageError(f"{path} exists already: an anchor is never overwritten; give another "
+                                 "--output") from None
+            except OSError as error:
+                raise UsageError(f"cannot write {path}: {error.strerror}; give another --output") from error
+            return path
+
+        return anchoring.make_anchor(_engine(ctx).runtime, _actor(actor), private, write)
+
+    def render(r: dict[str, Any]) -> str:
+        return (f"anchor written to {r['output']}\nmerkle root {r['merkle_root']}\n"
+                f"{r['chains']} chains up to seq {r['max_seq']} (recorded as seq {r['audit_seq']})")
+
+    _run(as_json, action, render)
+
+
+@audit_app.command("anchor-key")
+def audit_anchor_key(
+    output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="The directory for anchor.key "
+                                        "(mode 0600) and anchor.pub; keep anchor.key off the database's host.")],
+    as_json: Json = False,
+) -> None:
+    """Make an Ed25519 key pair for `audit anchor`: anchor.key (PKCS#8 PEM) and anchor.pub (give it to auditors)."""
+
+    def action() -> dict[str, Any]:
+        from engine import anchor as anchoring
+
+        return anchoring.write_key_pair(output)
+
+    _run(as_json, action, lambda r: f"private key {r['private_key']} (mode 0600)\npublic key {r['public_key']} "
+                                    f"({r['public_key_hex']})")
 
 
 @audit_app.command("replay")

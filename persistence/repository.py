@@ -831,6 +831,35 @@ class Repository:
         table = _table(AuditEntry)
         return self._stream(select(table).order_by(table.c.seq))
 
+    def stream_audit_through(self, seq: int) -> Iterator[Any]:
+        """The log's entries up to sequence number ``seq``, by sequence number, streamed (``engine.anchor``)."""
+        table = _table(AuditEntry)
+        return self._stream(select(table).where(table.c.seq <= seq).order_by(table.c.seq))
+
+    def audit_chain_ends(self) -> list[Any]:
+        """The last entry of every chain in the log itself (the highest position per object, whatever the rows'
+        heads say), by (object_kind, object_id): what an anchor checkpoints (``engine.anchor``). Not streamed: it
+        runs inside a writing unit of work, and one row per object is what the anchor holds anyway."""
+        table = _table(AuditEntry)
+        last = (select(table.c.object_kind, table.c.object_id, func.max(table.c.pos).label("pos"))
+                .group_by(table.c.object_kind, table.c.object_id).subquery())
+        return list(self._core.execute(
+            select(table.c.object_kind, table.c.object_id, table.c.pos, table.c.seq, table.c.hash)
+            .join(last, (table.c.object_kind == last.c.object_kind) & (table.c.object_id == last.c.object_id)
+                  & (table.c.pos == last.c.pos))
+            .order_by(table.c.object_kind, table.c.object_id)).mappings())
+
+    def audit_max_seq(self) -> int:
+        """The log's highest sequence number (0: an empty log)."""
+        return int(self._core.execute(select(func.coalesce(func.max(_table(AuditEntry).c.seq), 0))).scalar_one())
+
+    def lock_audit_log(self) -> None:
+        """PostgreSQL: wait until every transaction writing the log has ended and hold new writers back until this
+        one ends (SHARE mode), so that no entry with a lower sequence number commits after this one read the
+        log's end. SQLite has one writer at a time already: nothing to do."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self._core.execute(text("LOCK TABLE audit_log IN SHARE MODE"))
+
     def stream_chains(self, kind: str) -> Iterator[Any]:
         """The entries of every ``kind`` object, object by object, each in chain order, streamed."""
         table = _table(AuditEntry)
