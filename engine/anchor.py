@@ -48,6 +48,7 @@ from engine.views import instant
 from persistence.audit import Head, Problem, Verification, grouped, verify_object
 from persistence.repository import Repository, format_id
 from workflows.errors import RuleRefused, UsageError
+from workflows.limits import shown
 
 #: The anchor file's format number (``mpoxflow_anchor``).
 ANCHOR_FORMAT = 1
@@ -107,7 +108,7 @@ def write_key_pair(directory: str) -> dict[str, str]:
     private, public = folder / PRIVATE_NAME, folder / PUBLIC_NAME
     for path in (private, public):
         if path.exists():
-            raise UsageError(f"{path} exists already: a key pair is never overwritten; give another --output "
+            raise UsageError(f"{path} exists already: a key pair is never overwritten; give another ⟦output⟧ "
                              "directory (old anchors stay verifiable with their old public key)")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -124,7 +125,7 @@ def write_key_pair(directory: str) -> dict[str, str]:
             out.write(pub)
     except OSError as error:
         raise UsageError(f"cannot write the key pair in {directory}: {error.strerror}; give another "
-                         "--output directory") from error
+                         "⟦output⟧ directory") from error
     return {"private_key": str(private), "public_key": str(public), "public_key_hex": raw_hex(key.public_key())}
 
 
@@ -132,31 +133,33 @@ def _read(path: str, flag: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as error:
-        raise UsageError(f"cannot read {flag} {path}: {error.strerror}") from error
+        raise UsageError(f"cannot read {flag} {shown(path)}: {error.strerror}") from error
+    except ValueError as error:  # a NUL in the name
+        raise UsageError(f"cannot read {flag} {shown(path)}: that is not a file name") from error
 
 
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM file ``path`` (``--key``). UsageError otherwise (nothing of the file
     is echoed)."""
     try:
-        key = serialization.load_pem_private_key(_read(path, "--key"), password=None)
+        key = serialization.load_pem_private_key(_read(path, "⟦key⟧"), password=None)
     except (ValueError, TypeError) as error:
-        raise UsageError(f"--key {path} is not an unencrypted PEM private key: make one with `mpoxflow audit "
-                         "anchor-key --output DIR`") from error
+        raise UsageError(f"⟦key⟧ {path} is not an unencrypted PEM private key: make one with `mpoxflow audit "
+                         "anchor-key ⟦output⟧ DIR`") from error
     if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"--key {path} is not an Ed25519 key: make one with `mpoxflow audit anchor-key`")
+        raise UsageError(f"⟦key⟧ {path} is not an Ed25519 key: make one with `mpoxflow audit anchor-key`")
     return key
 
 
 def load_public_key(path: str) -> Ed25519PublicKey:
     """The Ed25519 public key in the PEM file ``path`` (``--public-key``). UsageError otherwise."""
     try:
-        key = serialization.load_pem_public_key(_read(path, "--public-key"))
+        key = serialization.load_pem_public_key(_read(path, "⟦public_key⟧"))
     except (ValueError, TypeError) as error:
-        raise UsageError(f"--public-key {path} is not a PEM public key (the anchor.pub of `mpoxflow audit "
+        raise UsageError(f"⟦public_key⟧ {path} is not a PEM public key (the anchor.pub of `mpoxflow audit "
                          "anchor-key`)") from error
     if not isinstance(key, Ed25519PublicKey):
-        raise UsageError(f"--public-key {path} is not an Ed25519 public key")
+        raise UsageError(f"⟦public_key⟧ {path} is not an Ed25519 public key")
     return key
 
 
@@ -164,16 +167,16 @@ def read_anchor(path: str) -> dict[str, Any]:
     """An anchor file as written (``--anchor``): UsageError when it cannot be read, is not JSON or has not the
     anchor's shape (its content is checked by ``verify_anchor``)."""
     try:
-        document = json.loads(_read(path, "--anchor"))
+        document = json.loads(_read(path, "⟦anchor⟧"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"--anchor {path} is not JSON: give the file `mpoxflow audit anchor` wrote") from error
+        raise UsageError(f"⟦anchor⟧ {path} is not JSON: give the file `mpoxflow audit anchor` wrote") from error
     _check_shape(document, path)
     return dict(document)
 
 
 def _check_shape(document: Any, path: str) -> None:
     def bad(what: str) -> UsageError:
-        return UsageError(f"--anchor {path} is not an mpoxflow anchor ({what}): give the file `mpoxflow audit "
+        return UsageError(f"⟦anchor⟧ {path} is not an mpoxflow anchor ({what}): give the file `mpoxflow audit "
                           "anchor` wrote")
 
     if not isinstance(document, dict) or document.get("mpoxflow_anchor") != ANCHOR_FORMAT:
@@ -249,12 +252,12 @@ def check_anchor(anchor: Mapping[str, Any], public_key: Ed25519PublicKey) -> Non
     given = raw_hex(public_key)
     if anchor["public_key"] != given:
         raise RuleRefused(f"the anchor was made with another key (public key {anchor['public_key'][:16]}…, "
-                          f"--public-key is {given[:16]}…): verify it with the public key of the pair that made it")
+                          f"⟦public_key⟧ is {given[:16]}…): verify it with the public key of the pair that made it")
     body = {name: anchor[name] for name in ANCHOR_FIELDS if name != "signature"}
     try:
         public_key.verify(bytes.fromhex(anchor["signature"]), canonical_json(body))
     except (InvalidSignature, ValueError):
-        raise RuleRefused("the anchor's signature does not verify with --public-key: the file was changed after "
+        raise RuleRefused("the anchor's signature does not verify with ⟦public_key⟧: the file was changed after "
                           "it was signed (a head, max_seq, made_at or the root); ask for the copy the auditor "
                           "was given") from None
     if merkle_root(anchor["heads"]) != anchor["merkle_root"]:

@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import pytest
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from entry.cli import app
 from persistence.database import Database
@@ -51,6 +53,10 @@ NOT_DRIVEN = {"demo": "runs on a throwaway database of its own, never the one gi
 #: A well-formed contact list for the import commands' FILE (issue 18).
 IMPORT_FILE = Path(tempfile.mkdtemp(prefix="mpoxflow-hostile-")) / "kontakter.csv"
 IMPORT_FILE.write_bytes(b"CPR;Eksponeringsdato;Kontakttype\nHOSTILE-1;02.03.2025;husstand\n")
+#: A well-formed anchor key for `audit anchor --key` (issue 19), and a folder for `audit anchor-key --output`.
+ANCHOR_KEY = IMPORT_FILE.parent / "anchor.key"
+ANCHOR_KEY.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 #: A well-formed value for each argument (by parameter name) and each required option of the commands.
 ARGUMENTS = {"path": str(IMPORT_FILE), "import_id": "import-1",
              "object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
@@ -63,7 +69,7 @@ REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03"
             "--decision": "not-indicated", "--work": WORK[0], "--risk": RISKS[0], "--indication": "pep",
             "--outcome": "not-needed", "--format": "jsonl", "--role": "staff", "--label": "hostile",
             "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note",
-            "--events": "case.confirmed"}
+            "--events": "case.confirmed", "--key": str(ANCHOR_KEY), "--output": str(IMPORT_FILE.parent / "keys")}
 ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}
