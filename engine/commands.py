@@ -300,13 +300,7 @@ class Commands:
         self._check_input(data or {}, reason)
         check_count(expected_version, "⟦if_version⟧", low=1, high=MAX_ID)
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", format_id(kind, pk)) as uow:
-            row = uow.repo.load_object(kind, pk)
-            units.check_acts_on(uow, kind, pk, row.unit_id, f"{kind} {trigger}")
-            if expected_version is not None and row.version != expected_version:
-                raise Conflict(
-                    f"{object_id} was changed meanwhile (it is at version {row.version}, you expected "
-                    f"{expected_version}); nothing was written. Show it again and retry."
-                )
+            row = self.load_for_change(uow, kind, pk, f"{kind} {trigger}", expected_version)
             # The clock is read after the object is loaded: a concurrent change committed in between is caught
             # by the version check of the UPDATE.
             changed = self.transition(
@@ -317,6 +311,19 @@ class Commands:
             uow.save_clock()
             uow.commit()
         return changed.view()
+
+    def load_for_change(self, uow: UnitOfWork, kind: str, pk: int, command: str,
+                        expected_version: int | None) -> Any:
+        """The object's row, to change it with ``command``: OutsideUnits (audited) when it is not the actor's to
+        act on, Conflict when ``expected_version`` is given and the object has moved past it."""
+        row = uow.repo.load_object(kind, pk)
+        units.check_acts_on(uow, kind, pk, row.unit_id, command)
+        if expected_version is not None and row.version != expected_version:
+            raise Conflict(
+                f"{format_id(kind, pk)} was changed meanwhile (it is at version {row.version}, you expected "
+                f"{expected_version}); nothing was written. Show it again and retry."
+            )
+        return row
 
     def _check_input(self, data: Mapping[str, Any], reason: str | None) -> None:
         """UsageError, before anything is read or written, for a text too long or with control characters, or a

@@ -46,7 +46,7 @@ from persistence.audit import Head
 from persistence.models import Case, Contact, NotificationDocument, Person
 from persistence.repository import Repository, format_id, parse_id
 from workflows import case as case_workflow
-from workflows.errors import Conflict, NotFound, RuleRefused, UsageError, because
+from workflows.errors import NotFound, RuleRefused, UsageError, because
 from workflows.limits import MAX_ID, check_count, shown
 from workflows.registry import BY_NAME
 
@@ -365,11 +365,7 @@ class Documents:
         self.commands._check_input({**data, "document": document}, reason)
         check_count(expected_version, "⟦if_version⟧", low=1, high=MAX_ID)
         with unit_of_work(self.runtime, actor, "case notify", label) as uow:
-            row = uow.repo.load_object("case", pk)
-            units.check_acts_on(uow, "case", pk, row.unit_id, "case notify")
-            if expected_version is not None and row.version != expected_version:
-                raise Conflict(f"{label} was changed meanwhile (it is at version {row.version}, you expected "
-                               f"{expected_version}); nothing was written. Show it again and retry.")
+            row = self.commands.load_for_change(uow, "case", pk, "case notify", expected_version)
             sending = uow.session.get(NotificationDocument, doc_pk)
             if sending is None:
                 raise NotFound(doc_id, "document", hint=f"make one with `mpoxflow case document {label}`")
