@@ -18,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from engine.fhir import JSON_TYPE, NDJSON_TYPE, FhirReader, capability_statement, check_types, operation_outcome
 from engine.views import instant
-from entry.web.app import request_engine, require_login
+from entry.web.app import drop_reads, request_engine, require_login
 from workflows.errors import MpoxflowError, OutsideUnits
 
 router = APIRouter(prefix="/fhir", include_in_schema=False)
@@ -29,8 +29,11 @@ def fhir_json(resource: Any, status_code: int = 200, headers: dict[str, str] | N
                     headers=headers)
 
 
-def outcome_response(error: MpoxflowError) -> Response:
-    """An error as an OperationOutcome with its HTTP status (401 with the bearer challenge)."""
+def outcome_response(error: MpoxflowError, request: Request | None = None) -> Response:
+    """An error as an OperationOutcome with its HTTP status (401 with the bearer challenge); what the request read
+    is not recorded (the answer shows nothing of it)."""
+    if request is not None:
+        drop_reads(request)
     if isinstance(error, OutsideUnits):
         from entry.web.api import over_http
 
@@ -49,7 +52,7 @@ def answer(request: Request, build: Callable[[FhirReader], Any]) -> Response:
     try:
         return fhir_json(build(reader_of(request)))
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
 
 
 @router.get("/metadata")
@@ -58,7 +61,7 @@ def metadata(request: Request) -> Response:
     try:
         now = instant(request_engine(request).clock.now())
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
     return fhir_json(capability_statement(str(now)))
 
 
@@ -82,7 +85,7 @@ def export(request: Request) -> Response:
         reader = reader_of(request)
         types = check_types((request.query_params.get("_type") or "").split(","))
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
 
     def lines() -> Iterator[bytes]:
         for resource in reader.export(types):

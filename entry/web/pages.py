@@ -857,7 +857,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
-                  refs=person_refs(engine) if kind != "person" else {},
+                  refs=engine.refs([r.get("person") for r in rows]) if kind != "person" else {},
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -919,7 +919,7 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
     notes = engine.notes_of(object_id) if kind in NOTE_KINDS else []
-    refs = person_refs(engine)
+    refs = page_refs(engine, kind, view, related)
     if failed is None and prefill is not None:
         failed = (prefill[0], prefill[1], {}, None)
     forms: list[dict[str, Any]] = []
@@ -972,9 +972,13 @@ def notification_box(engine: Engine, case_id: str) -> dict[str, Any]:
     return {"documents": engine.documents_of(case_id), "changed": changed[0] if changed else None}
 
 
-def person_refs(engine: Engine) -> dict[str, str]:
-    """Every person's reference by id, for the pages staff read (never for logs, audit entries or exports)."""
-    return {str(p["id"]): str(p["ref"]) for p in engine.list("person")}
+def page_refs(engine: Engine, kind: str, view: dict[str, Any], related: dict[str, list[dict[str, Any]]]) -> dict[
+        str, str]:
+    """The references an object's page shows beside the persons it names (its own, its related objects'), by id:
+    for the pages staff read (never for logs, audit entries or exports), each a read of personal data recorded as
+    the page's kind (``Engine.refs``)."""
+    persons = [view.get("person"), *(r.get("person") for rows in related.values() for r in rows)]
+    return engine.refs(persons, kind if kind in ("case", "contact", "course", "person") else "ref")
 
 
 #: What a final step does, by the final state it leads to (issue 16 item 5): said before it is confirmed.
@@ -1309,7 +1313,7 @@ def resolve_person(engine: Engine, typed: str, label: str) -> tuple[str | None, 
     if PERSON_ID.match(text):
         pid = text.lower()
         try:
-            engine.show(pid)
+            engine.check_readable(pid)  # registered? (nothing of the person is shown: no read)
         except NotFound:
             return None, _("%(field)s: no person %(id)s is registered: check the id, or search by the "
                            "reference.") % {"field": label, "id": pid}
