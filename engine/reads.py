@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.views import instant
 from persistence.models import Membership, Person, PersonalRead, User
@@ -166,16 +167,21 @@ class Reads:
             return 0
         pending, self._pending = self._pending, {}
         request = self.request_id or uuid.uuid4().hex
+        actors = {actor for actor, _ in pending}
+        for actor in actors:  # a name no user can have is refused as malformed, never written
+            check_text(actor, "as" if actor == self.runtime.viewer else "actor")
         try:
             at, recorded = self.runtime.clock.now(), self.runtime.wall_clock.now()
             with self.runtime.db.transaction() as session:
-                who = _readers(session, {actor for actor, _ in pending}, self.runtime.known_users)
+                who = _readers(session, actors, self.runtime.known_users)
                 insert_reads(session, [
                     {"at": at, "recorded_at": recorded, "actor": actor, "role": who[actor][0],
                      "unit_id": who[actor][1], "person_id": pk, "what": what, "via": self.via,
                      "request_id": request}
                     for (actor, pk), what in pending.items()])
-        except MpoxflowError:
+        except NotPermitted:
+            raise
+        except (MpoxflowError, SQLAlchemyError):  # whatever the database answered: not recorded, not shown
             raise ReadNotRecorded() from None
         if self.request_id is not None:
             self._written |= set(pending)
@@ -196,8 +202,8 @@ class ReadNotRecorded(MpoxflowError):
 
 
 def _readers(session: Any, actors: set[str], known: dict[str, str]) -> dict[str, tuple[str, int | None]]:
-    """Each reader's role and first unit (the unit they read through), from one query; a name that is no user
-    (a webhook's rows are written by ``insert_reads`` directly) keeps the role its caller knew, else ``unknown``."""
+    """Each reader's role and first unit (the unit they read through), from one query. NotPermitted for a name
+    that is no user (nothing is shown to no one: a webhook's rows are written by ``insert_reads`` directly)."""
     users, memberships = cast(Table, User.__table__), cast(Table, Membership.__table__)
     found: dict[str, tuple[str, int | None]] = {}
     for name, role, unit in session.execute(
@@ -205,7 +211,14 @@ def _readers(session: Any, actors: set[str], known: dict[str, str]) -> dict[str,
             .outerjoin(memberships, memberships.c.user_id == users.c.id)
             .where(users.c.name.in_(sorted(actors))).order_by(users.c.name, memberships.c.id)):
         found.setdefault(name, (role, unit))
-    return {actor: found.get(actor, (known.get(actor, "unknown"), None)) for actor in actors}
+    for actor in sorted(actors - set(found)):
+        if actor not in known:
+            raise NotPermitted(because(
+                "'%(name)s' is not a user of this database, so nothing that shows a person can be shown: read as a "
+                "registered user with ⟦as⟧ (or $MPOXFLOW_ACTOR; `mpoxflow user list` shows who there is)",
+                name=shown(actor)), actor=actor, role=None, user=None, command="read", target=None)
+        found[actor] = (known[actor], None)
+    return {actor: found[actor] for actor in actors}
 
 
 def insert_reads(session: Any, rows: list[dict[str, Any]]) -> None:

@@ -1127,8 +1127,8 @@ def reads_command(
     person or per user (auditors and admins). Internal ids only: reading it is not itself logged."""
 
     def action() -> list[dict[str, Any]] | dict[str, Any]:
-        since_at = day_bound(since, "--since") if since is not None else None
-        before = day_bound(until, "--until", end=True) if until is not None else None
+        since_at = day_bound(since, "since") if since is not None else None
+        before = day_bound(until, "until", end=True) if until is not None else None
         result = _reader(ctx, as_user).read_log(person=person, user=user, since=since_at, before=before, by=by,
                                                 limit=limit)
         return result if not as_json else result["items"]

@@ -9,6 +9,7 @@ in, 403 outside the user's units, 404 no such resource, 422 a malformed search).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -84,11 +85,15 @@ def export(request: Request) -> Response:
     try:
         reader = reader_of(request)
         types = check_types((request.query_params.get("_type") or "").split(","))
+        resources = reader.export(types)
+        # The first resource is read now: the Patients' reads are recorded before the answer starts (a read that
+        # cannot be recorded is then a 503, not an answer cut off), issue 19 item 3.
+        first = next(resources, None)
     except MpoxflowError as error:
         return outcome_response(error, request)
 
     def lines() -> Iterator[bytes]:
-        for resource in reader.export(types):
+        for resource in itertools.chain([] if first is None else [first], resources):
             yield (json.dumps(resource, ensure_ascii=False) + "\n").encode()
 
     return StreamingResponse(lines(), media_type=NDJSON_TYPE)
