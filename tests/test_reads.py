@@ -638,7 +638,7 @@ def test_every_route_that_answers_a_reference_recorded_who_was_shown_it(
     try:
         for role in (ANNA, AUDITOR, ADMIN):
             client = client_for(role)
-            for method, template in routes:
+            for _method, template in routes:
                 names = re.findall(r"\{(\w+)\}", template)
                 unknown = [n for n in names if n not in PATH_VALUES]
                 assert not unknown, f"{template}: give a well-formed {unknown} in PATH_VALUES"
