@@ -78,7 +78,7 @@ def pages(served: Served) -> list[str]:
     """Every page a logged-in user reaches: the worklist, the lists, an object of each kind, the new-object forms,
     the calendar, the diagrams, the audit desk (filtered by Danish dates, its checks, an object as it was), the
     account and the users (an admin's; a refusal to the others), the import's form, an import's report and the
-    history of imports."""
+    history of imports, the read log (an auditor's and an admin's; a refusal to staff)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
             "/documents/document-1",
@@ -86,7 +86,7 @@ def pages(served: Served) -> list[str]:
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
             f"/audit/as-of?object={served.case}&at=04.03.2025",
-            "/account", "/users", "/import", "/import/import-1", "/imports"]
+            "/account", "/users", "/import", "/import/import-1", "/imports", "/reads", "/reads?by=person"]
 
 
 # ---- what is checked on each page ------------------------------------------------------------------------------

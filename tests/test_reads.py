@@ -77,6 +77,13 @@ def inserts(db: Database) -> Iterator[list[str]]:
         event.remove(db.engine, "before_cursor_execute", record)
 
 
+def rows_in(statement: str) -> int:
+    """How many rows one INSERT statement carries (9 values a row; ``?`` on SQLite, ``%(name)s`` on psycopg)."""
+    markers = statement.count("?") or statement.count("%(")
+    assert markers % 9 == 0, statement
+    return markers // 9
+
+
 def fail_three_times(engine: Engine, object_id: str) -> None:
     for _ in range(HARD_TO_REACH_AFTER):
         engine.attempt(object_id, channel="phone", outcome="no-answer", actor=STAFF, reason="no answer")
@@ -172,7 +179,7 @@ def test_a_worklist_page_of_n_persons_writes_n_rows_in_one_statement(engine: Eng
     mark = last_id(db)
     with inserts(db) as statements:
         page = viewer.worklist_page(limit=50)
-    assert len(page["items"]) == 21 and len(statements) == 1
+    assert len(page["items"]) == 21 and len(statements) == 1 and rows_in(statements[0]) == 7
     rows = shown(db, mark)
     assert sorted(rows) == sorted((STAFF, pk(p), "ref", "api") for p in made)
     assert len({r["request_id"] for r in read_rows(db) if r["id"] > mark}) == 1
@@ -193,7 +200,7 @@ def test_a_request_writes_each_person_once_the_most_telling_way_in_one_statement
     assert shown(db, mark) == [] and viewer.reads.pending == 2  # held until the answer starts
     with inserts(db) as statements:
         assert viewer.reads.flush() == 2
-    assert len(statements) == 1
+    assert len(statements) == 1 and rows_in(statements[0]) == 2
     assert sorted(shown(db, mark)) == [(STAFF, pk(p), "person", "web"), (STAFF, pk(q), "case", "web")]
     assert {r["request_id"] for r in read_rows(db) if r["id"] > mark} == {"request-1"}
     viewer.show(p)  # a second view in the same request: written already
@@ -500,7 +507,7 @@ def test_the_api_and_the_pages_record_their_reads_once_per_request(web_app: Any,
                                                                      (ANNA, q, "fhir", "api")]
         with inserts(web_app.state.web.db) as statements:  # the server's own connections
             page = anna.get("/worklist")  # the worklist, hard to reach, changed since sent: one INSERT
-        assert page.status_code == 200 and REF in page.text and len(statements) == 1
+        assert page.status_code == 200 and REF in page.text and len(statements) == 1 and rows_in(statements[0]) == 2
         assert rows_of(db, page) == [(ANNA, p, "ref", "web"), (ANNA, q, "ref", "web")]
         page = anna.get("/objects/case-1")  # the case's person, and its contact's beside the contact
         assert REF in page.text and REF_2 in page.text
