@@ -538,6 +538,7 @@ def test_an_answer_whose_reads_cannot_be_recorded_is_a_503_without_the_reference
         assert answer.json()["key"] == "read_not_recorded" and answer.json()["exit_code"] == 1
         page = anna.get("/worklist")
         assert page.status_code == 503 and REF not in page.text and "<html" in page.text
+        assert "kunne ikke registreres i opslagsloggen" in page.text  # in Danish
         assert "X-Request-ID" in page.headers and page.headers["Cache-Control"] == "no-store"
         exported = anna.get("/fhir/$export", params={"_type": "Patient"})
         assert REF not in exported.text

@@ -627,6 +627,9 @@ def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) 
         return _("Nothing by the id %(object)s was found: check the id.") % {"object": params.get("object")}
     if key == "conflict":
         return _("Someone else changed this meanwhile, so nothing was saved: reload the page and try again.")
+    if key == "read_not_recorded":
+        return _("The reading could not be recorded in the read log, so nothing that shows a person's reference "
+                 "was shown: try again in a moment; if it goes on, tell an admin.")
     if key == "too_many_attempts":
         return _("Too many failed logins: wait a few minutes and try again, or ask an admin to set a new "
                  "password.")
