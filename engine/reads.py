@@ -41,6 +41,7 @@ from sqlalchemy import Table, and_, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.views import instant
+from persistence.database import StorageError
 from persistence.models import Membership, Person, PersonalRead, User
 from persistence.repository import format_id, not_found, parse_id
 from workflows.errors import MpoxflowError, NotPermitted, UsageError, because
@@ -122,8 +123,7 @@ class Reads:
 
     def shown(self, what: str, persons: Iterable[int | str | None], *, actor: str | None = None) -> None:
         """``persons`` (internal ids, or ``person-N``; None is skipped) were shown to ``actor`` (default: the
-        reader, ``Runtime.viewer``) by ``what`` (``WHAT``). Written now unless held; StorageError when the write
-        fails (the answer must not leave)."""
+        reader, ``Runtime.viewer``) by ``what`` (``WHAT``). Written now unless held: ``flush``'s errors."""
         if what not in PRECEDENCE:
             raise ValueError(f"what {what!r}: one of {WHAT}")
         if not RECORDING or self.runtime.batch is not None:
@@ -159,7 +159,8 @@ class Reads:
 
     def flush(self) -> int:
         """Write what is held, in one transaction (one INSERT statement); returns the rows written.
-        StorageError when it cannot be written: what was to be shown must not be."""
+        ReadNotRecorded (a StorageError: exit 1, HTTP 503) when it cannot be written: what was to be shown must not
+        be; NotPermitted for a reader who is no (enabled) user, UsageError for a name no user can have."""
         if not self._pending:
             return 0
         pending, self._pending = self._pending, {}
@@ -185,15 +186,11 @@ class Reads:
         return len(pending)
 
 
-class ReadNotRecorded(MpoxflowError):
-    """The read log could not be written: the answer that would have shown a person is not given."""
-
-    exit_code = 1
-    http_status = 503
-    code = "storage"
+class ReadNotRecorded(StorageError):
+    """The read log could not be written: the answer that would have shown a person is not given (exit 1, 503)."""
 
     def __init__(self) -> None:
-        super().__init__("the read could not be recorded in the read log, so nothing that shows a person's "
+        MpoxflowError.__init__(self, "the read could not be recorded in the read log, so nothing that shows a person's "
                          "reference was shown: try again in a moment; if it goes on, tell an admin (the database "
                          "refuses writes)", key="read_not_recorded")
 
@@ -203,10 +200,14 @@ def _readers(session: Any, actors: set[str], known: dict[str, str]) -> dict[str,
     that is no user (nothing is shown to no one: a webhook's rows are written by ``insert_reads`` directly)."""
     users, memberships = cast(Table, User.__table__), cast(Table, Membership.__table__)
     found: dict[str, tuple[str, int | None]] = {}
-    for name, role, unit in session.execute(
-            select(users.c.name, users.c.role, memberships.c.unit_id)
+    for name, role, disabled_at, unit in session.execute(
+            select(users.c.name, users.c.role, users.c.disabled_at, memberships.c.unit_id)
             .outerjoin(memberships, memberships.c.user_id == users.c.id)
             .where(users.c.name.in_(sorted(actors))).order_by(users.c.name, memberships.c.id)):
+        if disabled_at is not None:
+            raise NotPermitted(because("%(name)s is disabled, so nothing that shows a person can be shown; ask an "
+                                       "admin", name=name), actor=name, role=role, user=None, command="read",
+                               target=None)
         found.setdefault(name, (role, unit))
     for actor in sorted(actors - set(found)):
         if actor not in known:

@@ -22,6 +22,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 
 from engine import imports, reads
+from engine.accounts import Accounts
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from engine.fhir import FhirReader
@@ -239,6 +240,11 @@ def test_a_reader_who_is_no_user_is_refused_and_nothing_is_written(engine: Engin
         engine.viewing_as("nobody:here").list("person")  # persons are everyone's, but only a user is shown them
     with pytest.raises(UsageError, match="control character"):
         engine.viewing_as("a\x00b").refs([p])
+    assert contents(db) == before
+    Accounts(engine.viewing_as(None)).set_disabled(ANNA, True, actor=ADMIN, reason="left")
+    before = contents(db)
+    with pytest.raises(NotPermitted, match="disabled"):
+        engine.viewing_as(ANNA).list("person")
     assert contents(db) == before
 
 
