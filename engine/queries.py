@@ -82,7 +82,8 @@ class Queries:
         if not pks:
             return {}
         with self.runtime.db.reading() as session:
-            found = {format_id("person", pk): ref for pk, ref in Repository(session).person_refs(pks)}
+            found = {format_id("person", pk): ref for pk, ref in Repository(session).person_refs(pks)
+                     if ref is not None}  # a reference removed (issue 19 item 1) shows nothing
         self.runtime.reads.shown(what, found)
         return found
 
