@@ -39,7 +39,6 @@ format, counts and the objects outside the maker's units, internal ids only) in 
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -162,7 +161,7 @@ def audit_entry_view(entry: Any, names: Mapping[int, str]) -> dict[str, Any]:
             "timers_cancelled": entry.timers_cancelled, "timers_done": entry.timers_done}
 
 
-def _facts(kind: str, row: Any) -> dict[str, Any]:
+def _facts(row: Any) -> dict[str, Any]:
     """An object's facts (its workflow's declared facts), links as ids."""
     found: dict[str, Any] = {}
     for f in dataclasses.fields(BY_NAME[row.workflow].facts):
@@ -205,7 +204,7 @@ class PersonReports:
                 refused = error
             else:
                 uow.repo.lock_person(pk)  # NotFound; held to the commit: the person's chain is appended to
-                rows = {k: builtins.list(uow.repo.objects_linked(k, "person_id", pk)) for k in OBJECT_MODELS}
+                rows = {k: list(uow.repo.objects_linked(k, "person_id", pk)) for k in OBJECT_MODELS}
                 scope = uow.scope(who)
                 assert scope is not None
                 refused = _may_report(scope, label, rows)
@@ -261,7 +260,7 @@ def _collect(repo: Repository, person: Person, rows: Mapping[str, Sequence[Any]]
     def shaped(kind: str, row: Any) -> dict[str, Any]:
         view: dict[str, Any] = {
             "id": format_id(kind, row.id), "kind": kind, "state": row.state, "workflow": row.workflow,
-            "facts": _facts(kind, row),
+            "facts": _facts(row),
             "unit": {"id": format_id("unit", row.unit_id or 1), "name": names.get(row.unit_id or 1)},
             "assignee": None if row.assignee_id is None else assignees.get(row.assignee_id),
             "failed_attempts": row.failed_attempts or 0, "created_at": when(row.created_at),
