@@ -27,6 +27,7 @@ from engine.holidays_dk import danish_holiday
 from engine.notes import Notes
 from engine.notification import Documents
 from engine.organisation import Organisation
+from engine.person_report import PersonReports
 from engine.queries import TIMER_STATUSES, Queries
 from engine.uow import (
     ACTING_ROLES,
@@ -70,6 +71,7 @@ class Engine:
         self.organisation = Organisation(self.runtime)
         self.notes = Notes(self.runtime, self.commands)
         self.documents = Documents(self.runtime, self.commands)
+        self.person_reports = PersonReports(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -106,6 +108,8 @@ class Engine:
         self.document = self.documents.show
         self.documents_of = self.documents.of_case
         self.changed_since_sent = self.documents.changed_since_sent
+        # A person's own copy (issue 19 item 2, GDPR art. 15): read and audited in one transaction.
+        self.person_report = self.person_reports.make
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

@@ -834,6 +834,84 @@ def case_document(
     _run(as_json, lambda: _engine(ctx).make_document(case_id, actor=_actor(actor), reason=reason), render_document)
 
 
+REPORT_FORMATS = ("json", "html")
+
+
+@_group("person").command("report")
+def person_report(
+    ctx: typer.Context,
+    person_id: Annotated[str, typer.Argument(metavar="ID", help="The person (person-N).")],
+    fmt: Annotated[str, typer.Option("--format", help="json (the default) or html (a standalone printable "
+                                                     "document in Danish).")] = "json",
+    output: Annotated[str | None, typer.Option("--output", metavar="FILE", help="Write the report to this new "
+                                               "file (never overwritten); default stdout.")] = None,
+    as_user: ReadAs = None,
+    as_json: Json = False,
+) -> None:
+    """Everything mpoxflow holds about a person (GDPR art. 15): their facts, cases, contact records, courses, their
+    deadlines, notes, notification documents, the audit entries about them and who received their data; only
+    that person's data (a case's close contacts as their number and kinds). Made by auditors, and by staff and
+    admins whose units hold one of the person's objects; recorded on the person's audit chain (trigger
+    `reported`). JSON on stdout; --format html --output FILE writes the printable document."""
+
+    made: dict[str, str] = {}
+
+    def action() -> dict[str, Any]:
+        if fmt not in REPORT_FORMATS:
+            raise UsageError(f"--format '{shown(fmt)}' is not a format of the report: use json or html")
+        chosen = fmt
+        if as_json and chosen == "html" and output is None:
+            raise UsageError("--json prints the report as JSON: drop --format html, or write the HTML document "
+                             "with --output FILE")
+        target = _new_file(output) if output is not None else None
+        report = _reader(ctx, as_user).person_report(person_id, actor=_actor(as_user), fmt=chosen)
+        if chosen == "html":
+            from entry.web.person_report import render_document
+
+            made["text"] = render_document(report)
+        else:
+            made["text"] = json.dumps(report, ensure_ascii=False, indent=2)
+        if target is None:
+            return report  # printed as it is (--json), or as its text (render)
+        _write_new(target, made["text"])
+        made["output"] = str(target)
+        return {"person": report["person"], "format": chosen, "output": str(target),
+                "audit_seq": report["audit_seq"], "counts": report["counts"]}
+
+    def render(result: dict[str, Any]) -> str:
+        if "output" not in made:
+            return made["text"]
+        return (f"{result['person']}: report written to {result['output']} ({result['format']}); recorded in "
+                f"the audit log as seq {result['audit_seq']}")
+
+    _run(as_json, action, render)
+
+
+def _new_file(path: str) -> Any:
+    """The path of a file to write that is not there yet (a report holds personal data: nothing is overwritten).
+    UsageError naming --output otherwise, before anything is read or recorded."""
+    from pathlib import Path
+
+    if "\x00" in path or not path.strip():
+        raise UsageError("--output: give the path of a new file")
+    target = Path(path)
+    if target.exists():
+        raise UsageError(f"--output {shown(path)} exists already: a report is never written over a file; give a "
+                         "new file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {shown(path)}: its folder does not exist")
+    return target
+
+
+def _write_new(target: Any, text: str) -> None:
+    try:
+        with target.open("x", encoding="utf-8") as out:
+            out.write(text if text.endswith("\n") else text + "\n")
+    except OSError as error:
+        raise UsageError(f"--output {shown(str(target))}: cannot write there ({error.strerror}): the report was "
+                         "made and recorded; give a new file you may write") from None
+
+
 def render_note(view: dict[str, Any]) -> str:
     what = view["kind"] if view["kind"] == "note" else f"attempt ({view['channel']}, {view['outcome']})"
     text = (f"{view['id']}  {what} on {view['object']}  by {view['actor']} at {view['at']}  "

@@ -19,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.bootstrap import database_url, open_engine, settings_from_env
-from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages
+from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report
 from entry.web.app import (
     SECURITY_HEADERS,
     STATIC_DIR,
@@ -122,6 +122,8 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(fhir.router)
     app.include_router(documents.api)
     app.include_router(documents.router)
+    app.include_router(person_report.api)
+    app.include_router(person_report.router)
     app.include_router(import_pages.router)
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
