@@ -28,6 +28,7 @@ from engine.notes import Notes
 from engine.notification import Documents
 from engine.organisation import Organisation
 from engine.queries import TIMER_STATUSES, Queries
+from engine.retention import Retention
 from engine.uow import (
     ACTING_ROLES,
     ADMIN_ROLES,
@@ -70,6 +71,7 @@ class Engine:
         self.organisation = Organisation(self.runtime)
         self.notes = Notes(self.runtime, self.commands)
         self.documents = Documents(self.runtime, self.commands)
+        self.retention = Retention(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -106,6 +108,11 @@ class Engine:
         self.document = self.documents.show
         self.documents_of = self.documents.of_case
         self.changed_since_sent = self.documents.changed_since_sent
+        # Retention and purge (issue 19).
+        self.retention_rules = self.retention.rules
+        self.set_retention = self.retention.set_rule
+        self.retention_due = self.retention.due
+        self.purge = self.retention.purge
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

@@ -49,6 +49,9 @@ HASHED = (
 HASHED_BY_FORMAT = {0: HASHED, 1: HASHED, 2: (*HASHED, "unit_id")}
 #: How many problems ``verify`` keeps (the earliest by sequence number); the count is always complete.
 MAX_PROBLEMS = 1000
+#: The trigger of a retention purge's entries (issue 19): on a purged object, its ``changes`` are the columns
+#: cleared and its ``data["timers"]`` the timers whose free text (``note``, ``resolution``) was removed.
+PURGED = "purged"
 
 
 def _canonical_value(value: Any) -> Any:
@@ -298,6 +301,11 @@ def apply_entry(obj: Rebuilt, entry: Mapping[str, Any]) -> None:
         pk = timer_id_of(data["timer"])
         if pk in obj.timers:
             obj.timers[pk].update(outcome=data.get("outcome"), resolved_at=at, resolution=entry.get("reason"))
+    if entry.get("trigger") == PURGED and timer is None:
+        for purged in data.get("timers") or []:
+            pk = timer_id_of(purged)
+            if pk in obj.timers:
+                obj.timers[pk].update(note=None, resolution=None)
     for armed in entry.get("timers_armed") or []:
         pk = timer_id_of(armed["timer"])
         obj.timers[pk] = {
