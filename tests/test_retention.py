@@ -257,7 +257,7 @@ def test_nothing_more_is_recorded_on_a_purged_person_or_their_objects(
         world: World, engine: Engine, db: Database, clock: SimulatedClock, change: str) -> None:
     purge_at(engine, clock, DUE)
     before = contents(db)
-    missed = next((t["id"] for t in engine.show(world.case)["timers"] if t["status"] == "missed"
+    missed = next((t["id"] for t in engine.show(world.contact)["timers"] if t["status"] == "missed"
                    and not t.get("outcome")), None)
     attempts = {
         "note": lambda: engine.note(world.case, text="later", actor=STAFF),
@@ -270,7 +270,7 @@ def test_nothing_more_is_recorded_on_a_purged_person_or_their_objects(
             "onset": D("2035-06-14"), "symptoms": ["rash"], "criteria": ["msm"]}),
         "resolve": lambda: engine.resolve_task(str(missed), "not-needed", actor=STAFF, reason="x"),
     }
-    assert change != "resolve" or missed is not None  # the case has a missed task nobody resolved
+    assert change != "resolve" or missed is not None  # the contact was never informed: a missed task
     with pytest.raises(RuleRefused) as refused:
         attempts[change]()
     assert refused.value.key == "person_purged"
