@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from engine import units
 from engine.uow import ADMIN_ROLES, TIMER_USER, Actor, Runtime, UnitOfWork, check_actor, unit_of_work
 from engine.views import PURGED_BUNDLE, instant, jsonable
-from persistence.audit import PURGED, Head
+from persistence.audit import PURGED, PURGED_TASK_OUTCOME, Head
 from persistence.models import (
     OBJECT_MODELS,
     RETENTION_KINDS,
@@ -99,8 +99,10 @@ CLEARED = {
     "contact": ("exposures",),
     "course": ("assessment_note", "special_reason", "consent"),
 }
-#: How many candidates one purge reads at a time.
+#: How many ids one statement of a purge names at a time.
 CHUNK = 500
+#: The outcome a purge gives a purged person's missed tasks that nobody resolved (``task resolve``'s own word).
+TASK_CLOSED = PURGED_TASK_OUTCOME
 
 PERSONS: Table = Person.__table__  # type: ignore[assignment]
 IMPORTS: Table = Import.__table__  # type: ignore[assignment]
@@ -329,19 +331,23 @@ class Removal:
     timers: list[int] = field(default_factory=list)
     notes: list[int] = field(default_factory=list)
     documents: list[int] = field(default_factory=list)
+    #: Missed tasks nobody resolved: closed as ``not-needed`` (no one can act on a purged person any more, and
+    #: they would stay on the worklist for ever).
+    tasks: list[int] = field(default_factory=list)
 
     @property
     def id(self) -> str:
         return format_id(self.kind, self.pk)
 
     def __bool__(self) -> bool:
-        return bool(self.values or self.timers or self.notes or self.documents)
+        return bool(self.values or self.timers or self.notes or self.documents or self.tasks)
 
     def view(self) -> dict[str, Any]:
         return {"object": self.id, "columns": sorted(self.values), "timers": [format_id("timer", t) for t in
                                                                              self.timers],
                 "notes": [format_id("note", n) for n in self.notes],
-                "documents": [format_id("document", d) for d in self.documents]}
+                "documents": [format_id("document", d) for d in self.documents],
+                "tasks_closed": [format_id("timer", t) for t in self.tasks]}
 
 
 @dataclass
@@ -357,7 +363,8 @@ class Plan:
     def receipt(self) -> dict[str, Any]:
         """The receipt: what was removed (column names, ids, counts), under which rule, never the data."""
         removed = [{"object": self.due.id, "columns": self.person_columns, "timers": [], "documents": [],
-                    "notes": [format_id("note", n) for n in self.person_notes]}] + [r.view() for r in self.removals]
+                    "notes": [format_id("note", n) for n in self.person_notes], "tasks_closed": []}] + [
+            r.view() for r in self.removals]
         return {
             "rule": self.due.rule.name, "period": {self.due.rule.unit: self.due.rule.period},
             "counted_from": self.due.counted_from, "start_on": self.due.start.isoformat(),
@@ -368,7 +375,8 @@ class Plan:
                        + sum(len(r.values) for r in self.removals),
                        "timers": sum(len(r.timers) for r in self.removals),
                        "notes": len(self.person_notes) + sum(len(r.notes) for r in self.removals),
-                       "documents": sum(len(r.documents) for r in self.removals)},
+                       "documents": sum(len(r.documents) for r in self.removals),
+                       "tasks_closed": sum(len(r.tasks) for r in self.removals)},
         }
 
 
@@ -399,6 +407,11 @@ def _plan(session: Session, person: Any, rule: Rule, now: datetime) -> Plan | No
                 .where(TIMERS.c.object_kind == kind, TIMERS.c.object_id.in_(pks),
                        TIMERS.c.note.is_not(None) | TIMERS.c.resolution.is_not(None)).order_by(TIMERS.c.id)):
             removals[(kind, object_pk)].timers.append(timer_pk)
+        for timer_pk, object_pk in session.execute(
+                select(TIMERS.c.id, TIMERS.c.object_id)
+                .where(TIMERS.c.object_kind == kind, TIMERS.c.object_id.in_(pks), TIMERS.c.task.is_not(None),
+                       TIMERS.c.status == "missed", TIMERS.c.resolved_at.is_(None)).order_by(TIMERS.c.id)):
+            removals[(kind, object_pk)].tasks.append(timer_pk)
         for note_pk, object_pk in session.execute(
                 select(NOTES.c.id, NOTES.c.object_id)
                 .where(NOTES.c.object_kind == kind, NOTES.c.object_id.in_(pks), NOTES.c.purged_at.is_(None))
@@ -612,10 +625,14 @@ def _apply(uow: UnitOfWork, plan: Plan, person: Any, now: datetime) -> int:
         if not uow.update_object(removal.kind, removal.pk, row.version, values):
             raise Conflict(f"{removal.id} was changed meanwhile: {person_label} is purged by the next run")
     timers = [t for r in plan.removals for t in r.timers]
+    tasks = [t for r in plan.removals for t in r.tasks]
     notes = [n for r in plan.removals for n in r.notes] + plan.person_notes
     documents = [d for r in plan.removals for d in r.documents]
     for chunk in _chunks(timers):
         session.execute(update(TIMERS).where(TIMERS.c.id.in_(chunk)).values(note=None, resolution=None))
+    for chunk in _chunks(tasks):
+        session.execute(update(TIMERS).where(TIMERS.c.id.in_(chunk))
+                        .values(outcome=TASK_CLOSED, resolved_at=now, resolution=None))
     for chunk in _chunks(notes):
         session.execute(update(NOTES).where(NOTES.c.id.in_(chunk)).values(text=None, purged_at=now))
     marker = {PURGED_BUNDLE: {"purged_at": instant(now), "rule": rule.name}}

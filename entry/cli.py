@@ -1635,7 +1635,7 @@ def render_purge(r: dict[str, Any]) -> str:
         c = p["counts"]
         lines.append(f"{verb} {p['person']} ({p['rule']}, from {p['counted_from']} {p['start_on']}): "
                      f"{c['columns']} columns on {c['objects'] + 1} objects, {c['timers']} timers' texts, "
-                     f"{c['notes']} notes, {c['documents']} documents"
+                     f"{c['notes']} notes, {c['documents']} documents, {c['tasks_closed']} missed tasks closed"
                      + (f"; receipt seq {p['audit_seq']}" if p["audit_seq"] else ""))
     for i in r["imports"]:
         lines.append(f"{verb} {i['import']} ({i['rule']}): its file ({i['removed']['bytes']} bytes) and "
