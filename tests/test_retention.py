@@ -263,6 +263,16 @@ def test_a_purged_person_cannot_be_found_by_reference_and_the_same_reference_is_
     assert case["person"] == again["id"]
 
 
+def test_an_import_with_a_purged_persons_reference_registers_a_new_person(
+        world: World, engine: Engine, clock: SimulatedClock) -> None:
+    purge_at(engine, clock, DUE)
+    content = f"CPR;Fødselsdato\n{REF};{BORN}\n".encode()
+    view = run_import(engine, Request(kind="persons", content=content, filename="persons.csv", actor=STAFF))
+    [row] = view["rows"]
+    assert row["result"] == "created" and row["person"] not in (world.p, None)
+    assert engine.show(row["person"])["ref"] == REF and engine.show(world.p)["ref"] is None
+
+
 @pytest.mark.parametrize("change", ["note", "attempt", "expose", "person update", "open case", "document"])
 def test_nothing_more_is_recorded_on_a_purged_person_or_their_objects(
         world: World, engine: Engine, db: Database, clock: SimulatedClock, change: str) -> None:
