@@ -29,6 +29,7 @@ from engine.notification import Documents
 from engine.organisation import Organisation
 from engine.person_report import PersonReports
 from engine.queries import TIMER_STATUSES, Queries
+from engine.retention import Retention
 from engine.uow import (
     ACTING_ROLES,
     ADMIN_ROLES,
@@ -72,6 +73,7 @@ class Engine:
         self.notes = Notes(self.runtime, self.commands)
         self.documents = Documents(self.runtime, self.commands)
         self.person_reports = PersonReports(self.runtime)
+        self.retention = Retention(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -110,6 +112,11 @@ class Engine:
         self.changed_since_sent = self.documents.changed_since_sent
         # A person's own copy (issue 19 item 2, GDPR art. 15): read and audited in one transaction.
         self.person_report = self.person_reports.make
+        # Retention and purge (issue 19).
+        self.retention_rules = self.retention.rules
+        self.set_retention = self.retention.set_rule
+        self.retention_due = self.retention.due
+        self.purge = self.retention.purge
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

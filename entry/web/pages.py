@@ -919,7 +919,10 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
     notes = engine.notes_of(object_id) if kind in NOTE_KINDS else []
-    refs = person_refs(engine)
+    refs, purged_ids = people(engine)
+    # Issue 19: nothing more is recorded on a purged person or their objects (the engine refuses it): no forms.
+    purged_person = (bool(view.get("purged")) if kind == "person"
+                     else kind in WORKFLOWS and str(view.get("person")) in purged_ids)
     if failed is None and prefill is not None:
         failed = (prefill[0], prefill[1], {}, None)
     forms: list[dict[str, Any]] = []
@@ -946,10 +949,10 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
             creation["focus"] = PICKED  # the person just registered in it: the keyboard goes on from there
         creations.append(creation)
     facts = {k: v for k, v in view.items()
-             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases", *OWNER_FACTS)}
+             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases", "purged", *OWNER_FACTS)}
     error = failed[3] if failed else None
     failed_op = failed[0] if failed and (error is not None or failed[2]) else None
-    if read_only:
+    if read_only or purged_person:
         forms, creations = [], []
     login: Login | None = getattr(request.state, "login", None)
     owner = ownership(engine, login, view, failed, read_only) if kind in WORKFLOWS and login is not None else None
@@ -958,6 +961,7 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
                   error_text=_error_text(error, failed[0] if failed else None), failed_op=failed_op,
                   refs=refs, flash=flash, confirming_op=failed[0] if confirming and failed else None,
                   notes=notes, notes_by_id={n["id"]: n for n in notes}, note_kinds=NOTE_KINDS,
+                  purged_person=purged_person,
                   attempt_kinds=ATTEMPT_KINDS, channels=CHANNELS, attempt_outcomes=OUTCOMES,
                   note_typed=failed[1] if failed and failed[0] in NOTE_FORMS else {},
                   note_failed=failed[0] if failed and failed[0] in NOTE_FORMS else None,
@@ -973,8 +977,22 @@ def notification_box(engine: Engine, case_id: str) -> dict[str, Any]:
 
 
 def person_refs(engine: Engine) -> dict[str, str]:
-    """Every person's reference by id, for the pages staff read (never for logs, audit entries or exports)."""
-    return {str(p["id"]): str(p["ref"]) for p in engine.list("person")}
+    """Every person's reference by id, for the pages staff read (never for logs, audit entries or exports); for a
+    purged person (issue 19), that the personal data was deleted."""
+    return people(engine)[0]
+
+
+def people(engine: Engine) -> tuple[dict[str, str], set[str]]:
+    """(``person_refs``, the ids of the persons whose personal data a retention purge deleted)."""
+    refs: dict[str, str] = {}
+    purged: set[str] = set()
+    for p in engine.list("person"):
+        if p.get("purged") or p["ref"] is None:
+            purged.add(str(p["id"]))
+            refs[str(p["id"])] = _("personal data deleted")
+        else:
+            refs[str(p["id"])] = str(p["ref"])
+    return refs, purged
 
 
 #: What a final step does, by the final state it leads to (issue 16 item 5): said before it is confirmed.

@@ -52,9 +52,12 @@ def _wants_json(request: Request) -> bool:
 
 
 def _worker_thread(url: str) -> tuple[threading.Thread, Callable[[], None]]:
-    from scheduler.worker import Worker
+    from datetime import timedelta
 
-    worker = Worker(open_engine(url))
+    from scheduler.worker import JOB_HOURS, Worker
+
+    # A one-machine setup's worker runs the retention purge too (daily, as `mpoxflow worker` does by default).
+    worker = Worker(open_engine(url), retention_every=timedelta(hours=JOB_HOURS))
     thread = threading.Thread(target=lambda: worker.run(install_signals=False), name="mpoxflow-worker",
                               daemon=True)
     return thread, worker.stop
