@@ -43,7 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from engine.uow import ADMIN_ROLES, Runtime, unit_of_work
+from engine.uow import ADMIN_ROLES, TIMER_USER, Runtime, unit_of_work
 from engine.views import instant
 from persistence.audit import Head, Problem, Verification, grouped, verify_object
 from persistence.repository import Repository, format_id
@@ -52,8 +52,9 @@ from workflows.limits import shown
 
 #: The anchor file's format number (``mpoxflow_anchor``).
 ANCHOR_FORMAT = 1
-#: Who may make an anchor: those who verify the log (auditors) and admins.
-ANCHOR_ROLES = ("auditor", *ADMIN_ROLES)
+#: Who may make an anchor: those who verify the log (auditors) and admins, and the scheduler's user (the worker's
+#: scheduled anchor, issue 19: ``engine.uow.SCHEDULED_JOBS``).
+ANCHOR_ROLES = ("auditor", *ADMIN_ROLES, TIMER_USER)
 #: The fields of an anchor file, in the order they are written (``signature`` covers all the others).
 ANCHOR_FIELDS = ("mpoxflow_anchor", "made_at", "max_seq", "heads", "merkle_root", "public_key", "signature")
 HEAD_FIELDS = ("kind", "id", "pos", "seq", "hash")

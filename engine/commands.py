@@ -56,6 +56,29 @@ PERSON_DEPENDENTS = {"case": ("suspected", "confirmed", "isolated", "healed"),
                      "course": ("offered", "dose1_given", "dose2_due")}
 PLAN_FACTS = {"case": frozenset({"born", "immunocompromised"}),
               "course": frozenset({"born", "immunocompromised", "smallpox_vaccinated"})}
+#: The states in which an object has ended (issue 19, ``engine.retention.ENDED``): only an object in one of them can
+#: belong to a purged person, so only then is the person's purge looked up before a change.
+ENDED_STATES = {"case": ("closed", "discarded", "deceased"), "contact": ("released", "symptomatic"),
+                "course": ("completed", "declined", "cancelled")}
+
+
+def refuse_purged(person_pk: int, purge: Any) -> None:
+    """RuleRefused when ``purge`` (``Repository.lock_person``'s or ``person_purge``'s row) says the person's personal
+    data was deleted by a retention purge: nothing more is recorded on the person or their objects."""
+    if purge is None or purge.purged_at is None:
+        return
+    raise RuleRefused(because(
+        "%(person)s's personal data was deleted on %(on)s under the retention rule %(rule)s: nothing more is "
+        "recorded on this person or their cases, contacts and courses. For the same person, register them again "
+        "(`mpoxflow person add`): that makes a new person", person=format_id("person", person_pk),
+        on=local_date(purge.purged_at), rule=purge.purge_rule or "retention"), rule=purge.purge_rule,
+        key="person_purged")
+
+
+def refuse_purged_object(uow: UnitOfWork, kind: str, row: Any) -> None:
+    """``refuse_purged`` for the person of a case, contact or course (looked up only for an ended object)."""
+    if kind in ENDED_STATES and row.state in ENDED_STATES[kind]:
+        refuse_purged(row.person_id, uow.repo.person_purge(row.person_id))
 
 
 @dataclass(frozen=True)
@@ -192,7 +215,7 @@ class Commands:
             check_text(reason, "reason")
         with unit_of_work(self.runtime, actor, f"person {trigger}", format_id("person", pk)) as uow:
             now = uow.now()
-            uow.repo.lock_person(pk)  # as a creation for the person: its guards read what this commits
+            refuse_purged(pk, uow.repo.lock_person(pk))  # as a creation for the person: its guards read it
             person = uow.repo.person(pk)
             values = {PERSON_FIELDS[k]: v for k, v in changes.items()}
             if values.get("doses_elsewhere") == 0 and "last_dose_elsewhere_on" not in values:
@@ -267,7 +290,7 @@ class Commands:
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", person) as uow:
             # The person's row is held until the commit: parallel creations for one person run in turn, so the
             # guards (one course under way, one open case) read what the one before committed.
-            uow.repo.lock_person(person_pk)
+            refuse_purged(person_pk, uow.repo.lock_person(person_pk))
             parent = units.PARENT_OF.get(kind)
             parent_unit = units.parent_unit(uow.repo, kind, data)
             if parent is not None and parent_unit is not None:
@@ -320,6 +343,7 @@ class Commands:
         act on, Conflict when ``expected_version`` is given and the object has moved past it."""
         row = uow.repo.load_object(kind, pk)
         units.check_acts_on(uow, kind, pk, row.unit_id, command)
+        refuse_purged_object(uow, kind, row)
         if expected_version is not None and row.version != expected_version:
             raise Conflict(
                 f"{format_id(kind, pk)} was changed meanwhile (it is at version {row.version}, you expected "
@@ -515,6 +539,7 @@ class Commands:
             kind, object_pk = timer.object_kind, timer.object_id
             row = uow.repo.load_object(kind, object_pk)
             units.check_acts_on(uow, kind, object_pk, row.unit_id, "task resolve")
+            refuse_purged_object(uow, kind, row)
             text = reason.strip()
             timer.outcome, timer.resolved_at, timer.resolution = outcome, now, text
             uow.session.flush()

@@ -27,8 +27,10 @@ from engine.holidays_dk import danish_holiday
 from engine.notes import Notes
 from engine.notification import Documents
 from engine.organisation import Organisation
+from engine.person_report import PersonReports
 from engine.queries import TIMER_STATUSES, Queries
 from engine.reads import ReadLog
+from engine.retention import Retention
 from engine.uow import (
     ACTING_ROLES,
     ADMIN_ROLES,
@@ -71,6 +73,8 @@ class Engine:
         self.organisation = Organisation(self.runtime)
         self.notes = Notes(self.runtime, self.commands)
         self.documents = Documents(self.runtime, self.commands)
+        self.person_reports = PersonReports(self.runtime)
+        self.retention = Retention(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -107,6 +111,13 @@ class Engine:
         self.document = self.documents.show
         self.documents_of = self.documents.of_case
         self.changed_since_sent = self.documents.changed_since_sent
+        # A person's own copy (issue 19 item 2, GDPR art. 15): read and audited in one transaction.
+        self.person_report = self.person_reports.make
+        # Retention and purge (issue 19).
+        self.retention_rules = self.retention.rules
+        self.set_retention = self.retention.set_rule
+        self.retention_due = self.retention.due
+        self.purge = self.retention.purge
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

@@ -6,6 +6,9 @@ firing, including the ones that keep the state (``notify``, a missed task). Not 
 (their text is on the object, not a change of its workflow), break-glass reads, task resolutions, a timer skipped
 or parked as failed, refusals, logins and changes of users, units and persons.
 
+A retention purge's entry on an object (issue 19) is an event too, ``{kind}.purged``: a system that was sent the
+person's reference (a webhook with personal data) learns that it should delete its copy.
+
 An event's type is ``{kind}.{to_state}`` when the state changed (``case.confirmed``, ``contact.symptomatic``),
 else ``{kind}.{trigger}`` (``case.notify``, ``contact.assign``, ``case.phone_notification_due``): ``event_types``
 lists every one. An event holds internal ids only (``case-1``, ``unit-2``, ``timer-7``), never personal data.
@@ -28,6 +31,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from engine.views import instant
+from persistence.audit import PURGED
 from persistence.models import Event
 from persistence.repository import format_id
 from workflows.errors import UsageError
@@ -74,6 +78,7 @@ def event_types() -> tuple[str, ...]:
             if spec.dest is None or spec.dest in spec.source:
                 types.add(f"{kind}.{spec.trigger}")
         types.update(f"{kind}.{trigger}" for trigger in OWNER_TRIGGERS)
+        types.add(f"{kind}.{PURGED}")  # issue 19: the person's personal data was deleted from the object
     return tuple(sorted(types))
 
 

@@ -131,12 +131,17 @@ def cpr_identifier(ref: str) -> dict[str, Any]:
 
 
 def patient(view: Mapping[str, Any], *, identity: bool) -> dict[str, Any]:
-    """A person (``person_view``) as a Patient; the reference and birth date only with ``identity``."""
+    """A person (``person_view``) as a Patient; the reference and birth date only with ``identity``. A purged
+    person (issue 19) has neither, whoever reads: the Patient says when its personal data was deleted
+    (``personal-data-deleted``) and under which rule (``personal-data-deleted-rule``)."""
     resource: dict[str, Any] = {"resourceType": "Patient", "id": view["id"]}
-    if identity:
+    purged = view.get("purged")
+    if identity and not purged and view.get("ref") is not None:
         resource["identifier"] = [cpr_identifier(str(view["ref"]))]
         resource["birthDate"] = view.get("born")
-    resource["extension"] = [
+    deleted = ([{"url": EXT + "personal-data-deleted", "valueDate": purged["on"]},
+                {"url": EXT + "personal-data-deleted-rule", "valueString": purged["rule"]}] if purged else [])
+    resource["extension"] = [*deleted,
         {"url": EXT + "pregnant", "valueBoolean": bool(view.get("pregnant"))},
         {"url": EXT + "breastfeeding", "valueBoolean": bool(view.get("breastfeeding"))},
         {"url": EXT + "immunocompromised", "valueBoolean": bool(view.get("immunocompromised"))},
@@ -522,7 +527,12 @@ class FhirReader:
                                hint="an Immunization is a dose of a course: course-N-dose-1 or course-N-dose-2")
             return immunization(self.engine.show(f"course-{dose[1]}"), int(dose[2]))
         if resource_type == "Bundle":  # a written notification (§3.1), as it was made
-            bundle = self.engine.document(resource_id)["bundle"]
+            document = self.engine.document(resource_id)
+            if document.get("purged"):  # issue 19: deleted with its case's person; its id and hash are kept
+                raise NotFound(shown(resource_id), "Bundle", hint=(
+                    f"its content was deleted on {document['purged']['purged_at']} under the retention rule "
+                    f"{document['purged']['rule']}; `/documents/{document['id']}` shows what is kept"))
+            bundle = document["bundle"]
             return bundle if self.identity else without_identity(bundle)
         _check_id(resource_id, kind, resource_type)
         view = self.engine.show(resource_id)

@@ -49,7 +49,15 @@ from persistence.models import Import
 from persistence.repository import format_id, not_found, parse_id
 from workflows.case import CLADES, CRITERIA, SYMPTOMS
 from workflows.contact import EXPOSURE_KINDS, RISKS
-from workflows.errors import MpoxflowError, NotFound, NotPermitted, UsageError, as_declared, because
+from workflows.errors import (
+    MpoxflowError,
+    NotFound,
+    NotPermitted,
+    RuleRefused,
+    UsageError,
+    as_declared,
+    because,
+)
 from workflows.limits import MAX_ID, check_text, shown
 from workflows.operations import Field, Operation
 from workflows.registry import BY_OPERATION
@@ -644,7 +652,7 @@ class Importer:
                        for _, cells in table.rows if index < len(cells)} - {""})
         for start in range(0, len(refs), 500):
             found = uow.session.execute(select(Person.id, Person.ref).where(Person.ref.in_(refs[start:start + 500])))
-            self.persons.update({ref: pk for pk, ref in found})
+            self.persons.update({ref: pk for pk, ref in found if ref is not None})
         if self.case_pk is not None:
             rows = uow.session.execute(select(Contact.id, Contact.person_id, Contact.exposures, Contact.exposed_on,
                                               Contact.exposure_kind).where(Contact.case_id == self.case_pk))
@@ -807,6 +815,9 @@ def import_view(record: Import, *, with_rows: bool = True) -> dict[str, Any]:
             "finished_at": jsonable(record.finished_at), "dry_run": record.dry_run,
             "all_or_nothing": bool(record.options.get("all_or_nothing")), "case": record.options.get("case"),
             "written": True, "columns": record.options.get("columns", {}), "counts": record.counts}
+    purged = getattr(record, "purged_at", None)
+    if purged is not None:  # issue 19: its file and the report's links to persons deleted
+        view["purged_at"] = jsonable(purged)
     if with_rows:
         view["rows"] = record.report
     return view
@@ -838,11 +849,16 @@ def report_cells(row: Mapping[str, Any]) -> list[str]:
     return [str(row.get("result") or ""), " ".join(ids), str(row.get("rule") or ""), message]
 
 
-def report_file(content: bytes, filename: str, report: Sequence[Mapping[str, Any]],
+def report_file(content: bytes | None, filename: str, report: Sequence[Mapping[str, Any]],
                 delimiter: str | None = None) -> bytes:
     """The imported file with the report's columns (``REPORT_COLUMNS``) added, in its own format: a CSV with its
     delimiter and encoding (and byte-order mark), or an XLSX workbook. A row keeps its place; a column of an earlier
-    report is replaced, so a corrected report can be imported and reported again."""
+    report is replaced, so a corrected report can be imported and reported again. RuleRefused for an import whose
+    file a retention purge deleted (issue 19)."""
+    if content is None:
+        raise RuleRefused(because("the file of this import was deleted under its retention rule: its report can no "
+                                  "longer be written as the file; its counts and each row's result are kept"),
+                          key="import_purged")
     table = read_table(content, filename)
     by_row = {int(r["row"]): r for r in report}
     keep = [i for i, h in enumerate(table.header) if h not in REPORT_COLUMNS]

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from engine import units
-from engine.commands import Commands
+from engine.commands import Commands, refuse_purged, refuse_purged_object
 from engine.units import UnitTree
 from engine.uow import Runtime, UnitOfWork, unit_of_work
 from engine.views import instant
@@ -67,10 +67,15 @@ DEFAULT_HARD_TO_REACH = 100
 
 
 def note_view(row: Any) -> dict[str, Any]:
-    """A note or contact attempt as printed (``text`` is an attempt's reason)."""
-    return {"id": format_id("note", row.id), "kind": row.kind, "object": format_id(row.object_kind, row.object_id),
+    """A note or contact attempt as printed (``text`` is an attempt's reason; None once a retention purge removed
+    it: ``purged_at`` says when, issue 19)."""
+    view = {"id": format_id("note", row.id), "kind": row.kind, "object": format_id(row.object_kind, row.object_id),
             "text": row.text, "channel": row.channel, "outcome": row.outcome, "actor": row.actor,
             "at": instant(row.at)}
+    purged = getattr(row, "purged_at", None)
+    if purged is not None:
+        view["purged_at"] = instant(purged)
+    return view
 
 
 def check_note_text(text: Any) -> str:
@@ -114,10 +119,12 @@ class Notes:
             now = uow.now()
             if kind == "person":
                 row = uow.repo.head_row("person", pk)
+                refuse_purged(pk, row)
                 workflow = state = unit = None
             else:
                 row = uow.repo.load_object(kind, pk)
                 units.check_acts_on(uow, kind, pk, row.unit_id, "note")
+                refuse_purged_object(uow, kind, row)
                 workflow, state, unit = row.workflow, row.state, row.unit_id
             note_pk = uow.repo.insert_note({"object_kind": kind, "object_id": pk, "kind": "note", "text": body,
                                             "channel": None, "outcome": None, "actor": uow.actor.name, "at": now})
@@ -161,6 +168,7 @@ class Notes:
             now = uow.now()
             row = uow.repo.load_object(kind, pk)
             units.check_acts_on(uow, kind, pk, row.unit_id, "attempt")
+            refuse_purged_object(uow, kind, row)
             failed = 0 if outcome == "reached" else (row.failed_attempts or 0) + 1
             note_pk = uow.repo.insert_note({"object_kind": kind, "object_id": pk, "kind": "attempt", "text": text,
                                             "channel": channel, "outcome": outcome, "actor": uow.actor.name,

@@ -38,10 +38,10 @@ import structlog
 from sqlalchemy import func, or_, select
 
 from engine import fhir, units
-from engine.commands import Commands
+from engine.commands import Commands, refuse_purged_object
 from engine.units import UnitTree, check_reads, reader_scope
 from engine.uow import Runtime, unit_of_work
-from engine.views import instant, jsonable, object_view, person_view
+from engine.views import document_purged, instant, jsonable, object_view, person_view
 from persistence.audit import Head
 from persistence.models import Case, Contact, NotificationDocument, Person
 from persistence.repository import Repository, format_id, parse_id
@@ -178,7 +178,10 @@ def document_bundle(document: str, content: Mapping[str, Any], case: Mapping[str
 
 
 def stored_content(bundle: Mapping[str, Any]) -> dict[str, Any]:
-    """The content a stored document holds (its Composition's)."""
+    """The content a stored document holds (its Composition's). A purged document's (issue 19) holds none: NotFound
+    (``document_purged`` tells it first)."""
+    if document_purged(bundle) is not None:
+        raise NotFound("document", "document", hint="its content was deleted by a retention purge")
     composition = bundle["entry"][0]["resource"]
     text = next(e["valueString"] for e in composition["extension"] if e["url"] == CONTENT_EXT)
     return json.loads(text)  # type: ignore[no-any-return]
@@ -189,6 +192,9 @@ def document_view(row: NotificationDocument, *, current: str | None = None) -> d
             "channel": row.channel, "made_at": instant(row.made_at), "made_by": row.made_by,
             "case_version": row.case_version, "content_hash": row.content_hash, "sent_at": instant(row.sent_at),
             "sent_by": row.sent_by, "rule": S3_1, "bundle": row.bundle}
+    purged = document_purged(row.bundle)
+    if purged is not None:  # issue 19: its Bundle (the CPR number) deleted with its case's person; id, hash kept
+        view["purged"] = purged
     if current is not None:
         view["up_to_date"] = current == row.content_hash
     return view
@@ -242,6 +248,7 @@ class Documents:
             now = uow.now()
             row = uow.repo.workflow_object("case", pk)
             units.check_acts_on(uow, "case", pk, row.unit_id, "case document")
+            refuse_purged_object(uow, "case", row)
             if row.confirmed_at is None or row.state == "discarded":
                 raise RuleRefused(because(
                     "%(case)s is %(state)s, not a confirmed case: the written notification to SSI and STPS is made "

@@ -43,6 +43,9 @@ ADMIN_ROLES = ("admin",)
 USER_ROLES = ("staff", "auditor", "admin")
 #: The scheduler's user: the actor of every firing is ``timer:<timer name>`` with this role.
 TIMER_USER = "timer"
+#: The only commands the scheduler's user may be authorized for (issue 19: the worker's scheduled jobs), and only
+#: where the command's roles name it too: the retention purge and the audit log's anchor.
+SCHEDULED_JOBS = frozenset({"retention purge", "audit anchor"})
 
 
 class Actor(NamedTuple):
@@ -98,7 +101,7 @@ def authorize(repo: Repository, actor: str, command: str, target: str | None, ro
     whose role is allowed needs no read, any other is read and refused as usual."""
     check_text(actor, "actor")
     role = (known or {}).get(actor)
-    if role is not None and role in roles:
+    if role is not None and role in roles and (role != TIMER_USER or command in SCHEDULED_JOBS):
         return Actor(actor, role)
     user = repo.user_by_name(actor)
     if user is None:
@@ -112,7 +115,7 @@ def authorize(repo: Repository, actor: str, command: str, target: str | None, ro
         raise NotPermitted(f"'{command}' refused for {actor}: this user is disabled; ask an admin "
                            f"(`mpoxflow user enable {actor}`). This refusal is recorded in the audit log",
                            actor=actor, role=user.role, user=user.id, command=command, target=target)
-    if user.role in roles:
+    if user.role in roles and (user.role != TIMER_USER or command in SCHEDULED_JOBS):
         return Actor(user.name, user.role)
     if user.role == "auditor":
         why = ("auditors read, verify and export the log but change nothing: ask a member of staff to do it. "

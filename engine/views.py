@@ -9,8 +9,11 @@ from typing import Any
 
 from persistence.models import AuditEntry, Person, Timer
 from persistence.repository import format_id
-from workflows.calendar import to_local
+from workflows.calendar import local_date, to_local
 from workflows.registry import BY_NAME
+
+#: The key of the marker that replaces a purged notification document's Bundle (issue 19, ``engine.retention``).
+PURGED_BUNDLE = "mpoxflow_purged"
 
 
 def instant(value: datetime | None) -> str | None:
@@ -111,9 +114,28 @@ def person_view(person: Person, cases: list[str] | None = None) -> dict[str, Any
         "last_dose_elsewhere_on": _field(person.last_dose_elsewhere_on),
         "created_at": instant(person.created_at),
     }
+    purged = purged_view(person)
+    if purged is not None:  # issue 19: instead of the reference, when and under which rule it was deleted
+        view["purged"] = purged
     if cases is not None:
         view["cases"] = cases
     return view
+
+
+def purged_view(person: Any) -> dict[str, Any] | None:
+    """What a view of a purged person shows instead of the reference (issue 19): when (the instant and its Danish
+    date) and under which retention rule the personal data was deleted; None for a person not purged."""
+    at = getattr(person, "purged_at", None)
+    if at is None:
+        return None
+    return {"at": instant(at), "on": local_date(at).isoformat(), "rule": getattr(person, "purge_rule", None)}
+
+
+def document_purged(bundle: Any) -> dict[str, Any] | None:
+    """The marker (``{"purged_at", "rule"}``) of a notification document whose Bundle a purge replaced, or None."""
+    if isinstance(bundle, dict) and PURGED_BUNDLE in bundle:
+        return dict(bundle[PURGED_BUNDLE])
+    return None
 
 
 def audit_view(entry: AuditEntry | Any) -> dict[str, Any]:

@@ -848,6 +848,84 @@ def case_document(
     _run(as_json, lambda: _engine(ctx).make_document(case_id, actor=_actor(actor), reason=reason), render_document)
 
 
+REPORT_FORMATS = ("json", "html")
+
+
+@_group("person").command("report")
+def person_report(
+    ctx: typer.Context,
+    person_id: Annotated[str, typer.Argument(metavar="ID", help="The person (person-N).")],
+    fmt: Annotated[str, typer.Option("--format", help="json (the default) or html (a standalone printable "
+                                                     "document in Danish).")] = "json",
+    output: Annotated[str | None, typer.Option("--output", metavar="FILE", help="Write the report to this new "
+                                               "file (never overwritten); default stdout.")] = None,
+    as_user: ReadAs = None,
+    as_json: Json = False,
+) -> None:
+    """Everything mpoxflow holds about a person (GDPR art. 15): their facts, cases, contact records, courses, their
+    deadlines, notes, notification documents, the audit entries about them and who received their data; only
+    that person's data (a case's close contacts as their number and kinds). Made by auditors, and by staff and
+    admins whose units hold one of the person's objects; recorded on the person's audit chain (trigger
+    `reported`). JSON on stdout; --format html --output FILE writes the printable document."""
+
+    made: dict[str, str] = {}
+
+    def action() -> dict[str, Any]:
+        if fmt not in REPORT_FORMATS:
+            raise UsageError(f"--format '{shown(fmt)}' is not a format of the report: use json or html")
+        chosen = fmt
+        if as_json and chosen == "html" and output is None:
+            raise UsageError("--json prints the report as JSON: drop --format html, or write the HTML document "
+                             "with --output FILE")
+        target = _new_file(output) if output is not None else None
+        report = _reader(ctx, as_user).person_report(person_id, actor=_actor(as_user), fmt=chosen)
+        if chosen == "html":
+            from entry.web.person_report import render_document
+
+            made["text"] = render_document(report)
+        else:
+            made["text"] = json.dumps(report, ensure_ascii=False, indent=2)
+        if target is None:
+            return report  # printed as it is (--json), or as its text (render)
+        _write_new(target, made["text"])
+        made["output"] = str(target)
+        return {"person": report["person"], "format": chosen, "output": str(target),
+                "audit_seq": report["audit_seq"], "counts": report["counts"]}
+
+    def render(result: dict[str, Any]) -> str:
+        if "output" not in made:
+            return made["text"]
+        return (f"{result['person']}: report written to {result['output']} ({result['format']}); recorded in "
+                f"the audit log as seq {result['audit_seq']}")
+
+    _run(as_json, action, render)
+
+
+def _new_file(path: str) -> Any:
+    """The path of a file to write that is not there yet (a report holds personal data: nothing is overwritten).
+    UsageError naming --output otherwise, before anything is read or recorded."""
+    from pathlib import Path
+
+    if "\x00" in path or not path.strip():
+        raise UsageError("--output: give the path of a new file")
+    target = Path(path)
+    if target.exists():
+        raise UsageError(f"--output {shown(path)} exists already: a report is never written over a file; give a "
+                         "new file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {shown(path)}: its folder does not exist")
+    return target
+
+
+def _write_new(target: Any, text: str) -> None:
+    try:
+        with target.open("x", encoding="utf-8") as out:
+            out.write(text if text.endswith("\n") else text + "\n")
+    except OSError as error:
+        raise UsageError(f"--output {shown(str(target))}: cannot write there ({error.strerror}): the report was "
+                         "made and recorded; give a new file you may write") from None
+
+
 def render_note(view: dict[str, Any]) -> str:
     what = view["kind"] if view["kind"] == "note" else f"attempt ({view['channel']}, {view['outcome']})"
     text = (f"{view['id']}  {what} on {view['object']}  by {view['actor']} at {view['at']}  "
@@ -1524,9 +1602,21 @@ def worker(
                                                              "doubling.")] = 30.0,
     exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", help="Stop once nothing is due (for cron "
                                                                           "and catch-up runs).")] = False,
+    retention_every: Annotated[float, typer.Option("--retention-every", metavar="HOURS", help="Run `retention "
+                                                   "purge` this often (first at start-up).")] = 24.0,
+    no_retention: Annotated[bool, typer.Option("--no-retention", help="Do not run the retention purge (another "
+                                               "worker or a cron job does).")] = False,
+    anchor_key: Annotated[str | None, typer.Option("--anchor-key", metavar="FILE", help="Also make an anchor of "
+                                                   "the audit log on a schedule, signed with this Ed25519 private "
+                                                   "key (with --anchor-dir).")] = None,
+    anchor_dir: Annotated[str | None, typer.Option("--anchor-dir", metavar="DIR", help="The folder each anchor "
+                                                   "file is written to (anchor-<UTC instant>.json).")] = None,
+    anchor_every: Annotated[float, typer.Option("--anchor-every", metavar="HOURS", help="Make an anchor this "
+                                                "often (first at start-up).")] = 24.0,
 ) -> None:
-    """Run the scheduler in the foreground: fire timers as they fall due, until SIGINT/SIGTERM."""
-    from scheduler.worker import Worker
+    """Run the scheduler in the foreground: fire timers as they fall due, until SIGINT/SIGTERM; run the retention
+    purge (and, with --anchor-key and --anchor-dir, the audit log's anchor) on a schedule."""
+    from scheduler.worker import AnchorSchedule, Worker, check_anchor_dir, check_job_hours
 
     if not os.environ.get("MPOXFLOW_LOG_LEVEL"):
         root = ctx.find_root().params
@@ -1538,10 +1628,29 @@ def worker(
         check_count(batch, "--batch", low=1, high=MAX_BATCH)
         check_count(max_attempts, "--max-attempts", low=1, high=MAX_ATTEMPTS)
         policy = RetryPolicy(max_attempts=max_attempts, first_backoff=timedelta(seconds=backoff))
-        runner = Worker(_engine(ctx), poll_seconds=poll, batch=batch, policy=policy, exit_when_idle=exit_when_idle)
+        try:
+            every = check_job_hours(retention_every, "--retention-every")
+            anchor_interval = check_job_hours(anchor_every, "--anchor-every")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        anchor = None
+        if (anchor_key is None) != (anchor_dir is None):
+            raise UsageError("--anchor-key and --anchor-dir go together: give the private key (anchor.key of "
+                             "`audit anchor-key`) and the folder the anchors are written to")
+        if anchor_key is not None and anchor_dir is not None:
+            from engine import anchor as anchoring
+
+            key = anchoring.load_private_key(anchor_key)  # its refusals name ⟦key⟧: --anchor-key here
+            try:
+                folder = check_anchor_dir(anchor_dir)
+            except ValueError as error:
+                raise UsageError(f"--anchor-dir {error}") from None
+            anchor = AnchorSchedule(key, folder, anchor_interval)
+        runner = Worker(_engine(ctx), poll_seconds=poll, batch=batch, policy=policy, exit_when_idle=exit_when_idle,
+                        retention_every=None if no_retention else every, anchor=anchor)
         return {"fired": runner.run()}
 
-    _run(False, action, lambda r: "")
+    _run(False, action, lambda r: "", lambda f: "--anchor-key" if f == "key" else cli_flag(f))
 
 
 @app.command()
@@ -1595,6 +1704,91 @@ def serve(
                     forwarded_allow_ips=trusted or "")
 
     _run(False, action, lambda r: "")
+
+
+# ---- retention (issue 19): how long personal data is kept, what falls due, the purge ---------------------------
+
+retention_app = typer.Typer(help="Personal data kept no longer than needed: the schedule per kind, what falls due, "
+                                 "and the purge (the worker runs it daily).", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+def render_retention_rules(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['kind']:7} {r['period']} {r['unit']:5}  ({r['rule']}; default {r['default']} {r['unit']})"
+                     f"  from {r['counted_from']}" + (f"  set {r['updated_at']} by {r['updated_by']}"
+                                                       if r["updated_at"] else "") for r in rows)
+
+
+@retention_app.command("rules")
+def retention_rules(ctx: typer.Context, as_json: Json = False) -> None:
+    """Each kind's retention period: person (years after the last of their cases, contacts and courses ended),
+    import (days after the import finished)."""
+    _run(as_json, lambda: _engine(ctx).retention_rules(), render_retention_rules)
+
+
+@retention_app.command("set")
+def retention_set(
+    ctx: typer.Context,
+    retention_kind: Annotated[str, typer.Argument(metavar="KIND", help="person or import.")],
+    years: Annotated[int | None, typer.Option("--years", help="A person's period, in years (1 to 100).")] = None,
+    days: Annotated[int | None, typer.Option("--days", help="An import's period, in days (1 to 3650).")] = None,
+    actor: Actor = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required): goes into the audit entry.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Change a kind's retention period (admins only; audited)."""
+    _run(as_json, lambda: _engine(ctx).set_retention(retention_kind, years=years, days=days, actor=_actor(actor),
+                                                     reason=reason),
+         lambda r: render_retention_rules([r]) + f"\n(recorded as seq {r['audit_seq']})",
+         lambda f: "KIND" if f == "kind" else cli_flag(f))
+
+
+def render_retention_due(r: dict[str, Any]) -> str:
+    lines = [f"{i['id']:12} {'DUE NOW' if i['due_now'] else 'due':7} {i['due_at']} (last day {i['last_day']})  "
+             f"{i['rule']}, from {i['counted_from']} {i['start_on']}" for i in r["items"]]
+    return "\n".join(lines) or f"nothing falls due within {r['within_weeks']} weeks (until {r['until']})"
+
+
+@retention_app.command("due")
+def retention_due(
+    ctx: typer.Context,
+    within: Annotated[int, typer.Option("--within", metavar="WEEKS", help="How many weeks ahead (0 to 520).")] = 8,
+    as_user: ReadAs = None,
+    as_json: Json = False,
+) -> None:
+    """The warning list: every person (by id, never the reference) and import whose data falls due within WEEKS
+    weeks, with the rule, the date it counts from and the due date (auditors and admins)."""
+    _run(as_json, lambda: _engine(ctx).retention_due(within_weeks=within, actor=_actor(as_user)),
+         render_retention_due)
+
+
+def render_purge(r: dict[str, Any]) -> str:
+    verb = "would purge" if r["dry_run"] else "purged"
+    lines = []
+    for p in r["persons"]:
+        c = p["counts"]
+        lines.append(f"{verb} {p['person']} ({p['rule']}, from {p['counted_from']} {p['start_on']}): "
+                     f"{c['columns']} columns on {c['objects'] + 1} objects, {c['timers']} timers' texts, "
+                     f"{c['notes']} notes, {c['documents']} documents, {c['tasks_closed']} missed tasks closed"
+                     + (f"; receipt seq {p['audit_seq']}" if p["audit_seq"] else ""))
+    for i in r["imports"]:
+        lines.append(f"{verb} {i['import']} ({i['rule']}): its file ({i['removed']['bytes']} bytes) and "
+                     f"{i['removed']['links']} links to persons" + (f"; seq {i['audit_seq']}" if i["audit_seq"]
+                                                                      else ""))
+    lines += [f"skipped {s['id']}: {s['why']}" for s in r["skipped"]]
+    return "\n".join(lines) or f"nothing is due (now {r['now']})"
+
+
+@retention_app.command("purge")
+def retention_purge(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be purged; write nothing.")] = False,
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Purge every person and import due now: the reference, birth date and identifying free text go, the
+    pseudonymous clinical record and the whole audit log stay; each purge is an audited receipt (admins only)."""
+    _run(as_json, lambda: _engine(ctx).purge(actor=_actor(actor), dry_run=dry_run), render_purge)
 
 
 # ---- FHIR (issue 18): the resources of ``engine.fhir``, read as --as USER -------------------------------------

@@ -49,6 +49,12 @@ HASHED = (
 HASHED_BY_FORMAT = {0: HASHED, 1: HASHED, 2: (*HASHED, "unit_id")}
 #: How many problems ``verify`` keeps (the earliest by sequence number); the count is always complete.
 MAX_PROBLEMS = 1000
+#: The trigger of a retention purge's entries (issue 19): on a purged object, its ``changes`` are the columns
+#: cleared, its ``data["timers"]`` the timers whose free text (``note``, ``resolution``) was removed and its
+#: ``data["tasks_closed"]`` the missed tasks nobody had resolved, closed as not needed.
+PURGED = "purged"
+#: The outcome the purge gives the missed tasks nobody resolved (its entry's ``data["tasks_closed"]``).
+PURGED_TASK_OUTCOME = "not-needed"
 
 
 def _canonical_value(value: Any) -> Any:
@@ -298,6 +304,15 @@ def apply_entry(obj: Rebuilt, entry: Mapping[str, Any]) -> None:
         pk = timer_id_of(data["timer"])
         if pk in obj.timers:
             obj.timers[pk].update(outcome=data.get("outcome"), resolved_at=at, resolution=entry.get("reason"))
+    if entry.get("trigger") == PURGED and timer is None:
+        for purged in data.get("timers") or []:
+            pk = timer_id_of(purged)
+            if pk in obj.timers:
+                obj.timers[pk].update(note=None, resolution=None)
+        for closed in data.get("tasks_closed") or []:
+            pk = timer_id_of(closed)
+            if pk in obj.timers:
+                obj.timers[pk].update(outcome=PURGED_TASK_OUTCOME, resolved_at=at, resolution=None)
     for armed in entry.get("timers_armed") or []:
         pk = timer_id_of(armed["timer"])
         obj.timers[pk] = {

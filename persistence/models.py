@@ -78,8 +78,9 @@ class Person(AuditHead, Base):
     __tablename__ = "persons"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: The external reference (e.g. a CPR number): personal data, shown to staff, never logged or audited.
-    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The external reference (e.g. a CPR number): personal data, shown to staff, never logged or audited. None once
+    #: purged (migration 0016): a purged person can no longer be found by it.
+    ref: Mapped[str | None] = mapped_column(String(64), unique=True)
     born: Mapped[date | None]
     immunocompromised: Mapped[bool] = mapped_column(Boolean, default=False)
     pregnant: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -91,6 +92,9 @@ class Person(AuditHead, Base):
     doses_elsewhere: Mapped[int] = mapped_column(Integer, default=0)
     last_dose_elsewhere_on: Mapped[date | None]
     created_at: Mapped[datetime]
+    #: When the person's personal data was deleted under a retention rule, and that rule (migration 0016; issue 19).
+    purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    purge_rule: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class WorkflowObject(AuditHead):
@@ -428,6 +432,8 @@ class Note(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime]
+    #: When the purge redacted the text (migration 0016): the one UPDATE the database lets through.
+    purged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Import(Base):
@@ -443,7 +449,8 @@ class Import(Base):
     kind: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     format: Mapped[str] = mapped_column(String(8))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
+    #: None once purged (migration 0016).
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
     options: Mapped[dict[str, Any]]
     dry_run: Mapped[bool] = mapped_column(Boolean)
     actor: Mapped[str] = mapped_column(String(128))
@@ -451,6 +458,8 @@ class Import(Base):
     finished_at: Mapped[datetime | None]
     counts: Mapped[dict[str, Any]]
     report: Mapped[list[Any]]
+    #: When the retention purge removed the file and the report's links to persons (migration 0016).
+    purged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class NotificationDocument(Base):
@@ -558,6 +567,25 @@ class WebhookDelivery(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+#: The kinds of data with a retention period (issue 19), and the unit each period is counted in.
+RETENTION_KINDS = ("person", "import")
+
+
+class RetentionRule(Base):
+    """How long a kind of personal data is kept (``engine.retention``): ``period`` years or days."""
+
+    __tablename__ = "retention_rules"
+    __table_args__ = (CheckConstraint("kind IN ('person', 'import')", name="ck_retention_rules_kind"),
+                      CheckConstraint("unit IN ('years', 'days')", name="ck_retention_rules_unit"),
+                      CheckConstraint("period >= 1", name="ck_retention_rules_period"))
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(8))
+    period: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime | None]
+    updated_by: Mapped[str | None] = mapped_column(String(128))
 
 
 #: Workflow object models by kind.

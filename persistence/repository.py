@@ -186,7 +186,10 @@ _USER_BY_NAME = select(_table(User)).where(_table(User).c.name == bindparam("nam
 # A person's id by reference; the person's row held (FOR UPDATE on PostgreSQL); a person's row inserted: built once
 # (building a statement per call was a sixth of a bulk import's time per row).
 _PERSON_BY_REF = select(_table(Person).c.id).where(_table(Person).c.ref == bindparam("ref"))
-_LOCK_PERSON = select(_table(Person).c.id).where(_table(Person).c.id == bindparam("pk")).with_for_update()
+_LOCK_PERSON = (select(_table(Person).c.id, _table(Person).c.purged_at, _table(Person).c.purge_rule)
+                .where(_table(Person).c.id == bindparam("pk")).with_for_update())
+_PURGED_PERSON = select(_table(Person).c.id, _table(Person).c.purged_at, _table(Person).c.purge_rule).where(
+    _table(Person).c.id == bindparam("pk"))
 _INSERT_PERSON = insert(_table(Person)).returning(_table(Person).c.id)
 _SESSION_USER = (
     select(_table(LoginSession).c.id, _table(LoginSession).c.csrf, _table(LoginSession).c.expires_at,
@@ -322,8 +325,8 @@ class Repository:
     def persons(self) -> Sequence[Person]:
         return self.session.scalars(select(Person).order_by(Person.id)).all()
 
-    def person_refs(self, pks: Sequence[int]) -> list[tuple[int, str]]:
-        """(id, reference) of the persons ``pks`` that exist, by id."""
+    def person_refs(self, pks: Sequence[int]) -> list[tuple[int, str | None]]:
+        """(id, reference) of the persons ``pks`` that exist, by id (None: purged, issue 19 item 1)."""
         return [(pk, ref) for pk, ref in self.session.execute(
             select(Person.id, Person.ref).where(Person.id.in_(list(pks))).order_by(Person.id))]
 
@@ -380,12 +383,20 @@ class Repository:
                             open_cases=open_cases)
         return Related(format_id("person", pk), pk, "registered", facts, format_id("person", pk))
 
-    def lock_person(self, pk: int) -> None:
+    def lock_person(self, pk: int) -> Any:
         """Hold the person's row until the transaction ends (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
         BEGIN IMMEDIATE already serialises writers): a change creating a case or course for the person then reads
-        the person's cases and courses as committed by whoever held it before. NotFound for an unknown person."""
-        if self._core.execute(_LOCK_PERSON, {"pk": pk}).one_or_none() is None:
+        the person's cases and courses as committed by whoever held it before. Returns its id and whether (when,
+        under which rule) its personal data was purged. NotFound for an unknown person."""
+        row = self._core.execute(_LOCK_PERSON, {"pk": pk}).one_or_none()
+        if row is None:
             raise not_found(format_id("person", pk), "person")
+        return row
+
+    def person_purge(self, pk: int) -> Any:
+        """The person's id, ``purged_at`` and ``purge_rule`` (None for no such person): whether a retention purge
+        deleted the person's personal data (issue 19)."""
+        return self._core.execute(_PURGED_PERSON, {"pk": pk}).one_or_none()
 
     def object_timers(self, kind: str, pk: int) -> list[Row[Any]]:
         return list(self._core.execute(_TIMERS_OF, {"kind": kind, "pk": pk}))

@@ -16,16 +16,33 @@ transaction; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers share
 
 Beside the firing, a thread of its own delivers webhooks (issue 18, ``scheduler.delivery``): a delivery pass every
 ``DELIVERY_SECONDS``, each event leased so that several workers never send one event to one webhook at once.
+
+**Scheduled jobs** (issue 19): the retention purge (``Engine.purge``, every ``retention_every``) and the audit log's
+anchor (``engine.anchor.make_anchor`` into a folder, every ``AnchorSchedule.every``), both as the scheduler's own
+user (``timer``, whom ``engine.uow.SCHEDULED_JOBS`` permits exactly these two commands). They are APScheduler 3
+interval jobs in the same in-memory job store (``coalesce``: runs missed while the process slept are one run;
+``misfire_grace_time`` None: never dropped), first run at start-up, on an executor of their own so a long purge never
+holds up a timer. Their first run instant is read from the injected wall clock (``wall_clock``), and each later one
+is the previous plus the interval (APScheduler's ``IntervalTrigger``), so tests check the schedule without sleeping.
+A job that fails is logged (``worker_job_failed``: its name and the error's type and first line, never data) and
+runs again at its next instant; the timers keep firing meanwhile. With ``exit_when_idle`` the jobs run once, at
+start-up, before the timers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import os
 import signal
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,8 +51,9 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from engine.clock import Clock, SystemClock
-from engine.core import Engine
+from engine.core import TIMER_USER, Engine
 from engine.firing import RetryPolicy
+from workflows.limits import shown
 
 log = structlog.get_logger("mpoxflow.worker")
 
@@ -48,6 +66,59 @@ LISTEN_TIMEOUT_SECONDS = 0.5
 RECONNECT_SECONDS = (0.5, 30.0)
 #: How often the delivery thread looks for events to send to webhooks (a pass that sent something goes on at once).
 DELIVERY_SECONDS = 1.0
+#: The scheduled jobs' default interval (``mpoxflow worker --retention-every``, ``--anchor-every``), and its bounds.
+JOB_HOURS = 24.0
+MIN_JOB_HOURS, MAX_JOB_HOURS = 0.01, 24.0 * 366
+#: The executor the scheduled jobs run on: one thread of their own, beside the timers' (``default``).
+JOBS_EXECUTOR = "jobs"
+
+
+@dataclass(frozen=True)
+class AnchorSchedule:
+    """The worker's scheduled anchor: the private key (read at start-up), the folder each anchor file is written to
+    (``anchor-<UTC instant>.json``, never overwritten), and how often."""
+
+    key: Any
+    directory: str
+    every: timedelta
+
+
+def check_job_hours(hours: float, flag: str) -> timedelta:
+    """A scheduled job's interval in hours (``--retention-every``, ``--anchor-every``). ValueError naming the flag."""
+    import math
+
+    if not math.isfinite(hours) or not MIN_JOB_HOURS <= hours <= MAX_JOB_HOURS:
+        raise ValueError(f"{flag} {hours}: give a number of hours from {MIN_JOB_HOURS:g} to {MAX_JOB_HOURS:g}")
+    return timedelta(hours=hours)
+
+
+def check_anchor_dir(directory: str) -> str:
+    """The folder the scheduled anchors go to: it must exist, be a folder and be writable by this process.
+    ValueError saying which (the caller names the flag); the name is echoed shortened."""
+    try:
+        is_dir = Path(directory).is_dir()
+    except (OSError, ValueError):  # a NUL in the name, a name too long
+        is_dir = False
+    if not is_dir:
+        raise ValueError(f"{shown(directory)} is not a folder: make it first (each anchor is a new file there)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown(directory)} is not writable by this process: the anchors could not be written")
+    return directory
+
+
+def write_anchor_into(directory: str) -> Callable[[dict[str, Any]], str]:
+    """What ``make_anchor`` hands the anchor to: a new file ``anchor-<UTC instant>.json`` in ``directory`` (created
+    exclusively: an existing anchor is never overwritten); returns its path."""
+
+    def write(document: dict[str, Any]) -> str:
+        made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
+        path = Path(directory) / f"anchor-{made_at:%Y%m%dT%H%M%S%fZ}.json"
+        with open(path, "x", encoding="utf-8") as out:
+            json.dump(document, out, indent=2)
+            out.write("\n")
+        return str(path)
+
+    return write
 
 
 class Worker:
@@ -63,9 +134,15 @@ class Worker:
         exit_when_idle: bool = False,
         wall_clock: Clock | None = None,
         deliver_webhooks: bool = True,
+        retention_every: timedelta | None = None,
+        anchor: AnchorSchedule | None = None,
     ) -> None:
         if poll_seconds <= 0 or batch <= 0:
             raise ValueError("poll_seconds and batch must be positive")
+        if retention_every is not None and retention_every <= timedelta(0):
+            raise ValueError("retention_every must be positive")
+        if anchor is not None and anchor.every <= timedelta(0):
+            raise ValueError("the anchor's interval must be positive")
         self.engine = engine
         # The worker never moves a simulated clock: writing it with every batch would queue the workers on one row.
         self.engine.persist_clock = False
@@ -92,9 +169,14 @@ class Worker:
         self._watcher: threading.Thread | None = None
         self.deliver_webhooks = deliver_webhooks
         self._deliverer: threading.Thread | None = None
+        self.retention_every = retention_every
+        self.anchor = anchor
+        #: What the scheduled jobs did: the last run's result by job name, and how many runs failed.
+        self.job_results: dict[str, Any] = {}
+        self.job_failures: dict[str, int] = {}
         self.scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            executors={"default": ThreadPoolExecutor(max_workers=1), JOBS_EXECUTOR: ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -164,6 +246,54 @@ class Worker:
             self.run_pass()
         except Exception as error:  # noqa: BLE001 - a pass that fails (database down) is logged; the poll tries again
             log.error("worker_pass_failed", **error_summary(error))
+
+    # ---- the scheduled jobs (issue 19) ---------------------------------------------------------------------
+
+    def jobs(self) -> dict[str, tuple[Callable[[], Any], timedelta]]:
+        """The scheduled jobs this worker runs, by name: (what runs, how often)."""
+        found: dict[str, tuple[Callable[[], Any], timedelta]] = {}
+        if self.retention_every is not None:
+            found["retention"] = (self.purge_due, self.retention_every)
+        if self.anchor is not None:
+            found["anchor"] = (self.make_anchor, self.anchor.every)
+        return found
+
+    def schedule_jobs(self) -> None:
+        """Add the scheduled jobs to the scheduler: interval jobs, first run now (the injected wall clock's)."""
+        now = self.wall_clock.now()
+        for name, (_, every) in self.jobs().items():
+            self.scheduler.add_job(self.run_job, "interval", args=(name,), id=name, seconds=every.total_seconds(),
+                                   next_run_time=now, executor=JOBS_EXECUTOR, coalesce=True,
+                                   misfire_grace_time=None, max_instances=1, replace_existing=True)
+
+    def purge_due(self) -> dict[str, Any]:
+        """The retention purge of everything due now, as the scheduler's user; returns its counts."""
+        result = self.engine.purge(actor=TIMER_USER, stop=self._stop.is_set)
+        return {"persons": len(result["persons"]), "imports": len(result["imports"]),
+                "skipped": len(result["skipped"])}
+
+    def make_anchor(self) -> dict[str, Any]:
+        """An anchor of the audit log into the anchor folder, as the scheduler's user; returns where and its root."""
+        from engine.anchor import make_anchor
+
+        assert self.anchor is not None
+        made = make_anchor(self.engine.runtime, TIMER_USER, self.anchor.key, write_anchor_into(self.anchor.directory))
+        return {"output": made["output"], "max_seq": made["max_seq"], "chains": made["chains"],
+                "merkle_root": made["merkle_root"]}
+
+    def run_job(self, name: str) -> bool:
+        """Run one scheduled job; True when it succeeded. A failure is logged (its name and the error's type and
+        first line: never data) and counted, and raises nothing: the job runs again at its next instant."""
+        job, _ = self.jobs()[name]
+        try:
+            result = job()
+        except Exception as error:  # noqa: BLE001 - a failing job must not stop the worker or its other jobs
+            self.job_failures[name] = self.job_failures.get(name, 0) + 1
+            log.error("worker_job_failed", job=name, **error_summary(error))
+            return False
+        self.job_results[name] = result
+        log.info("worker_job_done", job=name, **result)
+        return True
 
     # ---- timers armed elsewhere ----------------------------------------------------------------------------
 
@@ -249,8 +379,14 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
         log.info("worker_started", poll_seconds=self.poll_seconds, batch=self.batch,
-                 backend=self.engine.db.backend, simulated_clock=self.engine.clock.simulated)
+                 backend=self.engine.db.backend, simulated_clock=self.engine.clock.simulated,
+                 jobs={name: every.total_seconds() for name, (_, every) in self.jobs().items()})
+        if self.exit_when_idle:
+            for name in self.jobs():  # a catch-up run: each scheduled job once, before the timers
+                self.run_job(name)
         self.scheduler.start()
+        if not self.exit_when_idle:
+            self.schedule_jobs()
         self.scheduler.add_job(self._scheduled_pass, "interval", seconds=self.poll_seconds, id="poll",
                                next_run_time=self.wall_clock.now())
         if not self.engine.clock.simulated:

@@ -78,10 +78,11 @@ def pages(served: Served) -> list[str]:
     """Every page a logged-in user reaches: the worklist, the lists, an object of each kind, the new-object forms,
     the calendar, the diagrams, the audit desk (filtered by Danish dates, its checks, an object as it was), the
     account and the users (an admin's; a refusal to the others), the import's form, an import's report and the
-    history of imports, the read log (an auditor's and an admin's; a refusal to staff)."""
+    history of imports, a person's own copy (GDPR art. 15), the read log (an auditor's and an admin's; a refusal to
+    staff)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
-            "/documents/document-1",
+            "/documents/document-1", f"/persons/{served.case_person}/report",
             "/new/person_add", "/new/case_open", "/new/contact_add", "/new/vaccine_offer", "/calendar",
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
@@ -242,6 +243,29 @@ def test_a_case_and_a_contact_print_without_navigation_or_forms_on_a4(
         page.emulate_media(media="screen")
         page.set_viewport_size({"width": 1280, "height": 900})
         expect(page.locator("header nav")).to_be_visible()
+
+
+def test_a_persons_report_prints_each_section_on_a_page_of_its_own(
+        world: Served, new_context: Callable[[str], BrowserContext]) -> None:
+    """A person's own copy (GDPR art. 15, issue 19) printed: no navigation (neither the site's nor the report's
+    links), each of its six sections from a new A4 page."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = new_context("desktop").new_page()
+    log_in(page, "staff:test")
+    page.goto(f"/persons/{world.case_person}/report")
+    expect(page.locator("nav.report-links")).to_be_visible()
+    page.emulate_media(media="print")
+    page.set_viewport_size({"width": A4_PRINTABLE, "height": 1000})
+    for hidden in ("header", "header nav", "nav.report-links", ".skip"):
+        expect(page.locator(hidden)).to_be_hidden()
+    sections = page.locator("section.part")
+    assert sections.count() == 6
+    breaks = sections.evaluate_all("els => els.map(e => getComputedStyle(e).breakBefore)")
+    assert breaks == ["auto"] + ["page"] * 5, breaks
+    expect(page.locator("#log")).to_contain_text("staff:test")
+    assert overflow(page) <= 0, f"the report printed is wider than A4: {widest(page)}"
+    pdf = page.pdf(path=str(ARTIFACTS / "print-person-report.pdf"), format="A4", print_background=True)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) >= 6
 
 
 # ---- the state diagrams ----------------------------------------------------------------------------------------

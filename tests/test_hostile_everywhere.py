@@ -62,7 +62,7 @@ ARGUMENTS = {"path": str(IMPORT_FILE), "import_id": "import-1",
              "object_id": "case-1", "case_id": "case-1", "contact_id": "contact-1", "course_id": "course-1",
              "timer_id": "timer-1", "person_id": "person-1", "token": "token-1", "name": "staff:test",
              "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test",
-             "url": "http://127.0.0.1:9/hook", "webhook": "webhook-1"}
+             "url": "http://127.0.0.1:9/hook", "webhook": "webhook-1", "retention_kind": "person"}
 REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03", "--on": "2025-03-05",
             "--exposed": "2025-03-02", "--onset": "2025-03-04", "--symptoms": "rash", "--kind": EXPOSURE_KINDS[0],
             "--mode": ISOLATION_MODES[0], "--channel": CHANNELS[0], "--tracing": "yes", "--clade": CLADES[0],
@@ -74,7 +74,8 @@ ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}
 NUMBER_OPTIONS = {"--within", "--limit", "--days", "--hours", "--if-version", "--doses-elsewhere", "--poll",
-                  "--batch", "--max-attempts", "--backoff", "--port"}
+                  "--batch", "--max-attempts", "--backoff", "--port", "--years", "--retention-every",
+                  "--anchor-every"}
 CHOICE_OPTIONS = {"--mode", "--channel", "--tracing", "--clade", "--decision", "--work", "--risk", "--indication",
                   "--outcome", "--format", "--role", "--kind", "--symptoms", "--criteria", "--exposure", "--state",
                   "--rule", "--by"}
@@ -168,6 +169,7 @@ def full_db(cli_db: str) -> str:
 def test_every_command_is_driven() -> None:
     driven = {" ".join(path) for path, _ in COMMANDS}
     assert len(driven) >= 50 and {"case confirm", "vaccine dose", "user add", "audit export", "worker"} <= driven
+    assert {"retention set", "retention due", "retention purge"} <= driven  # issue 19
     for path, command in COMMANDS:
         data = [p for p in command.params if p.param_type_name == "argument"
                 or not p.is_flag and p.opts[0] not in NOT_DATA]

@@ -159,6 +159,7 @@ def test_every_engine_read_that_shows_a_reference_records_it(engine: Engine, db:
     content = f"CPR;Eksponeringsdato;Kontakttype\n{REF_2};02.03.2025;seksuel\nX;bad;x\n".encode()
     assert after(lambda: imports.report_download(viewer, content, "k.csv", report)) == [(ANNA, pk(q), "import",
                                                                                           "api")]
+    assert after(lambda: viewer.person_report(p, actor=ANNA)) == [(ANNA, pk(p), "report", "api")]
     # the reads of other readers are their own
     assert after(lambda: engine.viewing_as(STAFF).show(p)) == [(STAFF, pk(p), "person", "api")]
 
@@ -706,7 +707,11 @@ BUILDERS = {
     "engine/imports.py:_do_row": "not shown: a row's reference looked up",
     "engine/imports.py:report_download": "records",
     "entry/web/pages.py:resolve_person": "via engine/queries.py:search",
+    "entry/web/pages.py:shown_refs": "via engine/queries.py:refs",
     "entry/web/pages.py:page_refs": "via engine/queries.py:refs",
+    "engine/person_report.py:make": "records",  # its facts (PERSON_FACTS) are read by name
+    "engine/retention.py:_plan": "not shown: what a purge removes, listed by column",
+    "engine/retention.py:_apply": "not shown: the purge removes them",
 }
 RECORDS = re.compile(r"reads\.shown\(|showing_as\(|_record_reads\(")
 _REF = re.compile(r"""["']ref["']|\.ref\b|person_view\(|\.born\b|["']born["']""")

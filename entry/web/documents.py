@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.accounts import Login
 from engine.core import Engine
-from engine.notification import SECTIONS, stored_content
+from engine.notification import SECTIONS, TITLE, stored_content
 from entry.parsing import MAX_NOTE
 from entry.web import i18n, pages
 from entry.web.api import may_act
@@ -77,6 +77,9 @@ def document_page(request: Request, document_id: str, who: Who, engine: Eng) -> 
         view = engine.document(document_id)
     except OutsideUnits as error:
         return pages.outside_page(request, str(error.target), error)
+    if view.get("purged"):  # issue 19: its content was deleted with its case's person; id, hash and dates kept
+        return pages.render(request, "document.html", document=view, content=None, sections=SECTIONS,
+                            composition={"title": TITLE})
     content = stored_content(view["bundle"])
     return pages.render(request, "document.html", document=view, content=content, sections=SECTIONS,
                         composition=view["bundle"]["entry"][0]["resource"])

@@ -267,7 +267,11 @@ TIMER_NAMES = ("condom_advice_ends", "inform_due", "monitoring_ends", "paediatri
 #: Audit triggers that are not a workflow's (a person's facts, a task's resolution, a refusal).
 EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolve",
                   # whose work, and who looked (issue 17): engine/units.py, engine/organisation.py
-                  "assign", "transfer", "break_glass", "join", "member_role", "leave", "placement")
+                  "assign", "transfer", "break_glass", "join", "member_role", "leave", "placement",
+                  # a person's own copy (issue 19, GDPR art. 15): engine/person_report.py
+                  "reported",
+                  # a person registered (engine/commands.py), a case's written notification made (issue 18)
+                  "register", "document")
 #: Facts of a view besides the workflow's facts dataclass.
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",

@@ -860,7 +860,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
-                  refs=engine.refs([r.get("person") for r in rows]) if kind != "person" else {},
+                  refs=shown_refs(engine, [r.get("person") for r in rows])[0] if kind != "person" else {},
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -922,7 +922,10 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
     notes = engine.notes_of(object_id) if kind in NOTE_KINDS else []
-    refs = page_refs(engine, kind, view, related)
+    refs, purged_ids = page_refs(engine, kind, view, related)
+    # Issue 19: nothing more is recorded on a purged person or their objects (the engine refuses it): no forms.
+    purged_person = (bool(view.get("purged")) if kind == "person"
+                     else kind in WORKFLOWS and str(view.get("person")) in purged_ids)
     if failed is None and prefill is not None:
         failed = (prefill[0], prefill[1], {}, None)
     forms: list[dict[str, Any]] = []
@@ -949,10 +952,10 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
             creation["focus"] = PICKED  # the person just registered in it: the keyboard goes on from there
         creations.append(creation)
     facts = {k: v for k, v in view.items()
-             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases", *OWNER_FACTS)}
+             if k not in ("id", "kind", "state", "workflow", "version", "timers", "cases", "purged", *OWNER_FACTS)}
     error = failed[3] if failed else None
     failed_op = failed[0] if failed and (error is not None or failed[2]) else None
-    if read_only:
+    if read_only or purged_person:
         forms, creations = [], []
     login: Login | None = getattr(request.state, "login", None)
     owner = ownership(engine, login, view, failed, read_only) if kind in WORKFLOWS and login is not None else None
@@ -961,6 +964,7 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
                   error_text=_error_text(error, failed[0] if failed else None), failed_op=failed_op,
                   refs=refs, flash=flash, confirming_op=failed[0] if confirming and failed else None,
                   notes=notes, notes_by_id={n["id"]: n for n in notes}, note_kinds=NOTE_KINDS,
+                  purged_person=purged_person,
                   attempt_kinds=ATTEMPT_KINDS, channels=CHANNELS, attempt_outcomes=OUTCOMES,
                   note_typed=failed[1] if failed and failed[0] in NOTE_FORMS else {},
                   note_failed=failed[0] if failed and failed[0] in NOTE_FORMS else None,
@@ -975,13 +979,24 @@ def notification_box(engine: Engine, case_id: str) -> dict[str, Any]:
     return {"documents": engine.documents_of(case_id), "changed": changed[0] if changed else None}
 
 
-def page_refs(engine: Engine, kind: str, view: dict[str, Any], related: dict[str, list[dict[str, Any]]]) -> dict[
-        str, str]:
-    """The references an object's page shows beside the persons it names (its own, its related objects'), by id:
-    for the pages staff read (never for logs, audit entries or exports), each a read of personal data recorded as
-    the page's kind (``Engine.refs``)."""
+def page_refs(engine: Engine, kind: str, view: dict[str, Any],
+              related: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], set[str]]:
+    """``shown_refs`` of the persons an object's page names (its own, its related objects'), recorded as the
+    page's kind."""
     persons = [view.get("person"), *(r.get("person") for rows in related.values() for r in rows)]
-    return engine.refs(persons, kind if kind in ("case", "contact", "course", "person") else "ref")
+    return shown_refs(engine, persons, kind if kind in ("case", "contact", "course", "person") else "ref")
+
+
+def shown_refs(engine: Engine, persons: list[Any], what: str = "ref") -> tuple[dict[str, str], set[str]]:
+    """The references a page shows beside the persons it names, by id, each a read of personal data recorded as
+    ``what`` (``Engine.refs``: only these persons, never every one's), for the pages staff read (never for logs,
+    audit entries or exports); and the persons among them whose personal data a retention purge deleted (issue 19),
+    shown as such."""
+    named = {str(p) for p in persons if p}
+    refs = engine.refs(named, what)
+    purged = named - set(refs)
+    refs.update(dict.fromkeys(purged, _("personal data deleted")))
+    return refs, purged
 
 
 #: What a final step does, by the final state it leads to (issue 16 item 5): said before it is confirmed.

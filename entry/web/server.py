@@ -20,7 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.bootstrap import database_url, open_engine, settings_from_env
-from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, reads_page
+from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
 from entry.web.app import (
     SECURITY_HEADERS,
     STATIC_DIR,
@@ -54,9 +54,12 @@ def _wants_json(request: Request) -> bool:
 
 
 def _worker_thread(url: str) -> tuple[threading.Thread, Callable[[], None]]:
-    from scheduler.worker import Worker
+    from datetime import timedelta
 
-    worker = Worker(open_engine(url))
+    from scheduler.worker import JOB_HOURS, Worker
+
+    # A one-machine setup's worker runs the retention purge too (daily, as `mpoxflow worker` does by default).
+    worker = Worker(open_engine(url), retention_every=timedelta(hours=JOB_HOURS))
     thread = threading.Thread(target=lambda: worker.run(install_signals=False), name="mpoxflow-worker",
                               daemon=True)
     return thread, worker.stop
@@ -127,6 +130,8 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(fhir.router)
     app.include_router(documents.api)
     app.include_router(documents.router)
+    app.include_router(person_report.api)
+    app.include_router(person_report.router)
     app.include_router(import_pages.router)
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
