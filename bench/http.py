@@ -51,6 +51,7 @@ under 100 ms (p50) over HTTP and as the page.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import threading
@@ -267,7 +268,7 @@ def run_backend(backend: str, args: Any, units: list[Any], table: harness.Table)
                   f"{http_p99:.1f}", f"{python_p99:.1f}")
 
 
-def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table) -> None:
+def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table, reads_table: harness.Table) -> None:
     """The worklist at scale: a page of it by hand in SQL, on the Python API and over HTTP (the module's doc)."""
     import httpx2 as httpx
 
@@ -361,6 +362,7 @@ def run_scale(backend: str, args: Any, units: list[Any], table: harness.Table) -
                           f"{p50['python']:.2f}", f"{p50['http']:.2f}", f"{p50['raw'] / p50['python']:.2f}",
                           f"{p50['raw'] / p50['http']:.2f}")
             time_worklist_page(backend, args, engine, client, contacts=args.contacts)
+            time_read_log(backend, args, db, client, reads_table, tasks=tasks)
             time_audit_desk(backend, args, engine, client, contacts=args.contacts)
             if team_pks:
                 team_secret = Accounts(engine).issue_token(TEAM_USER, "bench/http.py", actor=ADMIN)["secret"]
@@ -481,6 +483,80 @@ def time_worklist_page(backend: str, args: Any, engine: Any, client: Any, *, con
         f"{'met' if measured['http'] < 300 else 'NOT met'}")
 
 
+def time_read_log(backend: str, args: Any, db: Any, client: Any, table: harness.Table, *, tasks: int) -> None:
+    """The worklist with the read log against the same without it (issue 19 item 3), in the same run: ``GET
+    /worklist`` (the page: its first tasks, the hard-to-reach and changed-since-sent boxes) and ``GET
+    /api/due?limit=P``, R calls each way after W warm-up calls, the two ways alternating call by call (so drift
+    and load fall on both alike), the read log switched off by ``engine.reads.RECORDING`` (the server runs in this
+    process). Checked: each recorded request wrote one row per person its answer shows, in one INSERT; none
+    without the log."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine as Connectable
+
+    from engine import reads
+
+    persons = {"/worklist": 0, "/api/due": 0}
+    inserts: list[str] = []
+
+    def counted(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PERSONAL_READS"):
+            inserts.append(statement)
+
+    def rows_of(response: Any) -> int:
+        with db.engine.connect() as connection:
+            return int(connection.exec_driver_sql("SELECT count(*) FROM personal_reads WHERE request_id = "
+                                                  f"'{response.headers['X-Request-ID']}'").scalar_one())
+
+    def page() -> Any:
+        response = client.get("/worklist")
+        if response.status_code != 200 or response.text.count('href="/objects/') < min(WORKLIST_PAGE, tasks):
+            raise BenchFailure(f"GET /worklist: status {response.status_code}, not a page of tasks")
+        return response
+
+    def due() -> Any:
+        response = client.get("/api/due", params={"limit": args.page})
+        ok(response)
+        return response
+
+    from entry.web.pages import WORKLIST_PAGE
+
+    for label, path, call in ((f"`GET /worklist` ({WORKLIST_PAGE} tasks)", "/worklist", page),
+                              (f"`GET /api/due?limit={args.page}`", "/api/due", due)):
+        # What one request writes: a row per person shown, in one statement (the server's own engine).
+        event.listen(Connectable, "before_cursor_execute", counted)  # every engine: the server has its own
+        try:
+            inserts.clear()
+            response = call()
+            written = rows_of(response)
+        finally:
+            event.remove(Connectable, "before_cursor_execute", counted)
+        expected = len(set(re.findall(r'href="/objects/(person-\d+)"', response.text))) if path == "/worklist" \
+            else len({i["person"] for i in response.json()["items"] if i.get("person")})
+        if written != expected or written == 0 or len(inserts) != 1:
+            raise BenchFailure(f"{path}: {written} rows of the read log in {len(inserts)} INSERTs for {expected} "
+                               "persons shown")
+        persons[path] = written
+        latencies: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            for n in range(args.warmup + args.requests):
+                for recording in (True, False) if n % 2 == 0 else (False, True):
+                    reads.RECORDING = recording
+                    before = time.perf_counter()
+                    response = call()
+                    if n >= args.warmup:
+                        latencies[recording].append(time.perf_counter() - before)
+                    if not recording and rows_of(response) != 0:
+                        raise BenchFailure(f"{path}: rows written with the read log switched off")
+        finally:
+            reads.RECORDING = True
+        on, off = (1000 * harness.percentile(latencies[flag], 50) for flag in (True, False))
+        on99, off99 = (1000 * harness.percentile(latencies[flag], 99) for flag in (True, False))
+        say(f"{backend:<11} read log {label:<34} with {on:7.2f} ms (p99 {on99:.2f})   without {off:7.2f} ms "
+            f"(p99 {off99:.2f})   {written} rows in {len(inserts)} INSERT")
+        harness.ratio(f"without/with the read log {path}", backend, off / on)
+        table.add(backend, label, str(written), f"{on:.2f}", f"{off:.2f}", f"{on - off:.2f}", f"{off / on:.2f}")
+
+
 def time_audit_desk(backend: str, args: Any, engine: Any, client: Any, *, contacts: int) -> None:
     """The auditor's desk's first page (``GET /audit``, the HTML page: its pickers and the newest 50 entries)
     over HTTP against the same reads on the Python API; the issue's target is 300 ms."""
@@ -519,11 +595,13 @@ def run(args: Any) -> list[harness.Table]:
                            "By hand / Python", "By hand / HTTP"], text=2)
     for backend in harness.backends(args):
         run_backend(backend, args, units, table)
+    read_log = harness.Table(["Backend", "Worklist", "Rows a request", "With the read log p50 (ms)",
+                              "Without p50 (ms)", "Cost (ms)", "Without / with"], text=2)
     if args.contacts:
         scale_units = templates(contact_and_case, [ACTOR])
         for backend in harness.backends(args):
-            run_scale(backend, args, scale_units, scale)
-    return [table, scale] if args.contacts else [table]
+            run_scale(backend, args, scale_units, scale, read_log)
+    return [table, scale, read_log] if args.contacts else [table]
 
 
 if __name__ == "__main__":

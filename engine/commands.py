@@ -167,6 +167,7 @@ class Commands:
             log.info("person_registered", person=format_id("person", person.id))
             view = person_view(person)
             uow.commit()
+        self.runtime.reads.shown("person", [person.id], actor=actor)  # the answer shows the person
         return view
 
     def update_person(self, person_id: str, *, changes: Mapping[str, Any], actor: str,
@@ -265,6 +266,7 @@ class Commands:
                      person=format_id("person", pk), fields=sorted(written) + (["born"] if born_changed else []))
             view = person_view(person)
             uow.commit()
+        self.runtime.reads.shown("person", [person.id], actor=actor)  # the answer shows the person
         return view
 
     # ---- workflow objects ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from engine.notification import Documents
 from engine.organisation import Organisation
 from engine.person_report import PersonReports
 from engine.queries import TIMER_STATUSES, Queries
+from engine.reads import ReadLog
 from engine.retention import Retention
 from engine.uow import (
     ACTING_ROLES,
@@ -128,6 +129,12 @@ class Engine:
         self.worklist = self.queries.worklist
         self.worklist_page = self.queries.worklist_page
         self.search = self.queries.search
+        self.refs = self.queries.refs
+        self.check_readable = self.queries.check_readable
+        # Reads of personal data (issue 19 item 3): the recorder, and the read log's summaries.
+        self.reads = self.runtime.reads
+        self.read_log = ReadLog(self.runtime).read
+        self.check_read_log = ReadLog(self.runtime).check
         self.dose_forecast = self.queries.dose_forecast
         self.calendar = self.queries.calendar
         self.audit = self.queries.audit

@@ -510,7 +510,12 @@ class FhirReader:
         return str(instant(self.engine.clock.now()))
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
-        """One resource by type and id; NotFound for a type we do not serve or an id it has not."""
+        """One resource by type and id; NotFound for a type we do not serve or an id it has not. A Patient (with
+        its identifier) and a document Bundle are reads of personal data (``engine.reads``: ``fhir``)."""
+        with self.engine.reads.showing_as("fhir"):
+            return self._read(resource_type, resource_id)
+
+    def _read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         kind = KIND_OF.get(resource_type)
         if kind is None or resource_type == "AuditEvent":
             raise NotFound(shown(f"{resource_type}/{resource_id}"), resource_type,
@@ -559,7 +564,11 @@ class FhirReader:
         """``Patient/{id}/$everything``: the Patient; their cases (Conditions), their own exposures as contacts
         and the contacts of their cases (Observations; the other persons by reference only), their courses
         (ImmunizationRecommendations) and doses (Immunizations), and every Task of all of these: those the viewer
-        may read (their units')."""
+        may read (their units'). A read of the patient's personal data (``fhir``)."""
+        with self.engine.reads.showing_as("fhir"):
+            return self._everything(person_id)
+
+    def _everything(self, person_id: str) -> dict[str, Any]:
         _check_id(person_id, "person", "Patient")
         person = self.engine.show(person_id)
         users = self._user_names()
@@ -586,17 +595,22 @@ class FhirReader:
         object_id = entity.rsplit("/", 1)[-1]
         kind = object_id.rsplit("-", 1)[0]
         if kind in ("case", "contact", "course", "person", "timer"):
-            self.engine.show(object_id)  # NotFound, OutsideUnits
+            self.engine.check_readable(object_id)  # NotFound, OutsideUnits (the entries name no one)
         entries = self.engine.audit(entity=object_id)
         return searchset([audit_event(e, self.units) for e in entries], self.base, self.now())
 
     def export(self, types: Iterable[str] = EXPORT_TYPES) -> Iterator[dict[str, Any]]:
-        """Every resource the viewer may read, of ``types`` (``EXPORT_TYPES``), type by type, oldest first."""
+        """Every resource the viewer may read, of ``types`` (``EXPORT_TYPES``), type by type, oldest first. Its
+        Patients are reads of personal data (``fhir``), recorded before the first is given."""
         wanted = check_types(types)
+        with self.engine.reads.showing_as("fhir"):
+            persons = self.engine.list("person") if "Patient" in wanted else []
+        for person in persons:
+            yield patient(person, identity=self.identity)
+        yield from self._export(wanted)
+
+    def _export(self, wanted: set[str]) -> Iterator[dict[str, Any]]:
         users = self._user_names() if "Task" in wanted else {}
-        if "Patient" in wanted:
-            for person in self.engine.list("person"):
-                yield patient(person, identity=self.identity)
         for kind, types_of in (("case", ("Condition",)), ("contact", ("Observation",)),
                                ("course", ("ImmunizationRecommendation", "Immunization"))):
             if not wanted & {*types_of, "Task"}:

@@ -879,6 +879,27 @@ def report_file(content: bytes | None, filename: str, report: Sequence[Mapping[s
     return (b"\xef\xbb\xbf" + data) if table.bom else data
 
 
+def report_download(engine: Any, content: bytes, filename: str, report: Sequence[Mapping[str, Any]], *,
+                    delimiter: str | None = None, actor: str | None = None, written: bool = True) -> bytes:
+    """``report_file``, and a read of personal data (``engine.reads``: ``import``) of every registered person its
+    rows name: the file holds their references. ``actor``: who gets it (default: the engine's reader);
+    ``written`` False (a dry run, a refused all-or-nothing import): the persons its rows made were not kept."""
+    data = report_file(content, filename, report, delimiter=delimiter)
+    engine.reads.shown("import", report_persons(report, written=written), actor=actor)
+    return data
+
+
+def report_persons(report: Sequence[Mapping[str, Any]], *, written: bool = True) -> list[str]:
+    """The persons a report's rows name (the person found or made; ``written`` False: found only)."""
+    found = []
+    for row in report:
+        made = set(row.get("ids") or ())
+        for value in (row.get("person"), *made):
+            if isinstance(value, str) and value.startswith("person-") and (written or value not in made):
+                found.append(value)
+    return found
+
+
 def _xlsx(lines: list[list[Any]]) -> bytes:
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell

@@ -275,6 +275,7 @@ class Notes:
                 "last_outcome": None if attempt is None else attempt.outcome,
             }
             found.append(item)
+        self.runtime.reads.shown("ref", [item["person"] for item in found])  # each item carries its ref
         return found
 
 

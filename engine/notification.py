@@ -272,6 +272,8 @@ class Documents:
             view = {**document_view(document, current=digest), "audit_seq": seq}
             log.info("notification_document_made", case=label, document=doc_id, audit_seq=seq)
             uow.commit()
+            person_id = row.person_id
+        self.runtime.reads.shown("document", [person_id], actor=actor)  # its Bundle holds the CPR number
         return view
 
     # ---- reading --------------------------------------------------------------------------------------------
@@ -288,7 +290,9 @@ class Documents:
                                hint="a case's documents are listed on its page (`/objects/case-N`)")
             case = repo.workflow_object("case", row.case_id)
             check_reads(reader_scope(repo, self.runtime.viewer), "case", row.case_id, case.unit_id)
-            return document_view(row, current=content_hash(self._content(repo, case)[0]))
+            view = document_view(row, current=content_hash(self._content(repo, case)[0]))
+        self.runtime.reads.shown("document", [case.person_id])  # its Bundle holds the CPR number
+        return view
 
     def of_case(self, case_id: str) -> list[dict[str, Any]]:
         """A case's documents, oldest first (without their Bundles), each with ``up_to_date``."""
@@ -340,6 +344,7 @@ class Documents:
                               "sent_at": instant(sent_at),
                               "changes": differences(stored_content(sent.bundle), content), "rule": S3_1,
                               "unit": case["unit"], "changed_since_sent": True})
+        self.runtime.reads.shown("ref", [item["person"] for item in found])  # each item carries its ref
         return found
 
     # ---- sending: ``notify`` with a document ----------------------------------------------------------------

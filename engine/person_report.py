@@ -227,6 +227,7 @@ class PersonReports:
                         else format_id("user", refused.user), role=refused.role)
             raise refused
         log.info("person_reported", person=label, format=fmt, audit_seq=report["audit_seq"])
+        self.runtime.reads.shown("report", [pk], actor=actor)  # a read of the person's data (issue 19 item 3)
         return {key: report[key] for key in REPORT_KEYS}
 
 

@@ -12,6 +12,7 @@ import base64
 import builtins
 import dataclasses
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
@@ -56,7 +57,37 @@ class Queries:
         """One object's view (a case, contact or course with its timers; a person with their cases; a timer; a
         user; a unit); with ``as_of``, a case, contact or course as its audit entries up to that instant describe
         it (the log alone, not the tables). OutsideUnits for an object outside the viewer's units, unless
-        ``glass`` (the reading was recorded: ``Organisation.break_glass``)."""
+        ``glass`` (the reading was recorded: ``Organisation.break_glass``). A person's view (their reference and
+        birth date) is a read of personal data (``engine.reads``)."""
+        view = self._show(object_id, as_of=as_of, glass=glass)
+        if view.get("kind") == "person":
+            self.runtime.reads.shown("person", [view["id"]])
+        return view
+
+    def check_readable(self, object_id: str) -> None:
+        """NotFound for no such object, OutsideUnits for one outside the viewer's units: ``show``'s checks, without
+        its view (a person's is not read: nothing of it is shown)."""
+        kind, pk = parse_id(object_id)
+        if kind != "person":
+            self._show(object_id, as_of=None, glass=False)
+            return
+        with self.runtime.db.reading() as session:
+            Repository(session).person(pk)
+
+    def refs(self, persons: Iterable[str | None], what: str = "ref") -> dict[str, str]:
+        """The references of ``persons`` (``person-N``; None and unknown ids are left out), by id: what a page shows
+        beside each person it names (the persons are the shared register: no unit limits it), recorded as read by
+        ``what`` (``engine.reads.WHAT``: the page's kind, or ``ref`` for a list)."""
+        pks = sorted({parse_id(p, kind="person")[1] for p in persons if p})
+        if not pks:
+            return {}
+        with self.runtime.db.reading() as session:
+            found = {format_id("person", pk): ref for pk, ref in Repository(session).person_refs(pks)
+                     if ref is not None}  # a reference removed (issue 19 item 1) shows nothing
+        self.runtime.reads.shown(what, found)
+        return found
+
+    def _show(self, object_id: str, *, as_of: datetime | None, glass: bool) -> dict[str, Any]:
         kind, pk = parse_id(object_id)
         with self.runtime.db.reading() as session:
             repo = Repository(session)
@@ -100,12 +131,15 @@ class Queries:
 
     def list(self, kind: str, state: str | None = None) -> builtins.list[dict[str, Any]]:
         """Every person, or every object of a workflow (in ``state``, when given), oldest first."""
+        if kind == "person":
+            if state is not None:
+                raise UsageError("persons have no state: drop the state filter (⟦state⟧)")
+            with self.runtime.db.reading() as session:
+                persons = [person_view(p) for p in Repository(session).persons()]
+            self.runtime.reads.shown("ref", [p["id"] for p in persons])  # each with its reference
+            return persons
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            if kind == "person":
-                if state is not None:
-                    raise UsageError("persons have no state: drop the state filter (⟦state⟧)")
-                return [person_view(p) for p in repo.persons()]
             if state is not None and state not in WORKFLOWS[kind].states:
                 raise UsageError(
                     f"'{shown(state)}' is not a {kind} state: use one of {', '.join(WORKFLOWS[kind].states)}"
@@ -233,8 +267,9 @@ class Queries:
             rows = rows[:limit] if more else rows
             context = repo.worklist_context([(r.object_kind, r.object_id) for r in rows])
             names = self._owner_names(repo, rows, scope.tree if scope is not None else UnitTree.load(repo))
-        return [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {}), names)
-                for row in rows], more
+        items = [_worklist_item(row, now, context.get((row.object_kind, row.object_id), {}), names) for row in rows]
+        self.runtime.reads.shown("ref", [item.get("person") for item in items])  # each item carries its ref
+        return items, more
 
     def _owner(self, repo: Repository, mine: bool, unit: str | None) -> tuple[dict[str, Any], Scope | None]:
         """The worklist's owner filters (the viewer's units, and ``unit``'s, below it; the viewer's own work),
@@ -301,6 +336,7 @@ class Queries:
             if result["id"] not in seen:
                 seen.add(result["id"])
                 unique.append(result)
+        self.runtime.reads.shown("ref", [r["person"] for r in unique[:limit]])  # each result carries its ref
         return unique[:limit]
 
     def dose_forecast(self, weeks: int = 8) -> builtins.list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from engine import events
 from engine.clock import Clock
+from engine.reads import Reads
 from engine.units import Scope, scope_of
 from persistence.audit import Head
 from persistence.database import Database, translate_errors
@@ -84,6 +85,12 @@ class Runtime:
     #: A batch's transaction (``batch``, for a bulk import): while set, every unit of work the engine opens runs
     #: inside it, in a savepoint of its own, instead of in a transaction of its own.
     batch: UnitOfWork | None = None
+    #: The reads of personal data this engine's calls show (issue 19 item 3, ``engine.reads``): collected and
+    #: written to the read log per request or command.
+    reads: Reads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = Reads(self)
 
 
 def authorize(repo: Repository, actor: str, command: str, target: str | None, roles: tuple[str, ...],

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 
-from engine import events
+from engine import events, reads
 from engine.uow import ADMIN_ROLES, Runtime, check_actor, unit_of_work
 from engine.views import instant
 from persistence.audit import Head
@@ -285,7 +285,8 @@ class Webhooks:
         postgresql = self.runtime.db.backend == "postgresql"
         with unit_of_work(self.runtime) as uow:
             session, now = uow.session, uow.now()
-            query = (select(OBJECTS, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.personal_data)
+            query = (select(OBJECTS, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.personal_data,
+                            WEBHOOKS.c.role)
                      .join(WEBHOOKS, WEBHOOKS.c.id == OBJECTS.c.webhook_id)
                      .where(WEBHOOKS.c.active.is_(True), OBJECTS.c.next_seq.is_not(None),
                             or_(OBJECTS.c.next_attempt_at.is_(None), OBJECTS.c.next_attempt_at <= now),
@@ -308,6 +309,8 @@ class Webhooks:
                             body=_body(r.webhook_id, by_seq[r.next_seq],
                                        people.get((r.object_kind, r.object_id)) if r.personal_data else None))
                       for r in due]
+            _record_reads(session, [(c, r.role) for c, r in zip(claims, due, strict=True) if "person" in c.body],
+                          now, self.runtime.wall_clock.now())
             uow.commit()
         return claims
 
@@ -369,6 +372,18 @@ def _people(session: Any, rows: list[Any]) -> dict[tuple[str, int], dict[str, An
                 .join(persons, persons.c.id == table.c.person_id).where(table.c.id.in_(pks))):
             found[(kind, object_pk)] = {"id": format_id("person", person_pk), "ref": ref}
     return found
+
+
+def _record_reads(session: Any, carrying: list[tuple[Claim, str]], at: datetime, recorded_at: datetime) -> None:
+    """The deliveries that carry a person's reference are reads of personal data (issue 19 item 3, ``what``
+    ``webhook``, the webhook its reader, via the worker), recorded with their lease, before they are sent."""
+    if not carrying or not reads.RECORDING:
+        return
+    reads.insert_reads(session, [
+        {"at": at, "recorded_at": recorded_at, "actor": format_id("webhook", claim.webhook), "role": role,
+         "unit_id": None, "person_id": reads.person_pk(claim.body["person"]["id"]), "what": "webhook",
+         "via": "worker", "request_id": f"{claim.delivery}.attempt-{claim.attempt}"}
+        for claim, role in carrying])
 
 
 def _body(webhook: int, event: Any, person: dict[str, Any] | None) -> dict[str, Any]:

@@ -34,7 +34,16 @@ from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
 from entry import coercion, events_cli
 from entry.operations import LISTABLE, run_operation
-from entry.parsing import MAX_DAYS, check_count, parse_choice, parse_date, parse_instant, parse_list, shown
+from entry.parsing import (
+    MAX_DAYS,
+    check_count,
+    day_bound,
+    parse_choice,
+    parse_date,
+    parse_instant,
+    parse_list,
+    shown,
+)
 from persistence.database import Database, StorageError
 from scheduler import firing
 from workflows.errors import MpoxflowError, UsageError
@@ -153,6 +162,9 @@ def _engine(ctx: typer.Context, first_admin: str | None = None) -> Engine:
     """The engine for this command; its database connections are closed when the command ends."""
     engine = open_engine(_options(ctx).db, first_admin=first_admin)
     ctx.find_root().call_on_close(engine.db.dispose)
+    # One command: its reads of personal data share an id, each person once, written as each call returns; one
+    # shown without a --as reader is read by whoever runs the command (issue 19 item 3).
+    engine.reads.begin(via="cli", reader=default_actor())
     return engine
 
 
@@ -539,7 +551,8 @@ def _import(ctx: typer.Context, kind: str, path: str, case: str | None, mapping:
         else:
             view = imports.run_import(engine, request, name_of=cli_flag)
         if report is not None:
-            _write_report(report, imports.report_file(content, path, view["rows"]))
+            _write_report(report, imports.report_download(engine, content, path, view["rows"], actor=_actor(actor),
+                                                          written=view["written"] and not view["dry_run"]))
         refused = all_or_nothing and view["counts"]["refused"] > 0
         return view
 
@@ -614,10 +627,11 @@ def import_show(
 
     def action() -> dict[str, Any]:
         _check_report(report)
-        record = imports.load_import(_engine(ctx), import_id)
+        engine = _engine(ctx)
+        record = imports.load_import(engine, import_id)
         if report is not None:
-            _write_report(report, imports.report_file(record.content, record.filename, record.report,
-                                                      delimiter=record.options.get("delimiter")))
+            _write_report(report, imports.report_download(engine, record.content, record.filename, record.report,
+                                                          delimiter=record.options.get("delimiter")))
         return imports.import_view(record)
 
     _run(as_json, action, render_import)
@@ -1156,6 +1170,48 @@ def audit_timeline(
 ) -> None:
     """One object's life, entry by entry: what happened, who did it, why, under which rule."""
     _run(as_json, lambda: _reader(ctx, as_user).audit_timeline(object_id), render_timeline)
+
+
+# ---- reads of personal data (issue 19 item 3) ----------------------------------------------------------------
+
+
+def render_reads(result: dict[str, Any]) -> str:
+    if result["by"] == "person":
+        return render_rows(result["items"], ["person", "reads", "users", "first", "last"], "no reads")
+    if result["by"] == "user":
+        return render_rows(result["items"], ["user", "reads", "persons", "first", "last"], "no reads")
+    return render_rows(result["items"], ["at", "actor", "role", "person", "what", "via", "request"], "no reads")
+
+
+@app.command("reads")
+def reads_command(
+    ctx: typer.Context,
+    person: Annotated[str | None, typer.Option("--person", metavar="ID", help="Only reads of this person "
+                                               "(person-N).")] = None,
+    user: Annotated[str | None, typer.Option("--user", metavar="NAME", help="Only reads by this user (or "
+                                             "webhook-N).")] = None,
+    since: Annotated[str | None, typer.Option("--since", metavar="DATE", help="From this Danish day (YYYY-MM-DD, "
+                                              "the whole day).")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="DATE", help="To this Danish day (YYYY-MM-DD, "
+                                              "the whole day).")] = None,
+    by: Annotated[str | None, typer.Option("--by", metavar="person|user", help="A summary per person (reads, by "
+                                           "how many users, first, last) or per user (reads of how many "
+                                           "persons).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most N rows (or summary lines).")] = 100,
+    as_user: ReadAs = None,
+    as_json: Json = False,
+) -> None:
+    """Who was shown which person's reference or birth date (the read log), newest first, or summed up per
+    person or per user (auditors and admins). Internal ids only: reading it is not itself logged."""
+
+    def action() -> list[dict[str, Any]] | dict[str, Any]:
+        since_at = day_bound(since, "since") if since is not None else None
+        before = day_bound(until, "until", end=True) if until is not None else None
+        result = _reader(ctx, as_user).read_log(person=person, user=user, since=since_at, before=before, by=by,
+                                                limit=limit)
+        return result if not as_json else result["items"]
+
+    _run(as_json, action, render_reads)
 
 
 user_app = typer.Typer(help="Users and their roles: staff act, auditors read, admins manage users.",

@@ -4,10 +4,10 @@ Shared by every entry point so the CLI and HTTP accept the same things."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from workflows.calendar import DANISH
-from workflows.errors import UsageError
+from workflows.errors import UsageError, field
 from workflows.limits import (  # noqa: F401  (the shared limits, re-exported for the entry points)
     MAX_DAYS,
     MAX_HOURS,
@@ -27,6 +27,20 @@ def parse_date(text: str, what: str) -> date:
         return date.fromisoformat(text.strip())
     except ValueError as error:
         raise UsageError(f"{what} '{text[:40]}' is not a real date: use YYYY-MM-DD, e.g. 2025-03-14") from error
+
+
+def day_bound(text: str, name: str, *, end: bool = False) -> datetime:
+    """A Danish day, ``YYYY-MM-DD``, as the instant it starts (``end``: the next day's 00:00, so that the day is
+    whole, a 23- or 25-hour day at a clock change too). UsageError naming the field ``name`` (each entry point
+    names it its way: ``--since``, ``since``)."""
+    what = field(name)
+    day = parse_date(text, what)
+    refused = UsageError(f"{what} {day.isoformat()} is out of range: give a date from 1900 to 2199")
+    try:
+        bound = datetime.combine(day + timedelta(days=1) if end else day, time(0, 0), tzinfo=DANISH).astimezone(UTC)
+        return check_instant(bound, what)
+    except (OverflowError, ValueError, UsageError):
+        raise refused from None
 
 
 def parse_instant(text: str, what: str) -> datetime:

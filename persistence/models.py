@@ -589,6 +589,37 @@ class RetentionRule(Base):
 
 
 #: Workflow object models by kind.
+class PersonalRead(Base):
+    """A person's reference (or birth date) shown to someone (issue 19 item 3): who, when, which person (the
+    internal id only, never a reference or a birth date), what showed it and how, grouped by the request or command
+    (``engine.reads``). No foreign key to the person: the log outlives any purge. Append-only: database triggers
+    refuse UPDATE and DELETE."""
+
+    __tablename__ = "personal_reads"
+    __table_args__ = (Index("ix_personal_reads_person", "person_id", "at"),
+                      Index("ix_personal_reads_actor", "actor", "at"),
+                      Index("ix_personal_reads_at", "at"),
+                      CheckConstraint("what IN ('ref', 'person', 'case', 'contact', 'course', 'fhir', 'document', "
+                                      "'import', 'webhook', 'report')", name="ck_personal_reads_what"),
+                      CheckConstraint("via IN ('cli', 'web', 'api', 'worker')", name="ck_personal_reads_via"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The clock's instant (simulated or real) of the read.
+    at: Mapped[datetime]
+    #: The wall clock's instant it was recorded.
+    recorded_at: Mapped[datetime]
+    #: A user's name, or a webhook's id (``webhook-N``) for a delivery carrying the person.
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    #: The unit the reader acted through (their first unit), when there is one.
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    person_id: Mapped[int] = mapped_column(Integer)
+    what: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(8))
+    #: The request (``X-Request-ID``) or command the read belongs to: its rows share it.
+    request_id: Mapped[str] = mapped_column(String(64))
+
+
 class Course(WorkflowObject, Base):
     """A vaccination course (§6): its dose plan, doses and the records PEP needs."""
 

@@ -325,6 +325,11 @@ class Repository:
     def persons(self) -> Sequence[Person]:
         return self.session.scalars(select(Person).order_by(Person.id)).all()
 
+    def person_refs(self, pks: Sequence[int]) -> list[tuple[int, str | None]]:
+        """(id, reference) of the persons ``pks`` that exist, by id (None: purged, issue 19 item 1)."""
+        return [(pk, ref) for pk, ref in self.session.execute(
+            select(Person.id, Person.ref).where(Person.id.in_(list(pks))).order_by(Person.id))]
+
     def objects_linked(self, kind: str, link: str, pk: int) -> Sequence[Any]:
         """The ``kind`` objects whose link column (``person_id``, ``case_id``, ``contact_id``) is ``pk``, oldest
         first."""

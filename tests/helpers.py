@@ -12,11 +12,14 @@ from persistence.database import Database
 from persistence.models import Base
 
 
-def contents(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in primary-key order."""
+def contents(db: Database, *, reads: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order; ``reads`` False: but the read log's (``personal_reads``:
+    a page that is shown again after a refusal shows the person's reference again, a read, issue 19 item 3)."""
     found: dict[str, list[tuple[Any, ...]]] = {}
     with db.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
+            if not reads and table.name == "personal_reads":
+                continue
             found[table.name] = [
                 tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key.columns))
             ]

@@ -78,7 +78,8 @@ def pages(served: Served) -> list[str]:
     """Every page a logged-in user reaches: the worklist, the lists, an object of each kind, the new-object forms,
     the calendar, the diagrams, the audit desk (filtered by Danish dates, its checks, an object as it was), the
     account and the users (an admin's; a refusal to the others), the import's form, an import's report and the
-    history of imports, and a person's own copy (GDPR art. 15)."""
+    history of imports, a person's own copy (GDPR art. 15), the read log (an auditor's and an admin's; a refusal to
+    staff)."""
     return ["/worklist", "/list/cases", "/list/contacts", "/list/courses", "/list/persons",
             f"/objects/{served.case}", "/objects/contact-1", "/objects/course-1", f"/objects/{served.case_person}",
             "/documents/document-1", f"/persons/{served.case_person}/report",
@@ -86,7 +87,7 @@ def pages(served: Served) -> list[str]:
             *(f"/diagrams/{kind}" for kind in WORKFLOWS), "/audit", "/audit?verify=1", "/audit?replay=1",
             f"/audit?entity={served.case}&fra=03.03.2025&til=05.03.2025",
             f"/audit/as-of?object={served.case}&at=04.03.2025",
-            "/account", "/users", "/import", "/import/import-1", "/imports"]
+            "/account", "/users", "/import", "/import/import-1", "/imports", "/reads", "/reads?by=person"]
 
 
 # ---- what is checked on each page ------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ def test_every_page_fits_a_phone_and_has_no_serious_axe_violation(
         for n, path in enumerate(pages(world), start=1):
             response = page.goto(path)
             assert response is not None
-            expected = 403 if path == "/users" and role != "admin" else 200
+            refused = (path == "/users" and role != "admin") or (path.startswith("/reads") and role == "staff")
+            expected = 403 if refused else 200
             assert response.status == expected, f"{path} as {role}: {response.status}"
             check(page, f"{width} {path}", problems, f"a11y-{role}-{width}-{n:02d}-{slug(path)}")
             checked += 1

@@ -91,7 +91,13 @@ def test_an_auditor_reads_verifies_and_exports(cli_db: str, tmp_path: Path) -> N
                  ("audit", "timeline", ids["case"]), ("audit", "replay", "--check"), ("user", "list")):
         ok(cli_db, *args, env=env)
     ok(cli_db, "audit", "export", "--format", "csv", "--output", str(tmp_path / "log.csv"), env=env)
-    assert snapshot(cli_db) == before
+    after = snapshot(cli_db)
+    # Nothing changed; the worklist (`due`) showed both persons' references to the auditor: the read log says so
+    # (issue 19 item 3), and nothing else does.
+    assert changed_tables(before, after) == {"personal_reads"}
+    shown = after["personal_reads"][len(before["personal_reads"]):]
+    assert sorted((r[3], r[6], r[7], r[8]) for r in shown) == [
+        (AUDITOR, int(ids[who].removeprefix("person-")), "ref", "cli") for who in ("person", "partner")]
 
 
 def test_only_an_admin_manages_users_and_staff_are_refused_on_the_record(cli_db: str) -> None:

@@ -78,7 +78,7 @@ NUMBER_OPTIONS = {"--within", "--limit", "--days", "--hours", "--if-version", "-
                   "--anchor-every"}
 CHOICE_OPTIONS = {"--mode", "--channel", "--tracing", "--clade", "--decision", "--work", "--risk", "--indication",
                   "--outcome", "--format", "--role", "--kind", "--symptoms", "--criteria", "--exposure", "--state",
-                  "--rule"}
+                  "--rule", "--by"}
 #: Options whose value is not data: where to write, where to listen.
 NOT_DATA = {"--json", "--output", "--host", "--forwarded-allow-ips", "--admin"}
 #: Ids the CLI also accepts as a name (a user), so a bad one may be "no such user" (4) or malformed (2).

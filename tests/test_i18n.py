@@ -161,10 +161,10 @@ def test_a_bad_date_gives_a_danish_message_at_its_field_and_changes_nothing(clie
                                                                              db: Any) -> None:  # noqa: F811
     staff = client_for(STAFF)
     assert post(staff, "/new/person_add", {"ref": "REF-1"}).status_code == 303
-    before = contents(db)
+    before = contents(db, reads=False)
     response = post(staff, "/new/case_open", {"person": "person-1", "onset": "11/24/2025", "symptoms": ["rash"]})
     assert response.status_code == 422
-    assert contents(db) == before
+    assert contents(db, reads=False) == before
     opened = form(response.text, "case_open") or ""
     assert re.search(r'<div class="field-error"[^>]*>Symptomdebut: “11/24/2025” er ikke en dato, der kan læses: skriv '
                      r'den som dd.mm.åååå', opened)
@@ -172,7 +172,7 @@ def test_a_bad_date_gives_a_danish_message_at_its_field_and_changes_nothing(clie
     assert "Nogle felter skal rettes" in error_box(response.text)
     # A date re-shown after another field's refusal is dd.mm.åååå.
     response = post(staff, "/new/case_open", {"person": "person-1", "onset": "2025-03-01", "criteria": ["bogus"]})
-    assert response.status_code == 422 and contents(db) == before
+    assert response.status_code == 422 and contents(db, reads=False) == before
     assert value_of(form(response.text, "case_open") or "", "onset") == "01.03.2025"
 
 

@@ -197,10 +197,13 @@ def test_the_report_is_audited_on_the_persons_chain_and_the_log_verifies(engine:
     before = contents(db)
     report = engine.person_report(world.alice, actor=STAFF, fmt="html")
     after = contents(db)
-    # One entry more (hers), and her row's chain head moved to it: nothing else changed.
-    assert {k: v for k, v in after.items() if k not in ("audit_log", "persons")} == {
-        k: v for k, v in before.items() if k not in ("audit_log", "persons")}
+    # One entry more (hers), her row's chain head moved to it, and the read of her data in the read log (issue 19
+    # item 3): nothing else changed.
+    kept = ("audit_log", "persons", "personal_reads")
+    assert {k: v for k, v in after.items() if k not in kept} == {k: v for k, v in before.items() if k not in kept}
     assert len(after["audit_log"]) == len(before["audit_log"]) + 1
+    [read] = after["personal_reads"][len(before["personal_reads"]):]
+    assert (read[3], read[6], read[7]) == (STAFF, int(world.alice.removeprefix("person-")), "report")
     entry = engine.audit(entity=world.alice)[-1]
     assert entry["seq"] == report["audit_seq"]
     assert (entry["trigger"], entry["rule"], entry["actor"], entry["role"]) == (TRIGGER, RULE, STAFF, "staff")

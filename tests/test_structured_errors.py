@@ -120,3 +120,20 @@ def test_the_cli_and_the_api_name_the_same_field_each_their_way(cli_db: str, cli
     assert body["params"]["object"] == "case-1" and body["params"]["state"] == "suspected"
     assert "--mode" in json.loads(result.stdout)["options"]
     assert "(mode home)" in answer.json()["message"] and "--mode" not in answer.json()["message"]
+
+
+def test_the_read_log_names_its_fields_each_entry_point_its_way(cli_db: str, client_for: Any) -> None:
+    """Issue 19 item 3: `reads` and `GET /api/reads` refuse a bad day naming the field (--since, since), a
+    summary that is none naming --by; and staff are refused with the key of a refusal."""
+    result = cli(cli_db, "reads", "--since", "2025-02-30", "--as", "auditor:test", "--json")
+    assert result.exit_code == 2, describe(result)
+    error = json.loads(result.stdout)
+    assert error["options"] == ["--since"] and "--since" in error["error"] and error["key"] == "usage"
+    result = cli(cli_db, "reads", "--by", "unit", "--as", "auditor:test", "--json")
+    assert result.exit_code == 2 and json.loads(result.stdout)["options"] == ["--by"], describe(result)
+    answer = client_for("auditor:test").get("/api/reads", params={"until": "2025-02-30"})
+    assert answer.status_code == 422 and answer.json()["fields"] == ["until"], answer.text
+    assert "--until" not in answer.json()["message"]
+    refused = client_for("staff:test").get("/api/reads")
+    assert refused.status_code == 403 and refused.json()["error"] == "not_permitted"
+    assert refused.json()["params"]["template"].startswith("the read log")

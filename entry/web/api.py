@@ -17,7 +17,7 @@ from engine.core import ACTING_ROLES, ADMIN_ROLES, Engine
 from engine.notes import CHANNELS, DEFAULT_HARD_TO_REACH, OUTCOMES
 from engine.views import instant
 from entry.operations import COLLECTIONS, LISTABLE
-from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, parse_instant
+from entry.parsing import MAX_DAYS, MAX_LIMIT, MAX_NAME, MAX_NOTE, day_bound, parse_instant
 from entry.web import audit_desk
 from entry.web.app import (
     CSRF_HEADER,
@@ -303,6 +303,31 @@ def audit(who: Reader, engine: Eng, entity: str | None = None, actor: str | None
     acted through that unit (its name or unit-N) or one below it."""
     return engine.audit(entity=entity, actor=actor, trigger=trigger, limit=limit,
                         since=_instant(since, "since"), until=_instant(until, "until"), unit=unit)
+
+
+@router.get("/reads", operation_id="reads", tags=["audit"])
+def reads(who: Reader, engine: Eng,
+          person: Annotated[str | None, Query(max_length=64, description="Only reads of this person "
+                                              "(person-N).")] = None,
+          user: Annotated[str | None, Query(max_length=MAX_NAME, description="Only reads by this user (or "
+                                            "webhook-N).")] = None,
+          since: Annotated[str | None, Query(max_length=10, description="From this Danish day (YYYY-MM-DD, the "
+                                             "whole day).")] = None,
+          until: Annotated[str | None, Query(max_length=10, description="To this Danish day (YYYY-MM-DD, the "
+                                             "whole day).")] = None,
+          by: Annotated[Literal["person", "user"] | None, Query(description="A summary per person or per user "
+                                                                "instead of the rows.")] = None,
+          limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+          older: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="The rows before this one (a "
+                                             "page's `older`).")] = None) -> dict[str, Any]:
+    """`mpoxflow reads`: who was shown which person's reference or birth date (the read log), newest first
+    (`items`, and `older`: the next page's `older`), or a summary per person (`reads`, `users`, `first`, `last`)
+    or per user (`reads`, `persons`, `first`, `last`). Auditors and admins only (403 for anyone else, nothing
+    written). Internal ids only: reading it is not itself logged."""
+    engine.check_read_log()
+    return engine.read_log(person=person, user=user, by=by, limit=limit, older_than=older,
+                           since=day_bound(since, "since") if since else None,
+                           before=day_bound(until, "until", end=True) if until else None)
 
 
 @router.get("/audit/verify", operation_id="audit_verify", tags=["audit"])

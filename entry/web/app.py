@@ -140,11 +140,27 @@ def request_engine(request: Request) -> Engine:
         shared = web(request)
         engine, login = open_request_engine(shared.db, shared.settings, bearer=bearer,
                                             cookie=None if bearer else request.cookies.get(SESSION_COOKIE))
+        # The request's reads of personal data are held and written once, as the answer starts (issue 19 item 3:
+        # ``RequestLog`` in ``entry.web.server``), with the request's id.
+        engine.reads.begin(via=request_via(request), request_id=getattr(request.state, "request_id", None),
+                           held=True, reader=None if login is None else login.name)
         request.state.engine = engine
         if not hasattr(request.state, "login"):
             request.state.login = login
             request.state.unknown_token = bearer is not None and login is None
     return engine
+
+
+def request_via(request: Request) -> str:
+    """How a request reads (the read log's ``via``): the API (``/api``, FHIR) or the pages."""
+    return "api" if request.url.path.startswith(("/api/", "/fhir/")) else "web"
+
+
+def drop_reads(request: Request) -> None:
+    """The answer is an error (which shows no reference): what the request read is not written."""
+    engine = getattr(request.state, "engine", None)
+    if engine is not None:
+        engine.reads.discard()
 
 
 def client_address(request: Request) -> str:

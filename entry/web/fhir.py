@@ -9,6 +9,7 @@ in, 403 outside the user's units, 404 no such resource, 422 a malformed search).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from engine.fhir import JSON_TYPE, NDJSON_TYPE, FhirReader, capability_statement, check_types, operation_outcome
 from engine.views import instant
-from entry.web.app import request_engine, require_login
+from entry.web.app import drop_reads, request_engine, require_login
 from workflows.errors import MpoxflowError, OutsideUnits
 
 router = APIRouter(prefix="/fhir", include_in_schema=False)
@@ -29,8 +30,11 @@ def fhir_json(resource: Any, status_code: int = 200, headers: dict[str, str] | N
                     headers=headers)
 
 
-def outcome_response(error: MpoxflowError) -> Response:
-    """An error as an OperationOutcome with its HTTP status (401 with the bearer challenge)."""
+def outcome_response(error: MpoxflowError, request: Request | None = None) -> Response:
+    """An error as an OperationOutcome with its HTTP status (401 with the bearer challenge); what the request read
+    is not recorded (the answer shows nothing of it)."""
+    if request is not None:
+        drop_reads(request)
     if isinstance(error, OutsideUnits):
         from entry.web.api import over_http
 
@@ -49,7 +53,7 @@ def answer(request: Request, build: Callable[[FhirReader], Any]) -> Response:
     try:
         return fhir_json(build(reader_of(request)))
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
 
 
 @router.get("/metadata")
@@ -58,7 +62,7 @@ def metadata(request: Request) -> Response:
     try:
         now = instant(request_engine(request).clock.now())
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
     return fhir_json(capability_statement(str(now)))
 
 
@@ -81,11 +85,15 @@ def export(request: Request) -> Response:
     try:
         reader = reader_of(request)
         types = check_types((request.query_params.get("_type") or "").split(","))
+        resources = reader.export(types)
+        # The first resource is read now: the Patients' reads are recorded before the answer starts (a read that
+        # cannot be recorded is then a 503, not an answer cut off), issue 19 item 3.
+        first = next(resources, None)
     except MpoxflowError as error:
-        return outcome_response(error)
+        return outcome_response(error, request)
 
     def lines() -> Iterator[bytes]:
-        for resource in reader.export(types):
+        for resource in itertools.chain([] if first is None else [first], resources):
             yield (json.dumps(resource, ensure_ascii=False) + "\n").encode()
 
     return StreamingResponse(lines(), media_type=NDJSON_TYPE)

@@ -193,8 +193,8 @@ def import_page(request: Request, import_id: str, who: Who, engine: Eng) -> Resp
 def import_report(import_id: str, who: Who, engine: Eng) -> Response:
     """The imported file with its result columns, in the file's own format (CSV or XLSX)."""
     record = imports.load_import(engine, import_id)
-    data = imports.report_file(record.content, record.filename, record.report,
-                               delimiter=record.options.get("delimiter"))
+    data = imports.report_download(engine, record.content, record.filename, record.report,
+                                   delimiter=record.options.get("delimiter"))
     stem = record.filename.rsplit(".", 1)[0] or "import"
     name = f"rapport-{record.id}-{stem}.{record.format}"
     ascii_name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)

@@ -627,6 +627,9 @@ def refusal_text(error: MpoxflowError, named: Callable[[str], str] = i18n.fact) 
         return _("Nothing by the id %(object)s was found: check the id.") % {"object": params.get("object")}
     if key == "conflict":
         return _("Someone else changed this meanwhile, so nothing was saved: reload the page and try again.")
+    if key == "read_not_recorded":
+        return _("The reading could not be recorded in the read log, so nothing that shows a person's reference "
+                 "was shown: try again in a moment; if it goes on, tell an admin.")
     if key == "too_many_attempts":
         return _("Too many failed logins: wait a few minutes and try again, or ask an admin to set a new "
                  "password.")
@@ -857,7 +860,7 @@ def listing(request: Request, what: Listed, who: Who, engine: Eng,
     kind = LISTABLE[what]
     rows = engine.list(kind, state or None)
     return render(request, "list.html", what=what, kind=kind, rows=rows, state=state, titles=LIST_TITLES,
-                  refs=person_refs(engine) if kind != "person" else {},
+                  refs=shown_refs(engine, [r.get("person") for r in rows])[0] if kind != "person" else {},
                   states=WORKFLOWS[kind].states if kind in WORKFLOWS else (),
                   form=_creation_form("person_add", {}) if kind == "person" else None)
 
@@ -919,7 +922,7 @@ def _object_page(request: Request, engine: Engine, object_id: str, view: dict[st
     related = engine.related(object_id)
     timeline = engine.audit_timeline(object_id) if kind != "timer" else []
     notes = engine.notes_of(object_id) if kind in NOTE_KINDS else []
-    refs, purged_ids = people(engine)
+    refs, purged_ids = page_refs(engine, kind, view, related)
     # Issue 19: nothing more is recorded on a purged person or their objects (the engine refuses it): no forms.
     purged_person = (bool(view.get("purged")) if kind == "person"
                      else kind in WORKFLOWS and str(view.get("person")) in purged_ids)
@@ -976,22 +979,23 @@ def notification_box(engine: Engine, case_id: str) -> dict[str, Any]:
     return {"documents": engine.documents_of(case_id), "changed": changed[0] if changed else None}
 
 
-def person_refs(engine: Engine) -> dict[str, str]:
-    """Every person's reference by id, for the pages staff read (never for logs, audit entries or exports); for a
-    purged person (issue 19), that the personal data was deleted."""
-    return people(engine)[0]
+def page_refs(engine: Engine, kind: str, view: dict[str, Any],
+              related: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], set[str]]:
+    """``shown_refs`` of the persons an object's page names (its own, its related objects'), recorded as the
+    page's kind."""
+    persons = [view.get("person"), *(r.get("person") for rows in related.values() for r in rows)]
+    return shown_refs(engine, persons, kind if kind in ("case", "contact", "course", "person") else "ref")
 
 
-def people(engine: Engine) -> tuple[dict[str, str], set[str]]:
-    """(``person_refs``, the ids of the persons whose personal data a retention purge deleted)."""
-    refs: dict[str, str] = {}
-    purged: set[str] = set()
-    for p in engine.list("person"):
-        if p.get("purged") or p["ref"] is None:
-            purged.add(str(p["id"]))
-            refs[str(p["id"])] = _("personal data deleted")
-        else:
-            refs[str(p["id"])] = str(p["ref"])
+def shown_refs(engine: Engine, persons: list[Any], what: str = "ref") -> tuple[dict[str, str], set[str]]:
+    """The references a page shows beside the persons it names, by id, each a read of personal data recorded as
+    ``what`` (``Engine.refs``: only these persons, never every one's), for the pages staff read (never for logs,
+    audit entries or exports); and the persons among them whose personal data a retention purge deleted (issue 19),
+    shown as such."""
+    named = {str(p) for p in persons if p}
+    refs = engine.refs(named, what)
+    purged = named - set(refs)
+    refs.update(dict.fromkeys(purged, _("personal data deleted")))
     return refs, purged
 
 
@@ -1327,7 +1331,7 @@ def resolve_person(engine: Engine, typed: str, label: str) -> tuple[str | None, 
     if PERSON_ID.match(text):
         pid = text.lower()
         try:
-            engine.show(pid)
+            engine.check_readable(pid)  # registered? (nothing of the person is shown: no read)
         except NotFound:
             return None, _("%(field)s: no person %(id)s is registered: check the id, or search by the "
                            "reference.") % {"field": label, "id": pid}

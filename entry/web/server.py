@@ -15,16 +15,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.bootstrap import database_url, open_engine, settings_from_env
-from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report
+from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
 from entry.web.app import (
     SECURITY_HEADERS,
     STATIC_DIR,
     STATIC_PREFIX,
     Web,
+    drop_reads,
     error_body,
     error_summary,
     internal_error_body,
@@ -104,6 +106,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
 
     @app.exception_handler(MpoxflowError)
     async def engine_error(request: Request, error: MpoxflowError) -> Response:
+        drop_reads(request)  # an error shows no reference: what the request read is not recorded
         if not _wants_json(request):
             return pages.error_page(request, error)
         body = error_body(error)
@@ -114,6 +117,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        drop_reads(request)
         usage = UsageError(_validation_message(error))
         if not _wants_json(request):
             return pages.error_page(request, usage)
@@ -122,6 +126,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(audit_desk.router)
+    app.include_router(reads_page.router)
     app.include_router(fhir.router)
     app.include_router(documents.api)
     app.include_router(documents.router)
@@ -145,7 +150,12 @@ class RequestLog:
     headers, ``Cache-Control: no-store`` on all but static files, one ``http_request`` event, and an unhandled error
     turned into one ``http_unhandled_error`` event and a JSON 500. A plain ASGI middleware: Starlette's
     ``BaseHTTPMiddleware`` (``@app.middleware``) runs each request through a task group and memory streams, which
-    cost every request more than all of this."""
+    cost every request more than all of this.
+
+    The reads of personal data the request's engine holds (issue 19 item 3, ``engine.reads``) are written here,
+    once, just before the answer starts (and before each further part of a streamed answer that read more): a read
+    that cannot be recorded is not shown, so the answer is then replaced by a 503 that says so (audit first; a
+    streamed answer already begun is cut off instead)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -161,6 +171,7 @@ class RequestLog:
         static = scope["path"].startswith(STATIC_PREFIX + "/")
         status = 500
         responded = False
+        unrecorded: MpoxflowError | None = None
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, responded
@@ -173,18 +184,50 @@ class RequestLog:
                     headers["Cache-Control"] = "no-store"  # every page and answer may show personal data
             await send(message)
 
+        async def send_recorded(message: Message) -> None:
+            nonlocal unrecorded
+            if unrecorded is not None:
+                return  # the answer whose reads could not be recorded: none of it leaves
+            engine = state.get("engine")
+            if engine is not None and engine.reads.pending:
+                try:
+                    await run_in_threadpool(engine.reads.flush)
+                except MpoxflowError as error:
+                    if responded:
+                        raise  # a streamed answer begun: the rest of it is not sent
+                    unrecorded = error
+                    log.error("read_not_recorded", request_id=request_id, method=scope["method"],
+                              path=_route_path(scope))
+                    return
+            await send_with_headers(message)
+
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send_recorded)
         except Exception as error:  # noqa: BLE001 - a bug: one structured event and a JSON 500, no traceback
             log.error("http_unhandled_error", request_id=request_id, method=scope["method"],
                       path=_route_path(scope), **error_summary(error))
             if responded:  # the answer has begun: nothing else can be sent
                 raise
-            await JSONResponse(internal_error_body(request_id), status_code=500)(scope, receive, send_with_headers)
+            if unrecorded is None:
+                await JSONResponse(internal_error_body(request_id), status_code=500)(scope, receive,
+                                                                                    send_with_headers)
+        if unrecorded is not None and not responded:
+            engine = state.get("engine")
+            if engine is not None:
+                engine.reads.discard()
+            await _error_answer(scope, receive, unrecorded)(scope, receive, send_with_headers)
         login = state.get("login")
         log.info("http_request", method=scope["method"], path=_route_path(scope), status=status,
                  user=f"user-{login.user_id}" if login else None,
                  ms=round((time.perf_counter() - started) * 1000, 1), request_id=request_id)
+
+
+def _error_answer(scope: Scope, receive: Receive, error: MpoxflowError) -> Response:
+    """The error a request answers instead of what it could not record: JSON for the API, else a page."""
+    request = Request(scope, receive)
+    if _wants_json(request) or request.url.path.startswith("/fhir/"):
+        return JSONResponse(error_body(error), status_code=error.http_status)
+    return pages.error_page(request, error)
 
 
 def _route_path(scope: Scope) -> str:
