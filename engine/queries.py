@@ -21,7 +21,7 @@ import structlog
 from engine import auditing
 from engine.units import Scope, UnitTree, check_reads, outside, reader_scope, scope_of
 from engine.uow import Runtime
-from engine.views import audit_view, instant, object_view, person_view, timer_view, user_view
+from engine.views import audit_view, check_period, instant, object_view, person_view, timer_view, user_view
 from persistence.models import OBJECT_MODELS, Timer
 from persistence.repository import AuditWhere, Repository, format_id, not_found, parse_id
 from workflows.calendar import local_date, local_midnight
@@ -470,13 +470,7 @@ class Queries:
         kind = pk = None
         if entity is not None:
             kind, pk = parse_id(entity)
-        for value, what in ((since, "⟦since⟧"), (before, "⟦until⟧")):
-            if value is not None:
-                if value.tzinfo is None:
-                    raise UsageError(f"{what} {value.isoformat()} has no offset: give an instant with one")
-                check_instant(value, what)
-        if since is not None and before is not None and before <= since:
-            raise UsageError(f"⟦until⟧ ({instant(before)}) is not after ⟦since⟧ ({instant(since)}): swap them")
+        check_period(since, before)
         for text, field in ((actor, "actor"), (trigger, "trigger"), (unit, "unit")):
             if text is not None:
                 check_text(text, field)

@@ -40,12 +40,12 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, and_, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.views import instant
+from engine.views import check_period, instant
 from persistence.database import StorageError
 from persistence.models import Membership, Person, PersonalRead, User
 from persistence.repository import format_id, not_found, parse_id
 from workflows.errors import MpoxflowError, NotPermitted, UsageError, because
-from workflows.limits import MAX_ID, MAX_LIMIT, check_count, check_instant, check_text, shown
+from workflows.limits import MAX_ID, MAX_LIMIT, check_count, check_text, shown
 
 READS = cast(Table, PersonalRead.__table__)
 #: What showed the person (the ``what`` column): a list, worklist or search result (``ref``), a person's page or
@@ -256,13 +256,7 @@ class ReadLog:
         pk = None if person is None else parse_id(_text(person, "person"), kind="person")[1]
         if user is not None:
             check_text(_text(user, "user"), "user")
-        for value, what in ((since, "⟦since⟧"), (before, "⟦until⟧")):
-            if value is not None:
-                if value.tzinfo is None:
-                    raise UsageError(f"{what} {value.isoformat()} has no offset: give an instant with one")
-                check_instant(value, what)
-        if since is not None and before is not None and before <= since:
-            raise UsageError(f"⟦until⟧ ({instant(before)}) is not after ⟦since⟧ ({instant(since)}): swap them")
+        check_period(since, before)
         if by is not None and by not in SUMMARIES:
             raise UsageError(f"⟦by⟧ '{shown(str(by))}' is no summary: use one of {', '.join(SUMMARIES)}")
         if isinstance(limit, bool) or not isinstance(limit, int):

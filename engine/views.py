@@ -10,6 +10,8 @@ from typing import Any
 from persistence.models import AuditEntry, Person, Timer
 from persistence.repository import format_id
 from workflows.calendar import local_date, to_local
+from workflows.errors import UsageError
+from workflows.limits import check_instant
 from workflows.registry import BY_NAME
 
 #: The key of the marker that replaces a purged notification document's Bundle (issue 19, ``engine.retention``).
@@ -18,6 +20,18 @@ PURGED_BUNDLE = "mpoxflow_purged"
 
 def instant(value: datetime | None) -> str | None:
     return None if value is None else to_local(value).isoformat()
+
+
+def check_period(since: datetime | None, before: datetime | None) -> None:
+    """A listing's period (``--since``, ``--until``): each an instant with an offset, in range, ``until`` after
+    ``since``. UsageError naming the field."""
+    for value, what in ((since, "⟦since⟧"), (before, "⟦until⟧")):
+        if value is not None:
+            if value.tzinfo is None:
+                raise UsageError(f"{what} {value.isoformat()} has no offset: give an instant with one")
+            check_instant(value, what)
+    if since is not None and before is not None and before <= since:
+        raise UsageError(f"⟦until⟧ ({instant(before)}) is not after ⟦since⟧ ({instant(since)}): swap them")
 
 
 def jsonable(value: Any) -> Any:
