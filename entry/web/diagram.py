@@ -23,6 +23,7 @@ from html import escape
 from entry.web import i18n
 from entry.web.i18n import ngettext
 from workflows.definition import NEW, WorkflowDefinition
+from workflows.rules import section_of
 
 #: The Graphviz program that lays the diagrams out (looked up on PATH when the page is drawn).
 DOT = "dot"
@@ -55,7 +56,7 @@ def edge_labels(definition: WorkflowDefinition,
     for spec in definition.transitions:
         if spec.dest is None:
             continue
-        label = f"{trigger_text(spec.trigger)} {spec.rule.removeprefix('SST-mpox-7.1 ')}" + (" ⏱" if spec.timed else "")
+        label = f"{trigger_text(spec.trigger)} {section_of(spec.rule)}" + (" ⏱" if spec.timed else "")
         for source in spec.source:
             if label not in edges[(source, spec.dest)]:
                 edges[(source, spec.dest)].append(label)
