@@ -1530,18 +1530,58 @@ def transfer(
         of_user=of_user, limit=limit, actor=_actor(actor), reason=reason), render_moved)
 
 
+DIAGRAM_FORMATS = ("text", "mermaid")
+
+
 @app.command()
 def diagram(
-    kind: Annotated[str, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")],
+    kind: Annotated[str | None, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")] = None,
+    diff: Annotated[tuple[str, str] | None, typer.Option(
+        "--diff", metavar="A B", help="What changed from definition A to definition B (names like "
+        "contact@SST-mpox-7.1): states, transitions, guards, timers and cited sections added, removed or changed.",
+        show_default=False)] = None,
+    output: Annotated[str, typer.Option("--format", metavar="|".join(DIAGRAM_FORMATS),
+                                        help="With --diff: text (default), or a Mermaid state diagram with the "
+                                             "added, removed and changed elements styled.")] = "text",
     as_json: Json = False,
 ) -> None:
-    """Print a workflow as a Mermaid state diagram, drawn from its definition."""
+    """Print a workflow as a Mermaid state diagram, drawn from its definition; with --diff A B, what changed
+    between two definitions."""
+    if diff is not None:
+        _run(as_json, lambda: _definition_diff(kind, diff, output), lambda r: r["shown"])
+        return
 
     def action() -> dict[str, Any]:
+        if kind is None:
+            raise UsageError(f"name the workflow ({', '.join(WORKFLOWS)}), or compare two definitions with --diff A B")
         definition = WORKFLOWS[parse_choice(kind, WORKFLOWS, "workflow")]
         return {"workflow": definition.name, "mermaid": definition.mermaid()}
 
     _run(as_json, action, lambda r: r["mermaid"])
+
+
+def _definition_diff(kind: str | None, names: tuple[str, str], output: str) -> dict[str, Any]:
+    """``diagram --diff A B``: the two definitions by name from the registry, compared (``workflows.diff``)."""
+    from workflows import diff as compare
+    from workflows.limits import shown
+    from workflows.registry import BY_NAME
+
+    output = parse_choice(output, DIAGRAM_FORMATS, "format")
+    if kind is not None:
+        raise UsageError(f"--diff A B names both definitions: leave out the workflow '{shown(kind)}'")
+    found = []
+    for which, name in zip(("A", "B"), names, strict=True):
+        if name not in BY_NAME:
+            raise UsageError(f"--diff {which}: unknown workflow definition '{shown(name)}': use one of "
+                             f"{', '.join(sorted(BY_NAME))}")
+        found.append(BY_NAME[name])
+    old, new = found
+    if old.kind != new.kind:
+        raise UsageError(f"--diff A B compares two definitions of one workflow: A is a {old.kind} definition, B a "
+                         f"{new.kind} one")
+    result = compare.diff(old, new)
+    shown_as = compare.mermaid(result, old, new) if output == "mermaid" else compare.text(result)
+    return {**result.as_dict(), "format": output, "shown": shown_as}
 
 
 timers_app = typer.Typer(help="The timers: what an operator checks.", invoke_without_command=True)
