@@ -89,7 +89,8 @@ def test_a_changed_final_state_guard_rule_and_timer_show_as_changed() -> None:
     changed = WorkflowDefinition(
         kind="contact", version="SST-mpox-7.1", revision=3, facts=CONTACT.facts, states=CONTACT.states,
         final=("released",),  # and no longer left by a new exposure
-        transitions=[replace(s, guards=tuple(replace(g, rule=cite("§5.2")) if diff.guard_name(g) == "not_the_case_itself" else g
+        transitions=[replace(s, guards=tuple(replace(g, rule=cite("§5.2"))
+                                             if diff.guard_name(g) == "not_the_case_itself" else g
                                              for g in s.guards)) if s.trigger == "add" else s
                      for s in CONTACT.transitions if not (s.trigger == "expose" and s.source == ("released",))],
         timers=[replace(t, after="the day of the first exposure") if t.name == "pep_window_closes" else t

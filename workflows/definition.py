@@ -454,16 +454,16 @@ class WorkflowDefinition:
             if self.state_map:
                 found.append("a state mapping without the definition it migrates from (migrates_from)")
         else:
-            source = self.migrates_from
-            if source.kind != self.kind:
-                found.append(f"migrates from {source.name}, a workflow of another kind ({source.kind})")
-            found.extend(f"the state mapping from {source.name} does not cover its non-final state {s}"
-                         for s in source.states if s not in source.final and s not in self.state_map)
+            origin = self.migrates_from
+            if origin.kind != self.kind:
+                found.append(f"migrates from {origin.name}, a workflow of another kind ({origin.kind})")
+            found.extend(f"the state mapping from {origin.name} does not cover its non-final state {s}"
+                         for s in origin.states if s not in origin.final and s not in self.state_map)
             for old, new in self.state_map.items():
-                if old not in source.states:
-                    found.append(f"the state mapping from {source.name} maps {old}, not one of its states")
+                if old not in origin.states:
+                    found.append(f"the state mapping from {origin.name} maps {old}, not one of its states")
                 if new not in self.states:
-                    found.append(f"the state mapping from {source.name} maps {old} to {new}, not one of this "
+                    found.append(f"the state mapping from {origin.name} maps {old} to {new}, not one of this "
                                  "definition's states")
         return found
 

@@ -143,7 +143,10 @@ def sections(d: WorkflowDefinition) -> set[str]:
     return cited
 
 
-def _compare(old: dict[Any, dict[str, Any]], new: dict[Any, dict[str, Any]]) -> Iterator[tuple[str, Any, tuple]]:
+Details = tuple[tuple[str, Any, Any], ...]
+
+
+def _compare(old: dict[Any, dict[str, Any]], new: dict[Any, dict[str, Any]]) -> Iterator[tuple[str, Any, Details]]:
     for key in sorted(new.keys() - old.keys()):
         yield "added", key, ()
     for key in sorted(old.keys() - new.keys()):

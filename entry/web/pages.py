@@ -63,10 +63,11 @@ from workflows.errors import (
     OutsideUnits,
     UsageError,
 )
+from workflows.limits import shown
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
-from workflows.limits import shown
-from workflows.registry import BY_NAME, CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
+from workflows.registry import BY_NAME as DEFINITIONS
+from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
 
 
 async def request_language(request: Request) -> str:
@@ -1491,14 +1492,14 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str 
     definition = WORKFLOWS[kind]
     changes = None
     if diff:
-        other = BY_NAME.get(diff)
+        other = DEFINITIONS.get(diff)
         if other is None:
             raise UsageError(_("There is no workflow definition %(name)s to compare with: choose one of %(names)s.")
-                             % {"name": shown(diff), "names": ", ".join(n for n, d in sorted(BY_NAME.items())
+                             % {"name": shown(diff), "names": ", ".join(n for n, d in sorted(DEFINITIONS.items())
                                                                       if d.kind == kind)})
         if other.kind != kind:
             raise UsageError(_("%(name)s is a definition of another workflow: compare with one of %(names)s.")
-                             % {"name": other.name, "names": ", ".join(n for n, d in sorted(BY_NAME.items())
+                             % {"name": other.name, "names": ", ".join(n for n, d in sorted(DEFINITIONS.items())
                                                                      if d.kind == kind)})
         result = compare.diff(definition, other)
         changes = {"to": other.name, "rows": diagram.diff_rows(result),
@@ -1507,7 +1508,7 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str 
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
                   mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS, changes=changes,
-                  others=[n for n, d in sorted(BY_NAME.items()) if d.kind == kind and n != definition.name])
+                  others=[n for n, d in sorted(DEFINITIONS.items()) if d.kind == kind and n != definition.name])
 
 
 @router.get("/calendar")
