@@ -202,3 +202,30 @@ def test_the_products_definitions_pass_every_check() -> None:
     assert WORKFLOWS["case"].timers["condom_advice_ends"].period == timedelta(weeks=12)
     # A due instant computed otherwise (the end of a daytime window) declares no period, only how it is computed.
     assert WORKFLOWS["case"].timers["phone_notification_due"].period is None
+
+
+def test_the_declared_periods_are_the_periods_the_effects_compute() -> None:
+    """A timer's declared period (what ``diagram --diff`` compares) is the one its effect arms it with: the due
+    instants the workflows compute are the declared days from their day, at 00:00 Danish time after the last."""
+    from datetime import date
+
+    from workflows import case, contact, course
+    from workflows.calendar import local_midnight, window_closes
+
+    timers = {kind: definition.timers for kind, definition in WORKFLOWS.items()}
+    for day in (date(2025, 3, 1), date(2025, 10, 20), date(2025, 12, 31)):  # across both DST changes
+        days = {(kind, name): t.period.days for kind, ts in timers.items() for name, t in ts.items()
+                if t.period is not None and t.period % timedelta(days=1) == timedelta(0)}
+        assert contact.monitoring_ends(day) == window_closes(day, days[("contact", "monitoring_ends")])
+        assert contact.pep_optimal_window_closes(day) == window_closes(day, days[("contact",
+                                                                                  "pep_optimal_window_closes")])
+        assert contact.pep_window_closes(day) == window_closes(day, days[("contact", "pep_window_closes")])
+        assert days[("contact", "pep_assessment_due")] == days[("contact", "pep_window_closes")]
+        # The course's PEP window is the contact's (workflows.course arms it with contact.pep_window_closes).
+        assert days[("course", "pep_window_closes")] == days[("contact", "pep_window_closes")]
+        assert course.dose2_due(day) == local_midnight(day + timedelta(days=days[("course", "dose2_due")]))
+        assert case.condom_advice_ends(day) == window_closes(day, days[("case", "condom_advice_ends")])
+    instant = datetime(2025, 3, 30, 1, 30, tzinfo=UTC)
+    assert case.written_notification_due(instant) - instant == timers["case"]["written_notification_due"].period
+    assert case.paediatric_referral_due(instant) - instant == timers["case"]["paediatric_referral_due"].period
+    assert timers["contact"]["inform_due"].period == contact.INFORM_WITHIN
