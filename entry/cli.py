@@ -1535,40 +1535,46 @@ DIAGRAM_FORMATS = ("text", "mermaid")
 
 @app.command()
 def diagram(
-    kind: Annotated[str | None, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")] = None,
-    diff: Annotated[tuple[str, str] | None, typer.Option(
-        "--diff", metavar="A B", help="What changed from definition A to definition B (names like "
-        "contact@SST-mpox-7.1): states, transitions, guards, timers and cited sections added, removed or changed.",
-        show_default=False)] = None,
-    output: Annotated[str, typer.Option("--format", metavar="|".join(DIAGRAM_FORMATS),
+    kind: Annotated[list[str] | None, typer.Argument(
+        metavar=f"{'|'.join(WORKFLOWS)} | A B", help="Which workflow; with --diff, the two definitions A and B "
+        "(names like contact@SST-mpox-7.1).", show_default=False)] = None,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="What changed from definition A to definition B: the states, transitions, guards, timers and "
+        "cited sections added, removed or changed.")] = False,
+    output: Annotated[str | None, typer.Option("--format", metavar="|".join(DIAGRAM_FORMATS),
                                         help="With --diff: text (default), or a Mermaid state diagram with the "
-                                             "added, removed and changed elements styled.")] = "text",
+                                             "added, removed and changed elements styled.",
+                                        show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
-    """Print a workflow as a Mermaid state diagram, drawn from its definition; with --diff A B, what changed
-    between two definitions."""
-    if diff is not None:
-        _run(as_json, lambda: _definition_diff(kind, diff, output), lambda r: r["shown"])
-        return
+    """Print a workflow as a Mermaid state diagram, drawn from its definition; with `--diff A B`, what changed
+    from definition A to definition B."""
+    names = list(kind or [])
 
     def action() -> dict[str, Any]:
-        if kind is None:
-            raise UsageError(f"name the workflow ({', '.join(WORKFLOWS)}), or compare two definitions with --diff A B")
-        definition = WORKFLOWS[parse_choice(kind, WORKFLOWS, "workflow")]
+        chosen = parse_choice(output or "text", DIAGRAM_FORMATS, "format")
+        if diff:
+            return _definition_diff(names, chosen)
+        if len(names) != 1:
+            raise UsageError(f"name one workflow ({', '.join(WORKFLOWS)}), or compare two definitions with "
+                             "--diff A B")
+        if output == "text":
+            raise UsageError("a workflow's diagram is Mermaid: --format text goes with --diff A B")
+        definition = WORKFLOWS[parse_choice(names[0], WORKFLOWS, "workflow")]
         return {"workflow": definition.name, "mermaid": definition.mermaid()}
 
-    _run(as_json, action, lambda r: r["mermaid"])
+    _run(as_json, action, lambda r: r.get("shown", r.get("mermaid", "")))
 
 
-def _definition_diff(kind: str | None, names: tuple[str, str], output: str) -> dict[str, Any]:
+def _definition_diff(names: list[str], output: str) -> dict[str, Any]:
     """``diagram --diff A B``: the two definitions by name from the registry, compared (``workflows.diff``)."""
     from workflows import diff as compare
     from workflows.limits import shown
     from workflows.registry import BY_NAME
 
-    output = parse_choice(output, DIAGRAM_FORMATS, "format")
-    if kind is not None:
-        raise UsageError(f"--diff A B names both definitions: leave out the workflow '{shown(kind)}'")
+    if len(names) != 2:
+        raise UsageError(f"--diff compares two definitions: give A and B (one of {', '.join(sorted(BY_NAME))}), "
+                         f"not {len(names)} name(s)")
     found = []
     for which, name in zip(("A", "B"), names, strict=True):
         if name not in BY_NAME:

@@ -154,8 +154,14 @@ def test_diagram_diff_prints_the_changes(registered: WorkflowDefinition) -> None
     (["--diff", "case@SST-mpox-7.1", OLD],
      "--diff A B compares two definitions of one workflow: A is a case definition, B a contact one"),
     (["--diff", OLD, OLD, "--format", "svg"], "unknown format 'svg': use one of text, mermaid"),
-    (["contact", "--diff", OLD, OLD], "--diff A B names both definitions: leave out the workflow 'contact'"),
-    ([], "name the workflow (case, contact, course), or compare two definitions with --diff A B"),
+    (["contact", "--diff", OLD, OLD], "--diff compares two definitions: give A and B (one of case@SST-mpox-7.1, "
+     "contact@SST-mpox-7.1, course@SST-mpox-7.1), not 3 name(s)"),
+    (["--diff", OLD], "--diff compares two definitions: give A and B (one of case@SST-mpox-7.1, "
+     "contact@SST-mpox-7.1, course@SST-mpox-7.1), not 1 name(s)"),
+    ([], "name one workflow (case, contact, course), or compare two definitions with --diff A B"),
+    (["case", "contact"], "name one workflow (case, contact, course), or compare two definitions with --diff A B"),
+    (["case", "--format", "text"], "a workflow's diagram is Mermaid: --format text goes with --diff A B"),
+    (["case", "--format", "bad\x00"], "unknown format 'bad?': use one of text, mermaid"),
 ])
 def test_diagram_diff_refuses_what_it_cannot_compare(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["diagram", *args])
