@@ -228,4 +228,9 @@ def test_the_diagram_page_refuses_an_unknown_or_foreign_definition(client_for: A
     assert foreign.status_code == 422
     assert error_box(foreign.text) == ("case@SST-mpox-7.1 er en definition af et andet forløb: sammenlign med en "
                                        f"af {OLD}. Intet blev ændret.")
+    hostile = staff.get("/diagrams/contact", params={"diff": "<script>alert(1)</script>\x00" + "x" * 5000})
+    assert hostile.status_code == 422
+    assert "<script>alert" not in hostile.text  # escaped, cut short, the NUL shown as ?
+    assert error_box(hostile.text).startswith("Der findes ingen forløbsdefinition <script>alert(1)</script>?xxx")
+    assert len(error_box(hostile.text)) < 200
     assert NEW not in BY_NAME  # the fixture removed it
