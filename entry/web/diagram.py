@@ -156,7 +156,7 @@ def _value(value: Any) -> str:
     if value is None or value == "":
         return "–"
     if isinstance(value, bool):
-        return i18n.term("yes" if value else "no")
+        return str(i18n.term("yes" if value else "no"))
     if isinstance(value, timedelta):
         if value % timedelta(days=1) == timedelta(0):
             return ngettext("%(num)d day", "%(num)d days", value.days) % {"num": value.days}
