@@ -1530,18 +1530,64 @@ def transfer(
         of_user=of_user, limit=limit, actor=_actor(actor), reason=reason), render_moved)
 
 
+DIAGRAM_FORMATS = ("text", "mermaid")
+
+
 @app.command()
 def diagram(
-    kind: Annotated[str, typer.Argument(metavar="|".join(WORKFLOWS), help="Which workflow.")],
+    kind: Annotated[list[str] | None, typer.Argument(
+        metavar=f"{'|'.join(WORKFLOWS)} | A B", help="Which workflow; with --diff, the two definitions A and B "
+        "(names like contact@SST-mpox-7.1).", show_default=False)] = None,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="What changed from definition A to definition B: the states, transitions, guards, timers and "
+        "cited sections added, removed or changed.")] = False,
+    output: Annotated[str | None, typer.Option("--format", metavar="|".join(DIAGRAM_FORMATS),
+                                        help="With --diff: text (default), or a Mermaid state diagram with the "
+                                             "added, removed and changed elements styled.",
+                                        show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
-    """Print a workflow as a Mermaid state diagram, drawn from its definition."""
+    """Print a workflow as a Mermaid state diagram, drawn from its definition; with `--diff A B`, what changed
+    from definition A to definition B."""
+    names = list(kind or [])
 
     def action() -> dict[str, Any]:
-        definition = WORKFLOWS[parse_choice(kind, WORKFLOWS, "workflow")]
+        chosen = parse_choice(output or "text", DIAGRAM_FORMATS, "format")
+        if diff:
+            return _definition_diff(names, chosen)
+        if len(names) != 1:
+            raise UsageError(f"name one workflow ({', '.join(WORKFLOWS)}), or compare two definitions with "
+                             "--diff A B")
+        if output == "text":
+            raise UsageError("a workflow's diagram is Mermaid: --format text goes with --diff A B")
+        definition = WORKFLOWS[parse_choice(names[0], WORKFLOWS, "workflow")]
         return {"workflow": definition.name, "mermaid": definition.mermaid()}
 
-    _run(as_json, action, lambda r: r["mermaid"])
+    _run(as_json, action, lambda r: r.get("shown", r.get("mermaid", "")))
+
+
+def _definition_diff(names: list[str], output: str) -> dict[str, Any]:
+    """``diagram --diff A B``: the two definitions by name from the registry, compared (``workflows.diff``)."""
+    from workflows import diff as compare
+    from workflows.limits import shown
+    from workflows.registry import BY_NAME
+
+    if len(names) != 2:
+        raise UsageError(f"--diff compares two definitions: give A and B (one of {', '.join(sorted(BY_NAME))}), "
+                         f"not {len(names)} name(s)")
+    found = []
+    for which, name in zip(("A", "B"), names, strict=True):
+        if name not in BY_NAME:
+            raise UsageError(f"--diff {which}: unknown workflow definition '{shown(name)}': use one of "
+                             f"{', '.join(sorted(BY_NAME))}")
+        found.append(BY_NAME[name])
+    old, new = found
+    if old.kind != new.kind:
+        raise UsageError(f"--diff A B compares two definitions of one workflow: A is a {old.kind} definition, B a "
+                         f"{new.kind} one")
+    result = compare.diff(old, new)
+    shown_as = compare.mermaid(result, old, new) if output == "mermaid" else compare.text(result)
+    return {**result.as_dict(), "format": output, "shown": shown_as}
 
 
 timers_app = typer.Typer(help="The timers: what an operator checks.", invoke_without_command=True)

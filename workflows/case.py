@@ -20,6 +20,7 @@ from workflows.definition import (
     Guard,
     Settings,
     Subject,
+    Timer,
     TimerSpec,
     TransitionSpec,
     WorkflowDefinition,
@@ -704,6 +705,14 @@ CASE = WorkflowDefinition(
     facts=CaseFacts,
     states=STATES,
     final=FINAL,
+    timers=(
+        Timer("test_result_due", S2_1, after="the deployment's test_result_chase_days from the day it was opened"),
+        Timer("phone_notification_due", S3_1, after="the end of the daytime window the confirmation falls in"),
+        Timer("written_notification_due", S3_1, WRITTEN_NOTIFICATION_WITHIN, "the confirmation"),
+        Timer("sequencing_sample_due", S2_4, after="the end of the next working day's daytime window"),
+        Timer("paediatric_referral_due", S3_2, PAEDIATRIC_REFERRAL_WITHIN, "the registration of a child case"),
+        Timer("condom_advice_ends", S4_1, timedelta(days=CONDOM_ADVICE_DAYS), "the day of healing"),
+    ),
     transitions=[
         TransitionSpec(
             "open", (NEW,), "suspected", S1_1, "open a suspected case (case definition)",

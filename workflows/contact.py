@@ -26,6 +26,7 @@ from workflows.definition import (
     Guard,
     Related,
     Subject,
+    Timer,
     TimerSpec,
     TransitionSpec,
     WorkflowDefinition,
@@ -563,6 +564,13 @@ CONTACT = WorkflowDefinition(
     facts=ContactFacts,
     states=STATES,
     final=FINAL,
+    timers=(
+        Timer("inform_due", S5_5, INFORM_WITHIN, "the registration (or a new exposure after release)"),
+        Timer("monitoring_ends", S5_5, timedelta(days=MONITORING_DAYS), "the day of the last exposure"),
+        Timer("pep_optimal_window_closes", S6_2, timedelta(days=PEP_OPTIMAL_DAYS), "the day of the exposure"),
+        Timer("pep_window_closes", S6_2, timedelta(days=PEP_LATEST_DAYS), "the day of the exposure"),
+        Timer("pep_assessment_due", S6_2, timedelta(days=PEP_LATEST_DAYS), "the day of the exposure"),
+    ),
     identity=("case_id",),
     identity_rule=S5_5,
     transitions=[

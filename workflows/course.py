@@ -28,7 +28,17 @@ from workflows.contact import (
     pep_window_at,
     pep_window_closes,
 )
-from workflows.definition import NEW, Cascade, Guard, Related, Subject, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.definition import (
+    NEW,
+    Cascade,
+    Guard,
+    Related,
+    Subject,
+    Timer,
+    TimerSpec,
+    TransitionSpec,
+    WorkflowDefinition,
+)
 from workflows.errors import Joined, UsageError, because, phrase
 from workflows.errors import field as ref
 from workflows.operations import Field, Offer, Operation, Task
@@ -652,6 +662,11 @@ COURSE = WorkflowDefinition(
     facts=CourseFacts,
     states=STATES,
     final=FINAL,
+    timers=(
+        Timer("dose2_due", S6_4, timedelta(days=DOSE_INTERVAL_DAYS), "the day of dose 1"),
+        Timer("pep_window_closes", S6_2, timedelta(days=PEP_LATEST_DAYS), "the day of the exposure"),
+        Timer(LATE_ENTRY, S6_2, after="the PEP window's close plus the deployment's pep_late_entry_grace"),
+    ),
     transitions=[
         TransitionSpec(
             "offer", (NEW,), "offered", S6, "a vaccination course is offered, with its dose plan (§6.4)",

@@ -18,7 +18,8 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
-from workflows.errors import FIELD_REF, GuardRefused, TriggerNotAllowed, refusal_params
+from workflows.errors import FIELD_REF, DefinitionError, GuardRefused, TriggerNotAllowed, refusal_params
+from workflows.rules import cites_a_section, section_of
 
 #: The state of an object before it exists; creation triggers leave it. Never stored.
 NEW = "new"
@@ -65,6 +66,22 @@ class TimerSpec:
     task: str | None = None
     #: When the task turns overdue in the worklist (default: at ``due_at``).
     overdue_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A timer a definition's effects may arm (a :class:`TimerSpec` of this ``name``): when due, the engine fires
+    the timed transition of the same name. Every definition declares its timers, so that a timed trigger without
+    a timer, or a timer nothing fires, is refused when the definition is built, and two definitions can be
+    compared (``workflows.diff``)."""
+
+    name: str
+    rule: str
+    #: How long after ``after`` the timer falls due, when the guideline (or a Decision) fixes a period; None when
+    #: the due instant is computed otherwise (the end of a daytime window, a deployment setting).
+    period: timedelta | None = None
+    #: What the period counts from, or how the due instant is computed when there is no period.
+    after: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,7 +241,10 @@ def _run_effect(effect: Effect) -> Callable[[Any], None]:
 
 
 class WorkflowDefinition:
-    """A versioned workflow (``case@SST-mpox-7.1``) and the one machine that runs all its objects."""
+    """A versioned workflow (``case@SST-mpox-7.1``) and the one machine that runs all its objects.
+
+    The definition is checked when built (:meth:`check`): a definition that is not sound raises
+    :class:`DefinitionError`, so the module that declares it cannot be imported."""
 
     def __init__(
         self,
@@ -235,21 +255,38 @@ class WorkflowDefinition:
         states: Iterable[str],
         final: Iterable[str],
         transitions: Iterable[TransitionSpec],
+        timers: Iterable[Timer] = (),
         identity: tuple[str, ...] = (),
         identity_rule: str | None = None,
+        revision: int = 1,
+        migrates_from: WorkflowDefinition | None = None,
+        state_map: Mapping[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.version = version
+        #: A corrected reading of the same guideline version (1, 2, ...); a new guideline has a new ``version``.
+        self.revision = revision
         self.facts = facts
         self.states = tuple(states)
         self.final = frozenset(final)
+        #: The timers its effects may arm, by name (each fired as the timed transition of its name).
+        self.timers: dict[str, Timer] = {}
+        self._declared_twice: list[str] = []
+        for timer in timers:
+            if timer.name in self.timers:
+                self._declared_twice.append(timer.name)
+            self.timers[timer.name] = timer
         #: Facts that, with the person, identify an object: a second one with the same values is refused.
         self.identity = identity
         self.identity_rule = identity_rule
+        #: The definition whose open objects may move to this one, and the state each of its states maps to.
+        self.migrates_from = migrates_from
+        self.state_map: dict[str, str] = dict(state_map or {})
         self.transitions = tuple(transitions)
         self._by_trigger: dict[str, list[TransitionSpec]] = {}
         for spec in self.transitions:
             self._by_trigger.setdefault(spec.trigger, []).append(spec)
+        self.check()
         self._lock = threading.Lock()
         self.machine = Machine(
             model=None,
@@ -262,7 +299,9 @@ class WorkflowDefinition:
 
     @property
     def name(self) -> str:
-        return f"{self.kind}@{self.version}"
+        """``contact@SST-mpox-7.1``; a later revision of the same version adds it: ``contact@SST-mpox-7.1-r2``."""
+        suffix = f"-r{self.revision}" if self.revision != 1 else ""
+        return f"{self.kind}@{self.version}{suffix}"
 
     @staticmethod
     def _machine_row(spec: TransitionSpec) -> dict[str, Any]:
@@ -324,25 +363,65 @@ class WorkflowDefinition:
         if not went:  # no `when` chose a transition
             raise TriggerNotAllowed(subject.object_id, trigger, subject.state, self.triggers_from(subject.state),
                                     rule=specs[0].rule)
+        if subject.armed and not all(t.name in self.timers for t in subject.armed):
+            undeclared = sorted({t.name for t in subject.armed} - set(self.timers))
+            raise DefinitionError(self.name, [f"{trigger}: its effect armed the undeclared timer(s) "
+                                              f"{', '.join(undeclared)} (declare them in timers)"])
+
+    def check(self) -> None:
+        """Refuse an unsound definition: raise :class:`DefinitionError` naming it and every problem found."""
+        found = self.problems()
+        if found:
+            raise DefinitionError(self.name, found)
 
     def problems(self) -> list[str]:
-        """Shape checks (empty when sound): every transition cites the guideline, nothing leaves a final
-        state, every state is reachable from creation, and every timed trigger has a timer of its name."""
+        """What makes the definition unsound (empty when it is sound), in a fixed order:
+
+        - exactly one initial state: the implicit ``new`` (an object before it exists), never declared, final or
+          entered, left by at least one transition that lands in a state;
+        - the states and final states declared once, every transition's source and destination among them;
+        - nothing leaves a final state (a transition there keeps the state: a refusal, an internal note);
+        - every state is reachable from the initial one;
+        - every timed trigger has a timer of its name, every timer a timed trigger that it fires;
+        - every transition, guard and timer cites a section of the guideline (``SST-mpox-7.1 §5.5``);
+        - a migration's state mapping covers every non-final state of the definition it migrates from, and maps
+          only that definition's states to this one's."""
         found: list[str] = []
         known = {NEW, *self.states}
+        # One initial state.
+        if NEW in self.states:
+            found.append(f"state {NEW} is declared: it is the initial state, before an object exists, and is never "
+                         "stored")
+        if NEW in self.final:
+            found.append(f"the initial state {NEW} is declared final")
+        creating = [spec for spec in self.transitions if NEW in spec.source]
+        if not creating:
+            found.append(f"no transition leaves the initial state {NEW}: nothing creates an object")
+        for spec in creating:
+            if spec.dest is None or spec.dest == NEW:
+                found.append(f"{spec.trigger}: leaves the initial state {NEW} without a destination state")
         for spec in self.transitions:
-            if not spec.rule.startswith("SST-mpox-7.1 §"):
-                found.append(f"{spec.trigger}: cites no section ({spec.rule!r})")
+            if spec.dest == NEW and NEW not in spec.source:
+                found.append(f"{spec.trigger}: enters the initial state {NEW}")
+        # The states.
+        seen: set[str] = set()
+        for state in self.states:
+            if state in seen:
+                found.append(f"state {state} is declared twice")
+            seen.add(state)
+        found.extend(f"final state {s} is not a state" for s in sorted(self.final - set(self.states)))
+        for spec in self.transitions:
             for source in spec.source:
                 if source not in known:
                     found.append(f"{spec.trigger}: unknown source state {source}")
-                if source in self.final and spec.dest not in (None, source):
-                    found.append(f"{spec.trigger}: leaves final state {source}")
             if spec.dest is not None and spec.dest not in known:
                 found.append(f"{spec.trigger}: unknown destination {spec.dest}")
-            for guard in spec.guards:
-                if not guard.rule.startswith("SST-mpox-7.1 §"):
-                    found.append(f"{spec.trigger}: a guard cites no section ({guard.rule!r})")
+        # Nothing leaves a final state.
+        for spec in self.transitions:
+            for source in spec.source:
+                if source in self.final and spec.dest not in (None, source):
+                    found.append(f"{spec.trigger}: leaves final state {source} (to {spec.dest})")
+        # Every state reachable from the initial one.
         reached = {NEW}
         grew = True
         while grew:
@@ -351,7 +430,41 @@ class WorkflowDefinition:
                 if spec.dest and spec.dest not in reached and reached.intersection(spec.source):
                     reached.add(spec.dest)
                     grew = True
-        found.extend(f"state {s} is unreachable" for s in self.states if s not in reached)
+        found.extend(f"state {s} is unreachable from {NEW}" for s in self.states if s not in reached and s != NEW)
+        # Timers and timed triggers.
+        timed = sorted({spec.trigger for spec in self.transitions if spec.timed})
+        found.extend(f"timer {name} is declared twice" for name in self._declared_twice)
+        found.extend(f"{name}: a timed trigger with no timer of its name (declare it in timers)"
+                     for name in timed if name not in self.timers)
+        found.extend(f"timer {name}: no timed transition of its name fires it" for name in self.timers
+                     if name not in timed)
+        # Every transition, guard and timer cites a section.
+        for spec in self.transitions:
+            if not cites_a_section(spec.rule):
+                found.append(f"{spec.trigger}: cites no section ({spec.rule!r}; cite one as in "
+                             "workflows.rules.cite: 'SST-mpox-7.1 §5.5')")
+            for guard in spec.guards:
+                if not cites_a_section(guard.rule):
+                    found.append(f"{spec.trigger}: a guard cites no section ({guard.rule!r})")
+        for timer in self.timers.values():
+            if not cites_a_section(timer.rule):
+                found.append(f"timer {timer.name}: cites no section ({timer.rule!r})")
+        # A migration's state mapping.
+        if self.migrates_from is None:
+            if self.state_map:
+                found.append("a state mapping without the definition it migrates from (migrates_from)")
+        else:
+            origin = self.migrates_from
+            if origin.kind != self.kind:
+                found.append(f"migrates from {origin.name}, a workflow of another kind ({origin.kind})")
+            found.extend(f"the state mapping from {origin.name} does not cover its non-final state {s}"
+                         for s in origin.states if s not in origin.final and s not in self.state_map)
+            for old, new in self.state_map.items():
+                if old not in origin.states:
+                    found.append(f"the state mapping from {origin.name} maps {old}, not one of its states")
+                if new not in self.states:
+                    found.append(f"the state mapping from {origin.name} maps {old} to {new}, not one of this "
+                                 "definition's states")
         return found
 
     def mermaid(self) -> str:
@@ -366,7 +479,7 @@ class WorkflowDefinition:
             model=drawing,
             states=[NEW, *self.states],
             transitions=[
-                {"trigger": f"{s.trigger} ({s.rule.removeprefix('SST-mpox-7.1 ')})", "source": list(s.source),
+                {"trigger": f"{s.trigger} ({section_of(s.rule)})", "source": list(s.source),
                  "dest": s.dest}
                 for s in self.transitions
                 if s.dest is not None

@@ -15,7 +15,7 @@ So no command-line flag is written in workflows/ or engine/.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -226,3 +226,15 @@ class TooManyAttempts(NotAuthenticated):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, params={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class DefinitionError(Exception):
+    """A workflow definition is not sound (``WorkflowDefinition.check``): it cannot be built, so a module that
+    declares one cannot be imported. A programmer's error, never a user's: it names the definition and every
+    problem found."""
+
+    def __init__(self, definition: str, problems: Iterable[str]) -> None:
+        self.definition = definition
+        self.problems = tuple(problems)
+        super().__init__(f"workflow definition {definition} refused: " + "; ".join(self.problems))
+

@@ -17,12 +17,16 @@ import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import timedelta
 from functools import lru_cache
 from html import escape
+from typing import Any
 
 from entry.web import i18n
-from entry.web.i18n import ngettext
+from entry.web.i18n import N_, ngettext
 from workflows.definition import NEW, WorkflowDefinition
+from workflows.diff import DefinitionDiff
+from workflows.rules import section_of
 
 #: The Graphviz program that lays the diagrams out (looked up on PATH when the page is drawn).
 DOT = "dot"
@@ -55,7 +59,7 @@ def edge_labels(definition: WorkflowDefinition,
     for spec in definition.transitions:
         if spec.dest is None:
             continue
-        label = f"{trigger_text(spec.trigger)} {spec.rule.removeprefix('SST-mpox-7.1 ')}" + (" ⏱" if spec.timed else "")
+        label = f"{trigger_text(spec.trigger)} {section_of(spec.rule)}" + (" ⏱" if spec.timed else "")
         for source in spec.source:
             if label not in edges[(source, spec.dest)]:
                 edges[(source, spec.dest)].append(label)
@@ -133,3 +137,52 @@ def internal(definition: WorkflowDefinition) -> list[dict[str, str]]:
     return [{"trigger": s.trigger, "states": ", ".join(s.source), "rule": s.rule, "summary": s.summary,
              "by": "timer" if s.timed else "another object's change" if s.internal else "staff"}
             for s in definition.transitions if s.dest is None]
+
+
+# ---- what changed between two definitions (issue 20 item 3) ------------------------------------------------------
+
+#: The kinds of element and the changes, as a page names them.
+DIFF_ELEMENTS = {"state": N_("State"), "transition": N_("Transition"), "guard": N_("Guard"), "timer": N_("Timer"),
+                 "section": N_("Cited section")}
+DIFF_CHANGES = {"added": N_("added"), "removed": N_("removed"), "changed": N_("changed")}
+DIFF_ATTRIBUTES = {"final": N_("final state"), "rule": N_("rule"), "summary": N_("what"),
+                   "timed": N_("fired by a timer"), "internal": N_("pulled by another object"),
+                   "chosen by when": N_("chosen by the object's facts"), "period": N_("period"),
+                   "counts from": N_("counts from")}
+
+
+def _value(value: Any) -> str:
+    """An attribute's value in the page's language: a period in days or hours, a flag yes/no, a text translated."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return str(i18n.term("yes" if value else "no"))
+    if isinstance(value, timedelta):
+        if value % timedelta(days=1) == timedelta(0):
+            return ngettext("%(num)d day", "%(num)d days", value.days) % {"num": value.days}
+        hours = round(value.total_seconds() / 3600)
+        return ngettext("%(num)d hour", "%(num)d hours", hours) % {"num": hours}
+    return i18n.gettext(str(value))
+
+
+def diff_rows(result: DefinitionDiff) -> list[dict[str, Any]]:
+    """The changes as the diagram page's table lists them, in the page's language."""
+    rows = []
+    for change in result.changes:
+        if change.element == "state":
+            what = i18n.state(change.name)
+        elif change.element == "transition":
+            what = (f"{i18n.trigger(change.name)}: {i18n.state(str(change.source))} → "
+                    f"{i18n.state(str(change.dest))}")
+        elif change.element == "guard":
+            what = f"{i18n.trigger(str(change.trigger))}: {change.name}"
+        elif change.element == "timer":
+            what = i18n.trigger(change.name)
+        else:
+            what = change.name
+        rows.append({
+            "element": i18n.gettext(DIFF_ELEMENTS[change.element]), "change": change.change,
+            "change_text": i18n.gettext(DIFF_CHANGES[change.change]), "what": what,
+            "details": [(i18n.gettext(DIFF_ATTRIBUTES.get(a, a)), _value(b), _value(c)) for a, b, c in change.details],
+        })
+    return rows

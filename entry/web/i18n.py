@@ -204,6 +204,9 @@ def declared_messages() -> Iterator[tuple[str | None, str]]:
         for spec in definition.transitions:
             yield "trigger", spec.trigger
             yield None, spec.summary
+        for timer in definition.timers.values():
+            yield "trigger", timer.name
+            yield None, timer.after  # what its period counts from (the diagram page's changes)
         if dataclasses.is_dataclass(definition.facts):
             for f in dataclasses.fields(definition.facts):
                 yield "fact", f.name

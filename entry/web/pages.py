@@ -63,8 +63,10 @@ from workflows.errors import (
     OutsideUnits,
     UsageError,
 )
+from workflows.limits import shown
 from workflows.operations import Field as DeclaredField
 from workflows.operations import rendered
+from workflows.registry import BY_NAME as DEFINITIONS
 from workflows.registry import CALENDAR, LISTS, TASK_ACTIONS, WORKFLOWS
 
 
@@ -1483,12 +1485,30 @@ def fired_text(fired: list[dict[str, Any]]) -> str:
 
 
 @router.get("/diagrams/{kind}")
-def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng) -> Response:
+def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str | None = None) -> Response:
+    """A workflow's diagram; with ``?diff=B``, also what changed from it to the definition named B."""
+    from workflows import diff as compare
+
     definition = WORKFLOWS[kind]
+    changes = None
+    if diff:
+        other = DEFINITIONS.get(diff)
+        if other is None:
+            raise UsageError(_("There is no workflow definition %(name)s to compare with: choose one of %(names)s.")
+                             % {"name": shown(diff), "names": ", ".join(n for n, d in sorted(DEFINITIONS.items())
+                                                                      if d.kind == kind)})
+        if other.kind != kind:
+            raise UsageError(_("%(name)s is a definition of another workflow: compare with one of %(names)s.")
+                             % {"name": other.name, "names": ", ".join(n for n, d in sorted(DEFINITIONS.items())
+                                                                     if d.kind == kind)})
+        result = compare.diff(definition, other)
+        changes = {"to": other.name, "rows": diagram.diff_rows(result),
+                   "mermaid": compare.mermaid(result, definition, other)}
     counts = engine.state_counts(kind)
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
-                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS)
+                  mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS, changes=changes,
+                  others=[n for n, d in sorted(DEFINITIONS.items()) if d.kind == kind and n != definition.name])
 
 
 @router.get("/calendar")
