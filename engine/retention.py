@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -241,20 +241,22 @@ def _activity(session: Session, persons: Sequence[int] | None = None) -> dict[in
         if persons is not None:
             query = query.where(table.c.person_id.in_(list(persons)))
         for person_pk, open_count, last in session.execute(query):
-            last = _utc(last)
             before = found.get(person_pk, (0, None))
             latest = last if before[1] is None or (last is not None and last > before[1]) else before[1]
             found[person_pk] = (before[0] + int(open_count or 0), latest)
     return found
 
 
-def _utc(value: Any) -> datetime | None:
-    """An instant from an aggregate (which skips the column type's conversion, on SQLite a text), aware UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return None
+def person_due(pk: int, rule: Rule, created_at: datetime, last_end: datetime | None) -> Due:
+    """When a person's data falls due: from the last end of their objects, or (none) from their registration."""
+    if last_end is None:
+        return Due("person", pk, rule, local_date(created_at), "registered")
+    return Due("person", pk, rule, local_date(last_end), "ended")
+
+
+def import_due(record: Any, rule: Rule) -> Due:
+    """When an import's file falls due: from the day it finished (or, unfinished, was made)."""
+    return Due("import", record.id, rule, local_date(record.finished_at or record.created_at), "finished")
 
 
 def persons_due(session: Session, rule: Rule, until: datetime, persons: Sequence[int] | None = None) -> list[Due]:
@@ -268,8 +270,7 @@ def persons_due(session: Session, rule: Rule, until: datetime, persons: Sequence
         open_count, last = activity.get(pk, (0, None))
         if open_count:
             continue
-        start, counted = (local_date(last), "ended") if last is not None else (local_date(created_at), "registered")
-        due = Due("person", pk, rule, start, counted)
+        due = person_due(pk, rule, created_at, last)
         if due.due_at <= until:
             found.append(due)
     found.sort(key=lambda d: (d.due_at, d.pk))
@@ -281,8 +282,8 @@ def imports_due(session: Session, rule: Rule, until: datetime) -> list[Due]:
     found = []
     query = (select(IMPORTS.c.id, IMPORTS.c.created_at, IMPORTS.c.finished_at)
              .where(IMPORTS.c.purged_at.is_(None)).order_by(IMPORTS.c.id))
-    for pk, created_at, finished_at in session.execute(query):
-        due = Due("import", pk, rule, local_date(finished_at or created_at), "finished")
+    for record in session.execute(query):
+        due = import_due(record, rule)
         if due.due_at <= until:
             found.append(due)
     found.sort(key=lambda d: (d.due_at, d.pk))
@@ -390,11 +391,8 @@ def _plan(session: Session, person: Any, rule: Rule, now: datetime) -> Plan | No
             rows[(kind, row.id)] = row
     if any(row.state not in ENDED[kind] for (kind, _), row in rows.items()):
         return None
-    ends = [end for end in (_utc(row.updated_at) for row in rows.values()) if end is not None]
-    last = max(ends, default=None)
-    start, counted = (local_date(last), "ended") if last is not None else (local_date(person.created_at),
-                                                                          "registered")
-    due = Due("person", person.id, rule, start, counted)
+    last_end = max((row.updated_at for row in rows.values()), default=None)
+    due = person_due(person.id, rule, person.created_at, last_end)
     if due.due_at > now:
         return None
     removals = {key: Removal(key[0], key[1], redacted(key[0], row)) for key, row in rows.items()}
@@ -514,34 +512,24 @@ class Retention:
             imports = [d.pk for d in imports_due(session, rules["import"], now)]
         if limit is not None:
             persons, imports = persons[:limit], imports[:limit]
-        done: list[dict[str, Any]] = []
+        done: dict[str, list[dict[str, Any]]] = {"person": [], "import": []}
         skipped: list[dict[str, Any]] = []
-        for pk in persons:
+        purges = {"person": self._purge_person, "import": self._purge_import}
+        for kind, pk in [("person", pk) for pk in persons] + [("import", pk) for pk in imports]:
             if stop is not None and stop():
                 break
             try:
-                receipt = self._purge_person(who, pk, rules["person"], dry_run)
+                receipt = purges[kind](who, pk, rules[kind], dry_run)
             except Conflict:
                 receipt = None
             if receipt is None:
-                skipped.append({"id": format_id("person", pk), "why": "changed or being purged meanwhile"})
+                skipped.append({"id": format_id(kind, pk), "why": "changed or being purged meanwhile"})
             else:
-                done.append(receipt)
-        done_imports: list[dict[str, Any]] = []
-        for pk in imports:
-            if stop is not None and stop():
-                break
-            try:
-                receipt = self._purge_import(who, pk, rules["import"], dry_run)
-            except Conflict:
-                receipt = None
-            if receipt is None:
-                skipped.append({"id": format_id("import", pk), "why": "changed or being purged meanwhile"})
-            else:
-                done_imports.append(receipt)
-        log.info("retention_purged", dry_run=dry_run, persons=len(done), imports=len(done_imports),
+                done[kind].append(receipt)
+        done_persons, done_imports = done["person"], done["import"]
+        log.info("retention_purged", dry_run=dry_run, persons=len(done_persons), imports=len(done_imports),
                  skipped=len(skipped), actor_role=who.role)
-        return {"now": instant(now), "dry_run": dry_run, "persons": done, "imports": done_imports,
+        return {"now": instant(now), "dry_run": dry_run, "persons": done_persons, "imports": done_imports,
                 "skipped": skipped}
 
     def _purge_person(self, who: Actor, pk: int, rule: Rule, dry_run: bool) -> dict[str, Any] | None:
@@ -572,7 +560,7 @@ class Retention:
                                          .with_for_update(skip_locked=True)).one_or_none()
             if record is None or record.purged_at is not None:
                 return None
-            due = Due("import", pk, rule, local_date(record.finished_at or record.created_at), "finished")
+            due = import_due(record, rule)
             if due.due_at > now:
                 return None
             values = import_redacted(record)
