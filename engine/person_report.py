@@ -383,7 +383,6 @@ def _webhooks(session: Any, pks: Mapping[str, Sequence[int]]) -> list[dict[str, 
                  .where(WebhookDelivery.outcome == "delivered", Event.object_kind == kind, Event.object_id.in_(ids))
                  .group_by(WebhookDelivery.webhook_id))
         for webhook, n, first, last in session.execute(query):
-            first, last = _aware(first), _aware(last)
             if webhook in counted:
                 seen = counted[webhook]
                 counted[webhook] = [seen[0] + n, min(seen[1], first), max(seen[2], last)]
@@ -396,14 +395,6 @@ def _webhooks(session: Any, pks: Mapping[str, Sequence[int]]) -> list[dict[str, 
              "personal_data": bool(hooks[pk].personal_data), "active": bool(hooks[pk].active), "events": n,
              "first_at": when(first), "last_at": when(last)}
             for pk, (n, first, last) in sorted(counted.items())]
-
-
-def _aware(value: Any) -> datetime:
-    """An instant from an aggregate (which skips the column type's conversion) as an aware UTC datetime."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _imports(session: Any, person: int, objects: set[str]) -> list[dict[str, Any]]:
@@ -419,7 +410,7 @@ def _imports(session: Any, person: int, objects: set[str]) -> list[dict[str, Any
                 for r in report or () if r.get("person") == label or r.get("object") in objects
                 or label in (r.get("ids") or ()) or objects & set(r.get("ids") or ())]
         if rows:
-            found.append({"import": format_id("import", pk), "what": what, "by": actor, "at": when(_aware(at)),
+            found.append({"import": format_id("import", pk), "what": what, "by": actor, "at": when(at),
                           "rows": rows})
     return found
 

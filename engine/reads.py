@@ -34,7 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, func, insert, select
@@ -338,17 +338,10 @@ def _summary(session: Any, by: str, where: list[Any], limit: int) -> list[dict[s
              .where(and_(True, *where)).group_by(key).order_by(reads.desc(), key).limit(limit))
     found = []
     for row in session.execute(query):
-        first, last = (_aware(row.first), _aware(row.last))
         if by == "person":
             found.append({"person": format_id("person", row[0]), "reads": row.reads, "users": row.others,
-                          "first": instant(first), "last": instant(last)})
+                          "first": instant(row.first), "last": instant(row.last)})
         else:
-            found.append({"user": row[0], "reads": row.reads, "persons": row.others, "first": instant(first),
-                          "last": instant(last)})
+            found.append({"user": row[0], "reads": row.reads, "persons": row.others, "first": instant(row.first),
+                          "last": instant(row.last)})
     return found
-
-
-def _aware(value: Any) -> datetime:
-    """An aggregate's instant (which skips the column type's conversion: SQLite gives text) as an aware UTC one."""
-    found: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
