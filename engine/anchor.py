@@ -34,7 +34,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,22 @@ def write_key_pair(directory: str) -> dict[str, str]:
         raise UsageError(f"cannot write the key pair in {directory}: {error.strerror}; give another "
                          "⟦output⟧ directory") from error
     return {"private_key": str(private), "public_key": str(public), "public_key_hex": raw_hex(key.public_key())}
+
+
+def anchor_file_name(document: Mapping[str, Any], *, precise: bool = False) -> str:
+    """An anchor's default file name, ``anchor-<UTC instant>.json`` (UTC: no name twice at the autumn's DST change);
+    ``precise``: with microseconds (the worker's folder, where one anchor may follow another within a second)."""
+    made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
+    return f"anchor-{made_at:%Y%m%dT%H%M%S%fZ}.json" if precise else f"anchor-{made_at:%Y%m%dT%H%M%SZ}.json"
+
+
+def write_anchor(document: Mapping[str, Any], path: str) -> str:
+    """Write ``document`` to a new file ``path`` (created exclusively: an anchor is never overwritten); returns the
+    path. FileExistsError or OSError to the caller, who names what to do in its own terms."""
+    with open(path, "x", encoding="utf-8") as out:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    return path
 
 
 def _read(path: str, flag: str) -> bytes:

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 # First of the project's modules: entry.logs imports structlog (before the engine does) without Rich.
@@ -1082,18 +1082,14 @@ def audit_anchor(
         private = anchoring.load_private_key(key)
 
         def write(document: dict[str, Any]) -> str:
-            made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
-            path = output or f"anchor-{made_at:%Y%m%dT%H%M%SZ}.json"  # UTC: no name twice at the autumn's DST
+            path = output or anchoring.anchor_file_name(document)
             try:
-                with open(path, "x", encoding="utf-8") as out:
-                    json.dump(document, out, indent=2)
-                    out.write("\n")
+                return anchoring.write_anchor(document, path)
             except FileExistsError:
                 raise UsageError(f"{path} exists already: an anchor is never overwritten; give another "
                                  "--output") from None
             except OSError as error:
                 raise UsageError(f"cannot write {path}: {error.strerror}; give another --output") from error
-            return path
 
         return anchoring.make_anchor(_engine(ctx).runtime, _actor(actor), private, write)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import signal
 import threading
@@ -111,12 +110,9 @@ def write_anchor_into(directory: str) -> Callable[[dict[str, Any]], str]:
     exclusively: an existing anchor is never overwritten); returns its path."""
 
     def write(document: dict[str, Any]) -> str:
-        made_at = datetime.fromisoformat(document["made_at"]).astimezone(UTC)
-        path = Path(directory) / f"anchor-{made_at:%Y%m%dT%H%M%S%fZ}.json"
-        with open(path, "x", encoding="utf-8") as out:
-            json.dump(document, out, indent=2)
-            out.write("\n")
-        return str(path)
+        from engine.anchor import anchor_file_name, write_anchor
+
+        return write_anchor(document, str(Path(directory) / anchor_file_name(document, precise=True)))
 
     return write
 
