@@ -25,6 +25,8 @@ from persistence.audit import Head
 from persistence.database import DuplicateKey
 from persistence.models import OBJECT_MODELS, Person, Timer
 from persistence.repository import Repository, facts_from_row, facts_values, format_id, not_found, parse_id
+from workflows import case as case_workflow
+from workflows import course as course_workflow
 from workflows.calendar import local_date
 from workflows.course import MAX_DOSES  # §6.3 no more than 2 doses over the person
 from workflows.definition import NEW, Related, Subject, WorkflowDefinition
@@ -56,10 +58,10 @@ PERSON_DEPENDENTS = {"case": ("suspected", "confirmed", "isolated", "healed"),
                      "course": ("offered", "dose1_given", "dose2_due")}
 PLAN_FACTS = {"case": frozenset({"born", "immunocompromised"}),
               "course": frozenset({"born", "immunocompromised", "smallpox_vaccinated"})}
-#: The states in which an object has ended (issue 19, ``engine.retention.ENDED``): only an object in one of them can
-#: belong to a purged person, so only then is the person's purge looked up before a change.
-ENDED_STATES = {"case": ("closed", "discarded", "deceased"), "contact": ("released", "symptomatic"),
-                "course": ("completed", "declined", "cancelled")}
+#: The states in which an object has ended (issue 19): a case's and a course's final states, a contact released or
+#: symptomatic (its person's own case now). A retention purge counts from them (``engine.retention``), and only an
+#: object in one of them can belong to a purged person, so only then is the person's purge looked up before a change.
+ENDED_STATES = {"case": case_workflow.FINAL, "contact": ("released", "symptomatic"), "course": course_workflow.FINAL}
 
 
 def refuse_purged(person_pk: int, purge: Any) -> None:

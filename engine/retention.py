@@ -49,6 +49,7 @@ from sqlalchemy import Table, case, func, select, update
 from sqlalchemy.orm import Session
 
 from engine import units
+from engine.commands import ENDED_STATES
 from engine.uow import ADMIN_ROLES, TIMER_USER, Actor, Runtime, UnitOfWork, check_actor, unit_of_work
 from engine.views import PURGED_BUNDLE, instant, jsonable
 from persistence.audit import PURGED, PURGED_TASK_OUTCOME, Head
@@ -63,8 +64,6 @@ from persistence.models import (
     Timer,
 )
 from persistence.repository import format_id
-from workflows import case as case_workflow
-from workflows import course as course_workflow
 from workflows.calendar import local_date, local_midnight
 from workflows.errors import Conflict, RuleRefused, UsageError, because
 from workflows.limits import check_text, shown
@@ -89,9 +88,8 @@ SET_ROLES = ADMIN_ROLES
 #: ``retention due``'s default warning horizon, and its longest.
 DEFAULT_WITHIN_WEEKS = 8
 MAX_WITHIN_WEEKS = 520
-#: The states in which an object has ended, by kind.
-ENDED = {"case": tuple(case_workflow.FINAL), "contact": ("released", "symptomatic"),
-         "course": tuple(course_workflow.FINAL)}
+#: The states in which an object has ended, by kind (the commands refuse changes by them too).
+ENDED = ENDED_STATES
 #: The free-text columns removed from a purged person's objects (README, "Retention": the decision per column).
 #: A whole column is set to NULL, or (JSON) the free text inside it.
 CLEARED = {
