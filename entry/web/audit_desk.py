@@ -80,6 +80,30 @@ def _date_message() -> str:
     return _("Write a date as dd.mm.yyyy (e.g. 14.03.2025), or a date and time (14.03.2025 09.30).")
 
 
+def check_days(fra: str, til: str, found: dict[str, Any], errors: dict[str, str]) -> None:
+    """A filter form's days as typed (*Fra*, *Til*: ``fra``, ``til``) into ``found`` as the instants a listing takes
+    (``since``, inclusive; ``before``, exclusive), or a message at each field into ``errors``."""
+    for name, value, end in (("fra", fra, False), ("til", til, True)):
+        if value:
+            try:
+                found["since" if name == "fra" else "before"] = _bound(value, end=end)
+            except ValueError:
+                errors[name] = _date_message()
+    if "since" in found and "before" in found and found["before"] <= found["since"]:
+        errors["til"] = _("The end date is before the start date: swap them.")
+
+
+def check_size(size: str, errors: dict[str, str], default: int) -> int:
+    """A filter form's entries per page as typed (``size``): the number, or ``default`` (with a message at the
+    field in ``errors`` for what is no number from 1 to ``MAX_PAGE``)."""
+    if not size:
+        return default
+    if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
+        errors["size"] = _("Give a number of entries per page from 1 to %(most)s.") % {"most": MAX_PAGE}
+        return default
+    return int(size)
+
+
 def _bound(text: str, *, end: bool) -> datetime:
     """A day from the desk's fields as the instant that starts it (``end``: the one that ends it, the next
     day's 00:00, exclusive); an instant as itself (``end``: inclusive). ValueError for what is no date."""
@@ -132,15 +156,7 @@ class Filters:
                 found["entity"] = self.entity
             except MpoxflowError:
                 errors["entity"] = _("Write an object's id, e.g. case-3, contact-12 or person-1.")
-        for name, end in (("fra", False), ("til", True)):
-            value = getattr(self, name)
-            if value:
-                try:
-                    found["since" if name == "fra" else "before"] = _bound(value, end=end)
-                except ValueError:
-                    errors[name] = _date_message()
-        if "since" in found and "before" in found and found["before"] <= found["since"]:
-            errors["til"] = _("The end date is before the start date: swap them.")
+        check_days(self.fra, self.til, found, errors)
         for name in ("trigger", "actor", "unit"):
             value = getattr(self, name)
             if value:
@@ -148,11 +164,7 @@ class Filters:
                     errors[name] = _("Choose one from the list.")
                 else:
                     found[name] = value
-        if self.size:
-            if not self.size.isdigit() or not 1 <= int(self.size) <= MAX_PAGE:
-                errors["size"] = _("Give a number of entries per page from 1 to %(most)s.") % {"most": MAX_PAGE}
-            else:
-                self.limit = int(self.size)
+        self.limit = check_size(self.size, errors, self.limit)
 
     def query(self, **more: Any) -> str:
         """The query string of these filters (as typed), with ``more``."""

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from entry.web import i18n
-from entry.web.audit_desk import _bound, _date_message
+from entry.web.audit_desk import check_days, check_size
 from entry.web.i18n import gettext as _
 from entry.web.pages import Eng, Who, render, request_language
 from persistence.repository import parse_id
@@ -26,9 +26,8 @@ from workflows.limits import MAX_NAME
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(request_language)])
 
-#: The page sizes offered (any from 1 to ``MAX_PAGE`` is accepted).
+#: The page sizes offered (any from 1 to the audit desk's ``MAX_PAGE`` is accepted: ``check_size``).
 PAGE_SIZES = (25, 50, 100, 200)
-MAX_PAGE = 500
 DEFAULT_PAGE = 50
 #: The views the page offers: every read, or a summary (msgids).
 VIEWS = {"": i18n.N_("Every read"), "person": i18n.N_("Per person"), "user": i18n.N_("Per user")}
@@ -76,25 +75,13 @@ class ReadFilters:
                 errors["user"] = _("Write a user's name as the users page names them.")
             else:
                 found["user"] = self.user
-        for name, end in (("fra", False), ("til", True)):
-            value = getattr(self, name)
-            if value:
-                try:
-                    found["since" if name == "fra" else "before"] = _bound(value, end=end)
-                except ValueError:
-                    errors[name] = _date_message()
-        if "since" in found and "before" in found and found["before"] <= found["since"]:
-            errors["til"] = _("The end date is before the start date: swap them.")
+        check_days(self.fra, self.til, found, errors)
         if self.by:
             if self.by not in VIEWS:
                 errors["by"] = _("Choose one from the list.")
             else:
                 found["by"] = self.by
-        if self.size:
-            if not self.size.isdigit() or not 1 <= int(self.size) <= MAX_PAGE:
-                errors["size"] = _("Give a number of entries per page from 1 to %(most)s.") % {"most": MAX_PAGE}
-            else:
-                self.limit = int(self.size)
+        self.limit = check_size(self.size, errors, self.limit)
 
     def query(self, **more: Any) -> str:
         kept = {name: getattr(self, name) for name in FIELDS}
