@@ -48,12 +48,28 @@ def _days_setting(name: str, default: str) -> timedelta:
     return timedelta(days=int(days))
 
 
+def definitions_from_env() -> list[str]:
+    """Load the workflow definitions a deployment adds beside the product's (``MPOXFLOW_DEFINITIONS``: comma-
+    separated ``module:ATTRIBUTE``, a later revision or a new guideline version; README "Adopting a new guideline
+    version"). Returns the names loaded; UsageError naming the setting and the entry that cannot be loaded."""
+    from workflows import registry
+
+    spec = os.environ.get("MPOXFLOW_DEFINITIONS", "")
+    if not spec.strip():
+        return []
+    try:
+        return registry.load(spec)
+    except ValueError as error:
+        raise UsageError(f"MPOXFLOW_DEFINITIONS: {error}") from None
+
+
 def settings_from_env() -> Settings:
     """Deployment settings: the §3.1 daytime window ``MPOXFLOW_DAYTIME_STARTS`` / ``MPOXFLOW_WORKING_DAY_ENDS``
     (HH:MM, default 08:00-17:00, Monday to Friday less Danish public holidays), ``MPOXFLOW_DOSE2_OVERDUE_DAYS``
     (default 14: when a due dose 2 shows as overdue, §6.4) and ``MPOXFLOW_PEP_LATE_ENTRY_DAYS`` (default 7: how
     long after a PEP window closes a dose given inside it may still be recorded, §6.2) and
     ``MPOXFLOW_TEST_RESULT_CHASE_DAYS`` (default 2: when a suspected case's test result is chased, §2.1)."""
+    definitions_from_env()
     starts = _time_setting("MPOXFLOW_DAYTIME_STARTS", "08:00")
     ends = _time_setting("MPOXFLOW_WORKING_DAY_ENDS", "17:00")
     if not starts < ends:

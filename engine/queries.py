@@ -27,7 +27,7 @@ from persistence.repository import AuditWhere, Repository, format_id, not_found,
 from workflows.calendar import local_date, local_midnight
 from workflows.errors import NotFound, UsageError
 from workflows.limits import MAX_DAYS, MAX_ID, MAX_LIMIT, check_count, check_instant, check_text, shown
-from workflows.registry import CALENDAR, WORKFLOWS, linked_to
+from workflows.registry import BY_NAME, CALENDAR, WORKFLOWS, linked_to
 
 log = structlog.get_logger("mpoxflow.engine")
 
@@ -163,14 +163,17 @@ class Queries:
                 views[k] = [object_view(k, r, timers[r.id]) for r in rows]
             return views
 
-    def state_counts(self, kind: str) -> dict[str, int]:
-        """How many objects of a workflow are in each of its states (every state, 0 included)."""
+    def state_counts(self, kind: str, workflow: str | None = None) -> dict[str, int]:
+        """How many objects of a workflow are in each of its states (every state, 0 included): of all its objects
+        in the product's states, or (``workflow``, a definition's name) of those running under that definition,
+        in its states."""
         if kind not in WORKFLOWS:
             raise UsageError(f"'{shown(kind)}' is not a workflow: use one of {', '.join(WORKFLOWS)}")
+        states = WORKFLOWS[kind].states if workflow is None else BY_NAME[workflow].states
         with self.runtime.db.reading() as session:
             repo = Repository(session)
-            counts = repo.state_counts(kind, self._units(repo))
-        return {state: counts.get(state, 0) for state in WORKFLOWS[kind].states}
+            counts = repo.state_counts(kind, self._units(repo), workflow)
+        return {state: counts.get(state, 0) for state in states}
 
     def users(self) -> builtins.list[dict[str, Any]]:
         """Every user, oldest first (never a password hash: only whether there is one)."""

@@ -32,7 +32,7 @@ from engine.bootstrap import database_url, default_actor, init_database, open_en
 from engine.core import ADMIN_ROLES, TASK_OUTCOMES, TIMER_STATUSES, Engine, RetryPolicy
 from engine.notes import ATTEMPT_KINDS, CHANNELS, HARD_TO_REACH_AFTER, OUTCOMES
 from engine.views import instant
-from entry import coercion, events_cli
+from entry import coercion, events_cli, workflow_cli
 from entry.operations import LISTABLE, run_operation
 from entry.parsing import (
     MAX_DAYS,
@@ -1548,6 +1548,9 @@ def diagram(
     names = list(kind or [])
 
     def action() -> dict[str, Any]:
+        from engine.bootstrap import definitions_from_env
+
+        definitions_from_env()  # a deployment's definitions beside the product's
         chosen = parse_choice(output or "text", DIAGRAM_FORMATS, "format")
         if diff:
             return _definition_diff(names, chosen)
@@ -1556,7 +1559,9 @@ def diagram(
                              "--diff A B")
         if output == "text":
             raise UsageError("a workflow's diagram is Mermaid: --format text goes with --diff A B")
-        definition = WORKFLOWS[parse_choice(names[0], WORKFLOWS, "workflow")]
+        from workflows.registry import BY_NAME
+
+        definition = BY_NAME.get(names[0]) or WORKFLOWS[parse_choice(names[0], WORKFLOWS, "workflow")]
         return {"workflow": definition.name, "mermaid": definition.mermaid()}
 
     _run(as_json, action, lambda r: r.get("shown", r.get("mermaid", "")))
@@ -1930,6 +1935,8 @@ def fhir_export(
 
 # Events and webhooks (issue 18), in a module of their own.
 events_cli.register(app, _run, _engine, _actor, render_rows)
+# Workflow definitions side by side, the default of new objects, migrations (issue 20).
+workflow_cli.register(app, _run, _engine, _actor, render_rows)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.

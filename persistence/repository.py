@@ -706,9 +706,13 @@ class Repository:
             params["units"] = list(units)
         return [(row.due_at, int(row.due)) for row in self._core.execute(query, params)]
 
-    def state_counts(self, kind: str, units: Sequence[int] | None = None) -> dict[str, int]:
+    def state_counts(self, kind: str, units: Sequence[int] | None = None,
+                     workflow: str | None = None) -> dict[str, int]:
+        """How many ``kind`` objects are in each state (of those in ``units``; of those under ``workflow``)."""
         model = _table(OBJECT_MODELS[kind])
         query = select(model.c.state, func.count()).group_by(model.c.state)
+        if workflow is not None:
+            query = query.where(model.c.workflow == workflow)
         if units is not None:
             query = query.where(model.c.unit_id.in_(list(units)))
         return {state: int(n) for state, n in self._core.execute(query)}

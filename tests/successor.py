@@ -4,7 +4,8 @@ version): revision 2 of ``contact@SST-mpox-7.1``, a corrected reading in which m
 is no longer monitored anew after a new exposure (the transition removed), and the anonymous-tracing guard of
 ``add`` is gone (with it the only citation of §5.4). Open contacts of the product's definition map onto it.
 
-``registered`` (a fixture) adds it to the registry's ``BY_NAME`` for one test and removes it after."""
+``registered`` (a fixture) loads it beside the product's for one test and unloads it after; a process started with
+``MPOXFLOW_DEFINITIONS=tests.successor:SUCCESSOR`` loads it as a deployment would."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from workflows import contact
 from workflows.contact import CONTACT
 from workflows.definition import TransitionSpec, WorkflowDefinition
-from workflows.registry import BY_NAME
+from workflows.registry import BY_NAME, register, unregister
 from workflows.rules import cite
 
 MONITORING_DAYS = 14
@@ -61,8 +62,8 @@ SUCCESSOR = WorkflowDefinition(
 def registered() -> Iterator[WorkflowDefinition]:
     """The successor in the registry for one test (``BY_NAME``), removed after."""
     assert SUCCESSOR.name not in BY_NAME
-    BY_NAME[SUCCESSOR.name] = SUCCESSOR
+    register(SUCCESSOR)
     try:
         yield SUCCESSOR
     finally:
-        del BY_NAME[SUCCESSOR.name]
+        unregister(SUCCESSOR.name)

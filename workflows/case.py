@@ -188,9 +188,9 @@ def paediatric_referral_due(registered_at: datetime) -> datetime:
     return registered_at + PAEDIATRIC_REFERRAL_WITHIN
 
 
-def condom_advice_ends(healed_on: date) -> datetime:
+def condom_advice_ends(healed_on: date, days: int = CONDOM_ADVICE_DAYS) -> datetime:
     """§4.1 condom use for 12 weeks after healing: 00:00 local on healed date + 85 days."""
-    return window_closes(healed_on, CONDOM_ADVICE_DAYS)
+    return window_closes(healed_on, days)
 
 
 def test_result_due(opened_at: datetime, settings: Settings) -> datetime:
@@ -568,7 +568,8 @@ def _discard(subject: Subject, data: Mapping[str, Any]) -> None:
 def _heal(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.healed_on = data["on"]
     _ends_infectious_period_duties(subject.facts)
-    subject.arm_timer(TimerSpec("condom_advice_ends", condom_advice_ends(data["on"]), S4_1))
+    subject.arm_timer(TimerSpec("condom_advice_ends", condom_advice_ends(
+        data["on"], subject.days("condom_advice_ends", CONDOM_ADVICE_DAYS)), S4_1))
 
 
 def _die(subject: Subject, data: Mapping[str, Any]) -> None:

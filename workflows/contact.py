@@ -151,28 +151,41 @@ def pep_exposure(facts: ContactFacts) -> date | None:
     return max(days, default=None)
 
 
-def monitoring_ends(last_exposure_on: date) -> datetime:
-    """§5.5 passive monitoring for 21 days after the last exposure: 00:00 local on last exposure + 22 days."""
-    return window_closes(last_exposure_on, MONITORING_DAYS)
+def monitoring_ends(last_exposure_on: date, days: int = MONITORING_DAYS) -> datetime:
+    """§5.5 passive monitoring for 21 days after the last exposure: 00:00 local on last exposure + 22 days
+    (``days``: the period the running definition declares)."""
+    return window_closes(last_exposure_on, days)
 
 
-def pep_optimal_window_closes(exposed_on: date) -> datetime:
+def pep_optimal_window_closes(exposed_on: date, days: int = PEP_OPTIMAL_DAYS) -> datetime:
     """§6.2 PEP best within 4 days of exposure: 00:00 local on exposure + 5 days."""
-    return window_closes(exposed_on, PEP_OPTIMAL_DAYS)
+    return window_closes(exposed_on, days)
 
 
-def pep_window_closes(exposed_on: date) -> datetime:
+def pep_window_closes(exposed_on: date, days: int = PEP_LATEST_DAYS) -> datetime:
     """§6.2 PEP in special cases up to 14 days after exposure: 00:00 local on exposure + 15 days."""
-    return window_closes(exposed_on, PEP_LATEST_DAYS)
+    return window_closes(exposed_on, days)
 
 
-def pep_window_at(exposed_on: date, now: datetime) -> str:
+def pep_window_at(exposed_on: date, now: datetime, optimal_days: int = PEP_OPTIMAL_DAYS,
+                  latest_days: int = PEP_LATEST_DAYS) -> str:
     """§6.2 where the PEP window of an exposure stands at ``now``: optimal, extended or closed."""
-    if now < pep_optimal_window_closes(exposed_on):
+    if now < pep_optimal_window_closes(exposed_on, optimal_days):
         return "optimal"
-    if now < pep_window_closes(exposed_on):
+    if now < pep_window_closes(exposed_on, latest_days):
         return "extended"
     return "closed"
+
+
+def _monitoring_ends(subject: Subject) -> datetime:
+    """§5.5 the end of the contact's monitoring by the period its definition declares."""
+    return monitoring_ends(subject.facts.last_exposure_on, subject.days("monitoring_ends", MONITORING_DAYS))
+
+
+def _pep_days(subject: Subject) -> tuple[int, int]:
+    """§6.2 the PEP windows' periods (best within, at the latest) its definition declares."""
+    return (subject.days("pep_optimal_window_closes", PEP_OPTIMAL_DAYS),
+            subject.days("pep_window_closes", PEP_LATEST_DAYS))
 
 
 def infectious_period(case_state: str, case: CaseFacts, today: date, kind: str | None = None) -> tuple[date, date]:
@@ -375,17 +388,19 @@ def _arm_exposure_timers(subject: Subject) -> None:
     clock stands now, and only its timers still ahead are armed. The PEP assessment is a task (§5.3, §6.2) until
     a course is offered; the windows close by themselves, so ``pep_window`` tells the truth whatever was done."""
     facts: ContactFacts = subject.facts
-    subject.arm_timer(TimerSpec("monitoring_ends", monitoring_ends(facts.last_exposure_on), S5_5))
+    subject.arm_timer(TimerSpec("monitoring_ends", _monitoring_ends(subject), S5_5))
     since = pep_exposure(facts)
     if since is None:
         facts.pep_window = "not_indicated"
         for name in PEP_TIMERS:
             subject.cancel_timer(name)  # no PEP to assess: the task is not needed (never "done")
         return
-    facts.pep_window = pep_window_at(since, subject.now)
-    best_by, latest_by = since + timedelta(days=PEP_OPTIMAL_DAYS), since + timedelta(days=PEP_LATEST_DAYS)
-    latest = pep_window_closes(since)
-    for name, due in (("pep_optimal_window_closes", pep_optimal_window_closes(since)), ("pep_window_closes", latest)):
+    optimal_days, latest_days = _pep_days(subject)
+    facts.pep_window = pep_window_at(since, subject.now, optimal_days, latest_days)
+    best_by, latest_by = since + timedelta(days=optimal_days), since + timedelta(days=latest_days)
+    latest = pep_window_closes(since, latest_days)
+    for name, due in (("pep_optimal_window_closes", pep_optimal_window_closes(since, optimal_days)),
+                      ("pep_window_closes", latest)):
         if due > subject.now:
             subject.arm_timer(TimerSpec(name, due, S6_2))
         else:
@@ -500,7 +515,7 @@ def _symptoms(subject: Subject, data: Mapping[str, Any]) -> None:
 
 
 def _monitoring_left(subject: Subject) -> bool:
-    return monitoring_ends(subject.facts.last_exposure_on) > subject.now
+    return _monitoring_ends(subject) > subject.now
 
 
 def _informed_and_monitoring_left(subject: Subject) -> bool:
@@ -519,7 +534,7 @@ def _released_after_discard(subject: Subject, data: Mapping[str, Any]) -> None:
     """§5.5 the 21 days after the last exposure are over by the time the suspicion is discarded: released."""
     facts: ContactFacts = subject.facts
     since = pep_exposure(facts)
-    facts.pep_window = "not_indicated" if since is None else pep_window_at(since, subject.now)
+    facts.pep_window = "not_indicated" if since is None else pep_window_at(since, subject.now, *_pep_days(subject))
     _cancel(subject, ("monitoring_ends", *PEP_TIMERS, "inform_due"))
 
 

@@ -134,22 +134,32 @@ def dose_plan(person: PersonFacts) -> tuple[int, str, str]:
     return 2, S6_4, phrase("2 doses at least 28 days apart")
 
 
-def dose2_due(dose1_on: date) -> Any:
-    """§6.4 dose 2 falls due at 00:00 local on dose 1 + 28 days."""
-    return local_midnight(dose1_on + timedelta(days=DOSE_INTERVAL_DAYS))
+def dose2_due(dose1_on: date, interval: int = DOSE_INTERVAL_DAYS) -> Any:
+    """§6.4 dose 2 falls due at 00:00 local on dose 1 + 28 days (``interval``: the running definition's)."""
+    return local_midnight(dose1_on + timedelta(days=interval))
 
 
-def dose2_overdue_at(dose1_on: date, overdue_after: timedelta) -> Any:
+def dose2_overdue_at(dose1_on: date, overdue_after: timedelta, interval: int = DOSE_INTERVAL_DAYS) -> Any:
     """When a due dose 2 turns overdue in the worklist: 00:00 local, ``overdue_after`` calendar days after the
     day dose 2 falls due (a deployment's choice: §6.4 sets no upper limit)."""
-    return local_midnight(dose1_on + timedelta(days=DOSE_INTERVAL_DAYS + overdue_after.days))
+    return local_midnight(dose1_on + timedelta(days=interval + overdue_after.days))
 
 
-def late_entry_ends(exposure_on: date, grace: timedelta) -> datetime:
+def late_entry_ends(exposure_on: date, grace: timedelta, latest_days: int = PEP_LATEST_DAYS) -> datetime:
     """When a lapsed PEP offer is cancelled: the window's close (00:00 local after day 14) plus ``grace`` in
     Danish wall-clock time (7 days: 00:00 local a week later, whatever the daylight-saving change in between)."""
-    closes = datetime.combine(exposure_on + timedelta(days=PEP_LATEST_DAYS + 1), time(0), tzinfo=DANISH)
+    closes = datetime.combine(exposure_on + timedelta(days=latest_days + 1), time(0), tzinfo=DANISH)
     return (closes + grace).astimezone(UTC)
+
+
+def _interval(subject: Subject) -> int:
+    """§6.4 the days between the doses, as the running definition declares them (its ``dose2_due`` timer)."""
+    return subject.days("dose2_due", DOSE_INTERVAL_DAYS)
+
+
+def _latest_days(subject: Subject) -> int:
+    """§6.2 the last day of the PEP window after the exposure, as the running definition declares it."""
+    return subject.days("pep_window_closes", PEP_LATEST_DAYS)
 
 
 def severe_disease_risk(person: PersonFacts, on: date) -> str | None:
@@ -288,7 +298,7 @@ def _pep_for_this_contact(subject: Subject, data: Mapping[str, Any]) -> str | No
                            "offered: give it with ⟦assessment_note⟧", contact=contact.id, risk=facts.risk,
                            person=subject.person, severe=severe)
     since = _pep_window_from(facts)
-    if since is None or pep_window_at(since, subject.now) == "closed":
+    if since is None or pep_window_at(since, subject.now, latest_days=_latest_days(subject)) == "closed":
         if since:
             return because("%(contact)s's PEP window closed with day 14 after the exposure of %(since)s: PEP is no "
                            "longer offered", contact=contact.id, since=since)
@@ -356,7 +366,7 @@ def _pep_within_window(subject: Subject, data: Mapping[str, Any]) -> str | None:
     facts: CourseFacts = subject.facts
     if facts.indication != "pep" or facts.exposure_on is None:
         return None
-    latest = facts.exposure_on + timedelta(days=PEP_LATEST_DAYS)
+    latest = facts.exposure_on + timedelta(days=_latest_days(subject))
     if data["on"] > latest:
         return because("dose 1 on %(on)s is after day 14 from the exposure on %(exposure)s (last day %(latest)s): "
                        "PEP is no longer given", on=data["on"], exposure=facts.exposure_on, latest=latest)
@@ -369,7 +379,8 @@ def _pep_special_case(subject: Subject, data: Mapping[str, Any]) -> str | None:
     if facts.indication != "pep" or facts.exposure_on is None:
         return None
     day = (data["on"] - facts.exposure_on).days
-    if PEP_OPTIMAL_DAYS < day <= PEP_LATEST_DAYS and not data.get("special_reason"):
+    optimal = subject.days("pep_optimal_window_closes", PEP_OPTIMAL_DAYS)
+    if optimal < day <= _latest_days(subject) and not data.get("special_reason"):
         return because("dose 1 on %(on)s is day %(day)s after the exposure on %(exposure)s: after day 4 PEP is "
                        "given only in special cases; give the reason with ⟦special_reason⟧", on=data["on"], day=day,
                        exposure=facts.exposure_on)
@@ -442,7 +453,7 @@ def _after_previous_dose(subject: Subject, data: Mapping[str, Any]) -> str | Non
                        "update %(person)s ⟦doses_elsewhere⟧ ⟦last_dose_on⟧` (dose 2 is at least 28 days after it)",
                        person=subject.person)
     at, previous = max(dated, key=lambda d: d[1])
-    earliest = previous + timedelta(days=DOSE_INTERVAL_DAYS)
+    earliest = previous + timedelta(days=_interval(subject))
     if data["on"] < earliest and at is None:
         return because("dose 2 must be at least 28 days after dose 1 (%(previous)s): not before %(earliest)s",
                        previous=previous, earliest=earliest)
@@ -483,7 +494,7 @@ def _arm_pep_window(subject: Subject) -> None:
     exposure corrected to an earlier date), the course lapsed with its late-entry grace from the close."""
     facts: CourseFacts = subject.facts
     assert facts.exposure_on is not None
-    closes = pep_window_closes(facts.exposure_on)
+    closes = pep_window_closes(facts.exposure_on, _latest_days(subject))
     if closes > subject.now:
         facts.lapsed_at = None
         subject.cancel_timer(LATE_ENTRY)
@@ -533,11 +544,11 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
             return
         facts.dose1_on = data["on"]
         if facts.doses_planned == 2:
-            due = dose2_due(facts.dose1_on)
-            from_day = facts.dose1_on + timedelta(days=DOSE_INTERVAL_DAYS)
+            due = dose2_due(facts.dose1_on, _interval(subject))
+            from_day = facts.dose1_on + timedelta(days=_interval(subject))
             subject.arm_timer(TimerSpec(
                 "dose2_due", due, S6_4, task=f"give dose 2 (from {from_day})",
-                overdue_at=dose2_overdue_at(facts.dose1_on, subject.settings.dose2_overdue_after),
+                overdue_at=dose2_overdue_at(facts.dose1_on, subject.settings.dose2_overdue_after, _interval(subject)),
             ))
     else:
         facts.dose2_on = data["on"]
@@ -563,9 +574,9 @@ def _lapse(subject: Subject, data: Mapping[str, Any]) -> None:
     14, say) may still be recorded during the grace; then the course is cancelled."""
     facts: CourseFacts = subject.facts
     assert facts.exposure_on is not None
-    latest = facts.exposure_on + timedelta(days=PEP_LATEST_DAYS)
-    ends = late_entry_ends(facts.exposure_on, subject.settings.pep_late_entry_grace)
-    facts.lapsed_at = pep_window_closes(facts.exposure_on)
+    latest = facts.exposure_on + timedelta(days=_latest_days(subject))
+    ends = late_entry_ends(facts.exposure_on, subject.settings.pep_late_entry_grace, _latest_days(subject))
+    facts.lapsed_at = pep_window_closes(facts.exposure_on, _latest_days(subject))
     subject.arm_timer(TimerSpec(
         LATE_ENTRY, ends, S6_2,
         task=f"PEP window closed after {latest}: record a dose 1 given by then, or decline (the offer ends "

@@ -143,6 +143,18 @@ class Subject:
     linked: Mapping[str, tuple[Related, ...]] = field(default_factory=dict)
     #: What the effect adds to the audit entry's data besides the data given (a correction's values before it).
     audit_data: dict[str, Any] = field(default_factory=dict)
+    #: The timers the definition running this object declares (set by ``WorkflowDefinition.fire``): its guards
+    #: and effects compute a due instant from the period declared there (:meth:`days`), so that an object under
+    #: a later definition (monitoring of 14 days) is run by that definition's periods, not the module's constants.
+    timers: Mapping[str, Timer] = field(default_factory=dict)
+
+    def days(self, timer: str, default: int) -> int:
+        """The period in days the running definition declares for ``timer`` (``default``: the module's own, when
+        the subject runs outside a definition, or the timer declares no period)."""
+        declared = self.timers.get(timer)
+        if declared is None or declared.period is None:
+            return default
+        return declared.period.days
 
     def cascade(self, cascade: Cascade) -> None:
         """Pull a trigger on other objects, in this transaction, after this object is written."""
@@ -353,6 +365,7 @@ class WorkflowDefinition:
         # and calls the table's conditions and callbacks with it. ``add_model`` would also attach a method per
         # trigger and state to the subject (and list it in the machine's models), which nothing here uses, at a
         # cost larger than the transition's own.
+        subject.timers = self.timers
         with self._lock:
             try:
                 went = self.machine.events[trigger].trigger(subject)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
@@ -1485,11 +1485,20 @@ def fired_text(fired: list[dict[str, Any]]) -> str:
 
 
 @router.get("/diagrams/{kind}")
-def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str | None = None) -> Response:
-    """A workflow's diagram; with ``?diff=B``, also what changed from it to the definition named B."""
+def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str | None = None,
+                 definition_name: Annotated[str | None, Query(alias="definition")] = None) -> Response:
+    """A workflow's diagram: the product's definition, or (``?definition=NAME``) another one loaded beside it, with
+    the objects running under it; with ``?diff=B``, also what changed from it to the definition named B."""
     from workflows import diff as compare
 
     definition = WORKFLOWS[kind]
+    if definition_name:
+        chosen = DEFINITIONS.get(definition_name)
+        if chosen is None or chosen.kind != kind:
+            raise UsageError(_("There is no %(kind)s workflow definition %(name)s: choose one of %(names)s.")
+                             % {"kind": kind, "name": shown(definition_name),
+                                "names": ", ".join(n for n, d in sorted(DEFINITIONS.items()) if d.kind == kind)})
+        definition = chosen
     changes = None
     if diff:
         other = DEFINITIONS.get(diff)
@@ -1504,7 +1513,7 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str 
         result = compare.diff(definition, other)
         changes = {"to": other.name, "rows": diagram.diff_rows(result),
                    "mermaid": compare.mermaid(result, definition, other)}
-    counts = engine.state_counts(kind)
+    counts = engine.state_counts(kind, None if definition is WORKFLOWS[kind] else definition.name)
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
                   mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS, changes=changes,
