@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from workflows.definition import NEW, Guard, Settings, Subject, Timer, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.definition import MIGRATED, NEW, Guard, Settings, Subject, Timer, TimerSpec, TransitionSpec, WorkflowDefinition
 from workflows.errors import DefinitionError
 from workflows.registry import BY_NAME, WORKFLOWS
 from workflows.rules import cite
@@ -136,7 +136,9 @@ def test_every_transition_cites_a_section() -> None:
 def test_a_state_mapping_covers_every_non_final_state_of_the_source() -> None:
     source = toy(states=("open", "waiting", "done"), transitions=with_transitions(
         TransitionSpec("wait", ("open",), "waiting", R, "wait")))
-    successor = {"version": "SST-mpox-7.1", "revision": 2, "migrates_from": source}
+    migrated = TransitionSpec(MIGRATED, ("open",), None, R, "moved to revision 2", internal=True)
+    successor = {"version": "SST-mpox-7.1", "revision": 2, "migrates_from": source,
+                 "transitions": with_transitions(migrated)}
     error = refusal(**successor, state_map={"open": "open"})
     assert str(error) == ("workflow definition toy@SST-mpox-7.1-r2 refused: the state mapping from "
                           "toy@SST-mpox-7.1 does not cover its non-final state waiting")
@@ -153,8 +155,31 @@ def test_a_state_mapping_covers_every_non_final_state_of_the_source() -> None:
     assert refusal(state_map={"open": "open"}).problems == (
         "a state mapping without the definition it migrates from (migrates_from)",)
     other = toy(kind="other")
-    assert refusal(revision=2, migrates_from=other, state_map={"open": "open"}).problems == (
+    assert refusal(revision=2, migrates_from=other, state_map={"open": "open"},
+                   transitions=with_transitions(migrated)).problems == (
         "migrates from other@SST-mpox-7.1, a workflow of another kind (other)",)
+    # None: objects in that state are not migrated (they finish under their own definition); it covers the state.
+    assert toy(**successor, state_map={"open": "open", "waiting": None}).problems() == []
+
+
+def test_a_migration_declares_its_migrated_transition_from_every_state_it_maps_to() -> None:
+    source = toy()
+    successor = {"version": "SST-mpox-7.1", "revision": 2, "migrates_from": source, "state_map": {"open": "open"}}
+    assert refusal(**successor).problems == (
+        "no migrated transition: declare the internal transition that migrates an object from toy@SST-mpox-7.1 "
+        "(its guards and the timers it arms)", "migrated: does not leave open, a state the mapping from "
+        "toy@SST-mpox-7.1 gives")
+    moving = TransitionSpec(MIGRATED, ("open",), "done", R, "moved", internal=True)
+    assert refusal(**successor, transitions=with_transitions(moving)).problems == (
+        "migrated: must be internal and keep the state (dest None, internal=True)",)
+    by_hand = TransitionSpec(MIGRATED, ("open",), None, R, "moved")
+    assert refusal(**successor, transitions=with_transitions(by_hand)).problems == (
+        "migrated: must be internal and keep the state (dest None, internal=True)",)
+    # A definition that migrates from nothing has no migrated transition.
+    stray = TransitionSpec(MIGRATED, ("open",), None, R, "moved", internal=True)
+    assert refusal(transitions=with_transitions(stray)).problems == (
+        "migrated: a migration transition without the definition it migrates from (migrates_from)",)
+    assert toy(**successor, transitions=with_transitions(stray)).problems() == []
 
 
 def test_a_broken_definition_cannot_be_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

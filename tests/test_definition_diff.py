@@ -33,11 +33,16 @@ states:
   + follow_up
 transitions:
   + call: monitored → follow_up
+  + migrated: exposed → exposed
+  + migrated: monitored → monitored
+  + migrated: released → released
+  + migrated: symptomatic → symptomatic
   + monitoring_ends: follow_up → released
   - expose: released → exposed
   ~ monitoring_ends: exposed → released: summary '{SUMMARY_21}' → '{SUMMARY_14}'
   ~ monitoring_ends: monitored → released: summary '{SUMMARY_21}' → '{SUMMARY_14}'
 guards:
+  + migrated: not_anonymous
   - add: anonymous_only_when_declined
 timers:
   ~ monitoring_ends: period 21 days → 14 days
@@ -54,10 +59,13 @@ def test_the_successor_differs_by_exactly_what_it_changes() -> None:
     assert [(c.element, c.change, c.label, c.details) for c in result.changes] == [
         ("state", "added", "follow_up", ()),
         ("transition", "added", "call: monitored → follow_up", ()),
+        *(("transition", "added", f"migrated: {s} → {s}", ()) for s in ("exposed", "monitored", "released",
+                                                                          "symptomatic")),
         ("transition", "added", "monitoring_ends: follow_up → released", ()),
         ("transition", "removed", "expose: released → exposed", ()),
         ("transition", "changed", "monitoring_ends: exposed → released", (("summary", SUMMARY_21, SUMMARY_14),)),
         ("transition", "changed", "monitoring_ends: monitored → released", (("summary", SUMMARY_21, SUMMARY_14),)),
+        ("guard", "added", "migrated: not_anonymous", ()),
         ("guard", "removed", "add: anonymous_only_when_declined", ()),
         ("timer", "changed", "monitoring_ends", (("period", timedelta(days=21), timedelta(days=14)),)),
         ("section", "added", "SST-mpox-7.1 §2.1", ()),

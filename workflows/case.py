@@ -568,8 +568,22 @@ def _discard(subject: Subject, data: Mapping[str, Any]) -> None:
 def _heal(subject: Subject, data: Mapping[str, Any]) -> None:
     subject.facts.healed_on = data["on"]
     _ends_infectious_period_duties(subject.facts)
+    _arm_condom_advice(subject)
+
+
+def _arm_condom_advice(subject: Subject) -> None:
+    """§4.1 the condom advice after healing, by the period the running definition declares."""
     subject.arm_timer(TimerSpec("condom_advice_ends", condom_advice_ends(
-        data["on"], subject.days("condom_advice_ends", CONDOM_ADVICE_DAYS)), S4_1))
+        subject.facts.healed_on, subject.days("condom_advice_ends", CONDOM_ADVICE_DAYS)), S4_1))
+
+
+def timers_from_facts(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The timers the running definition's rules compute from a case's facts, for a case that moves to it
+    (``workflow migrate``: the effect of a later definition's ``migrated`` transition): a healed case's condom
+    advice (§4.1) by the new period, fired at the next clock step when already over. The notification and
+    sample deadlines keep theirs: they count from an event (the confirmation, the opening), not from a fact."""
+    if subject.state == "healed" and subject.facts.healed_on is not None:
+        _arm_condom_advice(subject)
 
 
 def _die(subject: Subject, data: Mapping[str, Any]) -> None:

@@ -382,13 +382,15 @@ def _arm_inform(subject: Subject) -> None:
     subject.arm_timer(TimerSpec("inform_due", subject.now + INFORM_WITHIN, rule, task=task))
 
 
-def _arm_exposure_timers(subject: Subject) -> None:
+def _arm_exposure_timers(subject: Subject, *, monitored: bool = True) -> None:
     """Every timer that hangs on the exposures, computed anew (re-arming replaces a pending one). The monitoring
     end is armed even when already past, so it fires at the next clock step; the PEP window is set to where the
     clock stands now, and only its timers still ahead are armed. The PEP assessment is a task (§5.3, §6.2) until
-    a course is offered; the windows close by themselves, so ``pep_window`` tells the truth whatever was done."""
+    a course is offered; the windows close by themselves, so ``pep_window`` tells the truth whatever was done.
+    ``monitored`` False (a symptomatic contact): only the PEP windows, which keep closing on time."""
     facts: ContactFacts = subject.facts
-    subject.arm_timer(TimerSpec("monitoring_ends", _monitoring_ends(subject), S5_5))
+    if monitored:
+        subject.arm_timer(TimerSpec("monitoring_ends", _monitoring_ends(subject), S5_5))
     since = pep_exposure(facts)
     if since is None:
         facts.pep_window = "not_indicated"
@@ -405,6 +407,8 @@ def _arm_exposure_timers(subject: Subject) -> None:
             subject.arm_timer(TimerSpec(name, due, S6_2))
         else:
             subject.cancel_timer(name)
+    if not monitored:
+        return
     if latest > subject.now and facts.pep_offered_at is None:
         subject.arm_timer(TimerSpec("pep_assessment_due", latest, S6_2,
                                     task=f"assess PEP by {latest_by} (best by {best_by})"))
@@ -536,6 +540,19 @@ def _released_after_discard(subject: Subject, data: Mapping[str, Any]) -> None:
     since = pep_exposure(facts)
     facts.pep_window = "not_indicated" if since is None else pep_window_at(since, subject.now, *_pep_days(subject))
     _cancel(subject, ("monitoring_ends", *PEP_TIMERS, "inform_due"))
+
+
+def timers_from_facts(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The timers the running definition's rules compute from a contact's facts and the clock, for a contact that
+    moves to it (``workflow migrate``: the effect of a later definition's ``migrated`` transition). Exposed or
+    monitored: the monitoring end (§5.5) and the PEP windows and assessment (§6.2), by the new definition's
+    periods; a monitoring end already past fires at the next clock step, never skipped. Symptomatic: the PEP
+    windows only. Released: nothing runs. The information task keeps its deadline (it counts from the
+    registration, not from a fact)."""
+    if subject.state in OPEN:
+        _arm_exposure_timers(subject)
+    elif subject.state == "symptomatic":
+        _arm_exposure_timers(subject, monitored=False)
 
 
 def _pep_optimal_over(subject: Subject, data: Mapping[str, Any]) -> None:

@@ -544,16 +544,38 @@ def _dose(subject: Subject, data: Mapping[str, Any]) -> None:
             return
         facts.dose1_on = data["on"]
         if facts.doses_planned == 2:
-            due = dose2_due(facts.dose1_on, _interval(subject))
-            from_day = facts.dose1_on + timedelta(days=_interval(subject))
-            subject.arm_timer(TimerSpec(
-                "dose2_due", due, S6_4, task=f"give dose 2 (from {from_day})",
-                overdue_at=dose2_overdue_at(facts.dose1_on, subject.settings.dose2_overdue_after, _interval(subject)),
-            ))
+            _arm_dose2(subject)
     else:
         facts.dose2_on = data["on"]
         subject.cancel_timer("dose2_due")
         subject.satisfy_timer("dose2_due")
+
+
+def _arm_dose2(subject: Subject) -> None:
+    """§6.4 dose 2 falls due the running definition's interval after dose 1 (a task, overdue after the
+    deployment's setting)."""
+    facts: CourseFacts = subject.facts
+    assert facts.dose1_on is not None
+    interval = _interval(subject)
+    subject.arm_timer(TimerSpec(
+        "dose2_due", dose2_due(facts.dose1_on, interval), S6_4,
+        task=f"give dose 2 (from {facts.dose1_on + timedelta(days=interval)})",
+        overdue_at=dose2_overdue_at(facts.dose1_on, subject.settings.dose2_overdue_after, interval),
+    ))
+
+
+def timers_from_facts(subject: Subject, data: Mapping[str, Any]) -> None:
+    """The timers the running definition's rules compute from a course's facts and the clock, for a course that
+    moves to it (``workflow migrate``: the effect of a later definition's ``migrated`` transition): dose 1 given,
+    dose 2's due day by the new interval (§6.4); a PEP offer still inside its window, the window's close by the
+    new period (§6.2; a window the new period has already closed lapses the offer, with its late-entry grace).
+    A course whose dose 2 is due already, or whose offer lapsed, keeps its timers."""
+    facts: CourseFacts = subject.facts
+    if subject.state == "dose1_given" and facts.dose1_on is not None and facts.doses_planned == 2:
+        _arm_dose2(subject)
+    elif (subject.state == "offered" and facts.indication == "pep" and facts.exposure_on is not None
+          and facts.lapsed_at is None and facts.dose1_on is None):
+        _arm_pep_window(subject)
 
 
 def _end(because: str, *, pep_may_be_assessed_again: bool = True) -> Any:

@@ -23,6 +23,10 @@ from workflows.rules import cites_a_section, section_of
 
 #: The state of an object before it exists; creation triggers leave it. Never stored.
 NEW = "new"
+#: The trigger that moves an open object to a later definition (``workflow migrate``, issue 20): an internal
+#: transition of the new definition, from the state its ``state_map`` gives, that keeps that state; its guards
+#: are the new rules' conditions on the object's facts, its effect arms the timers the new rules compute.
+MIGRATED = "migrated"
 
 
 def _no_holidays(day: date) -> bool:
@@ -272,7 +276,7 @@ class WorkflowDefinition:
         identity_rule: str | None = None,
         revision: int = 1,
         migrates_from: WorkflowDefinition | None = None,
-        state_map: Mapping[str, str] | None = None,
+        state_map: Mapping[str, str | None] | None = None,
     ) -> None:
         self.kind = kind
         self.version = version
@@ -291,9 +295,10 @@ class WorkflowDefinition:
         #: Facts that, with the person, identify an object: a second one with the same values is refused.
         self.identity = identity
         self.identity_rule = identity_rule
-        #: The definition whose open objects may move to this one, and the state each of its states maps to.
+        #: The definition whose open objects may move to this one, and the state each of its states maps to (None:
+        #: its objects in that state are not migrated, they finish under the rules they started with).
         self.migrates_from = migrates_from
-        self.state_map: dict[str, str] = dict(state_map or {})
+        self.state_map: dict[str, str | None] = dict(state_map or {})
         self.transitions = tuple(transitions)
         self._by_trigger: dict[str, list[TransitionSpec]] = {}
         for spec in self.transitions:
@@ -398,7 +403,9 @@ class WorkflowDefinition:
         - every timed trigger has a timer of its name, every timer a timed trigger that it fires;
         - every transition, guard and timer cites a section of the guideline (``SST-mpox-7.1 §5.5``);
         - a migration's state mapping covers every non-final state of the definition it migrates from, and maps
-          only that definition's states to this one's."""
+          only that definition's states to this one's (or to None: not migrated); a definition that migrates has
+          an internal ``migrated`` transition that keeps the state, from every state the mapping gives;
+          one that does not migrate has no ``migrated`` transition."""
         found: list[str] = []
         known = {NEW, *self.states}
         # One initial state.
@@ -462,10 +469,14 @@ class WorkflowDefinition:
         for timer in self.timers.values():
             if not cites_a_section(timer.rule):
                 found.append(f"timer {timer.name}: cites no section ({timer.rule!r})")
-        # A migration's state mapping.
+        # A migration's state mapping, and the transition that migrates.
+        migrating = [spec for spec in self.transitions if spec.trigger == MIGRATED]
         if self.migrates_from is None:
             if self.state_map:
                 found.append("a state mapping without the definition it migrates from (migrates_from)")
+            if migrating:
+                found.append(f"{MIGRATED}: a migration transition without the definition it migrates from "
+                             "(migrates_from)")
         else:
             origin = self.migrates_from
             if origin.kind != self.kind:
@@ -475,9 +486,18 @@ class WorkflowDefinition:
             for old, new in self.state_map.items():
                 if old not in origin.states:
                     found.append(f"the state mapping from {origin.name} maps {old}, not one of its states")
-                if new not in self.states:
+                if new is not None and new not in self.states:
                     found.append(f"the state mapping from {origin.name} maps {old} to {new}, not one of this "
                                  "definition's states")
+            if not migrating:
+                found.append(f"no {MIGRATED} transition: declare the internal transition that migrates an object "
+                             f"from {origin.name} (its guards and the timers it arms)")
+            for spec in migrating:
+                if spec.dest is not None or not spec.internal or spec.timed:
+                    found.append(f"{MIGRATED}: must be internal and keep the state (dest None, internal=True)")
+            covered = {s for spec in migrating for s in spec.source}
+            found.extend(f"{MIGRATED}: does not leave {new}, a state the mapping from {origin.name} gives"
+                         for new in sorted({n for n in self.state_map.values() if n in self.states} - covered))
         return found
 
     def mermaid(self) -> str:
