@@ -24,6 +24,7 @@ from workflows.definition import WorkflowDefinition
 from workflows.registry import BY_NAME, WORKFLOWS
 
 OLD, NEW = "contact@SST-mpox-7.1", "contact@SST-mpox-7.1-r2"
+OLD_Q, NEW_Q = "contact%40SST-mpox-7.1", "contact%40SST-mpox-7.1-r2"
 SUMMARY_21 = "21 days after the last exposure without symptoms: released"
 SUMMARY_14 = "14 days after the last exposure without symptoms: released"
 
@@ -196,7 +197,8 @@ def test_the_diagram_page_shows_what_changed(client_for: Any, registered: Workfl
     staff = client_for(STAFF)
     plain = staff.get("/diagrams/contact").text
     assert 'id="changes"' not in plain
-    assert f'href="/diagrams/contact?diff=contact%40SST-mpox-7.1-r2">{NEW}</a>' in plain  # offered
+    assert f'href="/diagrams/contact?definition={OLD_Q}&amp;diff={NEW_Q}">{NEW}</a>' in plain  # offered
+    assert f'href="/diagrams/contact?definition={NEW_Q}">{NEW}</a>' in plain  # its own diagram
     page = staff.get("/diagrams/contact", params={"diff": NEW})
     assert page.status_code == 200
     assert f"Hvad er ændret fra {OLD} til {NEW}" in page.text
@@ -204,12 +206,17 @@ def test_the_diagram_page_shows_what_changed(client_for: Any, registered: Workfl
     assert rows(page.text) == [
         ("Tilstand", "tilføjet", "follow_up", ""),  # the test successor's words are not in the catalog
         ("Overgang", "tilføjet", "call: selvmonitorering → follow_up", ""),
-        ("Overgang", "tilføjet", "selvmonitorering slutter: follow_up → afsluttet (21 dage)", ""),
-        ("Overgang", "fjernet", "ny eksponering: afsluttet (21 dage) → eksponeret", ""),
-        ("Overgang", "ændret", "selvmonitorering slutter: eksponeret → afsluttet (21 dage)",
+        *(("Overgang", "tilføjet", f"flyttet til nye regler: {s} → {s}", "") for s in ("eksponeret",
+                                                                                     "selvmonitorering",
+                                                                                     "afsluttet",
+                                                                                     "symptomer")),
+        ("Overgang", "tilføjet", "selvmonitorering slutter: follow_up → afsluttet", ""),
+        ("Overgang", "fjernet", "ny eksponering: afsluttet → eksponeret", ""),
+        ("Overgang", "ændret", "selvmonitorering slutter: eksponeret → afsluttet",
          f"hvad: {summary_da} → {SUMMARY_14}"),
-        ("Overgang", "ændret", "selvmonitorering slutter: selvmonitorering → afsluttet (21 dage)",
+        ("Overgang", "ændret", "selvmonitorering slutter: selvmonitorering → afsluttet",
          f"hvad: {summary_da} → {SUMMARY_14}"),
+        ("Betingelse", "tilføjet", "flyttet til nye regler: not_anonymous", ""),
         ("Betingelse", "fjernet", "registreret: anonymous_only_when_declined", ""),
         ("Tidsfrist", "ændret", "selvmonitorering slutter", "periode: 21 dage → 14 dage"),
         ("Citeret afsnit", "tilføjet", "SST-mpox-7.1 §2.1", ""),
@@ -220,7 +227,7 @@ def test_the_diagram_page_shows_what_changed(client_for: Any, registered: Workfl
     staff.headers["Accept-Language"] = "en"
     english = rows(staff.get("/diagrams/contact", params={"diff": NEW}).text)
     assert [r[:2] for r in english[:2]] == [("State", "added"), ("Transition", "added")]
-    assert english[7] == ("Timer", "changed", "self-monitoring ends", "period: 21 days → 14 days")
+    assert english[12] == ("Timer", "changed", "self-monitoring ends", "period: 21 days → 14 days")
     # Against itself: nothing changed.
     same = staff.get("/diagrams/contact", params={"diff": OLD}).text
     assert 'id="no-changes"' in same and 'id="changes-table"' not in same

@@ -274,7 +274,9 @@ EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolv
                   # a person's own copy (issue 19, GDPR art. 15): engine/person_report.py
                   "reported",
                   # a person registered (engine/commands.py), a case's written notification made (issue 18)
-                  "register", "document")
+                  "register", "document",
+                  # an open object moved to a later workflow definition (issue 20): engine/migration.py
+                  "migrated")
 #: Facts of a view besides the workflow's facts dataclass.
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",
