@@ -93,6 +93,8 @@ class Changed:
     audit_seq: int
     #: The transition spawned or cascaded to other objects (what was loaded of them before may be stale).
     reached_others: bool = False
+    #: The columns it wrote that changed, as the audit entry records them.
+    changes: dict[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         return object_view(self.kind, self.obj, self.timers)
@@ -376,6 +378,7 @@ class Commands:
         person_pk: int | None = None,
         timer_pk: int | None = None,
         parent_unit: int | None = None,
+        migrate_to: str | None = None,
     ) -> Changed:
         """The one transition path, inside the caller's unit of work (``row`` None creates the object; ``timers``
         are the object's rows as loaded; ``timer_pk`` the timer whose firing this is). Returns the object as
@@ -383,10 +386,17 @@ class Commands:
         (``engine.units.place``; ``parent_unit``: the unit of what it belongs to). Raises TriggerNotAllowed and
         GuardRefused (the workflow's refusals),
         RuleRefused for a duplicate object, Conflict when a concurrent change wrote the object first; the caller
-        rolls back."""
+        rolls back.
+
+        ``migrate_to`` (``workflow migrate``, with ``trigger`` ``migrated`` and ``definition`` the later one): the
+        object moves from the definition it records to ``definition``, in the state ``migrate_to`` that its state
+        maps to; the new definition's ``migrated`` transition runs from there (its guards on the facts, its effect
+        the timers the new rules compute). Pending timers the new definition does not declare are cancelled; one
+        the new rules re-arm exactly as it stands is kept, not replaced."""
         repo = uow.repo
         from_state = row.state if row is not None else NEW
-        spec = definition.spec(trigger, from_state)
+        machine_state = migrate_to if migrate_to is not None else from_state
+        spec = definition.spec(trigger, machine_state)
         if row is None or (spec is not None and (spec.references or spec.linked)):
             uow.flush()  # what a batch held back is written before this reads other objects
         person = row.person_id if row is not None else person_pk
@@ -394,7 +404,7 @@ class Commands:
             raise ValueError("creating an object needs the person it is about")
         subject = Subject(
             object_id=format_id(kind, row.id) if row is not None else f"new {kind}",
-            state=from_state,
+            state=machine_state,
             facts=facts_from_row(row, definition.facts) if row is not None else None,
             now=now,
             settings=self.runtime.settings,
@@ -405,9 +415,11 @@ class Commands:
         )
         # The row the machine takes (``when`` chooses among rows of one trigger before any effect runs): its
         # section is the one the entry cites (a correction cites the section of the fact it corrects).
-        chosen = definition.spec(trigger, from_state, subject)
+        chosen = definition.spec(trigger, machine_state, subject)
         definition.fire(subject, trigger)
-        rule = chosen.rule if chosen is not None else definition.rule_of(trigger, from_state)
+        rule = chosen.rule if chosen is not None else definition.rule_of(trigger, machine_state)
+        if migrate_to is not None:
+            _migrated_timers(subject, definition, timers)
         for spawn in subject.spawned:
             repo.lock_person(person)  # as in `open`: the spawned object's guards read committed state
             born = self.transition(
@@ -418,6 +430,8 @@ class Commands:
             setattr(subject.facts, spawn.link, format_id(spawn.kind, born.obj.id))
 
         written = {**facts_values(subject.facts), "state": subject.state}
+        if migrate_to is not None:
+            written["workflow"] = definition.name
         values = {**written, "updated_at": now}
         if row is None:
             values.update(person_id=person_pk, workflow=definition.name, created_at=now, version=1)
@@ -494,7 +508,7 @@ class Commands:
             timers_cancelled=[c["name"] for c in cancelled],
         )
         return Changed(kind, obj, sorted(current + armed, key=lambda t: (t.due_at, t.id)), seq,
-                       reached_others=bool(subject.spawned or subject.cascades))
+                       reached_others=bool(subject.spawned or subject.cascades), changes=changes)
 
     # ---- tasks ---------------------------------------------------------------------------------------------
 
@@ -632,6 +646,21 @@ def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: 
                     existing=format_id(definition.kind, existing)),
             rule=definition.identity_rule,
         )
+
+
+def _migrated_timers(subject: Subject, definition: WorkflowDefinition, timers: list[Any]) -> None:
+    """A migration's timers (``transition``'s ``migrate_to``): a pending timer the new definition does not declare
+    is cancelled (nothing would fire it); one its rules re-arm exactly as it stands (due, task, overdue instant)
+    stays as it is rather than being cancelled and armed anew."""
+    pending = {t.name: t for t in timers if t.status == "pending"}
+    for name in pending:
+        if name not in definition.timers:
+            subject.cancel_timer(name)
+    kept = {spec.name for spec in subject.armed
+            if (was := pending.get(spec.name)) is not None and was.due_at == spec.due_at and was.task == spec.task
+            and was.overdue_at == spec.overdue_at and was.rule == spec.rule}
+    subject.armed = [spec for spec in subject.armed if spec.name not in kept]
+    subject.cancelled -= kept
 
 
 def _columns(row: Any) -> dict[str, Any]:

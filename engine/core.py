@@ -24,6 +24,7 @@ from engine.clock import Clock, SimulatedClock, SystemClock, simulated
 from engine.commands import TASK_OUTCOMES, Commands
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
+from engine.migration import Migrations
 from engine.notes import Notes
 from engine.notification import Documents
 from engine.organisation import Organisation
@@ -75,6 +76,7 @@ class Engine:
         self.documents = Documents(self.runtime, self.commands)
         self.person_reports = PersonReports(self.runtime)
         self.retention = Retention(self.runtime)
+        self.migrations = Migrations(self.runtime, self.commands)
 
         # The command path.
         self.open = self.commands.open
@@ -118,6 +120,9 @@ class Engine:
         self.set_retention = self.retention.set_rule
         self.retention_due = self.retention.due
         self.purge = self.retention.purge
+        # Open objects moved to a later workflow definition (issue 20).
+        self.migrate = self.migrations.migrate
+        self.check_definitions_loaded = self.migrations.check_loaded
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

@@ -34,6 +34,7 @@ from engine.views import instant
 from persistence.audit import PURGED
 from persistence.models import Event
 from persistence.repository import format_id
+from workflows.definition import MIGRATED
 from workflows.errors import UsageError
 from workflows.limits import shown
 
@@ -58,7 +59,10 @@ MAX_SEQ = 2**31 - 1
 
 
 def event_type(kind: str, trigger: str, from_state: str | None, to_state: str | None) -> str:
-    """``{kind}.{to_state}`` for a change of state, else ``{kind}.{trigger}``."""
+    """``{kind}.{to_state}`` for a change of state, else ``{kind}.{trigger}``; a migration to a later definition is
+    ``{kind}.migrated`` whatever its state does (issue 20)."""
+    if trigger == MIGRATED:
+        return f"{kind}.{MIGRATED}"
     if to_state is not None and to_state != from_state:
         return f"{kind}.{to_state}"
     return f"{kind}.{trigger}"
@@ -79,6 +83,7 @@ def event_types() -> tuple[str, ...]:
                 types.add(f"{kind}.{spec.trigger}")
         types.update(f"{kind}.{trigger}" for trigger in OWNER_TRIGGERS)
         types.add(f"{kind}.{PURGED}")  # issue 19: the person's personal data was deleted from the object
+        types.add(f"{kind}.{MIGRATED}")  # issue 20: moved to a later workflow definition
     return tuple(sorted(types))
 
 

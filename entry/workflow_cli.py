@@ -57,3 +57,54 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf,
     # ---- which definition a new object starts under (workflow default) ---------------------------------------
 
     # ---- migrating open objects (workflow migrate) -----------------------------------------------------------
+
+    @workflow_app.command("migrate")
+    def workflow_migrate(
+        ctx: typer.Context,
+        source: Annotated[str, typer.Option("--from", metavar="A", help="The definition the objects run under now "
+                                            "(contact@SST-mpox-7.1).", show_default=False)],
+        target: Annotated[str, typer.Option("--to", metavar="B", help="The later definition to move them to; it "
+                                            "declares the migration from A (`mpoxflow diagram --diff A B`).",
+                                            show_default=False)],
+        where: Annotated[list[str] | None, typer.Option(
+            "--where", metavar="FIELD=VALUE[,VALUE...]", help="Only these objects: state=monitored, "
+            "id=contact-3,contact-7, unit=unit-2 (repeat for several conditions: all must hold).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be migrated, and how, and "
+                                              "write nothing.")] = False,
+        actor: ActorOption = None,
+        reason: Reason = None,
+        as_json: Json = False,
+    ) -> None:
+        """Move the open objects of definition A to definition B (admins only): each one audited as a `migrated`
+        transition, with the state B maps it to and the timers B's rules compute from its facts; print each
+        object's change and each object that cannot move, with the reason."""
+
+        def action() -> dict[str, Any]:
+            report: dict[str, Any] = engine_of(ctx).migrate(source, target, where=where or [], dry_run=dry_run,
+                                                           actor=actor_of(actor), reason=reason)
+            return report
+
+        run(as_json, action, render_migration)
+
+
+def render_migration(report: dict[str, Any]) -> str:
+    """The migration's report as text: a summary line, then each object migrated (its state, facts and timers),
+    then each object not migrated with its reason."""
+    counts = report["counts"]
+    lines = [f"{report['from']} → {report['to']}: {counts['migrated']} migrated, {counts['not_migrated']} not "
+             f"migrated, of {counts['considered']} open" + ("  (dry run: nothing was written)"
+                                                            if report["dry_run"] else "")]
+    for item in report["migrated"]:
+        lines.append(f"  {item['object']}  {item['from_state']} → {item['to_state']}")
+        for name, value in sorted(item["changes"].items()):
+            lines.append(f"      {name}: {value}")
+        for timer in item["cancelled"]:
+            lines.append(f"      - {timer['name']} {timer['due_at']} ({timer['timer']}, cancelled)")
+        for timer in item["armed"]:
+            lines.append(f"      + {timer['name']} {timer['due_at']}")
+        for timer in item["kept"]:
+            lines.append(f"      = {timer['name']} {timer['due_at']} ({timer['timer']})")
+    if report["not_migrated"]:
+        lines.append("not migrated:")
+        lines.extend(f"  {item['object']}  {item['state'] or '-'}: {item['reason']}" for item in report["not_migrated"])
+    return "\n".join(lines)

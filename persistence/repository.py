@@ -678,6 +678,37 @@ class Repository:
             self._core.execute(update(_table(Timer)).where(_table(Timer).c.id.in_(list(ids)))
                                .values(status="pending", closed_at=None))
 
+    def objects_under(self, kind: str, workflow: str, *, exclude_states: Sequence[str] = (),
+                      states: Sequence[str] = (), pks: Sequence[int] = (), units: Sequence[int] = ()) -> list[int]:
+        """Ids of the ``kind`` objects running under the definition ``workflow``, oldest first: not in
+        ``exclude_states``; only in ``states``, of ``pks`` and in ``units`` when given (``workflow migrate``)."""
+        table = _table(OBJECT_MODELS[kind])
+        query = select(table.c.id).where(table.c.workflow == workflow).order_by(table.c.id)
+        if exclude_states:
+            query = query.where(table.c.state.not_in(list(exclude_states)))
+        if states:
+            query = query.where(table.c.state.in_(list(states)))
+        if pks:
+            query = query.where(table.c.id.in_(list(pks)))
+        if units:
+            query = query.where(table.c.unit_id.in_(list(units)))
+        return [int(i) for i in self._core.execute(query).scalars()]
+
+    def definitions_in_use(self) -> dict[str, int]:
+        """How many objects run under each workflow definition (every kind's)."""
+        found: dict[str, int] = {}
+        for model in OBJECT_MODELS.values():
+            table = _table(model)
+            for name, count in self._core.execute(select(table.c.workflow, func.count()).group_by(table.c.workflow)):
+                found[str(name)] = found.get(str(name), 0) + int(count)
+        return found
+
+    def lock_object_for_firing(self, kind: str, pk: int) -> None:
+        """PostgreSQL: wait for, then hold to the end of the transaction, the lock a worker takes on an object
+        before it claims the object's timers (``_one_worker_per_object``): a worker firing one of its timers
+        finishes first, and none claims one until this transaction ends."""
+        self._core.execute(select(func.pg_advisory_xact_lock(func.hashtext(kind), pk)))
+
     def load_objects(self, kind: str, pks: Sequence[int]) -> dict[int, Row[Any]]:
         """The ``kind`` objects of ``pks`` by id, in one query (an id with no object is left out)."""
         table = _table(OBJECT_MODELS[kind])

@@ -62,6 +62,7 @@ def clock_advance(engine: Engine, actor: str, *, to: datetime | None = None, day
     if len(given) != 1:
         raise UsageError("give exactly one of ⟦to⟧, ⟦days⟧, ⟦hours⟧")
     now = engine.simulated_clock.now()
+    engine.check_definitions_loaded()  # as the worker: no timer of an object whose definition is not loaded fires
     if (days or 0) < 0 or (hours or 0) < 0:
         raise UsageError("the simulated clock only moves forward: give a positive number")
     check_count(days, "⟦days⟧", low=0, high=MAX_DAYS)

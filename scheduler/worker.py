@@ -370,7 +370,9 @@ class Worker:
         self._stop.set()
 
     def run(self, *, install_signals: bool = True) -> int:
-        """Run in the foreground until stopped (SIGINT/SIGTERM) or idle; returns the number of timers fired."""
+        """Run in the foreground until stopped (SIGINT/SIGTERM) or idle; returns the number of timers fired.
+        Refuses to start (UsageError) when objects run under a workflow definition this process has not loaded."""
+        self.engine.check_definitions_loaded()
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)

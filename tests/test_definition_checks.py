@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from workflows.definition import MIGRATED, NEW, Guard, Settings, Subject, Timer, TimerSpec, TransitionSpec, WorkflowDefinition
+from workflows.definition import (
+    MIGRATED,
+    NEW,
+    Guard,
+    Settings,
+    Subject,
+    Timer,
+    TimerSpec,
+    TransitionSpec,
+    WorkflowDefinition,
+)
 from workflows.errors import DefinitionError
 from workflows.registry import BY_NAME, WORKFLOWS
 from workflows.rules import cite

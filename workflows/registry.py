@@ -15,12 +15,25 @@ from workflows.case import CASE
 from workflows.contact import CONTACT
 from workflows.course import COURSE
 from workflows.definition import WorkflowDefinition
+from workflows.errors import RuleRefused, because
 from workflows.operations import Operation
 from workflows.profile import CalendarCount, Profile
 
 WORKFLOWS: dict[str, WorkflowDefinition] = {w.kind: w for w in (CASE, CONTACT, COURSE)}
+
+
+class _Loaded(dict[str, WorkflowDefinition]):
+    """The definitions loaded, by name; one asked for that is not loaded is refused with what to do (an object
+    recorded under a definition this process does not load cannot be run, and is never run under another)."""
+
+    def __missing__(self, name: str) -> WorkflowDefinition:
+        raise RuleRefused(because("%(name)s is not loaded here: an object recorded under it runs only under it; "
+                                  "load it in every process of the deployment (MPOXFLOW_DEFINITIONS) and try again",
+                                  name=name), key="definition_not_loaded")
+
+
 #: Definitions by their versioned name (``case@SST-mpox-7.1``): an object runs under the version it started with.
-BY_NAME: dict[str, WorkflowDefinition] = {w.name: w for w in WORKFLOWS.values()}
+BY_NAME: dict[str, WorkflowDefinition] = _Loaded({w.name: w for w in WORKFLOWS.values()})
 #: The product's own definitions' names: never unloaded.
 SHIPPED = frozenset(BY_NAME)
 #: How each kind shows, in the pages' navigation order: persons, then each workflow.
