@@ -650,15 +650,18 @@ def _refuse_duplicate(repo: Repository, definition: WorkflowDefinition, values: 
 
 def _migrated_timers(subject: Subject, definition: WorkflowDefinition, timers: list[Any]) -> None:
     """A migration's timers (``transition``'s ``migrate_to``): a pending timer the new definition does not declare
-    is cancelled (nothing would fire it); one its rules re-arm exactly as it stands (due, task, overdue instant)
-    stays as it is rather than being cancelled and armed anew."""
+    is cancelled (nothing would fire it); one already due when the object moves fires as it was armed (a deadline
+    that has passed is not moved by the new rules, nor cancelled unrecorded: a task due undone is recorded missed);
+    one the new rules re-arm exactly as it stands (due, task, overdue instant) stays as it is rather than being
+    cancelled and armed anew."""
     pending = {t.name: t for t in timers if t.status == "pending"}
     for name in pending:
         if name not in definition.timers:
             subject.cancel_timer(name)
-    kept = {spec.name for spec in subject.armed
-            if (was := pending.get(spec.name)) is not None and was.due_at == spec.due_at and was.task == spec.task
-            and was.overdue_at == spec.overdue_at and was.rule == spec.rule}
+    kept = {name for name, was in pending.items() if name in definition.timers and was.due_at <= subject.now}
+    kept |= {spec.name for spec in subject.armed
+             if (was := pending.get(spec.name)) is not None and was.due_at == spec.due_at and was.task == spec.task
+             and was.overdue_at == spec.overdue_at and was.rule == spec.rule}
     subject.armed = [spec for spec in subject.armed if spec.name not in kept]
     subject.cancelled -= kept
 

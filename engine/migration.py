@@ -32,7 +32,7 @@ from persistence.database import translate_errors
 from persistence.repository import Repository, format_id, parse_id
 from workflows.definition import MIGRATED, WorkflowDefinition
 from workflows.errors import Conflict, GuardRefused, NotFound, RuleRefused, TriggerNotAllowed, UsageError, because
-from workflows.limits import shown
+from workflows.limits import check_text, shown
 from workflows.registry import BY_NAME
 
 log = structlog.get_logger("mpoxflow.engine")
@@ -121,7 +121,10 @@ class Migrations:
         an unknown definition or condition, RuleRefused when ``target`` does not declare a migration from
         ``source``. Returns the report: each object migrated (its states, the facts it changed, the timers
         cancelled, armed and kept), each object not migrated with its reason, and the counts."""
+        if reason is not None:
+            check_text(reason, "reason")
         old, new = _definition(source, "from"), _definition(target, "to")
+        chosen = Where.parse(where, old)
         if new.migrates_from is not old:
             declared = new.migrates_from.name if new.migrates_from is not None else None
             raise RuleRefused(
@@ -129,7 +132,6 @@ class Migrations:
                         "says which one's objects it takes over and how their states map (migrates_from, "
                         "state_map)", new=new.name, old=old.name, declared=declared or "none"),
                 rule=_rule(new))
-        chosen = Where.parse(where, old)
         run = _Run(old, new, dry_run, reason or f"workflow migrate {old.name} → {new.name}")
         command = "workflow migrate"
         with unit_of_work(self.runtime, actor, command, old.name, roles=ADMIN_ROLES) as uow:

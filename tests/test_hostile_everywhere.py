@@ -69,7 +69,9 @@ REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03"
             "--decision": "not-indicated", "--work": WORK[0], "--risk": RISKS[0], "--indication": "pep",
             "--outcome": "not-needed", "--format": "jsonl", "--role": "staff", "--label": "hostile",
             "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note",
-            "--events": "case.confirmed", "--key": str(ANCHOR_KEY), "--output": str(IMPORT_FILE.parent / "keys")}
+            "--events": "case.confirmed", "--key": str(ANCHOR_KEY), "--output": str(IMPORT_FILE.parent / "keys"),
+            # workflow migrate (issue 20): the product's definition, to itself (refused: it declares no migration)
+            "--from": "contact@SST-mpox-7.1", "--to": "contact@SST-mpox-7.1"}
 ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}

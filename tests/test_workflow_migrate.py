@@ -12,6 +12,7 @@ cannot migrate are untouched; each migration is one audited ``migrated`` transit
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,7 +24,7 @@ from sqlalchemy import select
 from engine.clock import SimulatedClock
 from engine.core import Engine
 from persistence.database import Database
-from persistence.models import Contact, Course, Timer
+from persistence.models import AuditEntry, Contact, Course, Timer
 from scheduler.firing import advance_simulated_clock
 from tests.conftest import ADMIN, START
 from tests.helpers import confirmed, contents, person, pk
@@ -323,3 +324,87 @@ def test_only_an_admin_migrates(engine: Engine, db: Database, population: Popula
     refusal = engine.audit(entity=None)[-1]
     assert (refusal["trigger"], refusal["actor"]) == ("refused", STAFF)
     assert "workflow migrate" in refusal["reason"]
+
+
+# ---- a worker firing while the migration runs (PostgreSQL, real processes) -----------------------------------
+
+_fork = multiprocessing.get_context("fork")
+CHILD_TIMEOUT_S = 60
+RACE_CONTACTS = 120
+#: The clock of the race: every contact's timers under the product's rules are due (the last, 21 days'
+#: monitoring from 2025-02-20, at 00:00 on 2025-03-14), and so is the successor's 14 days' end.
+RACE_NOW = T("2025-03-20T10:00:00+01:00")
+
+
+def _race_child(url: str, job: str, barrier: Any, results: Any) -> None:
+    """A worker (fire what is due until nothing is) or the migration, in its own process and connection."""
+    database = Database(url)
+    try:
+        engine = Engine(database, SimulatedClock(RACE_NOW))
+        barrier.wait(CHILD_TIMEOUT_S)
+        try:
+            if job == "worker":
+                fired = 0
+                while batch := engine.fire_due(limit=10):
+                    fired += len(batch)
+                results.put((job, "ok", fired))
+            else:
+                report = engine.migrate(OLD, NEW, actor=ADMIN)
+                results.put((job, "ok", report["counts"]))
+        except Exception as error:  # noqa: BLE001 - the parent asserts what each child ended with
+            results.put((job, type(error).__name__, str(error)))
+    finally:
+        database.dispose()
+
+
+def test_a_worker_racing_the_migration_fires_nothing_twice_nor_under_the_wrong_definition(
+        pg_url: str, registered: Any) -> None:  # noqa: F811
+    with Database(pg_url) as database:
+        engine = Engine(database, SimulatedClock(START))
+        source = confirmed(engine, person(engine, "REF-SOURCE"), onset="2025-02-15", pcr_on="2025-02-18")
+        engine.apply(source, "consent", data={"tracing": True}, actor=STAFF)
+        contacts = [engine.open("contact", "add", person=person(engine, f"REF-{n}"), actor=STAFF, data={
+            "case": source, "exposed": D("2025-02-20"), "kind": "household", "risk": None, "reason": None,
+            "anonymous_via_doctor": False})["id"] for n in range(RACE_CONTACTS)]
+    jobs = ("worker", "worker", "migrate")
+    barrier, results = _fork.Barrier(len(jobs)), _fork.Queue()
+    children = [_fork.Process(target=_race_child, args=(pg_url, job, barrier, results)) for job in jobs]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(CHILD_TIMEOUT_S * 2)
+        assert child.exitcode == 0
+    outcomes = [results.get(timeout=5) for _ in jobs]
+    assert [o[1] for o in outcomes] == ["ok"] * len(jobs), outcomes
+    assert [o[2] for o in outcomes if o[0] == "migrate"] == [
+        {"considered": RACE_CONTACTS, "migrated": RACE_CONTACTS, "not_migrated": 0}]
+
+    with Database(pg_url) as database:
+        engine = Engine(database, SimulatedClock(RACE_NOW))
+        while engine.fire_due():  # what the migration armed after the workers stopped
+            pass
+        for contact_id in contacts:
+            view = engine.show(contact_id)
+            assert (view["state"], view["workflow"]) == ("released", NEW), contact_id
+            history = engine.audit_timeline(contact_id)
+            moved = [e["pos"] for e in history if e["trigger"] == "migrated"]
+            assert len(moved) == 1, contact_id
+            for entry in history:
+                if entry["timer"] is not None:  # a firing runs under the definition the object had then
+                    assert entry["workflow"] == (OLD if entry["pos"] < moved[0] else NEW), (contact_id, entry)
+            # Released once: the monitoring end fired (fired, not skipped) exactly once, under one definition.
+            ends = [e for e in history if e["trigger"] == "monitoring_ends"]
+            assert [e["data"].get("outcome", "fired") for e in ends] == ["fired"], (contact_id, ends)
+            # The tasks due at the migration were recorded missed, never cancelled unrecorded.
+            timers = {t["name"]: t for t in view["timers"]}
+            assert timers["pep_assessment_due"]["status"] == "missed"
+            assert timers["inform_due"]["status"] == "missed"
+        with database.engine.connect() as connection:
+            table = Timer.__table__
+            cancelled = {r.id for r in connection.execute(select(table.c.id).where(table.c.status == "cancelled"))}
+            fired = [r.timer_id for r in connection.execute(
+                select(AuditEntry.__table__.c.timer_id).where(AuditEntry.__table__.c.timer_id.is_not(None)))]
+        assert len(fired) == len(set(fired))  # no timer fired twice
+        assert cancelled.isdisjoint(fired)  # none the migration cancelled fired
+        assert engine.audit_verify()["intact"]
+        assert engine.audit_replay()["differences"] == []

@@ -18,7 +18,15 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
-from workflows.errors import FIELD_REF, DefinitionError, GuardRefused, TriggerNotAllowed, refusal_params
+from workflows.errors import (
+    FIELD_REF,
+    DefinitionError,
+    GuardRefused,
+    RuleRefused,
+    TriggerNotAllowed,
+    because,
+    refusal_params,
+)
 from workflows.rules import cites_a_section, section_of
 
 #: The state of an object before it exists; creation triggers leave it. Never stored.
@@ -27,6 +35,13 @@ NEW = "new"
 #: transition of the new definition, from the state its ``state_map`` gives, that keeps that state; its guards
 #: are the new rules' conditions on the object's facts, its effect arms the timers the new rules compute.
 MIGRATED = "migrated"
+
+
+def not_loaded(name: str) -> RuleRefused:
+    """The refusal for a definition asked for by name that this process has not loaded (``registry.BY_NAME``)."""
+    return RuleRefused(because("%(name)s is not loaded here: an object recorded under it runs only under it; load it "
+                               "in every process of the deployment (MPOXFLOW_DEFINITIONS) and try again", name=name),
+                       key="definition_not_loaded")
 
 
 def _no_holidays(day: date) -> bool:

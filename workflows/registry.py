@@ -14,8 +14,7 @@ from workflows import case, contact, course, person
 from workflows.case import CASE
 from workflows.contact import CONTACT
 from workflows.course import COURSE
-from workflows.definition import WorkflowDefinition
-from workflows.errors import RuleRefused, because
+from workflows.definition import WorkflowDefinition, not_loaded
 from workflows.operations import Operation
 from workflows.profile import CalendarCount, Profile
 
@@ -27,9 +26,7 @@ class _Loaded(dict[str, WorkflowDefinition]):
     recorded under a definition this process does not load cannot be run, and is never run under another)."""
 
     def __missing__(self, name: str) -> WorkflowDefinition:
-        raise RuleRefused(because("%(name)s is not loaded here: an object recorded under it runs only under it; "
-                                  "load it in every process of the deployment (MPOXFLOW_DEFINITIONS) and try again",
-                                  name=name), key="definition_not_loaded")
+        raise not_loaded(name)
 
 
 #: Definitions by their versioned name (``case@SST-mpox-7.1``): an object runs under the version it started with.
