@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,22 @@ def test_a_process_loads_a_deployments_definitions_and_refuses_to_run_objects_it
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(run("--db", cli_db, "show", contact_id, "--json",
                           definitions="tests.successor:SUCCESSORS").stdout)["state"] == "released"
+
+
+def test_an_objects_page_links_the_diagram_of_its_own_definition(cli_db: str, client_for: Any,
+                                                                   registered: Any) -> None:  # noqa: F811
+    _, contact_id = story(cli_db)
+    ok(cli_db, "workflow", "migrate", "--from", OLD, "--to", NEW, "--actor", ADMIN)
+    staff = client_for("staff:test")
+    page = staff.get(f"/objects/{contact_id}").text
+    link = "/diagrams/contact?definition=contact%40SST-mpox-7.1-r2"
+    assert f'href="{link}"' in page
+    diagram = staff.get(link)
+    assert diagram.status_code == 200
+    # The successor's own diagram: its new state, and its objects counted in its states.
+    assert re.search(r'<td data-state="exposed">1</td>', diagram.text)
+    assert '<td data-state="follow_up">0</td>' in diagram.text
+    assert re.search(r'<td data-state="exposed">0</td>', staff.get("/diagrams/contact").text)
+    unknown = staff.get("/diagrams/contact", params={"definition": "contact@x"})
+    assert unknown.status_code == 422
+    assert "Der er ingen contact-arbejdsgangsdefinition contact@x" in unknown.text

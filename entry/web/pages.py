@@ -1513,7 +1513,7 @@ def diagram_page(request: Request, kind: Kind, who: Who, engine: Eng, diff: str 
         result = compare.diff(definition, other)
         changes = {"to": other.name, "rows": diagram.diff_rows(result),
                    "mermaid": compare.mermaid(result, definition, other)}
-    counts = engine.state_counts(kind, None if definition is WORKFLOWS[kind] else definition.name)
+    counts = engine.state_counts(kind, definition.name)  # the objects that run under this definition
     return render(request, "diagram.html", kind=kind, definition=definition, counts=counts,
                   svg=diagram.svg(definition, counts), internal=diagram.internal(definition),
                   mermaid=definition.mermaid(), kinds=list(WORKFLOWS), kind_titles=LISTS, changes=changes,
