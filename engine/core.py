@@ -8,6 +8,7 @@
 - ``engine.clock``: the clock, real or simulated.
 - ``engine.accounts``: users and roles (``Users``, held here), logins and tokens (``Accounts(engine)``).
 - ``engine.queries``: every read model.
+- ``engine.definitions``: which definition a new object starts under (the deployment's defaults, issue 20).
 
 ``Engine`` wires them over one ``Runtime`` (database, clocks, settings) and hands each call to its part; the
 names other packages import from here are re-exported.
@@ -22,6 +23,7 @@ from typing import Any
 from engine.accounts import Users
 from engine.clock import Clock, SimulatedClock, SystemClock, simulated
 from engine.commands import TASK_OUTCOMES, Commands
+from engine.definitions import Definitions
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
 from engine.notes import Notes
@@ -75,6 +77,7 @@ class Engine:
         self.documents = Documents(self.runtime, self.commands)
         self.person_reports = PersonReports(self.runtime)
         self.retention = Retention(self.runtime)
+        self.definitions = Definitions(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -118,6 +121,10 @@ class Engine:
         self.set_retention = self.retention.set_rule
         self.retention_due = self.retention.due
         self.purge = self.retention.purge
+        # Which definition new objects start under (issue 20): the deployment's defaults.
+        self.set_workflow_default = self.definitions.set_default
+        self.workflow_defaults = self.definitions.defaults
+        self.workflow_defaults_in_force = self.definitions.in_force
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list
