@@ -6,8 +6,10 @@ and a case revision made here."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,13 +21,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from engine import definitions
+from engine.clock import SimulatedClock
 from engine.core import Engine
+from engine.imports import Request, run_import
 from persistence.database import Database
+from persistence.repository import Repository
 from scheduler.firing import advance_simulated_clock
 from tests.conftest import ADMIN, START
 from tests.helpers import confirmed, contents, person
 from tests.successor import SUCCESSOR, registered  # noqa: F401 (the fixture)
 from tests.test_cli import cli, describe, doc, ok, refused
+from tests.test_web_pages import text
 from workflows.case import CASE
 from workflows.definition import WorkflowDefinition
 from workflows.errors import NotPermitted, RuleRefused, UsageError
@@ -206,6 +212,28 @@ def test_a_batch_reads_the_default_once_while_it_holds_and_again_past_its_end(en
         assert len(reads) == 3
 
 
+def test_an_import_reads_the_default_once_for_all_its_rows(engine: Engine, registered: Any,  # noqa: F811
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    traced_case(engine)
+    engine.set_workflow_default("contact", R2, actor=ADMIN)
+    reads: list[str] = []
+    real = Repository.workflow_default_at
+
+    def counted(self: Repository, kind: str, at: datetime) -> Any:
+        reads.append(kind)
+        return real(self, kind, at)
+
+    monkeypatch.setattr(Repository, "workflow_default_at", counted)
+    rows = "".join(f"IMP-{i};0{1 + i % 2}.03.2025;{'seksuel' if i % 2 else 'husstand'}\n" for i in range(6))
+    report = run_import(engine, Request(kind="contacts", content=("CPR-nr.;Dato for eksponering;Kontakttype\n"
+                                                                  + rows).encode(), filename="kontakter.csv",
+                                       actor="staff:stps", case="case-1"))
+    created = [i for r in report["rows"] for i in r["ids"] if i.startswith("contact-")]
+    assert len(created) == 6, report["rows"]
+    assert {engine.show(i)["workflow"] for i in created} == {R2}
+    assert reads == ["contact"]
+
+
 # ---- setting a default ---------------------------------------------------------------------------------------
 
 
@@ -316,6 +344,34 @@ def test_a_default_already_in_force_from_a_later_instant_is_refused_and_one_past
     advance_simulated_clock(engine, T + timedelta(days=7))
     assert engine.workflow_defaults_in_force()["contact"] == PRODUCT
     assert [d["status"] for d in engine.workflow_defaults() if d["kind"] == "contact"] == ["ended", "ended", "in force"]
+
+
+def test_the_audit_export_and_the_auditors_desk_show_a_setting(engine: Engine, registered: Any) -> None:  # noqa: F811
+    engine.set_workflow_default("contact", R2, effective_from=T, actor=ADMIN, reason="revision 2 from Monday")
+    out = io.StringIO()
+    assert engine.audit_export("jsonl", out) == len(engine.audit())
+    exported = [json.loads(line) for line in out.getvalue().splitlines()[1:]]
+    setting = [e for e in exported if e["object_kind"] == "workflow_default"]
+    assert [(e["object_id"], e["trigger"], e["data"]["definition"]) for e in setting] == [(1, "set", R2)]
+    page = engine.audit_page(entity="workflow_default-1")
+    assert [(e["object"], e["trigger"]) for e in page["items"]] == [("workflow_default-1", "set")]
+    assert engine.audit_entry(page["items"][0]["seq"])["hash_matches"] is True
+
+
+def test_the_desk_pages_show_a_setting_in_danish(client_for: Any, cli_db: str, registered: Any) -> None:  # noqa: F811
+    with Database(cli_db) as database:
+        Engine(database, SimulatedClock(START)).set_workflow_default("contact", R2, effective_from=T, actor=ADMIN,
+                                                                     reason="revision 2")
+    auditor = client_for("auditor:test")
+    listing = auditor.get("/audit", params={"entity": "workflow_default-1"})
+    assert listing.status_code == 200, listing.text
+    seq = int(re.findall(r'<tr data-seq="(\d+)">', listing.text)[0])
+    assert "standarddefinition valgt" in listing.text and "workflow_default-1" in listing.text
+    entry = auditor.get(f"/audit/entries/{seq}")
+    assert entry.status_code == 200, entry.text
+    shown = text(entry.text)
+    assert "Handling standarddefinition valgt" in shown and "Af admin:test (administrator)" in shown
+    assert f"Definition {R2} Gælder fra 10.03.2025 kl. 00.00 Før {PRODUCT}" in shown  # the entry's data
 
 
 # ---- the command line ----------------------------------------------------------------------------------------
