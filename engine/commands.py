@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from engine import units
+from engine import definitions, units
 from engine.uow import Actor, Runtime, UnitOfWork, unit_of_work
 from engine.views import instant, jsonable, object_view, person_view, timer_view
 from persistence.audit import Head
@@ -32,7 +32,7 @@ from workflows.course import MAX_DOSES  # §6.3 no more than 2 doses over the pe
 from workflows.definition import NEW, Related, Subject, WorkflowDefinition
 from workflows.errors import Conflict, Joined, RuleRefused, UsageError, because
 from workflows.limits import MAX_ID, check_born, check_clinical_date, check_count, check_data, check_text, shown
-from workflows.registry import BY_NAME, WORKFLOWS
+from workflows.registry import BY_NAME
 
 log = structlog.get_logger("mpoxflow.engine")
 
@@ -288,7 +288,8 @@ class Commands:
         """Create a workflow object of ``kind`` for ``person`` through its creation ``trigger``; returns its view.
         Raises NotFound for an unknown person, GuardRefused when the creation's guards refuse, RuleRefused for a
         duplicate, UsageError for bad input, NotPermitted (audited)."""
-        definition = WORKFLOWS[kind]
+        if kind not in OBJECT_MODELS:
+            raise UsageError(f"'{shown(kind)}' is no kind of workflow object: use one of {', '.join(OBJECT_MODELS)}")
         _, person_pk = parse_id(person, kind="person")
         self._check_input(data, reason)
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", person) as uow:
@@ -301,9 +302,12 @@ class Commands:
                 # What a new object belongs to must be the creator's to act on (a contact of a case of theirs).
                 units.check_acts_on(uow, parent, parse_id(str(data[parent]), kind=parent)[1], parent_unit,
                                     f"{kind} {trigger}")
+            now = uow.now()
+            # The definition it starts under: the default in force now (a deployment's choice, issue 20).
+            definition = definitions.for_new(uow, kind, now)
             changed = self.transition(
                 uow, definition=definition, kind=kind, row=None, timers=[], trigger=trigger, data=data,
-                actor=uow.actor, reason=reason, now=uow.now(), person_pk=person_pk, parent_unit=parent_unit,
+                actor=uow.actor, reason=reason, now=now, person_pk=person_pk, parent_unit=parent_unit,
             )
             uow.save_clock()
             uow.commit()
@@ -423,7 +427,7 @@ class Commands:
         for spawn in subject.spawned:
             repo.lock_person(person)  # as in `open`: the spawned object's guards read committed state
             born = self.transition(
-                uow, definition=WORKFLOWS[spawn.kind], kind=spawn.kind, row=None, timers=[],
+                uow, definition=definitions.for_new(uow, spawn.kind, now), kind=spawn.kind, row=None, timers=[],
                 trigger=spawn.trigger, data=spawn.data, actor=actor, reason=f"from {subject.object_id}: {trigger}",
                 now=now, person_pk=person, parent_unit=row.unit_id if row is not None else parent_unit,
             )

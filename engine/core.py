@@ -8,6 +8,7 @@
 - ``engine.clock``: the clock, real or simulated.
 - ``engine.accounts``: users and roles (``Users``, held here), logins and tokens (``Accounts(engine)``).
 - ``engine.queries``: every read model.
+- ``engine.definitions``: which definition a new object starts under (the deployment's defaults, issue 20).
 
 ``Engine`` wires them over one ``Runtime`` (database, clocks, settings) and hands each call to its part; the
 names other packages import from here are re-exported.
@@ -22,6 +23,7 @@ from typing import Any
 from engine.accounts import Users
 from engine.clock import Clock, SimulatedClock, SystemClock, simulated
 from engine.commands import TASK_OUTCOMES, Commands
+from engine.definitions import Definitions
 from engine.firing import Fired, Firing, RetryPolicy
 from engine.holidays_dk import danish_holiday
 from engine.migration import Migrations
@@ -77,6 +79,7 @@ class Engine:
         self.person_reports = PersonReports(self.runtime)
         self.retention = Retention(self.runtime)
         self.migrations = Migrations(self.runtime, self.commands)
+        self.definitions = Definitions(self.runtime)
 
         # The command path.
         self.open = self.commands.open
@@ -123,6 +126,10 @@ class Engine:
         # Open objects moved to a later workflow definition (issue 20).
         self.migrate = self.migrations.migrate
         self.check_definitions_loaded = self.migrations.check_loaded
+        # Which definition new objects start under (issue 20): the deployment's defaults.
+        self.set_workflow_default = self.definitions.set_default
+        self.workflow_defaults = self.definitions.defaults
+        self.workflow_defaults_in_force = self.definitions.in_force
         # Reading.
         self.show = self.queries.show
         self.list = self.queries.list

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import structlog
 
-from engine import auditing
+from engine import auditing, definitions
 from engine.units import Scope, UnitTree, check_reads, outside, reader_scope, scope_of
 from engine.uow import Runtime
 from engine.views import audit_view, check_period, instant, object_view, person_view, timer_view, user_view
@@ -116,6 +116,8 @@ class Queries:
                 return auditing.as_of(repo, kind, pk, as_of)
             if kind == "user":
                 return user_view(repo.head_row("user", pk))
+            if kind == "workflow_default":
+                return definitions.setting(repo, pk, self.runtime.clock.now())
             if kind == "person":
                 person = repo.person(pk)
                 cases = [c for c in repo.objects_linked("case", "person_id", pk)

@@ -188,6 +188,9 @@ class UnitOfWork:
         self.clock_saved: datetime | None = None
         self.deferred: Deferred | None = None
         self._scopes: dict[str, Scope] = {}
+        #: The default definition in force per kind as this unit read it (``engine.definitions.for_new``), with
+        #: the period it holds for: a batch's creations read it once.
+        self.defaults: dict[str, Any] = {}
         #: The events this unit's audit entries make (``engine.events``), inserted together just before the commit.
         self.events: list[dict[str, Any]] = []
 
@@ -346,6 +349,7 @@ def _within_batch(outer: UnitOfWork, actor: str | None, command: str | None, tar
     with translate_errors():
         uow = UnitOfWork(outer.runtime, outer.session)
         uow._scopes = outer._scopes  # noqa: SLF001 - one actor's scope, read once per batch
+        uow.defaults = outer.defaults  # the definitions new objects start under, read once per batch
         # Its events are the batch's: inserted at the batch's commit, dropped with the caller's savepoint.
         uow.events = outer.events
         if actor is not None:

@@ -46,15 +46,73 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf,
     app.add_typer(workflow_app, name="workflow")
 
     @workflow_app.command("list")
-    def workflow_list(as_json: Json = False) -> None:
-        """The workflow definitions loaded: the product's, and those MPOXFLOW_DEFINITIONS adds."""
+    def workflow_list(ctx: typer.Context, as_json: Json = False) -> None:
+        """The workflow definitions loaded: the product's, and those MPOXFLOW_DEFINITIONS adds; `default` marks
+        the one each kind's new objects start under now (`mpoxflow workflow defaults`)."""
 
         def render(rows: list[dict[str, Any]]) -> str:
-            return render_rows(rows, ["name", "kind", "revision", "shipped", "migrates_from"], "no definitions")
+            return render_rows(rows, ["name", "kind", "revision", "shipped", "migrates_from", "default"],
+                               "no definitions")
 
-        run(as_json, definitions_view, render)
+        def listed() -> list[dict[str, Any]]:
+            in_force = engine_of(ctx).workflow_defaults_in_force()
+            return [{**row, "default": in_force.get(row["kind"]) == row["name"]} for row in definitions_view()]
+
+        run(as_json, listed, render)
 
     # ---- which definition a new object starts under (workflow default) ---------------------------------------
+
+    #: How ``workflow default`` names the fields a refusal names: its arguments, and ``--from``.
+    default_flags = {"kind": "KIND", "definition": "NAME", "effective_from": "--from"}
+
+    def default_flag(name: str) -> str:
+        return default_flags.get(name) or "--" + name.replace("_", "-")
+
+    def render_set(view: dict[str, Any]) -> str:
+        return (f"new {view['kind']} objects start under {view['definition']} from {view['effective_from']} "
+                f"({view['status']}; until then {view['before']}): {view['id']}, audit seq {view['audit_seq']}")
+
+    def render_defaults(rows: list[dict[str, Any]]) -> str:
+        lines = []
+        for row in rows:
+            status = row["status"] + ("" if row["loaded"] else ", not loaded here")
+            since = "the product's own" if row["product"] else f"from {row['effective_from']}"
+            set_by = "" if row["product"] else f"  set {row['set_at']} by {row['set_by']}"
+            why = f"  ({row['reason']})" if row.get("reason") else ""
+            marker = "*" if row["in_force"] else " "
+            lines.append(f"{marker} {row['kind']:8} {row['definition']:28} {since:36} {status:22}{set_by}{why}"
+                         .rstrip())
+        return "\n".join(lines)
+
+    @workflow_app.command("default")
+    def workflow_default(
+        ctx: typer.Context,
+        kind: Annotated[str, typer.Argument(metavar="KIND", help="case, contact or course.")],
+        name: Annotated[str, typer.Argument(metavar="NAME", help="The definition new objects of the kind start "
+                                            "under, as `mpoxflow workflow list` names it (contact@SST-mpox-7.1-r2).")],
+        effective_from: Annotated[str | None, typer.Option(
+            "--from", metavar="INSTANT", help="From when: an ISO 8601 instant (without an offset: Danish local "
+            "time; a bare date: its 00:00), now or later. Default: now.")] = None,
+        actor: ActorOption = None,
+        reason: Reason = None,
+        as_json: Json = False,
+    ) -> None:
+        """Choose which definition new objects of a kind start under, from now or from a later instant (admins
+        only; audited). Objects already made keep running under their own definition."""
+        from entry.parsing import parse_instant
+
+        def action() -> dict[str, Any]:
+            since = None if effective_from is None else parse_instant(effective_from, "--from")
+            return dict(engine_of(ctx).set_workflow_default(kind, name, effective_from=since, actor=actor_of(actor),
+                                                            reason=reason))
+
+        run(as_json, action, render_set, name_of=default_flag)
+
+    @workflow_app.command("defaults")
+    def workflow_defaults(ctx: typer.Context, as_json: Json = False) -> None:
+        """Which definition each kind's new objects start under, and since when: the product's own, then every
+        default set (who set it, when and why), the one in force now marked."""
+        run(as_json, lambda: engine_of(ctx).workflow_defaults(), render_defaults)
 
     # ---- migrating open objects (workflow migrate) -----------------------------------------------------------
 

@@ -620,6 +620,23 @@ class PersonalRead(Base):
     request_id: Mapped[str] = mapped_column(String(64))
 
 
+class WorkflowDefault(AuditHead, Base):
+    """Which definition a kind's new objects start under, from an instant (migration 0018; issue 20 item 1): a
+    deployment's choice, set by an admin (``engine.definitions``) and audited on its own chain. Rows are only added;
+    the one in force at an instant is the kind's latest from at or before it (of two from one instant, the later
+    set); none: the product's definition (``workflows.registry.WORKFLOWS``)."""
+
+    __tablename__ = "workflow_defaults"
+    __table_args__ = (Index("ix_workflow_defaults_kind_from", "kind", "effective_from", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The definition's versioned name (``contact@SST-mpox-7.1-r2``).
+    definition: Mapped[str] = mapped_column(String(64))
+    effective_from: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
 class Course(WorkflowObject, Base):
     """A vaccination course (§6): its dose plan, doses and the records PEP needs."""
 

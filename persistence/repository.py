@@ -48,17 +48,19 @@ from persistence.models import (
     Timer,
     Unit,
     User,
+    WorkflowDefault,
 )
 from workflows.definition import Related
 from workflows.errors import NotFound
 from workflows.limits import MAX_ID, shown
 from workflows.person import OPEN_CASE_STATES, PersonFacts
 
-ID_KINDS = ("person", "timer", "user", "unit", *OBJECT_MODELS)
+ID_KINDS = ("person", "timer", "user", "unit", "workflow_default", *OBJECT_MODELS)
 #: Kinds a person can list with ``mpoxflow list KINDs``.
 LISTED_KINDS = ("person", *OBJECT_MODELS)
 #: Kinds whose rows keep the head of their audit chain.
-HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, "unit": Unit, **OBJECT_MODELS}
+HEAD_MODELS: dict[str, type[Any]] = {"person": Person, "user": User, "unit": Unit,
+                                      "workflow_default": WorkflowDefault, **OBJECT_MODELS}
 #: How many rows a streamed read fetches at a time (export, verify, replay): memory stays flat.
 STREAM_CHUNK = 2000
 
@@ -98,6 +100,8 @@ def not_found(object_id: str, kind: str | None) -> NotFound:
         hint = "List them with `mpoxflow user list`."
     elif kind == "timer":
         hint = "Open tasks and their timers are listed by `mpoxflow due`; an object's timers by `mpoxflow show ID`."
+    elif kind == "workflow_default":
+        hint = "List them with `mpoxflow workflow defaults`."
     else:
         hint = ("Ids look like " + ", ".join(f"{k}-N" for k in ID_KINDS)
                 + ": find them with `mpoxflow list cases` or `mpoxflow list persons`.")
@@ -204,6 +208,24 @@ _TOKEN_USER = (
     .where(_table(ApiToken).c.secret_hash == bindparam("secret_hash"), _table(ApiToken).c.revoked_at.is_(None),
            _table(User).c.disabled_at.is_(None))
 )
+
+
+def _default_at() -> Select[Any]:
+    t = _table(WorkflowDefault)
+    kind: Any = bindparam("kind")
+    at: Any = bindparam("at", type_=t.c.effective_from.type)
+    current = (select(t.c.id, t.c.definition, t.c.effective_from)
+               .where(t.c.kind == kind, t.c.effective_from <= at)
+               .order_by(t.c.effective_from.desc(), t.c.id.desc()).limit(1).subquery())
+    following = select(func.min(t.c.effective_from)).where(t.c.kind == kind, t.c.effective_from > at)
+    one = select(literal_column("1").label("one")).subquery()
+    return (select(current.c.id, current.c.definition, current.c.effective_from,
+                   following.scalar_subquery().label("until"))
+            .select_from(one.outerjoin(current, true())))
+
+
+#: The default in force at an instant, and when the next takes over (``Repository.workflow_default_at``).
+_DEFAULT_AT = _default_at()
 
 
 @functools.cache
@@ -1081,6 +1103,34 @@ class Repository:
         for chunk in _chunks(sorted(set(pks))):
             found.update({r.id: r.name for r in self._core.execute(select(u.c.id, u.c.name).where(u.c.id.in_(chunk)))})
         return found
+
+    # ---- which definition a new object starts under (issue 20) ----------------------------------------------
+
+    def workflow_default_at(self, kind: str, at: datetime) -> Row[Any]:
+        """The kind's default in force at ``at``: its ``id``, ``definition`` and ``effective_from`` (all None when
+        none was set by then), and ``until``, the instant the next one takes over (None: none is set after it), in
+        one read of the index ``(kind, effective_from, id)``."""
+        return self._core.execute(_DEFAULT_AT, {"kind": kind, "at": at}).one()
+
+    def workflow_defaults(self) -> list[Row[Any]]:
+        """Every default set (its columns, and ``actor`` and ``reason`` of its audit entry), by kind, then from
+        when, then in the order set."""
+        t, a = _table(WorkflowDefault), _table(AuditEntry)
+        return list(self._core.execute(
+            select(t, a.c.actor, a.c.reason)
+            .outerjoin(a, and_(a.c.object_kind == "workflow_default", a.c.object_id == t.c.id, a.c.pos == 1))
+            .order_by(t.c.kind, t.c.effective_from, t.c.id)))
+
+    def workflow_default(self, pk: int) -> Row[Any] | None:
+        t, a = _table(WorkflowDefault), _table(AuditEntry)
+        return self._core.execute(
+            select(t, a.c.actor, a.c.reason)
+            .outerjoin(a, and_(a.c.object_kind == "workflow_default", a.c.object_id == t.c.id, a.c.pos == 1))
+            .where(t.c.id == pk)).one_or_none()
+
+    def insert_workflow_default(self, values: dict[str, Any]) -> int:
+        t = _table(WorkflowDefault)
+        return int(self._core.execute(insert(t).values(**values).returning(t.c.id)).scalar_one())
 
     # ---- the worklist, paged (issue 15) --------------------------------------------------------------------
 

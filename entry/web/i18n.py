@@ -276,7 +276,9 @@ EXTRA_TRIGGERS = ("add", "update", "create", "refused", "task_resolved", "resolv
                   # a person registered (engine/commands.py), a case's written notification made (issue 18)
                   "register", "document",
                   # an open object moved to a later workflow definition (issue 20): engine/migration.py
-                  "migrated")
+                  "migrated",
+                  # which definition new objects start under set (issue 20): engine/definitions.py
+                  "set")
 #: Facts of a view besides the workflow's facts dataclass.
 EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", "previous_mpox",
                "smallpox_vaccinated", "doses_elsewhere", "last_dose_on", "person", "case", "contact",
@@ -292,7 +294,9 @@ EXTRA_FACTS = ("ref", "born", "immunocompromised", "pregnant", "breastfeeding", 
                "unit", "assignee", "parent", "in_unit", "of_user", "unassigned", "round_robin", "user",
                "break_glass", "mine", "read", "returned", "units",
                # contact attempts (issue 17): the object's count of failed ones since the last that reached
-               "failed_attempts")
+               "failed_attempts",
+               # a default definition's setting (issue 20): its entry's data
+               "definition", "effective_from")
 #: Who makes a transition that keeps the state (``entry.web.diagram.internal``), a role of a user.
 BY = (N_("timer"), N_("another object's change"), N_("staff"), N_("auditor"), N_("admin"))
 #: The headings of an object's related objects (``object.html``).
