@@ -29,13 +29,12 @@ from persistence.repository import Repository
 from scheduler.firing import advance_simulated_clock
 from tests.conftest import ADMIN, START
 from tests.helpers import confirmed, contents, person
-from tests.successor import SUCCESSOR, registered  # noqa: F401 (the fixture)
+from tests.successor import CASE_SUCCESSOR, SUCCESSOR, registered  # noqa: F401 (the fixture)
 from tests.test_cli import cli, describe, doc, ok, refused
 from tests.test_web_pages import text
-from workflows.case import CASE
 from workflows.definition import WorkflowDefinition
 from workflows.errors import NotPermitted, RuleRefused, UsageError
-from workflows.registry import register, unregister
+from workflows.registry import BY_NAME, register, unregister
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The command line as the console script runs it.
@@ -48,11 +47,8 @@ R2 = SUCCESSOR.name  # contact@SST-mpox-7.1-r2
 #: When the successor takes over in these tests: Monday 10 March 2025, 00:00 in Copenhagen (winter time).
 T = datetime(2025, 3, 10, tzinfo=DANISH)
 
-#: A second revision of the case workflow, the same as the product's: what a spawned case starts under.
-CASE_R2 = WorkflowDefinition(
-    kind="case", version=CASE.version, revision=2, facts=CASE.facts, states=CASE.states, final=CASE.final,
-    transitions=CASE.transitions, timers=list(CASE.timers.values()), identity=CASE.identity,
-    identity_rule=CASE.identity_rule, migrates_from=CASE, state_map={s: s for s in CASE.states if s not in CASE.final})
+#: The test successor of the case workflow (condom advice of 8 weeks): what a spawned case starts under.
+CASE_R2 = CASE_SUCCESSOR
 
 
 @pytest.fixture
@@ -61,7 +57,8 @@ def case_r2() -> Iterator[WorkflowDefinition]:
     try:
         yield CASE_R2
     finally:
-        unregister(CASE_R2.name)
+        if CASE_R2.name in BY_NAME:
+            unregister(CASE_R2.name)
 
 
 def midnight(day: date) -> datetime:
@@ -379,7 +376,8 @@ def test_the_desk_pages_show_a_setting_in_danish(client_for: Any, cli_db: str, r
 
 def test_the_cli_sets_lists_and_marks_the_default_in_force(cli_db: str, registered: Any) -> None:  # noqa: F811
     listed = {r["name"]: r["default"] for r in doc(cli_db, "workflow", "list")}
-    assert listed == {"case@SST-mpox-7.1": True, PRODUCT: True, R2: False, "course@SST-mpox-7.1": True}
+    assert listed == {"case@SST-mpox-7.1": True, PRODUCT: True, R2: False, "course@SST-mpox-7.1": True,
+                      "case@SST-mpox-7.1-r2": False, "course@SST-mpox-7.1-r2": False}
 
     made = doc(cli_db, "workflow", "default", "contact", R2, "--from", "2025-03-10", "--actor", ADMIN,
                "--reason", "revision 2 from Monday")
@@ -400,7 +398,8 @@ def test_the_cli_sets_lists_and_marks_the_default_in_force(cli_db: str, register
 
     ok(cli_db, "clock", "advance", "--to", "2025-03-10T00:00:00+01:00", "--actor", ADMIN)
     listed = {r["name"]: r["default"] for r in doc(cli_db, "workflow", "list")}
-    assert listed == {"case@SST-mpox-7.1": True, PRODUCT: False, R2: True, "course@SST-mpox-7.1": True}
+    assert listed == {"case@SST-mpox-7.1": True, PRODUCT: False, R2: True, "course@SST-mpox-7.1": True,
+                      "case@SST-mpox-7.1-r2": False, "course@SST-mpox-7.1-r2": False}
     table = ok(cli_db, "workflow", "list").stdout.splitlines()
     assert table[0].split() == ["name", "kind", "revision", "shipped", "migrates_from", "default"]
     assert [line.split()[-1] for line in table[1:]] == ["True", "False", "True", "True"]
