@@ -402,7 +402,7 @@ def test_the_cli_sets_lists_and_marks_the_default_in_force(cli_db: str, register
                       "case@SST-mpox-7.1-r2": False, "course@SST-mpox-7.1-r2": False}
     table = ok(cli_db, "workflow", "list").stdout.splitlines()
     assert table[0].split() == ["name", "kind", "revision", "shipped", "migrates_from", "default"]
-    assert [line.split()[-1] for line in table[1:]] == ["True", "False", "True", "True"]
+    assert [line.split()[-1] for line in table[1:]] == ["True", "False", "False", "True", "True", "False"]
     assert ok(cli_db, "workflow", "defaults").stdout.splitlines()[2].startswith(f"* contact  {R2}")
     shown = doc(cli_db, "show", "workflow_default-1")
     assert (shown["status"], shown["reason"]) == ("in force", "revision 2 from Monday")
