@@ -159,6 +159,10 @@ class Migrations:
         }
 
     def _batch(self, uow: UnitOfWork, run: _Run, pks: Sequence[int], now: datetime) -> None:
+        if self.runtime.db.backend == "postgresql" and not run.dry_run:
+            # Each object locked as a worker locks it (in id order, as they are migrated), the whole batch in one
+            # statement before the first is read; held until the batch commits, through a retry's savepoint too.
+            uow.repo.lock_objects_for_firing(run.source.kind, pks)
         for pk in pks:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
@@ -170,10 +174,8 @@ class Migrations:
                         run.not_migrated.append(_refused(run.source.kind, pk, None, str(error), None))
 
     def _one(self, uow: UnitOfWork, run: _Run, pk: int, now: datetime) -> None:
-        """One object, inside its savepoint: locked as a worker locks it, read again, mapped, moved."""
+        """One object, inside its savepoint (locked with its batch, on PostgreSQL): read again, mapped, moved."""
         kind, repo = run.source.kind, uow.repo
-        if self.runtime.db.backend == "postgresql" and not run.dry_run:
-            repo.lock_object_for_firing(kind, pk)
         row = repo.load_object(kind, pk)
         label = format_id(kind, pk)
         if row.workflow != run.source.name or row.state in run.source.final:

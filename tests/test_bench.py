@@ -25,6 +25,8 @@ RUNS = {
     "wakeup": ["--k", "2", "--gap", "0.1", "--backend", "sqlite"],
     "cli": ["--runs", "2", "--warmup", "1", "--backend", "sqlite"],
     "import": ["--rows", "40", "--backend", "sqlite"],
+    # migrate on both backends: the migration's batches with PostgreSQL's advisory locks
+    "migrate": ["--contacts", "40", "--by-hand", "20", "--sample", "10", "--backend", "both"],
 }
 
 
