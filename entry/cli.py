@@ -1937,6 +1937,10 @@ def fhir_export(
 events_cli.register(app, _run, _engine, _actor, render_rows)
 # Workflow definitions side by side, the default of new objects, migrations (issue 20).
 workflow_cli.register(app, _run, _engine, _actor, render_rows)
+# Chains of transmission (issue 21 item 2), in a module of their own.
+from entry import chains_cli  # noqa: E402
+
+chains_cli.register(app, _run, _engine, _actor, render_rows)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.
