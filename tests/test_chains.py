@@ -37,7 +37,7 @@ def _contact(engine: Engine, case: str, ref: str, exposed: str, kind: str, actor
         "case": case, "exposed": D(exposed), "kind": kind})["id"]
 
 
-def population(engine: Engine, clock) -> dict[str, str]:
+def population(engine: Engine) -> dict[str, str]:
     """A cluster that has ended (case-1, deceased, and its released contact-1), then a source case (case-2) with
     three contacts, one of whom (contact-2) became case-3 with its own two contacts; case-4 opened with case-3 as
     its source directly; case-5 with case-2 recorded as a possible source (§5.2)."""
@@ -64,7 +64,7 @@ def population(engine: Engine, clock) -> dict[str, str]:
 
 
 def test_the_clusters_of_a_known_population_with_sizes_onsets_and_whether_active(engine, clock):
-    made = population(engine, clock)
+    made = population(engine)
     assert [made[k] for k in ("E", "A", "B", "S", "P")] == ["case-1", "case-2", "case-3", "case-4", "case-5"]
     assert [made[k] for k in ("e1", "c1", "c2", "c3", "d1", "d2")] == [f"contact-{n}" for n in range(1, 7)]
     assert engine.show("contact-1")["state"] == "released" and engine.show("case-1")["state"] == "deceased"
@@ -112,7 +112,7 @@ def test_a_case_without_onset_counts_from_its_pcr_sample_and_a_lone_case_is_a_cl
 
 
 def test_when_a_case_joins_two_clusters_the_lower_id_names_them(engine, clock):
-    made = population(engine, clock)
+    made = population(engine)
     engine.apply(made["P"], "source", data={"case": made["E"], "on": D("2025-03-02")}, actor=STAFF)
     [cluster] = Chains(engine.runtime).clusters()
     assert (cluster["id"], cluster["cases"], cluster["contacts"], cluster["first_onset"]) == (
@@ -170,7 +170,7 @@ def test_a_text_that_is_no_cluster_id_is_refused_and_nothing_changes(engine, db,
 
 
 def test_no_cluster_by_that_id(engine, clock):
-    population(engine, clock)
+    population(engine)
     for missing in ("cluster-3", "cluster-77"):  # case-3 is in cluster-2; there is no case-77
         with pytest.raises(NotFound):
             Chains(engine.runtime).cluster(missing)

@@ -136,6 +136,8 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
     app.include_router(events_web.router)
+    from entry.web import chains_web  # the chains of transmission (issue 21 item 2)
+    app.include_router(chains_web.router)
     app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)
