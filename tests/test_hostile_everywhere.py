@@ -63,6 +63,7 @@ ARGUMENTS = {"path": str(IMPORT_FILE), "import_id": "import-1",
              "timer_id": "timer-1", "person_id": "person-1", "token": "token-1", "name": "staff:test",
              "what": "cases", "kind": "case", "ids": "contact-1", "unit": "Danmark", "user": "staff:test",
              "url": "http://127.0.0.1:9/hook", "webhook": "webhook-1", "retention_kind": "person"}
+ARGUMENTS["cluster"] = "cluster-1"  # mpoxflow chains CLUSTER (issue 21 item 2)
 REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03", "--on": "2025-03-05",
             "--exposed": "2025-03-02", "--onset": "2025-03-04", "--symptoms": "rash", "--kind": EXPOSURE_KINDS[0],
             "--mode": ISOLATION_MODES[0], "--channel": CHANNELS[0], "--tracing": "yes", "--clade": CLADES[0],
