@@ -13,8 +13,10 @@ Edges point the way the infection went (source to exposed). A cluster is a conne
 directions ignored; its id is ``cluster-N``, N the lowest case id in it (every component has a case: a contact
 is always a case's), the same for every reader and as long as no other cluster joins it.
 
-Everything is read in two queries (the cases' and the contacts' link columns) after the reader's scope, whatever
-the number of objects; the components are found by union-find in memory.
+Everything is read in two queries (the cases' and the contacts' link columns, as plain rows) after the reader's
+scope, whatever the number of objects; the components are found by union-find in memory, over integer nodes (a
+case ``2 * id``, a contact ``2 * id + 1``) and edges kept in parallel lists, so that few objects are made per node
+(``bench/chains.py``).
 
 A reader sees the objects of their units only (``engine.units``). The components are found over the whole graph;
 of a cluster, a reader sees its nodes in their units; each group of its other nodes that hang together (a
@@ -44,47 +46,66 @@ from workflows.limits import MAX_ID, shown
 
 #: A cluster is active while any of its cases is open (suspected, confirmed, isolated, or healed within its 12
 #: weeks) or any of its contacts is still exposed, monitored or symptomatic (Decision).
-ACTIVE_CASE_STATES = OPEN_STATES
-ACTIVE_CONTACT_STATES = ("exposed", "monitored", "symptomatic")
+ACTIVE_CASE_STATES = frozenset(OPEN_STATES)
+ACTIVE_CONTACT_STATES = frozenset(("exposed", "monitored", "symptomatic"))
 #: The kinds of link, in the order a cluster's edges are listed.
 LINKS = ("exposure", "became", "source", "possible_source")
+EXPOSURE, BECAME, SOURCE, POSSIBLE_SOURCE = range(4)
 CLUSTER_ID = re.compile(r"cluster-(\d{1,10})")
 _CASE_ID = re.compile(r"case-(\d{1,10})")
 
-Node = tuple[str, int]  # ("case", 3), ("contact", 7)
-#: (from, to, link, on, kind, owner: the node the link belongs to)
-Edge = tuple[Node, Node, str, date | None, str | None, Node]
+
+def _case(pk: int) -> int:
+    return pk << 1
+
+
+def _contact(pk: int) -> int:
+    return pk << 1 | 1
+
+
+def node_id(node: int) -> str:
+    return f"{'contact' if node & 1 else 'case'}-{node >> 1}"
 
 
 @dataclass
 class _Graph:
-    """The whole graph as read: each node's row, the edges (with the node the link belongs to)."""
+    """The whole graph as read. Cases: ``(state, onset on the chain, onset given, unit)``; contacts: ``(state,
+    case id, unit)``, by id. Edge ``i``: ``source[i] -> target[i]``, its link (an index of ``LINKS``), date and
+    kind, and ``owner[i]``, the node the link belongs to."""
 
-    cases: dict[int, Any] = field(default_factory=dict)
-    contacts: dict[int, Any] = field(default_factory=dict)
-    edges: list[Edge] = field(default_factory=list)
-    parent: dict[Node, Node] = field(default_factory=dict)
+    cases: dict[int, tuple[str, date | None, bool, int]] = field(default_factory=dict)
+    contacts: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    parent: dict[int, int] = field(default_factory=dict)
+    source: list[int] = field(default_factory=list)
+    target: list[int] = field(default_factory=list)
+    link: list[int] = field(default_factory=list)
+    on: list[date | None] = field(default_factory=list)
+    kind: list[str | None] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
 
-    def find(self, node: Node) -> Node:
+    def find(self, node: int) -> int:
         parent = self.parent
-        root = node
-        while parent[root] != root:
-            root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
+        while (up := parent[node]) != node:
+            parent[node] = parent[up]  # path halving
+            node = parent[node]
+        return node
 
-    def union(self, a: Node, b: Node) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if ra > rb:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
+    def add(self, source: int, target: int, link: int, on: date | None, kind: str | None, owner: int) -> None:
+        parent = self.parent
+        if source not in parent or target not in parent:
+            return
+        self.source.append(source)
+        self.target.append(target)
+        self.link.append(link)
+        self.on.append(on)
+        self.kind.append(kind)
+        self.owner.append(owner)
+        a, b = self.find(source), self.find(target)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
 
-    def link(self, source: Node, target: Node, link: str, on: date | None, kind: str | None, owner: Node) -> None:
-        if source in self.parent and target in self.parent:
-            self.edges.append((source, target, link, on, kind, owner))
-            self.union(source, target)
+    def unit(self, node: int) -> int:
+        return (self.contacts[node >> 1][2] if node & 1 else self.cases[node >> 1][3]) or 1
 
 
 def _case_pk(text: Any) -> int | None:
@@ -99,17 +120,8 @@ def _day(text: Any) -> date | None:
         return None
 
 
-def _onset(case: Any) -> date | None:
-    """A case's onset on the chain: symptom onset, else (a case confirmed by PCR without symptoms) the sample."""
-    return case.onset or case.pcr_on  # type: ignore[no-any-return]
-
-
 def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
-
-
-def node_id(node: Node) -> str:
-    return f"{node[0]}-{node[1]}"
 
 
 class Chains:
@@ -140,8 +152,8 @@ class Chains:
         graph, scope = self._read()
         pk = int(found[1])
         if pk in graph.cases:
-            root = graph.find(("case", pk))
-            cluster = next(c for c in _clusters(graph) if c.root == root)
+            root = graph.find(_case(pk))
+            cluster = next(c for c in _clusters(graph, root) if c.root == root)
             if cluster.lowest_case == pk:
                 summary, inside = _summary(graph, cluster, scope)
                 if summary["cases"] or summary["contacts"]:
@@ -154,105 +166,113 @@ class Chains:
 
     def _read(self) -> tuple[_Graph, Scope | None]:
         graph = _Graph()
+        cases, contacts, parent = graph.cases, graph.contacts, graph.parent
         with self.runtime.db.reading() as session:
             scope = reader_scope(Repository(session), self.runtime.viewer)
-            for row in session.execute(select(Case.id, Case.state, Case.onset, Case.pcr_on, Case.source_case,
-                                              Case.sources, Case.from_contact, Case.unit_id)):
-                graph.cases[row.id] = row
-                graph.parent[("case", row.id)] = ("case", row.id)
-            for row in session.execute(select(Contact.id, Contact.state, Contact.case_id, Contact.last_exposure_on,
-                                              Contact.exposure_kind, Contact.became_case, Contact.symptoms_onset,
-                                              Contact.unit_id)):
-                graph.contacts[row.id] = row
-                graph.parent[("contact", row.id)] = ("contact", row.id)
-        for pk, contact in sorted(graph.contacts.items()):
-            node: Node = ("contact", pk)
-            graph.link(("case", contact.case_id), node, "exposure", contact.last_exposure_on, contact.exposure_kind,
-                       node)
-            became = _case_pk(contact.became_case)
-            if became is not None:
-                graph.link(node, ("case", became), "became", contact.symptoms_onset, None, node)
-        for pk, case in sorted(graph.cases.items()):
-            node = ("case", pk)
-            source = _case_pk(case.source_case)
-            via = graph.contacts.get(case.from_contact) if case.from_contact is not None else None
-            if source is not None and source != pk and (via is None or via.case_id != source):
-                graph.link(("case", source), node, "source", None, None, node)
-            for recorded in case.sources or ():
+            connection = session.connection()
+            case_rows = connection.execute(select(
+                Case.id, Case.state, Case.onset, Case.pcr_on, Case.source_case, Case.sources, Case.from_contact,
+                Case.unit_id).order_by(Case.id)).all()
+            contact_rows = connection.execute(select(
+                Contact.id, Contact.state, Contact.case_id, Contact.last_exposure_on, Contact.exposure_kind,
+                Contact.became_case, Contact.symptoms_onset, Contact.unit_id).order_by(Contact.id)).all()
+        for pk, state, onset, pcr_on, *_, unit in case_rows:
+            cases[pk] = (state, onset or pcr_on, onset is not None, unit)
+            parent[pk << 1] = pk << 1
+        for pk, state, case_pk, *_, unit in contact_rows:
+            contacts[pk] = (state, case_pk, unit)
+            parent[pk << 1 | 1] = pk << 1 | 1
+        add = graph.add
+        for pk, _state, case_pk, last_on, kind, became_case, symptoms_on, _unit in contact_rows:
+            node = pk << 1 | 1
+            add(case_pk << 1, node, EXPOSURE, last_on, kind, node)
+            if became_case is not None and (became := _case_pk(became_case)) is not None:
+                add(node, became << 1, BECAME, symptoms_on, None, node)
+        for pk, _state, _onset, _pcr, source_case, sources, from_contact, _unit in case_rows:
+            node = pk << 1
+            if source_case is not None and (source := _case_pk(source_case)) is not None and source != pk:
+                via = contacts.get(from_contact) if from_contact is not None else None
+                if via is None or via[1] != source:
+                    add(source << 1, node, SOURCE, None, None, node)
+            for recorded in sources or ():
                 possible = _case_pk(recorded.get("case")) if isinstance(recorded, dict) else None
                 if possible is not None and possible != pk:
-                    graph.link(("case", possible), node, "possible_source", _day(recorded.get("on")), None, node)
+                    add(possible << 1, node, POSSIBLE_SOURCE, _day(recorded.get("on")), None, node)
         return graph, scope
 
 
 @dataclass
 class _Cluster:
-    """One connected component: its union-find root, its nodes and its edges."""
+    """One connected component: its union-find root, its nodes and the indexes of its edges."""
 
-    root: Node
-    nodes: list[Node] = field(default_factory=list)
-    edges: list[Edge] = field(default_factory=list)
+    root: int
+    nodes: list[int] = field(default_factory=list)
+    edges: list[int] = field(default_factory=list)
 
     @property
     def lowest_case(self) -> int:
-        return min(p for k, p in self.nodes if k == "case")
+        return min(n for n in self.nodes if not n & 1) >> 1
 
 
-def _clusters(graph: _Graph) -> list[_Cluster]:
-    found: dict[Node, _Cluster] = {}
+def _clusters(graph: _Graph, only: int | None = None) -> list[_Cluster]:
+    """The components (``only``: the one of that root)."""
+    found: dict[int, _Cluster] = {}
+    find = graph.find
     for node in graph.parent:
-        root = graph.find(node)
+        root = find(node)
+        if only is not None and root != only:
+            continue
         cluster = found.get(root)
         if cluster is None:
             cluster = found[root] = _Cluster(root)
         cluster.nodes.append(node)
-    for edge in graph.edges:
-        found[graph.find(edge[0])].edges.append(edge)
+    for i, source in enumerate(graph.source):
+        cluster = found.get(find(source))
+        if cluster is not None:
+            cluster.edges.append(i)
     return list(found.values())
 
 
-def _row(graph: _Graph, node: Node) -> Any:
-    return (graph.cases if node[0] == "case" else graph.contacts)[node[1]]
-
-
-def _summary(graph: _Graph, cluster: _Cluster, scope: Scope | None) -> tuple[dict[str, Any], set[Node]]:
+def _summary(graph: _Graph, cluster: _Cluster, scope: Scope | None) -> tuple[dict[str, Any], set[int]]:
     """A cluster's summary as the reader sees it, and the reader's nodes of it."""
-    inside = {n for n in cluster.nodes if scope is None or scope.covers(_row(graph, n).unit_id)}
-    cases = [graph.cases[p] for k, p in inside if k == "case"]
-    onsets = [d for d in (_onset(c) for c in cases) if d is not None]
-    active = any(c.state in ACTIVE_CASE_STATES for c in cases) or any(
-        graph.contacts[p].state in ACTIVE_CONTACT_STATES for k, p in inside if k == "contact")
-    groups = _outside_groups(cluster, inside) if len(inside) < len(cluster.nodes) else {}
+    inside = set(cluster.nodes) if scope is None else {n for n in cluster.nodes if scope.covers(graph.unit(n))}
+    cases = [graph.cases[n >> 1] for n in inside if not n & 1]
+    onsets = [c[1] for c in cases if c[1] is not None]
+    active = any(c[0] in ACTIVE_CASE_STATES for c in cases) or any(
+        graph.contacts[n >> 1][0] in ACTIVE_CONTACT_STATES for n in inside if n & 1)
+    groups = _outside_groups(graph, cluster, inside) if len(inside) < len(cluster.nodes) else {}
     return {"id": f"cluster-{cluster.lowest_case}", "cases": len(cases), "contacts": len(inside) - len(cases),
             "outside": len(set(groups.values())), "first_onset": _iso(min(onsets, default=None)),
             "last_onset": _iso(max(onsets, default=None)), "active": active}, inside
 
 
-def _drawn(graph: _Graph, cluster: _Cluster, inside: set[Node]) -> dict[str, Any]:
+def _drawn(graph: _Graph, cluster: _Cluster, inside: set[int]) -> dict[str, Any]:
     """The reader's nodes and the anonymous ones, and the edges between them (each once)."""
-    groups = _outside_groups(cluster, inside)
-    names = {g: f"outside-{i}" for i, g in enumerate(sorted(set(groups.values())), start=1)}
+    groups = _outside_groups(graph, cluster, inside)
+    names = {g: f"outside-{i}" for i, g in enumerate(sorted(set(groups.values()), key=_order_node), start=1)}
 
-    def shown_as(node: Node) -> str:
+    def shown_as(node: int) -> str:
         return node_id(node) if node in inside else names[groups[node]]
 
     nodes: list[dict[str, Any]] = []
-    for node in sorted(inside):
-        row = _row(graph, node)
-        if node[0] == "case":
-            nodes.append({"id": node_id(node), "kind": "case", "state": row.state, "onset": _iso(_onset(row)),
-                          "onset_from": "onset" if row.onset else "pcr_on" if row.pcr_on else None})
+    for node in sorted(inside, key=_order_node):
+        if node & 1:
+            state, case_pk, _ = graph.contacts[node >> 1]
+            nodes.append({"id": node_id(node), "kind": "contact", "state": state, "case": f"case-{case_pk}"})
         else:
-            nodes.append({"id": node_id(node), "kind": "contact", "state": row.state, "case": f"case-{row.case_id}"})
+            state, onset, given, _ = graph.cases[node >> 1]
+            nodes.append({"id": node_id(node), "kind": "case", "state": state, "onset": _iso(onset),
+                          "onset_from": "onset" if given else "pcr_on" if onset else None})
     nodes += [{"id": name, "kind": "outside", "state": None} for name in names.values()]
     edges: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
-    for source, target, link, on, kind, owner in cluster.edges:
+    for i in cluster.edges:
+        source, target = graph.source[i], graph.target[i]
         if source not in inside and target not in inside:
-            continue  # within the part outside the reader's units: not shown
-        mine = owner in inside
-        edge = {"from": shown_as(source), "to": shown_as(target), "link": link,
-                "on": _iso(on) if mine else None, "kind": kind if mine else None}
+            continue  # within a part outside the reader's units: not shown
+        mine = graph.owner[i] in inside
+        edge = {"from": shown_as(source), "to": shown_as(target), "link": LINKS[graph.link[i]],
+                "on": _iso(graph.on[i]) if mine else None, "kind": graph.kind[i] if mine else None}
         key = tuple(edge.values())
         if key not in seen:
             seen.add(key)
@@ -261,27 +281,33 @@ def _drawn(graph: _Graph, cluster: _Cluster, inside: set[Node]) -> dict[str, Any
     return {"nodes": nodes, "edges": edges}
 
 
+def _order_node(node: int) -> tuple[int, int]:
+    """Cases before contacts, each by id."""
+    return node & 1, node >> 1
+
+
 def _order(text: str) -> tuple[str, int]:
     kind, _, number = text.rpartition("-")
     return kind, int(number)
 
 
-def _outside_groups(cluster: _Cluster, inside: set[Node]) -> dict[Node, Node]:
+def _outside_groups(graph: _Graph, cluster: _Cluster, inside: set[int]) -> dict[int, int]:
     """Each node of ``cluster`` outside the reader's units, mapped to its group: the lowest node of the part of
     the cluster outside the reader's units that it hangs together with (by edges between two such nodes)."""
     parent = {n: n for n in cluster.nodes if n not in inside}
     if not parent:
         return {}
 
-    def find(node: Node) -> Node:
+    def find(node: int) -> int:
         while parent[node] != node:
             parent[node] = parent[parent[node]]
             node = parent[node]
         return node
 
-    for source, target, *_ in cluster.edges:
+    for i in cluster.edges:
+        source, target = graph.source[i], graph.target[i]
         if source in parent and target in parent:
             a, b = find(source), find(target)
             if a != b:
-                parent[max(a, b)] = min(a, b)
+                parent[max(a, b, key=_order_node)] = min(a, b, key=_order_node)
     return {n: find(n) for n in parent}
