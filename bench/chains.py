@@ -8,7 +8,8 @@ neither) of one case and one contact the engine made. The cases form chains of 5
 the one before as its ``source_case``), the contacts are dealt out over the cases in turn, and every tenth contact
 of a case that has a next one in its chain became that case (``became_case``): C / 5 clusters of 5 cases and
 N / C * 5 contacts each. Then, timed, median of R runs (``--runs``, default 5) after one warm-up: the whole list
-(``Chains.clusters``: the two queries and the union-find) and one cluster's nodes and edges (``Chains.cluster``).
+(``Chains.clusters``: the two queries and the union-find) and one cluster's nodes and edges (``Chains.cluster``),
+against the baseline: the same two queries alone, as SQL text on a held connection (``ratio queries/clusters``).
 
 Checked (exit 1 otherwise): the list has C / 5 clusters, each with 5 cases, the contacts add up to N, and the
 cluster drawn has the edges its links make.
@@ -30,6 +31,9 @@ from bench.seed import Seeder, repeat, templates  # noqa: E402
 
 START = datetime.fromisoformat("2025-03-03T08:00:00+01:00")
 CHAIN = 5
+RAW_SQL = ("SELECT id, state, onset, pcr_on, source_case, sources, from_contact, unit_id FROM cases ORDER BY id",
+           "SELECT id, state, case_id, last_exposure_on, exposure_kind, became_case, symptoms_onset, unit_id "
+           "FROM contacts ORDER BY id")
 
 
 def made(at: Any) -> list[str]:
@@ -47,6 +51,8 @@ def made(at: Any) -> list[str]:
 
 
 def run_backend(backend: str, args: Any, units: list[Any], table: harness.Table) -> None:
+    from sqlalchemy import text
+
     from engine.chains import Chains
     from engine.clock import SimulatedClock
     from engine.core import Engine
@@ -84,19 +90,31 @@ def run_backend(backend: str, args: Any, units: list[Any], table: harness.Table)
         links = {e["link"] for e in one["edges"]}
         if not {"exposure", "source", "became"} <= links or len(one["nodes"]) != CHAIN + one["contacts"]:
             raise BenchFailure(f"{listed[0]['id']}: links {sorted(links)}, {len(one['nodes'])} nodes")
-        times: dict[str, list[float]] = {"list": [], "one": []}
-        for _ in range(args.runs):
-            times["list"].append(harness.timed(chains.clusters)[0])
-            times["one"].append(harness.timed(lambda: chains.cluster(listed[0]["id"]))[0])
-    list_ms, one_ms = (1000 * harness.median(times[k]) for k in ("list", "one"))
-    say(f"{backend:<11} clusters {list_ms:8.1f} ms   one cluster {one_ms:8.1f} ms   (median of {args.runs}; "
-        f"{args.cases} cases, {args.contacts} contacts, {len(listed)} clusters)")
-    table.add(backend, args.cases, args.contacts, len(listed), f"{list_ms:.0f}", f"{one_ms:.0f}")
+        times: dict[str, list[float]] = {"list": [], "one": [], "queries": []}
+        with db.engine.connect() as connection:
+            def queries() -> int:  # the baseline: the two reads alone, as SQL text on a held connection
+                found = sum(len(connection.execute(text(sql)).all()) for sql in RAW_SQL)
+                connection.rollback()
+                return found
+
+            for _ in range(args.runs):
+                times["list"].append(harness.timed(chains.clusters)[0])
+                times["one"].append(harness.timed(lambda: chains.cluster(listed[0]["id"]))[0])
+                seconds, rows = harness.timed(queries)
+                times["queries"].append(seconds)
+                if rows != args.cases + args.contacts:
+                    raise BenchFailure(f"the queries read {rows} rows")
+    list_ms, one_ms, raw_ms = (1000 * harness.median(times[k]) for k in ("list", "one", "queries"))
+    say(f"{backend:<11} clusters {list_ms:8.1f} ms   one cluster {one_ms:8.1f} ms   the queries alone {raw_ms:8.1f} "
+        f"ms   (median of {args.runs}; {args.cases} cases, {args.contacts} contacts, {len(listed)} clusters)")
+    harness.ratio("queries/clusters time", backend, raw_ms / list_ms)
+    table.add(backend, args.cases, args.contacts, len(listed), f"{list_ms:.0f}", f"{one_ms:.0f}", f"{raw_ms:.0f}")
 
 
 def run(args: Any) -> list[harness.Table]:
     units = templates(made, [ACTOR])
-    table = harness.Table(["Backend", "Cases", "Contacts", "Clusters", "All clusters (ms)", "One cluster (ms)"])
+    table = harness.Table(["Backend", "Cases", "Contacts", "Clusters", "All clusters (ms)", "One cluster (ms)",
+                           "The two queries alone (ms)"])
     for backend in harness.backends(args):
         run_backend(backend, args, units, table)
     return [table]
