@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from engine.bootstrap import open_engine
 from tests import test_e2e_browser as e2e
+from tests.test_accessibility import blocking_violations
 from tests.test_e2e_browser import Served, log_in
 
 playwright = e2e.playwright
@@ -41,6 +42,7 @@ def test_a_chain_graph_is_drawn_and_its_nodes_link_to_their_objects(page: Page, 
     expect(page.locator(f"#chain-graph #node-{served.case}")).to_contain_text("confirmed")
     expect(page.locator("#chain-graph g.edge.exposure")).to_contain_text("02.03.2025")
     assert graph.bounding_box()["width"] > 100  # drawn, not an empty box
+    assert blocking_violations(page) == []  # axe-core: the drawing's links and the legend pass
     page.locator(f'#chain-graph a[href="/objects/{contact}"]').click()
     expect(page).to_have_url(re.compile(rf"/objects/{contact}$"))
     expect(page.locator("#state")).to_have_text("exposed")

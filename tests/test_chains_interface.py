@@ -94,7 +94,7 @@ def test_the_pages_list_the_clusters_and_draw_one_in_danish(chains_db: str, clie
     svg = re.search(r'<div class="diagram-box" id="chain-graph">(<svg .*?</svg>)', page, re.S)
     assert svg is not None, "the graph is drawn inline"
     graph = svg[1]
-    assert 'role="img"' in graph and 'aria-label="Smittekæde cluster-2"' in graph and "xlink" not in graph
+    assert 'role="group"' in graph and 'aria-label="Smittekæde cluster-2"' in graph and "xlink" not in graph
     # Every case and contact is a node linking to its page, with its state in Danish words.
     for node in ("case-2", "case-3", "case-4", "case-5", "contact-2", "contact-3", "contact-4", "contact-5",
                  "contact-6"):
@@ -122,3 +122,14 @@ def test_an_unknown_or_malformed_cluster_is_a_4xx_page(chains_db: str, client_fo
     assert staff.get("/chains/cluster-3").status_code == 404
     refused = staff.get("/chains/nonsense")
     assert refused.status_code == 422 and "er ikke et klynge-id" in refused.text
+
+
+def test_without_graphviz_the_page_says_so_and_the_tables_are_whole(chains_db: str, client_for, monkeypatch) -> None:
+    from entry.web import diagram
+
+    monkeypatch.setattr(diagram, "DOT", "no-such-dot-program")
+    page = client_for("staff:test").get("/chains/cluster-1").text
+    assert 'id="diagram-missing"' in page and 'id="chain-graph"' not in page and 'data-layout="graphviz"' not in page
+    assert '<tr data-node="contact-1"><td><a href="/objects/contact-1">contact-1</a></td><td>Kontakt</td>' in page
+    assert re.search(r'<tr data-link="exposure"><td>case-1</td><td>contact-1</td><td>seksualpartner</td>'
+                     r'<td>11.02.2025</td>', page)

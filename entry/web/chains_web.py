@@ -105,7 +105,7 @@ def svg(cluster: dict[str, Any]) -> str:
     drawn = _COMMENT.sub("", _PROLOG.sub("", drawn, count=1)).strip()
     name = i18n.gettext("Chain of transmission %(cluster)s") % {"cluster": cluster["id"]}
     drawn = _SIZE.sub(lambda m: f'<svg width="{round(float(m[1]) * 4 / 3)}" height="{round(float(m[2]) * 4 / 3)}" '
-                      f'role="img" aria-label="{_html(name)}" class="diagram chain" data-layout="graphviz"',
+                      f'role="group" aria-label="{_html(name)}" class="diagram chain" data-layout="graphviz"',
                       drawn, count=1)
     # Links as SVG 2 has them (``href``): the page declares no xlink namespace; each node's <title> says its id.
     drawn = _XLINK_TITLE.sub("", drawn).replace(" xlink:href=", " href=")
