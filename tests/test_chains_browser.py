@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from engine.bootstrap import open_engine
 from tests import test_e2e_browser as e2e
 from tests.test_accessibility import blocking_violations
-from tests.test_e2e_browser import Served, log_in
+from tests.test_e2e_browser import ARTIFACTS, Served, log_in
 
 playwright = e2e.playwright
 browser = e2e.browser
@@ -43,6 +43,8 @@ def test_a_chain_graph_is_drawn_and_its_nodes_link_to_their_objects(page: Page, 
     expect(page.locator("#chain-graph g.edge.exposure")).to_contain_text("02.03.2025")
     assert graph.bounding_box()["width"] > 100  # drawn, not an empty box
     assert blocking_violations(page) == []  # axe-core: the drawing's links and the legend pass
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "chain-cluster-1.png", full_page=True)
     page.locator(f'#chain-graph a[href="/objects/{contact}"]').click()
     expect(page).to_have_url(re.compile(rf"/objects/{contact}$"))
     expect(page.locator("#state")).to_have_text("exposed")
