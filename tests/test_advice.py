@@ -245,17 +245,17 @@ def test_which_sheets_and_the_refusals(engine: Engine, db: Database, clock: Simu
 
 
 def _contact_over_http(client: Any) -> str:
-    def ok(response: Any) -> Any:
+    def ok(path: str, body: dict[str, Any]) -> Any:
+        response = client.post(path, json=body, headers={"X-CSRF-Token": client.csrf})
         assert response.status_code < 300, response.text
         return response.json()
 
-    ok(client.post("/api/persons", json={"ref": "INDEX-REF", "born": BORN}))
-    ok(client.post("/api/persons", json={"ref": "CONTACT-REF"}))
-    ok(client.post("/api/cases", json={"person": "person-1", "onset": "2025-02-28", "confirmed": True,
-                                       "pcr_on": "2025-03-02"}))
-    ok(client.post("/api/cases/case-1/consent", json={"tracing": True}))
-    return str(ok(client.post("/api/contacts", json={"case": "case-1", "person": "person-2", "exposed": "2025-03-02",
-                                                     "kind": "household"}))["id"])
+    ok("/api/persons", {"ref": "INDEX-REF", "born": BORN})
+    ok("/api/persons", {"ref": "CONTACT-REF"})
+    ok("/api/cases", {"person": "person-1", "onset": "2025-02-28", "confirmed": True, "pcr_on": "2025-03-02"})
+    ok("/api/cases/case-1/consent", {"tracing": True})
+    return str(ok("/api/contacts", {"case": "case-1", "person": "person-2", "exposed": "2025-03-02",
+                                    "kind": "household"})["id"])
 
 
 def test_the_printable_page_danish_english_under_the_csp(client_for: Any) -> None:
