@@ -640,7 +640,8 @@ def plain_text(sheet: Sheet, width: int = 100) -> str:
     import textwrap
 
     def wrapped(text: str, indent: str = "") -> list[str]:
-        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent) or [indent]
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False, break_long_words=False) or [indent]
 
     lines = [sheet.title, "=" * min(len(sheet.title), width), "", *wrapped(sheet.lead), ""]
     if sheet.dates:
@@ -651,7 +652,7 @@ def plain_text(sheet: Sheet, width: int = 100) -> str:
         lines.extend([part.heading, "-" * min(len(part.heading), width)])
         for paragraph in part.paragraphs:
             lines.extend(wrapped(paragraph.text + " (" + ", ".join(paragraph.cites) + ")", "  "))
-        lines.append("")
+            lines.append("")
     lines.extend(wrapped(f"{sheet.labels['sources']}: {sheet.labels['guideline']}"))
     lines.append(sheet.labels["made"])
     return "\n".join(lines)
