@@ -186,7 +186,7 @@ def choose(view: Mapping[str, Any], name: str | None) -> str:
     object_id = str(view.get("id"))
     if view.get("kind") not in KINDS:
         raise UsageError(because("advice sheets are for cases, contacts and courses, not %(object)s: give the id of "
-                                 "one (⟦object_id⟧)", object=object_id))
+                                 "a case, a contact or a course", object=object_id))
     if name is not None and name not in SHEETS:
         raise UsageError(because("⟦sheet⟧ '%(sheet)s' is not an advice sheet: use one of %(sheets)s",
                                  sheet=shown(str(name)), sheets=list(SHEETS)))
@@ -228,7 +228,7 @@ def _kind_with_sheets(object_id: str) -> None:
     kind, _ = parse_id(object_id)
     if kind not in KINDS:
         raise UsageError(because("advice sheets are for cases, contacts and courses, not %(object)s: give the id of "
-                                 "one (⟦object_id⟧)", object=shown(object_id)))
+                                 "a case, a contact or a course", object=shown(object_id)))
 
 
 def available(engine: Reader, object_id: str) -> list[str]:
