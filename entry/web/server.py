@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import entry.web.advice
 from engine.bootstrap import database_url, open_engine, settings_from_env
 from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
 from entry.web.app import (
@@ -136,6 +137,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
     app.include_router(events_web.router)
+    app.include_router(entry.web.advice.router)
     app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)
