@@ -7,19 +7,14 @@ nothing is recorded. ``--pdf FILE`` writes the same content as the page's PDF (W
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
+from entry.cli_types import ActorOf, EngineOf, Json, Run
 from workflows.errors import UsageError
 from workflows.limits import shown
 
-Run = Callable[..., None]
-EngineOf = Callable[[typer.Context], Any]
-ActorOf = Callable[[str | None], str]
-
-Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 #: The longest path ``--pdf`` takes (a path the system could not open anyway is refused before anything is read).
 MAX_PATH = 4096
 
