@@ -8,8 +8,8 @@ The later definition is the test successor ``contact@SST-mpox-7.1-r2`` (tests/su
 instead of 21), loaded beside the product's as a deployment loads its own (``workflows.registry.register``).
 
 Per backend a template database (bench/harness.py) on a simulated clock at Wednesday 2025-03-19 16:00 Copenhagen
-time holds N open contacts (``--contacts``, default 100,000 on SQLite and 10,000 on PostgreSQL, where 100,000 take
-over 10 minutes) with their cases: copies (bench/seed.py, without their
+time holds N open contacts (``--contacts``, default 100,000 on SQLite and 10,000 on PostgreSQL, where a run of
+100,000 takes 15 minutes) with their cases: copies (bench/seed.py, without their
 history: empty chains) of two confirmed cases consenting to tracing, with 8 contacts each that the engine
 registered that morning, exposed 2025-03-13 to 2025-03-18 (so that their monitoring ends, 14 days on, fall on both
 sides of the change to summer time on 2025-03-30): every §5.1 kind with its Table 1 risk, a clinician's low
@@ -55,8 +55,8 @@ from bench.backlog import copies, groups_of, relinked  # noqa: E402
 from bench.harness import ACTOR, ADMIN, BenchFailure, say  # noqa: E402
 from bench.seed import Seeder, templates  # noqa: E402
 
-#: The contacts migrated by default: 100,000 on SQLite; on PostgreSQL, where the migration runs at about 130
-#: objects/s on 2 CPUs (100,000 would take some 13 minutes, and the dry run as long again), 10,000.
+#: The contacts migrated by default: 100,000 on SQLite; on PostgreSQL 10,000 (at 100,000 the migration took 6 and
+#: the dry run 7 minutes on 2 CPUs, the whole run 15: ``--contacts 100000`` measures them).
 DEFAULT_CONTACTS = {"sqlite": 100_000, "postgresql": 10_000}
 #: The contacts updated by hand by default (about 60 a second on either backend): the baseline's rate.
 DEFAULT_BY_HAND = 5000

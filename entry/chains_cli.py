@@ -10,9 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-Run = Callable[..., None]
-EngineOf = Callable[[typer.Context], Any]
-ActorOf = Callable[[str | None], str]
+from entry.cli_types import ActorOf, EngineOf, Json, Run
+
 Rows = Callable[[list[dict[str, Any]], list[str], str], str]
 
 #: The columns of the list, and of one cluster's nodes and edges.
@@ -47,7 +46,7 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf,
         ctx: typer.Context,
         cluster: Annotated[str | None, typer.Argument(help="One cluster (cluster-N, as the list names it): its "
                                                            "nodes and edges.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")] = False,
+        as_json: Json = False,
         as_user: Annotated[str | None, typer.Option("--as", metavar="USER", help="Read as this user: only what "
                                                     "their units may see (default $MPOXFLOW_ACTOR, else your user "
                                                     "name).")] = None,

@@ -26,6 +26,8 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+import entry.advice_cli
+import entry.chains_cli
 from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
@@ -1937,10 +1939,10 @@ def fhir_export(
 events_cli.register(app, _run, _engine, _actor, render_rows)
 # Workflow definitions side by side, the default of new objects, migrations (issue 20).
 workflow_cli.register(app, _run, _engine, _actor, render_rows)
+# Advice sheets (issue 21), in a module of their own.
+entry.advice_cli.register(app, _run, _engine, _actor)
 # Chains of transmission (issue 21 item 2), in a module of their own.
-from entry import chains_cli  # noqa: E402
-
-chains_cli.register(app, _run, _engine, _actor, render_rows)
+entry.chains_cli.register(app, _run, _engine, _actor, render_rows)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.

@@ -12,15 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-Run = Callable[..., None]
-EngineOf = Callable[[typer.Context], Any]
-ActorOf = Callable[[str | None], str]
-
-Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-ActorOption = Annotated[
-    str | None, typer.Option("--actor", help="Who makes the change (default $MPOXFLOW_ACTOR, else your user name).")
-]
-Reason = Annotated[str | None, typer.Option("--reason", help="Why: goes into the audit entry.")]
+from entry.cli_types import ActorOf, ActorOption, EngineOf, Json, Reason, Run
 
 webhook_app = typer.Typer(help="Webhooks: events POSTed to other systems, signed, at least once, in order per "
                                "object (admins only).", no_args_is_help=True)

@@ -19,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import entry.web.advice
+import entry.web.chains_web
 from engine.bootstrap import database_url, open_engine, settings_from_env
 from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
 from entry.web.app import (
@@ -136,8 +138,8 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
     app.include_router(events_web.router)
-    from entry.web import chains_web  # the chains of transmission (issue 21 item 2)
-    app.include_router(chains_web.router)
+    app.include_router(entry.web.advice.router)
+    app.include_router(entry.web.chains_web.router)
     app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)
