@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.bootstrap import database_url, open_engine, settings_from_env
 from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
+from entry.web import overview_page
 from entry.web.app import (
     SECURITY_HEADERS,
     STATIC_DIR,
@@ -136,6 +137,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(import_pages.api_router)
     app.include_router(events_web.api_router)
     app.include_router(events_web.router)
+    app.include_router(overview_page.router)
     app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)

@@ -1,0 +1,242 @@
+"""The overview's figures drawn with matplotlib on the server (issue 21 item 1): SVG for the page, PNG, SVG and
+PDF files for the report, with the words in the current language (``entry.web.i18n``: Danish first).
+
+matplotlib is imported inside the functions that draw (Agg, no display), never when this module is imported: the
+CLI's light commands import nothing of it. The SVG inlined in the page has no script and no ``style`` (neither
+element nor attribute: matplotlib's style attributes become SVG presentation attributes, its ``<style>`` rule the
+root's inherited ``stroke-linejoin``/``stroke-linecap``), and its ids are prefixed with the figure's name so that
+several figures share one page: the pages' Content-Security-Policy lets it through.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from engine.overview import CURVE_CLADES, CURVE_STATES, Figure, csv_text
+from entry.web import i18n
+from entry.web.i18n import N_
+
+#: Each figure's title (msgids).
+TITLES = {
+    "curve": N_("Epidemic curve: cases by week of symptom onset, by state"),
+    "curve_clade": N_("Epidemic curve: cases by week of symptom onset, by clade"),
+    "monitoring": N_("Contacts under monitoring per day, the coming 3 weeks"),
+    "pep": N_("PEP windows closing in the next 72 hours"),
+    "doses": N_("Doses 2 due per day, the coming 8 weeks"),
+    "missed": N_("Deadlines missed per week"),
+}
+#: The tables' and the CSV files' column names (msgids); states and clades are named as the pages name them.
+HEADERS = {
+    "week": N_("Week"), "from": N_("Monday"), "total": N_("Total"), "date": N_("Date"),
+    "contacts": N_("Contacts under monitoring"), "object": N_("Object"), "kind": N_("Kind"),
+    "closes_at": N_("Window closes"), "last_day": N_("Last day"), "timer": N_("Timer"),
+    "doses_due": N_("Doses 2 due"), "missed": N_("Missed"), "unresolved": N_("Not resolved yet"),
+    "unknown": N_("clade not known"),
+}
+#: The colours of the states (the suspected ones also hatched: they are marked), clades and series.
+STATE_COLOURS = {"suspected": "#f2c14e", "confirmed": "#d1495b", "isolated": "#8f2d56", "healed": "#66a182",
+                 "closed": "#7d8597", "deceased": "#2e2e2e"}
+CLADE_COLOURS = {"I": "#4f6d7a", "Ia": "#2a9d8f", "Ib": "#8ab17d", "II": "#e9c46a", "IIa": "#f4a261",
+                 "IIb": "#e76f51", "unknown": "#bdbdbd"}
+FORMATS = ("png", "svg", "pdf")
+
+
+def header(column: str) -> str:
+    """A column's name in the current language."""
+    if column in CURVE_STATES:
+        return i18n.state(column)
+    if column in HEADERS:
+        return i18n.gettext(HEADERS[column])
+    return column  # a clade's own name
+
+
+def headers(figure: Figure) -> dict[str, str]:
+    return {c: header(c) for c in figure.columns}
+
+
+def csv_of(figure: Figure, lang: str | None = None) -> str:
+    """The figure's CSV with its column names in ``lang`` (the current language when None)."""
+    if lang is not None:
+        i18n.activate(lang)
+    return csv_text(figure, headers(figure))
+
+
+def table(figure: Figure) -> list[list[Any]]:
+    """The figure's rows as the page's table shows them: a value per column, in order."""
+    return [[row.get(c) for c in figure.columns] for row in figure.rows]
+
+
+# ---- drawing -------------------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "mpoxflow", "font.family": "DejaVu Sans",
+                         "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _short(day: str) -> str:
+    """``24.03``: a Danish day without its year."""
+    parsed = date.fromisoformat(day)
+    return f"{parsed.day:02d}.{parsed.month:02d}"
+
+
+def _ticks(ax: Any, labels: list[str], most: int = 16) -> None:
+    step = max(1, -(-len(labels) // most))
+    ax.set_xticks(range(0, len(labels), step))
+    ax.set_xticklabels(labels[::step], rotation=45, ha="right")
+
+
+def _stacked(ax: Any, figure: Figure, series: Iterable[str], colours: dict[str, str], hatched: str | None) -> None:
+    x = list(range(len(figure.rows)))
+    bottom = [0] * len(x)
+    for name in series:
+        heights = [row[name] for row in figure.rows]
+        if not any(heights):
+            continue
+        ax.bar(x, heights, bottom=bottom, width=0.85, color=colours[name], label=header(name),
+               hatch="///" if name == hatched else None, edgecolor="#ffffff" if name != hatched else "#7a5c00",
+               linewidth=0.5)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    _ticks(ax, [row["week"] for row in figure.rows])
+    ax.set_xlabel(i18n.gettext("ISO week of symptom onset (no onset: PCR sample date)"))
+    ax.set_ylabel(i18n.gettext("Cases"))
+    if any(bottom):
+        ax.legend(frameon=False, fontsize=8, ncol=2)
+
+
+def _draw(plt: Any, figure: Figure) -> Any:
+    drawn, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    if figure.name == "curve":
+        _stacked(ax, figure, CURVE_STATES, STATE_COLOURS, hatched="suspected")
+    elif figure.name == "curve_clade":
+        _stacked(ax, figure, CURVE_CLADES, CLADE_COLOURS, hatched=None)
+    elif figure.name in ("monitoring", "doses"):
+        key = "contacts" if figure.name == "monitoring" else "doses_due"
+        ax.bar(range(len(figure.rows)), [row[key] for row in figure.rows], width=0.85,
+               color="#3d5a80" if key == "contacts" else "#2a9d8f")
+        _ticks(ax, [_short(row["date"]) for row in figure.rows], most=21 if key == "contacts" else 28)
+        ax.set_xlabel(i18n.gettext("Day"))
+        ax.set_ylabel(header(key))
+    elif figure.name == "pep":
+        closing: dict[str, dict[str, int]] = {}
+        for row in figure.rows:
+            at = datetime.fromisoformat(row["closes_at"]).strftime("%d.%m kl. %H.%M")
+            closing.setdefault(at, {"contact": 0, "course": 0})[row["kind"]] += 1
+        labels = list(closing)
+        contacts = [closing[a]["contact"] for a in labels]
+        courses = [closing[a]["course"] for a in labels]
+        ax.bar(range(len(labels)), contacts, width=0.6, color="#ee6c4d", label=i18n.gettext("contacts"))
+        ax.bar(range(len(labels)), courses, bottom=contacts, width=0.6, color="#3d5a80",
+               label=i18n.gettext("courses"))
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels)
+        ax.set_xlabel(i18n.gettext("Window closes (Danish time)"))
+        ax.set_ylabel(i18n.gettext("PEP windows"))
+        if labels:
+            ax.legend(frameon=False, fontsize=8)
+        else:
+            ax.text(0.5, 0.5, i18n.gettext("No PEP window closes in the next 72 hours."), ha="center",
+                    va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+    elif figure.name == "missed":
+        x = range(len(figure.rows))
+        ax.bar(x, [row["missed"] for row in figure.rows], width=0.85, color="#adb5bd", label=header("missed"))
+        ax.bar(x, [row["unresolved"] for row in figure.rows], width=0.5, color="#d1495b",
+               label=header("unresolved"))
+        _ticks(ax, [row["week"] for row in figure.rows])
+        ax.set_xlabel(i18n.gettext("ISO week of the deadline"))
+        ax.set_ylabel(i18n.gettext("Deadlines missed"))
+        if figure.rows:
+            ax.legend(frameon=False, fontsize=8)
+    if not figure.rows and figure.name != "pep":
+        ax.text(0.5, 0.5, i18n.gettext("Nothing to show."), ha="center", va="center", transform=ax.transAxes)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(bottom=0)
+    ax.set_title(i18n.gettext(TITLES[figure.name]), loc="left", fontsize=10)
+    drawn.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.24)
+    return drawn
+
+
+def render(figure: Figure, fmt: str) -> bytes:
+    """The figure as a PNG, SVG or PDF file."""
+    plt = _pyplot()
+    drawn = _draw(plt, figure)
+    try:
+        out = io.BytesIO()
+        drawn.savefig(out, format=fmt, metadata=_metadata(fmt))
+        return out.getvalue()
+    finally:
+        plt.close(drawn)
+
+
+def _metadata(fmt: str) -> dict[str, Any] | None:
+    """No creation date in the files (the same numbers give the same file)."""
+    if fmt == "svg":
+        return {"Date": None}
+    if fmt == "pdf":
+        return {"CreationDate": None}
+    return None
+
+
+def pdf(figures: Iterable[Figure]) -> bytes:
+    """Every figure, one page each, in one PDF (matplotlib's ``PdfPages``)."""
+    plt = _pyplot()
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    out = io.BytesIO()
+    with PdfPages(out, metadata={"Title": "mpoxflow", "CreationDate": None}) as pages:
+        for figure in figures:
+            drawn = _draw(plt, figure)
+            try:
+                pages.savefig(drawn)
+            finally:
+                plt.close(drawn)
+    return out.getvalue()
+
+
+# ---- the SVG the page inlines --------------------------------------------------------------------------------
+
+_STYLE_ELEMENT = re.compile(r"<style[^>]*>.*?</style>", re.S)
+_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
+_PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_METADATA = re.compile(r"<metadata>.*?</metadata>", re.S)
+_ID = re.compile(r'\bid="([^"]+)"')
+_PROPERTY = re.compile(r"^[a-z-]+$")
+
+
+def _attributes(match: re.Match[str]) -> str:
+    """``style="fill: #fff; stroke: none"`` as presentation attributes ``fill="#fff" stroke="none"``."""
+    out = []
+    for declaration in match[1].split(";"):
+        name, _, value = declaration.partition(":")
+        name, value = name.strip(), value.strip().replace('"', "'")
+        if name and _PROPERTY.match(name) and value:
+            out.append(f' {name}="{value}"')
+    return "".join(out)
+
+
+def inline_svg(figure: Figure) -> str:
+    """The figure as SVG to put inside the page: no script, no style element or attribute, its ids its own."""
+    text = render(figure, "svg").decode()
+    text = _METADATA.sub("", _STYLE_ELEMENT.sub("", _PROLOG.sub("", text, count=1)))
+    text = _STYLE_ATTRIBUTE.sub(_attributes, text)
+    prefix = f"fig-{figure.name}-"
+    ids = set(_ID.findall(text))
+    text = _ID.sub(lambda m: f'id="{prefix}{m[1]}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m[1]})" if m[1] in ids else m[0], text)
+    text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m[1]}"' if m[1] in ids else m[0], text)
+    # The page's width, its own proportions (the viewBox): no horizontal scrolling on a phone.
+    text = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 width="100%"', text, count=1)
+    title = i18n.gettext(TITLES[figure.name]).replace('"', "&quot;")
+    return text.replace("<svg ", f'<svg role="img" aria-label="{title}" class="figure" stroke-linejoin="round" '
+                        'stroke-linecap="butt" ', 1).strip()

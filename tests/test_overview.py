@@ -1,0 +1,186 @@
+"""The outbreak at a glance (issue 21 item 1): the overview's numbers against values worked out by hand from a known
+population (both backends), across the change to summer time, for the reader's units only; the CSV; the page
+(Danish, with its figures and tables, under the CSP); ``mpoxflow report`` writing the files.
+
+The population, built at START (Monday 3 March 2025, 08:00 Copenhagen, ISO week 10) and looked at on Wednesday 5
+March 09:00 (the timers due meanwhile fired):
+
+* case A confirmed, onset Wednesday 19 February (week 8), clade IIb; its contact c1 exposed that day, never informed
+  (its ``inform_due`` missed on 4 March), monitoring ending at 00:00 on 13 March (last day the 12th), its PEP window
+  closing at 00:00 on 6 March (within 72 hours);
+* case B suspected, onset Saturday 1 March (week 9); case C confirmed, onset 1 March, no clade; its contact c2
+  exposed 2 March, informed, monitoring ending at 00:00 on 24 March (last day the 23rd), PEP window 00:00 17 March;
+* two PrEP courses given dose 1 on 10 February (dose 2 due 10 March) and one on 3 March (dose 2 due 31 March).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from engine.core import Engine
+from engine.overview import NAMES, Overview, csv_text, iso_week
+from tests.helpers import confirmed, person, suspected
+
+DANISH = ZoneInfo("Europe/Copenhagen")
+D = date.fromisoformat
+STAFF = "staff:test"
+ADMIN = "admin:test"
+LOOKED_AT = datetime(2025, 3, 5, 9, 0, tzinfo=DANISH)
+
+
+def local_midnight(day: str) -> str:
+    """00:00 Copenhagen time on ``day``, as the engine prints instants (UTC offset written out)."""
+    return datetime.combine(D(day), time(0), tzinfo=DANISH).isoformat()
+
+
+def course(engine: Engine, ref: str, dose1_on: str) -> str:
+    pid = person(engine, ref)
+    made = engine.open("course", "offer", person=pid, actor=STAFF, data={
+        "indication": "prep", "contact": None, "criteria": ["msm_sti_24w"], "assessed_by": None,
+        "criterion_on": D("2025-02-20")})["id"]
+    engine.apply(made, "dose", actor=STAFF, data={"on": D(dose1_on), "consent": False, "indication_note": None,
+                                                  "justification": None, "assessed_by": None})
+    return str(made)
+
+
+def contact(engine: Engine, case_id: str, ref: str, exposed: str, kind: str = "household") -> str:
+    return str(engine.open("contact", "add", person=person(engine, ref), actor=STAFF, data={
+        "case": case_id, "exposed": D(exposed), "kind": kind, "risk": None, "reason": None})["id"])
+
+
+def population(engine: Engine, clock: Any) -> dict[str, str]:
+    a = engine.open("case", "open", person=person(engine, "REF-A"), actor=STAFF, data={
+        "onset": D("2025-02-19"), "symptoms": ["rash"], "criteria": ["msm"]})["id"]
+    engine.apply(a, "confirm", data={"pcr_on": D("2025-02-21"), "clade": "IIb"}, actor=STAFF)
+    engine.apply(a, "consent", data={"tracing": True}, actor=STAFF)
+    b = suspected(engine, person(engine, "REF-B"), "2025-03-01")
+    c = confirmed(engine, person(engine, "REF-C"), "2025-03-01", "2025-03-03")
+    engine.apply(c, "consent", data={"tracing": True}, actor=STAFF)
+    c1 = contact(engine, a, "REF-C1", "2025-02-19")
+    c2 = contact(engine, c, "REF-C2", "2025-03-02")
+    engine.apply(c2, "inform", data={}, actor=STAFF)
+    courses = [course(engine, "REF-P1", "2025-02-10"), course(engine, "REF-P2", "2025-02-10"),
+               course(engine, "REF-P3", "2025-03-03")]
+    clock.set(LOOKED_AT)
+    while engine.fire_due():
+        pass
+    return {"a": a, "b": b, "c": c, "c1": c1, "c2": c2, **{f"p{i}": p for i, p in enumerate(courses, 1)}}
+
+
+def test_the_figures_are_the_numbers_worked_out_by_hand(engine: Engine, clock: Any) -> None:
+    made = population(engine, clock)
+    figures = Overview(engine.runtime).figures()
+    assert list(figures) == list(NAMES)
+
+    curve = figures["curve"].rows
+    assert [r["week"] for r in curve] == ["2025-W08", "2025-W09", "2025-W10"]
+    assert [r["from"] for r in curve] == ["2025-02-17", "2025-02-24", "2025-03-03"]
+    assert [(r["suspected"], r["confirmed"], r["total"]) for r in curve] == [(0, 1, 1), (1, 1, 2), (0, 0, 0)]
+    by_clade = figures["curve_clade"].rows
+    assert [(r["IIb"], r["unknown"], r["total"]) for r in by_clade] == [(1, 0, 1), (0, 2, 2), (0, 0, 0)]
+
+    monitoring = {r["date"]: r["contacts"] for r in figures["monitoring"].rows}
+    days = [(D("2025-03-05") + timedelta(days=i)).isoformat() for i in range(21)]
+    assert list(monitoring) == days
+    assert monitoring == {d: 2 if d <= "2025-03-12" else 1 if d <= "2025-03-23" else 0 for d in days}
+
+    [closing] = figures["pep"].rows
+    assert (closing["object"], closing["kind"], closing["closes_at"], closing["last_day"]) == (
+        made["c1"], "contact", local_midnight("2025-03-06"), "2025-03-05")
+
+    doses = {r["date"]: r["doses_due"] for r in figures["doses"].rows}
+    assert len(doses) == 56 and min(doses) == "2025-03-05" and max(doses) == "2025-04-29"
+    assert {d: n for d, n in doses.items() if n} == {"2025-03-10": 2, "2025-03-31": 1}
+    # The calendar counts the same doses on the same days.
+    assert {d["date"]: d["doses_due"] for d in engine.calendar(8) if d["doses_due"]} == {"2025-03-10": 2,
+                                                                                         "2025-03-31": 1}
+
+    # Deadlines missed: every timer the engine shows as missed, by the ISO week of its Danish due day.
+    missed = engine.timers(status="missed")
+    assert any(t["object"] == made["c1"] and t["name"] == "inform_due" for t in missed)
+    weeks: dict[str, int] = {}
+    for t in missed:
+        weeks[iso_week(datetime.fromisoformat(t["due_at"]).astimezone(DANISH).date())] = \
+            weeks.get(iso_week(datetime.fromisoformat(t["due_at"]).astimezone(DANISH).date()), 0) + 1
+    assert {r["week"]: r["missed"] for r in figures["missed"].rows if r["missed"]} == weeks
+    assert sum(r["unresolved"] for r in figures["missed"].rows) == len(missed)  # none resolved yet
+    inform = next(t for t in missed if t["object"] == made["c1"] and t["name"] == "inform_due")
+    engine.resolve_task(inform["id"], "not-reachable", reason="no answer on three numbers", actor=STAFF)
+    again = Overview(engine.runtime).figures()["missed"].rows
+    assert sum(r["missed"] for r in again) == len(missed)
+    assert sum(r["unresolved"] for r in again) == len(missed) - 1
+
+
+def test_a_monitoring_end_just_after_the_change_to_summer_time_is_counted_on_its_own_days(
+        engine: Engine, clock: Any) -> None:
+    """Summer time begins on Sunday 30 March 2025. A contact last exposed 9 March is monitored through 30 March
+    (its end: 00:00 on 31 March, CEST, 22:00 UTC on the 30th); one last exposed 8 March through 29 March (00:00 on
+    30 March, CET, 23:00 UTC on the 29th)."""
+    case_id = confirmed(engine, person(engine, "REF-DST"), "2025-03-01", "2025-03-03")
+    engine.apply(case_id, "consent", data={"tracing": True}, actor=STAFF)
+    clock.set(datetime(2025, 3, 10, 9, 0, tzinfo=DANISH))
+    later = contact(engine, case_id, "REF-DST-1", "2025-03-09")
+    earlier = contact(engine, case_id, "REF-DST-2", "2025-03-08")
+    ends = {c: next(t["due_at"] for t in engine.show(c)["timers"] if t["name"] == "monitoring_ends")
+            for c in (later, earlier)}
+    assert ends == {later: "2025-03-31T00:00:00+02:00", earlier: "2025-03-30T00:00:00+01:00"}
+    monitoring = {r["date"]: r["contacts"] for r in Overview(engine.runtime).figures()["monitoring"].rows}
+    assert min(monitoring) == "2025-03-10" and max(monitoring) == "2025-03-30"
+    assert monitoring["2025-03-29"] == 2
+    assert monitoring["2025-03-30"] == 1
+    assert set(monitoring.values()) == {1, 2}
+
+
+def test_a_reader_of_another_unit_sees_none_of_them(engine: Engine, clock: Any) -> None:
+    population(engine, clock)
+    engine.add_unit("Region Sjælland", parent="Danmark", actor=ADMIN)
+    engine.add_user("member:sj", "staff", actor=ADMIN, units=["Region Sjælland"])
+    theirs = Overview(engine.viewing_as("member:sj").runtime).figures()
+    assert theirs["curve"].rows == [] and theirs["curve_clade"].rows == [] and theirs["missed"].rows == []
+    assert theirs["pep"].rows == []
+    assert {r["contacts"] for r in theirs["monitoring"].rows} == {0}
+    assert {r["doses_due"] for r in theirs["doses"].rows} == {0}
+    # The root's member sees them all.
+    ours = Overview(engine.viewing_as(STAFF).runtime).figures()
+    assert sum(r["total"] for r in ours["curve"].rows) == 3 and len(ours["pep"].rows) == 1
+
+
+def test_the_csv_has_a_header_and_one_line_per_row(engine: Engine, clock: Any) -> None:
+    made = population(engine, clock)
+    figure = Overview(engine.runtime).figures()["pep"]
+    text = csv_text(figure, {"object": "Objekt", "kind": "Art", "closes_at": "Vinduet lukker",
+                             "last_day": "Sidste dag", "timer": "Timer"})
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["Objekt", "Art", "Vinduet lukker", "Sidste dag", "Timer"]
+    assert rows[1][:4] == [made["c1"], "contact", local_midnight("2025-03-06"), "2025-03-05"]
+    assert re.fullmatch(r"timer-\d+", rows[1][4]) and len(rows) == 2
+    assert "REF-" not in text  # internal ids only
+
+
+# ---- the page and the report -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outbreak(web_app: Any) -> dict[str, str]:
+    """The population in the web application's database (the page tests run on SQLite, as every page test)."""
+    from engine.bootstrap import engine_on
+    from engine.clock import SimulatedClock
+    from persistence.database import Database
+
+    db = Database(web_app.state.web.db.url)
+    try:
+        clock = SimulatedClock(datetime(2025, 3, 3, 8, 0, tzinfo=DANISH))
+        engine = engine_on(db, None)
+        engine = Engine(db, clock, engine.settings, persist_clock=True)
+        made = population(engine, clock)
+        engine.save_clock()
+        return made
+    finally:
+        db.dispose()
