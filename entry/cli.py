@@ -1937,6 +1937,10 @@ def fhir_export(
 events_cli.register(app, _run, _engine, _actor, render_rows)
 # Workflow definitions side by side, the default of new objects, migrations (issue 20).
 workflow_cli.register(app, _run, _engine, _actor, render_rows)
+# The outbreak at a glance as files (issue 21), in a module of its own.
+from entry import overview_cli  # noqa: E402 - kept beside its registration: one line each to merge
+
+overview_cli.register(app, _run, _engine, _actor)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.

@@ -184,3 +184,107 @@ def outbreak(web_app: Any) -> dict[str, str]:
         return made
     finally:
         db.dispose()
+
+
+@pytest.fixture
+def outbreak(cli_db: str) -> dict[str, str]:
+    """The population in the CLI's and the pages' database (SQLite, as every interface test), its clock saved."""
+    from engine.clock import SimulatedClock
+    from persistence.database import Database
+
+    db = Database(cli_db)
+    try:
+        clock = SimulatedClock(datetime(2025, 3, 3, 8, 0, tzinfo=DANISH))
+        engine = Engine(db, clock, persist_clock=True)
+        made = population(engine, clock)
+        engine.save_clock()
+        return made
+    finally:
+        db.dispose()
+
+
+def test_the_page_shows_each_figure_with_its_table_and_csv_link_in_danish(outbreak: dict[str, str],
+                                                                          client_for: Any) -> None:
+    staff = client_for(STAFF)
+    response = staff.get("/overview")
+    assert response.status_code == 200
+    page = response.text
+    assert '<a href="/overview">Overblik</a>' in page
+    assert "<h1>Udbruddet i overblik</h1>" in page
+    for name in NAMES:
+        section = re.search(rf'<section class="figure-box" id="figure-{name}".*?</section>', page, re.S)
+        assert section, name
+        body = section[0]
+        assert body.count("<svg ") == 1 and 'role="img"' in body
+        assert f'href="/overview/{name}.csv"' in body
+        assert f'<details id="table-{name}">' in body and "Tallene som tabel" in body
+    # Nothing the Content-Security-Policy refuses: no script, no style element or attribute.
+    assert "<script" not in page.split("</head>", 1)[1]
+    assert "<style" not in page and " style=" not in page
+    # The tables' numbers and Danish headers.
+    curve = re.search(r'id="table-curve">.*?</details>', page, re.S)[0]
+    assert "<th scope=\"col\">Uge</th>" in curve and "<th scope=\"col\">mistænkt</th>" in curve
+    assert "<td>2025-W09</td><td>24.02.2025</td><td>1</td><td>1</td>" in curve
+    pep = re.search(r'id="table-pep">.*?</details>', page, re.S)[0]
+    assert f"<td>{outbreak['c1']}</td><td>kontakt</td><td>06.03.2025 kl. 00.00</td><td>05.03.2025</td>" in pep
+    assert "REF-" not in page  # no person's reference on the overview
+    # Every id in the inlined figures is unique on the page.
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+
+
+def test_the_csv_download_has_danish_column_names_or_english_on_request(outbreak: dict[str, str],
+                                                                        client_for: Any) -> None:
+    staff = client_for(STAFF)
+    response = staff.get("/overview/monitoring.csv")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8"))))
+    assert rows[0] == ["Dato", "Kontakter under observation"]
+    assert rows[1] == ["2025-03-05", "2"] and rows[9] == ["2025-03-13", "1"] and len(rows) == 22
+    english = list(csv.reader(io.StringIO(staff.get("/overview/monitoring.csv?lang=en").text)))
+    assert english[0] == ["Date", "Contacts under monitoring"] and english[1:] == rows[1:]
+    assert staff.get("/overview/nothing.csv").status_code == 422
+    assert client_for().get("/overview/monitoring.csv").status_code in (303, 401)
+
+
+def test_the_report_writes_a_file_per_figure_one_pdf_and_the_csv_files(outbreak: dict[str, str], cli_db: str,
+                                                                      tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from entry.cli import app
+
+    out = tmp_path / "rapport"
+    done = CliRunner().invoke(app, ["--db", cli_db, "report", "--out", str(out), "--format", "both", "--as", STAFF])
+    assert done.exit_code == 0, done.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([*(f"{n}.{ext}" for n in NAMES for ext in ("png", "svg", "csv")), "overview.pdf"])
+    for name in NAMES:
+        assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()
+    pdf = (out / "overview.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == len(NAMES)  # one page per figure
+    doses = list(csv.reader(io.StringIO((out / "doses.csv").read_text(encoding="utf-8"))))
+    assert doses[0] == ["Dato", "Dosis 2 forfalden"]
+    assert [r for r in doses[1:] if r[1] != "0"] == [["2025-03-10", "2"], ["2025-03-31", "1"]]
+    # A reader of another unit: the same files, none of these numbers.
+    CliRunner().invoke(app, ["--db", cli_db, "unit", "add", "Region Sjælland", "--parent", "Danmark",
+                             "--actor", ADMIN])
+    added = CliRunner().invoke(app, ["--db", cli_db, "user", "add", "member:sj", "--role", "staff", "--unit",
+                                     "Region Sjælland", "--no-password", "--actor", ADMIN])
+    assert added.exit_code == 0, added.output
+    theirs = tmp_path / "theirs"
+    done = CliRunner().invoke(app, ["--db", cli_db, "report", "--out", str(theirs), "--as", "member:sj"])
+    assert done.exit_code == 0, done.output
+    doses = list(csv.reader(io.StringIO((theirs / "doses.csv").read_text(encoding="utf-8"))))
+    assert {r[1] for r in doses[1:]} == {"0"} and not (theirs / "doses.svg").exists()
+
+
+def test_the_report_refuses_a_format_it_does_not_write(cli_db: str, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from entry.cli import app
+
+    done = CliRunner().invoke(app, ["--db", cli_db, "report", "--out", str(tmp_path / "x"), "--format", "gif"])
+    assert done.exit_code == 2 and "--format" in done.output and "png, svg or both" in done.output
+    assert not (tmp_path / "x").exists()

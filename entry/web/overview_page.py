@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from engine.overview import NAMES, Overview
-from entry import overview_figures as figures
+from entry.web import figures
 from entry.web import i18n
 from entry.web.pages import Eng, Who, render, request_language
 

@@ -19,6 +19,7 @@ from typing import Any
 from engine.overview import CURVE_CLADES, CURVE_STATES, Figure, csv_text
 from entry.web import i18n
 from entry.web.i18n import N_
+from workflows.calendar import to_local
 
 #: Each figure's title (msgids).
 TITLES = {
@@ -43,6 +44,8 @@ STATE_COLOURS = {"suspected": "#f2c14e", "confirmed": "#d1495b", "isolated": "#8
 CLADE_COLOURS = {"I": "#4f6d7a", "Ia": "#2a9d8f", "Ib": "#8ab17d", "II": "#e9c46a", "IIa": "#f4a261",
                  "IIb": "#e76f51", "unknown": "#bdbdbd"}
 FORMATS = ("png", "svg", "pdf")
+#: The kinds of object in the PEP table, as the page names them (msgids; the CSV keeps the ids' own words).
+KINDS = {"contact": N_("close contact"), "course": N_("vaccination course")}
 
 
 def header(column: str) -> str:
@@ -65,9 +68,20 @@ def csv_of(figure: Figure, lang: str | None = None) -> str:
     return csv_text(figure, headers(figure))
 
 
+def _cell(column: str, value: Any) -> Any:
+    """A value as the page's table shows it: kinds in words, days and instants the Danish way."""
+    if column == "kind":
+        return i18n.gettext(KINDS[value])
+    if column in ("date", "from", "last_day"):
+        return date.fromisoformat(value).strftime("%d.%m.%Y")
+    if column == "closes_at":
+        return to_local(datetime.fromisoformat(value)).strftime("%d.%m.%Y kl. %H.%M")
+    return value
+
+
 def table(figure: Figure) -> list[list[Any]]:
     """The figure's rows as the page's table shows them: a value per column, in order."""
-    return [[row.get(c) for c in figure.columns] for row in figure.rows]
+    return [[_cell(c, row.get(c)) for c in figure.columns] for row in figure.rows]
 
 
 # ---- drawing -------------------------------------------------------------------------------------------------
@@ -130,7 +144,7 @@ def _draw(plt: Any, figure: Figure) -> Any:
     elif figure.name == "pep":
         closing: dict[str, dict[str, int]] = {}
         for row in figure.rows:
-            at = datetime.fromisoformat(row["closes_at"]).strftime("%d.%m kl. %H.%M")
+            at = to_local(datetime.fromisoformat(row["closes_at"])).strftime("%d.%m kl. %H.%M")
             closing.setdefault(at, {"contact": 0, "course": 0})[row["kind"]] += 1
         labels = list(closing)
         contacts = [closing[a]["contact"] for a in labels]
