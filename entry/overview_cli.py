@@ -26,8 +26,7 @@ PDF_NAME = "overview.pdf"
 def write_report(engine: Any, out: Path, formats: tuple[str, ...], lang: str) -> list[str]:
     """The report's files in ``out`` (made when missing); returns their names, in the order written."""
     from engine.overview import Overview
-    from entry.web import figures
-    from entry.web import i18n
+    from entry.web import figures, i18n
 
     i18n.activate(lang)
     computed = Overview(engine.runtime).figures()

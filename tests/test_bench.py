@@ -27,6 +27,7 @@ RUNS = {
     "import": ["--rows", "40", "--backend", "sqlite"],
     # migrate on both backends: the migration's batches with PostgreSQL's advisory locks
     "migrate": ["--contacts", "40", "--by-hand", "20", "--sample", "10", "--backend", "both"],
+    "overview": ["--contacts", "40", "--runs", "1", "--backend", "sqlite"],
 }
 
 

@@ -168,25 +168,6 @@ def test_the_csv_has_a_header_and_one_line_per_row(engine: Engine, clock: Any) -
 
 
 @pytest.fixture
-def outbreak(web_app: Any) -> dict[str, str]:
-    """The population in the web application's database (the page tests run on SQLite, as every page test)."""
-    from engine.bootstrap import engine_on
-    from engine.clock import SimulatedClock
-    from persistence.database import Database
-
-    db = Database(web_app.state.web.db.url)
-    try:
-        clock = SimulatedClock(datetime(2025, 3, 3, 8, 0, tzinfo=DANISH))
-        engine = engine_on(db, None)
-        engine = Engine(db, clock, engine.settings, persist_clock=True)
-        made = population(engine, clock)
-        engine.save_clock()
-        return made
-    finally:
-        db.dispose()
-
-
-@pytest.fixture
 def outbreak(cli_db: str) -> dict[str, str]:
     """The population in the CLI's and the pages' database (SQLite, as every interface test), its clock saved."""
     from engine.clock import SimulatedClock

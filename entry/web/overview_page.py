@@ -11,8 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from engine.overview import NAMES, Overview
-from entry.web import figures
-from entry.web import i18n
+from entry.web import figures, i18n
 from entry.web.pages import Eng, Who, render, request_language
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(request_language)])
