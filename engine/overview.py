@@ -6,8 +6,9 @@ queries (grouped in the database; never one per object):
 
 * ``curve``: cases by ISO week of symptom onset (a case without onset: its PCR sample date), one column per state
   (discarded cases are no cases: left out), ``suspected`` among them; ``curve_clade``: the same weeks by clade;
-* ``monitoring``: contacts under monitoring per day over the coming 3 weeks (exposed or monitored, their pending
-  ``monitoring_ends`` falling after that day: it already follows each contact's definition);
+* ``monitoring``: contacts under monitoring per day over the coming 3 weeks (their pending ``monitoring_ends``
+  falling after that day: it already follows each contact's definition, and only exposed or monitored contacts
+  have one pending);
 * ``pep``: the PEP windows closing in the next 72 hours (pending ``pep_window_closes`` of contacts and courses);
 * ``doses``: doses 2 due per day for 8 weeks (the calendar's count, ``engine.queries._due_per_day``);
 * ``missed``: deadlines missed per ISO week of their due instant, and how many of them are not resolved yet.
@@ -25,27 +26,26 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, func, select
 
 from engine.queries import _due_per_day
 from engine.units import reader_scope
 from engine.uow import Runtime
 from engine.views import instant
-from persistence.models import Case, Contact, Timer
+from persistence.models import Case, Timer
 from persistence.repository import Repository, format_id
 from workflows.calendar import local_date, local_midnight
 
 CASES: Table = Case.__table__  # type: ignore[assignment]
-CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 
 #: The case states the curve stacks, in the order drawn (bottom first); discarded cases are left out (§2.2.1).
 CURVE_STATES = ("suspected", "confirmed", "isolated", "healed", "closed", "deceased")
 #: The clades the second view stacks (``workflows.case.CLADES``), and ``unknown`` for a case without one yet.
 CURVE_CLADES = ("I", "Ia", "Ib", "II", "IIa", "IIb", "unknown")
-#: Contacts counted as under monitoring (§5.5).
-MONITORED_STATES = ("exposed", "monitored")
 MONITORING_DAYS = 21
+#: The farthest a monitoring end can lie ahead of today (any definition's period after a last exposure today).
+MAX_MONITORING_DAYS = 400
 PEP_HOURS = 72
 DOSE_WEEKS = 8
 #: The figures, in the order the page and the report show them.
@@ -132,18 +132,16 @@ class Overview:
         return states, clades
 
     def _monitoring(self, repo: Repository, today: date, units: list[int] | None) -> Figure:
-        """A contact counts on day D when it is exposed or monitored and its pending ``monitoring_ends`` falls
-        after D (at or after 00:00 on D+1: a timer at 00:00 on D+1 makes D its last day of monitoring)."""
+        """A contact counts on day D when its pending ``monitoring_ends`` falls after D (at or after 00:00 on D+1:
+        a timer at 00:00 on D+1 makes D its last day of monitoring). Only an exposed or monitored contact has one
+        pending: every transition out of those states cancels it (§5.5: symptoms) or is its firing (released), so
+        the timers alone are counted, grouped by due instant in the database (the calendar's query,
+        ``Repository.timer_forecast``: each end falls at a local midnight, so there are as many groups as days)."""
         days = [today + timedelta(days=i) for i in range(MONITORING_DAYS)]
-        query = (select(TIMERS.c.due_at, func.count().label("n"))
-                 .select_from(TIMERS.join(CONTACTS, and_(TIMERS.c.object_kind == "contact",
-                                                         TIMERS.c.object_id == CONTACTS.c.id)))
-                 .where(TIMERS.c.object_kind == "contact", TIMERS.c.name == "monitoring_ends",
-                        TIMERS.c.status == "pending", TIMERS.c.due_at >= local_midnight(days[0] + timedelta(days=1)),
-                        CONTACTS.c.state.in_(MONITORED_STATES), *_units_clause(CONTACTS.c.unit_id, units))
-                 .group_by(TIMERS.c.due_at))
-        # Each end falls at a local midnight: as many groups as days on which monitoring ends.
-        ends = [(_aware(row.due_at), int(row.n)) for row in repo.session.execute(query)]
+        since = local_midnight(days[0] + timedelta(days=1))
+        # No monitoring ends later than its period after the last exposure, which is not after today.
+        until = local_midnight(today + timedelta(days=MAX_MONITORING_DAYS))
+        ends = [(_aware(at), n) for at, n in repo.timer_forecast("contact", "monitoring_ends", since, until, units)]
         rows = []
         for day in days:
             after = local_midnight(day + timedelta(days=1))
@@ -152,13 +150,15 @@ class Overview:
 
     def _pep(self, repo: Repository, now: datetime, units: list[int] | None) -> Figure:
         until = now + timedelta(hours=PEP_HOURS)
-        query = (select(TIMERS.c.id, TIMERS.c.object_kind, TIMERS.c.object_id, TIMERS.c.due_at)
-                 .where(TIMERS.c.name == "pep_window_closes", TIMERS.c.status == "pending",
-                        TIMERS.c.object_kind.in_(("contact", "course")), TIMERS.c.due_at >= now,
-                        TIMERS.c.due_at < until, *_units_clause(TIMERS.c.unit_id, units))
-                 .order_by(TIMERS.c.due_at, TIMERS.c.id))
+        found = []
+        for kind in ("contact", "course"):  # one query each: equalities first, as ``ix_timers_forecast`` serves
+            query = (select(TIMERS.c.id, TIMERS.c.object_kind, TIMERS.c.object_id, TIMERS.c.due_at)
+                     .where(TIMERS.c.object_kind == kind, TIMERS.c.name == "pep_window_closes",
+                            TIMERS.c.status == "pending", TIMERS.c.due_at >= now, TIMERS.c.due_at < until,
+                            *_units_clause(TIMERS.c.unit_id, units)))
+            found += list(repo.session.execute(query))
         rows = []
-        for row in repo.session.execute(query):
+        for row in sorted(found, key=lambda r: (_aware(r.due_at), r.id)):
             at = _aware(row.due_at)
             rows.append({"object": format_id(row.object_kind, row.object_id), "kind": row.object_kind,
                          "closes_at": instant(at),

@@ -50,8 +50,8 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf)
     @app.command("report")
     def report_command(
         ctx: typer.Context,
-        out: Annotated[str, typer.Option("--out", metavar="DIR", help="The folder the files are written to (made "
-                                         "when missing).")],
+        out: Annotated[str, typer.Option("--output", "--out", metavar="DIR", help="The folder the files are "
+                                         "written to (made when missing).")],
         fmt: Annotated[str, typer.Option("--format", help="png, svg or both: the figures' own files (the PDF and "
                                          "the CSV files are always written).")] = "png",
         lang: Annotated[str, typer.Option("--lang", help="da or en: the words on the figures and the CSV files' "
@@ -74,7 +74,7 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf)
                 raise UsageError(f"⟦lang⟧ '{shown(lang)}' is not a language of the report: use da or en")
             target = Path(out)
             if target.exists() and not target.is_dir():
-                raise UsageError(f"⟦out⟧ {shown(out)} is a file: give a folder (it is made when missing)")
+                raise UsageError(f"⟦output⟧ {shown(out)} is a file: give a folder (it is made when missing)")
             engine = engine_of(ctx).viewing_as(actor_of(as_user))
             return {"out": str(target), "files": write_report(engine, target, FORMATS[fmt], lang)}
 

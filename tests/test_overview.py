@@ -138,6 +138,14 @@ def test_a_monitoring_end_just_after_the_change_to_summer_time_is_counted_on_its
     assert set(monitoring.values()) == {1, 2}
 
 
+def test_a_contact_with_symptoms_is_no_longer_under_monitoring(engine: Engine, clock: Any) -> None:
+    made = population(engine, clock)
+    engine.apply(made["c2"], "symptoms", data={"onset": D("2025-03-05"), "symptoms": ["rash"]}, actor=STAFF)
+    assert engine.show(made["c2"])["state"] == "symptomatic"
+    monitoring = {r["date"]: r["contacts"] for r in Overview(engine.runtime).figures()["monitoring"].rows}
+    assert monitoring == {d: 1 if d <= "2025-03-12" else 0 for d in monitoring}
+
+
 def test_a_reader_of_another_unit_sees_none_of_them(engine: Engine, clock: Any) -> None:
     population(engine, clock)
     engine.add_unit("Region Sjælland", parent="Danmark", actor=ADMIN)

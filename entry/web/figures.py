@@ -115,7 +115,7 @@ def _bars(ax: Any, series: list[tuple[list[int], str, str | None, str | None]]) 
     """Columns side by side, stacked in ``series`` order ((heights, colour, label, hatch) each): one step patch
     per series (``stairs``), not one rectangle per column, so that drawing costs the same for 8 weeks as for 56
     days."""
-    if not series:
+    if not series or not series[0][0]:
         return
     edges = [i - 0.5 for i in range(len(series[0][0]) + 1)]
     bottom = [0] * len(series[0][0])
@@ -126,7 +126,8 @@ def _bars(ax: Any, series: list[tuple[list[int], str, str | None, str | None]]) 
         ax.stairs(top, edges, baseline=bottom, fill=True, color=colour, label=label, hatch=hatch,
                   edgecolor="#7a5c00" if hatch else None, linewidth=0.5 if hatch else 0)
         bottom = top
-    ax.set_xlim(edges[0], edges[-1])
+    if len(edges) > 1:
+        ax.set_xlim(edges[0], edges[-1])
 
 
 def _stacked(ax: Any, figure: Figure, series: Iterable[str], colours: dict[str, str], hatched: str | None) -> None:
