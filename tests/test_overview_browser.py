@@ -1,6 +1,6 @@
 """The overview page in the system's Chromium (issue 21 item 1): the figures drawn, a table opened, nothing refused
-by the Content-Security-Policy. The served application and the browser are tests/test_e2e_browser.py's (its
-suspected case, onset Saturday 1 March 2025: week 9)."""
+by the Content-Security-Policy, no critical or serious axe-core violation. The served application and the browser
+are tests/test_e2e_browser.py's (its suspected case, onset Saturday 1 March 2025: week 9)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,7 @@ def test_the_overview_shows_its_figures_and_a_table_opens(danish: Page) -> None:
     expect(table).to_be_visible()
     expect(table.locator("tr").filter(has_text="2025-W09")).to_contain_text("1")
     assert refused == []
+    # Accessible as every page is (tests/test_accessibility.py's rule): no critical or serious axe violation.
+    from tests.test_accessibility import blocking_violations
+
+    assert blocking_violations(page) == []
