@@ -111,33 +111,39 @@ def _ticks(ax: Any, labels: list[str], most: int = 16) -> None:
     ax.set_xticklabels(labels[::step], rotation=45, ha="right")
 
 
-def _bars(ax: Any, series: list[tuple[list[int], str, str | None, str | None]]) -> None:
+def _bars(ax: Any, series: list[tuple[list[int], str, str | None, str | None]]) -> list[Any]:
     """Columns side by side, stacked in ``series`` order ((heights, colour, label, hatch) each): one step patch
     per series (``stairs``), not one rectangle per column, so that drawing costs the same for 8 weeks as for 56
-    days."""
+    days. Returns the legend's handles (a swatch per series drawn that has a label)."""
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = []
     if not series or not series[0][0]:
-        return
+        return handles
     edges = [i - 0.5 for i in range(len(series[0][0]) + 1)]
     bottom = [0] * len(series[0][0])
     for heights, colour, label, hatch in series:
         if not any(heights):
             continue
         top = [b + h for b, h in zip(bottom, heights, strict=True)]
-        ax.stairs(top, edges, baseline=bottom, fill=True, color=colour, label=label, hatch=hatch,
+        ax.stairs(top, edges, baseline=bottom, fill=True, color=colour, hatch=hatch,
                   edgecolor="#7a5c00" if hatch else None, linewidth=0.5 if hatch else 0)
+        if label:
+            handles.append(Patch(facecolor=colour, hatch=hatch, edgecolor="#7a5c00" if hatch else colour,
+                                 label=label))
         bottom = top
-    if len(edges) > 1:
-        ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlim(edges[0], edges[-1])
+    return handles
 
 
 def _stacked(ax: Any, figure: Figure, series: Iterable[str], colours: dict[str, str], hatched: str | None) -> None:
-    _bars(ax, [([row[name] for row in figure.rows], colours[name], header(name),
-                "///" if name == hatched else None) for name in series])
+    handles = _bars(ax, [([row[name] for row in figure.rows], colours[name], header(name),
+                          "///" if name == hatched else None) for name in series])
     _ticks(ax, [row["week"] for row in figure.rows])
     ax.set_xlabel(i18n.gettext("ISO week of symptom onset (no onset: PCR sample date)"))
     ax.set_ylabel(i18n.gettext("Cases"))
     if any(row["total"] for row in figure.rows):
-        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _draw(plt: Any, figure: Figure) -> Any:
@@ -161,34 +167,34 @@ def _draw(plt: Any, figure: Figure) -> Any:
         labels = list(closing)
         contacts = [closing[a]["contact"] for a in labels]
         courses = [closing[a]["course"] for a in labels]
-        _bars(ax, [(contacts, "#ee6c4d", i18n.gettext("contacts"), None),
-                   (courses, "#3d5a80", i18n.gettext("courses"), None)])
+        handles = _bars(ax, [(contacts, "#ee6c4d", i18n.gettext("contacts"), None),
+                             (courses, "#3d5a80", i18n.gettext("courses"), None)])
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels)
         ax.set_xlabel(i18n.gettext("Window closes (Danish time)"))
         ax.set_ylabel(i18n.gettext("PEP windows"))
         if labels:
-            ax.legend(frameon=False, fontsize=8)
+            ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         else:
             ax.text(0.5, 0.5, i18n.gettext("No PEP window closes in the next 72 hours."), ha="center",
                     va="center", transform=ax.transAxes)
             ax.set_xticks([])
     elif figure.name == "missed":
         # The missed ones resolved since, and on them those not resolved yet.
-        _bars(ax, [([row["unresolved"] for row in figure.rows], "#d1495b", header("unresolved"), None),
-                   ([row["missed"] - row["unresolved"] for row in figure.rows], "#adb5bd",
-                    i18n.gettext("Resolved since"), None)])
+        handles = _bars(ax, [([row["unresolved"] for row in figure.rows], "#d1495b", header("unresolved"), None),
+                             ([row["missed"] - row["unresolved"] for row in figure.rows], "#adb5bd",
+                              i18n.gettext("Resolved since"), None)])
         _ticks(ax, [row["week"] for row in figure.rows])
         ax.set_xlabel(i18n.gettext("ISO week of the deadline"))
         ax.set_ylabel(i18n.gettext("Deadlines missed"))
         if figure.rows:
-            ax.legend(frameon=False, fontsize=8)
+            ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if not figure.rows and figure.name != "pep":
         ax.text(0.5, 0.5, i18n.gettext("Nothing to show."), ha="center", va="center", transform=ax.transAxes)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(bottom=0)
     ax.set_title(i18n.gettext(TITLES[figure.name]), loc="left", fontsize=10)
-    drawn.subplots_adjust(left=0.08, right=0.8 if figure.name.startswith("curve") else 0.98, top=0.9, bottom=0.24)
+    drawn.subplots_adjust(left=0.08, right=0.8, top=0.9, bottom=0.24)  # the legend to the right
     return drawn
 
 
