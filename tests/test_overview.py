@@ -233,6 +233,10 @@ def test_the_csv_download_has_danish_column_names_or_english_on_request(outbreak
     english = list(csv.reader(io.StringIO(staff.get("/overview/monitoring.csv?lang=en").text)))
     assert english[0] == ["Date", "Contacts under monitoring"] and english[1:] == rows[1:]
     assert staff.get("/overview/nothing.csv").status_code == 422
+    svg = staff.get("/overview/figures/monitoring.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and svg.text.startswith("<svg ")
+    assert " style=" not in svg.text and "<style" not in svg.text
+    assert staff.get("/overview/figures/doses.png").content.startswith(b"\x89PNG\r\n\x1a\n")
     assert client_for().get("/overview/monitoring.csv").status_code in (303, 401)
 
 

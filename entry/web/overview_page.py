@@ -1,7 +1,7 @@
 """The outbreak at a glance (issue 21 item 1): ``/overview``, each figure drawn (inline SVG, no script, no style),
 its numbers as a table (``<details>``) and a CSV download (``/overview/NAME.csv``, column names in the page's
-language, or ``?lang=da|en``); ``/overview/figures/NAME.svg`` and ``.png``: the report's files of one figure. Only the
-reader's units' numbers (``engine.overview``); internal ids only, no personal data."""
+language, or ``?lang=da|en``); ``/overview/figures/NAME.svg`` (the page's SVG) and ``.png``: one figure as a file.
+Only the reader's units' numbers (``engine.overview``); internal ids only, no personal data."""
 
 from __future__ import annotations
 
@@ -42,4 +42,6 @@ def overview_csv(request: Request, name: Name, who: Who, engine: Eng,
 @router.get("/overview/figures/{name}.{fmt}")
 def overview_file(request: Request, name: Name, fmt: Literal["svg", "png"], who: Who, engine: Eng) -> Response:
     figure = Overview(engine.runtime).figures()[name]
-    return Response(figures.render(figure, fmt), media_type="image/svg+xml" if fmt == "svg" else "image/png")
+    if fmt == "svg":  # the page's SVG (no style attribute: the pages' CSP holds for it as a document too)
+        return Response(figures.inline_svg(figure).encode("utf-8"), media_type="image/svg+xml")
+    return Response(figures.render(figure, fmt), media_type="image/png")
