@@ -138,6 +138,31 @@ def test_a_monitoring_end_just_after_the_change_to_summer_time_is_counted_on_its
     assert set(monitoring.values()) == {1, 2}
 
 
+def test_the_figures_take_the_same_few_queries_however_many_objects(engine: Engine, clock: Any, db: Any) -> None:
+    from sqlalchemy import event
+
+    made = population(engine, clock)
+
+    def count() -> int:
+        statements: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            Overview(engine.runtime).figures()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        return len(statements)
+
+    few = count()
+    for n in range(6):
+        contact(engine, made["c"], f"REF-MORE-{n}", "2025-03-04")
+    assert count() == few and few <= 8
+
+
 def test_a_contact_with_symptoms_is_no_longer_under_monitoring(engine: Engine, clock: Any) -> None:
     made = population(engine, clock)
     engine.apply(made["c2"], "symptoms", data={"onset": D("2025-03-05"), "symptoms": ["rash"]}, actor=STAFF)
