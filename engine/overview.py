@@ -33,7 +33,7 @@ from engine.units import reader_scope
 from engine.uow import Runtime
 from engine.views import instant
 from persistence.models import Case, Timer
-from persistence.repository import Repository, format_id
+from persistence.repository import Repository
 from workflows.calendar import local_date, local_midnight
 
 CASES: Table = Case.__table__  # type: ignore[assignment]
@@ -157,13 +157,15 @@ class Overview:
                             TIMERS.c.status == "pending", TIMERS.c.due_at >= now, TIMERS.c.due_at < until,
                             *_units_clause(TIMERS.c.unit_id, units)))
             found += list(repo.session.execute(query))
+        shown: dict[datetime, tuple[str, str]] = {}  # each closing instant printed once (they are few)
         rows = []
-        for row in sorted(found, key=lambda r: (_aware(r.due_at), r.id)):
-            at = _aware(row.due_at)
-            rows.append({"object": format_id(row.object_kind, row.object_id), "kind": row.object_kind,
-                         "closes_at": instant(at),
-                         "last_day": local_date(at - timedelta(microseconds=1)).isoformat(),
-                         "timer": format_id("timer", row.id)})
+        for row in sorted(found, key=lambda r: (r.due_at, r.id)):
+            if row.due_at not in shown:
+                at = _aware(row.due_at)
+                shown[row.due_at] = (instant(at), local_date(at - timedelta(microseconds=1)).isoformat())
+            closes_at, last_day = shown[row.due_at]
+            rows.append({"object": f"{row.object_kind}-{row.object_id}", "kind": row.object_kind,
+                         "closes_at": closes_at, "last_day": last_day, "timer": f"timer-{row.id}"})
         return Figure("pep", ("object", "kind", "closes_at", "last_day", "timer"), rows,
                       {"from": instant(now), "until": instant(until)})
 

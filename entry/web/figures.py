@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -80,9 +81,9 @@ def _cell(column: str, value: Any) -> Any:
     return value
 
 
-def table(figure: Figure) -> list[list[Any]]:
-    """The figure's rows as the page's table shows them: a value per column, in order."""
-    return [[_cell(c, row.get(c)) for c in figure.columns] for row in figure.rows]
+def table(figure: Figure, limit: int | None = None) -> list[list[Any]]:
+    """The figure's rows (the first ``limit``) as the page's table shows them: a value per column, in order."""
+    return [[_cell(c, row.get(c)) for c in figure.columns] for row in figure.rows[:limit]]
 
 
 # ---- drawing -------------------------------------------------------------------------------------------------
@@ -160,13 +161,11 @@ def _draw(plt: Any, figure: Figure) -> Any:
         ax.set_xlabel(i18n.gettext("Day"))
         ax.set_ylabel(header(key))
     elif figure.name == "pep":
-        closing: dict[str, dict[str, int]] = {}
-        for row in figure.rows:
-            at = to_local(datetime.fromisoformat(row["closes_at"])).strftime("%d.%m kl. %H.%M")
-            closing.setdefault(at, {"contact": 0, "course": 0})[row["kind"]] += 1
-        labels = list(closing)
-        contacts = [closing[a]["contact"] for a in labels]
-        courses = [closing[a]["course"] for a in labels]
+        counted = Counter((row["closes_at"], row["kind"]) for row in figure.rows)
+        instants = sorted({at for at, _ in counted}, key=datetime.fromisoformat)  # a few: the windows' midnights
+        labels = [to_local(datetime.fromisoformat(at)).strftime("%d.%m kl. %H.%M") for at in instants]
+        contacts = [counted[(at, "contact")] for at in instants]
+        courses = [counted[(at, "course")] for at in instants]
         handles = _bars(ax, [(contacts, "#ee6c4d", i18n.gettext("contacts"), None),
                              (courses, "#3d5a80", i18n.gettext("courses"), None)])
         ax.set_xticks(range(len(labels)))

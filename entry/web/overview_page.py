@@ -24,7 +24,7 @@ TABLE_ROWS = 200
 def overview_page(request: Request, who: Who, engine: Eng) -> Response:
     computed = Overview(engine.runtime).figures()
     shown = [{"name": name, "title": i18n.gettext(figures.TITLES[name]), "svg": figures.inline_svg(figure),
-              "headers": [figures.header(c) for c in figure.columns], "rows": figures.table(figure)[:TABLE_ROWS],
+              "headers": [figures.header(c) for c in figure.columns], "rows": figures.table(figure, TABLE_ROWS),
               "more": max(0, len(figure.rows) - TABLE_ROWS), "meta": figure.meta}
              for name, figure in computed.items()]
     return render(request, "overview.html", figures=shown)
