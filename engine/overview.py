@@ -88,8 +88,10 @@ class Overview:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def figures(self) -> dict[str, Figure]:
-        """Every figure by name (``NAMES``), from one read-only session."""
+    def figures(self, *, pep_rows: int | None = None) -> dict[str, Figure]:
+        """Every figure by name (``NAMES``), from one read-only session. ``pep_rows``: list at most so many PEP
+        windows, the soonest (a page's table); their counts per closing instant (``meta["closing"]``) and
+        ``meta["total"]`` are of them all."""
         now = self.runtime.clock.now()
         today = local_date(now)
         with self.runtime.db.reading() as session:
@@ -98,7 +100,7 @@ class Overview:
             units = None if scope is None else sorted(scope.units or ())
             curve, by_clade = self._curve(repo, today, units)
             return {"curve": curve, "curve_clade": by_clade, "monitoring": self._monitoring(repo, today, units),
-                    "pep": self._pep(repo, now, units), "doses": self._doses(repo, today, units),
+                    "pep": self._pep(repo, now, units, pep_rows), "doses": self._doses(repo, today, units),
                     "missed": self._missed(repo, today, units)}
 
     # ---- the figures --------------------------------------------------------------------------------------
@@ -148,26 +150,32 @@ class Overview:
             rows.append({"date": day.isoformat(), "contacts": sum(n for at, n in ends if at >= after)})
         return Figure("monitoring", ("date", "contacts"), rows)
 
-    def _pep(self, repo: Repository, now: datetime, units: list[int] | None) -> Figure:
+    def _pep(self, repo: Repository, now: datetime, units: list[int] | None, limit: int | None) -> Figure:
         until = now + timedelta(hours=PEP_HOURS)
         found = []
+        counted: dict[datetime, dict[str, int]] = defaultdict(lambda: {"contact": 0, "course": 0})
         for kind in ("contact", "course"):  # one query each: equalities first, as ``ix_timers_forecast`` serves
+            for at, n in repo.timer_forecast(kind, "pep_window_closes", now, until, units):
+                counted[_aware(at)][kind] += n
             query = (select(TIMERS.c.id, TIMERS.c.object_kind, TIMERS.c.object_id, TIMERS.c.due_at)
                      .where(TIMERS.c.object_kind == kind, TIMERS.c.name == "pep_window_closes",
                             TIMERS.c.status == "pending", TIMERS.c.due_at >= now, TIMERS.c.due_at < until,
-                            *_units_clause(TIMERS.c.unit_id, units)))
-            found += list(repo.session.execute(query))
-        shown: dict[datetime, tuple[str, str]] = {}  # each closing instant printed once (they are few)
+                            *_units_clause(TIMERS.c.unit_id, units))
+                     .order_by(TIMERS.c.due_at, TIMERS.c.id))
+            found += list(repo.session.execute(query if limit is None else query.limit(limit)))
+        shown: dict[datetime, tuple[str | None, str]] = {}  # each closing instant printed once (they are few)
         rows = []
-        for row in sorted(found, key=lambda r: (r.due_at, r.id)):
+        for row in sorted(found, key=lambda r: (r.due_at, r.id))[:limit]:
             if row.due_at not in shown:
                 at = _aware(row.due_at)
                 shown[row.due_at] = (instant(at), local_date(at - timedelta(microseconds=1)).isoformat())
             closes_at, last_day = shown[row.due_at]
             rows.append({"object": f"{row.object_kind}-{row.object_id}", "kind": row.object_kind,
                          "closes_at": closes_at, "last_day": last_day, "timer": f"timer-{row.id}"})
+        closing = [(instant(at), n["contact"], n["course"]) for at, n in sorted(counted.items())]
         return Figure("pep", ("object", "kind", "closes_at", "last_day", "timer"), rows,
-                      {"from": instant(now), "until": instant(until)})
+                      {"from": instant(now), "until": instant(until), "closing": closing,
+                       "total": sum(c + k for _, c, k in closing)})
 
     def _doses(self, repo: Repository, today: date, units: list[int] | None) -> Figure:
         days = [today + timedelta(days=i) for i in range(7 * DOSE_WEEKS)]

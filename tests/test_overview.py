@@ -94,6 +94,11 @@ def test_the_figures_are_the_numbers_worked_out_by_hand(engine: Engine, clock: A
     [closing] = figures["pep"].rows
     assert (closing["object"], closing["kind"], closing["closes_at"], closing["last_day"]) == (
         made["c1"], "contact", local_midnight("2025-03-06"), "2025-03-05")
+    assert figures["pep"].meta["closing"] == [(local_midnight("2025-03-06"), 1, 0)]
+    # A page's first rows only: the counts are of them all.
+    first = Overview(engine.runtime).figures(pep_rows=0)["pep"]
+    assert first.rows == [] and first.meta["closing"] == [(local_midnight("2025-03-06"), 1, 0)]
+    assert first.meta["total"] == 1
 
     doses = {r["date"]: r["doses_due"] for r in figures["doses"].rows}
     assert len(doses) == 56 and min(doses) == "2025-03-05" and max(doses) == "2025-04-29"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -161,11 +160,10 @@ def _draw(plt: Any, figure: Figure) -> Any:
         ax.set_xlabel(i18n.gettext("Day"))
         ax.set_ylabel(header(key))
     elif figure.name == "pep":
-        counted = Counter((row["closes_at"], row["kind"]) for row in figure.rows)
-        instants = sorted({at for at, _ in counted}, key=datetime.fromisoformat)  # a few: the windows' midnights
-        labels = [to_local(datetime.fromisoformat(at)).strftime("%d.%m kl. %H.%M") for at in instants]
-        contacts = [counted[(at, "contact")] for at in instants]
-        courses = [counted[(at, "course")] for at in instants]
+        closing = figure.meta["closing"]  # (instant, contacts, courses) per closing instant: a few midnights
+        labels = [to_local(datetime.fromisoformat(at)).strftime("%d.%m kl. %H.%M") for at, _, _ in closing]
+        contacts = [c for _, c, _ in closing]
+        courses = [k for _, _, k in closing]
         handles = _bars(ax, [(contacts, "#ee6c4d", i18n.gettext("contacts"), None),
                              (courses, "#3d5a80", i18n.gettext("courses"), None)])
         ax.set_xticks(range(len(labels)))
@@ -264,13 +262,19 @@ def inline_svg(figure: Figure) -> str:
     """The figure as SVG to put inside the page: no script, no style element or attribute, its ids its own.
     Drawn once per language and numbers (``drawn``): a page shown again with the same numbers is not drawn
     again."""
-    values = tuple(tuple(row.get(c) for c in figure.columns) for row in figure.rows)
-    return _inline(figure.name, figure.columns, values, i18n.current())
+    if figure.name == "pep":  # drawn from its counts per closing instant (its rows may be the first few only)
+        values: tuple[tuple[Any, ...], ...] = ()
+        closing = tuple(figure.meta["closing"])
+    else:
+        values, closing = tuple(tuple(row.get(c) for c in figure.columns) for row in figure.rows), ()
+    return _inline(figure.name, figure.columns, values, closing, i18n.current())
 
 
 @functools.lru_cache(maxsize=64)
-def _inline(name: str, columns: tuple[str, ...], values: tuple[tuple[Any, ...], ...], language: str) -> str:
-    figure = Figure(name, columns, [dict(zip(columns, row, strict=True)) for row in values])
+def _inline(name: str, columns: tuple[str, ...], values: tuple[tuple[Any, ...], ...],
+            closing: tuple[tuple[str, int, int], ...], language: str) -> str:
+    figure = Figure(name, columns, [dict(zip(columns, row, strict=True)) for row in values],
+                    {"closing": list(closing)})
     text = render(figure, "svg").decode()
     text = _METADATA.sub("", _STYLE_ELEMENT.sub("", _PROLOG.sub("", text, count=1)))
     text = _STYLE_ATTRIBUTE.sub(_attributes, text)

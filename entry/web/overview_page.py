@@ -22,10 +22,10 @@ TABLE_ROWS = 200
 
 @router.get("/overview")
 def overview_page(request: Request, who: Who, engine: Eng) -> Response:
-    computed = Overview(engine.runtime).figures()
+    computed = Overview(engine.runtime).figures(pep_rows=TABLE_ROWS)
     shown = [{"name": name, "title": i18n.gettext(figures.TITLES[name]), "svg": figures.inline_svg(figure),
               "headers": [figures.header(c) for c in figure.columns], "rows": figures.table(figure, TABLE_ROWS),
-              "more": max(0, len(figure.rows) - TABLE_ROWS), "meta": figure.meta}
+              "more": max(0, figure.meta.get("total", len(figure.rows)) - TABLE_ROWS), "meta": figure.meta}
              for name, figure in computed.items()]
     return render(request, "overview.html", figures=shown)
 
