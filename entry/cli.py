@@ -28,6 +28,7 @@ from typer.exceptions import TyperException
 
 import entry.advice_cli
 import entry.chains_cli
+import entry.overview_cli
 from engine.accounts import Accounts
 from engine.auditing import EXPORT_FORMATS
 from engine.bootstrap import database_url, default_actor, init_database, open_engine
@@ -1943,6 +1944,8 @@ workflow_cli.register(app, _run, _engine, _actor, render_rows)
 entry.advice_cli.register(app, _run, _engine, _actor)
 # Chains of transmission (issue 21 item 2), in a module of their own.
 entry.chains_cli.register(app, _run, _engine, _actor, render_rows)
+# The outbreak at a glance as files (issue 21 item 1), in a module of its own.
+entry.overview_cli.register(app, _run, _engine, _actor)
 
 
 #: The options of ``mpoxflow`` itself (before the command) that take a value.

@@ -28,6 +28,7 @@ RUNS = {
     # migrate on both backends: the migration's batches with PostgreSQL's advisory locks
     "migrate": ["--contacts", "40", "--by-hand", "20", "--sample", "10", "--backend", "both"],
     "chains": ["--contacts", "100", "--cases", "10", "--runs", "1", "--backend", "sqlite"],
+    "overview": ["--contacts", "40", "--runs", "1", "--backend", "sqlite"],
 }
 
 

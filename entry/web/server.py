@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import entry.web.advice
 import entry.web.chains_web
+import entry.web.overview_page
 from engine.bootstrap import database_url, open_engine, settings_from_env
 from entry.web import api, audit_desk, documents, events_web, fhir, import_pages, pages, person_report, reads_page
 from entry.web.app import (
@@ -140,6 +141,7 @@ def create_app(url: str | None = None, *, settings: Settings | None = None, with
     app.include_router(events_web.router)
     app.include_router(entry.web.advice.router)
     app.include_router(entry.web.chains_web.router)
+    app.include_router(entry.web.overview_page.router)
     app.add_middleware(RequestLog)
 
     @app.get("/", include_in_schema=False)
