@@ -12,27 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from entry.cli_types import ActorOf, EngineOf, Json, Run
+from entry.parsing import new_file
 from workflows.errors import UsageError
 from workflows.limits import shown
-
-#: The longest path ``--pdf`` takes (a path the system could not open anyway is refused before anything is read).
-MAX_PATH = 4096
-
-
-def pdf_target(path: str) -> Any:
-    """The new file ``--pdf`` names: UsageError for an empty, overlong or NUL path, an existing file (a sheet is
-    never written over a file) or a folder that is not there, before anything is read."""
-    from pathlib import Path
-
-    if "\x00" in path or not path.strip() or len(path) > MAX_PATH:
-        raise UsageError("--pdf: give the path of a new file")
-    target = Path(path)
-    if target.exists():
-        raise UsageError(f"--pdf {shown(path)} exists already: a sheet is never written over a file; give a new "
-                         "file name")
-    if not target.parent.is_dir():
-        raise UsageError(f"--pdf {shown(path)}: its folder does not exist")
-    return target
 
 
 def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf) -> None:
@@ -60,7 +42,7 @@ def register(app: typer.Typer, run: Run, engine_of: EngineOf, actor_of: ActorOf)
 
         def action() -> Any:
             advice.check_language(lang)
-            target = pdf_target(pdf) if pdf is not None else None
+            target = new_file(pdf, "--pdf", "a sheet") if pdf is not None else None
             engine = engine_of(ctx).viewing_as(actor_of(as_user))
             made = advice.make(engine, object_id, sheet, lang)
             if target is None:

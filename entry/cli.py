@@ -41,6 +41,7 @@ from entry.parsing import (
     MAX_DAYS,
     check_count,
     day_bound,
+    new_file,
     parse_choice,
     parse_date,
     parse_instant,
@@ -880,7 +881,7 @@ def person_report(
         if as_json and chosen == "html" and output is None:
             raise UsageError("--json prints the report as JSON: drop --format html, or write the HTML document "
                              "with --output FILE")
-        target = _new_file(output) if output is not None else None
+        target = new_file(output, "--output", "a report") if output is not None else None
         report = _reader(ctx, as_user).person_report(person_id, actor=_actor(as_user), fmt=chosen)
         if chosen == "html":
             from entry.web.person_report import render_document
@@ -902,22 +903,6 @@ def person_report(
                 f"the audit log as seq {result['audit_seq']}")
 
     _run(as_json, action, render)
-
-
-def _new_file(path: str) -> Any:
-    """The path of a file to write that is not there yet (a report holds personal data: nothing is overwritten).
-    UsageError naming --output otherwise, before anything is read or recorded."""
-    from pathlib import Path
-
-    if "\x00" in path or not path.strip():
-        raise UsageError("--output: give the path of a new file")
-    target = Path(path)
-    if target.exists():
-        raise UsageError(f"--output {shown(path)} exists already: a report is never written over a file; give a "
-                         "new file name")
-    if not target.parent.is_dir():
-        raise UsageError(f"--output {shown(path)}: its folder does not exist")
-    return target
 
 
 def _write_new(target: Any, text: str) -> None:

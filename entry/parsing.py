@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from workflows.calendar import DANISH
 from workflows.errors import UsageError, field
@@ -78,3 +79,24 @@ def parse_choice(text: str, allowed: Iterable[str], what: str) -> str:
     if text not in allowed:
         raise UsageError(f"unknown {what} '{shown(text)}': use one of {', '.join(allowed)}")
     return text
+
+
+#: The longest path a command writes to (one the system could not open anyway is refused before anything is read).
+MAX_PATH = 4096
+
+
+def new_file(path: str, flag: str, what: str) -> Any:
+    """The path of a file a command writes that is not there yet (``what`` is never written over a file: it may
+    hold personal data). UsageError naming ``flag`` for an empty, overlong or NUL path, an existing file or a folder
+    that is not there, before anything is read or recorded."""
+    from pathlib import Path
+
+    if "\x00" in path or not path.strip() or len(path) > MAX_PATH:
+        raise UsageError(f"{flag}: give the path of a new file")
+    target = Path(path)
+    if target.exists():
+        raise UsageError(f"{flag} {shown(path)} exists already: {what} is never written over a file; give a new "
+                         "file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"{flag} {shown(path)}: its folder does not exist")
+    return target
