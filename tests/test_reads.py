@@ -612,7 +612,8 @@ PATH_VALUES = {"object_id": ["person-1", "case-1", "contact-1", "timer-1"], "wha
                "kind": ["case"], "timer_id": ["timer-1"], "seq": ["1"], "document_id": ["document-1"],
                "import_id": ["import-1"], "person_id": ["person-1"], "resource_type": ["Patient"],
                "resource_id": ["person-1"], "name": [STAFF], "unit": ["unit-1"], "op_id": ["case_open"],
-               "token_id": ["token-1"], "verb": ["confirm"], "user": [STAFF]}
+               "token_id": ["token-1"], "verb": ["confirm"], "user": [STAFF], "cluster_id": ["cluster-1"],
+               "sheet": ["contact", "confirmed"], "fmt": ["svg"]}
 #: Routes that need more than their path to answer with data (their query or body), given here.
 QUERIES = {"/api/audit/timeline/{object_id}": {}, "/fhir/AuditEvent": {"entity": "case-1"},
            "/api/audit/export": {"format": "jsonl"}, "/audit/as-of": {"object": "case-1", "at": "03.03.2025"}}
