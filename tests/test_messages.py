@@ -271,3 +271,36 @@ def test_addresses() -> None:
                 "x" * 250 + "@example.dk"):
         with pytest.raises(UsageError):
             check_address(bad)
+
+
+def test_the_command_line_sends_and_gives_and_refuses_bad_inputs(cli_db: str) -> None:
+    from tests.test_cli import cli, ok
+
+    ok(cli_db, "person", "add", "--ref", CASE_REF, "--born", "1987-06-05", "--actor", STAFF)
+    ok(cli_db, "person", "add", "--ref", CONTACT_REF, "--actor", STAFF)
+    ok(cli_db, "case", "open", "--person", "person-1", "--onset", "2025-02-28", "--confirmed", "--pcr-on",
+       "2025-03-02", "--actor", STAFF)
+    ok(cli_db, "case", "consent", "case-1", "--tracing", "yes", "--actor", STAFF)
+    ok(cli_db, "contact", "add", "--case", "case-1", "--person", "person-2", "--exposed", "2025-03-02", "--kind",
+       "household", "--actor", STAFF)
+    assert "til og med søndag den 23. marts 2025" in ok(cli_db, "advice", "contact-1", "--as", STAFF).stdout
+    with Database(cli_db) as database:
+        before = contents(database)
+    for args, code in ((["--email", "nope"], 2), (["--email", ADDRESS, "--sheet", "nope"], 2),
+                       (["--email", ADDRESS, "--sheet", "pep"], 3),
+                       (["--email", ADDRESS, "--actor", "auditor:test"], 3), ([], 2)):
+        done = cli(cli_db, "advice", "send", "contact-1", *args, *([] if "--actor" in args else ["--actor", STAFF]))
+        assert done.exit_code == code, (args, done.output)
+        assert ADDRESS not in done.output
+    assert cli(cli_db, "advice", "send", "contact-9", "--email", ADDRESS, "--actor", STAFF).exit_code == 4
+    assert cli(cli_db, "advice", "given", "contact-1", "--channel", "email", "--actor", STAFF).exit_code == 2
+    with Database(cli_db) as database:
+        after = contents(database)
+    strip = ("audit_log", "users", "events")  # the refused actor's refusal is audited on their chain
+    assert {k: v for k, v in after.items() if k not in strip} == {k: v for k, v in before.items() if k not in strip}
+    sent = ok(cli_db, "advice", "send", "contact-1", "--email", ADDRESS, "--actor", STAFF, "--json")
+    assert json.loads(sent.stdout)["status"] == "queued" and ADDRESS not in sent.stdout
+    given = ok(cli_db, "advice", "given", "contact-1", "--channel", "letter", "--actor", STAFF, "--json")
+    assert json.loads(given.stdout)["channel"] == "letter"
+    with Database(cli_db) as database:
+        assert [(r.channel, r.status) for r in rows(database)] == [("email", "queued"), ("letter", "given")]
