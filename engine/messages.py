@@ -46,7 +46,7 @@ from engine.webhooks import LEASE, Backoff
 from persistence.audit import Head
 from persistence.models import AdviceMessage
 from persistence.repository import format_id, parse_id
-from workflows.errors import NotFound, UsageError, because
+from workflows.errors import NotFound, UsageError
 from workflows.limits import check_text, shown
 
 log = structlog.get_logger("mpoxflow.messages")
@@ -175,12 +175,10 @@ class Messages:
         if reason is not None:
             check_text(reason, "reason")
         language = advice.check_language(language)
+        # The sheet's name, a kind with sheets, one the object has, an object in the actor's units: refused here.
+        made = self._make(object_id, sheet, language, viewer=actor)
         kind, pk = parse_id(object_id)
-        if kind not in advice.KINDS:
-            raise UsageError(because("%(id)s is a %(kind)s: advice sheets are made for cases, contacts and courses",
-                                     id=format_id(kind, pk), kind=kind))
         label = format_id(kind, pk)
-        made = self._make(label, sheet, language, viewer=actor)  # its name; one the object has; in their units
         with unit_of_work(self.runtime, actor, "advice " + ("send" if address else "given"), label) as uow:
             from engine import units
 
