@@ -305,8 +305,14 @@ class Messages:
         """The message of a claim: the sheet made anew (as of now; no personal data on it), its text as the body,
         its title as the subject, its PDF attached when ``pdf`` is given."""
         made = self._make(format_id(claim.kind, claim.object_id), claim.sheet, claim.language, viewer=None)
+        attachment = None
+        if pdf is not None:
+            try:
+                attachment = pdf(made)
+            except (ImportError, OSError) as error:  # WeasyPrint (or its libraries) missing: the text alone
+                log.warning("advice_pdf_unavailable", message=claim.message, error=type(error).__name__)
         return Outgoing(message=claim.message, to=claim.to, subject=made.title, body=advice.plain_text(made),
-                        pdf=pdf(made) if pdf is not None else None, pdf_name=f"{made.name}-{made.object}.pdf")
+                        pdf=attachment, pdf_name=f"{made.name}-{made.object}.pdf")
 
 
 def deliver_pass(messages: Messages, gateway: Gateway, *, pdf: Callable[[advice.Sheet], bytes] | None = None,

@@ -38,6 +38,13 @@ def pdf_target(path: str) -> Any:
     return target
 
 
+def pdf_of(sheet: Any) -> bytes:
+    """A sheet's PDF for the worker's e-mails (``Worker.advice_pdf``): WeasyPrint imported only when one is sent."""
+    from entry.web.advice import pdf
+
+    return pdf(sheet)
+
+
 class _ShowByDefault(TyperGroup):
     """``advice ID ...`` is ``advice show ID ...``: the sheet stays one word away, as before ``send`` and
     ``given`` came."""
