@@ -304,3 +304,22 @@ def test_the_command_line_sends_and_gives_and_refuses_bad_inputs(cli_db: str) ->
     assert json.loads(given.stdout)["channel"] == "letter"
     with Database(cli_db) as database:
         assert [(r.channel, r.status) for r in rows(database)] == [("email", "queued"), ("letter", "given")]
+
+
+def test_only_staff_of_the_objects_units_send_or_give_its_sheet(engine: Engine, db: Database) -> None:
+    from tests.test_notes import two_regions
+    from workflows.errors import OutsideUnits
+
+    case_id = two_regions(engine)  # a suspected case of Region Syd's
+    before = contents(db)
+    with pytest.raises(OutsideUnits):
+        Messages(engine).send(case_id, "suspected", "email", to=ADDRESS, actor="nord:staff")
+    with pytest.raises(OutsideUnits):
+        Messages(engine).given(case_id, "suspected", "letter", actor="nord:staff")
+    strip = ("audit_log", "users")  # at most the refusals, on the refused user's own chain
+    assert {k: v for k, v in contents(db).items() if k not in strip} == {
+        k: v for k, v in before.items() if k not in strip}
+    assert engine.runtime.viewer is None  # the engine's viewer is left as it was
+    sent = Messages(engine).send(case_id, "suspected", "email", to=ADDRESS, actor="syd:staff")
+    assert (sent["object"], sent["status"]) == (case_id, "queued")
+    assert [(e["trigger"], e["actor"]) for e in entries(db)] == [("advice_queued", "syd:staff")]
