@@ -323,3 +323,34 @@ def test_only_staff_of_the_objects_units_send_or_give_its_sheet(engine: Engine, 
     sent = Messages(engine).send(case_id, "suspected", "email", to=ADDRESS, actor="syd:staff")
     assert (sent["object"], sent["status"]) == (case_id, "queued")
     assert [(e["trigger"], e["actor"]) for e in entries(db)] == [("advice_queued", "syd:staff")]
+
+
+def test_the_running_worker_sends_a_queued_e_mail_with_its_pdf(engine: Engine, db: Database, clock: SimulatedClock,
+                                                              smtp: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's delivery thread, configured by MPOXFLOW_SMTP_*, sends what is queued (once)."""
+    import threading
+    import time
+
+    from entry.advice_cli import pdf_of
+    from scheduler.worker import Worker
+
+    contact_id = contact(engine, clock)
+    Messages(engine).send(contact_id, None, "email", to=ADDRESS, actor=STAFF)
+    smtp.start()
+    for name, value in (("HOST", "127.0.0.1"), ("PORT", str(smtp.port)), ("FROM", "mpox@sst.example.dk")):
+        monkeypatch.setenv(f"MPOXFLOW_SMTP_{name}", value)
+    worker = Worker(engine, poll_seconds=0.2, batch=10)
+    worker.advice_pdf = pdf_of
+    thread = threading.Thread(target=lambda: worker.run(install_signals=False), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not smtp.inbox.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    assert len(smtp.inbox.received) == 1
+    mail = email.message_from_bytes(smtp.inbox.received[0][1], policy=email.policy.default)
+    assert [a.get_content_type() for a in mail.iter_attachments()] == ["application/pdf"]
+    assert [(r.status, r.address) for r in rows(db)] == [("sent", None)]
