@@ -19,7 +19,8 @@ Never twice: a message is sent at most once. Its lease is taken in one transacti
 the next; if the worker dies between the server accepting the message and that commit, nobody knows whether it
 went out. Such a message (still ``queued`` with its lease run out) is never sent again: the next claim marks it
 ``failed`` ("interrupted: the outcome is unknown"), audited, so staff see it and decide (send again, or phone).
-The message carries a ``Message-ID`` of its own (``<advice-message-N@mpoxflow>``), the same for every attempt.
+The message carries a ``Message-ID`` of its own (``<message-N@mpoxflow>``), the same for every attempt. A send
+that outlasts its lease (``engine.webhooks.LEASE``, 60 s) is likewise recorded as interrupted, never sent again.
 
 Gateways: ``SmtpGateway`` (the standard library's ``smtplib``, configured by ``MPOXFLOW_SMTP_*``) is the real
 one. ``SmsGateway`` is only the interface an SMS provider would implement: there is no SMS gateway in mpoxflow,
