@@ -47,6 +47,8 @@ NOT_EVENTS = frozenset({"note", "attempt", "break_glass", "resolve"})
 NOT_FIRED = frozenset({"skipped", "failed"})
 #: The triggers of assignment (issue 17), on every kind.
 OWNER_TRIGGERS = ("assign", "transfer")
+#: The triggers of advice sheets sent or given to the person (issue 21 item 4, ``engine.messages``), on every kind.
+MESSAGE_TRIGGERS = ("advice_queued", "advice_given", "advice_sent", "advice_failed")
 #: PostgreSQL: the advisory lock every appending transaction holds from its insert to its commit (any constant
 #: no other part takes; "mpox" in ASCII).
 EVENTS_LOCK = 0x6D706F78
@@ -82,6 +84,7 @@ def event_types() -> tuple[str, ...]:
             if spec.dest is None or spec.dest in spec.source:
                 types.add(f"{kind}.{spec.trigger}")
         types.update(f"{kind}.{trigger}" for trigger in OWNER_TRIGGERS)
+        types.update(f"{kind}.{trigger}" for trigger in MESSAGE_TRIGGERS)
         types.add(f"{kind}.{PURGED}")  # issue 19: the person's personal data was deleted from the object
         types.add(f"{kind}.{MIGRATED}")  # issue 20: moved to a later workflow definition
     return tuple(sorted(types))

@@ -1683,6 +1683,7 @@ def worker(
             anchor = AnchorSchedule(key, folder, anchor_interval)
         runner = Worker(_engine(ctx), poll_seconds=poll, batch=batch, policy=policy, exit_when_idle=exit_when_idle,
                         retention_every=None if no_retention else every, anchor=anchor)
+        runner.advice_pdf = entry.advice_cli.pdf_of  # issue 21 item 4: the advice e-mails' PDF
         return {"fired": runner.run()}
 
     _run(False, action, lambda r: "", lambda f: "--anchor-key" if f == "key" else cli_flag(f))

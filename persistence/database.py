@@ -29,7 +29,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: from one query of its ``alembic_version`` table, without loading Alembic (a command that only reads or changes
 #: objects never does). A new migration sets it to its own revision; ``tests/test_migrations.py`` checks that it is
 #: Alembic's head.
-SCHEMA_HEAD = "0018"
+SCHEMA_HEAD = "0019"
 #: Alembic's table of the revision a database is at (its default name).
 VERSION_TABLE = "alembic_version"
 #: How long a SQLite writer waits for another writer before giving up with a conflict.

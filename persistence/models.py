@@ -569,6 +569,36 @@ class WebhookDelivery(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
 
 
+class AdviceMessage(Base):
+    """One sending of an advice sheet (issue 21 item 4, ``engine.messages``): queued for the worker (email, sms) or
+    given by staff (phone, letter). ``address`` only while it waits to be sent (NULL once sent or failed)."""
+
+    __tablename__ = "advice_messages"
+    __table_args__ = (Index("ix_advice_messages_due", "status", "next_attempt_at"),
+                      Index("ix_advice_messages_object", "object_kind", "object_id"),
+                      CheckConstraint("channel IN ('email', 'sms', 'phone', 'letter')",
+                                      name="ck_advice_messages_channel"),
+                      CheckConstraint("status IN ('queued', 'sent', 'failed', 'given')",
+                                      name="ck_advice_messages_status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    sheet: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(2))
+    channel: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(8))
+    address: Mapped[str | None] = mapped_column(String(320))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
 #: The kinds of data with a retention period (issue 19), and the unit each period is counted in.
 RETENTION_KINDS = ("person", "import")
 

@@ -52,6 +52,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from engine.clock import Clock, SystemClock
 from engine.core import TIMER_USER, Engine
 from engine.firing import RetryPolicy
+from workflows.errors import UsageError
 from workflows.limits import shown
 
 log = structlog.get_logger("mpoxflow.worker")
@@ -164,6 +165,9 @@ class Worker:
         self._hint: datetime | None = None
         self._watcher: threading.Thread | None = None
         self.deliver_webhooks = deliver_webhooks
+        #: Renders an advice sheet's PDF for the e-mails (issue 21 item 4; the entry point that starts the worker
+        #: gives it: ``entry.web.advice.pdf``); None: e-mails go without the PDF.
+        self.advice_pdf: Callable[[Any], bytes] | None = None
         self._deliverer: threading.Thread | None = None
         self.retention_every = retention_every
         self.anchor = anchor
@@ -347,14 +351,24 @@ class Worker:
     def _deliver(self) -> None:
         """The delivery thread: a pass, then a pause when it sent nothing, until stopped. A failing pass (the
         database away) is logged once and tried again."""
+        from engine.messages import Messages, SmtpGateway, SmtpSettings
+        from engine.messages import deliver_pass as send_messages
         from engine.webhooks import Webhooks
         from scheduler.delivery import deliver_pass
 
         hooks = Webhooks(self.engine.runtime)
+        try:
+            smtp = SmtpSettings.from_env()  # no MPOXFLOW_SMTP_HOST: queued e-mails wait
+        except UsageError as error:
+            log.error("worker_smtp_misconfigured", error=str(error))
+            smtp = None
+        mail, gateway = Messages(self.engine), SmtpGateway(smtp) if smtp is not None else None
         failing = False
         while not self._stop.is_set():
             try:
                 sent = deliver_pass(hooks, self.engine.clock, stop=self._stop.is_set)
+                if gateway is not None:
+                    sent += send_messages(mail, gateway, pdf=self.advice_pdf, stop=self._stop.is_set)
                 failing = False
             except Exception as error:  # noqa: BLE001 - logged; the next pass tries again
                 if not failing:

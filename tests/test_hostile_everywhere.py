@@ -72,7 +72,8 @@ REQUIRED = {"--person": "person-2", "--case": "case-1", "--pcr-on": "2025-03-03"
             "--ref": "NEW-REF", "--parent": "Danmark", "--rule": "parent", "--text": "a note",
             "--events": "case.confirmed", "--key": str(ANCHOR_KEY), "--output": str(IMPORT_FILE.parent / "keys"),
             # workflow migrate (issue 20): the product's definition, to itself (refused: it declares no migration)
-            "--from": "contact@SST-mpox-7.1", "--to": "contact@SST-mpox-7.1"}
+            "--from": "contact@SST-mpox-7.1", "--to": "contact@SST-mpox-7.1",
+            "--email": "name@example.dk"}  # advice send (issue 21 item 4)
 ID_OPTIONS = {"--person", "--case", "--contact", "--entity"}
 DATE_OPTIONS = {"--pcr-on", "--on", "--exposed", "--onset", "--born", "--last-dose-on", "--criterion-on", "--as-of",
                 "--since", "--until", "--to", "--simulated-clock"}
