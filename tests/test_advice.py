@@ -349,3 +349,38 @@ def test_the_command_line_prints_the_sheet_and_writes_the_pdf(cli_db: str, tmp_p
     assert cli(cli_db, "advice", "case-1", "--lang", "fr", "--as", STAFF).exit_code == 2
     assert cli(cli_db, "advice", "case-9", "--as", STAFF).exit_code == 4
     assert not (tmp_path / "nope.pdf").exists()
+
+
+def test_the_sheets_page_sends_it_by_e_mail_or_records_it_given(client_for: Any, cli_db: str) -> None:
+    """The desk's forms (issue 21 item 4): e-mail the sheet (queued for the worker) or record it given by phone;
+    each audited; a missing address or a form without the session's CSRF token writes nothing."""
+    from tests.helpers import contents
+    from tests.test_web_pages import post
+
+    staff = client_for(STAFF)
+    contact_id = _contact_over_http(staff)
+    page = staff.get(f"/objects/{contact_id}/advice/contact").text
+    assert 'id="send-email"' in page and 'id="record-given"' in page
+    assert "Giv arket til personen" in page
+    action = f"/objects/{contact_id}/advice/contact/send"
+    database = Database(cli_db)
+    try:
+        before = contents(database, reads=False)
+        missing = post(staff, action, {"channel": "email", "email": "", "language": "da"})
+        assert missing.status_code == 422
+        assert "E-mailadresse: angiv den adresse, arket sendes til." in missing.text
+        forged = post(staff, action, {"channel": "email", "email": "a@example.dk"}, csrf=None)
+        assert forged.status_code in (400, 403)
+        assert contents(database, reads=False) == before
+        sent = post(staff, action, {"channel": "email", "email": "a@example.dk", "language": "da"})
+        assert sent.status_code == 200
+        assert "arket står i kø til at blive sendt pr. e-mail" in sent.text
+        assert "a@example.dk" not in sent.text  # the address is never shown back
+        given = post(staff, action, {"channel": "phone", "language": "da"})
+        assert "arket er registreret som givet" in given.text
+        assert re.search(r"<td>message-1</td><td>email</td><td>queued</td>", given.text)
+        assert re.search(r"<td>message-2</td><td>phone</td><td>given</td>", given.text)
+    finally:
+        database.dispose()
+    triggers = [e["trigger"] for e in staff.get(f"/api/audit/timeline/{contact_id}").json()]
+    assert triggers[-2:] == ["advice_queued", "advice_given"]

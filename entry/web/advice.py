@@ -22,9 +22,10 @@ from engine import advice
 from engine.accounts import Login
 from engine.core import Engine
 from entry.web import i18n, pages
-from entry.web.app import engine_dependency, login_dependency
-from workflows.errors import OutsideUnits
+from entry.web.app import engine_dependency, http_status, login_dependency
+from workflows.errors import MpoxflowError, NotAuthenticated, OutsideUnits, UsageError
 
+_ = i18n.gettext
 router = APIRouter(include_in_schema=False, dependencies=[Depends(pages.request_language)])
 Eng = Annotated[Engine, Depends(engine_dependency)]
 Who = Annotated[Login, Depends(login_dependency)]
@@ -120,7 +121,48 @@ def advice_sheet(request: Request, object_id: str, sheet: str, who: Who, engine:
     if as_pdf:
         return Response(pdf(made), media_type="application/pdf", headers={
             "Content-Disposition": f'inline; filename="{made.object}-{made.name}-{made.language}.pdf"'})
-    return pages.render(request, "advice.html", sheet=made, content=content_html(made))
+    return _page(request, engine, who, made)
+
+
+def _page(request: Request, engine: Engine, who: Login, made: advice.Sheet, status_code: int = 200,
+          **context: Any) -> Response:
+    """The sheet's page, with the forms that send it by e-mail or record it as given, and its messages so far."""
+    from engine.messages import Messages
+
+    sent = Messages(engine).of(made.object, actor=who.name)
+    return pages.render(request, "advice.html", status_code=status_code, sheet=made, content=content_html(made),
+                        messages=[m for m in sent if m.get("sheet") == made.name], **context)
+
+
+@router.post("/objects/{object_id}/advice/{sheet}/send")
+async def advice_send(request: Request, object_id: str, sheet: str, who: Who, engine: Eng) -> Response:
+    """The sheet's forms (issue 21 item 4): e-mail it to the person (queued, sent by the worker) or record that it
+    was given by phone or letter; each an audited entry on the object's chain. A refusal shows the page again with
+    its message and the form as filled in; nothing is written."""
+    from engine.messages import Messages
+
+    form = await pages.posted(request, who)
+    channel = str(form.get("channel") or "")
+    language = str(form.get("language") or "da")
+    email = str(form.get("email") or "").strip()
+    made = advice.make(engine, object_id, sheet, sheet_language(request, language))
+    messages = Messages(engine)
+    try:
+        if channel == "email":
+            if not email:
+                raise UsageError(_("%(field)s: give the address the sheet is sent to.")
+                                 % {"field": _("E-mail address")})
+            messages.send(object_id, sheet, "email", to=email, actor=who.name, language=made.language)
+            done = _("the sheet is queued to be sent by e-mail")
+        else:
+            messages.given(object_id, sheet, channel, actor=who.name, language=made.language)
+            done = _("the sheet is recorded as given")
+    except MpoxflowError as error:
+        if isinstance(error, NotAuthenticated):
+            raise
+        return _page(request, engine, who, made, status_code=http_status(error)[0], error=error,
+                     typed_email=email)
+    return _page(request, engine, who, made, flash=done)
 
 
 pages.templates.env.globals["advice_links"] = links
