@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +42,7 @@ from sqlalchemy import Table, and_, insert, or_, select, update
 from engine import advice
 from engine.uow import Actor, unit_of_work
 from engine.views import instant
-from engine.webhooks import LEASE, Backoff
+from engine.webhooks import LEASE, Backoff, lease_owner
 from persistence.audit import Head
 from persistence.models import AdviceMessage
 from persistence.repository import format_id, parse_id
@@ -321,7 +320,7 @@ def deliver_pass(messages: Messages, gateway: Gateway, *, pdf: Callable[[advice.
                  stop: Callable[[], bool] | None = None) -> int:
     """One pass: claim, send and record until nothing is due (or ``limit`` attempts, or ``stop()``); returns the
     attempts made. What an attempt records as its error is the exception's type and SMTP code, never the address."""
-    me = owner or f"{socket.gethostname()[:40]}:{os.getpid()}"
+    me = owner or lease_owner()
     attempts = 0
     while stop is None or not stop():
         claims = messages.claim(me, 20 if limit is None else min(20, limit - attempts))

@@ -28,7 +28,9 @@ Instants (the lease, the backoff, an attempt's ``at``) are read from the engine'
 
 from __future__ import annotations
 
+import os
 import secrets as secrets_module
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -51,6 +53,11 @@ DELIVERIES = cast(Table, WebhookDelivery.__table__)
 EVENTS = cast(Table, Event.__table__)
 #: How long a worker holds an event it is sending (longer than a request may take: ``scheduler.delivery``).
 LEASE = timedelta(seconds=60)
+
+
+def lease_owner() -> str:
+    """Who holds a lease (a webhook delivery's, an e-mail's): this host and process."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
 #: Roles a subscription may be delivered as; the person's reference goes only to these.
 ROLES = ("staff", "auditor", "admin")
 PERSONAL_DATA_ROLES = ("staff", "admin")

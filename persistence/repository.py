@@ -224,6 +224,13 @@ def _default_at() -> Select[Any]:
             .select_from(one.outerjoin(current, true())))
 
 
+def _defaults_with_entry() -> Select[Any]:
+    """The defaults set, each with ``actor`` and ``reason`` of its audit entry (its chain's first)."""
+    t, a = _table(WorkflowDefault), _table(AuditEntry)
+    return select(t, a.c.actor, a.c.reason).outerjoin(
+        a, and_(a.c.object_kind == "workflow_default", a.c.object_id == t.c.id, a.c.pos == 1))
+
+
 #: The default in force at an instant, and when the next takes over (``Repository.workflow_default_at``).
 _DEFAULT_AT = _default_at()
 
@@ -1124,18 +1131,13 @@ class Repository:
     def workflow_defaults(self) -> list[Row[Any]]:
         """Every default set (its columns, and ``actor`` and ``reason`` of its audit entry), by kind, then from
         when, then in the order set."""
-        t, a = _table(WorkflowDefault), _table(AuditEntry)
-        return list(self._core.execute(
-            select(t, a.c.actor, a.c.reason)
-            .outerjoin(a, and_(a.c.object_kind == "workflow_default", a.c.object_id == t.c.id, a.c.pos == 1))
-            .order_by(t.c.kind, t.c.effective_from, t.c.id)))
+        t = _table(WorkflowDefault)
+        return list(self._core.execute(_defaults_with_entry().order_by(t.c.kind, t.c.effective_from, t.c.id)))
 
     def workflow_default(self, pk: int) -> Row[Any] | None:
-        t, a = _table(WorkflowDefault), _table(AuditEntry)
+        """One default set, as ``workflow_defaults`` gives it."""
         return self._core.execute(
-            select(t, a.c.actor, a.c.reason)
-            .outerjoin(a, and_(a.c.object_kind == "workflow_default", a.c.object_id == t.c.id, a.c.pos == 1))
-            .where(t.c.id == pk)).one_or_none()
+            _defaults_with_entry().where(_table(WorkflowDefault).c.id == pk)).one_or_none()
 
     def insert_workflow_default(self, values: dict[str, Any]) -> int:
         t = _table(WorkflowDefault)

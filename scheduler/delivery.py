@@ -31,8 +31,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from engine.clock import Clock
-from engine.webhooks import Claim, Webhooks
+from engine.webhooks import Claim, Webhooks, lease_owner
 
 log = structlog.get_logger("mpoxflow.delivery")
 
@@ -104,7 +102,7 @@ def deliver_pass(webhooks: Webhooks, clock: Clock, *, owner: str | None = None, 
     """One delivery pass: scan every active webhook, then claim, send and record until nothing is due (or
     ``limit`` attempts were made, or ``stop()``); returns the attempts made. ``clock`` gives the signature's
     timestamp (the engine's, as the lease and the backoff)."""
-    me = owner or f"{socket.gethostname()[:40]}:{os.getpid()}"
+    me = owner or lease_owner()
     sender = send or post
     for webhook in webhooks.active():
         while webhooks.scan(webhook):

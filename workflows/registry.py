@@ -109,11 +109,3 @@ def load(spec: str) -> list[str]:
 def definitions_of(kind: str) -> list[WorkflowDefinition]:
     """Every loaded definition of ``kind``, the product's first, then by name."""
     return sorted((d for d in BY_NAME.values() if d.kind == kind), key=lambda d: (d.name not in SHIPPED, d.name))
-
-
-def states_of(kind: str) -> tuple[str, ...]:
-    """The states of every loaded definition of ``kind``, the product's in their order, then the others'."""
-    found: dict[str, None] = {}
-    for definition in definitions_of(kind):
-        found.update(dict.fromkeys(definition.states))
-    return tuple(found)
