@@ -43,6 +43,12 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def say_command(name: str) -> None:
+    """The command that measured the figures, as the README gives it: ``measured with: .venv/bin/python
+    bench/NAME.py ARGS``."""
+    say(f"measured with: .venv/bin/python {' '.join([f'bench/{name}.py', *sys.argv[1:]])}")
+
+
 def ratio(what: str, backend: str, value: float) -> None:
     """The one line of a baseline comparison: ``ratio engine/raw (sqlite): 0.55``."""
     say(f"ratio {what} ({backend}): {value:.2f}")

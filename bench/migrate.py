@@ -311,8 +311,7 @@ def run(args: Any) -> list[harness.Table]:
     groups = groups_of(templates(outbreak, [ACTOR]))
     for backend in harness.backends(args):
         run_backend(backend, args, groups, table)
-    command = " ".join(["bench/migrate.py", *sys.argv[1:]])
-    say(f"measured with: .venv/bin/python {command}")
+    harness.say_command("migrate")
     return [table]
 
 

@@ -144,8 +144,7 @@ def run(args: Any) -> list[harness.Table]:
     groups = groups_of(templates(outbreak, [ACTOR]))
     for backend in harness.backends(args):
         run_backend(backend, args, groups, table)
-    command = " ".join(["bench/overview.py", *sys.argv[1:]])
-    say(f"measured with: .venv/bin/python {command}")
+    harness.say_command("overview")
     return [table]
 
 
