@@ -143,7 +143,7 @@ class Overview:
         since = local_midnight(days[0] + timedelta(days=1))
         # No monitoring ends later than its period after the last exposure, which is not after today.
         until = local_midnight(today + timedelta(days=MAX_MONITORING_DAYS))
-        ends = [(_aware(at), n) for at, n in repo.timer_forecast("contact", "monitoring_ends", since, until, units)]
+        ends = list(repo.timer_forecast("contact", "monitoring_ends", since, until, units))
         rows = []
         for day in days:
             after = local_midnight(day + timedelta(days=1))
@@ -156,7 +156,7 @@ class Overview:
         counted: dict[datetime, dict[str, int]] = defaultdict(lambda: {"contact": 0, "course": 0})
         for kind in ("contact", "course"):  # one query each: equalities first, as ``ix_timers_forecast`` serves
             for at, n in repo.timer_forecast(kind, "pep_window_closes", now, until, units):
-                counted[_aware(at)][kind] += n
+                counted[at][kind] += n
             query = (select(TIMERS.c.id, TIMERS.c.object_kind, TIMERS.c.object_id, TIMERS.c.due_at)
                      .where(TIMERS.c.object_kind == kind, TIMERS.c.name == "pep_window_closes",
                             TIMERS.c.status == "pending", TIMERS.c.due_at >= now, TIMERS.c.due_at < until,
@@ -167,7 +167,7 @@ class Overview:
         rows = []
         for row in sorted(found, key=lambda r: (r.due_at, r.id))[:limit]:
             if row.due_at not in shown:
-                at = _aware(row.due_at)
+                at = row.due_at
                 shown[row.due_at] = (instant(at), local_date(at - timedelta(microseconds=1)).isoformat())
             closes_at, last_day = shown[row.due_at]
             rows.append({"object": f"{row.object_kind}-{row.object_id}", "kind": row.object_kind,
@@ -189,7 +189,7 @@ class Overview:
                  .group_by(TIMERS.c.due_at, open_))
         missed: dict[date, list[int]] = defaultdict(lambda: [0, 0])
         for row in repo.session.execute(query):
-            day = local_date(_aware(row.due_at))
+            day = local_date(row.due_at)
             monday = day - timedelta(days=day.weekday())
             missed[monday][0] += int(row.n)
             if row.open:
@@ -198,15 +198,6 @@ class Overview:
         return Figure("missed", ("week", "from", "missed", "unresolved"), [
             {"week": iso_week(w), "from": w.isoformat(), "missed": missed[w][0] if w in missed else 0,
              "unresolved": missed[w][1] if w in missed else 0} for w in weeks])
-
-
-def _aware(value: datetime) -> datetime:
-    """An instant read through a grouped expression (no column type: SQLite gives it naive) as UTC."""
-    from datetime import UTC
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def csv_text(figure: Figure, headers: Mapping[str, str] | None = None) -> str:
