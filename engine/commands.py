@@ -288,8 +288,7 @@ class Commands:
         """Create a workflow object of ``kind`` for ``person`` through its creation ``trigger``; returns its view.
         Raises NotFound for an unknown person, GuardRefused when the creation's guards refuse, RuleRefused for a
         duplicate, UsageError for bad input, NotPermitted (audited)."""
-        if kind not in OBJECT_MODELS:
-            raise UsageError(f"'{shown(kind)}' is no kind of workflow object: use one of {', '.join(OBJECT_MODELS)}")
+        definitions.check_kind(kind)
         _, person_pk = parse_id(person, kind="person")
         self._check_input(data, reason)
         with unit_of_work(self.runtime, actor, f"{kind} {trigger}", person) as uow:
