@@ -208,6 +208,13 @@ def choose(view: Mapping[str, Any], name: str | None) -> str:
 
 _SECTION_OF_SHEET = {"suspected": "§2.2.1", "confirmed": "§4.1", "contact": "§5.5", "pep": "§6.2"}
 _SECTION_OF_KIND = {"case": "§4.1", "contact": "§5.5", "course": "§6.2"}
+#: The section each sheet gives the advice of (what handing it to the person is recorded under).
+SECTION_OF_SHEET = {"suspected": "§2.2", "confirmed": "§4.1", "contact": "§5.5", "pep": "§6.2"}
+
+
+def sheet_rule(guideline: str, sheet: str) -> str:
+    """The citation of a sheet's section in ``guideline``'s terms: ``SST-mpox-7.1 §5.5``."""
+    return f"{guideline} {SECTION_OF_SHEET[sheet]}"
 
 
 # ---- the engine's side -------------------------------------------------------------------------------------------

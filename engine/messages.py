@@ -48,6 +48,7 @@ from persistence.models import AdviceMessage
 from persistence.repository import format_id, parse_id
 from workflows.errors import NotFound, UsageError
 from workflows.limits import check_text, shown
+from workflows.registry import BY_NAME
 
 log = structlog.get_logger("mpoxflow.messages")
 
@@ -193,7 +194,8 @@ class Messages:
                 "sent_at": None if address else now}).scalar_one())
             seq = uow.audit(
                 Head.of(row), kind=kind, pk=pk, workflow=row.workflow, trigger=trigger, from_state=row.state,
-                to_state=row.state, actor=uow.actor, reason=(reason or "").strip() or None, now=now, rule=None,
+                to_state=row.state, actor=uow.actor, reason=(reason or "").strip() or None, now=now,
+                rule=advice.sheet_rule(made.guideline, made.name),
                 data={"message": format_id("message", message), "sheet": made.name, "language": language,
                       "channel": channel}, changes=None, unit=units.acting_unit(uow, uow.actor, row.unit_id)).seq
             uow.save_clock()
@@ -281,7 +283,8 @@ class Messages:
             data.update(error=values["last_error"], retry=None if final else instant(values["next_attempt_at"]))
         uow.audit(Head.of(target), kind=row.object_kind, pk=row.object_id, workflow=target.workflow,
                   trigger="advice_sent" if sent else "advice_failed", from_state=target.state,
-                  to_state=target.state, actor=WORKER, reason=None, now=now, rule=None, data=data, changes=None,
+                  to_state=target.state, actor=WORKER, reason=None, now=now,
+                  rule=advice.sheet_rule(BY_NAME[target.workflow].version, row.sheet), data=data, changes=None,
                   unit=target.unit_id)
 
     def next_attempt(self) -> datetime | None:

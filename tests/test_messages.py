@@ -107,7 +107,7 @@ def advance(clock: SimulatedClock, by: timedelta) -> None:
 def entries(db: Database, trigger_prefix: str = "advice_") -> list[dict[str, Any]]:
     with db.engine.connect() as connection:
         found = [dict(r._mapping) for r in connection.execute(text(
-            "SELECT object_kind, object_id, trigger, actor, data FROM audit_log WHERE trigger LIKE :p ORDER BY seq"),
+            "SELECT object_kind, object_id, trigger, actor, rule, data FROM audit_log WHERE trigger LIKE :p ORDER BY seq"),
             {"p": trigger_prefix + "%"})]
     for entry in found:
         if isinstance(entry["data"], str):
@@ -161,6 +161,8 @@ def test_the_sheet_is_e_mailed_once_with_its_text_and_pdf_and_no_personal_data(
     assert (row.status, row.attempts, row.address, row.last_error) == ("sent", 1, None, None)
     assert [(e["trigger"], e["object_kind"]) for e in entries(db)] == [("advice_queued", "contact"),
                                                                        ("advice_sent", "contact")]
+    # Each cites the section the contact's sheet gives the advice of (§5.5).
+    assert [e["rule"] for e in entries(db)] == ["SST-mpox-7.1 §5.5", "SST-mpox-7.1 §5.5"]
     assert ADDRESS not in raw_everywhere(db) and CONTACT_REF not in raw_everywhere(db)
     with db.engine.connect() as connection:
         types = [t for (t,) in connection.execute(text("SELECT type FROM events WHERE type LIKE '%advice%' "
