@@ -107,7 +107,8 @@ def advance(clock: SimulatedClock, by: timedelta) -> None:
 def entries(db: Database, trigger_prefix: str = "advice_") -> list[dict[str, Any]]:
     with db.engine.connect() as connection:
         found = [dict(r._mapping) for r in connection.execute(text(
-            "SELECT object_kind, object_id, trigger, actor, rule, data FROM audit_log WHERE trigger LIKE :p ORDER BY seq"),
+            "SELECT object_kind, object_id, trigger, actor, rule, data FROM audit_log WHERE trigger LIKE :p "
+            "ORDER BY seq"),
             {"p": trigger_prefix + "%"})]
     for entry in found:
         if isinstance(entry["data"], str):
